@@ -1,0 +1,153 @@
+"""The artifact store: task outputs as content-addressed files behind an fsspec URL.
+
+An artifact's name is the SHA-256 of its bytes (`<root>/ab/abcdef....<ext>`), so writing the
+same output twice stores it once, and a read can verify what it got. Writes go to a temporary
+name first and are renamed into place: a crash never leaves a half artifact under its final
+name. Small JSON-able outputs never come here: `store_value` keeps them inline in the
+`ValueRef` (and so in the metadata store).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import uuid
+from typing import Any
+
+from cadenza.artifacts.serializers import (
+    choose_serializer,
+    get_serializer,
+    is_json_value,
+)
+from cadenza.core.errors import CadenzaError
+from cadenza.core.records import ValueRef
+
+
+class ArtifactError(CadenzaError):
+    """An artifact could not be written or read back intact."""
+
+
+def _type_name(obj: Any) -> str:
+    t = type(obj)
+    return f"{t.__module__}.{t.__qualname__}"
+
+
+class ArtifactStore:
+    def __init__(self, root: str) -> None:
+        self.root = root.rstrip("/") or "/"
+        self._is_local = "://" not in root or root.startswith("file://")
+        self._local_root = root[len("file://") :] if root.startswith("file://") else root
+        self._fs: Any = None
+        self._made: set[str] = set()
+
+    # -- paths ----------------------------------------------------------------------------
+    def uri_for(self, sha256: str, extension: str) -> str:
+        return f"{self.root}/{sha256[:2]}/{sha256}{extension}"
+
+    def _filesystem(self) -> Any:
+        if self._fs is None:
+            import fsspec
+
+            self._fs, _ = fsspec.core.url_to_fs(self.root)
+        return self._fs
+
+    # -- writing --------------------------------------------------------------------------
+    def put_bytes(self, data: bytes, extension: str) -> tuple[str, str]:
+        sha = hashlib.sha256(data).hexdigest()
+        uri = self.uri_for(sha, extension)
+        if self._is_local:
+            path = f"{self._local_root.rstrip('/')}/{sha[:2]}/{sha}{extension}"
+            if os.path.exists(path):
+                return uri, sha
+            folder = os.path.dirname(path)
+            if folder not in self._made:
+                os.makedirs(folder, exist_ok=True)
+                self._made.add(folder)
+            tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+            return uri, sha
+        fs = self._filesystem()
+        if fs.exists(uri):
+            return uri, sha
+        tmp = f"{uri}.tmp-{uuid.uuid4().hex[:8]}"
+        fs.pipe_file(tmp, data)
+        fs.mv(tmp, uri)
+        return uri, sha
+
+    def put(self, obj: Any) -> ValueRef:
+        ser = choose_serializer(obj)
+        data = ser.dumps(obj)
+        uri, sha = self.put_bytes(data, ser.extension)
+        return ValueRef(
+            kind="artifact",
+            uri=uri,
+            sha256=sha,
+            serializer=ser.name,
+            size=len(data),
+            type_name=_type_name(obj),
+        )
+
+    # -- reading --------------------------------------------------------------------------
+    def get_bytes(self, uri: str) -> bytes:
+        if self._is_local and not uri.startswith(("memory://", "s3://", "gs://")):
+            path = uri[len("file://") :] if uri.startswith("file://") else uri
+            with open(path, "rb") as fh:
+                return fh.read()
+        import fsspec
+
+        with fsspec.open(uri, "rb") as fh:
+            data: bytes = fh.read()
+        return data
+
+    def get(self, ref: ValueRef) -> Any:
+        if ref.kind == "json":
+            return ref.value
+        assert ref.uri is not None
+        try:
+            data = self.get_bytes(ref.uri)
+        except FileNotFoundError as exc:
+            raise ArtifactError(
+                f"artifact {ref.uri} is missing",
+                hint="resume the run so the task that produced it runs again",
+            ) from exc
+        if ref.sha256 and hashlib.sha256(data).hexdigest() != ref.sha256:
+            raise ArtifactError(
+                f"artifact {ref.uri} is corrupted (its SHA-256 does not match)",
+                hint="resume the run so the task that produced it runs again",
+            )
+        return get_serializer(ref.serializer or "pickle").loads(data)
+
+
+_stores: dict[str, ArtifactStore] = {}
+_lock = threading.Lock()
+
+
+def artifact_store(root: str) -> ArtifactStore:
+    """The process's store for `root` (one per root, reused)."""
+    with _lock:
+        store = _stores.get(root)
+        if store is None:
+            store = _stores[root] = ArtifactStore(root)
+        return store
+
+
+def store_value(obj: Any, *, root: str, inline_limit_bytes: int) -> ValueRef:
+    """Keep a small JSON-able value inline; write anything else to the artifact store."""
+    if is_json_value(obj):
+        if obj is None or type(obj) in (bool, int, float):
+            return ValueRef(kind="json", value=obj)
+        import json
+
+        size = len(json.dumps(obj, separators=(",", ":")))
+        if size <= inline_limit_bytes:
+            return ValueRef(kind="json", value=obj)
+    return artifact_store(root).put(obj)
+
+
+def load_value(ref: ValueRef, *, root: str) -> Any:
+    if ref.kind == "json":
+        return ref.value
+    return artifact_store(root).get(ref)

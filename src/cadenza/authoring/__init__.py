@@ -1,0 +1,1 @@
+"""Authoring: @task, @pipeline, refs and the context, as users write them."""

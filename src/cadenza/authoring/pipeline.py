@@ -1,0 +1,321 @@
+"""`@pipeline`: trace the body into a graph, validate it, and build the parameter model.
+
+Defining a pipeline validates it at once: cycles, unknown branch targets, duplicate names,
+option mistakes, bad schedules, parameter defaults that do not match their type hints or
+cannot be stored with a run. Every problem is reported in one DefinitionError.
+
+Running (`.run()`) is the engine's job; the engine is loaded by name on first use so that
+authoring stays below it in the layering and `import cadenza` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, Generic, ParamSpec, TypeVar
+
+from cadenza.authoring.builder import GraphBuilder
+from cadenza.authoring.refs import ParamRef
+from cadenza.core.errors import CadenzaError, DefinitionError, ParameterError, Problem
+from cadenza.graph.model import ParamSpec as GraphParam
+from cadenza.graph.model import PipelineGraph
+from cadenza.graph.validate import validate_graph
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+PRESETS = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+}
+
+
+def _check_schedule(schedule: Any) -> Problem | None:
+    if schedule is None or isinstance(schedule, timedelta):
+        if isinstance(schedule, timedelta) and schedule.total_seconds() <= 0:
+            return Problem(message=f"schedule interval must be positive, got {schedule}",
+                           hint="schedule=timedelta(hours=1)")
+        return None
+    if not isinstance(schedule, str):
+        return Problem(message=f"schedule must be a cron string, a preset or a timedelta, "
+                       f"got {type(schedule).__name__}", hint='schedule="0 2 * * *"')
+    expr = PRESETS.get(schedule.strip(), schedule)
+    if schedule.strip().startswith("@") and schedule.strip() not in PRESETS:
+        return Problem(
+            message=f"unknown schedule preset '{schedule}'",
+            hint=f"use one of {', '.join(p for p in PRESETS if p != '@midnight')} or a cron expression",
+        )
+    fields = expr.split()
+    if len(fields) != 5:
+        return Problem(
+            message=f"schedule '{schedule}' has {len(fields)} fields; cron needs 5 "
+            "(minute hour day-of-month month day-of-week)",
+            hint='schedule="0 2 * * *" runs daily at 02:00',
+        )
+    from croniter import croniter
+
+    if not croniter.is_valid(expr):
+        return Problem(message=f"schedule '{schedule}' is not a valid cron expression",
+                       hint='schedule="0 2 * * *" runs daily at 02:00; see crontab.guru')
+    return None
+
+
+def _check_timezone(tz: str) -> Problem | None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        return Problem(message=f"unknown timezone '{tz}'",
+                       hint='use an IANA name such as "UTC" or "Europe/Paris"')
+    return None
+
+
+def _to_datetime(value: Any, field: str, problems: list[Problem]) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        problems.append(Problem(message=f"{field} '{value}' is not a date",
+                                hint=f'{field}="2026-01-01"'))
+        return None
+
+
+class PipelineDef(Generic[P, R]):
+    """What `@pipeline` makes: a validated graph plus its parameters and options."""
+
+    def __init__(self, fn: Callable[P, R], *, name: str | None = None, **options: Any) -> None:
+        self.fn = fn
+        self.name = name or fn.__name__
+        self.options = options
+        self.description = (fn.__doc__ or "").strip()
+        self.schedule = options.get("schedule")
+        self.timezone = options.get("timezone", "UTC")
+        self.catchup = bool(options.get("catchup", False))
+        self.max_active_runs = options.get("max_active_runs")
+        self.sla = options.get("sla")
+        self.tags = tuple(options.get("tags") or ())
+        self.triggers = options.get("triggers")
+        self.tracking = options.get("tracking")
+        self.module = getattr(fn, "__module__", "")
+        self.source_file = inspect.getsourcefile(fn) if hasattr(fn, "__code__") else None
+        problems: list[Problem] = []
+        unknown = set(options) - _PIPELINE_OPTIONS
+        for key in sorted(unknown):
+            from cadenza.graph.validate import did_you_mean
+
+            problems.append(Problem(message=f"unknown option '{key}'."
+                                    + did_you_mean(key, sorted(_PIPELINE_OPTIONS)),
+                                    hint=f"valid options: {', '.join(sorted(_PIPELINE_OPTIONS))}"))
+        sched_problem = _check_schedule(self.schedule)
+        if sched_problem:
+            problems.append(sched_problem)
+        tz_problem = _check_timezone(self.timezone)
+        if tz_problem:
+            problems.append(tz_problem)
+        self.start_date = _to_datetime(options.get("start_date"), "start_date", problems)
+        self.end_date = _to_datetime(options.get("end_date"), "end_date", problems)
+        if self.max_active_runs is not None and (
+            not isinstance(self.max_active_runs, int) or self.max_active_runs < 1
+        ):
+            problems.append(Problem(message=f"max_active_runs must be >= 1, got "
+                                    f"{self.max_active_runs!r}", hint="max_active_runs=1"))
+        self.params = self._read_params(problems)
+        self.graph = self._trace(problems)
+        self._model: Any = None
+        self.__doc__ = fn.__doc__
+        self.__name__ = self.name
+        self.__wrapped__ = fn
+
+    def __repr__(self) -> str:
+        return f"<pipeline '{self.name}' ({len(self.graph)} tasks)>"
+
+    # -- parameters ---------------------------------------------------------------------------
+    def _read_params(self, problems: list[Problem]) -> tuple[GraphParam, ...]:
+        from pydantic import TypeAdapter, ValidationError
+
+        out: list[GraphParam] = []
+        hints = _type_hints(self.fn)
+        for p in inspect.signature(self.fn).parameters.values():
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                problems.append(Problem(message=f"parameter *{p.name} is not supported",
+                                        hint="declare each pipeline parameter by name"))
+                continue
+            ann = hints.get(p.name, Any)
+            has_default = p.default is not inspect.Parameter.empty
+            if has_default:
+                default = p.default
+                try:
+                    adapter = TypeAdapter(ann)
+                    adapter.validate_python(default, strict=False)
+                except ValidationError as exc:
+                    problems.append(Problem(
+                        message=f"default for parameter '{p.name}' ({default!r}) does not match "
+                        f"its type {_type_label(ann)}: {exc.errors()[0]['msg']}",
+                        hint=f"make the default a {_type_label(ann)}, or fix the annotation"))
+                except Exception as exc:  # noqa: BLE001 - pydantic cannot build a schema
+                    problems.append(Problem(
+                        message=f"parameter '{p.name}' has a type pydantic cannot validate: {exc}",
+                        hint="annotate it with a JSON-friendly type (int, str, list[float], ...)"))
+                    adapter = None
+                if not _is_storable(default, adapter):
+                    what = "a lambda" if callable(default) else f"a {type(default).__name__}"
+                    problems.append(Problem(
+                        message=f"default for parameter '{p.name}' is {what}, which cannot be "
+                        "stored with the run",
+                        hint="use a JSON-serialisable default (dict, list, str, number) or make "
+                        "the parameter required"))
+            out.append(GraphParam(name=p.name, annotation=ann, has_default=has_default,
+                                  default=p.default if has_default else None))
+        return tuple(out)
+
+    @property
+    def param_model(self) -> Any:
+        if self._model is None:
+            from pydantic import ConfigDict, create_model
+
+            fields: dict[str, Any] = {}
+            for p in self.params:
+                fields[p.name] = (p.annotation, p.default if p.has_default else ...)
+            self._model = create_model(  # type: ignore[call-overload]
+                f"{self.name}_params",
+                __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
+                **fields,
+            )
+        return self._model
+
+    def validate_params(self, params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(python values, JSON form to store). Raises ParameterError naming each problem."""
+        from pydantic import ValidationError
+
+        known = {p.name for p in self.params}
+        unknown = [k for k in params if k not in known]
+        if unknown:
+            from cadenza.graph.validate import did_you_mean
+
+            k = unknown[0]
+            raise ParameterError(
+                f"unknown parameter '{k}'." + did_you_mean(k, sorted(known)),
+                pipeline=self.name,
+                hint=f"parameters are: {', '.join(sorted(known)) or '(none)'}",
+            )
+        try:
+            model = self.param_model.model_validate(dict(params))
+        except ValidationError as exc:
+            lines = []
+            for err in exc.errors():
+                loc = ".".join(str(x) for x in err["loc"])
+                lines.append(f"'{loc}': {err['msg']} (got {err.get('input')!r})")
+            spec = {p.name: _type_label(p.annotation) for p in self.params}
+            first = exc.errors()[0]["loc"][0]
+            raise ParameterError(
+                "wrong parameters: " + "; ".join(lines),
+                pipeline=self.name,
+                hint=f"'{first}' must be {spec.get(str(first), 'valid')}",
+            ) from None
+        values = {p.name: getattr(model, p.name) for p in self.params}
+        stored = model.model_dump(mode="json")
+        return values, stored
+
+    # -- tracing ------------------------------------------------------------------------------
+    def _trace(self, problems: list[Problem]) -> PipelineGraph:
+        builder = GraphBuilder(self.name)
+        refs = {p.name: ParamRef(p.name, self.name) for p in self.params}
+        with builder.active():
+            try:
+                self.fn(**refs)  # type: ignore[call-arg]
+            except DefinitionError as exc:
+                builder.problems.extend(exc.problems)
+            except CadenzaError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - reported as a definition problem
+                builder.problems.append(Problem(
+                    message=f"the pipeline body raised {type(exc).__name__}: {exc}",
+                    hint="a pipeline body only calls tasks and wires them with >>; compute "
+                    "values inside tasks"))
+        problems = problems + builder.problems
+        if not builder.nodes and not problems:
+            problems.append(Problem(message="the pipeline body calls no task",
+                                    hint="call at least one @task inside the @pipeline body"))
+        source = f"{self.module}:{self.name}"
+        graph = PipelineGraph(name=self.name, nodes=builder.build_nodes(), params=self.params,
+                              source=source)
+        validate_graph(graph, problems)
+        return graph
+
+    # -- running ------------------------------------------------------------------------------
+    def run(self, *, executor: str | None = None, **params: Any) -> Any:
+        """Run the pipeline now and wait for it; returns a RunResult.
+
+        Example:
+            result = fraud_training.run(n=500, executor="inline")
+            assert result.state == "success"; result.outputs["select_best"]
+        """
+        engine = importlib.import_module("cadenza.engine.api")
+        return engine.run_pipeline(self, params, executor=executor)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        if args:
+            raise ParameterError("pass pipeline parameters by name", pipeline=self.name,
+                                 hint=f"{self.name}(n=500)")
+        return self.run(**kwargs)
+
+
+_PIPELINE_OPTIONS = {
+    "schedule", "timezone", "start_date", "end_date", "catchup", "max_active_runs", "sla",
+    "tags", "triggers", "tracking", "on_success", "on_failure", "on_sla_miss", "description",
+    "params",
+}
+
+
+def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    import typing
+
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - unresolvable forward refs: fall back to Any
+        return {}
+
+
+def _type_label(ann: Any) -> str:
+    if ann is Any:
+        return "any value"
+    return getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+
+
+def _is_storable(value: Any, adapter: Any) -> bool:
+    if callable(value) and not isinstance(value, type):
+        return False
+    try:
+        data = adapter.dump_python(value, mode="json") if adapter is not None else value
+        json.dumps(data)
+    except Exception:  # noqa: BLE001 - anything that cannot be stored
+        return False
+    return True
+
+
+def pipeline(fn: Any = None, /, *, name: str | None = None, **options: Any) -> Any:
+    """Declare a pipeline: the body calls tasks and wires them; nothing runs until `.run()`.
+
+    Example:
+        @pipeline(schedule="0 2 * * *", tags=["training"])
+        def fraud_training(n: int = 1000):
+            df = build_features(n)
+            train(df)
+    """
+    if fn is not None:
+        return PipelineDef(fn, name=name, **options)
+
+    def wrap(f: Callable[P, R]) -> PipelineDef[P, R]:
+        return PipelineDef(f, name=name, **options)
+
+    return wrap

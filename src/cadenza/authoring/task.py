@@ -1,0 +1,298 @@
+"""`@task`, `@task.branch`, `TaskDef`, `.partial().expand()`, `.with_options()`.
+
+A TaskDef wraps a plain function. Called inside a `@pipeline` body it adds a node and
+returns an `OutputRef`; called anywhere else it simply calls the function, so tasks stay
+unit-testable. Option mistakes are collected as problems and reported by the pipeline that
+uses the task, all at once, with the pipeline's name.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import textwrap
+from collections.abc import Callable, Iterable, Sequence
+from datetime import timedelta
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from cadenza.authoring.builder import current_builder
+from cadenza.authoring.refs import OutputRef, _Wirable
+from cadenza.core.errors import DefinitionError, Problem
+from cadenza.graph.model import Resources, TaskOptions, TriggerRule
+from cadenza.graph.validate import check_trigger_rule
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_UNSET: Any = object()
+
+
+def _seconds(value: float | timedelta | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return float(value)
+
+
+def _memory_bytes(value: Any) -> int:
+    from cadenza.core.units import parse_memory
+
+    return parse_memory(value)
+
+
+def _callbacks(value: Any) -> tuple[Callable[..., Any], ...]:
+    if value is None:
+        return ()
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    return (value,)
+
+
+def _asset_name(value: Any) -> str:
+    name = getattr(value, "name", value)
+    return str(name)
+
+
+def build_options(name: str, raw: dict[str, Any]) -> tuple[TaskOptions, list[Problem]]:
+    """Turn @task keyword options into TaskOptions, collecting every problem."""
+    problems: list[Problem] = []
+
+    def bad(message: str, hint: str) -> None:
+        problems.append(Problem(message=message, task=name, hint=hint))
+
+    retries = raw.get("retries", 0)
+    if not isinstance(retries, int) or retries < 0:
+        bad(f"retries must be a whole number >= 0, got {retries!r}", "@task(retries=3)")
+        retries = 0
+    delay = _seconds(raw.get("retry_delay", 0.0)) or 0.0
+    if delay < 0:
+        bad(f"retry_delay must be >= 0 seconds, got {delay}", "@task(retry_delay=2.0)")
+    backoff = float(raw.get("retry_backoff", 1.0))
+    if backoff < 1:
+        bad(f"retry_backoff must be >= 1, got {backoff}", "@task(retry_backoff=2.0)")
+    jitter_raw = raw.get("retry_jitter", 0.0)
+    jitter = 0.1 if jitter_raw is True else float(jitter_raw or 0.0)
+    if jitter < 0:
+        bad(f"retry_jitter must be >= 0, got {jitter}", "@task(retry_jitter=0.1)")
+    retry_on_raw = raw.get("retry_on", ())
+    if isinstance(retry_on_raw, type):
+        retry_on_raw = (retry_on_raw,)
+    retry_on = tuple(retry_on_raw or ())
+    for exc_type in retry_on:
+        if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
+            bad(
+                f"retry_on must list exception classes, got {exc_type!r}",
+                "@task(retry_on=(ConnectionError, TimeoutError))",
+            )
+    timeout = _seconds(raw.get("timeout"))
+    if timeout is not None and timeout <= 0:
+        bad(f"timeout must be > 0 seconds, got {timeout}", "@task(timeout=600)")
+    rule = str(raw.get("trigger_rule", "all_success"))
+    problem = check_trigger_rule(rule, name)
+    if problem:
+        problems.append(problem)
+        rule = "all_success"
+    res_raw = raw.get("resources") or {}
+    resources = Resources()
+    if not isinstance(res_raw, dict):
+        bad("resources must be a dict", '@task(resources={"cpu": 2, "memory": "4GiB", "gpu": 1})')
+    else:
+        try:
+            custom = {
+                str(k): float(v) for k, v in res_raw.items() if k not in ("cpu", "memory", "gpu")
+            }
+            resources = Resources(
+                cpu=float(res_raw.get("cpu", 0) or 0),
+                memory_bytes=_memory_bytes(res_raw.get("memory", 0) or 0),
+                gpu=int(res_raw.get("gpu", 0) or 0),
+                custom=custom,
+            )
+        except (TypeError, ValueError) as exc:
+            bad(f"resources are not valid: {exc}",
+                '@task(resources={"cpu": 2, "memory": "4GiB", "gpu": 1})')
+    pool = raw.get("pool") or "default"
+    if not isinstance(pool, str):
+        bad(f"pool must be a pool name, got {pool!r}", '@task(pool="gpu")')
+        pool = "default"
+    options = TaskOptions(
+        retries=retries,
+        retry_delay_s=delay,
+        retry_backoff=backoff,
+        max_retry_delay_s=_seconds(raw.get("max_retry_delay")),
+        retry_jitter=jitter,
+        retry_on=retry_on,
+        timeout_s=timeout,
+        cache=bool(raw.get("cache", False)),
+        cache_expiration_s=_seconds(raw.get("cache_expiration")),
+        version=None if raw.get("version") is None else str(raw.get("version")),
+        resources=resources,
+        pool=pool,
+        outlets=tuple(_asset_name(a) for a in raw.get("outlets") or ()),
+        trigger_rule=TriggerRule(rule),
+        is_branch=bool(raw.get("is_branch", False)),
+        requirements=tuple(raw.get("requirements") or ()),
+        on_success=_callbacks(raw.get("on_success")),
+        on_failure=_callbacks(raw.get("on_failure")),
+        on_retry=_callbacks(raw.get("on_retry")),
+    )
+    return options, problems
+
+
+def branch_literals(fn: Callable[..., Any]) -> tuple[str, ...]:
+    """String literals a branch function may return, read from its source (best effort)."""
+    try:
+        source = textwrap.dedent(inspect.getsource(fn))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return ()
+    found: list[str] = []
+
+    def collect(node: ast.AST | None) -> None:
+        if node is None:
+            return
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found.append(node.value)
+        elif isinstance(node, ast.IfExp):
+            collect(node.body)
+            collect(node.orelse)
+        elif isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+            for elt in node.elts:
+                collect(elt)
+
+    func = next((n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))), None)
+    if func is None:
+        return ()
+    for node in ast.walk(func):
+        if isinstance(node, ast.Return):
+            collect(node.value)
+    return tuple(dict.fromkeys(found))
+
+
+class TaskDef(_Wirable, Generic[P, R]):
+    """What `@task` makes. Call it in a pipeline body to add a task to the graph."""
+
+    def __init__(self, fn: Callable[P, R], *, name: str | None = None, **options: Any) -> None:
+        if not callable(fn):
+            raise DefinitionError(
+                None,
+                [Problem(message=f"@task needs a function, got {type(fn).__name__}",
+                         hint="put @task on a def")],
+            )
+        self.fn = fn
+        self.explicit_name = name is not None
+        self.name = name or getattr(fn, "__name__", "task")
+        self.raw_options = options
+        self.options, self.problems = build_options(self.name, options)
+        self.signature = inspect.signature(fn)
+        module = getattr(fn, "__module__", "") or ""
+        self.fn_key = f"{module}:{getattr(fn, '__qualname__', self.name)}"
+        self.branch_targets = branch_literals(fn) if self.options.is_branch else ()
+        self.__doc__ = fn.__doc__
+        self.__name__ = self.name
+        self.__wrapped__ = fn
+
+    def __repr__(self) -> str:
+        return f"<task '{self.name}'>"
+
+    # Calling ---------------------------------------------------------------------------------
+    @overload
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def __call__(self, *args: Any, **kwargs: Any) -> OutputRef[R]: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        builder = current_builder()
+        if builder is None:
+            return self.fn(*args, **kwargs)
+        self._report_problems(builder)
+        return builder.add(self, args, kwargs)
+
+    def _report_problems(self, builder: Any) -> None:
+        for p in self.problems:
+            if p not in builder.problems:
+                builder.problems.append(p)
+
+    # Variants -------------------------------------------------------------------------------
+    def with_options(self, *, name: str | None = None, **changes: Any) -> TaskDef[P, R]:
+        """A copy with some options changed, e.g. `train.with_options(name="train_big", retries=5)`."""
+        merged = {**self.raw_options, **changes}
+        return TaskDef(self.fn, name=name if name is not None else (self.name if self.explicit_name else None), **merged)
+
+    def partial(self, **fixed: Any) -> PartialTask[R]:
+        """Bind arguments shared by every mapped instance: `train.partial(df=df).expand(...)`."""
+        return PartialTask(self, fixed)
+
+    def expand(self, **lists: Any) -> OutputRef[list[R]]:
+        """Map over lists (cartesian product when several): one task instance per element."""
+        return PartialTask(self, {}).expand(**lists)
+
+    # >> support ------------------------------------------------------------------------------
+    def _builder(self) -> Any:
+        builder = current_builder()
+        if builder is None:
+            raise DefinitionError(
+                None,
+                [Problem(message=">> is only meaningful inside a @pipeline body", task=self.name,
+                         hint="wire tasks inside the function decorated with @pipeline")],
+            )
+        return builder
+
+    def _wire_ids(self) -> list[str]:
+        return self._builder().resolve_ids(self)
+
+
+class PartialTask(Generic[R]):
+    def __init__(self, task: TaskDef[Any, R], fixed: dict[str, Any]) -> None:
+        self.task = task
+        self.fixed = fixed
+
+    def partial(self, **more: Any) -> PartialTask[R]:
+        return PartialTask(self.task, {**self.fixed, **more})
+
+    def expand(self, **lists: Any) -> OutputRef[list[R]]:
+        builder = current_builder()
+        if builder is None:
+            raise DefinitionError(
+                None,
+                [Problem(message="expand() is only meaningful inside a @pipeline body",
+                         task=self.task.name,
+                         hint="call it inside the function decorated with @pipeline")],
+            )
+        self.task._report_problems(builder)
+        if not lists:
+            builder.problems.append(
+                Problem(message="expand() needs at least one list to map over",
+                        task=self.task.name, hint=".expand(config=[...])")
+            )
+        return builder.add(self.task, (), dict(self.fixed), mapped=dict(lists))
+
+
+class _TaskDecorator:
+    """`@task`, `@task(...)` and `@task.branch`."""
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> TaskDef[P, R]: ...
+    @overload
+    def __call__(
+        self, fn: None = None, /, *, name: str | None = None, **options: Any
+    ) -> Callable[[Callable[P, R]], TaskDef[P, R]]: ...
+    def __call__(self, fn: Any = None, /, *, name: str | None = None, **options: Any) -> Any:
+        if fn is not None:
+            return TaskDef(fn, name=name, **options)
+
+        def wrap(f: Callable[P, R]) -> TaskDef[P, R]:
+            return TaskDef(f, name=name, **options)
+
+        return wrap
+
+    def branch(self, fn: Any = None, /, *, name: str | None = None, **options: Any) -> Any:
+        """A task that returns the id (or list of ids) of the direct downstreams to run."""
+        options["is_branch"] = True
+        return self(fn, name=name, **options)
+
+
+task = _TaskDecorator()
+
+
+def iter_task_defs(values: Iterable[Any]) -> Sequence[TaskDef[Any, Any]]:
+    return [v for v in values if isinstance(v, TaskDef)]

@@ -1,0 +1,74 @@
+"""The task context: what `get_context()` returns inside a running task.
+
+Lives in core so that the worker (executors) can set it and authoring can re-export
+`get_context` without either importing the other.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cadenza.core.errors import CadenzaError
+
+
+@dataclass(slots=True, kw_only=True)
+class TaskContext:
+    run_id: str
+    pipeline: str
+    task_id: str
+    map_index: int
+    attempt: int
+    logical_date: datetime | None = None
+    data_interval: tuple[datetime, datetime] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("cadenza.task"))
+    extra: dict[str, Any] = field(default_factory=dict)
+    _metrics: list[tuple[str, float | str, str]] = field(default_factory=list)
+
+    def log_metric(self, name: str, value: float) -> None:
+        """Record a numeric metric for this task instance (kept with the run)."""
+        self._metrics.append((str(name), float(value), "metric"))
+
+    def log_param(self, name: str, value: Any) -> None:
+        """Record a parameter for this task instance (kept with the run, as text)."""
+        self._metrics.append((str(name), str(value), "param"))
+
+    @property
+    def metrics(self) -> tuple[tuple[str, float | str, str], ...]:
+        return tuple(self._metrics)
+
+
+_current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
+    "cadenza_task_context", default=None
+)
+
+
+def get_context() -> TaskContext:
+    """The context of the task running in this thread.
+
+    Example:
+        @task
+        def train(df):
+            ctx = get_context()
+            ctx.logger.info("training for run %s", ctx.run_id)
+            ctx.log_metric("auc", 0.93)
+    """
+    ctx = _current.get()
+    if ctx is None:
+        raise CadenzaError(
+            "get_context() was called outside a running task",
+            hint="call it inside a function decorated with @task while a pipeline runs",
+        )
+    return ctx
+
+
+def set_context(ctx: TaskContext | None) -> contextvars.Token[TaskContext | None]:
+    return _current.set(ctx)
+
+
+def reset_context(token: contextvars.Token[TaskContext | None]) -> None:
+    _current.reset(token)

@@ -1,0 +1,134 @@
+"""The CadenzaError tree.
+
+User-facing errors carry `pipeline`, `task` and `hint`, and read where -> what -> fix.
+Errors of third-party libraries are translated at the layer that catches them
+(`raise StoreError(...) from exc`). Cancel and timeout signals derive from BaseException so
+that a user's `except Exception` cannot swallow them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class CadenzaError(Exception):
+    """Base of every error Cadenza raises on purpose."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        pipeline: str | None = None,
+        task: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.message = message
+        self.pipeline = pipeline
+        self.task = task
+        self.hint = hint
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = []
+        if self.pipeline:
+            where.append(f"pipeline '{self.pipeline}'")
+        if self.task:
+            where.append(f"task '{self.task}'")
+        text = f"{', '.join(where)}: {self.message}" if where else self.message
+        if self.hint:
+            text += f"\n  Fix: {self.hint}"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": type(self).__name__,
+            "message": self.message,
+            "pipeline": self.pipeline,
+            "task": self.task,
+            "hint": self.hint,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Problem:
+    """One problem found while validating a definition."""
+
+    message: str
+    task: str | None = None
+    hint: str | None = None
+
+    def render(self) -> str:
+        head = f"task '{self.task}': {self.message}" if self.task else self.message
+        return head + (f"\n    Fix: {self.hint}" if self.hint else "")
+
+
+class DefinitionError(CadenzaError):
+    """A pipeline or task definition is wrong. Lists every problem found at once."""
+
+    def __init__(self, pipeline: str | None, problems: list[Problem]) -> None:
+        self.problems = problems
+        first = problems[0]
+        noun = "problem" if len(problems) == 1 else "problems"
+        where = f" in pipeline '{pipeline}'" if pipeline else ""
+        body = "\n".join("  " + p.render() for p in problems)
+        self._text = f"{len(problems)} {noun}{where}:\n{body}"
+        super().__init__(first.message, pipeline=pipeline, task=first.task, hint=first.hint)
+
+    def _render(self) -> str:
+        return self._text
+
+
+CadenzaDefinitionError = DefinitionError
+
+
+class ParameterError(CadenzaError):
+    """Run parameters do not match the pipeline's signature."""
+
+
+class RunNotFound(CadenzaError):
+    pass
+
+
+class IllegalTransition(CadenzaError):
+    """A move the state table forbids. Always a Cadenza bug, never a user error."""
+
+    def __init__(self, task_id: str, map_index: int, old: object, new: object) -> None:
+        key = task_id if map_index < 0 else f"{task_id}[{map_index}]"
+        super().__init__(
+            f"illegal state change {old} -> {new}",
+            task=key,
+            hint="this is a bug in Cadenza; please report it with the run's log",
+        )
+
+
+class TaskFailed(CadenzaError):
+    """A task instance ended failed; the user's exception is `__cause__` where there is one."""
+
+
+class WorkerLost(CadenzaError):
+    """The process running a task died (killed, out of memory, segfault)."""
+
+
+class StoreError(CadenzaError):
+    """The metadata store could not be reached or written."""
+
+
+class ConfigError(CadenzaError):
+    """Settings or cadenza.toml are wrong."""
+
+
+class RunConflict(CadenzaError):
+    """Another driver holds the run (a concurrent resume, a live scheduler)."""
+
+
+class TaskInterrupt(BaseException):
+    """Raised inside a running task to stop it. BaseException: `except Exception` won't eat it."""
+
+
+class TaskTimeout(TaskInterrupt):
+    """The attempt ran past its `timeout`."""
+
+
+class TaskCancelled(TaskInterrupt):
+    """The run was cancelled while the attempt ran."""

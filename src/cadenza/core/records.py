@@ -1,0 +1,198 @@
+"""Plain records shared by the engine, the store, the executors and the surfaces.
+
+The store takes and returns these (never ORM rows, never graph objects). Frozen, slotted,
+keyword-only: cheap to build on the hot path and picklable across processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cadenza.core.states import RunState, TaskState
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ValueRef:
+    """Where a task output lives.
+
+    kind "json": the value itself, small and JSON-able, stored in the metadata store.
+    kind "artifact": a content-addressed object in the artifact store (uri, sha256).
+    """
+
+    kind: str
+    value: Any = None
+    uri: str | None = None
+    sha256: str | None = None
+    serializer: str | None = None
+    size: int | None = None
+    type_name: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        if self.kind == "json":
+            return {"kind": "json", "value": self.value}
+        return {
+            "kind": self.kind,
+            "uri": self.uri,
+            "sha256": self.sha256,
+            "serializer": self.serializer,
+            "size": self.size,
+            "type_name": self.type_name,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ValueRef:
+        if data["kind"] == "json":
+            return cls(kind="json", value=data.get("value"))
+        return cls(
+            kind=data["kind"],
+            uri=data.get("uri"),
+            sha256=data.get("sha256"),
+            serializer=data.get("serializer"),
+            size=data.get("size"),
+            type_name=data.get("type_name"),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErrorInfo:
+    """A failure, as recorded: enough to render it without the original exception."""
+
+    kind: str  # exception | timeout | worker_lost | cancelled | serialization | resources | ...
+    type: str  # qualified exception class name
+    message: str
+    traceback: str = ""
+    type_mro: tuple[str, ...] = ()  # qualified names, for retry_on matching across processes
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "type": self.type,
+            "message": self.message,
+            "traceback": self.traceback,
+            "type_mro": list(self.type_mro),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ErrorInfo:
+        return cls(
+            kind=data.get("kind", "exception"),
+            type=data.get("type", ""),
+            message=data.get("message", ""),
+            traceback=data.get("traceback", ""),
+            type_mro=tuple(data.get("type_mro", ())),
+        )
+
+    def first_line(self) -> str:
+        line = self.message.strip().splitlines()[0] if self.message.strip() else ""
+        short = self.type.rsplit(".", 1)[-1]
+        return f"{short}: {line}" if line else short
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunRecord:
+    run_id: str
+    pipeline: str
+    state: RunState
+    params: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    executor: str = ""
+    trigger: str = "manual"  # manual | schedule | backfill | event | asset | test
+    logical_date: datetime | None = None
+    data_interval_start: datetime | None = None
+    data_interval_end: datetime | None = None
+    source: str = ""  # "path/to/file.py:pipeline" so a run can be resumed from the CLI
+    driver_id: str | None = None
+    heartbeat_at: datetime | None = None
+    error: str | None = None
+    tags: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskInstanceRecord:
+    """One task instance: run id + task id + map index (-1 when not mapped).
+
+    A mapped task has a summary row at map index -1 whose `map_count` says how many
+    instances it expanded to; its state summarises theirs.
+    """
+
+    run_id: str
+    task_id: str
+    map_index: int = -1
+    state: TaskState = TaskState.PENDING
+    attempt: int = 0  # attempts started so far
+    pool: str = "default"
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    next_retry_at: datetime | None = None
+    output: ValueRef | None = None
+    error: ErrorInfo | None = None
+    cache_key: str | None = None
+    cache_origin: dict[str, Any] | None = None
+    worker: str | None = None
+    map_count: int | None = None
+    reason: str = ""
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.task_id, self.map_index)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptRecord:
+    run_id: str
+    task_id: str
+    map_index: int
+    attempt: int
+    state: TaskState  # success | failed | up_for_retry | cancelled | ...
+    started_at: datetime | None
+    ended_at: datetime | None
+    worker: str | None = None
+    error: ErrorInfo | None = None
+    log_path: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PoolRecord:
+    name: str
+    slots: int
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricRecord:
+    run_id: str
+    task_id: str
+    map_index: int
+    attempt: int
+    name: str
+    value: float | str
+    kind: str = "metric"  # metric | param
+    at: datetime | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class WriteBatch:
+    """Everything one engine step changed, written by the store in one transaction."""
+
+    new_runs: list[RunRecord] = field(default_factory=list)
+    run_updates: list[RunRecord] = field(default_factory=list)
+    new_task_instances: list[TaskInstanceRecord] = field(default_factory=list)
+    task_instance_updates: list[TaskInstanceRecord] = field(default_factory=list)
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    metrics: list[MetricRecord] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.new_runs
+            or self.run_updates
+            or self.new_task_instances
+            or self.task_instance_updates
+            or self.attempts
+            or self.metrics
+        )

@@ -1,0 +1,712 @@
+"""RunDriver: one run, from its first task to its final state.
+
+The loop (no fixed tick, no busy polling):
+  1. admit ready task instances while the executor, their pool and the machine have room;
+  2. commit every transition of this step in ONE transaction (write-through store);
+  3. only then submit the admitted calls (a transition is durable before work depends on it);
+  4. block on the outcome queue until an outcome arrives or the next retry falls due;
+  5. fold the outcomes in: retries, trigger rules, skips, mapped expansion -> new ready set.
+
+Readiness is incremental: each node keeps counts of its upstreams' final states, updated
+once per finished upstream (O(edges) per run). The driver's memory is authoritative for its
+run; the store is written through and is what resume rebuilds from.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from cadenza.core import clock
+from cadenza.core.errors import TaskCancelled
+from cadenza.core.records import (
+    AttemptRecord,
+    ErrorInfo,
+    MetricRecord,
+    RunRecord,
+    TaskInstanceRecord,
+    ValueRef,
+    WriteBatch,
+)
+from cadenza.core.states import RunState, TaskState, run_state_of, transition
+from cadenza.engine import rules
+from cadenza.engine.callbacks import CallbackContext, CallbackQueue
+from cadenza.engine.ready import Admission
+from cadenza.executors.base import Executor, TaskCall, TaskOutcome
+from cadenza.graph.model import ParamValue, PipelineGraph, TaskNode, TaskOutput, TriggerRule, substitute
+
+log = logging.getLogger(__name__)
+
+S = TaskState
+
+
+@dataclass(slots=True, eq=False)
+class Instance:
+    """The live, mutable state of one task instance (the store holds a copy)."""
+
+    node: TaskNode
+    map_index: int
+    state: TaskState = S.PENDING
+    attempt: int = 0
+    queued_at: Any = None
+    started_at: Any = None
+    ended_at: Any = None
+    next_retry_at: Any = None
+    output: ValueRef | None = None
+    error: ErrorInfo | None = None
+    worker: str | None = None
+    cache_key: str | None = None
+    cache_origin: dict[str, Any] | None = None
+    map_count: int | None = None
+    reason: str = ""
+    persisted: bool = False
+    inputs: dict[str, Any] | None = None
+    granted: Any = None  # what Admission gave it (pool slot, resources, GPU ids)
+    due: float = 0.0  # monotonic time of its next retry
+
+    @property
+    def label(self) -> str:
+        tid = self.node.id
+        return tid if self.map_index < 0 else f"{tid}[{self.map_index}]"
+
+    def record(self, run_id: str) -> TaskInstanceRecord:
+        return TaskInstanceRecord(
+            run_id=run_id,
+            task_id=self.node.id,
+            map_index=self.map_index,
+            state=self.state,
+            attempt=self.attempt,
+            pool=self.node.options.pool,
+            queued_at=self.queued_at,
+            started_at=self.started_at,
+            ended_at=self.ended_at,
+            next_retry_at=self.next_retry_at,
+            output=self.output,
+            error=self.error,
+            cache_key=self.cache_key,
+            cache_origin=self.cache_origin,
+            worker=self.worker,
+            map_count=self.map_count,
+            reason=self.reason,
+        )
+
+
+@dataclass(slots=True, eq=False)
+class NodeState:
+    """Per graph node: upstream bookkeeping and its instances."""
+
+    node: TaskNode
+    summary: Instance  # map index -1: the instance itself, or a mapped task's summary row
+    counts: rules.UpstreamCounts
+    data_remaining: int
+    decided: bool = False
+    children: list[Instance] = field(default_factory=list)
+    children_left: int = 0
+    # Element-wise: mapped instance i of this node depends on instance i of these upstreams.
+    forced: bool = False  # skipped by a branch
+
+
+class RunDriver:
+    """Drives one run to its final state. Not thread-safe except `cancel()`."""
+
+    def __init__(
+        self,
+        *,
+        graph: PipelineGraph,
+        run: RunRecord,
+        param_values: dict[str, Any],
+        store: Any,
+        executor: Executor,
+        artifact_root: str,
+        logs_dir: str,
+        inline_limit_bytes: int,
+        admission: Admission,
+        driver_id: str,
+        pipeline_callbacks: dict[str, tuple[Callable[..., Any], ...]] | None = None,
+        cache: Any = None,
+    ) -> None:
+        self.graph = graph
+        self.run = run
+        self.run_id = run.run_id
+        self.params = param_values
+        self.store = store
+        self.executor = executor
+        self.artifact_root = artifact_root
+        self.logs_dir = logs_dir
+        self.inline_limit = inline_limit_bytes
+        self.admission = admission
+        self.driver_id = driver_id
+        self.pipeline_callbacks = pipeline_callbacks or {}
+        self.cache = cache
+        self.in_process = bool(getattr(executor, "in_process", False))
+
+        self.nodes: dict[str, NodeState] = {}
+        self.downstream = graph.downstream()
+        self.ready: deque[Instance] = deque()
+        self.in_flight: dict[tuple[str, int], Instance] = {}
+        self.retry_heap: list[tuple[float, int, Instance]] = []
+        self.outcomes: queue.SimpleQueue[TaskOutcome | None] = queue.SimpleQueue()
+        self.batch = WriteBatch()
+        self.dirty: dict[int, Instance] = {}
+        self.values: dict[tuple[str, int], Any] = {}  # live outputs (in-process executors)
+        self.callbacks = CallbackQueue()
+        self._cancel = threading.Event()
+        self._seq = itertools.count()
+        self._unfinished = 0
+        self.cancelled = False
+
+    # --- setup ---------------------------------------------------------------------------
+    def initial_rows(self) -> list[TaskInstanceRecord]:
+        """Build the in-memory view for a new run; the rows to insert with the run."""
+        for node in self.graph:
+            blocking = self._blocking(node)
+            data = [u for u in node.data_upstream]
+            ns = NodeState(
+                node=node,
+                summary=Instance(node=node, map_index=-1, persisted=True),
+                counts=rules.UpstreamCounts(total=len(blocking), remaining=len(blocking)),
+                data_remaining=len(data),
+            )
+            self.nodes[node.id] = ns
+        self._unfinished = len(self.nodes)
+        return [ns.summary.record(self.run_id) for ns in self.nodes.values()]
+
+    def _blocking(self, node: TaskNode) -> tuple[str, ...]:
+        if node.options.trigger_rule is TriggerRule.ALWAYS:
+            return node.data_upstream
+        return node.upstream
+
+    # --- public --------------------------------------------------------------------------
+    def cancel(self) -> None:
+        """Ask the run to stop: running tasks are interrupted, the rest cancelled."""
+        self._cancel.set()
+        self.outcomes.put(None)
+
+    def drive(self) -> RunState:
+        """Run until every task instance is final. Returns the run's final state."""
+        try:
+            for ns in self.nodes.values():
+                if not ns.decided and ns.counts.total == 0:
+                    self._decide(ns)
+            self._loop()
+        except KeyboardInterrupt:
+            self._cancel_everything("interrupted (Ctrl-C)")
+            self._finish()
+            raise
+        except BaseException as exc:
+            log.exception("run %s: driver failed: %s", self.run_id, exc)
+            self._cancel_everything(f"driver error: {exc}")
+            self._finish(error=f"{type(exc).__name__}: {exc}")
+            raise
+        return self._finish()
+
+    # --- the loop ------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            if self._cancel.is_set():
+                self._cancel_everything("run cancelled")
+                return
+            calls = self._admit()
+            self._flush()
+            for inst, call in calls:
+                self.executor.submit(call, self.outcomes.put)
+            if not self.in_flight and not self.ready and not self.retry_heap:
+                if self._unfinished == 0:
+                    return
+                self._fail_stuck()
+                self._flush()
+                if self._unfinished == 0:
+                    return
+                continue
+            self._wait_and_fold()
+
+    def _wait_and_fold(self) -> None:
+        timeout: float | None = None
+        if self.retry_heap:
+            timeout = max(0.0, self.retry_heap[0][0] - time.monotonic())
+        if self.ready and not self.in_flight:
+            timeout = 0.05  # waiting on pool slots or resources held by other runs
+        try:
+            outcome = self.outcomes.get(timeout=timeout) if timeout != 0 else self.outcomes.get_nowait()
+        except queue.Empty:
+            outcome = None
+        got = [outcome]
+        while True:
+            try:
+                got.append(self.outcomes.get_nowait())
+            except queue.Empty:
+                break
+        for item in got:
+            if item is not None:
+                self._fold(item)
+        now = time.monotonic()
+        import heapq
+
+        while self.retry_heap and self.retry_heap[0][0] <= now:
+            _, _, inst = heapq.heappop(self.retry_heap)
+            if inst.state is S.UP_FOR_RETRY:
+                self._move(inst, S.SCHEDULED, reason="retry delay passed")
+                self.ready.append(inst)
+
+    # --- admission and dispatch ----------------------------------------------------------
+    def _admit(self) -> list[tuple[Instance, TaskCall]]:
+        calls: list[tuple[Instance, TaskCall]] = []
+        if not self.ready:
+            return calls
+        free = self.executor.free_slots()
+        deferred: deque[Instance] = deque()
+        while self.ready and free > 0:
+            inst = self.ready.popleft()
+            if inst.state is not S.SCHEDULED:
+                continue
+            verdict, granted, why = self.admission.try_acquire(inst.node)
+            if verdict == "never":
+                self._fail(inst, ErrorInfo(kind="resources", type="cadenza.core.errors.CadenzaError",
+                                           message=why))
+                continue
+            if verdict == "wait":
+                deferred.append(inst)
+                continue
+            inst.granted = granted
+            if self.cache is not None and inst.node.options.cache:
+                if self.cache.try_serve(self, inst):
+                    self.admission.release(inst.node, granted)
+                    inst.granted = None
+                    continue
+            call = self._build_call(inst)
+            if call is None:
+                self.admission.release(inst.node, granted)
+                inst.granted = None
+                continue
+            now = clock.now()
+            inst.attempt += 1
+            inst.queued_at = now
+            inst.started_at = now
+            inst.ended_at = None
+            inst.error = None
+            inst.next_retry_at = None
+            self._move(inst, S.QUEUED)
+            self._move(inst, S.RUNNING)
+            self.in_flight[(inst.node.id, inst.map_index)] = inst
+            calls.append((inst, self._with_attempt(call, inst)))
+            free -= 1
+        if deferred:
+            self.ready.extendleft(reversed(deferred))
+        return calls
+
+    def _with_attempt(self, call: TaskCall, inst: Instance) -> TaskCall:
+        from dataclasses import replace
+
+        mi = inst.map_index
+        name = inst.node.id if mi < 0 else f"{inst.node.id}.{mi}"
+        log_path = os.path.join(self.logs_dir, self.run_id, f"{name}.{inst.attempt}.log")
+        env = dict(call.env)
+        gpus = getattr(inst.granted, "gpus", ())
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+        return replace(call, attempt=inst.attempt, log_path=log_path, env=env)
+
+    def _input_for(self, marker: TaskOutput | ParamValue) -> Any:
+        if type(marker) is ParamValue:
+            return self.params[marker.name]
+        ns = self.nodes[marker.task_id]
+        if ns.node.is_mapped:
+            return [self._value_of(c) for c in ns.children]
+        return self._value_of(ns.summary)
+
+    def _value_of(self, inst: Instance) -> Any:
+        if not inst.state.is_ok or inst.output is None:
+            return None
+        if self.in_process and inst.output.kind != "json":
+            key = (inst.node.id, inst.map_index)
+            if key in self.values:
+                return self.values[key]
+        return inst.output
+
+    def _build_call(self, inst: Instance) -> TaskCall | None:
+        node = inst.node
+        if inst.inputs is None:
+            inst.inputs = {k: substitute(v, self._input_for) for k, v in node.args.items()}
+        ctx = {
+            "logical_date": self.run.logical_date,
+            "data_interval": (
+                (self.run.data_interval_start, self.run.data_interval_end)
+                if self.run.data_interval_start
+                else None
+            ),
+            "params": self.run.params,
+        }
+        return TaskCall(
+            run_id=self.run_id,
+            pipeline=self.graph.name,
+            task_id=node.id,
+            map_index=inst.map_index,
+            attempt=inst.attempt,
+            fn=node.fn,
+            fn_key=node.fn_key,
+            inputs=inst.inputs,
+            call_kinds=node.call_kinds,
+            timeout_s=node.options.timeout_s,
+            artifact_root=self.artifact_root,
+            inline_limit_bytes=self.inline_limit,
+            context=ctx,
+        )
+
+    # --- outcomes ------------------------------------------------------------------------
+    def _fold(self, out: TaskOutcome) -> None:
+        inst = self.in_flight.pop((out.task_id, out.map_index), None)
+        if inst is None or out.attempt != inst.attempt:
+            log.debug("run %s: stale outcome for %s ignored", self.run_id, out.task_id)
+            return
+        if inst.granted is not None:
+            self.admission.release(inst.node, inst.granted)
+            inst.granted = None
+        inst.started_at = out.started_at or inst.started_at
+        inst.ended_at = out.ended_at or clock.now()
+        inst.worker = out.worker
+        for name, value, kind in out.metrics:
+            self.batch.metrics.append(
+                MetricRecord(run_id=self.run_id, task_id=inst.node.id, map_index=inst.map_index,
+                             attempt=inst.attempt, name=name, value=value, kind=kind,
+                             at=inst.ended_at)
+            )
+        if out.ok:
+            if out.has_value:
+                self.values[(inst.node.id, inst.map_index)] = out.value
+            inst.output = out.output
+            if inst.node.options.is_branch:
+                value = out.value if out.has_value else (out.output.value if out.output and out.output.kind == "json" else None)
+                chosen, err = rules.branch_choice(value, self.downstream[inst.node.id])
+                if chosen is None:
+                    self._attempt_done(inst, S.FAILED, out)
+                    self._fail(inst, ErrorInfo(kind="branch", type="cadenza.core.errors.TaskFailed",
+                                               message=err), moved=True)
+                    return
+                self._attempt_done(inst, S.SUCCESS, out)
+                self._succeed(inst, branch=chosen)
+                return
+            self._attempt_done(inst, S.SUCCESS, out)
+            self._succeed(inst)
+            return
+        error = out.error or ErrorInfo(kind="exception", type="Exception", message="failed")
+        if error.kind == "cancelled" and self._cancel.is_set():
+            inst.error = error
+            self._attempt_done(inst, S.CANCELLED, out)
+            self._move(inst, S.CANCELLED, reason="run cancelled")
+            self._final(inst)
+            return
+        if rules.should_retry(inst.node.options, inst.attempt, error):
+            delay = rules.retry_delay_s(inst.node.options, inst.attempt)
+            inst.error = error
+            inst.next_retry_at = clock.now() + timedelta(seconds=delay)
+            self._attempt_done(inst, S.UP_FOR_RETRY, out)
+            self._move(inst, S.UP_FOR_RETRY, reason=error.first_line())
+            import heapq
+
+            heapq.heappush(self.retry_heap, (time.monotonic() + delay, next(self._seq), inst))
+            log.info("run %s: %s failed (attempt %d), retrying in %.3g s: %s", self.run_id,
+                     inst.label, inst.attempt, delay, error.first_line())
+            self.callbacks.add(inst.node.options.on_retry, self._cb_ctx(inst, S.UP_FOR_RETRY))
+            return
+        self._attempt_done(inst, S.FAILED, out)
+        self._fail(inst, error, moved=False)
+
+    def _attempt_done(self, inst: Instance, state: TaskState, out: TaskOutcome | None) -> None:
+        self.batch.attempts.append(
+            AttemptRecord(
+                run_id=self.run_id, task_id=inst.node.id, map_index=inst.map_index,
+                attempt=inst.attempt, state=state, started_at=inst.started_at,
+                ended_at=inst.ended_at, worker=inst.worker,
+                error=out.error if out is not None else inst.error,
+                log_path=out.log_path if out is not None else None,
+            )
+        )
+
+    # --- state changes -------------------------------------------------------------------
+    def _move(self, inst: Instance, new: TaskState, *, reason: str = "") -> None:
+        transition(inst.node.id, inst.map_index, inst.state, new, reason=reason)
+        inst.state = new
+        if reason:
+            inst.reason = reason
+        self.dirty[id(inst)] = inst
+
+    def _succeed(self, inst: Instance, *, branch: list[str] | None = None, cached: bool = False) -> None:
+        self._move(inst, S.CACHED if cached else S.SUCCESS)
+        if not cached:
+            self.callbacks.add(inst.node.options.on_success, self._cb_ctx(inst, S.SUCCESS))
+        self._final(inst, branch=branch)
+
+    def _fail(self, inst: Instance, error: ErrorInfo, *, moved: bool = False) -> None:
+        inst.error = error
+        inst.ended_at = inst.ended_at or clock.now()
+        if inst.state is S.PENDING:
+            self._move(inst, S.SCHEDULED)
+        if inst.state is not S.FAILED:
+            self._move(inst, S.FAILED, reason=error.first_line())
+        log.info("run %s: %s failed: %s", self.run_id, inst.label, error.first_line())
+        self.callbacks.add(inst.node.options.on_failure, self._cb_ctx(inst, S.FAILED))
+        self._final(inst)
+
+    def _final(self, inst: Instance, *, branch: list[str] | None = None) -> None:
+        """`inst` reached a final state: update its node and, through it, downstream."""
+        ns = self.nodes[inst.node.id]
+        if inst.map_index >= 0:
+            ns.children_left -= 1
+            if ns.children_left == 0:
+                self._close_mapped(ns)
+            return
+        self._unfinished -= 1
+        self._propagate(ns, branch)
+
+    def _propagate(self, ns: NodeState, branch: list[str] | None) -> None:
+        state = ns.summary.state
+        for down_id in self.downstream[ns.node.id]:
+            d = self.nodes[down_id]
+            if d.decided:
+                continue
+            if branch is not None and down_id not in branch:
+                d.forced = True
+                self._settle(d, S.SKIPPED, reason=f"not chosen by branch '{ns.node.id}'")
+                continue
+            blocking = ns.node.id in self._blocking(d.node)
+            if blocking:
+                d.counts.add(state)
+            if ns.node.id in d.node.data_upstream:
+                d.data_remaining -= 1
+            self._decide(d)
+
+    def _decide(self, ns: NodeState) -> None:
+        decision = rules.evaluate(ns.node.options.trigger_rule, ns.counts)
+        if decision is rules.Decision.WAIT:
+            return
+        if decision is rules.Decision.SKIP:
+            self._settle(ns, S.SKIPPED, reason="skipped by trigger rule "
+                         f"'{ns.node.options.trigger_rule}'")
+            return
+        if decision is rules.Decision.UPSTREAM_FAILED:
+            self._settle(ns, S.UPSTREAM_FAILED, reason="an upstream task failed")
+            return
+        if ns.data_remaining > 0:
+            return  # the rule allows it, but an input is not there yet
+        ns.decided = True
+        if ns.node.is_mapped:
+            self._expand(ns)
+        else:
+            self._move(ns.summary, S.SCHEDULED)
+            self.ready.append(ns.summary)
+
+    def _settle(self, ns: NodeState, state: TaskState, *, reason: str) -> None:
+        ns.decided = True
+        inst = ns.summary
+        inst.ended_at = clock.now()
+        self._move(inst, state, reason=reason)
+        self._unfinished -= 1
+        self._propagate(ns, None)
+
+    # --- mapping -------------------------------------------------------------------------
+    def _expand(self, ns: NodeState) -> None:
+        node = ns.node
+        axes: list[list[tuple[Any, TaskState | None]]] = []
+        try:
+            for name in node.mapped:
+                axes.append(self._axis(node.args[name]))
+        except Exception as exc:  # noqa: BLE001 - becomes the task's error
+            self._move(ns.summary, S.SCHEDULED)
+            self._fail(ns.summary, ErrorInfo(
+                kind="input", type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+                message=f"cannot expand task '{node.id}': {exc}"))
+            return
+        combos = list(itertools.product(*axes)) if axes else []
+        summary = ns.summary
+        summary.map_count = len(combos)
+        if not combos:
+            summary.output = ValueRef(kind="json", value=[])
+            self._move(summary, S.SUCCESS, reason="expanded over an empty list")
+            summary.ended_at = clock.now()
+            self._unfinished -= 1
+            self._propagate(ns, None)
+            return
+        self._move(summary, S.RUNNING, reason=f"expanded into {len(combos)} instances")
+        summary.started_at = clock.now()
+        fixed = {k: substitute(v, self._input_for) for k, v in node.args.items()
+                 if k not in node.mapped}
+        children: list[Instance] = []
+        for i, combo in enumerate(combos):
+            inst = Instance(node=node, map_index=i)
+            inputs = dict(fixed)
+            bad: TaskState | None = None
+            for name, (value, elem_state) in zip(node.mapped, combo, strict=True):
+                inputs[name] = value
+                if elem_state is not None and not elem_state.is_ok:
+                    if elem_state is S.SKIPPED and bad is None:
+                        bad = S.SKIPPED
+                    else:
+                        bad = S.UPSTREAM_FAILED
+            inst.inputs = inputs
+            children.append(inst)
+            if bad is not None:
+                inst.ended_at = clock.now()
+                self._move(inst, bad, reason="its element of the upstream mapped task "
+                           "did not succeed")
+            else:
+                self._move(inst, S.SCHEDULED)
+                self.ready.append(inst)
+        ns.children = children
+        ns.children_left = sum(1 for c in children if not c.state.is_final)
+        if ns.children_left == 0:
+            self._close_mapped(ns)
+
+    def _close_mapped(self, ns: NodeState) -> None:
+        summary = ns.summary
+        state = rules.summarize_mapped([c.state for c in ns.children])
+        if summary.state is not state:
+            self._move(summary, state)
+        summary.ended_at = clock.now()
+        self._unfinished -= 1
+        self._propagate(ns, None)
+
+    def _axis(self, value: Any) -> list[tuple[Any, TaskState | None]]:
+        """The elements one mapped argument ranges over, with their producer's state."""
+        if type(value) is TaskOutput:
+            up = self.nodes[value.task_id]
+            if up.node.is_mapped:
+                return [(self._value_of(c), c.state) for c in up.children]
+            ref = up.summary.output
+            items = self._load(up.summary)
+            if not isinstance(items, (list, tuple)):
+                raise TypeError(
+                    f"expand() needs a list, but task '{value.task_id}' returned "
+                    f"{type(items).__name__}; return a list from '{value.task_id}'"
+                )
+            del ref
+            return [(item, None) for item in items]
+        if type(value) is ParamValue:
+            items = self.params[value.name]
+            if not isinstance(items, (list, tuple)):
+                raise TypeError(f"expand() needs a list, but parameter '{value.name}' is "
+                                f"{type(items).__name__}")
+            return [(item, None) for item in items]
+        items = substitute(value, self._input_for)
+        return [(item, None) for item in items]
+
+    def _load(self, inst: Instance) -> Any:
+        key = (inst.node.id, inst.map_index)
+        if key in self.values:
+            return self.values[key]
+        if inst.output is None:
+            return None
+        from cadenza.artifacts.store import load_value
+
+        return load_value(inst.output, root=self.artifact_root)
+
+    # --- ending --------------------------------------------------------------------------
+    def _cancel_everything(self, reason: str) -> None:
+        self.cancelled = True
+        for inst in list(self.in_flight.values()):
+            try:
+                self.executor.cancel(self.run_id, inst.node.id, inst.map_index)
+            except Exception as exc:  # noqa: BLE001 - keep cancelling the others
+                log.warning("run %s: could not cancel %s: %s", self.run_id, inst.label, exc)
+        deadline = time.monotonic() + 10.0
+        while self.in_flight and time.monotonic() < deadline:
+            try:
+                out = self.outcomes.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if out is None:
+                continue
+            inst = self.in_flight.pop((out.task_id, out.map_index), None)
+            if inst is None:
+                continue
+            if inst.granted is not None:
+                self.admission.release(inst.node, inst.granted)
+                inst.granted = None
+            inst.ended_at = out.ended_at or clock.now()
+            inst.error = out.error
+            if out.ok:
+                inst.output = out.output
+                self._attempt_done(inst, S.SUCCESS, out)
+                self._move(inst, S.SUCCESS)
+            else:
+                self._attempt_done(inst, S.CANCELLED, out)
+                self._move(inst, S.CANCELLED, reason=reason)
+        for inst in list(self.in_flight.values()):
+            if inst.granted is not None:
+                self.admission.release(inst.node, inst.granted)
+            self._attempt_done(inst, S.CANCELLED, None)
+            self._move(inst, S.CANCELLED, reason=reason)
+        self.in_flight.clear()
+        for ns in self.nodes.values():
+            for inst in [ns.summary, *ns.children]:
+                if not inst.state.is_final:
+                    if inst.state is S.QUEUED:
+                        self._move(inst, S.CANCELLED, reason=reason)
+                    else:
+                        self._move(inst, S.CANCELLED, reason=reason)
+        self.ready.clear()
+        self.retry_heap.clear()
+
+    def _fail_stuck(self) -> None:
+        """Nothing runs, nothing is ready, yet tasks are unfinished: say why, per task."""
+        for ns in self.nodes.values():
+            if ns.decided or ns.summary.state.is_final:
+                continue
+            self._settle(ns, S.UPSTREAM_FAILED, reason="its upstream tasks never finished")
+
+    def _finish(self, error: str | None = None) -> RunState:
+        states = [inst.state for ns in self.nodes.values() for inst in (ns.summary, *ns.children)]
+        state = run_state_of(states, cancelled=self.cancelled)
+        if state is RunState.RUNNING:
+            state = RunState.FAILED
+            error = error or "the run stopped with unfinished task instances"
+        from dataclasses import replace
+
+        self.run = replace(self.run, state=state, ended_at=clock.now(), error=error,
+                           driver_id=None)
+        self.batch.run_updates.append(self.run)
+        self._flush()
+        self.callbacks.run_all()
+        return state
+
+    def _flush(self) -> None:
+        batch = self.batch
+        if self.dirty:
+            for inst in self.dirty.values():
+                rec = inst.record(self.run_id)
+                if inst.persisted:
+                    batch.task_instance_updates.append(rec)
+                else:
+                    inst.persisted = True
+                    batch.new_task_instances.append(rec)
+            self.dirty.clear()
+        if batch:
+            self.store.write(batch)
+            self.batch = WriteBatch()
+        if self.callbacks:
+            self.callbacks.run_all()
+
+    def _cb_ctx(self, inst: Instance, state: TaskState) -> CallbackContext:
+        return CallbackContext(
+            pipeline=self.graph.name, run_id=self.run_id, task_id=inst.node.id,
+            map_index=inst.map_index, attempt=inst.attempt, state=state, error=inst.error,
+        )
+
+    # --- used by the cache (issue: data passing) ------------------------------------------
+    def serve_cached(self, inst: Instance, output: ValueRef, origin: dict[str, Any]) -> None:
+        inst.output = output
+        inst.cache_origin = origin
+        inst.ended_at = clock.now()
+        self._succeed(inst, cached=True)
+
+
+def interrupted(exc: BaseException) -> bool:
+    return isinstance(exc, (KeyboardInterrupt, TaskCancelled))

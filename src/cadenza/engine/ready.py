@@ -1,0 +1,95 @@
+"""Admission: may this task instance start now? Pools and machine resources.
+
+Pool slot counts come from the store (`cadenza pools set NAME SLOTS`); usage is counted in
+this process, across every run it drives, so one scheduler process enforces a pool for all of
+its runs. Resources (CPU, memory, GPUs) are counted against this machine's capacity; a task
+that could never fit fails at once with the reason instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from cadenza.graph.model import TaskNode
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    pool: str
+    cpu: float
+    memory_bytes: int
+    gpus: tuple[str, ...]
+
+
+DEFAULT_POOL = "default"
+
+
+def default_pool_slots() -> int:
+    """The default pool is sized to the machine: 4 slots per CPU core."""
+    return 4 * (os.cpu_count() or 1)
+
+
+class Admission:
+    def __init__(self, pool_slots: dict[str, int], ledger: Any) -> None:
+        self._slots = dict(pool_slots)
+        self._used: dict[str, int] = {}
+        self._ledger = ledger
+        self._lock = threading.Lock()
+
+    def update_pools(self, pool_slots: dict[str, int]) -> None:
+        with self._lock:
+            self._slots.update(pool_slots)
+
+    def try_acquire(self, node: TaskNode) -> tuple[str, Grant | None, str]:
+        """("ok", grant, "") | ("wait", None, why) | ("never", None, why)."""
+        pool = node.options.pool
+        res = node.options.resources
+        with self._lock:
+            slots = self._slots.get(pool)
+            if slots is None:
+                return ("never", None,
+                        f"pool '{pool}' does not exist. Fix: cadenza pools set {pool} 4")
+            if slots <= 0:
+                return ("never", None,
+                        f"pool '{pool}' has 0 slots, so task '{node.id}' can never start. "
+                        f"Fix: cadenza pools set {pool} 4")
+            if self._used.get(pool, 0) >= slots:
+                return ("wait", None, f"pool '{pool}' is full")
+            gpus: tuple[str, ...] = ()
+            if not res.is_empty:
+                why = self._ledger.why_never(res.cpu, res.memory_bytes, res.gpu)
+                if why:
+                    return ("never", None, f"task '{node.id}' {why}")
+                if not self._ledger.can_fit(res.cpu, res.memory_bytes, res.gpu):
+                    return ("wait", None, "waiting for resources")
+                gpus = self._ledger.acquire(res.cpu, res.memory_bytes, res.gpu)
+            self._used[pool] = self._used.get(pool, 0) + 1
+            return ("ok", Grant(pool, res.cpu, res.memory_bytes, gpus), "")
+
+    def release(self, node: TaskNode, grant: Grant | None) -> None:
+        if grant is None:
+            return
+        with self._lock:
+            self._used[grant.pool] = max(0, self._used.get(grant.pool, 0) - 1)
+            if grant.cpu or grant.memory_bytes or grant.gpus:
+                self._ledger.release(grant.cpu, grant.memory_bytes, grant.gpus)
+
+
+_shared: Admission | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_admission(pool_slots: dict[str, int]) -> Admission:
+    """The process-wide admission control, its pool sizes refreshed from the store."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            from cadenza.executors.resources import ResourceLedger, machine_capacity
+
+            _shared = Admission(pool_slots, ResourceLedger(machine_capacity()))
+        else:
+            _shared.update_pools(pool_slots)
+        return _shared

@@ -1,0 +1,172 @@
+"""The executor protocol: how the engine hands work out and gets outcomes back.
+
+A documented extension point. The engine builds a `TaskCall`, calls `Executor.submit(call,
+sink)`, and the executor calls `sink(outcome)` exactly once per call, from any thread, when
+the attempt ends in any way (success, exception, timeout, worker lost, cancelled). Outputs are
+written by the worker straight to the artifact store; only a `ValueRef` travels back.
+
+Executors are looked up by name (`get_executor("processes")`); concrete modules are imported
+only when first asked for, so `import cadenza` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from cadenza.core.errors import ConfigError
+from cadenza.core.records import ErrorInfo, ValueRef
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskCall:
+    """One attempt of one task instance, ready to execute.
+
+    `inputs` maps parameter names to values in which `ValueRef`s may appear anywhere
+    (nested in lists, tuples and dicts: a fan-in arrives as a list of refs); the worker
+    loads each ref before calling. `call_kinds` says how each name is passed
+    (`inspect.Parameter.kind` names), so *args and **kwargs survive.
+    """
+
+    run_id: str
+    pipeline: str
+    task_id: str
+    map_index: int
+    attempt: int
+    fn: Callable[..., Any]
+    fn_key: str  # identity of `fn` (module:qualname + code fingerprint) for worker caching
+    inputs: Mapping[str, Any]
+    call_kinds: Mapping[str, str]
+    timeout_s: float | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    log_path: str | None = None
+    artifact_root: str = ""
+    inline_limit_bytes: int = 64 * 1024
+    # What get_context() shows inside the task.
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.task_id if self.map_index < 0 else f"{self.task_id}[{self.map_index}]"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskOutcome:
+    """How one attempt ended. Exactly one per submitted TaskCall."""
+
+    run_id: str
+    task_id: str
+    map_index: int
+    attempt: int
+    ok: bool
+    output: ValueRef | None = None
+    error: ErrorInfo | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    worker: str | None = None
+    log_path: str | None = None  # set when the attempt wrote any log output
+    metrics: tuple[tuple[str, float | str, str], ...] = ()  # (name, value, "metric"|"param")
+    # In-process executors hand the live object back so the driver can reuse it without
+    # reading the artifact store again; None when the worker ran in another process.
+    value: Any = None
+    has_value: bool = False
+
+
+Sink = Callable[[TaskOutcome], None]
+
+
+class Executor(Protocol):
+    """What the engine needs from an executor."""
+
+    name: str
+
+    def start(self) -> None:
+        """Start workers (idempotent)."""
+
+    def free_slots(self) -> int:
+        """How many more calls would start at once if submitted now."""
+
+    def submit(self, call: TaskCall, sink: Sink) -> None:
+        """Start `call`; call `sink` once when it ends. May call `sink` before returning."""
+
+    def cancel(self, run_id: str, task_id: str, map_index: int) -> None:
+        """Stop a running call; its sink receives a cancelled outcome."""
+
+    def shutdown(self) -> None:
+        """Stop all workers."""
+
+
+_REGISTRY: dict[str, str] = {
+    "inline": "cadenza.executors.inline:InlineExecutor",
+    "threads": "cadenza.executors.threads:ThreadExecutor",
+    "processes": "cadenza.executors.processes:ProcessExecutor",
+    "ray": "cadenza.executors.ray:RayExecutor",
+}
+_shared: dict[str, Executor] = {}
+_shared_lock = threading.Lock()
+
+
+def register_executor(name: str, target: str) -> None:
+    """Register an executor class by dotted path "module:Class"."""
+    _REGISTRY[name] = target
+
+
+def executor_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def _load(name: str) -> type[Any]:
+    try:
+        target = _REGISTRY[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown executor '{name}'",
+            hint=f"use one of: {', '.join(executor_names())}",
+        ) from None
+    module, _, attr = target.partition(":")
+    cls: type[Any] = getattr(importlib.import_module(module), attr)
+    return cls
+
+
+def get_executor(name: str, **options: Any) -> Executor:
+    """The process-wide executor of that name, created and started on first use.
+
+    Executors are persistent: a second run in the same process reuses the same worker
+    pool. Passing options creates a private instance instead (the caller shuts it down).
+    """
+    if options:
+        ex: Executor = _load(name)(**options)
+        ex.start()
+        return ex
+    with _shared_lock:
+        ex = _shared.get(name)
+        if ex is None:
+            ex = _load(name)()
+            ex.start()
+            _shared[name] = ex
+        return ex
+
+
+def shutdown_all() -> None:
+    with _shared_lock:
+        executors = list(_shared.values())
+        _shared.clear()
+    for ex in executors:
+        ex.shutdown()
+
+
+def describe_exception(exc: BaseException, *, kind: str = "exception", tb: str = "") -> ErrorInfo:
+    """An ErrorInfo for `exc`, keeping its class hierarchy by name for retry_on."""
+    cls = type(exc)
+    mro = tuple(f"{c.__module__}.{c.__qualname__}" for c in cls.__mro__ if c is not object)
+    return ErrorInfo(
+        kind=kind,
+        type=f"{cls.__module__}.{cls.__qualname__}",
+        message=str(exc),
+        traceback=tb,
+        type_mro=mro,
+    )

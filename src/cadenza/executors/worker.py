@@ -1,0 +1,409 @@
+"""Inside the worker: run one TaskCall and turn whatever happens into a TaskOutcome.
+
+This is the single boundary around user code. Every executor ends up here (in its own thread
+or process): inputs are loaded from their refs, the context and environment are set, output is
+captured per attempt, the function is called, and its return value is stored (inline JSON or an
+artifact) before the outcome goes back. Nothing the user's code raises escapes `execute`.
+
+In-process executors ask `execute` to enforce the timeout itself: on the main thread with
+SIGALRM (which also interrupts `time.sleep` and blocking I/O), elsewhere with an asynchronous
+exception delivered at the next bytecode. The processes executor kills the worker instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import ctypes
+import heapq
+import io
+import logging
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from cadenza.artifacts.store import load_value, store_value
+from cadenza.core.context import TaskContext, reset_context, set_context
+from cadenza.core.errors import TaskCancelled, TaskInterrupt, TaskTimeout
+from cadenza.core.records import ErrorInfo, ValueRef
+from cadenza.executors.base import TaskCall, TaskOutcome, describe_exception
+
+log = logging.getLogger(__name__)
+
+_HOSTNAME = os.uname().nodename
+
+
+def default_worker_name() -> str:
+    return f"pid:{os.getpid()}@{_HOSTNAME}"
+
+
+# --- output capture --------------------------------------------------------------------------
+
+_capture = threading.local()
+
+
+class _RoutingStream(io.TextIOBase):
+    """Stands in for sys.stdout/sys.stderr: writes go to the running task's buffer when this
+    thread runs one, else to the original stream. Installed once per process."""
+
+    def __init__(self, original: Any) -> None:
+        self._original = original
+
+    def write(self, text: str) -> int:
+        buf = getattr(_capture, "buffer", None)
+        if buf is not None:
+            return int(buf.write(text))
+        return int(self._original.write(text))
+
+    def flush(self) -> None:
+        if getattr(_capture, "buffer", None) is None:
+            self._original.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._original, "encoding", "utf-8")
+
+    def fileno(self) -> int:
+        return int(self._original.fileno())
+
+
+class _CaptureHandler(logging.Handler):
+    """Sends records of the task loggers to the running task's buffer."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        buf = getattr(_capture, "buffer", None)
+        if buf is None:
+            return
+        try:
+            buf.write(self.format(record) + "\n")
+        except RecursionError:
+            raise
+        except Exception:  # noqa: BLE001 - logging must never break the task
+            self.handleError(record)
+
+
+_installed = False
+_install_lock = threading.Lock()
+TASK_LOGGER = "cadenza.task"
+
+
+def _install_capture() -> None:
+    global _installed
+    with _install_lock:
+        if _installed:
+            return
+        sys.stdout = _RoutingStream(sys.stdout)
+        sys.stderr = _RoutingStream(sys.stderr)
+        handler = _CaptureHandler()
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+        task_logger = logging.getLogger(TASK_LOGGER)
+        task_logger.addHandler(handler)
+        task_logger.setLevel(logging.DEBUG)
+        task_logger.propagate = False
+        _installed = True
+
+
+# --- timeouts and cancellation for in-process execution ----------------------------------------
+
+
+def _async_raise(thread_id: int, exc_type: type[BaseException]) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type))
+
+
+class _Watchdog:
+    """One thread for every in-process deadline: heap of (deadline, token)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, int]] = []  # (deadline, token, thread id)
+        self._live: set[int] = set()
+        self._next = 0
+        self._thread: threading.Thread | None = None
+
+    def arm(self, seconds: float, thread_id: int) -> int:
+        import time
+
+        with self._cond:
+            self._next += 1
+            token = self._next
+            heapq.heappush(self._heap, (time.monotonic() + seconds, token, thread_id))
+            self._live.add(token)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="cadenza-timeouts", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+            return token
+
+    def disarm(self, token: int) -> None:
+        with self._cond:
+            self._live.discard(token)
+
+    def _loop(self) -> None:
+        import time
+
+        with self._cond:
+            while True:
+                while self._heap and self._heap[0][1] not in self._live:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                deadline, token, thread_id = self._heap[0]
+                delay = deadline - time.monotonic()
+                if delay > 0:
+                    self._cond.wait(delay)
+                    continue
+                heapq.heappop(self._heap)
+                self._live.discard(token)
+                _async_raise(thread_id, TaskTimeout)
+
+
+_watchdog = _Watchdog()
+_running_threads: dict[tuple[str, str, int], int] = {}
+
+
+def interrupt(run_id: str, task_id: str, map_index: int) -> bool:
+    """Cancel a call running in this process (in-process executors). True if one was found."""
+    thread_id = _running_threads.get((run_id, task_id, map_index))
+    if thread_id is None:
+        return False
+    # Delivered at the thread's next bytecode: a blocking C call finishes first.
+    _async_raise(thread_id, TaskCancelled)
+    return True
+
+
+def _raise_timeout(signum: int, frame: Any) -> None:
+    raise TaskTimeout()
+
+
+@contextmanager
+def _deadline(timeout_s: float | None) -> Iterator[None]:
+    if not timeout_s or timeout_s <= 0:
+        yield
+        return
+    if threading.current_thread() is threading.main_thread():
+        old = signal.signal(signal.SIGALRM, _raise_timeout)
+        signal.setitimer(signal.ITIMER_REAL, timeout_s)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+        return
+    ident = threading.get_ident()
+    token = _watchdog.arm(timeout_s, ident)
+    try:
+        yield
+    finally:
+        _watchdog.disarm(token)
+
+
+@contextmanager
+def _environment(env: Mapping[str, str]) -> Iterator[None]:
+    if not env:
+        yield
+        return
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+# --- inputs -----------------------------------------------------------------------------------
+
+
+def _resolve(value: Any, root: str) -> Any:
+    t = type(value)
+    if t is ValueRef:
+        loaded = load_value(value, root=root)
+        # Inline JSON values may be shared by several consumers in one process: copy containers.
+        if value.kind == "json" and type(loaded) in (list, dict):
+            return copy.deepcopy(loaded)
+        return loaded
+    if t is list:
+        return [_resolve(v, root) for v in value]
+    if t is tuple:
+        return tuple(_resolve(v, root) for v in value)
+    if t is dict:
+        return {k: _resolve(v, root) for k, v in value.items()}
+    return value
+
+
+def _build_args(call: TaskCall, values: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    for name, kind in call.call_kinds.items():
+        if name not in values:
+            continue
+        v = values[name]
+        if kind == "POSITIONAL_ONLY":
+            args.append(v)
+        elif kind == "VAR_POSITIONAL":
+            args.extend(v)
+        elif kind == "VAR_KEYWORD":
+            kwargs.update(v)
+        else:
+            kwargs[name] = v
+    return args, kwargs
+
+
+# --- the boundary ------------------------------------------------------------------------------
+
+
+def _trimmed_traceback(exc: BaseException) -> str:
+    """The user's frames only, unless CADENZA_VERBOSE is set."""
+    tb = exc.__traceback__
+    if not os.environ.get("CADENZA_VERBOSE"):
+        while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+            tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _write_log(path: str | None, text: str) -> str | None:
+    if not path or not text:
+        return None
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        log.warning("could not write task log %s: %s", path, exc)
+        return None
+    return path
+
+
+def execute(
+    call: TaskCall,
+    *,
+    enforce_timeout: bool = True,
+    worker: str = "",
+    keep_value: bool = False,
+) -> TaskOutcome:
+    """Run one attempt. Never raises for anything the task does.
+
+    Outcomes, by case:
+      1. returns normally -> output stored -> ok=True (value kept if `keep_value`).
+      2. the return value cannot be stored -> ok=False, kind="serialization".
+      3. raises an Exception -> ok=False, kind="exception", user's traceback kept.
+      4. interrupted by timeout -> kind="timeout"; by cancel -> kind="cancelled".
+      5. inputs cannot be loaded (artifact missing or corrupted) -> kind="input".
+    """
+    _install_capture()
+    worker = worker or default_worker_name()
+    started = datetime.now(UTC)
+    buffer = io.StringIO()
+    ctx = TaskContext(
+        run_id=call.run_id,
+        pipeline=call.pipeline,
+        task_id=call.task_id,
+        map_index=call.map_index,
+        attempt=call.attempt,
+        logical_date=call.context.get("logical_date"),
+        data_interval=call.context.get("data_interval"),
+        params=dict(call.context.get("params") or {}),
+        logger=logging.getLogger(f"{TASK_LOGGER}.{call.task_id}"),
+        extra=dict(call.context.get("extra") or {}),
+    )
+    token = set_context(ctx)
+    key = (call.run_id, call.task_id, call.map_index)
+    _running_threads[key] = threading.get_ident()
+    _capture.buffer = buffer
+    output: ValueRef | None = None
+    error: ErrorInfo | None = None
+    value: Any = None
+    try:
+        try:
+            values = {k: _resolve(v, call.artifact_root) for k, v in call.inputs.items()}
+        except Exception as exc:  # noqa: BLE001 - becomes the outcome
+            error = describe_exception(exc, kind="input", tb=_trimmed_traceback(exc))
+        else:
+            args, kwargs = _build_args(call, values)
+            try:
+                with _environment(call.env):
+                    if enforce_timeout:
+                        with _deadline(call.timeout_s):
+                            value = call.fn(*args, **kwargs)
+                    else:
+                        value = call.fn(*args, **kwargs)
+            except TaskTimeout as exc:
+                error = describe_exception(exc, kind="timeout")
+                error = ErrorInfo(
+                    kind="timeout",
+                    type=error.type,
+                    message=f"timed out after {call.timeout_s:g} s",
+                    traceback=_trimmed_traceback(exc),
+                    type_mro=error.type_mro,
+                )
+            except TaskCancelled as exc:
+                error = describe_exception(exc, kind="cancelled")
+                error = ErrorInfo(
+                    kind="cancelled", type=error.type, message="cancelled",
+                    type_mro=error.type_mro,
+                )
+            except Exception as exc:  # noqa: BLE001 - the user boundary
+                error = describe_exception(exc, tb=_trimmed_traceback(exc))
+            else:
+                try:
+                    output = store_value(
+                        value, root=call.artifact_root, inline_limit_bytes=call.inline_limit_bytes
+                    )
+                except TaskInterrupt:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - becomes the outcome
+                    tname = f"{type(value).__module__}.{type(value).__qualname__}"
+                    error = ErrorInfo(
+                        kind="serialization",
+                        type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+                        message=(
+                            f"the return value of task '{call.label}' (type {tname}) could not be "
+                            f"stored: {exc}. Fix: return a picklable value, or teach Cadenza the "
+                            "type with cadenza.register_serializer(...)"
+                        ),
+                        traceback=_trimmed_traceback(exc),
+                    )
+    except TaskInterrupt as exc:
+        # An interrupt that landed outside the user's call (while loading or storing).
+        kind = "timeout" if isinstance(exc, TaskTimeout) else "cancelled"
+        error = describe_exception(exc, kind=kind)
+    finally:
+        _capture.buffer = None
+        _running_threads.pop(key, None)
+        reset_context(token)
+    if error is not None and error.traceback and error.kind in ("exception", "input"):
+        buffer.write(error.traceback)
+    log_path = _write_log(call.log_path, buffer.getvalue())
+    ok = error is None
+    return TaskOutcome(
+        run_id=call.run_id,
+        task_id=call.task_id,
+        map_index=call.map_index,
+        attempt=call.attempt,
+        ok=ok,
+        output=output,
+        error=error,
+        started_at=started,
+        ended_at=datetime.now(UTC),
+        worker=worker,
+        log_path=log_path,
+        metrics=ctx.metrics,
+        value=value if (ok and keep_value) else None,
+        has_value=ok and keep_value,
+    )

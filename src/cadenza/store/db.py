@@ -1,0 +1,307 @@
+"""Engines, connection set-up, schema bootstrap and error translation for the metadata store.
+
+What belongs here: everything about *talking to a database* (URLs, pragmas, transactions,
+first-use schema creation, Alembic upgrades, turning SQLAlchemy errors into `StoreError`).
+What does not: queries and row <-> record conversion (`runs.py`), table definitions
+(`models.py`).
+
+SQLite is configured for several writer processes on one file: WAL, synchronous=NORMAL,
+busy_timeout 30 s, and every write transaction starts with `BEGIN IMMEDIATE`, so a transaction
+takes the write lock up front instead of upgrading a read lock later (the upgrade is what
+returns "database is locked" without waiting on the busy handler). Reads use a deferred
+`BEGIN` and never block writers in WAL mode.
+
+Alembic is imported only when a database is older than `SCHEMA_REVISION`; opening an
+up-to-date database costs one SELECT.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, exc, select, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import StaticPool
+
+from cadenza.core.errors import StoreError
+from cadenza.store.models import SCHEMA_REVISION, Base, version_metadata, version_table
+
+log = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+POSTGRES_CONNECT_TIMEOUT_S = 5
+# Execution option that marks a read-only connection (deferred BEGIN on SQLite).
+READ_OPTION = "cadenza_read"
+# pg_advisory_xact_lock key serialising schema creation and migrations ("cadenza" in ASCII).
+_PG_SCHEMA_LOCK = 0x63_61_64_65_6E_7A_61
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def mask_url(url: str | URL) -> str:
+    """The URL with its password replaced by ***, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except exc.ArgumentError:
+        return "<unparseable database URL>"
+
+
+def _hint_for(url: str | URL) -> str:
+    try:
+        u = make_url(url)
+    except exc.ArgumentError:
+        return "set CADENZA_DATABASE_URL to sqlite:///path/to/cadenza.db or postgresql+psycopg://..."
+    if u.get_backend_name() == "sqlite":
+        where = u.database or ":memory:"
+        return (
+            f"check that {where} is on a local disk and its folder is writable, "
+            "or set CADENZA_DATABASE_URL"
+        )
+    if u.get_backend_name() == "postgresql":
+        return (
+            f"is PostgreSQL running at {u.host or 'localhost'}:{u.port or 5432} and does "
+            f"database '{u.database}' exist? set CADENZA_DATABASE_URL"
+        )
+    return "Cadenza supports sqlite:/// and postgresql+psycopg:// URLs; set CADENZA_DATABASE_URL"
+
+
+def store_error(exc_: BaseException, url: str | URL, action: str) -> StoreError:
+    """Translate a SQLAlchemy/DBAPI error raised while doing `action` into a StoreError."""
+    orig = getattr(exc_, "orig", None) or exc_
+    detail = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    hint = _hint_for(url)
+    if isinstance(exc_, exc.IntegrityError):
+        hint = "a row with this key already exists or refers to a missing row; this is likely a bug in the caller"
+    return StoreError(f"metadata store {mask_url(url)}: {action} failed: {detail}", hint=hint)
+
+
+# ---------------------------------------------------------------------------------------------
+# Engines
+
+
+def _sqlite_connect_args(u: URL) -> dict[str, Any]:
+    return {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
+
+
+def _is_memory(u: URL) -> bool:
+    return u.database in (None, "", ":memory:") or (u.database or "").startswith("file::memory:")
+
+
+def create_store_engine(url: str) -> Engine:
+    """An Engine configured for the store: pragmas, BEGIN IMMEDIATE, connect timeouts.
+
+    Raises StoreError for a malformed URL, a missing driver or an uncreatable SQLite folder.
+    Does not connect.
+    """
+    try:
+        u = make_url(url)
+    except exc.ArgumentError as e:
+        raise StoreError(f"invalid database URL {url!r}: {e}", hint=_hint_for(url)) from e
+    backend = u.get_backend_name()
+    try:
+        if backend == "sqlite":
+            return _create_sqlite_engine(u)
+        if backend == "postgresql":
+            args: dict[str, Any] = {}
+            if "connect_timeout" not in u.query:
+                args["connect_timeout"] = POSTGRES_CONNECT_TIMEOUT_S
+            return create_engine(u, connect_args=args, pool_pre_ping=False)
+        return create_engine(u)
+    except exc.NoSuchModuleError as e:
+        raise StoreError(
+            f"no database driver for {mask_url(u)}: {e}",
+            hint="use postgresql+psycopg://... and install it: pip install 'cadenza[postgres]'",
+        ) from e
+    except ImportError as e:
+        raise StoreError(
+            f"the database driver for {mask_url(u)} is not installed: {e}",
+            hint="pip install 'cadenza[postgres]'",
+        ) from e
+
+
+def _create_sqlite_engine(u: URL) -> Engine:
+    memory = _is_memory(u)
+    if not memory:
+        assert u.database is not None
+        path = Path(u.database).expanduser()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(
+                f"cannot create the folder of the SQLite store {path}: {e}",
+                hint="set CADENZA_HOME or CADENZA_DATABASE_URL to a writable location",
+            ) from e
+    kwargs: dict[str, Any] = {"connect_args": _sqlite_connect_args(u)}
+    if memory:
+        # One shared connection, or every thread would see its own empty database.
+        kwargs["poolclass"] = StaticPool
+    engine = create_engine(u, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # We emit BEGIN ourselves (below); pysqlite's own transaction handling would
+        # start deferred transactions behind our back.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+            if not memory:
+                cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA synchronous = NORMAL")
+            cur.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get(READ_OPTION):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema
+
+
+def _read_revision(conn: Connection) -> str | None:
+    """The alembic_version row, or None when the table is missing or empty."""
+    if not conn.dialect.has_table(conn, version_table.name):
+        return None
+    return conn.execute(select(version_table.c.version_num)).scalar()
+
+
+def _lock_schema(conn: Connection) -> None:
+    """Serialise schema work between processes (SQLite: BEGIN IMMEDIATE already did)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_SCHEMA_LOCK})
+
+
+def ensure_schema(engine: Engine) -> str:
+    """Make the database's schema current; return its revision.
+
+    1. alembic_version says SCHEMA_REVISION -> nothing to do (the common case: one SELECT).
+    2. No Cadenza tables at all -> `create_all` and stamp SCHEMA_REVISION, in one
+       transaction under a lock, so processes opening a new database together don't race.
+    3. An older revision -> `alembic upgrade head`.
+    4. Our tables without a version row -> refuse: we cannot tell what schema it has.
+    """
+    url = engine.url
+    try:
+        with engine.connect() as conn:
+            rev = _read_revision(conn)
+        if rev == SCHEMA_REVISION:
+            return rev
+        if rev is None:
+            with engine.begin() as conn:
+                _lock_schema(conn)
+                rev = _read_revision(conn)
+                if rev is None:
+                    if conn.dialect.has_table(conn, "runs"):
+                        raise StoreError(
+                            f"metadata store {mask_url(url)} has Cadenza tables but no "
+                            "alembic_version row, so its schema revision is unknown",
+                            hint="point CADENZA_DATABASE_URL at a fresh database, or stamp it "
+                            "with `alembic stamp` after checking its schema",
+                        )
+                    Base.metadata.create_all(conn, checkfirst=True)
+                    version_metadata.create_all(conn, checkfirst=True)
+                    conn.execute(version_table.insert(), {"version_num": SCHEMA_REVISION})
+                    log.info("created the metadata store schema in %s", mask_url(url))
+                    return SCHEMA_REVISION
+            if rev == SCHEMA_REVISION:
+                return rev
+    except exc.SQLAlchemyError as e:
+        raise store_error(e, url, "opening the store") from e
+    return _upgrade_engine(engine)
+
+
+def _alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def _upgrade_engine(engine: Engine) -> str:
+    from alembic import command
+    from alembic.util import CommandError
+
+    try:
+        command.upgrade(_alembic_config(engine), "head")
+        with engine.connect() as conn:
+            rev = _read_revision(conn)
+    except CommandError as e:
+        raise StoreError(
+            f"cannot migrate the metadata store {mask_url(engine.url)}: {e}",
+            hint="the database may come from a newer Cadenza; upgrade Cadenza "
+            "(pip install -U cadenza) or use another CADENZA_DATABASE_URL",
+        ) from e
+    except exc.SQLAlchemyError as e:
+        raise store_error(e, engine.url, "migrating the schema") from e
+    log.info("migrated the metadata store %s to revision %s", mask_url(engine.url), rev)
+    return rev or ""
+
+
+def upgrade_database(url: str | None = None) -> str:
+    """Bring the database at `url` (default: the configured one) to the newest schema.
+
+    Creates the schema on an empty database. Returns the revision now current. What
+    `cadenza db upgrade` runs.
+
+    Example:
+        >>> upgrade_database("sqlite:////tmp/cadenza.db")
+        '0001'
+    """
+    if url is None:
+        from cadenza.core.settings import get_settings
+
+        url = get_settings().database_url
+    engine = create_store_engine(url)
+    try:
+        rev = ensure_schema(engine)
+        if rev != SCHEMA_REVISION:  # pragma: no cover - ensure_schema upgrades or raises
+            rev = _upgrade_engine(engine)
+        return rev
+    finally:
+        engine.dispose()
+
+
+# ---------------------------------------------------------------------------------------------
+# Process-wide cache
+
+
+class EngineCache:
+    """Objects cached per (url, pid): after a fork the child builds its own engine and
+    leaves the parent's pooled connections alone (using them from two processes corrupts
+    PostgreSQL sessions and SQLite locks)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: dict[tuple[str, int], Any] = {}
+
+    def get_or_create(self, url: str, factory: Any) -> Any:
+        key = (url, os.getpid())
+        item = self._items.get(key)
+        if item is not None:
+            return item
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                item = factory()
+                self._items[key] = item
+            return item
+
+    def discard(self, url: str, item: Any) -> None:
+        key = (url, os.getpid())
+        with self._lock:
+            if self._items.get(key) is item:
+                del self._items[key]

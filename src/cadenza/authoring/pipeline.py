@@ -152,7 +152,14 @@ class PipelineDef(Generic[P, R]):
                 continue
             ann = hints.get(p.name, Any)
             has_default = p.default is not inspect.Parameter.empty
-            if has_default:
+            if has_default and callable(p.default) and not isinstance(p.default, type):
+                problems.append(Problem(
+                    message=f"default for parameter '{p.name}' is "
+                    f"{'a lambda' if getattr(p.default, '__name__', '') == '<lambda>' else 'a function'}"
+                    ", which cannot be stored with the run",
+                    hint="use a JSON-serialisable default (dict, list, str, number) or make "
+                    "the parameter required"))
+            elif has_default:
                 default = p.default
                 try:
                     adapter = TypeAdapter(ann)
@@ -167,8 +174,8 @@ class PipelineDef(Generic[P, R]):
                         message=f"parameter '{p.name}' has a type pydantic cannot validate: {exc}",
                         hint="annotate it with a JSON-friendly type (int, str, list[float], ...)"))
                     adapter = None
-                if not _is_storable(default, adapter):
-                    what = "a lambda" if callable(default) else f"a {type(default).__name__}"
+                if adapter is not None and not _is_storable(default, adapter):
+                    what = f"a {type(default).__name__}"
                     problems.append(Problem(
                         message=f"default for parameter '{p.name}' is {what}, which cannot be "
                         "stored with the run",
@@ -293,10 +300,8 @@ def _type_label(ann: Any) -> str:
 
 
 def _is_storable(value: Any, adapter: Any) -> bool:
-    if callable(value) and not isinstance(value, type):
-        return False
     try:
-        data = adapter.dump_python(value, mode="json") if adapter is not None else value
+        data = adapter.dump_python(value, mode="json", warnings=False)
         json.dumps(data)
     except Exception:  # noqa: BLE001 - anything that cannot be stored
         return False

@@ -39,7 +39,7 @@ class RunResult:
     _artifact_root: str = ""
     _live: dict[tuple[str, int], Any] = field(default_factory=dict)
     _outputs: dict[str, Any] | None = None
-    _resume: Any = None
+    _pipeline: Any = None
 
     @property
     def ok(self) -> bool:
@@ -64,6 +64,7 @@ class RunResult:
         """Re-run this run from the point of failure (finished tasks keep their outputs)."""
         from cadenza.engine.resume import resume_run
 
+        kwargs.setdefault("pipeline", self._pipeline)
         return resume_run(self.run_id, **kwargs)
 
     def __repr__(self) -> str:
@@ -198,7 +199,9 @@ def run_pipeline(
     with heartbeats().holding(store, run.run_id, driver_id):
         state = driver.drive()
     log.info("run %s of %s ended %s", run.run_id, pipeline.name, state)
-    return result_from_store(store, run.run_id, settings.artifact_root, driver.values)
+    result = result_from_store(store, run.run_id, settings.artifact_root, driver.values)
+    result._pipeline = pipeline
+    return result
 
 
 def _cache_for(store: Any, settings: Settings) -> Any:

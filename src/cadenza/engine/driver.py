@@ -65,6 +65,7 @@ class Instance:
     error: ErrorInfo | None = None
     worker: str | None = None
     cache_key: str | None = None
+    cache_detail: dict[str, Any] | None = None
     cache_origin: dict[str, Any] | None = None
     map_count: int | None = None
     reason: str = ""
@@ -72,6 +73,7 @@ class Instance:
     inputs: dict[str, Any] | None = None
     granted: Any = None  # what Admission gave it (pool slot, resources, GPU ids)
     due: float = 0.0  # monotonic time of its next retry
+    retry_base: int = 0  # attempts made before this driver took over (resume)
 
     @property
     def label(self) -> str:
@@ -268,6 +270,12 @@ class RunDriver:
             inst = self.ready.popleft()
             if inst.state is not S.SCHEDULED:
                 continue
+            if self.cache is not None and inst.node.options.cache:
+                if inst.inputs is None:
+                    inst.inputs = {k: substitute(v, self._input_for)
+                                   for k, v in inst.node.args.items()}
+                if self.cache.try_serve(self, inst):
+                    continue
             verdict, granted, why = self.admission.try_acquire(inst.node)
             if verdict == "never":
                 self._fail(inst, ErrorInfo(kind="resources", type="cadenza.core.errors.CadenzaError",
@@ -277,11 +285,6 @@ class RunDriver:
                 deferred.append(inst)
                 continue
             inst.granted = granted
-            if self.cache is not None and inst.node.options.cache:
-                if self.cache.try_serve(self, inst):
-                    self.admission.release(inst.node, granted)
-                    inst.granted = None
-                    continue
             call = self._build_call(inst)
             if call is None:
                 self.admission.release(inst.node, granted)
@@ -404,8 +407,9 @@ class RunDriver:
             self._move(inst, S.CANCELLED, reason="run cancelled")
             self._final(inst)
             return
-        if rules.should_retry(inst.node.options, inst.attempt, error):
-            delay = rules.retry_delay_s(inst.node.options, inst.attempt)
+        tries = inst.attempt - inst.retry_base
+        if rules.should_retry(inst.node.options, tries, error):
+            delay = rules.retry_delay_s(inst.node.options, tries)
             inst.error = error
             inst.next_retry_at = clock.now() + timedelta(seconds=delay)
             self._attempt_done(inst, S.UP_FOR_RETRY, out)
@@ -539,9 +543,16 @@ class RunDriver:
         summary.started_at = clock.now()
         fixed = {k: substitute(v, self._input_for) for k, v in node.args.items()
                  if k not in node.mapped}
+        previous = ns.children if len(ns.children) == len(combos) else []
         children: list[Instance] = []
         for i, combo in enumerate(combos):
-            inst = Instance(node=node, map_index=i)
+            if previous:  # resumed: keep the instances that finished, rerun the others
+                inst = previous[i]
+                if inst.state.is_final:
+                    children.append(inst)
+                    continue
+            else:
+                inst = Instance(node=node, map_index=i)
             inputs = dict(fixed)
             bad: TaskState | None = None
             for name, (value, elem_state) in zip(node.mapped, combo, strict=True):

@@ -41,7 +41,7 @@ class Admission:
 
     def update_pools(self, pool_slots: dict[str, int]) -> None:
         with self._lock:
-            self._slots.update(pool_slots)
+            self._slots = dict(pool_slots)
 
     def try_acquire(self, node: TaskNode) -> tuple[str, Grant | None, str]:
         """("ok", grant, "") | ("wait", None, why) | ("never", None, why)."""

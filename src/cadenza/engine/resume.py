@@ -1,0 +1,247 @@
+"""Resume: rebuild a RunDriver from the store and finish the run in place.
+
+Finished work is kept: task instances in `success` or `cached` keep their outputs (and the
+skips their successes decided stay decided). Everything else (failed, upstream_failed,
+cancelled, and whatever a dead driver left queued or running) goes back to pending and runs
+again; a mapped task resumes per map index. An attempt that was running when its driver died
+is recorded as interrupted.
+
+Only one driver may hold a run: resume claims the run's lease first. A lease held by a live
+driver is refused with RunConflict; one held by a dead process on this host, or one whose
+heartbeat has expired, is taken over.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import socket
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from cadenza.core import clock
+from cadenza.core.errors import CadenzaError, RunConflict
+from cadenza.core.ids import new_driver_id
+from cadenza.core.records import AttemptRecord, ErrorInfo
+from cadenza.core.settings import Settings, get_settings
+from cadenza.core.states import RunState, TaskState
+
+log = logging.getLogger(__name__)
+
+S = TaskState
+KEEP = frozenset({S.SUCCESS, S.CACHED, S.SKIPPED})
+
+
+def load_pipeline(source: str) -> Any:
+    """The pipeline object named by a run's `source` ("path/to/file.py:name" or "module:name")."""
+    target, _, name = source.rpartition(":")
+    if not target:
+        raise CadenzaError(f"cannot locate the pipeline of this run (source {source!r})",
+                           hint="resume it from Python: pipeline_def.resume(run_id)")
+    try:
+        if target.endswith(".py") or os.sep in target:
+            path = Path(target)
+            module_name = f"cadenza_user_{abs(hash(str(path.resolve())))}"
+            module = sys.modules.get(module_name)
+            if module is None:
+                spec = importlib.util.spec_from_file_location(module_name, path)
+                if spec is None or spec.loader is None:
+                    raise FileNotFoundError(target)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[module_name] = module
+                folder = str(path.resolve().parent)
+                if folder not in sys.path:
+                    sys.path.insert(0, folder)
+                spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except FileNotFoundError as exc:
+        raise CadenzaError(f"the pipeline file {target} no longer exists",
+                           pipeline=name, hint="restore the file, then resume again") from exc
+    pipe = getattr(module, name, None)
+    if pipe is None or not hasattr(pipe, "graph"):
+        raise CadenzaError(f"{target} has no pipeline named '{name}'", pipeline=name,
+                           hint="was the pipeline renamed? resume needs its original name")
+    return pipe
+
+
+def _driver_is_dead(driver_id: str | None) -> bool:
+    """True when `driver_id` names a process on this host that no longer exists."""
+    if not driver_id:
+        return True
+    host, _, rest = driver_id.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    # A zombie (killed, not yet reaped by its parent) is dead too.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1].startswith("Z")
+    except (OSError, IndexError):
+        return False
+
+
+def claim_for_resume(store: Any, run: Any, driver_id: str) -> None:
+    from cadenza.engine.lease import LEASE_S
+
+    if run.driver_id and not _driver_is_dead(run.driver_id):
+        lease_s = LEASE_S
+    else:
+        lease_s = 0.0
+    ok = store.claim_run(run.run_id, driver_id, lease_s=lease_s,
+                         expected_driver=run.driver_id)
+    if not ok:
+        current = store.get_run(run.run_id)
+        raise RunConflict(
+            f"run {run.run_id} is being driven by {current.driver_id} "
+            f"(last heartbeat {current.heartbeat_at})",
+            pipeline=run.pipeline,
+            hint="wait for it to finish, or stop that process; a dead driver's lease expires "
+            f"after {LEASE_S:g} s",
+        )
+
+
+def resume_run(
+    run_id: str,
+    *,
+    executor: str | None = None,
+    pipeline: Any = None,
+    settings: Settings | None = None,
+    on_start: Any = None,
+) -> Any:
+    """Finish run `run_id` from its point of failure. Returns a RunResult."""
+    from cadenza.engine.api import _admission_for, _cache_for, _executor_for, result_from_store
+    from cadenza.engine.driver import RunDriver
+    from cadenza.engine.lease import heartbeats
+    from cadenza.store import open_store
+
+    settings = settings or get_settings()
+    store = open_store(settings.database_url)
+    run_id = store.resolve_run_id(run_id)
+    run = store.get_run(run_id)
+    if run.state is RunState.SUCCESS:
+        return result_from_store(store, run_id, settings.artifact_root)
+    pipe = pipeline or load_pipeline(run.source)
+    values, _ = pipe.validate_params(run.params)
+    driver_id = new_driver_id()
+    claim_for_resume(store, run, driver_id)
+    executor_name = executor or run.executor or settings.executor
+    now = clock.now()
+    run = replace(run, state=RunState.RUNNING, ended_at=None, error=None, driver_id=driver_id,
+                  heartbeat_at=now, executor=executor_name)
+    driver = RunDriver(
+        graph=pipe.graph,
+        run=run,
+        param_values=values,
+        store=store,
+        executor=_executor_for(executor_name),
+        artifact_root=settings.artifact_root,
+        logs_dir=str(settings.logs_dir),
+        inline_limit_bytes=settings.inline_limit_bytes,
+        admission=_admission_for(store),
+        driver_id=driver_id,
+        cache=_cache_for(store, settings),
+    )
+    rows = store.get_task_instances(run_id)
+    interrupted = rebuild(driver, rows)
+    driver.batch.run_updates.append(run)
+    driver.batch.attempts.extend(interrupted)
+    if on_start is not None:
+        on_start(driver)
+    try:
+        with heartbeats().holding(store, run_id, driver_id):
+            driver.drive()
+    finally:
+        store.release_run(run_id, driver_id)
+    result = result_from_store(store, run_id, settings.artifact_root, driver.values)
+    result._pipeline = pipe
+    return result
+
+
+def rebuild(driver: Any, rows: list[Any]) -> list[AttemptRecord]:
+    """Load the driver's view from stored rows; reset what must run again.
+
+    Returns attempt records for attempts a dead driver left running (marked interrupted).
+    """
+    from cadenza.engine.driver import Instance
+
+    driver.initial_rows()
+    by_key = {(r.task_id, r.map_index): r for r in rows}
+    interrupted: list[AttemptRecord] = []
+    now = clock.now()
+
+    def load(inst: Any, row: Any) -> None:
+        inst.state = row.state
+        inst.attempt = row.attempt
+        inst.retry_base = row.attempt
+        inst.queued_at, inst.started_at, inst.ended_at = row.queued_at, row.started_at, row.ended_at
+        inst.output, inst.error, inst.worker = row.output, row.error, row.worker
+        inst.cache_key, inst.cache_origin, inst.map_count = row.cache_key, row.cache_origin, row.map_count
+        inst.persisted = True
+        if row.state in (S.RUNNING, S.QUEUED) and row.attempt > 0 and inst.map_count is None:
+            interrupted.append(AttemptRecord(
+                run_id=driver.run_id, task_id=row.task_id, map_index=row.map_index,
+                attempt=row.attempt, state=S.FAILED, started_at=row.started_at, ended_at=now,
+                worker=row.worker,
+                error=ErrorInfo(kind="interrupted", type="cadenza.core.errors.WorkerLost",
+                                message="the driver stopped while this attempt ran"),
+            ))
+        if row.state not in KEEP:
+            inst.state = S.PENDING
+            inst.error = None
+            inst.output = None
+            inst.ended_at = None
+            inst.next_retry_at = None
+            inst.reason = "resumed"
+            driver.dirty[id(inst)] = inst
+
+    kept: list[Any] = []
+    for ns in driver.nodes.values():
+        row = by_key.get((ns.node.id, -1))
+        if row is None:
+            continue
+        load(ns.summary, row)
+        if ns.node.is_mapped and row.map_count is not None:
+            children = []
+            for i in range(row.map_count):
+                child_row = by_key.get((ns.node.id, i))
+                child = Instance(node=ns.node, map_index=i)
+                if child_row is not None:
+                    load(child, child_row)
+                children.append(child)
+            ns.children = children
+            ns.summary.map_count = row.map_count
+            if ns.summary.state not in KEEP:
+                ns.summary.map_count = row.map_count
+        if ns.summary.state in KEEP:
+            ns.decided = True
+            kept.append(ns)
+    driver._unfinished = len(driver.nodes) - len(kept)
+    for ns in kept:
+        driver._propagate(ns, _branch_choice_of(driver, ns))
+    return interrupted
+
+
+def _branch_choice_of(driver: Any, ns: Any) -> list[str] | None:
+    """A kept branch task's choice, as recorded in its output."""
+    if not ns.node.options.is_branch or ns.summary.state is not S.SUCCESS:
+        return None
+    out = ns.summary.output
+    value = out.value if out is not None and out.kind == "json" else None
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str)]
+    return []

@@ -1,0 +1,141 @@
+"""The engine end to end on every executor and on SQLite and PostgreSQL (SPEC §1, §2, §5)."""
+
+from __future__ import annotations
+
+from cadenza import RunState, TaskState
+from cadenza.store import open_store
+from tests.pipelines import shapes
+
+S = TaskState
+
+
+def test_fan_out_fan_in_and_branch_runs_the_chosen_leg(cadenza_env, executor):
+    result = shapes.fraud_training.run(n=50, threshold=0.85, executor=executor)
+
+    assert result.state is RunState.SUCCESS
+    assert result.outputs["train"] == [
+        {"depth": 3, "auc": 0.83, "rows": 50},
+        {"depth": 5, "auc": 0.85, "rows": 50},
+        {"depth": 7, "auc": 0.87, "rows": 50},
+    ]
+    assert result.outputs["select_best"]["depth"] == 7
+    assert result.task_states["deploy"] is S.SUCCESS
+    assert result.task_states["alert"] is S.SKIPPED
+    assert result.task_states["cleanup"] is S.SUCCESS
+    assert result.outputs["deploy"] == "deployed depth=7"
+
+
+def test_branch_takes_the_other_leg_when_the_gate_fails(cadenza_env, executor):
+    result = shapes.fraud_training.run(n=10, threshold=0.99, executor=executor)
+
+    assert result.state is RunState.SUCCESS
+    assert result.task_states["deploy"] is S.SKIPPED
+    assert result.task_states["alert"] is S.SUCCESS
+    assert result.task_states["cleanup"] is S.SUCCESS
+
+
+def test_run_and_every_task_instance_are_recorded_in_the_store(cadenza_env, executor):
+    result = shapes.fraud_training.run(n=10, executor=executor)
+    store = open_store(cadenza_env.database_url)
+
+    run = store.get_run(result.run_id)
+    assert run.state is RunState.SUCCESS
+    assert run.pipeline == "fraud_training"
+    assert run.params == {"n": 10, "threshold": 0.85}
+    assert run.ended_at is not None and run.ended_at >= run.started_at
+    rows = {(t.task_id, t.map_index): t for t in store.get_task_instances(result.run_id)}
+    assert rows[("train", -1)].map_count == 3
+    assert [rows[("train", i)].state for i in range(3)] == [S.SUCCESS] * 3
+    assert rows[("alert", -1)].state is S.SKIPPED
+    attempts = store.get_attempts(result.run_id, "select_best", -1)
+    assert [a.attempt for a in attempts] == [1]
+    assert attempts[0].state is S.SUCCESS and attempts[0].worker
+
+
+def test_expand_chains_element_wise_over_a_runtime_list(cadenza_env, executor):
+    result = shapes.chained_maps.run(n=5, executor=executor)
+
+    assert result.state is RunState.SUCCESS
+    assert result.outputs["square"] == [0, 1, 4, 9, 16]
+    assert result.outputs["add_one"] == [1, 2, 5, 10, 17]
+    assert result.outputs["total"] == 35
+
+
+def test_expand_over_an_empty_list_gives_the_fan_in_an_empty_list(cadenza_env, executor):
+    result = shapes.empty_map.run(n=0, executor=executor)
+
+    assert result.state is RunState.SUCCESS
+    assert result.outputs["square"] == []
+    assert result.outputs["total"] == 0
+
+
+def test_expand_over_several_lists_is_a_cartesian_product(cadenza_env):
+    result = shapes.cartesian.run(executor="inline")
+
+    assert result.outputs["product"] == ["x1", "y1", "x2", "y2", "x3", "y3"]
+
+
+def test_a_failed_mapped_instance_fails_the_fan_in_but_not_its_siblings(cadenza_env, executor):
+    result = shapes.map_with_failure.run(n=4, bad=2, executor=executor)
+
+    assert result.state is RunState.FAILED
+    states = {(t.task_id, t.map_index): t.state for t in result.instances}
+    assert [states[("fail_on", i)] for i in range(4)] == [S.SUCCESS, S.SUCCESS, S.FAILED, S.SUCCESS]
+    assert states[("fail_on", -1)] is S.FAILED
+    assert states[("total", -1)] is S.UPSTREAM_FAILED
+    assert "bad element 2" in result.failed["fail_on[2]"].message
+
+
+def test_a_failing_task_does_not_raise_and_trigger_rules_react(cadenza_env, executor):
+    result = shapes.failing.run(executor=executor)
+
+    assert result.state is RunState.FAILED
+    assert result.task_states["boom"] is S.FAILED
+    assert result.task_states["after"] is S.UPSTREAM_FAILED
+    assert result.task_states["on_any_failure"] is S.SUCCESS
+    assert result.task_states["always_cleanup"] is S.SUCCESS
+    assert result.task_states["none_failed_task"] is S.UPSTREAM_FAILED
+    err = result.failed["boom"]
+    assert err.type == "builtins.RuntimeError"
+    assert "the data source is down" in err.message
+    assert "boom" in err.traceback  # the user's frame is kept
+
+
+def test_branch_may_choose_several_legs(cadenza_env, executor):
+    result = shapes.multi_branch.run(which=["left", "right"], executor=executor)
+
+    assert result.task_states["left"] is S.SUCCESS
+    assert result.task_states["middle"] is S.SKIPPED
+    assert result.task_states["right"] is S.SUCCESS
+    assert result.task_states["join"] is S.SUCCESS
+
+
+def test_branch_returning_an_unknown_task_fails_with_the_choices(cadenza_env):
+    result = shapes.multi_branch.run(which=["lefty"], executor="inline")
+
+    assert result.task_states["choose_many"] is S.FAILED
+    msg = result.failed["choose_many"].message
+    assert "lefty" in msg and "left, middle, right" in msg
+
+
+def test_context_has_every_field_and_metrics_and_logs_are_kept(cadenza_env, executor):
+    result = shapes.context_pipeline.run(label="abc", executor=executor)
+
+    assert result.state is RunState.SUCCESS
+    ctx = result.outputs["context_fields"]
+    assert ctx["run_id"] == result.run_id
+    assert ctx["pipeline"] == "context_pipeline"
+    assert ctx["task_id"] == "context_fields"
+    assert ctx["map_index"] == -1
+    assert ctx["attempt"] == 1
+    assert ctx["params"] == {"label": "abc"}
+    assert result.outputs["mapped_context"] == [["mapped_context", 0, 10], ["mapped_context", 1, 20]]
+
+    store = open_store(cadenza_env.database_url)
+    metrics = {(m.name, m.kind): m.value for m in store.get_metrics(result.run_id)}
+    assert metrics[("auc", "metric")] == 0.91
+    assert metrics[("depth", "param")] == "5"
+    (attempt,) = store.get_attempts(result.run_id, "context_fields", -1)
+    log_text = open(attempt.log_path).read()
+    assert "hello from print" in log_text
+    assert "hello from the context logger" in log_text

@@ -112,7 +112,7 @@ def test_gpu_tasks_get_their_own_devices(cadenza_env, monkeypatch):
     from cadenza.engine import ready
 
     monkeypatch.setattr(ready, "_shared", None)
-    result = faults.gpu_pipeline.run(executor="threads")
+    result = faults.gpu_pipeline.run(executor="processes")
 
     rows = result.outputs["gpu_task"]
     assert {r[0] for r in rows} <= {"0", "1"}

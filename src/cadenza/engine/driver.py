@@ -113,7 +113,8 @@ class NodeState:
     decided: bool = False
     children: list[Instance] = field(default_factory=list)
     children_left: int = 0
-    # Element-wise: mapped instance i of this node depends on instance i of these upstreams.
+    blocking: frozenset[str] = frozenset()  # upstreams whose end this node waits for
+    data: frozenset[str] = frozenset()  # upstreams whose outputs it takes
     forced: bool = False  # skipped by a branch
 
 
@@ -170,13 +171,15 @@ class RunDriver:
     def initial_rows(self) -> list[TaskInstanceRecord]:
         """Build the in-memory view for a new run; the rows to insert with the run."""
         for node in self.graph:
-            blocking = self._blocking(node)
-            data = [u for u in node.data_upstream]
+            blocking = frozenset(self._blocking(node))
+            data = frozenset(node.data_upstream)
             ns = NodeState(
                 node=node,
                 summary=Instance(node=node, map_index=-1, persisted=True),
                 counts=rules.UpstreamCounts(total=len(blocking), remaining=len(blocking)),
                 data_remaining=len(data),
+                blocking=blocking,
+                data=data,
             )
             self.nodes[node.id] = ns
         self._unfinished = len(self.nodes)
@@ -481,10 +484,10 @@ class RunDriver:
                 d.forced = True
                 self._settle(d, S.SKIPPED, reason=f"not chosen by branch '{ns.node.id}'")
                 continue
-            blocking = ns.node.id in self._blocking(d.node)
-            if blocking:
+            nid = ns.node.id
+            if nid in d.blocking:
                 d.counts.add(state)
-            if ns.node.id in d.node.data_upstream:
+            if nid in d.data:
                 d.data_remaining -= 1
             self._decide(d)
 

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cadenza.graph.model import TaskNode
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Grant:
+    """What one admitted attempt holds; it is also its holder token in the ledger."""
+
     pool: str
-    cpu: float
-    memory_bytes: int
-    gpus: tuple[str, ...]
+    gpus: tuple[str, ...] = ()
+    holds_resources: bool = False
+    token: object = field(default_factory=object)
 
 
 DEFAULT_POOL = "default"
@@ -58,24 +60,29 @@ class Admission:
                         f"Fix: cadenza pools set {pool} 4")
             if self._used.get(pool, 0) >= slots:
                 return ("wait", None, f"pool '{pool}' is full")
-            gpus: tuple[str, ...] = ()
+            grant = Grant(pool)
             if not res.is_empty:
-                why = self._ledger.why_never(res.cpu, res.memory_bytes, res.gpu)
-                if why:
-                    return ("never", None, f"task '{node.id}' {why}")
-                if not self._ledger.can_fit(res.cpu, res.memory_bytes, res.gpu):
+                ledger = self._ledger
+                if not ledger.fits_machine(res.cpu, res.memory_bytes, res.gpu):
+                    why = ledger.explain_misfit(res.cpu, res.memory_bytes, res.gpu)
+                    return ("never", None,
+                            f"task '{node.id}' can never start on this machine: {why}. "
+                            "Fix: lower its resources=... or run it where they fit")
+                if not ledger.can_fit(res.cpu, res.memory_bytes, res.gpu):
                     return ("wait", None, "waiting for resources")
-                gpus = self._ledger.acquire(res.cpu, res.memory_bytes, res.gpu)
+                token = object()
+                gpus = ledger.acquire(token, res.cpu, res.memory_bytes, res.gpu)
+                grant = Grant(pool, gpus, True, token)
             self._used[pool] = self._used.get(pool, 0) + 1
-            return ("ok", Grant(pool, res.cpu, res.memory_bytes, gpus), "")
+            return ("ok", grant, "")
 
     def release(self, node: TaskNode, grant: Grant | None) -> None:
         if grant is None:
             return
         with self._lock:
             self._used[grant.pool] = max(0, self._used.get(grant.pool, 0) - 1)
-            if grant.cpu or grant.memory_bytes or grant.gpus:
-                self._ledger.release(grant.cpu, grant.memory_bytes, grant.gpus)
+            if grant.holds_resources:
+                self._ledger.release(grant.token)
 
 
 _shared: Admission | None = None

@@ -97,11 +97,16 @@ TASK_LOGGER = "cadenza.task"
 
 def _install_capture() -> None:
     global _installed
+    if _installed and type(sys.stdout) is _RoutingStream and type(sys.stderr) is _RoutingStream:
+        return
     with _install_lock:
+        # Someone (a test runner, a notebook) may have swapped the streams since: wrap again.
+        if type(sys.stdout) is not _RoutingStream:
+            sys.stdout = _RoutingStream(sys.stdout)
+        if type(sys.stderr) is not _RoutingStream:
+            sys.stderr = _RoutingStream(sys.stderr)
         if _installed:
             return
-        sys.stdout = _RoutingStream(sys.stdout)
-        sys.stderr = _RoutingStream(sys.stderr)
         handler = _CaptureHandler()
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")

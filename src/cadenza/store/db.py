@@ -74,7 +74,9 @@ def store_error(exc_: BaseException, url: str | URL, action: str) -> StoreError:
     orig = getattr(exc_, "orig", None) or exc_
     detail = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
     hint = _hint_for(url)
-    if isinstance(exc_, exc.IntegrityError):
+    if isinstance(exc_, exc.IntegrityError) or any(
+        c.__name__ == "IntegrityError" for c in type(orig).__mro__
+    ):
         hint = "a row with this key already exists or refers to a missing row; this is likely a bug in the caller"
     return StoreError(f"metadata store {mask_url(url)}: {action} failed: {detail}", hint=hint)
 
@@ -177,7 +179,7 @@ def _read_revision(conn: Connection) -> str | None:
     return conn.execute(select(version_table.c.version_num)).scalar()
 
 
-def _lock_schema(conn: Connection) -> None:
+def lock_schema(conn: Connection) -> None:
     """Serialise schema work between processes (SQLite: BEGIN IMMEDIATE already did)."""
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_SCHEMA_LOCK})
@@ -195,12 +197,13 @@ def ensure_schema(engine: Engine) -> str:
     url = engine.url
     try:
         with engine.connect() as conn:
+            conn.execution_options(**{READ_OPTION: True})
             rev = _read_revision(conn)
         if rev == SCHEMA_REVISION:
             return rev
         if rev is None:
             with engine.begin() as conn:
-                _lock_schema(conn)
+                lock_schema(conn)
                 rev = _read_revision(conn)
                 if rev is None:
                     if conn.dialect.has_table(conn, "runs"):
@@ -279,7 +282,7 @@ def upgrade_database(url: str | None = None) -> str:
 # Process-wide cache
 
 
-class EngineCache:
+class ProcessCache:
     """Objects cached per (url, pid): after a fork the child builds its own engine and
     leaves the parent's pooled connections alone (using them from two processes corrupts
     PostgreSQL sessions and SQLite locks)."""
@@ -305,3 +308,7 @@ class EngineCache:
         with self._lock:
             if self._items.get(key) is item:
                 del self._items[key]
+
+
+# The RunStore of each (url, pid); see runs.open_store.
+store_cache = ProcessCache()

@@ -14,7 +14,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Engine
 
-from cadenza.store.db import _lock_schema, create_store_engine
+from cadenza.store.db import create_store_engine, lock_schema
 from cadenza.store.models import Base
 
 config = context.config
@@ -51,7 +51,7 @@ def run_migrations_online() -> None:
                 transactional_ddl=True,
             )
             with context.begin_transaction():
-                _lock_schema(conn)
+                lock_schema(conn)
                 context.run_migrations()
     finally:
         if owned:

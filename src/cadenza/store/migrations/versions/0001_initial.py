@@ -44,6 +44,7 @@ def upgrade() -> None:
         sa.Column("tags", JSONDoc, nullable=False),
         sa.Column("extra", JSONDoc, nullable=False),
         sa.PrimaryKeyConstraint("run_id", name="pk_runs"),
+        sqlite_with_rowid=False,
     )
     op.create_index("ix_runs_created_at", "runs", ["created_at"])
     op.create_index("ix_runs_pipeline_created_at", "runs", ["pipeline", "created_at"])
@@ -75,6 +76,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("run_id", "task_id", "map_index", name="pk_task_instances"),
+        sqlite_with_rowid=False,
     )
     op.create_index(
         "ix_task_instances_cache_key_state_ended_at",
@@ -103,6 +105,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint(
             "run_id", "task_id", "map_index", "attempt", name="pk_attempts"
         ),
+        sqlite_with_rowid=False,
     )
 
     op.create_table(

@@ -1,0 +1,814 @@
+"""RunStore: the batched commands and the queries the engine and the surfaces need.
+
+What belongs here: the public store API, row <-> record conversion, prebuilt statements.
+What does not: engine/pragma/schema set-up (`db.py`), table definitions (`models.py`),
+decisions about states (the engine's `rules.py`; the store persists what it is handed).
+
+Performance notes (`write()` is called once per scheduler step, usually with 1-3 rows):
+- Statements are built once at import time, so SQLAlchemy's compiled cache always hits.
+- Records become parameter dicts through plain functions (no ORM unit of work, no
+  pydantic); each statement runs once per call with a list of dicts (executemany).
+- Run updates write the whole record, driver_id included (the engine releases a run by
+  writing driver_id=None), but never move heartbeat_at backwards.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, ParamSpec, TypeVar
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Insert,
+    Table,
+    and_,
+    bindparam,
+    case,
+    delete,
+    exc,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from cadenza.core import clock
+from cadenza.core.errors import CadenzaError, RunNotFound
+from cadenza.core.records import (
+    AttemptRecord,
+    ErrorInfo,
+    MetricRecord,
+    PoolRecord,
+    RunRecord,
+    TaskInstanceRecord,
+    ValueRef,
+    WriteBatch,
+)
+from cadenza.core.states import RunState, TaskState
+from cadenza.store.db import (
+    READ_OPTION,
+    create_store_engine,
+    ensure_schema,
+    mask_url,
+    store_cache,
+    store_error,
+)
+from cadenza.store.dml import PreparedDml, Step, run_transaction
+from cadenza.store.models import (
+    UTCDateTime,
+    attempts_table,
+    metrics_table,
+    pools_table,
+    runs_table,
+    task_instances_table,
+)
+
+log = logging.getLogger(__name__)
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+_runs = runs_table
+_tis = task_instances_table
+_attempts = attempts_table
+_pools = pools_table
+_metrics = metrics_table
+
+_TI_PK = ("run_id", "task_id", "map_index")
+
+# ---------------------------------------------------------------------------------------------
+# Prebuilt statements
+
+
+
+def _insert_all(table: Table, skip: tuple[str, ...] = ()) -> Insert:
+    return table.insert().values(
+        {c.name: bindparam(c.name) for c in table.columns if c.name not in skip}
+    )
+
+
+_INSERT_RUN = _insert_all(_runs)
+# Whole record by run_id, except that heartbeat_at never moves backwards: the lease thread
+# renews it while the driver's in-memory record still holds the time the run started, and
+# writing that back would make a live driver's lease look expired to other claimers.
+_HEARTBEAT = bindparam("hb_at", type_=UTCDateTime())
+_UPDATE_RUN = (
+    update(_runs)
+    .where(_runs.c.run_id == bindparam("k_run_id"))
+    .values(
+        {
+            **{
+                c.name: bindparam(c.name)
+                for c in _runs.columns
+                if c.name not in ("run_id", "heartbeat_at")
+            },
+            "heartbeat_at": case(
+                (
+                    or_(_runs.c.heartbeat_at.is_(None), _runs.c.heartbeat_at < _HEARTBEAT),
+                    _HEARTBEAT,
+                ),
+                else_=_runs.c.heartbeat_at,
+            ),
+        }
+    )
+)
+_INSERT_TI = _insert_all(_tis)
+_UPDATE_TI = (
+    update(_tis)
+    .where(
+        _tis.c.run_id == bindparam("k_run_id"),
+        _tis.c.task_id == bindparam("k_task_id"),
+        _tis.c.map_index == bindparam("k_map_index"),
+    )
+    .values({c.name: bindparam(c.name) for c in _tis.columns if c.name not in _TI_PK})
+)
+_INSERT_ATTEMPT = _insert_all(_attempts)
+_INSERT_METRIC = _insert_all(_metrics, skip=("id",))
+
+_RUN_COLUMNS = tuple(_runs.columns)
+_TI_COLUMNS = tuple(_tis.columns)
+_ATTEMPT_COLUMNS = tuple(_attempts.columns)
+_SELECT_RUN = select(*_RUN_COLUMNS).where(_runs.c.run_id == bindparam("run_id"))
+_SELECT_TIS = (
+    select(*_TI_COLUMNS)
+    .where(_tis.c.run_id == bindparam("run_id"))
+    .order_by(_tis.c.task_id, _tis.c.map_index)
+)
+_SELECT_TI = select(*_TI_COLUMNS).where(
+    _tis.c.run_id == bindparam("run_id"),
+    _tis.c.task_id == bindparam("task_id"),
+    _tis.c.map_index == bindparam("map_index"),
+)
+_RUN_EXISTS = select(_runs.c.run_id).where(_runs.c.run_id == bindparam("run_id"))
+
+# ---------------------------------------------------------------------------------------------
+# Record <-> row conversion. Plain functions over tuples: this is on the hot path.
+
+
+def _run_params(r: RunRecord) -> dict[str, Any]:
+    return {
+        "run_id": r.run_id,
+        "pipeline": r.pipeline,
+        "state": r.state.value,
+        "params": r.params,
+        "created_at": r.created_at,
+        "started_at": r.started_at,
+        "ended_at": r.ended_at,
+        "executor": r.executor,
+        "trigger": r.trigger,
+        "logical_date": r.logical_date,
+        "data_interval_start": r.data_interval_start,
+        "data_interval_end": r.data_interval_end,
+        "source": r.source,
+        "driver_id": r.driver_id,
+        "heartbeat_at": r.heartbeat_at,
+        "error": r.error,
+        "tags": list(r.tags),
+        "extra": r.extra,
+    }
+
+
+def _run_update_params(r: RunRecord) -> dict[str, Any]:
+    return {
+        "k_run_id": r.run_id,
+        "pipeline": r.pipeline,
+        "state": r.state.value,
+        "params": r.params,
+        "created_at": r.created_at,
+        "started_at": r.started_at,
+        "ended_at": r.ended_at,
+        "executor": r.executor,
+        "trigger": r.trigger,
+        "logical_date": r.logical_date,
+        "data_interval_start": r.data_interval_start,
+        "data_interval_end": r.data_interval_end,
+        "source": r.source,
+        "driver_id": r.driver_id,
+        "hb_at": r.heartbeat_at,
+        "error": r.error,
+        "tags": list(r.tags),
+        "extra": r.extra,
+    }
+
+
+def _run_from_row(row: Sequence[Any]) -> RunRecord:
+    (
+        run_id,
+        pipeline,
+        state,
+        params,
+        created_at,
+        started_at,
+        ended_at,
+        executor,
+        trigger,
+        logical_date,
+        data_interval_start,
+        data_interval_end,
+        source,
+        driver_id,
+        heartbeat_at,
+        error,
+        tags,
+        extra,
+    ) = row
+    return RunRecord(
+        run_id=run_id,
+        pipeline=pipeline,
+        state=RunState(state),
+        params=params,
+        created_at=created_at,
+        started_at=started_at,
+        ended_at=ended_at,
+        executor=executor,
+        trigger=trigger,
+        logical_date=logical_date,
+        data_interval_start=data_interval_start,
+        data_interval_end=data_interval_end,
+        source=source,
+        driver_id=driver_id,
+        heartbeat_at=heartbeat_at,
+        error=error,
+        tags=tuple(tags),
+        extra=extra,
+    )
+
+
+def _ti_params(t: TaskInstanceRecord) -> dict[str, Any]:
+    output = t.output
+    error = t.error
+    return {
+        "run_id": t.run_id,
+        "task_id": t.task_id,
+        "map_index": t.map_index,
+        "state": t.state.value,
+        "attempt": t.attempt,
+        "pool": t.pool,
+        "queued_at": t.queued_at,
+        "started_at": t.started_at,
+        "ended_at": t.ended_at,
+        "next_retry_at": t.next_retry_at,
+        "output": None if output is None else output.to_json(),
+        "error": None if error is None else error.to_json(),
+        "cache_key": t.cache_key,
+        "cache_origin": t.cache_origin,
+        "worker": t.worker,
+        "map_count": t.map_count,
+        "reason": t.reason,
+    }
+
+
+def _ti_update_params(t: TaskInstanceRecord) -> dict[str, Any]:
+    output = t.output
+    error = t.error
+    return {
+        "k_run_id": t.run_id,
+        "k_task_id": t.task_id,
+        "k_map_index": t.map_index,
+        "state": t.state.value,
+        "attempt": t.attempt,
+        "pool": t.pool,
+        "queued_at": t.queued_at,
+        "started_at": t.started_at,
+        "ended_at": t.ended_at,
+        "next_retry_at": t.next_retry_at,
+        "output": None if output is None else output.to_json(),
+        "error": None if error is None else error.to_json(),
+        "cache_key": t.cache_key,
+        "cache_origin": t.cache_origin,
+        "worker": t.worker,
+        "map_count": t.map_count,
+        "reason": t.reason,
+    }
+
+
+def _ti_from_row(row: Sequence[Any]) -> TaskInstanceRecord:
+    (
+        run_id,
+        task_id,
+        map_index,
+        state,
+        attempt,
+        pool,
+        queued_at,
+        started_at,
+        ended_at,
+        next_retry_at,
+        output,
+        error,
+        cache_key,
+        cache_origin,
+        worker,
+        map_count,
+        reason,
+    ) = row
+    return TaskInstanceRecord(
+        run_id=run_id,
+        task_id=task_id,
+        map_index=map_index,
+        state=TaskState(state),
+        attempt=attempt,
+        pool=pool,
+        queued_at=queued_at,
+        started_at=started_at,
+        ended_at=ended_at,
+        next_retry_at=next_retry_at,
+        output=None if output is None else ValueRef.from_json(output),
+        error=None if error is None else ErrorInfo.from_json(error),
+        cache_key=cache_key,
+        cache_origin=cache_origin,
+        worker=worker,
+        map_count=map_count,
+        reason=reason,
+    )
+
+
+def _attempt_params(a: AttemptRecord) -> dict[str, Any]:
+    error = a.error
+    return {
+        "run_id": a.run_id,
+        "task_id": a.task_id,
+        "map_index": a.map_index,
+        "attempt": a.attempt,
+        "state": a.state.value,
+        "started_at": a.started_at,
+        "ended_at": a.ended_at,
+        "worker": a.worker,
+        "error": None if error is None else error.to_json(),
+        "log_path": a.log_path,
+    }
+
+
+def _attempt_from_row(row: Sequence[Any]) -> AttemptRecord:
+    run_id, task_id, map_index, attempt, state, started_at, ended_at, worker, error, log_path = row
+    return AttemptRecord(
+        run_id=run_id,
+        task_id=task_id,
+        map_index=map_index,
+        attempt=attempt,
+        state=TaskState(state),
+        started_at=started_at,
+        ended_at=ended_at,
+        worker=worker,
+        error=None if error is None else ErrorInfo.from_json(error),
+        log_path=log_path,
+    )
+
+
+def _metric_params(m: MetricRecord) -> dict[str, Any]:
+    value = m.value
+    is_text = isinstance(value, str)
+    return {
+        "run_id": m.run_id,
+        "task_id": m.task_id,
+        "map_index": m.map_index,
+        "attempt": m.attempt,
+        "name": m.name,
+        "kind": m.kind,
+        "value_num": None if is_text else float(value),
+        "value_text": value if is_text else None,
+        "at": m.at,
+    }
+
+
+class _Unset(enum.Enum):
+    UNSET = enum.auto()
+
+
+_UNSET = _Unset.UNSET
+
+
+def _check_slots(name: str, slots: int) -> None:
+    if isinstance(slots, bool) or not isinstance(slots, int) or slots < 0:
+        raise CadenzaError(
+            f"pool '{name}': slots must be a whole number >= 0, got {slots!r}",
+            hint=f"cadenza pools set {name} --slots 4  (0 pauses the pool)",
+        )
+
+
+def _translated(action: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """Turn SQLAlchemy errors raised by a RunStore method into StoreError."""
+
+    def wrap(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+        def method(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return fn(*args, **kwargs)
+            except exc.SQLAlchemyError as e:
+                store: RunStore = args[0]  # type: ignore[assignment]
+                raise store_error(e, store.url, action) from e
+
+        method.__name__ = fn.__name__
+        method.__qualname__ = fn.__qualname__
+        method.__doc__ = fn.__doc__
+        return method
+
+    return wrap
+
+
+class RunStore:
+    """The metadata store: runs, task instances, attempts, pools, metrics.
+
+    Get one with `open_store()`; it is shared by every thread of a process. All methods take
+    and return the records of `cadenza.core.records`. Every SQLAlchemy error is re-raised as
+    `StoreError` naming the (password-masked) URL and a fix.
+
+    Example:
+        >>> store = open_store("sqlite:////tmp/cadenza.db")
+        >>> store.create_run(run, [TaskInstanceRecord(run_id=run.run_id, task_id="train")])
+        >>> store.get_run(run.run_id).state
+        <RunState.QUEUED: 'queued'>
+    """
+
+    def __init__(self, url: str, engine: Engine) -> None:
+        self.url = url
+        self._engine = engine
+        self._read_engine = engine.execution_options(**{READ_OPTION: True})
+        self._dialect = engine.dialect.name
+        self._insert_run = PreparedDml(_INSERT_RUN, engine, "runs")
+        self._update_run = PreparedDml(_UPDATE_RUN, engine, "runs")
+        self._insert_ti = PreparedDml(_INSERT_TI, engine, "task instances")
+        self._update_ti = PreparedDml(_UPDATE_TI, engine, "task instances")
+        self._insert_attempt = PreparedDml(_INSERT_ATTEMPT, engine, "attempts")
+        self._insert_metric = PreparedDml(_INSERT_METRIC, engine, "metrics")
+
+    def __repr__(self) -> str:
+        return f"RunStore({mask_url(self.url)!r})"
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def create_run(self, run: RunRecord, task_instances: list[TaskInstanceRecord]) -> None:
+        """Insert a run and its task instances in one transaction."""
+        steps: list[Step] = [(self._insert_run, [_run_params(run)], False)]
+        if task_instances:
+            steps.append((self._insert_ti, [_ti_params(t) for t in task_instances], False))
+        run_transaction(self._engine, self.url, steps, "creating a run")
+
+    def write(self, batch: WriteBatch) -> None:
+        """Write everything one engine step changed, in ONE transaction.
+
+        Order: new runs, run updates, new task instances, task instance updates, attempts,
+        metrics; each kind is one executemany of a prebuilt statement (see `dml.py` for why
+        it runs on the DBAPI cursor). Updates replace the whole record by primary key (a
+        run's heartbeat_at only ever moves forward). Updating a row that does not exist is a bug in the
+        caller: the transaction is rolled back and StoreError raised.
+        """
+        if not batch:
+            return
+        steps: list[Step] = []
+        if batch.new_runs:
+            steps.append((self._insert_run, [_run_params(r) for r in batch.new_runs], False))
+        if batch.run_updates:
+            steps.append(
+                (self._update_run, [_run_update_params(r) for r in batch.run_updates], True)
+            )
+        if batch.new_task_instances:
+            steps.append(
+                (self._insert_ti, [_ti_params(t) for t in batch.new_task_instances], False)
+            )
+        if batch.task_instance_updates:
+            steps.append(
+                (
+                    self._update_ti,
+                    [_ti_update_params(t) for t in batch.task_instance_updates],
+                    True,
+                )
+            )
+        if batch.attempts:
+            steps.append(
+                (self._insert_attempt, [_attempt_params(a) for a in batch.attempts], False)
+            )
+        if batch.metrics:
+            steps.append((self._insert_metric, [_metric_params(m) for m in batch.metrics], False))
+        run_transaction(self._engine, self.url, steps, "writing a batch")
+
+    @_translated("deleting a run")
+    def delete_run(self, run_id: str) -> None:
+        """Delete a run with its task instances, attempts and metrics. RunNotFound if absent."""
+        with self._engine.begin() as conn:
+            conn.execute(delete(_metrics).where(_metrics.c.run_id == run_id))
+            conn.execute(delete(_attempts).where(_attempts.c.run_id == run_id))
+            conn.execute(delete(_tis).where(_tis.c.run_id == run_id))
+            if conn.execute(delete(_runs).where(_runs.c.run_id == run_id)).rowcount == 0:
+                raise _run_not_found(run_id)
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    @_translated("reading a run")
+    def get_run(self, run_id: str) -> RunRecord:
+        """The run with this id; RunNotFound if there is none."""
+        with self._read_engine.connect() as conn:
+            row = conn.execute(_SELECT_RUN, {"run_id": run_id}).first()
+        if row is None:
+            raise _run_not_found(run_id)
+        return _run_from_row(row)
+
+    @_translated("looking up a run id")
+    def resolve_run_id(self, prefix: str) -> str:
+        """The one run id starting with `prefix` (an exact id always wins).
+
+        RunNotFound if none matches; CadenzaError listing candidates if several do.
+        """
+        if not prefix:
+            raise CadenzaError("empty run id", hint="list run ids with `cadenza runs list`")
+        with self._read_engine.connect() as conn:
+            if conn.execute(_RUN_EXISTS, {"run_id": prefix}).first() is not None:
+                return prefix
+            # LIKE alone is case-insensitive on SQLite; substr() makes the match exact.
+            found = list(
+                conn.scalars(
+                    select(_runs.c.run_id)
+                    .where(
+                        _runs.c.run_id.startswith(prefix, autoescape=True),
+                        func.substr(_runs.c.run_id, 1, len(prefix)) == prefix,
+                    )
+                    .order_by(_runs.c.run_id)
+                    .limit(6)
+                )
+            )
+        if not found:
+            raise _run_not_found(prefix)
+        if len(found) > 1:
+            more = ", ..." if len(found) > 5 else ""
+            raise CadenzaError(
+                f"run id prefix '{prefix}' is ambiguous: it matches "
+                f"{', '.join(found[:5])}{more}",
+                hint="type more characters of the run id (see `cadenza runs list`)",
+            )
+        return str(found[0])
+
+    @_translated("listing runs")
+    def list_runs(
+        self,
+        *,
+        pipeline: str | None = None,
+        state: RunState | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        """Runs, newest first (by created_at, then run id), optionally filtered."""
+        q = select(*_RUN_COLUMNS)
+        if pipeline is not None:
+            q = q.where(_runs.c.pipeline == pipeline)
+        if state is not None:
+            q = q.where(_runs.c.state == RunState(state).value)
+        q = (
+            q.order_by(_runs.c.created_at.desc(), _runs.c.run_id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        with self._read_engine.connect() as conn:
+            return [_run_from_row(r) for r in conn.execute(q)]
+
+    # -- task instances, attempts, metrics -----------------------------------------------------
+
+    @_translated("reading task instances")
+    def get_task_instances(self, run_id: str) -> list[TaskInstanceRecord]:
+        """The run's task instances, ordered by task id then map index."""
+        with self._read_engine.connect() as conn:
+            return [_ti_from_row(r) for r in conn.execute(_SELECT_TIS, {"run_id": run_id})]
+
+    @_translated("reading a task instance")
+    def get_task_instance(
+        self, run_id: str, task_id: str, map_index: int = -1
+    ) -> TaskInstanceRecord | None:
+        with self._read_engine.connect() as conn:
+            row = conn.execute(
+                _SELECT_TI, {"run_id": run_id, "task_id": task_id, "map_index": map_index}
+            ).first()
+        return None if row is None else _ti_from_row(row)
+
+    @_translated("reading attempts")
+    def get_attempts(
+        self, run_id: str, task_id: str | None = None, map_index: int | None = None
+    ) -> list[AttemptRecord]:
+        """Attempts of a run, optionally of one task (and map index), in order."""
+        q = select(*_ATTEMPT_COLUMNS).where(_attempts.c.run_id == run_id)
+        if task_id is not None:
+            q = q.where(_attempts.c.task_id == task_id)
+        if map_index is not None:
+            q = q.where(_attempts.c.map_index == map_index)
+        q = q.order_by(_attempts.c.task_id, _attempts.c.map_index, _attempts.c.attempt)
+        with self._read_engine.connect() as conn:
+            return [_attempt_from_row(r) for r in conn.execute(q)]
+
+    @_translated("reading metrics")
+    def get_metrics(self, run_id: str) -> list[MetricRecord]:
+        """The run's metrics and params, in the order they were written."""
+        m = _metrics
+        q = (
+            select(
+                m.c.run_id,
+                m.c.task_id,
+                m.c.map_index,
+                m.c.attempt,
+                m.c.name,
+                m.c.kind,
+                m.c.value_num,
+                m.c.value_text,
+                m.c.at,
+            )
+            .where(m.c.run_id == run_id)
+            .order_by(m.c.id)
+        )
+        with self._read_engine.connect() as conn:
+            return [
+                MetricRecord(
+                    run_id=r[0],
+                    task_id=r[1],
+                    map_index=r[2],
+                    attempt=r[3],
+                    name=r[4],
+                    kind=r[5],
+                    value=r[6] if r[7] is None else r[7],
+                    at=r[8],
+                )
+                for r in conn.execute(q)
+            ]
+
+    @_translated("looking up the cache")
+    def find_cached(
+        self, cache_key: str, *, not_before: datetime | None = None
+    ) -> TaskInstanceRecord | None:
+        """The newest successful task instance (any run) with this cache key.
+
+        Newest by ended_at; with `not_before`, only those that ended at or after it.
+        """
+        q = select(*_TI_COLUMNS).where(
+            _tis.c.cache_key == cache_key,
+            _tis.c.state == TaskState.SUCCESS.value,
+            _tis.c.ended_at.is_not(None),
+        )
+        if not_before is not None:
+            q = q.where(_tis.c.ended_at >= not_before)
+        q = q.order_by(_tis.c.ended_at.desc()).limit(1)
+        with self._read_engine.connect() as conn:
+            row = conn.execute(q).first()
+        return None if row is None else _ti_from_row(row)
+
+    # -- pools ----------------------------------------------------------------------------------
+
+    @_translated("listing pools")
+    def list_pools(self) -> list[PoolRecord]:
+        q = select(_pools.c.name, _pools.c.slots, _pools.c.description).order_by(_pools.c.name)
+        with self._read_engine.connect() as conn:
+            return [PoolRecord(name=n, slots=s, description=d) for n, s, d in conn.execute(q)]
+
+    @_translated("reading a pool")
+    def get_pool(self, name: str) -> PoolRecord | None:
+        with self._read_engine.connect() as conn:
+            return self._get_pool(conn, name)
+
+    @staticmethod
+    def _get_pool(conn: Connection, name: str) -> PoolRecord | None:
+        row = conn.execute(
+            select(_pools.c.name, _pools.c.slots, _pools.c.description).where(
+                _pools.c.name == name
+            )
+        ).first()
+        return None if row is None else PoolRecord(name=row[0], slots=row[1], description=row[2])
+
+    def _insert_pool(self) -> Any:
+        return (postgresql if self._dialect == "postgresql" else sqlite).insert(_pools)
+
+    @_translated("setting a pool")
+    def set_pool(self, name: str, slots: int, description: str = "") -> PoolRecord:
+        """Create or replace a pool. `slots` must be >= 0 (0 pauses the pool)."""
+        _check_slots(name, slots)
+        ins = self._insert_pool().values(name=name, slots=slots, description=description)
+        ins = ins.on_conflict_do_update(
+            index_elements=[_pools.c.name],
+            set_={"slots": ins.excluded.slots, "description": ins.excluded.description},
+        )
+        with self._engine.begin() as conn:
+            conn.execute(ins)
+        return PoolRecord(name=name, slots=slots, description=description)
+
+    @_translated("creating a pool")
+    def ensure_pool(self, name: str, slots: int) -> PoolRecord:
+        """Create the pool if it is missing; otherwise return it unchanged."""
+        _check_slots(name, slots)
+        ins = (
+            self._insert_pool()
+            .values(name=name, slots=slots, description="")
+            .on_conflict_do_nothing(index_elements=[_pools.c.name])
+        )
+        with self._engine.begin() as conn:
+            conn.execute(ins)
+            pool = self._get_pool(conn, name)
+        assert pool is not None  # inserted or already there, in this transaction
+        return pool
+
+    # -- driver leases --------------------------------------------------------------------------
+
+    @_translated("claiming a run")
+    def claim_run(
+        self,
+        run_id: str,
+        driver_id: str,
+        *,
+        lease_s: float,
+        expected_driver: str | None | _Unset = _UNSET,
+    ) -> bool:
+        """Make `driver_id` the run's driver; True if it now holds the run.
+
+        The claim succeeds when the run has no driver, is already ours, or its holder's
+        heartbeat is older than `lease_s` seconds. With `expected_driver` (None meaning "no
+        driver"), it also requires the run's driver to still be that one (or us): resume
+        passes the driver it saw dead, so two resumes racing cannot both take over.
+
+        One conditional UPDATE, so of two concurrent claimers exactly one wins. Sets
+        heartbeat_at to now. RunNotFound if the run does not exist.
+        """
+        now = clock.now()
+        r = _runs.c
+        cond = [
+            r.run_id == run_id,
+            or_(
+                r.driver_id.is_(None),
+                r.driver_id == driver_id,
+                r.heartbeat_at.is_(None),
+                r.heartbeat_at < now - timedelta(seconds=lease_s),
+            ),
+        ]
+        if not isinstance(expected_driver, _Unset):
+            seen = r.driver_id.is_(None) if expected_driver is None else r.driver_id == expected_driver
+            cond.append(or_(seen, r.driver_id == driver_id))
+        stmt = update(_runs).where(*cond).values(driver_id=driver_id, heartbeat_at=now)
+        with self._engine.begin() as conn:
+            if conn.execute(stmt).rowcount == 1:
+                return True
+            if conn.execute(_RUN_EXISTS, {"run_id": run_id}).first() is None:
+                raise _run_not_found(run_id)
+        return False
+
+    @_translated("renewing a run lease")
+    def renew_lease(self, run_id: str, driver_id: str) -> bool:
+        """Refresh the heartbeat; False if the run is no longer ours (another driver took it)."""
+        stmt = (
+            update(_runs)
+            .where(and_(_runs.c.run_id == run_id, _runs.c.driver_id == driver_id))
+            .values(heartbeat_at=clock.now())
+        )
+        with self._engine.begin() as conn:
+            return bool(conn.execute(stmt).rowcount == 1)
+
+    @_translated("releasing a run")
+    def release_run(self, run_id: str, driver_id: str) -> None:
+        """Give the run up if we still hold it (a no-op otherwise)."""
+        stmt = (
+            update(_runs)
+            .where(and_(_runs.c.run_id == run_id, _runs.c.driver_id == driver_id))
+            .values(driver_id=None)
+        )
+        with self._engine.begin() as conn:
+            conn.execute(stmt)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def dispose(self) -> None:
+        """Close pooled connections and forget this store in the process cache.
+
+        A later `open_store()` with the same URL builds a new one.
+        """
+        store_cache.discard(self.url, self)
+        self._engine.dispose()
+
+
+def _run_not_found(run_id: str) -> RunNotFound:
+    return RunNotFound(f"no run with id '{run_id}'", hint="list run ids with `cadenza runs list`")
+
+
+def open_store(url: str | None = None) -> RunStore:
+    """The process's RunStore for `url` (default: settings' database_url).
+
+    Cached per (url, pid): a process reuses one engine and connection pool; a forked child
+    gets its own. The first open creates the SQLite file's folder and the schema (or
+    migrates an older schema). Raises StoreError when the database cannot be reached.
+
+    Example:
+        >>> store = open_store()  # .cadenza/cadenza.db in the project folder
+        >>> store.list_runs(limit=5)
+        []
+    """
+    if url is None:
+        from cadenza.core.settings import get_settings
+
+        url = get_settings().database_url
+    resolved = url
+
+    def build() -> RunStore:
+        engine = create_store_engine(resolved)
+        try:
+            ensure_schema(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        return RunStore(resolved, engine)
+
+    store: RunStore = store_cache.get_or_create(url, build)
+    return store

@@ -1,0 +1,676 @@
+"""The processes executor with real worker processes: shipping functions, reuse, parallelism,
+and every way a call can end (returned, raised, killed, timed out, cancelled, unpicklable).
+
+Calls are built directly (no engine). Synchronisation is by queues and deadline waits on
+conditions; the only sleeps are inside tasks, standing for work.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import types
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from cadenza.core.errors import ConfigError
+from cadenza.executors.base import TaskCall, TaskOutcome
+from cadenza.executors.processes import ProcessExecutor
+
+DEADLINE_S = 30.0
+
+
+# --- tasks (module level: shipped by reference) ---------------------------------------------
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def whoami() -> int:
+    return os.getpid()
+
+
+def boom() -> None:
+    raise RuntimeError("boom")
+
+
+def exit_hard(code: int) -> None:
+    os._exit(code)
+
+
+def call_sys_exit() -> None:
+    sys.exit(4)
+
+
+def nap(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def _announce(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)  # the test never reads a half-written file
+
+
+def block_after_start(started: str) -> None:
+    """Say "I'm running" (with the worker pid), then stay busy."""
+    _announce(started, str(os.getpid()))
+    time.sleep(120)
+
+
+def sleep_then_write(started: str, seconds: float, target: str) -> None:
+    _announce(started, str(os.getpid()))
+    time.sleep(seconds)
+    Path(target).write_text("the task was not stopped")
+
+
+def spawn_grandchild_then_block(started: str) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    _announce(started, f"{os.getpid()} {child.pid}")
+    time.sleep(120)
+
+
+# Counts, in the worker, how often a function was unpickled there.
+_LOADS = 0
+
+
+def _note_load() -> _LoadMarker:
+    global _LOADS
+    _LOADS += 1
+    return _LoadMarker()
+
+
+class _LoadMarker:
+    def __reduce__(self) -> tuple[Callable[[], _LoadMarker], tuple[()]]:
+        return (_note_load, ())
+
+
+def loads_seen() -> int:
+    return _LOADS
+
+
+def make_counting_fn() -> Callable[[], list[int]]:
+    marker = _LoadMarker()
+
+    def counting() -> list[int]:
+        assert marker is not None
+        return [os.getpid(), loads_seen()]
+
+    return counting
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+class Outcomes:
+    """A sink that records outcomes and the thread that delivered them."""
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[TaskOutcome] = queue.SimpleQueue()
+        self.threads: list[str] = []
+
+    def __call__(self, outcome: TaskOutcome) -> None:
+        self.threads.append(threading.current_thread().name)
+        self.queue.put(outcome)
+
+    def get(self, timeout_s: float = DEADLINE_S) -> TaskOutcome:
+        return self.queue.get(timeout=timeout_s)
+
+    def take(self, n: int, timeout_s: float = DEADLINE_S) -> list[TaskOutcome]:
+        deadline = time.monotonic() + timeout_s
+        return [self.queue.get(timeout=max(0.0, deadline - time.monotonic())) for _ in range(n)]
+
+    def empty(self) -> bool:
+        return self.queue.empty()
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float = DEADLINE_S) -> Any:
+    """Return `predicate()` once it is truthy; fail after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        time.sleep(0.01)
+
+
+def read_when_written(path: Path) -> str:
+    return str(wait_for(lambda: path.exists() and path.read_text()))
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> str:
+    return str(tmp_path / "artifacts")
+
+
+def make_call(
+    fn: Callable[..., Any],
+    root: str,
+    *,
+    task_id: str = "t",
+    map_index: int = -1,
+    fn_key: str | None = None,
+    timeout_s: float | None = None,
+    run_id: str = "run-1",
+    **inputs: Any,
+) -> TaskCall:
+    return TaskCall(
+        run_id=run_id,
+        pipeline="p",
+        task_id=task_id,
+        map_index=map_index,
+        attempt=1,
+        fn=fn,
+        fn_key=fn_key or f"{fn.__module__}:{fn.__qualname__}",
+        inputs=inputs,
+        call_kinds={name: "POSITIONAL_OR_KEYWORD" for name in inputs},
+        timeout_s=timeout_s,
+        artifact_root=root,
+    )
+
+
+@pytest.fixture
+def ex() -> Iterator[ProcessExecutor]:
+    executor = ProcessExecutor(max_workers=2)
+    executor.start()
+    yield executor
+    executor.shutdown()
+
+
+def value_of(outcome: TaskOutcome) -> Any:
+    assert outcome.ok, outcome.error
+    assert outcome.output is not None and outcome.output.kind == "json"
+    return outcome.output.value
+
+
+def is_gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+# --- shipping functions ------------------------------------------------------------------------
+
+
+def test_module_function_runs_in_a_worker_and_reports_it(ex: ProcessExecutor, root: str) -> None:
+    sink = Outcomes()
+    ex.submit(make_call(add, root, a=2, b=3), sink)
+    out = sink.get()
+    assert value_of(out) == 5
+    assert out.worker is not None and out.worker.startswith("pid:") and "@" in out.worker
+    pid = int(out.worker[4:].split("@")[0])
+    assert pid in ex.worker_pids() and pid != os.getpid()
+    assert out.started_at is not None and out.ended_at is not None
+    assert out.started_at <= out.ended_at
+    assert sink.threads == ["cadenza-processes-collector"]
+
+
+def test_closures_local_functions_and_lambdas_travel_by_value(
+    ex: ProcessExecutor, root: str
+) -> None:
+    offset = 100
+
+    def local_add(x: int) -> int:
+        return x + offset
+
+    def make_multiplier(k: int) -> Callable[[int], int]:
+        return lambda x: x * k
+
+    sink = Outcomes()
+    ex.submit(make_call(local_add, root, task_id="local", x=1), sink)
+    ex.submit(make_call(make_multiplier(7), root, task_id="lam", x=6), sink)
+    ex.submit(make_call(lambda: "hi", root, task_id="bare"), sink)
+    got = {o.task_id: value_of(o) for o in sink.take(3)}
+    assert got == {"local": 101, "lam": 42, "bare": "hi"}
+
+
+def test_distinct_functions_sharing_a_fn_key_each_run_their_own_code(
+    ex: ProcessExecutor, root: str
+) -> None:
+    # fn_key is "module:qualname"; two closures made by one factory share it.
+    def make(k: int) -> Callable[[], int]:
+        def f() -> int:
+            return k
+
+        return f
+
+    sink = Outcomes()
+    for k in range(4):
+        ex.submit(make_call(make(k), root, map_index=k, fn_key="same:key"), sink)
+        assert value_of(sink.get()) == k
+
+
+def test_a_worker_is_reused_and_gets_each_function_once(ex: ProcessExecutor, root: str) -> None:
+    fn = make_counting_fn()
+    sink = Outcomes()
+    results = []
+    for i in range(20):
+        ex.submit(make_call(fn, root, map_index=i, fn_key="counting"), sink)
+        results.append(value_of(sink.get()))
+    pids = {pid for pid, _ in results}
+    assert len(pids) == 1  # sequential calls stay on the warm worker
+    assert [loads for _, loads in results] == [1] * 20  # unpickled there exactly once
+    assert ex.fn_sends == 1
+
+
+def test_each_worker_loads_a_function_once_under_concurrency(
+    ex: ProcessExecutor, root: str
+) -> None:
+    fn = make_counting_fn()
+    sink = Outcomes()
+    for round_ in range(5):
+        # Two at a time, so both workers get work.
+        for j in range(2):
+            ex.submit(make_call(fn, root, map_index=2 * round_ + j, fn_key="counting"), sink)
+        for out in sink.take(2):
+            assert value_of(out)[1] == 1
+    assert ex.fn_sends <= 2
+
+
+def test_a_function_that_cannot_be_pickled_fails_with_the_fix(
+    ex: ProcessExecutor, root: str
+) -> None:
+    lock = threading.Lock()
+
+    def uses_lock() -> None:
+        with lock:
+            pass
+
+    sink = Outcomes()
+    ex.submit(make_call(uses_lock, root, task_id="locked", map_index=3), sink)
+    out = sink.get()
+    assert not out.ok and out.error is not None
+    assert out.error.kind == "serialization"
+    assert "'locked[3]'" in out.error.message
+    assert "cannot be pickled" in out.error.message
+    assert "define the function at module level" in out.error.message
+    assert sink.threads == ["cadenza-processes-collector"]
+    ex.submit(make_call(add, root, a=1, b=1), sink)  # the pool is unharmed
+    assert value_of(sink.get()) == 2
+
+
+def test_inputs_that_cannot_be_pickled_fail_with_the_fix(ex: ProcessExecutor, root: str) -> None:
+    sink = Outcomes()
+    ex.submit(make_call(add, root, task_id="in", a=threading.Lock(), b=1), sink)
+    out = sink.get()
+    assert not out.ok and out.error is not None
+    assert out.error.kind == "serialization"
+    assert "'in'" in out.error.message and "inputs" in out.error.message
+
+
+def test_a_function_the_worker_cannot_import_fails_clearly(
+    ex: ProcessExecutor, root: str
+) -> None:
+    # A module that exists only in the driver: cloudpickle ships the function by reference.
+    phantom = types.ModuleType("cadenza_phantom_module")
+    exec("def ghost():\n    return 1\n", phantom.__dict__)
+    sys.modules[phantom.__name__] = phantom
+    try:
+        sink = Outcomes()
+        ex.submit(make_call(phantom.ghost, root, task_id="ghost"), sink)
+        out = sink.get()
+    finally:
+        del sys.modules[phantom.__name__]
+    assert not out.ok and out.error is not None
+    assert out.error.kind == "serialization"
+    assert "could not be loaded in the worker" in out.error.message
+    assert "cadenza_phantom_module" in out.error.message
+
+
+def test_a_task_exception_is_the_outcome_and_the_worker_lives_on(
+    ex: ProcessExecutor, root: str
+) -> None:
+    sink = Outcomes()
+    ex.submit(make_call(boom, root), sink)
+    out = sink.get()
+    assert not out.ok and out.error is not None
+    assert out.error.kind == "exception"
+    assert out.error.type == "builtins.RuntimeError"
+    pids = ex.worker_pids()
+    ex.submit(make_call(whoami, root), sink)
+    assert value_of(sink.get()) in pids
+
+
+def test_sys_exit_in_a_task_fails_the_call_not_the_worker(ex: ProcessExecutor, root: str) -> None:
+    sink = Outcomes()
+    ex.submit(make_call(call_sys_exit, root, task_id="quitter"), sink)
+    out = sink.get()
+    assert not out.ok and out.error is not None
+    assert "SystemExit" in out.error.message and "'quitter'" in out.error.message
+    ex.submit(make_call(add, root, a=1, b=2), sink)
+    assert value_of(sink.get()) == 3
+
+
+# --- parallelism, backlog, volume -----------------------------------------------------------
+
+
+def test_two_calls_run_at_the_same_time(ex: ProcessExecutor, root: str) -> None:
+    sink = Outcomes()
+    ex.submit(make_call(nap, root, map_index=0, seconds=0.5), sink)
+    ex.submit(make_call(nap, root, map_index=1, seconds=0.5), sink)
+    a, b = sink.take(2)
+    assert a.ok and b.ok
+    assert a.worker != b.worker
+    assert a.started_at and b.started_at and a.ended_at and b.ended_at
+    assert max(a.started_at, b.started_at) < min(a.ended_at, b.ended_at)  # they overlapped
+
+
+def test_free_slots_and_the_backlog_are_first_in_first_out(root: str, tmp_path: Path) -> None:
+    ex = ProcessExecutor(max_workers=1)
+    ex.start()
+    try:
+        assert ex.free_slots() == 1
+        sink = Outcomes()
+        started = tmp_path / "started"
+        ex.submit(make_call(sleep_then_write, root, map_index=0, started=str(started),
+                            seconds=0.3, target=str(tmp_path / "done")), sink)
+        assert ex.free_slots() == 0
+        for i in range(1, 6):
+            ex.submit(make_call(add, root, map_index=i, a=i, b=0), sink)
+        assert ex.free_slots() == 0
+        outs = sink.take(6)
+        assert [o.map_index for o in outs] == list(range(6))
+        assert all(o.ok for o in outs)
+        assert ex.free_slots() == 1
+    finally:
+        ex.shutdown()
+
+
+def test_thousands_of_tiny_calls_each_return_exactly_once(root: str) -> None:
+    ex = ProcessExecutor(max_workers=2)
+    n = 2000
+    sink = Outcomes()
+    try:
+        for i in range(n):  # far more than free_slots(): most wait in the backlog
+            ex.submit(make_call(add, root, map_index=i, a=i, b=1), sink)
+        outs = sink.take(n, timeout_s=120)
+    finally:
+        ex.shutdown()  # joins the collector: any duplicate would have been delivered
+    assert sink.empty()
+    assert sorted(o.map_index for o in outs) == list(range(n))
+    assert all(value_of(o) == o.map_index + 1 for o in outs)
+
+
+# --- faults -----------------------------------------------------------------------------------
+
+
+def test_sigkill_of_a_busy_worker_is_reported_and_the_worker_replaced(
+    ex: ProcessExecutor, root: str, tmp_path: Path
+) -> None:
+    sink = Outcomes()
+    started = tmp_path / "started"
+    ex.submit(make_call(block_after_start, root, task_id="victim", map_index=2,
+                        started=str(started)), sink)
+    pid = int(read_when_written(started))
+    os.kill(pid, signal.SIGKILL)
+    out = sink.get()
+    assert not out.ok and out.error is not None
+    assert out.error.kind == "worker_lost"
+    assert out.error.type == "cadenza.core.errors.WorkerLost"
+    assert "'victim[2]'" in out.error.message
+    assert str(pid) in out.error.message
+    assert "SIGKILL" in out.error.message
+    assert out.worker == f"pid:{pid}@{os.uname().nodename}"
+    pids = ex.worker_pids()
+    assert len(pids) == 2 and pid not in pids  # replaced before the outcome was delivered
+    ex.submit(make_call(add, root, a=20, b=22), sink)
+    assert value_of(sink.get()) == 42
+
+
+def test_os_exit_in_a_task_is_a_lost_worker_with_its_exit_code(
+    ex: ProcessExecutor, root: str
+) -> None:
+    sink = Outcomes()
+    ex.submit(make_call(exit_hard, root, task_id="leaver", code=3), sink)
+    out = sink.get()
+    assert not out.ok and out.error is not None
+    assert out.error.kind == "worker_lost"
+    assert "'leaver'" in out.error.message and "exited with code 3" in out.error.message
+    assert len(ex.worker_pids()) == 2
+    ex.submit(make_call(add, root, a=1, b=1), sink)
+    assert value_of(sink.get()) == 2
+
+
+def test_a_timed_out_task_is_killed_before_it_can_finish(
+    ex: ProcessExecutor, root: str, tmp_path: Path
+) -> None:
+    sink = Outcomes()
+    started, target = tmp_path / "started", tmp_path / "written"
+    ex.submit(make_call(sleep_then_write, root, task_id="slow", timeout_s=0.5,
+                        started=str(started), seconds=3.0, target=str(target)), sink)
+    out = sink.get()
+    assert not out.ok and out.error is not None
+    assert out.error.kind == "timeout"
+    assert out.error.type == "cadenza.core.errors.TaskTimeout"
+    assert out.error.message == "timed out after 0.5 s"
+    assert out.worker is not None
+    pid = int(out.worker[4:].split("@")[0])
+    # The outcome is sent only once the worker is dead, so the file can never appear.
+    assert is_gone(pid)
+    assert not target.exists()
+    assert pid not in ex.worker_pids() and len(ex.worker_pids()) == 2
+    ex.submit(make_call(add, root, a=2, b=2), sink)
+    assert value_of(sink.get()) == 4
+
+
+def test_a_timeout_also_stops_processes_the_task_started(
+    ex: ProcessExecutor, root: str, tmp_path: Path
+) -> None:
+    sink = Outcomes()
+    started = tmp_path / "started"
+    ex.submit(make_call(spawn_grandchild_then_block, root, timeout_s=3.0,
+                        started=str(started)), sink)
+    worker_pid, grandchild_pid = map(int, read_when_written(started).split())
+    out = sink.get()
+    assert out.error is not None and out.error.kind == "timeout"
+    assert is_gone(worker_pid)
+    wait_for(lambda: is_gone(grandchild_pid))
+
+
+def test_cancel_kills_a_running_call(ex: ProcessExecutor, root: str, tmp_path: Path) -> None:
+    sink = Outcomes()
+    started = tmp_path / "started"
+    ex.submit(make_call(block_after_start, root, task_id="long", map_index=0,
+                        started=str(started)), sink)
+    pid = int(read_when_written(started))
+    ex.cancel("run-1", "long", 1)  # another instance: nothing happens
+    ex.cancel("run-1", "long", 0)
+    out = sink.get()
+    assert not out.ok and out.error is not None
+    assert out.error.kind == "cancelled"
+    assert out.error.type == "cadenza.core.errors.TaskCancelled"
+    assert is_gone(pid)
+    assert len(ex.worker_pids()) == 2 and pid not in ex.worker_pids()
+    assert sink.empty()
+
+
+def test_cancel_drops_a_queued_call_without_touching_running_ones(
+    ex: ProcessExecutor, root: str, tmp_path: Path
+) -> None:
+    sink = Outcomes()
+    for i in range(2):
+        ex.submit(make_call(block_after_start, root, task_id="busy", map_index=i,
+                            started=str(tmp_path / f"started-{i}")), sink)
+    ex.submit(make_call(add, root, task_id="queued", a=1, b=1), sink)
+    assert ex.free_slots() == 0
+    busy = [int(read_when_written(tmp_path / f"started-{i}")) for i in range(2)]
+    ex.cancel("run-1", "queued", -1)
+    out = sink.get()
+    assert out.task_id == "queued" and out.error is not None
+    assert out.error.kind == "cancelled" and "before it started" in out.error.message
+    assert sorted(ex.worker_pids()) == sorted(busy)  # no worker was harmed
+    for i in range(2):
+        ex.cancel("run-1", "busy", i)
+    assert sorted(o.map_index for o in sink.take(2)) == [0, 1]
+
+
+def test_workers_that_die_at_start_do_not_respawn_forever(
+    root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        "cadenza.executors.processes.EXECUTE_TARGET", "cadenza_no_such_module:execute"
+    )
+    ex = ProcessExecutor(max_workers=1)
+    sink = Outcomes()
+    try:
+        ex.submit(make_call(add, root, a=1, b=1), sink)
+        out = sink.get()
+        assert out.error is not None and out.error.kind == "worker_lost"
+        assert "while starting" in out.error.message
+        assert "__name__" in out.error.message  # the hint for unguarded scripts
+        wait_for(lambda: not ex.worker_pids())  # it gave up instead of spinning
+        assert ex.workers_started <= 3
+    finally:
+        ex.shutdown()
+
+
+# --- lifecycle ----------------------------------------------------------------------------------
+
+
+def _helper_pids() -> set[int]:
+    """multiprocessing's own long-lived helpers (forkserver, resource tracker)."""
+    from multiprocessing import forkserver, resource_tracker
+
+    pids = {forkserver._forkserver._forkserver_pid, resource_tracker._resource_tracker._pid}
+    return {p for p in pids if p is not None}
+
+
+def test_shutdown_stops_every_worker_and_cancels_what_was_running(
+    root: str, tmp_path: Path
+) -> None:
+    ex = ProcessExecutor(max_workers=2)
+    sink = Outcomes()
+    started = tmp_path / "started"
+    ex.submit(make_call(spawn_grandchild_then_block, root, task_id="running",
+                        started=str(started)), sink)
+    ex.submit(make_call(add, root, task_id="quick", a=1, b=1), sink)
+    assert value_of(sink.get()) == 2
+    ex.submit(make_call(block_after_start, root, task_id="other",
+                        started=str(tmp_path / "other")), sink)
+    ex.submit(make_call(add, root, task_id="queued", a=1, b=1), sink)  # backlog
+    worker_pid, grandchild = map(int, read_when_written(started).split())
+    workers = ex.worker_pids()
+    ex.shutdown()
+    outs = {o.task_id: o for o in sink.take(3)}
+    assert set(outs) == {"running", "other", "queued"}
+    for out in outs.values():
+        assert out.error is not None and out.error.kind == "cancelled"
+        assert "shut down" in out.error.message
+    for pid in [*workers, worker_pid, grandchild]:
+        wait_for(lambda pid=pid: is_gone(pid))
+    leftovers = {
+        p.pid for p in psutil.Process().children(recursive=True)
+        if p.status() != psutil.STATUS_ZOMBIE
+    } - _helper_pids()
+    assert not leftovers & {*workers, worker_pid, grandchild}
+    assert ex.worker_pids() == []
+    ex.shutdown()  # idempotent
+
+
+def test_submit_after_shutdown_starts_a_fresh_pool(root: str) -> None:
+    ex = ProcessExecutor(max_workers=1)
+    sink = Outcomes()
+    try:
+        ex.submit(make_call(whoami, root), sink)
+        first = value_of(sink.get())
+        ex.shutdown()
+        ex.submit(make_call(whoami, root), sink)
+        assert value_of(sink.get()) != first
+    finally:
+        ex.shutdown()
+
+
+DRIVER_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from cadenza.executors.base import TaskCall
+    from cadenza.executors.processes import ProcessExecutor
+    from tests.integration.test_processes_executor import spawn_grandchild_then_block
+
+    if __name__ == "__main__":
+        ex = ProcessExecutor(max_workers=1)
+        ex.submit(TaskCall(
+            run_id="r", pipeline="p", task_id="t", map_index=-1, attempt=1,
+            fn=spawn_grandchild_then_block, fn_key="k", inputs={"started": sys.argv[1]},
+            call_kinds={"started": "POSITIONAL_OR_KEYWORD"}, artifact_root=sys.argv[2],
+        ), print)
+        time.sleep(120)
+    """
+)
+
+
+def test_workers_and_their_children_die_with_a_killed_driver(tmp_path: Path, root: str) -> None:
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER_SCRIPT)
+    started = tmp_path / "started"
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), str(repo / "src")])}
+    driver = subprocess.Popen([sys.executable, str(script), str(started), root], env=env)
+    try:
+        worker_pid, grandchild = map(int, read_when_written(started).split())
+        driver.kill()  # SIGKILL: no atexit, no shutdown()
+        driver.wait(timeout=DEADLINE_S)
+        wait_for(lambda: is_gone(worker_pid))
+        wait_for(lambda: is_gone(grandchild))
+    finally:
+        driver.kill()
+        driver.wait(timeout=DEADLINE_S)
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", multiprocessing.get_all_start_methods())
+def test_every_start_method_runs_calls_and_survives_a_kill(
+    method: str, root: str, tmp_path: Path
+) -> None:
+    ex = ProcessExecutor(max_workers=1, start_method=method)
+    sink = Outcomes()
+    try:
+        ex.submit(make_call(lambda: 7, root), sink)
+        assert value_of(sink.get()) == 7
+        ex.submit(make_call(block_after_start, root, task_id="victim",
+                            started=str(tmp_path / "s")), sink)
+        os.kill(int(read_when_written(tmp_path / "s")), signal.SIGKILL)
+        assert sink.get().error.kind == "worker_lost"  # type: ignore[union-attr]
+        ex.submit(make_call(add, root, a=3, b=4), sink)
+        assert value_of(sink.get()) == 7
+    finally:
+        ex.shutdown()
+
+
+def test_start_method_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CADENZA_START_METHOD", "spawn")
+    assert ProcessExecutor().start_method == "spawn"
+    assert ProcessExecutor(start_method="fork").start_method == "fork"
+    monkeypatch.delenv("CADENZA_START_METHOD")
+    assert ProcessExecutor().start_method == "forkserver"
+    assert ProcessExecutor().max_workers == os.cpu_count()
+
+
+def test_bad_configuration_is_refused_with_a_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="start method") as info:
+        ProcessExecutor(start_method="teleport")
+    assert info.value.hint and "forkserver" in info.value.hint
+    monkeypatch.setenv("CADENZA_START_METHOD", "vfork")
+    with pytest.raises(ConfigError, match="CADENZA_START_METHOD"):
+        ProcessExecutor()
+    with pytest.raises(ConfigError, match="max_workers"):
+        ProcessExecutor(max_workers=0)

@@ -9,16 +9,14 @@ The no-op task returns None, so no artifact is written: this is pure orchestrati
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import queue
-import signal
-import statistics
-import subprocess
 import sys
 import time
+from typing import Any
 
+# Only light imports at the top: with forkserver and spawn, every worker imports this script
+# again as __mp_main__ (standard multiprocessing behaviour), and we measure the executor here,
+# not the script. The rest is imported inside functions.
 from cadenza.executors.base import TaskCall
 
 
@@ -28,12 +26,22 @@ def noop() -> None:
 
 def make_call(i: int, root: str) -> TaskCall:
     return TaskCall(
-        run_id="bench", pipeline="bench", task_id="noop", map_index=i, attempt=1,
-        fn=noop, fn_key=f"{__name__}:noop", inputs={}, call_kinds={}, artifact_root=root,
+        run_id="bench",
+        pipeline="bench",
+        task_id="noop",
+        map_index=i,
+        attempt=1,
+        fn=noop,
+        fn_key=f"{__name__}:noop",
+        inputs={},
+        call_kinds={},
+        artifact_root=root,
     )
 
 
-def _run_one(ex: object, call: TaskCall) -> object:
+def _run_one(ex: Any, call: TaskCall) -> Any:
+    import queue
+
     q: queue.SimpleQueue[object] = queue.SimpleQueue()
     ex.submit(call, q.put)  # type: ignore[attr-defined]
     return q.get(timeout=60)
@@ -41,6 +49,9 @@ def _run_one(ex: object, call: TaskCall) -> object:
 
 def measure_start(method: str, root: str, restarts: int = 5) -> dict[str, float]:
     """First worker (includes starting a forkserver), then replacements of a killed worker."""
+    import signal
+    import statistics
+
     from cadenza.executors.processes import ProcessExecutor
 
     ex = ProcessExecutor(max_workers=1, start_method=method)
@@ -58,6 +69,8 @@ def measure_start(method: str, root: str, restarts: int = 5) -> dict[str, float]
 
 
 def measure_calls(method: str, root: str, n_seq: int, n_tp: int) -> dict[str, float]:
+    import queue
+
     from cadenza.executors.processes import ProcessExecutor
 
     ex = ProcessExecutor(max_workers=2, start_method=method)
@@ -103,7 +116,8 @@ def measure_calls(method: str, root: str, n_seq: int, n_tp: int) -> dict[str, fl
     }
 
 
-def _child(args: argparse.Namespace) -> None:
+def _child(args: Any) -> None:
+    import json
     import tempfile
 
     with tempfile.TemporaryDirectory() as root:
@@ -114,14 +128,30 @@ def _child(args: argparse.Namespace) -> None:
     print(json.dumps(out))
 
 
-def _in_fresh_process(what: str, method: str, args: argparse.Namespace) -> dict[str, float]:
-    cmd = [sys.executable, __file__, "--child", what, "--method", method,
-           "--calls", str(args.calls), "--seq", str(args.seq)]
+def _in_fresh_process(what: str, method: str, args: Any) -> dict[str, float]:
+    import json
+    import subprocess
+
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        what,
+        "--method",
+        method,
+        "--calls",
+        str(args.calls),
+        "--seq",
+        str(args.seq),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def main() -> None:
+    import argparse
+    import statistics
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--calls", type=int, default=10_000)
@@ -134,8 +164,10 @@ def main() -> None:
         _child(args)
         return
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, median of {args.repeats}")
-    print(f"{'start method':<12} {'1st worker ms':>14} {'replace ms':>11} {'rt p50 us':>10} "
-          f"{'rt p99 us':>10} {'2w calls/s':>11} {'us/call':>8} {'bulk/s':>8}")
+    print(
+        f"{'start method':<12} {'1st worker ms':>14} {'replace ms':>11} {'rt p50 us':>10} "
+        f"{'rt p99 us':>10} {'2w calls/s':>11} {'us/call':>8} {'bulk/s':>8}"
+    )
     for method in args.methods.split(","):
         starts = [_in_fresh_process("start", method, args) for _ in range(args.repeats)]
         calls = [_in_fresh_process("calls", method, args) for _ in range(args.repeats)]
@@ -143,10 +175,12 @@ def main() -> None:
         def med(rows: list[dict[str, float]], key: str) -> float:
             return statistics.median(r[key] for r in rows)
 
-        print(f"{method:<12} {med(starts, 'first_ms'):>14.1f} {med(starts, 'replace_ms'):>11.1f} "
-              f"{med(calls, 'rt_p50_us'):>10.0f} {med(calls, 'rt_p99_us'):>10.0f} "
-              f"{med(calls, 'tp_per_s'):>11.0f} {med(calls, 'tp_us_per_call'):>8.0f} "
-              f"{med(calls, 'bulk_per_s'):>8.0f}")
+        print(
+            f"{method:<12} {med(starts, 'first_ms'):>14.1f} {med(starts, 'replace_ms'):>11.1f} "
+            f"{med(calls, 'rt_p50_us'):>10.0f} {med(calls, 'rt_p99_us'):>10.0f} "
+            f"{med(calls, 'tp_per_s'):>11.0f} {med(calls, 'tp_us_per_call'):>8.0f} "
+            f"{med(calls, 'bulk_per_s'):>8.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -315,12 +315,14 @@ def test_inputs_that_cannot_be_pickled_fail_with_the_fix(ex: ProcessExecutor, ro
     assert "'in'" in out.error.message and "inputs" in out.error.message
 
 
-def test_a_function_the_worker_cannot_import_fails_clearly(
-    ex: ProcessExecutor, root: str
-) -> None:
+def test_a_function_the_worker_cannot_import_fails_clearly(ex: ProcessExecutor, root: str) -> None:
     # A module that exists only in the driver: cloudpickle ships the function by reference.
+    def ghost() -> int:
+        return 1
+
     phantom = types.ModuleType("cadenza_phantom_module")
-    exec("def ghost():\n    return 1\n", phantom.__dict__)
+    ghost.__module__, ghost.__qualname__ = phantom.__name__, "ghost"
+    phantom.ghost = ghost  # type: ignore[attr-defined]
     sys.modules[phantom.__name__] = phantom
     try:
         sink = Outcomes()
@@ -379,8 +381,17 @@ def test_free_slots_and_the_backlog_are_first_in_first_out(root: str, tmp_path: 
         assert ex.free_slots() == 1
         sink = Outcomes()
         started = tmp_path / "started"
-        ex.submit(make_call(sleep_then_write, root, map_index=0, started=str(started),
-                            seconds=0.3, target=str(tmp_path / "done")), sink)
+        ex.submit(
+            make_call(
+                sleep_then_write,
+                root,
+                map_index=0,
+                started=str(started),
+                seconds=0.3,
+                target=str(tmp_path / "done"),
+            ),
+            sink,
+        )
         assert ex.free_slots() == 0
         for i in range(1, 6):
             ex.submit(make_call(add, root, map_index=i, a=i, b=0), sink)
@@ -416,8 +427,10 @@ def test_sigkill_of_a_busy_worker_is_reported_and_the_worker_replaced(
 ) -> None:
     sink = Outcomes()
     started = tmp_path / "started"
-    ex.submit(make_call(block_after_start, root, task_id="victim", map_index=2,
-                        started=str(started)), sink)
+    ex.submit(
+        make_call(block_after_start, root, task_id="victim", map_index=2, started=str(started)),
+        sink,
+    )
     pid = int(read_when_written(started))
     os.kill(pid, signal.SIGKILL)
     out = sink.get()
@@ -453,8 +466,18 @@ def test_a_timed_out_task_is_killed_before_it_can_finish(
 ) -> None:
     sink = Outcomes()
     started, target = tmp_path / "started", tmp_path / "written"
-    ex.submit(make_call(sleep_then_write, root, task_id="slow", timeout_s=0.5,
-                        started=str(started), seconds=3.0, target=str(target)), sink)
+    ex.submit(
+        make_call(
+            sleep_then_write,
+            root,
+            task_id="slow",
+            timeout_s=0.5,
+            started=str(started),
+            seconds=3.0,
+            target=str(target),
+        ),
+        sink,
+    )
     out = sink.get()
     assert not out.ok and out.error is not None
     assert out.error.kind == "timeout"
@@ -475,8 +498,9 @@ def test_a_timeout_also_stops_processes_the_task_started(
 ) -> None:
     sink = Outcomes()
     started = tmp_path / "started"
-    ex.submit(make_call(spawn_grandchild_then_block, root, timeout_s=3.0,
-                        started=str(started)), sink)
+    ex.submit(
+        make_call(spawn_grandchild_then_block, root, timeout_s=3.0, started=str(started)), sink
+    )
     worker_pid, grandchild_pid = map(int, read_when_written(started).split())
     out = sink.get()
     assert out.error is not None and out.error.kind == "timeout"
@@ -487,8 +511,9 @@ def test_a_timeout_also_stops_processes_the_task_started(
 def test_cancel_kills_a_running_call(ex: ProcessExecutor, root: str, tmp_path: Path) -> None:
     sink = Outcomes()
     started = tmp_path / "started"
-    ex.submit(make_call(block_after_start, root, task_id="long", map_index=0,
-                        started=str(started)), sink)
+    ex.submit(
+        make_call(block_after_start, root, task_id="long", map_index=0, started=str(started)), sink
+    )
     pid = int(read_when_written(started))
     ex.cancel("run-1", "long", 1)  # another instance: nothing happens
     ex.cancel("run-1", "long", 0)
@@ -506,8 +531,16 @@ def test_cancel_drops_a_queued_call_without_touching_running_ones(
 ) -> None:
     sink = Outcomes()
     for i in range(2):
-        ex.submit(make_call(block_after_start, root, task_id="busy", map_index=i,
-                            started=str(tmp_path / f"started-{i}")), sink)
+        ex.submit(
+            make_call(
+                block_after_start,
+                root,
+                task_id="busy",
+                map_index=i,
+                started=str(tmp_path / f"started-{i}"),
+            ),
+            sink,
+        )
     ex.submit(make_call(add, root, task_id="queued", a=1, b=1), sink)
     assert ex.free_slots() == 0
     busy = [int(read_when_written(tmp_path / f"started-{i}")) for i in range(2)]
@@ -558,12 +591,14 @@ def test_shutdown_stops_every_worker_and_cancels_what_was_running(
     ex = ProcessExecutor(max_workers=2)
     sink = Outcomes()
     started = tmp_path / "started"
-    ex.submit(make_call(spawn_grandchild_then_block, root, task_id="running",
-                        started=str(started)), sink)
+    ex.submit(
+        make_call(spawn_grandchild_then_block, root, task_id="running", started=str(started)), sink
+    )
     ex.submit(make_call(add, root, task_id="quick", a=1, b=1), sink)
     assert value_of(sink.get()) == 2
-    ex.submit(make_call(block_after_start, root, task_id="other",
-                        started=str(tmp_path / "other")), sink)
+    ex.submit(
+        make_call(block_after_start, root, task_id="other", started=str(tmp_path / "other")), sink
+    )
     ex.submit(make_call(add, root, task_id="queued", a=1, b=1), sink)  # backlog
     worker_pid, grandchild = map(int, read_when_written(started).split())
     workers = ex.worker_pids()
@@ -576,7 +611,8 @@ def test_shutdown_stops_every_worker_and_cancels_what_was_running(
     for pid in [*workers, worker_pid, grandchild]:
         wait_for(lambda pid=pid: is_gone(pid))
     leftovers = {
-        p.pid for p in psutil.Process().children(recursive=True)
+        p.pid
+        for p in psutil.Process().children(recursive=True)
         if p.status() != psutil.STATUS_ZOMBIE
     } - _helper_pids()
     assert not leftovers & {*workers, worker_pid, grandchild}
@@ -646,8 +682,9 @@ def test_every_start_method_runs_calls_and_survives_a_kill(
     try:
         ex.submit(make_call(lambda: 7, root), sink)
         assert value_of(sink.get()) == 7
-        ex.submit(make_call(block_after_start, root, task_id="victim",
-                            started=str(tmp_path / "s")), sink)
+        ex.submit(
+            make_call(block_after_start, root, task_id="victim", started=str(tmp_path / "s")), sink
+        )
         os.kill(int(read_when_written(tmp_path / "s")), signal.SIGKILL)
         assert sink.get().error.kind == "worker_lost"  # type: ignore[union-attr]
         ex.submit(make_call(add, root, a=3, b=4), sink)

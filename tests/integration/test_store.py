@@ -25,7 +25,6 @@ from cadenza.core.records import (
 )
 from cadenza.core.states import RunState, TaskState
 from cadenza.store import RunStore, open_store
-from tests.fixtures.store import db_url, postgres_database, store  # noqa: F401
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -693,8 +692,10 @@ def test_unknown_backend_is_a_store_error() -> None:
 def test_errors_after_opening_are_store_errors(db_url: str) -> None:
     s = open_store(db_url)
     try:
-        with create_engine(db_url).begin() as conn:
+        other = create_engine(db_url)
+        with other.begin() as conn:
             conn.execute(text("DROP TABLE metrics"))
+        other.dispose()
         run = make_run()
         s.create_run(run, [])
         m = MetricRecord(run_id=run.run_id, task_id="t", map_index=-1, attempt=1, name="n",

@@ -108,11 +108,13 @@ def test_machine_capacity_reports_cpus_memory_and_fake_gpus(
         (1.0e9, 1_000_000_000),
     ],
 )
-def test_parse_memory_understands_units(text: str | int | float, expected: int) -> None:
+def test_parse_memory_understands_units(text: str | float, expected: int) -> None:
     assert parse_memory(text) == expected
 
 
-@pytest.mark.parametrize("bad", ["", "GiB", "4 lightyears", "-1GB", "4GiB!", "1e9", "four GB", -5, True, None, [4]])
+@pytest.mark.parametrize(
+    "bad", ["", "GiB", "4 lightyears", "-1GB", "4GiB!", "1e9", "four GB", -5, True, None, [4]]
+)
 def test_parse_memory_rejects_bad_amounts_with_a_fix(bad: object) -> None:
     with pytest.raises(ConfigError) as info:
         parse_memory(bad, task="train")  # type: ignore[arg-type]
@@ -125,7 +127,9 @@ def test_parse_memory_rejects_bad_amounts_with_a_fix(bad: object) -> None:
 # --- ResourceLedger ------------------------------------------------------------------------
 
 
-def _ledger(cpu: float = 4, memory: int = 16 * GiB, gpus: tuple[str, ...] = ("0", "1", "2")) -> ResourceLedger:
+def _ledger(
+    cpu: float = 4, memory: int = 16 * GiB, gpus: tuple[str, ...] = ("0", "1", "2")
+) -> ResourceLedger:
     return ResourceLedger(Capacity(cpu=cpu, memory_bytes=memory, gpus=gpus))
 
 

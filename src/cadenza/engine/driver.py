@@ -199,6 +199,7 @@ class RunDriver:
     def drive(self) -> RunState:
         """Run until every task instance is final. Returns the run's final state."""
         try:
+            self._flush()  # a resumed run's resets are durable before anything runs
             for ns in self.nodes.values():
                 if not ns.decided and ns.counts.total == 0:
                     self._decide(ns)
@@ -404,6 +405,14 @@ class RunDriver:
             self._succeed(inst)
             return
         error = out.error or ErrorInfo(kind="exception", type="Exception", message="failed")
+        if error.kind == "input":
+            producers = ", ".join(f"'{u}'" for u in inst.node.data_upstream) or "none"
+            error = ErrorInfo(
+                kind="input", type=error.type, traceback=error.traceback,
+                type_mro=error.type_mro,
+                message=f"{error.message} (produced by task {producers} of run {self.run_id}; "
+                f"resume the run to compute it again: cadenza resume {self.run_id})",
+            )
         if error.kind == "cancelled" and self._cancel.is_set():
             inst.error = error
             self._attempt_done(inst, S.CANCELLED, out)

@@ -207,7 +207,6 @@ def rebuild(driver: Any, rows: list[Any]) -> list[AttemptRecord]:
             inst.reason = "resumed"
             driver.dirty[id(inst)] = inst
 
-    kept: list[Any] = []
     for ns in driver.nodes.values():
         row = by_key.get((ns.node.id, -1))
         if row is None:
@@ -225,6 +224,9 @@ def rebuild(driver: Any, rows: list[Any]) -> list[AttemptRecord]:
             ns.summary.map_count = row.map_count
             if ns.summary.state not in KEEP:
                 ns.summary.map_count = row.map_count
+    _distrust_broken_inputs(driver, load_reset=lambda inst: _reset(driver, inst))
+    kept: list[Any] = []
+    for ns in driver.nodes.values():
         if ns.summary.state in KEEP:
             ns.decided = True
             kept.append(ns)
@@ -232,6 +234,74 @@ def rebuild(driver: Any, rows: list[Any]) -> list[AttemptRecord]:
     for ns in kept:
         driver._propagate(ns, _branch_choice_of(driver, ns))
     return interrupted
+
+
+def _reset(driver: Any, inst: Any) -> None:
+    inst.state = S.PENDING
+    inst.output = None
+    inst.error = None
+    inst.ended_at = None
+    inst.reason = "resumed: its output artifact was missing or corrupted"
+    driver.dirty[id(inst)] = inst
+
+
+def _artifact_ok(ref: Any) -> bool:
+    """The artifact exists and its bytes still hash to its name."""
+    import hashlib
+
+    from cadenza.artifacts.store import artifact_store
+
+    try:
+        data = artifact_store("").get_bytes(ref.uri)
+    except (OSError, ValueError):
+        return False
+    return not ref.sha256 or hashlib.sha256(data).hexdigest() == ref.sha256
+
+
+def _discard(uri: str) -> None:
+    """Remove a corrupted artifact so that recomputing it writes it afresh (and no cache
+    entry can serve it again)."""
+    path = uri[len("file://"):] if uri.startswith("file://") else uri
+    if "://" in path:
+        return
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        log.warning("could not remove corrupted artifact %s: %s", uri, exc)
+
+
+def _distrust_broken_inputs(driver: Any, load_reset: Any) -> None:
+    """A kept output that a re-running task will read must still be intact; if it is not,
+    its producer runs again too (and so on upstream). Outputs nobody will read again are
+    not checked, so resume costs nothing for them."""
+    checked: set[int] = set()
+    changed = True
+    while changed:
+        changed = False
+        for ns in driver.nodes.values():
+            if ns.summary.state in KEEP:
+                continue
+            for up_id in ns.node.data_upstream:
+                up = driver.nodes[up_id]
+                if up.summary.state not in KEEP:
+                    continue
+                for inst in (up.children or [up.summary]):
+                    ref = inst.output
+                    if id(inst) in checked or ref is None or ref.kind != "artifact":
+                        continue
+                    checked.add(id(inst))
+                    if not _artifact_ok(ref):
+                        _discard(ref.uri)
+                        log.warning("run %s: output of %s is missing or corrupted (%s); "
+                                    "running it again", driver.run_id, inst.label, ref.uri)
+                        load_reset(inst)
+                        if inst is not up.summary:
+                            load_reset(up.summary)
+                        else:
+                            up.summary.state = S.PENDING
+                        changed = True
 
 
 def _branch_choice_of(driver: Any, ns: Any) -> list[str] | None:

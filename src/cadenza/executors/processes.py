@@ -127,8 +127,11 @@ def _decode_outcome(values: tuple[Any, ...]) -> TaskOutcome:
             fields[_OUTCOME_FIELDS[i]] = _EPOCH + timedelta(microseconds=at)
     return TaskOutcome(**fields)
 
+
 # Messages, driver -> worker (pickled tuples):
-#   ("F", wire_key, fn_bytes, evict_key | None)   a function, sent once per worker
+#   ("F", wire_key, fn_bytes, evict_key | None, sys_path | None)
+#                                                 a function, sent once per worker (with the
+#                                                 driver's sys.path when it changed)
 #   ("C", wire_key, fields)                       run this call
 #   ("S",)                                        stop
 # worker -> driver:
@@ -226,16 +229,23 @@ def _worker_main(conn: Connection, boot: tuple[Any, ...]) -> None:
         try:
             msg = pickle.loads(data)
         except Exception as exc:  # noqa: BLE001 - reported as the call's outcome
-            conn.send_bytes(_fail(_error_info(
-                exc, "serialization",
-                f"the inputs of the task could not be unpickled in the worker process: {exc}. "
-                "Fix: pass only values whose classes are importable from the worker "
-                "(defined at module level of an importable module)",
-            )))
+            conn.send_bytes(
+                _fail(
+                    _error_info(
+                        exc,
+                        "serialization",
+                        "the inputs of the task could not be unpickled in the worker "
+                        f"process: {exc}. Fix: pass only values whose classes are importable "
+                        "from the worker (defined at module level of an importable module)",
+                    )
+                )
+            )
             continue
         tag = msg[0]
         if tag == "F":
-            _, key, blob, evict = msg
+            _, key, blob, evict, new_path = msg
+            if new_path is not None:
+                sys.path[:] = new_path
             raw_fns[key] = blob
             if evict is not None:
                 fns.pop(evict, None)
@@ -250,40 +260,60 @@ def _worker_main(conn: Connection, boot: tuple[Any, ...]) -> None:
         if fn is None:
             blob = raw_fns.pop(key, None)
             if blob is None:  # the driver believed we had it; it resends next time
-                conn.send_bytes(_fail(ErrorInfo(
-                    kind="serialization", type="cadenza.core.errors.WorkerLost",
-                    message=f"the function of task '{label}' was not loaded in this worker "
-                    "(a Cadenza bug); it will be sent again on the next attempt",
-                ), drop_fn=True))
+                conn.send_bytes(
+                    _fail(
+                        ErrorInfo(
+                            kind="serialization",
+                            type="cadenza.core.errors.CadenzaError",
+                            message=f"the function of task '{label}' was not loaded in this "
+                            "worker (a Cadenza bug); it will be sent again on the next attempt",
+                        ),
+                        drop_fn=True,
+                    )
+                )
                 continue
             try:
                 fn = pickle.loads(blob)
             except Exception as exc:  # noqa: BLE001 - reported as the call's outcome
-                conn.send_bytes(_fail(_error_info(
-                    exc, "serialization",
-                    f"the function of task '{label}' could not be loaded in the worker "
-                    f"process: {type(exc).__name__}: {exc}. Fix: make the module that defines "
-                    "it importable from the driver's sys.path and working directory, or "
-                    "define the task in the script you run",
-                ), drop_fn=True))
+                conn.send_bytes(
+                    _fail(
+                        _error_info(
+                            exc,
+                            "serialization",
+                            f"the function of task '{label}' could not be loaded in the "
+                            f"worker process: {type(exc).__name__}: {exc}. Fix: make the "
+                            "module that defines it importable from the driver's sys.path and "
+                            "working directory, or define the task in the script you run",
+                        ),
+                        drop_fn=True,
+                    )
+                )
                 continue
             fns[key] = fn
         try:
             outcome = execute(TaskCall(fn=fn, **call_fields), enforce_timeout=False, worker=ident)
         except BaseException as exc:  # noqa: BLE001 - e.g. sys.exit() in the task
-            conn.send_bytes(_fail(_error_info(
-                exc, "exception",
-                f"task '{label}' ended the worker's call with {type(exc).__name__}: {exc}",
-            )))
+            conn.send_bytes(
+                _fail(
+                    _error_info(
+                        exc,
+                        "exception",
+                        f"task '{label}' ended the worker's call with {type(exc).__name__}: {exc}",
+                    )
+                )
+            )
             continue
         try:
             reply = pickle.dumps(("ok", _encode_outcome(outcome)), protocol=_PROTOCOL)
         except Exception as exc:  # noqa: BLE001 - reported as the call's outcome
-            reply = _fail(_error_info(
-                exc, "serialization",
-                f"the outcome of task '{label}' could not be pickled to send it back to the "
-                f"driver: {exc} (a Cadenza bug: outcomes hold plain records only)",
-            ))
+            reply = _fail(
+                _error_info(
+                    exc,
+                    "serialization",
+                    f"the outcome of task '{label}' could not be pickled to send it back to the "
+                    f"driver: {exc} (a Cadenza bug: outcomes hold plain records only)",
+                )
+            )
         conn.send_bytes(reply)
 
 
@@ -298,8 +328,17 @@ def _label(f: dict[str, Any]) -> str:
 
 class _Job:
     __slots__ = (
-        "call", "sink", "payload", "wire_key", "fn_blob", "worker", "started_at",
-        "deadline", "stop_reason", "done",
+        "call",
+        "deadline",
+        "done",
+        "fn_blob",
+        "payload",
+        "sink",
+        "started_at",
+        "stop_reason",
+        "unsent",
+        "wire_key",
+        "worker",
     )
 
     def __init__(
@@ -315,14 +354,29 @@ class _Job:
         self.deadline: float | None = None
         self.stop_reason: str | None = None  # "timeout" | "cancelled" once we kill for it
         self.done = False
+        self.unsent = False  # the worker died before we could even write the call
 
 
 class _Worker:
-    __slots__ = ("process", "conn", "pid", "sentinel", "fn_keys", "job", "ready", "spawned_at",
-                 "dead", "eof")
+    __slots__ = (
+        "conn",
+        "dead",
+        "eof",
+        "fn_keys",
+        "job",
+        "pid",
+        "process",
+        "ready",
+        "sentinel",
+        "spawned_at",
+        "sys_path",
+    )
 
-    def __init__(self, process: Any, conn: Connection, spawned_at: float) -> None:
+    def __init__(
+        self, process: Any, conn: Connection, spawned_at: float, sys_path: list[str]
+    ) -> None:
         self.process = process
+        self.sys_path = sys_path
         self.conn = conn
         self.pid: int = process.pid
         self.sentinel: int = process.sentinel
@@ -337,7 +391,7 @@ class _Worker:
 def _signal(worker: _Worker, sig: int) -> None:
     """Send `sig` to the worker's process group (its task's children too)."""
     try:
-        raise ProcessLookupError
+        os.killpg(worker.pid, sig)
     except (ProcessLookupError, PermissionError):
         # Not yet its own group leader (still booting), or already gone.
         try:
@@ -358,21 +412,27 @@ def _describe_exit(exitcode: int | None) -> tuple[str, str]:
         if -exitcode == signal.SIGKILL:
             return (
                 f"was killed by {name}",
-                "SIGKILL usually means the machine ran out of memory (the kernel's OOM "
-                "killer) or someone ran kill -9; declare resources={'memory': ...} or make "
-                "the task use less memory",
+                (
+                    "SIGKILL usually means the machine ran out of memory (the kernel's OOM "
+                    "killer) or someone ran kill -9; declare resources={'memory': ...} or "
+                    "make the task use less memory"
+                ),
             )
         if -exitcode in (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL):
             return (
                 f"crashed with {name}",
-                "a native extension crashed; run the task with executor='inline' under a "
-                "debugger, or check the versions of its compiled libraries",
+                (
+                    "a native extension crashed; run the task with executor='inline' under "
+                    "a debugger, or check the versions of its compiled libraries"
+                ),
             )
         return f"was killed by {name}", "find out what sent the signal"
     return (
         f"exited with code {exitcode}",
-        "the task (or a library it calls) ended the process, e.g. with os._exit(); "
-        "raise an exception instead",
+        (
+            "the task (or a library it calls) ended the process, e.g. with os._exit(); "
+            "raise an exception instead"
+        ),
     )
 
 
@@ -406,7 +466,7 @@ class ProcessExecutor:
             )
         self.max_workers = max_workers or os.cpu_count() or 1
         self.start_method = _resolve_start_method(start_method)
-        self._ctx = multiprocessing.get_context(self.start_method)
+        self._ctx: Any = multiprocessing.get_context(self.start_method)
         self._lock = threading.Lock()
         self._started = False
         self._stopping = False
@@ -455,8 +515,18 @@ class ProcessExecutor:
             elif self.start_method == "fork":
                 # Forked workers inherit it instead of importing it each (~100 ms).
                 importlib.import_module(EXECUTE_TARGET.partition(":")[0])
-            for _ in range(self.max_workers):
-                self._spawn_locked()
+            try:
+                for _ in range(self.max_workers):
+                    self._spawn_locked()
+            except BaseException:
+                for w in self._workers:
+                    _signal(w, signal.SIGKILL)
+                self._workers.clear()
+                self._idle.clear()
+                self._started = False
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                raise
             self._collector = threading.Thread(
                 target=self._collect, name="cadenza-processes-collector", daemon=True
             )
@@ -493,19 +563,20 @@ class ProcessExecutor:
                 except OSError:
                     pass
         deadline = time.monotonic() + SHUTDOWN_GRACE_S
-        alive = {w.sentinel: w for w in workers if not w.dead}
+        alive: dict[Any, _Worker] = {w.sentinel: w for w in workers if not w.dead}
         while alive:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            for s in wait(list(alive), left):
-                alive.pop(s)
+            for sentinel in wait(list(alive), left):
+                alive.pop(sentinel)
         for w in alive.values():
             _signal(w, signal.SIGKILL)
         for w in workers:
             if w.job is not None and not w.job.done:
                 w.job.done = True
-                delivered.append((w.job.sink, self._stopped_outcome(w.job, "shutdown")))
+                reason = w.job.stop_reason or "shutdown"  # a timeout being enforced stays one
+                delivered.append((w.job.sink, self._stopped_outcome(w.job, reason)))
             self._reap(w)
         for job in backlog:
             job.done = True
@@ -532,7 +603,8 @@ class ProcessExecutor:
 
     def free_slots(self) -> int:
         with self._lock:
-            if not self._started:
+            if not self._started or (self._broken_reason is not None and not self._workers):
+                # Not started, or gave up after boot failures: a submit (re)starts workers.
                 return self.max_workers
             return max(0, len(self._idle) - len(self._backlog))
 
@@ -579,18 +651,24 @@ class ProcessExecutor:
         with self._lock:
             if self._stopping:
                 return  # shutdown() cancels everything anyway
-            for job in [j for j in self._backlog
-                        if (j.call.run_id, j.call.task_id, j.call.map_index)
-                        == (run_id, task_id, map_index)]:
-                self._backlog.remove(job)
-                job.done = True
-                self._pending.append((job.sink, self._stopped_outcome(job, "cancelled")))
+            for queued in [
+                j
+                for j in self._backlog
+                if (j.call.run_id, j.call.task_id, j.call.map_index) == (run_id, task_id, map_index)
+            ]:
+                self._backlog.remove(queued)
+                queued.done = True
+                self._pending.append((queued.sink, self._stopped_outcome(queued, "cancelled")))
                 found = True
             for w in self._workers:
                 job = w.job
-                if (job is not None and not job.done and job.stop_reason is None
-                        and (job.call.run_id, job.call.task_id, job.call.map_index)
-                        == (run_id, task_id, map_index)):
+                if (
+                    job is not None
+                    and not job.done
+                    and job.stop_reason is None
+                    and (job.call.run_id, job.call.task_id, job.call.map_index)
+                    == (run_id, task_id, map_index)
+                ):
                     self._stop_locked(job, "cancelled")
                     found = True
             if found:
@@ -610,20 +688,23 @@ class ProcessExecutor:
         entry = self._fn_cache.get(call.fn_key)
         if entry is not None and entry[0] is fn:
             return entry[1], entry[2]
-        import cloudpickle
+        import cloudpickle  # type: ignore[import-untyped,unused-ignore]
 
         try:
-            blob = cloudpickle.dumps(fn, protocol=_PROTOCOL)
-        except Exception as exc:  # noqa: BLE001 - becomes a serialization outcome
+            blob: bytes = cloudpickle.dumps(fn, protocol=_PROTOCOL)
+        except Exception as exc:  # becomes a serialization outcome
             name = getattr(fn, "__qualname__", repr(fn))
-            raise _Unpicklable(_error_info(
-                exc, "serialization",
-                f"task '{call.label}' of pipeline '{call.pipeline}': its function {name} "
-                f"cannot be pickled to send it to a worker process: {type(exc).__name__}: "
-                f"{exc}. Fix: define the function at module level, or make the variables "
-                "its closure captures picklable (no locks, open files, connections or "
-                "generators); or run it with executor='threads'",
-            )) from exc
+            raise _Unpicklable(
+                _error_info(
+                    exc,
+                    "serialization",
+                    f"task '{call.label}' of pipeline '{call.pipeline}': its function {name} "
+                    f"cannot be pickled to send it to a worker process: {type(exc).__name__}: "
+                    f"{exc}. Fix: define the function at module level, or make the variables "
+                    "its closure captures picklable (no locks, open files, connections or "
+                    "generators); or run it with executor='threads'",
+                )
+            ) from exc
         with self._lock:
             if entry is not None and entry[2] == blob:
                 wire_key = entry[1]  # same function, another object (e.g. re-decorated)
@@ -642,18 +723,22 @@ class ProcessExecutor:
         try:
             return pickle.dumps(msg, protocol=_PROTOCOL)
         except Exception:  # noqa: BLE001 - retried with cloudpickle (lambdas in inputs)
-            import cloudpickle
+            import cloudpickle  # type: ignore[import-untyped,unused-ignore]
 
             try:
-                return cloudpickle.dumps(msg, protocol=_PROTOCOL)
-            except Exception as exc:  # noqa: BLE001 - becomes a serialization outcome
-                raise _Unpicklable(_error_info(
-                    exc, "serialization",
-                    f"task '{call.label}' of pipeline '{call.pipeline}': its inputs cannot "
-                    f"be pickled to send them to a worker process: {type(exc).__name__}: "
-                    f"{exc}. Fix: pass data between tasks as return values (they go through "
-                    "the artifact store), or make the parameter values picklable",
-                )) from exc
+                data: bytes = cloudpickle.dumps(msg, protocol=_PROTOCOL)
+                return data
+            except Exception as exc:  # becomes a serialization outcome
+                raise _Unpicklable(
+                    _error_info(
+                        exc,
+                        "serialization",
+                        f"task '{call.label}' of pipeline '{call.pipeline}': its inputs cannot "
+                        f"be pickled to send them to a worker process: {type(exc).__name__}: "
+                        f"{exc}. Fix: pass data between tasks as return values (they go through "
+                        "the artifact store), or make the parameter values picklable",
+                    )
+                ) from exc
 
     # -- dispatch ------------------------------------------------------------------------
 
@@ -677,7 +762,15 @@ class ProcessExecutor:
             if len(keys) >= FN_CACHE_PER_WORKER:
                 evict, _ = keys.popitem(last=False)
             keys[job.wire_key] = None
-            fn_msg = pickle.dumps(("F", job.wire_key, job.fn_blob, evict), protocol=_PROTOCOL)
+            # Functions shipped by reference are imported on arrival: from the driver's
+            # sys.path as it is now (a server may have added a pipelines folder since).
+            new_path = None
+            if sys.path != worker.sys_path:
+                worker.sys_path = list(sys.path)
+                new_path = worker.sys_path
+            fn_msg = pickle.dumps(
+                ("F", job.wire_key, job.fn_blob, evict, new_path), protocol=_PROTOCOL
+            )
             self.fn_sends += 1
         return fn_msg, wake
 
@@ -687,21 +780,26 @@ class ProcessExecutor:
                 worker.conn.send_bytes(fn_msg)
             worker.conn.send_bytes(job.payload)
         except OSError as exc:
-            # The worker died (or is being replaced): its sentinel reports the call.
+            # The worker died before the call reached it: when its sentinel fires, the call
+            # goes back to the front of the backlog instead of failing as worker_lost.
             log.debug("could not send %s to worker %d: %s", job.call.label, worker.pid, exc)
+            with self._lock:
+                job.unsent = True
 
     def _spawn_locked(self) -> _Worker:
         ours, theirs = self._ctx.Pipe(duplex=True)
-        boot = (list(sys.path), os.getcwd(), dict(os.environ), EXECUTE_TARGET)
+        sys_path = list(sys.path)
+        boot = (sys_path, os.getcwd(), dict(os.environ), EXECUTE_TARGET)
         process = self._ctx.Process(
-            target=_worker_main, args=(theirs, boot),
+            target=_worker_main,
+            args=(theirs, boot),
             name=f"cadenza-worker-{self.workers_started + 1}",
             daemon=False,  # daemonic processes may not start children; tasks may need to
         )
         spawned_at = time.perf_counter()
         process.start()
         theirs.close()
-        worker = _Worker(process, ours, spawned_at)
+        worker = _Worker(process, ours, spawned_at, sys_path)
         self.workers_started += 1
         self._workers.append(worker)
         self._idle.append(worker)
@@ -802,8 +900,10 @@ class ProcessExecutor:
 
     def _next_timeout_locked(self) -> float | None:
         timers = self._timers
-        while timers and (timers[0][3].done or (
-                timers[0][2] == "deadline" and timers[0][3].stop_reason is not None)):
+        while timers and (
+            timers[0][3].done
+            or (timers[0][2] == "deadline" and timers[0][3].stop_reason is not None)
+        ):
             heapq.heappop(timers)
         if not timers:
             self._wait_until = float("inf")
@@ -815,17 +915,26 @@ class ProcessExecutor:
         now = time.monotonic()
         timers = self._timers
         while timers and timers[0][0] <= now:
-            _, _, what, job = heapq.heappop(timers)
+            when, _, what, job = heapq.heappop(timers)
             if job.done or job.worker is None or job.worker.dead:
                 continue
+            if what == "deadline" and when != job.deadline:
+                continue  # from before the call was requeued
             if what == "deadline":
                 if job.stop_reason is None:
-                    log.debug("%s timed out after %s s; killing worker %d",
-                              job.call.label, job.call.timeout_s, job.worker.pid)
+                    log.debug(
+                        "%s timed out after %s s; killing worker %d",
+                        job.call.label,
+                        job.call.timeout_s,
+                        job.worker.pid,
+                    )
                     self._stop_locked(job, "timeout")
             else:  # "kill": SIGTERM was not enough
-                log.warning("worker %d ignored SIGTERM for %s s; sending SIGKILL",
-                            job.worker.pid, KILL_GRACE_S)
+                log.warning(
+                    "worker %d ignored SIGTERM for %s s; sending SIGKILL",
+                    job.worker.pid,
+                    KILL_GRACE_S,
+                )
                 _signal(job.worker, signal.SIGKILL)
 
     def _read_one(self, worker: _Worker) -> list[tuple[Sink, TaskOutcome]]:
@@ -853,19 +962,24 @@ class ProcessExecutor:
         try:
             msg = pickle.loads(data)
         except Exception as exc:  # noqa: BLE001 - becomes the call's outcome
-            msg = ("fail", _error_info(
-                exc, "serialization",
-                f"the outcome could not be unpickled in the driver: {exc} (a Cadenza bug)",
-            ), False)
+            msg = (
+                "fail",
+                _error_info(
+                    exc,
+                    "serialization",
+                    f"the outcome could not be unpickled in the driver: {exc} (a Cadenza bug)",
+                ),
+                False,
+            )
         if type(msg) is str:  # _READY
             worker.ready = True
             self.start_latencies_s.append(time.perf_counter() - worker.spawned_at)
             with self._lock:
                 self._boot_failures = 0
             return []
+        decoded = _decode_outcome(msg[1]) if msg[0] == "ok" else None  # outside the lock
         next_job: _Job | None = None
         fn_msg = None
-        wake = False
         with self._lock:
             job = worker.job
             if job is None or job.done:
@@ -875,8 +989,8 @@ class ProcessExecutor:
                 return []
             job.done = True
             worker.job = None
-            if msg[0] == "ok":
-                outcome = _decode_outcome(msg[1])
+            if decoded is not None:
+                outcome = decoded
             else:
                 _, error, drop_fn = msg
                 if drop_fn:
@@ -885,13 +999,13 @@ class ProcessExecutor:
             if not self._stopping:
                 if self._backlog:
                     next_job = self._backlog.popleft()
-                    fn_msg, wake = self._assign_locked(worker, next_job)
+                    # A new deadline needs no wake: this is the collector thread, which
+                    # recomputes its timeout before it waits again.
+                    fn_msg, _wake = self._assign_locked(worker, next_job)
                 else:
                     self._idle.append(worker)
         if next_job is not None:
             self._send(worker, next_job, fn_msg)
-            # A new deadline needs no wake: this is the collector thread, which recomputes
-            # its timeout before it waits again.
         return [(job.sink, outcome)]
 
     def _on_worker_exit(self, worker: _Worker) -> list[tuple[Sink, TaskOutcome]]:
@@ -909,13 +1023,21 @@ class ProcessExecutor:
             job = worker.job
             worker.job = None
             boot_failure = not worker.ready
-            if job is not None and not job.done:
+            requeue = job is not None and not job.done and job.unsent and job.stop_reason is None
+            if requeue and not self._stopping:
+                assert job is not None
+                job.worker = None
+                job.unsent = False
+                job.deadline = None
+                self._backlog.appendleft(job)
+            elif job is not None and not job.done:
                 job.done = True
                 if job.stop_reason is not None:
                     out.append((job.sink, self._stopped_outcome(job, job.stop_reason)))
                 else:
-                    out.append((job.sink, self._lost_outcome(job, worker, exitcode,
-                                                             boot=boot_failure)))
+                    out.append(
+                        (job.sink, self._lost_outcome(job, worker, exitcode, boot=boot_failure))
+                    )
             elif job is None and not self._stopping:
                 what, _ = _describe_exit(exitcode)
                 log.warning("idle worker process %d %s; replacing it", worker.pid, what)
@@ -928,20 +1050,23 @@ class ProcessExecutor:
                 self._broken_reason = (
                     f"{self._boot_failures} worker processes in a row {what} while starting"
                 )
-                log.error("processes executor: %s; not starting more until work arrives",
-                          self._broken_reason)
+                log.error(
+                    "processes executor: %s; not starting more until work arrives",
+                    self._broken_reason,
+                )
                 if not self._workers:
                     while self._backlog:
                         queued = self._backlog.popleft()
                         queued.done = True
-                        out.append((queued.sink, self._lost_outcome(
-                            queued, worker, exitcode, boot=True)))
+                        out.append(
+                            (queued.sink, self._lost_outcome(queued, worker, exitcode, boot=True))
+                        )
             else:
                 replacement = self._spawn_locked()
                 if self._backlog:
                     self._idle.remove(replacement)
                     queued = self._backlog.popleft()
-                    fn_msg, _ = self._assign_locked(replacement, queued)
+                    fn_msg, _wake = self._assign_locked(replacement, queued)
                     sends.append((replacement, queued, fn_msg))
             self._rebuild_waitables_locked()
         for w, queued, fn_msg in sends:
@@ -952,7 +1077,7 @@ class ProcessExecutor:
         """Collect a dead worker's exit code and free its resources."""
         # The worker is gone; make sure nothing its task started outlives it.
         try:
-            pass
+            os.killpg(worker.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
         process = worker.process
@@ -988,8 +1113,11 @@ class ProcessExecutor:
             exc = TaskTimeout(f"timed out after {call.timeout_s:g} s")
             error = describe_exception(exc, kind="timeout")
         else:
-            text = ("cancelled while running" + where if job.worker is not None
-                    else "cancelled before it started")
+            text = (
+                "cancelled while running" + where
+                if job.worker is not None
+                else "cancelled before it started"
+            )
             if reason == "shutdown":
                 text += ": the processes executor shut down"
             error = describe_exception(TaskCancelled(text), kind="cancelled")
@@ -1008,14 +1136,17 @@ class ProcessExecutor:
                 f"worker process {worker.pid} {what} while starting, before it could run the "
                 "task; its error is on the driver's stderr"
             )
-            fix = ("if you run a script, call the pipeline under "
-                   "`if __name__ == \"__main__\":` (workers import the script), and check "
-                   f"that `python -c 'import {EXECUTE_TARGET.partition(':')[0]}'` works")
+            fix = (
+                "if you run a script, call the pipeline under "
+                '`if __name__ == "__main__":` (workers import the script), and check '
+                f"that `python -c 'import {EXECUTE_TARGET.partition(':')[0]}'` works"
+            )
         else:
             message = f"worker process {worker.pid} {what} while running the task"
         exc = WorkerLost(message, pipeline=call.pipeline, task=call.label, hint=fix)
         outcome = self._outcome(
-            call, describe_exception(exc, kind="worker_lost"),
+            call,
+            describe_exception(exc, kind="worker_lost"),
             started_at=job.started_at if job.worker is not None else None,
         )
         return _with_worker(outcome, worker) if job.worker is not None else outcome
@@ -1035,7 +1166,7 @@ class ProcessExecutor:
         for sink, outcome in deliveries:
             try:
                 sink(outcome)
-            except Exception:  # noqa: BLE001 - a broken sink must not stop the collector
+            except Exception:  # a broken sink must not stop the collector
                 log.exception("the sink for task %s raised; outcome dropped", outcome.task_id)
 
 

@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import shutil
@@ -57,7 +58,10 @@ def detect_gpus() -> list[str]:
     if smi is not None:
         try:
             res = subprocess.run(
-                [smi, "-L"], capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S,
+                [smi, "-L"],
+                capture_output=True,
+                text=True,
+                timeout=NVIDIA_SMI_TIMEOUT_S,
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -79,12 +83,12 @@ def detect_gpus() -> list[str]:
 
 def parse_nvidia_smi(listing: str) -> list[str]:
     """Device indices from `nvidia-smi -L` output ("GPU 0: NVIDIA A100 (UUID: GPU-...)")."""
-    return [m.group(1) for m in re.finditer(r"^GPU (\d+):", listing, re.M)]
+    return [m.group(1) for m in re.finditer(r"^GPU (\d+):", listing, re.MULTILINE)]
 
 
 def machine_capacity() -> Capacity:
     """CPUs (usable by this process), total memory, and GPU ids of this machine."""
-    import psutil
+    import psutil  # type: ignore[import-untyped,unused-ignore]
 
     try:
         cpu = float(len(os.sched_getaffinity(0)))
@@ -98,16 +102,29 @@ def machine_capacity() -> Capacity:
 
 
 _UNITS: dict[str, int] = {
-    "": 1, "b": 1,
-    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2,
-    "g": 1000**3, "gb": 1000**3, "t": 1000**4, "tb": 1000**4,
-    "ki": 1024, "kib": 1024, "mi": 1024**2, "mib": 1024**2,
-    "gi": 1024**3, "gib": 1024**3, "ti": 1024**4, "tib": 1024**4,
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "ki": 1024,
+    "kib": 1024,
+    "mi": 1024**2,
+    "mib": 1024**2,
+    "gi": 1024**3,
+    "gib": 1024**3,
+    "ti": 1024**4,
+    "tib": 1024**4,
 }
 _MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-zA-Z]*)\s*$")
 
 
-def parse_memory(value: str | int | float, *, task: str | None = None) -> int:
+def parse_memory(value: str | float, *, task: str | None = None) -> int:
     """Bytes for "4GiB", "512MB", "1.5G", "1024" or an int number of bytes.
 
     Decimal units (KB, MB, GB, TB, or K, M, G, T) are powers of 1000; binary ones
@@ -120,11 +137,13 @@ def parse_memory(value: str | int | float, *, task: str | None = None) -> int:
             raise _memory_error(value, task, "memory cannot be negative")
         return value
     if isinstance(value, float):
-        if value < 0 or value != value:
+        if value < 0 or math.isnan(value):
             raise _memory_error(value, task, "memory must be a non-negative number")
         return int(value)
     if not isinstance(value, str):
-        raise _memory_error(value, task, f"expected a string or a number, got {type(value).__name__}")
+        raise _memory_error(
+            value, task, f"expected a string or a number, got {type(value).__name__}"
+        )
     match = _MEMORY_RE.match(value)
     if match is None:
         raise _memory_error(value, task, "not a number followed by a unit")
@@ -180,13 +199,13 @@ class ResourceLedger:
     def fits_machine(self, cpu: float = 0.0, memory_bytes: int = 0, gpu_count: int = 0) -> bool:
         """Whether the request could ever fit, on an idle machine. False means it never runs."""
         cap = self.capacity
-        return cpu <= cap.cpu + 1e-9 and memory_bytes <= cap.memory_bytes and (
-            gpu_count <= len(cap.gpus)
+        return (
+            cpu <= cap.cpu + 1e-9
+            and memory_bytes <= cap.memory_bytes
+            and (gpu_count <= len(cap.gpus))
         )
 
-    def explain_misfit(
-        self, cpu: float = 0.0, memory_bytes: int = 0, gpu_count: int = 0
-    ) -> str:
+    def explain_misfit(self, cpu: float = 0.0, memory_bytes: int = 0, gpu_count: int = 0) -> str:
         """Why `fits_machine` is False, in words ("" when it fits)."""
         cap = self.capacity
         parts = []

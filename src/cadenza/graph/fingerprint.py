@@ -18,6 +18,7 @@ import sysconfig
 import textwrap
 import types
 import weakref
+from pathlib import Path
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -69,18 +70,20 @@ def _source_digest(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _is_project_module(module_name: str | None) -> bool:
-    if not module_name:
+_OWN_PACKAGE = str(Path(__file__).resolve().parents[1])
+
+
+def _is_project_code(obj: Any) -> bool:
+    """Defined in a file of the user's project (not the standard library, an installed
+    package, or Cadenza itself)."""
+    code = getattr(obj, "__code__", None)
+    path = code.co_filename if code is not None else None
+    if path is None:
+        module = sys.modules.get(getattr(obj, "__module__", "") or "")
+        path = getattr(module, "__file__", None)
+    if not path or path.startswith("<"):
         return False
-    if module_name == "__main__":
-        return True
-    module = sys.modules.get(module_name)
-    path = getattr(module, "__file__", None)
-    if not path:
-        return False
-    if module_name.split(".")[0] == "cadenza":
-        return False
-    return not path.startswith(_EXCLUDED_PREFIXES)
+    return not path.startswith(_EXCLUDED_PREFIXES) and not path.startswith(_OWN_PACKAGE)
 
 
 def _unwrap(obj: Any) -> Any:
@@ -145,14 +148,14 @@ def code_fingerprint_parts(fn: Callable[..., Any]) -> tuple[str, tuple[tuple[str
         if id(obj) in seen or depth > 20:
             return
         seen.add(id(obj))
-        qual = f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+        # The qualified name without the module: the same file imported under another name
+        # (by the CLI, by `python file.py`, by a test) must give the same key.
+        qual = str(getattr(obj, "__qualname__", repr(obj)))
         parts[qual] = _source_digest(obj)
         if isinstance(obj, types.FunctionType):
             for name, value in _referenced(obj):
                 target = _unwrap(value)
-                if isinstance(target, (types.FunctionType, type)) and _is_project_module(
-                    getattr(target, "__module__", None)
-                ):
+                if isinstance(target, (types.FunctionType, type)) and _is_project_code(target):
                     visit(target, depth + 1)
                 elif isinstance(obj, types.FunctionType) and name in obj.__code__.co_freevars:
                     digest = _simple_value_digest(value)

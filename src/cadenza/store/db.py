@@ -290,6 +290,11 @@ class ProcessCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._items: dict[tuple[str, int], Any] = {}
+        # A thread of the parent may hold the lock at fork time; the child starts unlocked.
+        os.register_at_fork(after_in_child=self._reset_lock)
+
+    def _reset_lock(self) -> None:
+        self._lock = threading.Lock()
 
     def get_or_create(self, url: str, factory: Any) -> Any:
         key = (url, os.getpid())

@@ -717,7 +717,7 @@ class RunStore:
         """Make `driver_id` the run's driver; True if it now holds the run.
 
         The claim succeeds when the run has no driver, is already ours, or its holder's
-        heartbeat is older than `lease_s` seconds. With `expected_driver` (None meaning "no
+        heartbeat is `lease_s` seconds old or older. With `expected_driver` (None meaning "no
         driver"), it also requires the run's driver to still be that one (or us): resume
         passes the driver it saw dead, so two resumes racing cannot both take over.
 
@@ -732,7 +732,7 @@ class RunStore:
                 r.driver_id.is_(None),
                 r.driver_id == driver_id,
                 r.heartbeat_at.is_(None),
-                r.heartbeat_at < now - timedelta(seconds=lease_s),
+                r.heartbeat_at <= now - timedelta(seconds=lease_s),
             ),
         ]
         if not isinstance(expected_driver, _Unset):

@@ -1,0 +1,325 @@
+"""Finding pipelines: a `FILE[:PIPELINE]` argument, or the project's `cadenza.toml`.
+
+What belongs here: turning what the user typed into a `PipelineDef`, importing pipeline files
+(one failing file never stops the others from loading), and the project's list of pipeline
+files. What does not: running anything, or the store.
+
+A file is imported under a module name its worker processes can import again: the file's
+dotted name from the top of its package (`pipelines/x.py` in a folder without `__init__.py`
+is module `x`, with that folder put on `sys.path`, as `python pipelines/x.py` would). When
+that name is taken by another module, the file gets a private name and its functions are
+pickled by value instead.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cadenza.cli.console import did_you_mean
+from cadenza.core.errors import CadenzaError
+
+if TYPE_CHECKING:
+    from cadenza.authoring.pipeline import PipelineDef
+    from cadenza.core.settings import Settings
+
+DEFAULT_PIPELINES_DIR = "pipelines/"
+
+
+@dataclass(slots=True)
+class LoadedFile:
+    """One imported pipeline file: its pipelines by name, or why it could not be imported."""
+
+    path: Path
+    pipelines: dict[str, PipelineDef[Any, Any]] = field(default_factory=dict)
+    error: str | None = None  # one line: "NameError: name 'x' is not defined (line 3)"
+    detail: str | None = None  # the full text (a DefinitionError's problem list)
+    exception: BaseException | None = None
+
+
+_loaded: dict[Path, LoadedFile] = {}
+
+
+def display_path(path: Path) -> str:
+    """`path` relative to the current folder when it is below it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _module_name_for(path: Path) -> tuple[str, Path]:
+    """(dotted module name, folder to put on sys.path) for a .py file."""
+    parts = [path.stem]
+    folder = path.parent
+    while (folder / "__init__.py").is_file() and folder.parent != folder:
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    return ".".join(parts), folder
+
+
+def _is_free(name: str, root: Path, path: Path) -> bool:
+    """True if `import name` (with `root` first on sys.path) gives this very file."""
+    existing = sys.modules.get(name)
+    if existing is not None:
+        return Path(getattr(existing, "__file__", "") or "").resolve() == path
+    top = name.partition(".")[0]
+    if top in sys.builtin_module_names or top in sys.stdlib_module_names:
+        return False
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return False
+    if spec is None:
+        return False
+    if "." in name:
+        expected = (root / top).resolve()
+        return any(Path(loc).resolve() == expected for loc in spec.submodule_search_locations or [])
+    return bool(spec.origin) and Path(spec.origin or "").resolve() == path
+
+
+def _first_line(exc: BaseException, path: Path) -> str:
+    if isinstance(exc, SyntaxError):
+        where = f" (line {exc.lineno})" if exc.lineno else ""
+        return f"SyntaxError: {exc.msg}{where}"
+    from cadenza.core.errors import DefinitionError
+
+    if isinstance(exc, DefinitionError):
+        text = exc._render().splitlines()
+        return f"DefinitionError: {text[0].rstrip(':')}: {text[1].strip() if len(text) > 1 else ''}"
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename and Path(frame.filename).resolve() == path:
+            line = frame.lineno
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    head = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return head + (f" (line {line})" if line else "")
+
+
+def load_file(path: Path) -> LoadedFile:
+    """Import a pipeline file once per process; errors are kept, never raised."""
+    path = path.resolve()
+    cached = _loaded.get(path)
+    if cached is not None:
+        return cached
+    loaded = LoadedFile(path=path)
+    _loaded[path] = loaded
+    name, root = _module_name_for(path)
+    by_value = False
+    root_str = str(root)
+    if root_str not in sys.path:
+        sys.path.insert(0, root_str)
+    if not _is_free(name, root, path):
+        name = f"cadenza_user_{path.stem}_{abs(hash(str(path))) % 10**8}"
+        by_value = True
+    try:
+        module = sys.modules.get(name)
+        if module is None:
+            if "." in name and not by_value:
+                module = importlib.import_module(name)
+            else:
+                spec = importlib.util.spec_from_file_location(name, path)
+                if spec is None or spec.loader is None:
+                    raise ImportError(f"cannot import {path}")
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module
+                try:
+                    spec.loader.exec_module(module)
+                except BaseException:
+                    sys.modules.pop(name, None)
+                    raise
+        if by_value:
+            import cloudpickle
+
+            cloudpickle.register_pickle_by_value(module)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a broken user file is reported, not raised
+        loaded.exception = exc
+        loaded.error = _first_line(exc, path)
+        from cadenza.core.errors import DefinitionError
+
+        if isinstance(exc, DefinitionError):
+            loaded.detail = exc._render()
+        else:
+            loaded.detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return loaded
+    from cadenza.authoring.pipeline import PipelineDef
+
+    found: dict[str, PipelineDef[Any, Any]] = {}
+    for value in list(vars(module).values()):
+        if isinstance(value, PipelineDef) and value.name not in found:
+            # Defined here, or imported from elsewhere: both are runnable from this file.
+            found[value.name] = value
+    loaded.pipelines = found
+    return loaded
+
+
+def split_target(target: str) -> tuple[str, str | None]:
+    """"path/x.py:train" -> ("path/x.py", "train"); "path/x.py" -> ("path/x.py", None)."""
+    if ":" in target:
+        head, _, tail = target.rpartition(":")
+        if head and tail and "/" not in tail and os.sep not in tail:
+            return head, tail
+    return target, None
+
+
+def project_paths(settings: Settings) -> list[Path]:
+    """The files and folders cadenza.toml's `pipelines` lists (default: pipelines/)."""
+    root = settings.project_root
+    entries = list(settings.pipelines) or [DEFAULT_PIPELINES_DIR]
+    return [(root / e).resolve() if not Path(e).is_absolute() else Path(e) for e in entries]
+
+
+def pipeline_files(paths: list[Path]) -> list[Path]:
+    """Every .py file under `paths` (folders searched recursively), sorted, without
+    `_private.py`, `__init__.py`, hidden folders and `__pycache__`."""
+    files: list[Path] = []
+    for p in paths:
+        if p.is_file():
+            files.append(p.resolve())
+            continue
+        if not p.is_dir():
+            continue
+        for f in sorted(p.rglob("*.py")):
+            rel = f.relative_to(p).parts
+            if any(part.startswith((".", "_")) for part in rel[:-1]):
+                continue
+            if f.name.startswith("_"):
+                continue
+            files.append(f.resolve())
+    seen: dict[Path, None] = dict.fromkeys(files)
+    return list(seen)
+
+
+def require_project(settings: Settings) -> list[Path]:
+    """The project's pipeline files; a clear error when there is no project to search."""
+    if settings.config_file is None:
+        raise CadenzaError(
+            f"no cadenza.toml in {Path.cwd()} or its parents",
+            hint="create a project with `cadenza init`, or name a file: "
+            "cadenza run path/to/file.py[:PIPELINE]",
+        )
+    paths = project_paths(settings)
+    missing = [p for p in paths if not p.exists()]
+    if missing and len(missing) == len(paths):
+        raise CadenzaError(
+            f"{settings.config_file} lists pipelines in {', '.join(display_path(m) for m in missing)}, "
+            "which does not exist",
+            hint='create that folder, or set pipelines = ["path/to/pipelines/"] in cadenza.toml',
+        )
+    return pipeline_files(paths)
+
+
+def load_project(settings: Settings, paths: list[Path] | None = None) -> list[LoadedFile]:
+    """Import every pipeline file of the project (or of `paths`); broken files included."""
+    files = pipeline_files(paths) if paths else require_project(settings)
+    return [load_file(f) for f in files]
+
+
+def _file_error(loaded: LoadedFile, target: str) -> CadenzaError:
+    from cadenza.core.errors import DefinitionError
+
+    if isinstance(loaded.exception, DefinitionError):
+        return loaded.exception
+    if isinstance(loaded.exception, CadenzaError):
+        return loaded.exception
+    return CadenzaError(
+        f"cannot import {display_path(loaded.path)}: {loaded.error}",
+        hint=f"fix the file and try again; `cadenza --debug ...` shows the traceback "
+        f"(python {display_path(loaded.path)} reproduces it)",
+    )
+
+
+def resolve_pipeline(target: str, settings: Settings) -> PipelineDef[Any, Any]:
+    """The pipeline named by `FILE[:PIPELINE]`, or by a bare pipeline name in the project."""
+    file_part, name = split_target(target)
+    path = Path(file_part)
+    looks_like_file = file_part.endswith(".py") or os.sep in file_part or path.exists()
+    if looks_like_file:
+        if not path.is_file():
+            hint = "check the path"
+            if path.with_suffix(".py").is_file() and not file_part.endswith(".py"):
+                hint = f"did you mean {file_part}.py?"
+            elif settings.config_file is not None:
+                hint = "check the path, or list the project's pipelines with `cadenza pipelines list`"
+            raise CadenzaError(f"no such file: {file_part}", hint=hint)
+        loaded = load_file(path)
+        if loaded.error is not None:
+            error = _file_error(loaded, target)
+            if error is loaded.exception:
+                raise error
+            raise error from loaded.exception
+        return _pick(loaded, name, file_part)
+    # A bare name: a pipeline of the project.
+    wanted = name or file_part
+    if name is not None:
+        raise CadenzaError(f"no such file: {file_part}", hint="check the path")
+    if settings.config_file is None:
+        raise CadenzaError(
+            f"'{wanted}' is not a file, and there is no cadenza.toml to look up a pipeline "
+            "of that name",
+            hint="name a file: cadenza run path/to/file.py[:PIPELINE], or create a project "
+            "with `cadenza init`",
+        )
+    files = load_project(settings)
+    matches = [(f, f.pipelines[wanted]) for f in files if wanted in f.pipelines]
+    if len(matches) == 1:
+        return matches[0][1]
+    if len(matches) > 1:
+        where = ", ".join(display_path(f.path) for f, _ in matches)
+        raise CadenzaError(
+            f"pipeline '{wanted}' is defined in several files: {where}",
+            hint=f"name the file: cadenza run {display_path(matches[0][0].path)}:{wanted}",
+        )
+    known = sorted({n for f in files for n in f.pipelines})
+    broken = [f for f in files if f.error]
+    extra = ""
+    if broken:
+        extra = (f" ({len(broken)} file(s) failed to import; `cadenza pipelines list` shows "
+                 "why)")
+    raise CadenzaError(
+        f"no pipeline named '{wanted}' in the project{extra}." + did_you_mean(wanted, known),
+        hint=f"pipelines: {', '.join(known) or '(none)'}; or name a file: "
+        "cadenza run path/to/file.py[:PIPELINE]",
+    )
+
+
+def _pick(loaded: LoadedFile, name: str | None, file_part: str) -> PipelineDef[Any, Any]:
+    pipes = loaded.pipelines
+    if not pipes:
+        raise CadenzaError(
+            f"{file_part} defines no pipeline",
+            hint="decorate a function with @pipeline in that file (from cadenza import pipeline)",
+        )
+    if name is None:
+        if len(pipes) == 1:
+            return next(iter(pipes.values()))
+        names = sorted(pipes)
+        raise CadenzaError(
+            f"{file_part} defines {len(pipes)} pipelines: {', '.join(names)}",
+            hint=f"pick one: {file_part}:{names[0]}",
+        )
+    if name in pipes:
+        return pipes[name]
+    raise CadenzaError(
+        f"{file_part} has no pipeline named '{name}'." + did_you_mean(name, sorted(pipes)),
+        hint=f"pipelines in that file: {', '.join(sorted(pipes))}",
+    )
+
+
+def schedule_text(pipe: Any) -> str | None:
+    """How a pipeline's schedule reads in a table: cron/preset text, "every 1:00:00", None."""
+    schedule = getattr(pipe, "schedule", None)
+    if schedule is None:
+        return None
+    from datetime import timedelta
+
+    if isinstance(schedule, timedelta):
+        return f"every {schedule}"
+    return str(schedule)

@@ -1,0 +1,249 @@
+"""`cadenza runs list|show`: what ran, when, and how each task instance ended.
+
+What belongs here: reading runs, task instances and attempts from the store and showing
+them as tables or JSON (the JSON shapes are shared with `cadenza run --json`).
+What does not: starting or changing runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from cadenza.cli.console import (
+    did_you_mean,
+    duration_s,
+    escape,
+    format_duration,
+    format_time,
+    label,
+    out,
+    print_json,
+    styled_state,
+)
+
+if TYPE_CHECKING:
+    from cadenza.core.records import AttemptRecord, MetricRecord, RunRecord, TaskInstanceRecord
+
+app = typer.Typer(
+    name="runs",
+    help="List runs and show one run's task instances.",
+    no_args_is_help=True,
+)
+
+
+def open_project_store() -> Any:
+    """The configured metadata store (StoreError with a fix when it cannot be reached)."""
+    from cadenza.core.settings import get_settings
+    from cadenza.store import open_store
+
+    return open_store(get_settings().database_url)
+
+
+# --- JSON shapes -----------------------------------------------------------------------------
+
+
+def run_to_json(run: RunRecord) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "pipeline": run.pipeline,
+        "state": str(run.state),
+        "trigger": run.trigger,
+        "executor": run.executor,
+        "params": run.params,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "ended_at": run.ended_at,
+        "duration_s": duration_s(run.started_at, run.ended_at),
+        "logical_date": run.logical_date,
+        "error": run.error,
+        "source": run.source,
+        "tags": list(run.tags),
+    }
+
+
+def _error_json(error: Any) -> dict[str, Any] | None:
+    if error is None:
+        return None
+    return {"type": error.type, "kind": error.kind, "message": error.message,
+            "first_line": error.first_line(), "traceback": error.traceback}
+
+
+def ti_to_json(ti: TaskInstanceRecord, attempts: Sequence[AttemptRecord]) -> dict[str, Any]:
+    return {
+        "task_id": ti.task_id,
+        "map_index": ti.map_index,
+        "label": label(ti.task_id, ti.map_index),
+        "state": str(ti.state),
+        "attempts": ti.attempt,
+        "pool": ti.pool,
+        "queued_at": ti.queued_at,
+        "started_at": ti.started_at,
+        "ended_at": ti.ended_at,
+        "duration_s": duration_s(ti.started_at, ti.ended_at),
+        "map_count": ti.map_count,
+        "cache_origin": ti.cache_origin,
+        "cache_key": ti.cache_key,
+        "worker": ti.worker,
+        "reason": ti.reason or None,
+        "error": _error_json(ti.error),
+        "output": ti.output.to_json() if ti.output is not None else None,
+        "attempt_history": [
+            {
+                "attempt": a.attempt,
+                "state": str(a.state),
+                "started_at": a.started_at,
+                "ended_at": a.ended_at,
+                "duration_s": duration_s(a.started_at, a.ended_at),
+                "worker": a.worker,
+                "error": _error_json(a.error),
+                "log_path": a.log_path,
+            }
+            for a in attempts
+        ],
+    }
+
+
+def run_detail_json(
+    run: RunRecord,
+    tis: Sequence[TaskInstanceRecord],
+    attempts: Sequence[AttemptRecord],
+    metrics: Sequence[MetricRecord] = (),
+) -> dict[str, Any]:
+    by_key: dict[tuple[str, int], list[AttemptRecord]] = {}
+    for a in attempts:
+        by_key.setdefault((a.task_id, a.map_index), []).append(a)
+    data = run_to_json(run)
+    data["task_instances"] = [ti_to_json(t, by_key.get(t.key, [])) for t in tis]
+    data["metrics"] = [
+        {"task_id": m.task_id, "map_index": m.map_index, "attempt": m.attempt, "name": m.name,
+         "value": m.value, "kind": m.kind}
+        for m in metrics
+    ]
+    return data
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+@app.command("list")
+def list_runs(
+    pipeline: Annotated[str | None, typer.Option("--pipeline", "-p", help="Only runs of this pipeline.")] = None,
+    state: Annotated[str | None, typer.Option("--state", "-s", help="Only runs in this state: queued, running, success, failed, cancelled.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many runs, newest first.")] = 20,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON (a list of runs).")] = False,
+) -> None:
+    """List runs, newest first."""
+    from cadenza.core.errors import CadenzaError
+    from cadenza.core.states import RunState
+
+    run_state = None
+    if state is not None:
+        valid = [s.value for s in RunState]
+        if state not in valid:
+            raise CadenzaError(f"unknown run state '{state}'." + did_you_mean(state, valid),
+                               hint=f"use one of: {', '.join(valid)}")
+        run_state = RunState(state)
+    store = open_project_store()
+    runs = store.list_runs(pipeline=pipeline, state=run_state, limit=limit)
+    if json_out:
+        print_json([run_to_json(r) for r in runs])
+        return
+    console = out()
+    if not runs:
+        what = " matching these filters" if (pipeline or state) else ""
+        console.print(f"No runs{what} yet. Start one with: cadenza run FILE[:PIPELINE]")
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("RUN ID", "PIPELINE", "STATE", "TRIGGER", "STARTED", "DURATION"):
+        table.add_column(col, no_wrap=True)
+    for r in runs:
+        table.add_row(escape(r.run_id), escape(r.pipeline), styled_state(r.state),
+                      escape(r.trigger), format_time(r.started_at or r.created_at),
+                      format_duration(duration_s(r.started_at, r.ended_at)))
+    console.print(table)
+
+
+@app.command("show")
+def show_run(
+    run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show a run: parameters, timings, and every task instance (map index, state, attempts,
+    duration, cache origin, error)."""
+    store = open_project_store()
+    rid = store.resolve_run_id(run_id)
+    run = store.get_run(rid)
+    tis = store.get_task_instances(rid)
+    attempts = store.get_attempts(rid)
+    metrics = store.get_metrics(rid)
+    if json_out:
+        print_json(run_detail_json(run, tis, attempts, metrics))
+        return
+    print_run_detail(run, tis, metrics)
+
+
+def print_run_detail(run: RunRecord, tis: Sequence[TaskInstanceRecord],
+                     metrics: Sequence[MetricRecord] = ()) -> None:
+    import json
+
+    from rich.table import Table
+
+    console = out()
+    console.print(f"[bold]Run {escape(run.run_id)}[/]  pipeline [bold]{escape(run.pipeline)}[/]  "
+                  f"{styled_state(run.state)}")
+    meta = Table.grid(padding=(0, 2))
+    meta.add_column(style="dim")
+    meta.add_column()
+    meta.add_row("trigger", escape(run.trigger))
+    meta.add_row("executor", escape(run.executor or "-"))
+    meta.add_row("params", escape(json.dumps(run.params, default=str)))
+    meta.add_row("created", format_time(run.created_at))
+    meta.add_row("started", format_time(run.started_at))
+    meta.add_row("ended", format_time(run.ended_at))
+    meta.add_row("duration", format_duration(duration_s(run.started_at, run.ended_at)))
+    if run.logical_date is not None:
+        meta.add_row("logical date", format_time(run.logical_date))
+    if run.source:
+        meta.add_row("source", escape(run.source))
+    if run.error:
+        meta.add_row("error", f"[red]{escape(run.error)}[/]")
+    console.print(meta)
+    console.print()
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("TASK", "STATE", "ATTEMPTS", "DURATION", "CACHE", "ERROR"):
+        table.add_column(col, no_wrap=col != "ERROR", overflow="fold")
+    for t in tis:
+        name = label(t.task_id, t.map_index)
+        if t.map_index >= 0:
+            name = "  " + name
+        elif t.map_count is not None:
+            name = f"{t.task_id} ({t.map_count} mapped)"
+        cache = "-"
+        if t.cache_origin:
+            origin = t.cache_origin
+            src = label(str(origin.get("task_id", t.task_id)), int(origin.get("map_index", -1)))
+            cache = f"run {origin.get('run_id', '?')} {src}"
+        error = ""
+        if t.error is not None and str(t.state) in ("failed", "up_for_retry", "cancelled"):
+            error = t.error.first_line()
+        elif str(t.state) in ("upstream_failed", "skipped") and t.reason:
+            error = t.reason
+        attempts = str(t.attempt) if t.map_count is None else "-"
+        table.add_row(escape(name), styled_state(t.state), attempts,
+                      format_duration(duration_s(t.started_at, t.ended_at)), escape(cache),
+                      f"[red]{escape(error)}[/]" if str(t.state) == "failed" else escape(error))
+    console.print(table)
+    if metrics:
+        console.print()
+        mt = Table(box=None, header_style="bold", pad_edge=False)
+        for col in ("TASK", "KIND", "NAME", "VALUE"):
+            mt.add_column(col)
+        for m in metrics:
+            mt.add_row(escape(label(m.task_id, m.map_index)), m.kind, escape(m.name),
+                       escape(m.value))
+        console.print(mt)

@@ -1,0 +1,161 @@
+"""Schema creation and Alembic migrations on SQLite and PostgreSQL.
+
+`open_store` creates a new schema with `create_all` (fast) and stamps the head revision; the
+migrations must produce exactly that schema, and an older revision is upgraded on open."""
+
+from __future__ import annotations
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Engine, create_engine, inspect, text
+
+from cadenza.core.errors import StoreError
+from cadenza.store import db as store_db
+from cadenza.store import open_store, upgrade_database
+from cadenza.store.db import _alembic_config, create_store_engine
+from cadenza.store.models import SCHEMA_REVISION, Base
+
+TABLES = {"runs", "task_instances", "attempts", "pools", "metrics", "alembic_version"}
+
+
+def _diff(engine: Engine) -> list[object]:
+    with engine.connect() as conn:
+        return list(compare_metadata(MigrationContext.configure(conn), Base.metadata))
+
+
+def _revision(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return [v for (v,) in conn.execute(text("SELECT version_num FROM alembic_version"))]
+
+
+def _schema(engine: Engine) -> dict[str, object]:
+    """Tables, columns (name, type, nullable), primary keys, indexes and foreign keys."""
+    insp = inspect(engine)
+    out: dict[str, object] = {}
+    for t in sorted(insp.get_table_names()):
+        out[t] = (
+            [(c["name"], str(c["type"]), c["nullable"]) for c in insp.get_columns(t)],
+            insp.get_pk_constraint(t)["constrained_columns"],
+            sorted((i["name"], tuple(i["column_names"])) for i in insp.get_indexes(t)),
+            sorted((f["name"] or "", tuple(f["constrained_columns"]), f["referred_table"],
+                    (f.get("options") or {}).get("ondelete"))
+                   for f in insp.get_foreign_keys(t)),
+        )
+    return out
+
+
+def test_alembic_upgrade_head_yields_the_models_schema(db_url: str) -> None:
+    engine = create_store_engine(db_url)
+    try:
+        command.upgrade(_alembic_config(engine), "head")
+        assert set(inspect(engine).get_table_names()) == TABLES
+        assert _diff(engine) == []
+        assert _revision(engine) == [SCHEMA_REVISION]
+    finally:
+        engine.dispose()
+
+
+def test_create_all_and_migrations_give_the_same_schema(db_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # open_store on one database (create_all), alembic on another of the same backend
+    store = open_store(db_url)
+    store.dispose()
+    if db_url.startswith("sqlite"):
+        other_url = f"sqlite:///{tmp_path / 'migrated.db'}"
+        cleanup = None
+    else:
+        from tests.fixtures.store import drop_postgres_schema, new_postgres_schema
+
+        other_url = new_postgres_schema(db_url.split("?", 1)[0])
+        cleanup = other_url
+    created = create_store_engine(db_url)
+    migrated = create_store_engine(other_url)
+    try:
+        command.upgrade(_alembic_config(migrated), "head")
+        assert _diff(created) == []
+        assert _schema(created) == _schema(migrated)
+        assert _revision(created) == _revision(migrated) == [SCHEMA_REVISION]
+    finally:
+        created.dispose()
+        migrated.dispose()
+        if cleanup:
+            drop_postgres_schema(cleanup)
+
+
+def test_downgrade_to_base_then_open_recreates_the_schema(db_url: str) -> None:
+    engine = create_store_engine(db_url)
+    try:
+        command.upgrade(_alembic_config(engine), "head")
+        command.downgrade(_alembic_config(engine), "base")
+        assert set(inspect(engine).get_table_names()) == {"alembic_version"}
+    finally:
+        engine.dispose()
+    store = open_store(db_url)
+    try:
+        store.ensure_pool("default", 1)
+        assert store.list_pools()[0].name == "default"
+    finally:
+        store.dispose()
+
+
+def test_open_store_on_an_up_to_date_database_does_not_import_alembic(db_url: str) -> None:
+    import subprocess
+    import sys
+
+    open_store(db_url).dispose()
+    code = (
+        "import sys\n"
+        "from cadenza.store import open_store\n"
+        f"s = open_store({db_url!r}); s.list_runs(); s.dispose()\n"
+        "assert 'alembic' not in sys.modules, 'alembic was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_upgrade_database_creates_or_confirms_the_head(db_url: str) -> None:
+    assert upgrade_database(db_url) == SCHEMA_REVISION  # empty database: created
+    assert upgrade_database(db_url) == SCHEMA_REVISION  # already current
+    store = open_store(db_url)
+    store.dispose()
+
+
+def test_an_older_revision_is_upgraded_with_alembic_on_open(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upgrade_database(db_url)
+    calls: list[str] = []
+    real = store_db._upgrade_engine
+
+    def spy(engine: Engine) -> str:
+        calls.append(str(engine.url))
+        return real(engine)
+
+    # Pretend this Cadenza knows a newer revision than the database has.
+    monkeypatch.setattr(store_db, "SCHEMA_REVISION", "9999")
+    monkeypatch.setattr(store_db, "_upgrade_engine", spy)
+    store = open_store(db_url)
+    store.dispose()
+    assert len(calls) == 1
+
+
+def test_a_database_from_a_newer_cadenza_is_refused_with_a_hint(db_url: str) -> None:
+    upgrade_database(db_url)
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'zz_future'"))
+    engine.dispose()
+    with pytest.raises(StoreError) as err:
+        open_store(db_url)
+    assert "zz_future" in str(err.value)
+    assert err.value.hint and "newer Cadenza" in err.value.hint
+
+
+def test_tables_without_a_version_row_are_refused(db_url: str) -> None:
+    engine = create_store_engine(db_url)
+    try:
+        Base.metadata.create_all(engine)
+    finally:
+        engine.dispose()
+    with pytest.raises(StoreError, match="alembic_version"):
+        open_store(db_url)

@@ -71,6 +71,8 @@ def measure_start(method: str, root: str, restarts: int = 5) -> dict[str, float]
 def measure_calls(method: str, root: str, n_seq: int, n_tp: int) -> dict[str, float]:
     import queue
 
+    import psutil
+
     from cadenza.executors.processes import ProcessExecutor
 
     ex = ProcessExecutor(max_workers=2, start_method=method)
@@ -88,6 +90,10 @@ def measure_calls(method: str, root: str, n_seq: int, n_tp: int) -> dict[str, fl
     # then one more for each outcome), from one driver thread.
     q: queue.SimpleQueue[object] = queue.SimpleQueue()
     calls = [make_call(i, root) for i in range(n_tp)]
+    # CPU time per call (driver: all its threads; workers: both processes) does not depend on
+    # what else the machine runs, unlike wall time on a shared box.
+    workers = [psutil.Process(pid) for pid in ex.worker_pids()]
+    drv0, wkr0 = time.process_time(), sum(_cpu(w) for w in workers)
     t0 = time.perf_counter()
     sent = 0
     while sent < len(calls) and ex.free_slots() > 0:
@@ -99,6 +105,8 @@ def measure_calls(method: str, root: str, n_seq: int, n_tp: int) -> dict[str, fl
             ex.submit(calls[sent], q.put)
             sent += 1
     elapsed = time.perf_counter() - t0
+    drv_cpu = time.process_time() - drv0
+    wkr_cpu = sum(_cpu(w) for w in workers) - wkr0
     # Backlog mode: everything submitted at once, the executor queues and feeds workers.
     t1 = time.perf_counter()
     for c in calls:
@@ -113,7 +121,14 @@ def measure_calls(method: str, root: str, n_seq: int, n_tp: int) -> dict[str, fl
         "tp_per_s": n_tp / elapsed,
         "tp_us_per_call": elapsed / n_tp * 1e6,
         "bulk_per_s": n_tp / elapsed_bulk,
+        "drv_cpu_us": drv_cpu / n_tp * 1e6,
+        "wkr_cpu_us": wkr_cpu / n_tp * 1e6,
     }
+
+
+def _cpu(proc: Any) -> float:
+    t = proc.cpu_times()
+    return float(t.user + t.system)
 
 
 def _child(args: Any) -> None:
@@ -166,7 +181,8 @@ def main() -> None:
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, median of {args.repeats}")
     print(
         f"{'start method':<12} {'1st worker ms':>14} {'replace ms':>11} {'rt p50 us':>10} "
-        f"{'rt p99 us':>10} {'2w calls/s':>11} {'us/call':>8} {'bulk/s':>8}"
+        f"{'rt p99 us':>10} {'2w calls/s':>11} {'us/call':>8} {'bulk/s':>8} "
+        f"{'drv cpu us':>10} {'wkr cpu us':>10}"
     )
     for method in args.methods.split(","):
         starts = [_in_fresh_process("start", method, args) for _ in range(args.repeats)]
@@ -179,7 +195,8 @@ def main() -> None:
             f"{method:<12} {med(starts, 'first_ms'):>14.1f} {med(starts, 'replace_ms'):>11.1f} "
             f"{med(calls, 'rt_p50_us'):>10.0f} {med(calls, 'rt_p99_us'):>10.0f} "
             f"{med(calls, 'tp_per_s'):>11.0f} {med(calls, 'tp_us_per_call'):>8.0f} "
-            f"{med(calls, 'bulk_per_s'):>8.0f}"
+            f"{med(calls, 'bulk_per_s'):>8.0f} "
+            f"{med(calls, 'drv_cpu_us'):>10.1f} {med(calls, 'wkr_cpu_us'):>10.1f}"
         )
 
 

@@ -15,6 +15,7 @@ Example:
 """
 
 from cadenza.artifacts.serializers import register_serializer
+from cadenza.authoring.assets import AnyOf, Asset
 from cadenza.authoring.pipeline import PipelineDef, pipeline
 from cadenza.authoring.task import TaskDef, task
 from cadenza.core.context import TaskContext, get_context
@@ -34,6 +35,8 @@ from cadenza.core.states import RunState, TaskState
 __version__ = "0.1.0"
 
 __all__ = [
+    "AnyOf",
+    "Asset",
     "CadenzaDefinitionError",
     "CadenzaError",
     "ConfigError",

@@ -8,6 +8,8 @@ import dataclasses
 import multiprocessing
 import secrets
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -37,15 +39,15 @@ def new_id(prefix: str = "run") -> str:
     return f"{prefix}-{secrets.token_hex(5)}"
 
 
-def make_run(run_id: str | None = None, **kw: object) -> RunRecord:
-    fields: dict[str, object] = {
+def make_run(run_id: str | None = None, **kw: Any) -> RunRecord:
+    fields: dict[str, Any] = {
         "run_id": run_id or new_id(),
         "pipeline": "training",
         "state": RunState.QUEUED,
         "created_at": T0,
     }
     fields.update(kw)
-    return RunRecord(**fields)  # type: ignore[arg-type]
+    return RunRecord(**fields)
 
 
 def full_run(run_id: str) -> RunRecord:
@@ -107,12 +109,13 @@ def full_ti(run_id: str, task_id: str = "train", map_index: int = 2) -> TaskInst
     )
 
 
-def ti(run_id: str, task_id: str, map_index: int = -1, **kw: object) -> TaskInstanceRecord:
-    return TaskInstanceRecord(run_id=run_id, task_id=task_id, map_index=map_index, **kw)  # type: ignore[arg-type]
+def ti(run_id: str, task_id: str, map_index: int = -1, **kw: Any) -> TaskInstanceRecord:
+    fields: dict[str, Any] = {"run_id": run_id, "task_id": task_id, "map_index": map_index}
+    return TaskInstanceRecord(**fields, **kw)
 
 
-def attempt(run_id: str, task_id: str, n: int, map_index: int = -1, **kw: object) -> AttemptRecord:
-    fields: dict[str, object] = {
+def attempt(run_id: str, task_id: str, n: int, map_index: int = -1, **kw: Any) -> AttemptRecord:
+    fields: dict[str, Any] = {
         "run_id": run_id,
         "task_id": task_id,
         "map_index": map_index,
@@ -122,7 +125,7 @@ def attempt(run_id: str, task_id: str, n: int, map_index: int = -1, **kw: object
         "ended_at": None,
     }
     fields.update(kw)
-    return AttemptRecord(**fields)  # type: ignore[arg-type]
+    return AttemptRecord(**fields)
 
 
 # --- round trips -----------------------------------------------------------------------------
@@ -204,12 +207,34 @@ def test_metrics_round_trip_numbers_and_strings_in_write_order(store: RunStore) 
     run = make_run()
     store.create_run(run, [ti(run.run_id, "train")])
     metrics = [
-        MetricRecord(run_id=run.run_id, task_id="train", map_index=-1, attempt=1,
-                     name="loss", value=0.25, at=at(1)),
-        MetricRecord(run_id=run.run_id, task_id="train", map_index=-1, attempt=1,
-                     name="optimizer", value="adam", kind="param", at=None),
-        MetricRecord(run_id=run.run_id, task_id="train", map_index=-1, attempt=1,
-                     name="loss", value=0.125, at=at(2)),
+        MetricRecord(
+            run_id=run.run_id,
+            task_id="train",
+            map_index=-1,
+            attempt=1,
+            name="loss",
+            value=0.25,
+            at=at(1),
+        ),
+        MetricRecord(
+            run_id=run.run_id,
+            task_id="train",
+            map_index=-1,
+            attempt=1,
+            name="optimizer",
+            value="adam",
+            kind="param",
+            at=None,
+        ),
+        MetricRecord(
+            run_id=run.run_id,
+            task_id="train",
+            map_index=-1,
+            attempt=1,
+            name="loss",
+            value=0.125,
+            at=at(2),
+        ),
     ]
     store.write(WriteBatch(metrics=metrics[:2]))
     store.write(WriteBatch(metrics=metrics[2:]))
@@ -236,16 +261,28 @@ def test_write_applies_every_kind_of_change_in_one_batch(store: RunStore) -> Non
     batch = WriteBatch(
         new_runs=[fresh],
         run_updates=[dataclasses.replace(existing, state=RunState.SUCCESS, ended_at=at(9))],
-        new_task_instances=[ti(existing.run_id, "c", 0), ti(existing.run_id, "c", 1),
-                            ti(fresh.run_id, "x")],
+        new_task_instances=[
+            ti(existing.run_id, "c", 0),
+            ti(existing.run_id, "c", 1),
+            ti(fresh.run_id, "x"),
+        ],
         task_instance_updates=[
-            ti(existing.run_id, "a", state=TaskState.SUCCESS, attempt=1, ended_at=at(5),
-               output=ValueRef(kind="json", value=41)),
+            ti(
+                existing.run_id,
+                "a",
+                state=TaskState.SUCCESS,
+                attempt=1,
+                ended_at=at(5),
+                output=ValueRef(kind="json", value=41),
+            ),
             ti(existing.run_id, "b", state=TaskState.SKIPPED, reason="branch"),
         ],
         attempts=[attempt(existing.run_id, "a", 1, state=TaskState.SUCCESS, ended_at=at(5))],
-        metrics=[MetricRecord(run_id=existing.run_id, task_id="a", map_index=-1, attempt=1,
-                              name="acc", value=0.9)],
+        metrics=[
+            MetricRecord(
+                run_id=existing.run_id, task_id="a", map_index=-1, attempt=1, name="acc", value=0.9
+            )
+        ],
     )
     store.write(batch)
 
@@ -285,8 +322,11 @@ def test_run_update_never_moves_the_heartbeat_backwards(store: RunStore) -> None
     assert store.renew_lease(run.run_id, "d1")  # heartbeat = now, later than at(50)
     renewed = store.get_run(run.run_id).heartbeat_at
     assert renewed is not None and renewed > at(50)
-    store.write(WriteBatch(run_updates=[dataclasses.replace(run, state=RunState.RUNNING,
-                                                            heartbeat_at=at(50))]))
+    store.write(
+        WriteBatch(
+            run_updates=[dataclasses.replace(run, state=RunState.RUNNING, heartbeat_at=at(50))]
+        )
+    )
     got = store.get_run(run.run_id)
     assert got.state is RunState.RUNNING
     assert got.heartbeat_at == renewed
@@ -295,8 +335,9 @@ def test_run_update_never_moves_the_heartbeat_backwards(store: RunStore) -> None
 def test_run_update_writes_driver_id_so_the_engine_can_release_by_writing(store: RunStore) -> None:
     run = make_run(driver_id="d1", heartbeat_at=at(0))
     store.create_run(run, [])
-    store.write(WriteBatch(run_updates=[dataclasses.replace(run, driver_id=None,
-                                                            state=RunState.SUCCESS)]))
+    store.write(
+        WriteBatch(run_updates=[dataclasses.replace(run, driver_id=None, state=RunState.SUCCESS)])
+    )
     assert store.get_run(run.run_id).driver_id is None
 
 
@@ -313,7 +354,8 @@ def test_write_is_one_transaction_a_failing_part_leaves_nothing(store: RunStore)
     assert err.value.hint
     with pytest.raises(RunNotFound):
         store.get_run(bad.new_runs[0].run_id)
-    assert store.get_task_instance(run.run_id, "a").state is TaskState.PENDING  # type: ignore[union-attr]
+    unchanged = store.get_task_instance(run.run_id, "a")
+    assert unchanged is not None and unchanged.state is TaskState.PENDING
     assert store.get_attempts(run.run_id) == []
 
 
@@ -321,12 +363,15 @@ def test_updating_a_missing_task_instance_fails_and_rolls_back(store: RunStore) 
     run = make_run()
     store.create_run(run, [ti(run.run_id, "a")])
     batch = WriteBatch(
-        task_instance_updates=[ti(run.run_id, "a", state=TaskState.QUEUED),
-                               ti(run.run_id, "ghost", state=TaskState.QUEUED)],
+        task_instance_updates=[
+            ti(run.run_id, "a", state=TaskState.QUEUED),
+            ti(run.run_id, "ghost", state=TaskState.QUEUED),
+        ],
     )
     with pytest.raises(StoreError, match="1 of 2 task instances updated"):
         store.write(batch)
-    assert store.get_task_instance(run.run_id, "a").state is TaskState.PENDING  # type: ignore[union-attr]
+    unchanged = store.get_task_instance(run.run_id, "a")
+    assert unchanged is not None and unchanged.state is TaskState.PENDING
 
 
 def test_updating_a_missing_run_fails(store: RunStore) -> None:
@@ -339,10 +384,15 @@ def test_many_rows_in_one_write(store: RunStore) -> None:
     store.create_run(run, [])
     new = [ti(run.run_id, "m", i) for i in range(250)]
     store.write(WriteBatch(new_task_instances=new))
-    updated = [dataclasses.replace(t, state=TaskState.SUCCESS, ended_at=at(t.map_index))
-               for t in new]
-    store.write(WriteBatch(task_instance_updates=updated,
-                           attempts=[attempt(run.run_id, "m", 1, i) for i in range(250)]))
+    updated = [
+        dataclasses.replace(t, state=TaskState.SUCCESS, ended_at=at(t.map_index)) for t in new
+    ]
+    store.write(
+        WriteBatch(
+            task_instance_updates=updated,
+            attempts=[attempt(run.run_id, "m", 1, i) for i in range(250)],
+        )
+    )
     got = store.get_task_instances(run.run_id)
     assert got == updated  # ordered by task id, map index
     assert len(store.get_attempts(run.run_id)) == 250
@@ -381,8 +431,14 @@ def test_get_run_of_unknown_id_names_it_and_hints_runs_list(store: RunStore) -> 
 
 def test_task_instances_are_ordered_by_task_then_map_index(store: RunStore) -> None:
     run = make_run()
-    recs = [ti(run.run_id, "b", 1), ti(run.run_id, "a", -1), ti(run.run_id, "b", 0),
-            ti(run.run_id, "b", -1), ti(run.run_id, "b", 10), ti(run.run_id, "b", 2)]
+    recs = [
+        ti(run.run_id, "b", 1),
+        ti(run.run_id, "a", -1),
+        ti(run.run_id, "b", 0),
+        ti(run.run_id, "b", -1),
+        ti(run.run_id, "b", 10),
+        ti(run.run_id, "b", 2),
+    ]
     store.create_run(run, recs)
     keys = [(t.task_id, t.map_index) for t in store.get_task_instances(run.run_id)]
     assert keys == [("a", -1), ("b", -1), ("b", 0), ("b", 1), ("b", 2), ("b", 10)]
@@ -401,14 +457,26 @@ def test_get_task_instance_defaults_to_the_unmapped_row(store: RunStore) -> None
 def test_get_attempts_filters_by_task_and_map_index(store: RunStore) -> None:
     run = make_run()
     store.create_run(run, [ti(run.run_id, "a"), ti(run.run_id, "m", 0), ti(run.run_id, "m", 1)])
-    store.write(WriteBatch(attempts=[
-        attempt(run.run_id, "m", 2, 1), attempt(run.run_id, "a", 1),
-        attempt(run.run_id, "m", 1, 1), attempt(run.run_id, "m", 1, 0),
-    ]))
+    store.write(
+        WriteBatch(
+            attempts=[
+                attempt(run.run_id, "m", 2, 1),
+                attempt(run.run_id, "a", 1),
+                attempt(run.run_id, "m", 1, 1),
+                attempt(run.run_id, "m", 1, 0),
+            ]
+        )
+    )
+
     def keys(xs: list[AttemptRecord]) -> list[tuple[str, int, int]]:
         return [(a.task_id, a.map_index, a.attempt) for a in xs]
-    assert keys(store.get_attempts(run.run_id)) == [("a", -1, 1), ("m", 0, 1), ("m", 1, 1),
-                                                     ("m", 1, 2)]
+
+    assert keys(store.get_attempts(run.run_id)) == [
+        ("a", -1, 1),
+        ("m", 0, 1),
+        ("m", 1, 1),
+        ("m", 1, 2),
+    ]
     assert keys(store.get_attempts(run.run_id, "m")) == [("m", 0, 1), ("m", 1, 1), ("m", 1, 2)]
     assert keys(store.get_attempts(run.run_id, "m", 1)) == [("m", 1, 1), ("m", 1, 2)]
     assert store.get_attempts(run.run_id, "zzz") == []
@@ -416,9 +484,12 @@ def test_get_attempts_filters_by_task_and_map_index(store: RunStore) -> None:
 
 def test_list_runs_is_newest_first_with_filters_and_paging(store: RunStore) -> None:
     runs = [
-        make_run(f"r{i}-{secrets.token_hex(2)}", created_at=at(i),
-                 pipeline="a" if i % 2 else "b",
-                 state=RunState.FAILED if i % 3 == 0 else RunState.SUCCESS)
+        make_run(
+            f"r{i}-{secrets.token_hex(2)}",
+            created_at=at(i),
+            pipeline="a" if i % 2 else "b",
+            state=RunState.FAILED if i % 3 == 0 else RunState.SUCCESS,
+        )
         for i in range(8)
     ]
     for r in runs:
@@ -428,11 +499,14 @@ def test_list_runs_is_newest_first_with_filters_and_paging(store: RunStore) -> N
     assert [r.run_id for r in store.list_runs(limit=3)] == newest_first[:3]
     assert [r.run_id for r in store.list_runs(limit=3, offset=3)] == newest_first[3:6]
     assert [r.run_id for r in store.list_runs(pipeline="a")] == [
-        r.run_id for r in reversed(runs) if r.pipeline == "a"]
+        r.run_id for r in reversed(runs) if r.pipeline == "a"
+    ]
     assert [r.run_id for r in store.list_runs(state=RunState.FAILED)] == [
-        r.run_id for r in reversed(runs) if r.state is RunState.FAILED]
+        r.run_id for r in reversed(runs) if r.state is RunState.FAILED
+    ]
     assert [r.run_id for r in store.list_runs(pipeline="b", state=RunState.FAILED)] == [
-        r.run_id for r in reversed(runs) if r.pipeline == "b" and r.state is RunState.FAILED]
+        r.run_id for r in reversed(runs) if r.pipeline == "b" and r.state is RunState.FAILED
+    ]
     assert store.list_runs(pipeline="none") == []
     assert all(isinstance(r, RunRecord) for r in store.list_runs())
 
@@ -441,11 +515,16 @@ def test_delete_run_removes_it_and_everything_under_it(store: RunStore) -> None:
     keep, gone = make_run(), make_run()
     for r in (keep, gone):
         store.create_run(r, [ti(r.run_id, "a")])
-        store.write(WriteBatch(
-            attempts=[attempt(r.run_id, "a", 1)],
-            metrics=[MetricRecord(run_id=r.run_id, task_id="a", map_index=-1, attempt=1,
-                                  name="m", value=1.0)],
-        ))
+        store.write(
+            WriteBatch(
+                attempts=[attempt(r.run_id, "a", 1)],
+                metrics=[
+                    MetricRecord(
+                        run_id=r.run_id, task_id="a", map_index=-1, attempt=1, name="m", value=1.0
+                    )
+                ],
+            )
+        )
     store.delete_run(gone.run_id)
     with pytest.raises(RunNotFound):
         store.get_run(gone.run_id)
@@ -515,15 +594,40 @@ def test_resolve_run_id_is_case_sensitive_and_treats_wildcards_literally(store: 
 def test_find_cached_returns_the_newest_success_across_runs(store: RunStore) -> None:
     key = "key-" + secrets.token_hex(4)
     r1, r2, r3 = make_run(), make_run(), make_run()
-    store.create_run(r1, [ti(r1.run_id, "t", state=TaskState.SUCCESS, cache_key=key,
-                             ended_at=at(10), output=ValueRef(kind="json", value=1))])
-    store.create_run(r2, [ti(r2.run_id, "t", state=TaskState.SUCCESS, cache_key=key,
-                             ended_at=at(30), output=ValueRef(kind="json", value=2))])
-    store.create_run(r3, [
-        ti(r3.run_id, "t", state=TaskState.FAILED, cache_key=key, ended_at=at(50)),
-        ti(r3.run_id, "u", state=TaskState.CACHED, cache_key=key, ended_at=at(60)),
-        ti(r3.run_id, "v", state=TaskState.SUCCESS, cache_key="other", ended_at=at(70)),
-    ])
+    store.create_run(
+        r1,
+        [
+            ti(
+                r1.run_id,
+                "t",
+                state=TaskState.SUCCESS,
+                cache_key=key,
+                ended_at=at(10),
+                output=ValueRef(kind="json", value=1),
+            )
+        ],
+    )
+    store.create_run(
+        r2,
+        [
+            ti(
+                r2.run_id,
+                "t",
+                state=TaskState.SUCCESS,
+                cache_key=key,
+                ended_at=at(30),
+                output=ValueRef(kind="json", value=2),
+            )
+        ],
+    )
+    store.create_run(
+        r3,
+        [
+            ti(r3.run_id, "t", state=TaskState.FAILED, cache_key=key, ended_at=at(50)),
+            ti(r3.run_id, "u", state=TaskState.CACHED, cache_key=key, ended_at=at(60)),
+            ti(r3.run_id, "v", state=TaskState.SUCCESS, cache_key="other", ended_at=at(70)),
+        ],
+    )
     hit = store.find_cached(key)
     assert hit is not None
     assert (hit.run_id, hit.output) == (r2.run_id, ValueRef(kind="json", value=2))
@@ -533,13 +637,15 @@ def test_find_cached_returns_the_newest_success_across_runs(store: RunStore) -> 
 def test_find_cached_respects_not_before(store: RunStore) -> None:
     key = "key-" + secrets.token_hex(4)
     r1 = make_run()
-    store.create_run(r1, [ti(r1.run_id, "t", state=TaskState.SUCCESS, cache_key=key,
-                             ended_at=at(10))])
+    store.create_run(
+        r1, [ti(r1.run_id, "t", state=TaskState.SUCCESS, cache_key=key, ended_at=at(10))]
+    )
     assert store.find_cached(key, not_before=at(10)) is not None  # inclusive
     assert store.find_cached(key, not_before=at(10.5)) is None
     r2 = make_run()
-    store.create_run(r2, [ti(r2.run_id, "t", state=TaskState.SUCCESS, cache_key=key,
-                             ended_at=at(20))])
+    store.create_run(
+        r2, [ti(r2.run_id, "t", state=TaskState.SUCCESS, cache_key=key, ended_at=at(20))]
+    )
     hit = store.find_cached(key, not_before=at(15))
     assert hit is not None and hit.run_id == r2.run_id
 
@@ -549,8 +655,13 @@ def test_find_cached_sees_updates_written_by_write(store: RunStore) -> None:
     run = make_run()
     store.create_run(run, [ti(run.run_id, "t", cache_key=key)])
     assert store.find_cached(key) is None
-    store.write(WriteBatch(task_instance_updates=[
-        ti(run.run_id, "t", cache_key=key, state=TaskState.SUCCESS, ended_at=at(1))]))
+    store.write(
+        WriteBatch(
+            task_instance_updates=[
+                ti(run.run_id, "t", cache_key=key, state=TaskState.SUCCESS, ended_at=at(1))
+            ]
+        )
+    )
     hit = store.find_cached(key)
     assert hit is not None and hit.run_id == run.run_id
 
@@ -560,8 +671,9 @@ def test_find_cached_sees_updates_written_by_write(store: RunStore) -> None:
 
 def test_set_pool_upserts(store: RunStore) -> None:
     assert store.get_pool("gpu") is None
-    assert store.set_pool("gpu", 2, "the A100s") == PoolRecord(name="gpu", slots=2,
-                                                                description="the A100s")
+    assert store.set_pool("gpu", 2, "the A100s") == PoolRecord(
+        name="gpu", slots=2, description="the A100s"
+    )
     assert store.get_pool("gpu") == PoolRecord(name="gpu", slots=2, description="the A100s")
     store.set_pool("gpu", 0)
     assert store.get_pool("gpu") == PoolRecord(name="gpu", slots=0, description="")
@@ -580,8 +692,9 @@ def test_set_pool_rejects_bad_slots_with_a_hint(store: RunStore, slots: object) 
 def test_ensure_pool_creates_once_and_never_changes_it(store: RunStore) -> None:
     assert store.ensure_pool("default", 16) == PoolRecord(name="default", slots=16)
     store.set_pool("default", 4, "tuned")
-    assert store.ensure_pool("default", 16) == PoolRecord(name="default", slots=4,
-                                                          description="tuned")
+    assert store.ensure_pool("default", 16) == PoolRecord(
+        name="default", slots=4, description="tuned"
+    )
     with pytest.raises(CadenzaError):
         store.ensure_pool("x", -3)
 
@@ -628,7 +741,9 @@ def test_a_forked_child_gets_its_own_engine(db_url: str) -> None:
         _PARENT_STORE = None
 
 
-def test_open_store_without_url_uses_the_settings(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_open_store_without_url_uses_the_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from cadenza.core import settings as settings_mod
 
     url = f"sqlite:///{tmp_path / 'deep' / 'er' / 'cadenza.db'}"
@@ -645,7 +760,7 @@ def test_open_store_without_url_uses_the_settings(tmp_path, monkeypatch) -> None
         settings_mod.set_settings(None)
 
 
-def test_sqlite_store_uses_wal_and_foreign_keys(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_sqlite_store_uses_wal_and_foreign_keys(tmp_path: Path) -> None:
     s = open_store(f"sqlite:///{tmp_path / 'c.db'}")
     try:
         run = make_run()
@@ -675,7 +790,7 @@ def test_unreachable_postgres_is_a_quick_store_error_with_masked_password() -> N
     assert err.value.__cause__ is not None
 
 
-def test_unwritable_sqlite_location_is_a_store_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_unwritable_sqlite_location_is_a_store_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(StoreError) as err:
@@ -698,8 +813,9 @@ def test_errors_after_opening_are_store_errors(db_url: str) -> None:
         other.dispose()
         run = make_run()
         s.create_run(run, [])
-        m = MetricRecord(run_id=run.run_id, task_id="t", map_index=-1, attempt=1, name="n",
-                         value=1.0)
+        m = MetricRecord(
+            run_id=run.run_id, task_id="t", map_index=-1, attempt=1, name="n", value=1.0
+        )
         with pytest.raises(StoreError, match="writing a batch"):
             s.write(WriteBatch(metrics=[m]))
         with pytest.raises(StoreError, match="reading metrics"):

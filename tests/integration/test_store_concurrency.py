@@ -8,6 +8,7 @@ import dataclasses
 import multiprocessing
 import secrets
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -30,46 +31,81 @@ RUNS_PER_PROCESS = 3
 TASKS = 5
 
 
-def _writer(url: str, worker: int, barrier, results) -> None:  # type: ignore[no-untyped-def]
+def _writer(url: str, worker: int, barrier: Any, results: Any) -> None:
     """Create runs, then write BATCHES batches the way a driver does (TI update + attempt +
     metric per step), with reads interleaved as the CLI and UI would do."""
     try:
         store = open_store(url)
         t0 = datetime.now(UTC)
         runs = [
-            RunRecord(run_id=f"w{worker}-{i}-{secrets.token_hex(3)}", pipeline=f"p{worker}",
-                      state=RunState.RUNNING, created_at=t0)
+            RunRecord(
+                run_id=f"w{worker}-{i}-{secrets.token_hex(3)}",
+                pipeline=f"p{worker}",
+                state=RunState.RUNNING,
+                created_at=t0,
+            )
             for i in range(RUNS_PER_PROCESS)
         ]
         barrier.wait(timeout=120)
         for run in runs:
-            store.create_run(run, [TaskInstanceRecord(run_id=run.run_id, task_id=f"t{k}")
-                                   for k in range(TASKS)])
+            store.create_run(
+                run, [TaskInstanceRecord(run_id=run.run_id, task_id=f"t{k}") for k in range(TASKS)]
+            )
         attempts: dict[tuple[str, str], int] = {}
         for b in range(BATCHES):
             run = runs[b % RUNS_PER_PROCESS]
             task = f"t{(b // RUNS_PER_PROCESS) % TASKS}"
             n = attempts[run.run_id, task] = attempts.get((run.run_id, task), 0) + 1
             now = t0 + timedelta(milliseconds=b)
-            store.write(WriteBatch(
-                task_instance_updates=[TaskInstanceRecord(
-                    run_id=run.run_id, task_id=task, state=TaskState.SUCCESS, attempt=n,
-                    ended_at=now, output=ValueRef(kind="json", value=b))],
-                attempts=[AttemptRecord(run_id=run.run_id, task_id=task, map_index=-1,
-                                        attempt=n, state=TaskState.SUCCESS, started_at=now,
-                                        ended_at=now)],
-                metrics=[MetricRecord(run_id=run.run_id, task_id=task, map_index=-1,
-                                      attempt=n, name="step", value=float(b))],
-            ))
+            store.write(
+                WriteBatch(
+                    task_instance_updates=[
+                        TaskInstanceRecord(
+                            run_id=run.run_id,
+                            task_id=task,
+                            state=TaskState.SUCCESS,
+                            attempt=n,
+                            ended_at=now,
+                            output=ValueRef(kind="json", value=b),
+                        )
+                    ],
+                    attempts=[
+                        AttemptRecord(
+                            run_id=run.run_id,
+                            task_id=task,
+                            map_index=-1,
+                            attempt=n,
+                            state=TaskState.SUCCESS,
+                            started_at=now,
+                            ended_at=now,
+                        )
+                    ],
+                    metrics=[
+                        MetricRecord(
+                            run_id=run.run_id,
+                            task_id=task,
+                            map_index=-1,
+                            attempt=n,
+                            name="step",
+                            value=float(b),
+                        )
+                    ],
+                )
+            )
             if b % 25 == 0:
                 store.get_task_instances(run.run_id)
                 store.list_runs(limit=5)
         for run in runs:
-            store.write(WriteBatch(run_updates=[dataclasses.replace(
-                run, state=RunState.SUCCESS, ended_at=datetime.now(UTC))]))
+            store.write(
+                WriteBatch(
+                    run_updates=[
+                        dataclasses.replace(run, state=RunState.SUCCESS, ended_at=datetime.now(UTC))
+                    ]
+                )
+            )
         store.dispose()
         results.put((worker, [r.run_id for r in runs], None))
-    except BaseException as exc:  # reported to the parent, which fails the test
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails the test
         results.put((worker, [], f"{type(exc).__name__}: {exc}"))
 
 
@@ -78,8 +114,9 @@ def test_several_processes_write_one_store_at_once(db_url: str) -> None:
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(PROCESSES)
     results = ctx.Queue()
-    procs = [ctx.Process(target=_writer, args=(db_url, w, barrier, results))
-             for w in range(PROCESSES)]
+    procs = [
+        ctx.Process(target=_writer, args=(db_url, w, barrier, results)) for w in range(PROCESSES)
+    ]
     for p in procs:
         p.start()
     got = [results.get(timeout=300) for _ in procs]
@@ -111,14 +148,14 @@ def test_several_processes_write_one_store_at_once(db_url: str) -> None:
         store.dispose()
 
 
-def _opener(url: str, barrier, results) -> None:  # type: ignore[no-untyped-def]
+def _opener(url: str, barrier: Any, results: Any) -> None:
     try:
         barrier.wait(timeout=120)
         store = open_store(url)
         store.ensure_pool("default", 8)
         store.dispose()
         results.put(None)
-    except BaseException as exc:  # reported to the parent, which fails the test
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails the test
         results.put(f"{type(exc).__name__}: {exc}")
 
 

@@ -8,6 +8,7 @@ import secrets
 import threading
 from collections import Counter
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -20,15 +21,15 @@ from cadenza.store import RunStore, open_store
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 
 
-def make_run(**kw: object) -> RunRecord:
-    fields: dict[str, object] = {
+def make_run(**kw: Any) -> RunRecord:
+    fields: dict[str, Any] = {
         "run_id": f"run-{secrets.token_hex(5)}",
         "pipeline": "p",
         "state": RunState.QUEUED,
         "created_at": T0,
     }
     fields.update(kw)
-    return RunRecord(**fields)  # type: ignore[arg-type]
+    return RunRecord(**fields)
 
 
 def test_claim_free_run_sets_driver_and_heartbeat(store: RunStore) -> None:
@@ -120,7 +121,7 @@ def test_two_threads_claiming_at_once_exactly_one_wins(store: RunStore) -> None:
             for r in runs:
                 if store.claim_run(r.run_id, f"driver-{i}", lease_s=3600):
                     wins[i].append(r.run_id)
-        except BaseException as exc:  # re-raised in the test thread below
+        except BaseException as exc:  # noqa: BLE001 - asserted on in the test thread below
             errors.append(exc)
 
     threads = [threading.Thread(target=claimer, args=(i,)) for i in range(n_threads)]
@@ -136,13 +137,13 @@ def test_two_threads_claiming_at_once_exactly_one_wins(store: RunStore) -> None:
             assert store.get_run(rid).driver_id == f"driver-{i}"
 
 
-def _claim_in_process(url: str, run_ids: list[str], me: str, barrier, results) -> None:  # type: ignore[no-untyped-def]
+def _claim_in_process(url: str, run_ids: list[str], me: str, barrier: Any, results: Any) -> None:
     store = open_store(url)
     try:
         barrier.wait(timeout=120)
         won = [rid for rid in run_ids if store.claim_run(rid, me, lease_s=3600)]
         results.put((me, won, None))
-    except BaseException as exc:  # reported to the parent, which fails the test
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails the test
         results.put((me, [], repr(exc)))
     finally:
         store.dispose()

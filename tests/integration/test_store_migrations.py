@@ -5,6 +5,8 @@ migrations must produce exactly that schema, and an older revision is upgraded o
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -14,7 +16,7 @@ from sqlalchemy import Engine, create_engine, inspect, text
 from cadenza.core.errors import StoreError
 from cadenza.store import db as store_db
 from cadenza.store import open_store, upgrade_database
-from cadenza.store.db import _alembic_config, create_store_engine
+from cadenza.store.db import alembic_config, create_store_engine
 from cadenza.store.models import SCHEMA_REVISION, Base
 
 TABLES = {"runs", "task_instances", "attempts", "pools", "metrics", "alembic_version"}
@@ -39,9 +41,15 @@ def _schema(engine: Engine) -> dict[str, object]:
             [(c["name"], str(c["type"]), c["nullable"]) for c in insp.get_columns(t)],
             insp.get_pk_constraint(t)["constrained_columns"],
             sorted((i["name"], tuple(i["column_names"])) for i in insp.get_indexes(t)),
-            sorted((f["name"] or "", tuple(f["constrained_columns"]), f["referred_table"],
-                    (f.get("options") or {}).get("ondelete"))
-                   for f in insp.get_foreign_keys(t)),
+            sorted(
+                (
+                    f["name"] or "",
+                    tuple(f["constrained_columns"]),
+                    f["referred_table"],
+                    (f.get("options") or {}).get("ondelete"),
+                )
+                for f in insp.get_foreign_keys(t)
+            ),
         )
     return out
 
@@ -49,7 +57,7 @@ def _schema(engine: Engine) -> dict[str, object]:
 def test_alembic_upgrade_head_yields_the_models_schema(db_url: str) -> None:
     engine = create_store_engine(db_url)
     try:
-        command.upgrade(_alembic_config(engine), "head")
+        command.upgrade(alembic_config(engine), "head")
         assert set(inspect(engine).get_table_names()) == TABLES
         assert _diff(engine) == []
         assert _revision(engine) == [SCHEMA_REVISION]
@@ -57,7 +65,7 @@ def test_alembic_upgrade_head_yields_the_models_schema(db_url: str) -> None:
         engine.dispose()
 
 
-def test_create_all_and_migrations_give_the_same_schema(db_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_create_all_and_migrations_give_the_same_schema(db_url: str, tmp_path: Path) -> None:
     # open_store on one database (create_all), alembic on another of the same backend
     store = open_store(db_url)
     store.dispose()
@@ -72,7 +80,7 @@ def test_create_all_and_migrations_give_the_same_schema(db_url: str, tmp_path) -
     created = create_store_engine(db_url)
     migrated = create_store_engine(other_url)
     try:
-        command.upgrade(_alembic_config(migrated), "head")
+        command.upgrade(alembic_config(migrated), "head")
         assert _diff(created) == []
         assert _schema(created) == _schema(migrated)
         assert _revision(created) == _revision(migrated) == [SCHEMA_REVISION]
@@ -86,8 +94,8 @@ def test_create_all_and_migrations_give_the_same_schema(db_url: str, tmp_path) -
 def test_downgrade_to_base_then_open_recreates_the_schema(db_url: str) -> None:
     engine = create_store_engine(db_url)
     try:
-        command.upgrade(_alembic_config(engine), "head")
-        command.downgrade(_alembic_config(engine), "base")
+        command.upgrade(alembic_config(engine), "head")
+        command.downgrade(alembic_config(engine), "base")
         assert set(inspect(engine).get_table_names()) == {"alembic_version"}
     finally:
         engine.dispose()

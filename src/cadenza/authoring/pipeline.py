@@ -68,9 +68,12 @@ def _check_schedule(schedule: Any) -> Problem | None:
     return None
 
 
-def _check_timezone(tz: str) -> Problem | None:
+def _check_timezone(tz: Any) -> Problem | None:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+    if not isinstance(tz, str):
+        return Problem(message=f"timezone must be a name like \"UTC\", got {tz!r}",
+                       hint='timezone="Europe/Paris"')
     try:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
@@ -168,14 +171,14 @@ class PipelineDef(Generic[P, R]):
                     problems.append(Problem(
                         message=f"default for parameter '{p.name}' ({default!r}) does not match "
                         f"its type {_type_label(ann)}: {exc.errors()[0]['msg']}",
-                        hint=f"make the default a {_type_label(ann)}, or fix the annotation"))
+                        hint=f"make the default of type {_type_label(ann)}, or fix the annotation"))
                 except Exception as exc:  # noqa: BLE001 - pydantic cannot build a schema
                     problems.append(Problem(
                         message=f"parameter '{p.name}' has a type pydantic cannot validate: {exc}",
                         hint="annotate it with a JSON-friendly type (int, str, list[float], ...)"))
                     adapter = None
                 if adapter is not None and not _is_storable(default, adapter):
-                    what = f"a {type(default).__name__}"
+                    what = f"of type {type(default).__name__}"
                     problems.append(Problem(
                         message=f"default for parameter '{p.name}' is {what}, which cannot be "
                         "stored with the run",

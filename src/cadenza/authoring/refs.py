@@ -97,6 +97,12 @@ class OutputRef(_Wirable, Generic[T]):
     def __hash__(self) -> int:
         return hash((id(self._owner), self.task_id))
 
+    def __eq__(self, other: object) -> bool:  # type: ignore[override]
+        raise _not_yet("compared the output of task", f"'{self.task_id}'",
+                       self._owner.pipeline_name)
+
+    __ne__ = __eq__  # type: ignore[assignment]
+
 
 class ParamRef:
     """A pipeline parameter while the body is traced: only known when the run starts."""
@@ -118,6 +124,14 @@ class ParamRef:
 
     def _arith(self, *_: Any) -> Any:
         raise _not_yet("computed with parameter", f"'{self.name}'", self._pipeline)
+
+    def __eq__(self, other: object) -> bool:  # type: ignore[override]
+        raise _not_yet("compared parameter", f"'{self.name}'", self._pipeline)
+
+    __ne__ = __eq__  # type: ignore[assignment]
+
+    def __hash__(self) -> int:
+        return hash(("param", self.name))
 
     __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _arith
     __truediv__ = __rtruediv__ = __floordiv__ = __mod__ = __pow__ = _arith

@@ -61,18 +61,34 @@ def build_options(name: str, raw: dict[str, Any]) -> tuple[TaskOptions, list[Pro
     def bad(message: str, hint: str) -> None:
         problems.append(Problem(message=message, task=name, hint=hint))
 
+    from cadenza.graph.validate import did_you_mean
+
+    for key in sorted(set(raw) - TASK_OPTIONS):
+        bad(f"unknown option '{key}'." + did_you_mean(key, sorted(TASK_OPTIONS)),
+            f"valid options: {', '.join(sorted(TASK_OPTIONS - {'is_branch'}))}")
+
+    def number(key: str, default: float, example: str) -> float:
+        value = raw.get(key, default)
+        if value is None:
+            return default
+        if isinstance(value, timedelta):
+            return value.total_seconds()
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            bad(f"{key} must be a number, got {value!r}", f"@task({key}={example})")
+            return default
+        return float(value)
+
     retries = raw.get("retries", 0)
     if not isinstance(retries, int) or retries < 0:
         bad(f"retries must be a whole number >= 0, got {retries!r}", "@task(retries=3)")
         retries = 0
-    delay = _seconds(raw.get("retry_delay", 0.0)) or 0.0
+    delay = number("retry_delay", 0.0, "2.0")
     if delay < 0:
         bad(f"retry_delay must be >= 0 seconds, got {delay}", "@task(retry_delay=2.0)")
-    backoff = float(raw.get("retry_backoff", 1.0))
+    backoff = number("retry_backoff", 1.0, "2.0")
     if backoff < 1:
         bad(f"retry_backoff must be >= 1, got {backoff}", "@task(retry_backoff=2.0)")
-    jitter_raw = raw.get("retry_jitter", 0.0)
-    jitter = 0.1 if jitter_raw is True else float(jitter_raw or 0.0)
+    jitter = 0.1 if raw.get("retry_jitter") is True else number("retry_jitter", 0.0, "0.1")
     if jitter < 0:
         bad(f"retry_jitter must be >= 0, got {jitter}", "@task(retry_jitter=0.1)")
     retry_on_raw = raw.get("retry_on", ())
@@ -85,7 +101,7 @@ def build_options(name: str, raw: dict[str, Any]) -> tuple[TaskOptions, list[Pro
                 f"retry_on must list exception classes, got {exc_type!r}",
                 "@task(retry_on=(ConnectionError, TimeoutError))",
             )
-    timeout = _seconds(raw.get("timeout"))
+    timeout = number("timeout", 0.0, "600") if raw.get("timeout") is not None else None
     if timeout is not None and timeout <= 0:
         bad(f"timeout must be > 0 seconds, got {timeout}", "@task(timeout=600)")
     rule = str(raw.get("trigger_rule", "all_success"))
@@ -119,12 +135,14 @@ def build_options(name: str, raw: dict[str, Any]) -> tuple[TaskOptions, list[Pro
         retries=retries,
         retry_delay_s=delay,
         retry_backoff=backoff,
-        max_retry_delay_s=_seconds(raw.get("max_retry_delay")),
+        max_retry_delay_s=(number("max_retry_delay", 0.0, "60")
+                           if raw.get("max_retry_delay") is not None else None),
         retry_jitter=jitter,
         retry_on=retry_on,
         timeout_s=timeout,
         cache=bool(raw.get("cache", False)),
-        cache_expiration_s=_seconds(raw.get("cache_expiration")),
+        cache_expiration_s=(number("cache_expiration", 0.0, "timedelta(days=1)")
+                            if raw.get("cache_expiration") is not None else None),
         version=None if raw.get("version") is None else str(raw.get("version")),
         resources=resources,
         pool=pool,
@@ -137,6 +155,13 @@ def build_options(name: str, raw: dict[str, Any]) -> tuple[TaskOptions, list[Pro
         on_retry=_callbacks(raw.get("on_retry")),
     )
     return options, problems
+
+
+TASK_OPTIONS = frozenset({
+    "retries", "retry_delay", "retry_backoff", "max_retry_delay", "retry_jitter", "retry_on",
+    "timeout", "cache", "cache_expiration", "version", "resources", "pool", "outlets",
+    "trigger_rule", "is_branch", "requirements", "on_success", "on_failure", "on_retry",
+})
 
 
 def branch_literals(fn: Callable[..., Any]) -> tuple[str, ...]:
@@ -172,7 +197,14 @@ def branch_literals(fn: Callable[..., Any]) -> tuple[str, ...]:
 class TaskDef(_Wirable, Generic[P, R]):
     """What `@task` makes. Call it in a pipeline body to add a task to the graph."""
 
-    def __init__(self, fn: Callable[P, R], *, name: str | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        name: str | None = None,
+        explicit: bool = False,
+        **options: Any,
+    ) -> None:
         if not callable(fn):
             raise DefinitionError(
                 None,
@@ -180,7 +212,9 @@ class TaskDef(_Wirable, Generic[P, R]):
                          hint="put @task on a def")],
             )
         self.fn = fn
-        self.explicit_name = name is not None
+        # A name given per use (with_options(name=...)) must be unique in a pipeline; a name
+        # given to @task(name=...) is a base name like the function's: name, name__1, ...
+        self.explicit_name = explicit
         self.name = name or getattr(fn, "__name__", "task")
         self.raw_options = options
         self.options, self.problems = build_options(self.name, options)
@@ -216,7 +250,9 @@ class TaskDef(_Wirable, Generic[P, R]):
     def with_options(self, *, name: str | None = None, **changes: Any) -> TaskDef[P, R]:
         """A copy with some options changed, e.g. `train.with_options(name="train_big", retries=5)`."""
         merged = {**self.raw_options, **changes}
-        return TaskDef(self.fn, name=name if name is not None else (self.name if self.explicit_name else None), **merged)
+        if name is not None:
+            return TaskDef(self.fn, name=name, explicit=True, **merged)
+        return TaskDef(self.fn, name=self.name, explicit=self.explicit_name, **merged)
 
     def partial(self, **fixed: Any) -> PartialTask[R]:
         """Bind arguments shared by every mapped instance: `train.partial(df=df).expand(...)`."""

@@ -56,7 +56,7 @@ def _make(stream: IO[str]) -> Console:
         width=width,
         no_color=bool(os.environ.get("NO_COLOR")) or None,
         highlight=False,
-        soft_wrap=False,
+        soft_wrap=not tty,  # pipes and files: one line stays one line
         emoji=False,
     )
 
@@ -129,13 +129,15 @@ def render_error(exc: BaseException) -> None:
 
 
 def format_duration(seconds: float | None) -> str:
-    """1.23 s -> "1.2s", 75 s -> "1m15s", 3700 s -> "1h01m"; None -> "-"."""
+    """0.012 s -> "12ms", 1.23 s -> "1.2s", 75 s -> "1m15s", 3700 s -> "1h01m"; None -> "-"."""
     if seconds is None:
         return "-"
     if seconds < 0:
         seconds = 0.0
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
     if seconds < 10:
-        return f"{seconds:.2f}s" if seconds < 1 else f"{seconds:.1f}s"
+        return f"{seconds:.1f}s"
     if seconds < 60:
         return f"{seconds:.0f}s"
     minutes, secs = divmod(int(round(seconds)), 60)

@@ -74,6 +74,22 @@ def parse_params(pipe: Any, items: list[str]) -> dict[str, Any]:
     return out
 
 
+def validate_params(pipe: Any, params: dict[str, Any]) -> None:
+    """`pipe.validate_params`, with a hint about JSON when a text value was refused."""
+    from cadenza.core.errors import ParameterError
+
+    try:
+        pipe.validate_params(params)
+    except ParameterError as exc:
+        texts = [k for k, v in params.items() if isinstance(v, str) and v[:1] in "[{"]
+        if texts:
+            k = texts[0]
+            extra = (f"--param {k}=... is read as JSON for lists and dicts; check its syntax, "
+                     f"e.g. --param {k}='[1, 2]' or --param {k}='{{\"a\": 1}}'")
+            exc.hint = f"{exc.hint}; {extra}" if exc.hint else extra
+        raise
+
+
 def parse_inputs(items: list[str]) -> dict[str, Any]:
     """`--input name=value`: JSON when it parses, the text otherwise."""
     pairs = split_pairs(items, "--input")

@@ -65,18 +65,27 @@ class PlainView:
     def start(self, header: str) -> None:
         self.console.print(escape(header))
 
+    def baseline(self, rows: Sequence[TaskInstanceRecord]) -> None:
+        """States already reported (a resumed run's finished tasks): not printed again."""
+        for r in leaves(rows):
+            self.seen[(r.task_id, r.map_index)] = str(r.state)
+
     def update(self, rows: Sequence[TaskInstanceRecord]) -> None:
-        for row in leaves(rows):
+        changed = [r for r in leaves(rows)
+                   if self.seen.get((r.task_id, r.map_index)) != str(r.state)]
+        # In the order things happened, not in the store's task id order.
+        far = datetime.max.replace(tzinfo=UTC)
+        changed.sort(key=lambda r: (r.ended_at or r.started_at or far))
+        for row in changed:
             state = str(row.state)
-            key = (row.task_id, row.map_index)
-            if self.seen.get(key) == state:
-                continue
-            self.seen[key] = state
+            self.seen[(row.task_id, row.map_index)] = state
             if state in ("pending", "scheduled", "queued"):
                 continue
-            parts = [f"{_now().astimezone():%H:%M:%S}", f"{state:<16}", label(row.task_id, row.map_index)]
+            took = ""
             if state in FINAL:
-                parts.append(format_duration(duration_s(row.started_at, row.ended_at)))
+                took = format_duration(duration_s(row.started_at, row.ended_at))
+            parts = [f"{_now().astimezone():%H:%M:%S}", f"{state:<15}", f"{took:>6}",
+                     label(row.task_id, row.map_index)]
             if state == "up_for_retry" and row.error is not None:
                 parts.append(f"attempt {row.attempt} failed: {row.error.first_line()}")
             elif state == "failed" and row.error is not None:
@@ -127,6 +136,9 @@ class LiveView:
     def start(self, header: str) -> None:
         self.console.print(escape(header))
         self.live.start(refresh=True)
+
+    def baseline(self, rows: Sequence[TaskInstanceRecord]) -> None:
+        pass
 
     def _render(self) -> RenderableType:
         from rich.console import Group
@@ -256,6 +268,7 @@ def print_summary(
     rows: Sequence[TaskInstanceRecord],
     *,
     interrupted: bool = False,
+    resumable: bool = True,
 ) -> None:
     """The end of a run: id, state, counts, failed tasks, and what to type next."""
     state = str(run.state)
@@ -270,7 +283,8 @@ def print_summary(
     console.print(f"Run [bold]{escape(run.run_id)}[/] of pipeline [bold]{escape(run.pipeline)}"
                   f"[/] {verdict} in {took}")
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-    console.print(f"  {len(leaf_rows)} task instances: {escape(summary) or 'none'}")
+    noun = "task instance" if len(leaf_rows) == 1 else "task instances"
+    console.print(f"  {len(leaf_rows)} {noun}: {escape(summary) or 'none'}")
     if run.error:
         console.print(f"  [red]error:[/] {escape(run.error)}")
     failed = [r for r in leaf_rows if str(r.state) == "failed"]
@@ -290,7 +304,7 @@ def print_summary(
         if first.map_index >= 0:
             cmd += f" --map-index {first.map_index}"
         look.insert(0, cmd)
-    if state in ("failed", "cancelled") or interrupted:
+    if resumable and (state in ("failed", "cancelled") or interrupted):
         look.append(f"cadenza resume {run.run_id}")
     console.print("Look further:" if state != "success" else "Details:")
     for cmd in look:

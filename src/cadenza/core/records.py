@@ -137,6 +137,9 @@ class TaskInstanceRecord:
     worker: str | None = None
     map_count: int | None = None
     reason: str = ""
+    # What the cache key was made of (fingerprint, functions, version, input digests), so
+    # `cadenza plan` can say why a later run would miss the cache.
+    cache_detail: dict[str, Any] | None = None
 
     @property
     def key(self) -> tuple[str, int]:
@@ -176,6 +179,40 @@ class MetricRecord:
     at: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArtifactRecord:
+    """Lineage of one artifact: the task instance that produced it and what it read."""
+
+    sha256: str
+    uri: str
+    size: int | None
+    serializer: str | None
+    type_name: str | None
+    run_id: str
+    task_id: str
+    map_index: int
+    attempt: int
+    code_fingerprint: str | None
+    input_sha256s: tuple[str, ...] = ()
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssetEventRecord:
+    """A new version of an asset: a successful instance of a task with it in `outlets`.
+
+    `version` is assigned by the store (1, 2, ... per asset) when the event is written."""
+
+    asset: str
+    run_id: str
+    task_id: str
+    map_index: int
+    attempt: int
+    artifact_sha256: str | None = None
+    created_at: datetime | None = None
+    version: int | None = None
+
+
 @dataclass(slots=True, kw_only=True)
 class WriteBatch:
     """Everything one engine step changed, written by the store in one transaction."""
@@ -186,6 +223,8 @@ class WriteBatch:
     task_instance_updates: list[TaskInstanceRecord] = field(default_factory=list)
     attempts: list[AttemptRecord] = field(default_factory=list)
     metrics: list[MetricRecord] = field(default_factory=list)
+    artifacts: list[ArtifactRecord] = field(default_factory=list)
+    asset_events: list[AssetEventRecord] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(
@@ -195,4 +234,6 @@ class WriteBatch:
             or self.task_instance_updates
             or self.attempts
             or self.metrics
+            or self.artifacts
+            or self.asset_events
         )

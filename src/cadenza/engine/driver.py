@@ -29,6 +29,8 @@ from typing import Any
 from cadenza.core import clock
 from cadenza.core.errors import TaskCancelled
 from cadenza.core.records import (
+    ArtifactRecord,
+    AssetEventRecord,
     AttemptRecord,
     ErrorInfo,
     MetricRecord,
@@ -42,7 +44,15 @@ from cadenza.engine import rules
 from cadenza.engine.callbacks import CallbackContext, CallbackQueue
 from cadenza.engine.ready import Admission
 from cadenza.executors.base import Executor, TaskCall, TaskOutcome
-from cadenza.graph.model import ParamValue, PipelineGraph, TaskNode, TaskOutput, TriggerRule, substitute
+from cadenza.graph.model import (
+    ParamValue,
+    PipelineGraph,
+    TaskNode,
+    TaskOutput,
+    TriggerRule,
+    iter_markers,
+    substitute,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +109,7 @@ class Instance:
             worker=self.worker,
             map_count=self.map_count,
             reason=self.reason,
+            cache_detail=self.cache_detail,
         )
 
 
@@ -458,8 +469,44 @@ class RunDriver:
     def _succeed(self, inst: Instance, *, branch: list[str] | None = None, cached: bool = False) -> None:
         self._move(inst, S.CACHED if cached else S.SUCCESS)
         if not cached:
+            self._record_lineage(inst)
             self.callbacks.add(inst.node.options.on_success, self._cb_ctx(inst, S.SUCCESS))
+        for asset in inst.node.options.outlets:
+            self.batch.asset_events.append(AssetEventRecord(
+                asset=asset, run_id=self.run_id, task_id=inst.node.id,
+                map_index=inst.map_index, attempt=inst.attempt,
+                artifact_sha256=inst.output.sha256 if inst.output is not None else None,
+                created_at=inst.ended_at,
+            ))
         self._final(inst, branch=branch)
+
+    def _record_lineage(self, inst: Instance) -> None:
+        """An artifact remembers the task instance that made it and the artifacts it read."""
+        out = inst.output
+        if out is None or out.kind != "artifact" or not out.sha256:
+            return
+        from cadenza.graph.fingerprint import code_fingerprint
+
+        inputs: list[str] = []
+        for value in inst.node.args.values():
+            for marker in iter_markers(value):
+                if type(marker) is TaskOutput:
+                    up = self.nodes[marker.task_id]
+                    for src in (up.children if up.node.is_mapped else [up.summary]):
+                        if src.output is not None and src.output.sha256:
+                            inputs.append(src.output.sha256)
+        if inst.map_index >= 0 and inst.inputs:
+            for name in inst.node.mapped:
+                sha = getattr(inst.inputs.get(name), "sha256", None)
+                if sha:
+                    inputs.append(sha)
+        fingerprint = (inst.cache_detail or {}).get("fingerprint") or code_fingerprint(inst.node.fn)
+        self.batch.artifacts.append(ArtifactRecord(
+            sha256=out.sha256, uri=out.uri or "", size=out.size, serializer=out.serializer,
+            type_name=out.type_name, run_id=self.run_id, task_id=inst.node.id,
+            map_index=inst.map_index, attempt=inst.attempt, code_fingerprint=fingerprint,
+            input_sha256s=tuple(dict.fromkeys(inputs)), created_at=inst.ended_at,
+        ))
 
     def _fail(self, inst: Instance, error: ErrorInfo, *, moved: bool = False) -> None:
         inst.error = error

@@ -54,7 +54,9 @@ def _hint_for(url: str | URL) -> str:
     try:
         u = make_url(url)
     except exc.ArgumentError:
-        return "set CADENZA_DATABASE_URL to sqlite:///path/to/cadenza.db or postgresql+psycopg://..."
+        return (
+            "set CADENZA_DATABASE_URL to sqlite:///path/to/cadenza.db or postgresql+psycopg://..."
+        )
     if u.get_backend_name() == "sqlite":
         where = u.database or ":memory:"
         return (
@@ -73,11 +75,25 @@ def store_error(exc_: BaseException, url: str | URL, action: str) -> StoreError:
     """Translate a SQLAlchemy/DBAPI error raised while doing `action` into a StoreError."""
     orig = getattr(exc_, "orig", None) or exc_
     detail = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
-    hint = _hint_for(url)
-    if isinstance(exc_, exc.IntegrityError) or any(
-        c.__name__ == "IntegrityError" for c in type(orig).__mro__
-    ):
-        hint = "a row with this key already exists or refers to a missing row; this is likely a bug in the caller"
+    kinds = {c.__name__ for c in type(orig).__mro__} | {type(exc_).__name__}
+    lowered = detail.lower()
+    if "IntegrityError" in kinds:
+        hint = (
+            "a row with this key already exists, or refers to a row that does not; "
+            "use a new run id, or report this as a Cadenza bug"
+        )
+    elif "ProgrammingError" in kinds or "no such table" in lowered or "no such column" in lowered:
+        hint = (
+            "the database schema does not match this Cadenza: run `cadenza db upgrade`, or "
+            "point CADENZA_DATABASE_URL at another database"
+        )
+    elif "database is locked" in lowered:
+        hint = (
+            f"another process held the SQLite write lock for over {SQLITE_BUSY_TIMEOUT_S:g} s; "
+            "use PostgreSQL (CADENZA_DATABASE_URL) for many concurrent writers"
+        )
+    else:
+        hint = _hint_for(url)
     return StoreError(f"metadata store {mask_url(url)}: {action} failed: {detail}", hint=hint)
 
 
@@ -225,7 +241,8 @@ def ensure_schema(engine: Engine) -> str:
     return _upgrade_engine(engine)
 
 
-def _alembic_config(engine: Engine) -> Any:
+def alembic_config(engine: Engine) -> Any:
+    """A programmatic Alembic Config (no alembic.ini) that migrates through `engine`."""
     from alembic.config import Config
 
     cfg = Config()
@@ -239,7 +256,7 @@ def _upgrade_engine(engine: Engine) -> str:
     from alembic.util import CommandError
 
     try:
-        command.upgrade(_alembic_config(engine), "head")
+        command.upgrade(alembic_config(engine), "head")
         with engine.connect() as conn:
             rev = _read_revision(conn)
     except CommandError as e:
@@ -270,10 +287,7 @@ def upgrade_database(url: str | None = None) -> str:
         url = get_settings().database_url
     engine = create_store_engine(url)
     try:
-        rev = ensure_schema(engine)
-        if rev != SCHEMA_REVISION:  # pragma: no cover - ensure_schema upgrades or raises
-            rev = _upgrade_engine(engine)
-        return rev
+        return ensure_schema(engine)
     finally:
         engine.dispose()
 

@@ -37,7 +37,7 @@ Processor = Callable[[Any], Any]
 class PreparedDml:
     """One INSERT/UPDATE compiled for one dialect, with its parameter conversion."""
 
-    __slots__ = ("sql", "_procs", "_to_dbapi", "what")
+    __slots__ = ("_procs", "_to_dbapi", "sql", "what")
 
     def __init__(self, stmt: UpdateBase, engine: Engine, what: str) -> None:
         dialect = engine.dialect

@@ -10,13 +10,14 @@ dataclasses in `cadenza.core.records`.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Column,
     DateTime,
     Dialect,
     Float,
@@ -27,7 +28,6 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
-    Column,
     Text,
     TypeDecorator,
 )
@@ -128,7 +128,7 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {
+    type_annotation_map = {  # noqa: RUF012 - SQLAlchemy reads it once, at class creation
         datetime: UTCDateTime(),
         str: String(),
         dict[str, Any]: JSONDoc,

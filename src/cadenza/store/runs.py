@@ -5,9 +5,11 @@ What does not: engine/pragma/schema set-up (`db.py`), table definitions (`models
 decisions about states (the engine's `rules.py`; the store persists what it is handed).
 
 Performance notes (`write()` is called once per scheduler step, usually with 1-3 rows):
-- Statements are built once at import time, so SQLAlchemy's compiled cache always hits.
+- The DML is built once at import time and compiled once per engine (`dml.PreparedDml`);
+  `write()` and `create_run()` run it with executemany on the pooled DBAPI connection, one
+  transaction per call (see `dml.py` for why, with the measurement). Queries use Core.
 - Records become parameter dicts through plain functions (no ORM unit of work, no
-  pydantic); each statement runs once per call with a list of dicts (executemany).
+  pydantic), and rows become records by tuple unpacking.
 - Run updates write the whole record, driver_id included (the engine releases a run by
   writing driver_id=None), but never move heartbeat_at backwards.
 """
@@ -15,6 +17,7 @@ Performance notes (`write()` is called once per scheduler step, usually with 1-3
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -83,7 +86,6 @@ _TI_PK = ("run_id", "task_id", "map_index")
 
 # ---------------------------------------------------------------------------------------------
 # Prebuilt statements
-
 
 
 def _insert_all(table: Table, skip: tuple[str, ...] = ()) -> Insert:
@@ -387,7 +389,7 @@ def _check_slots(name: str, slots: int) -> None:
     if isinstance(slots, bool) or not isinstance(slots, int) or slots < 0:
         raise CadenzaError(
             f"pool '{name}': slots must be a whole number >= 0, got {slots!r}",
-            hint=f"cadenza pools set {name} --slots 4  (0 pauses the pool)",
+            hint="give the pool a whole number of slots, 0 or more (0 pauses the pool)",
         )
 
 
@@ -395,6 +397,7 @@ def _translated(action: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
     """Turn SQLAlchemy errors raised by a RunStore method into StoreError."""
 
     def wrap(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+        @functools.wraps(fn)
         def method(*args: _P.args, **kwargs: _P.kwargs) -> _R:
             try:
                 return fn(*args, **kwargs)
@@ -402,9 +405,6 @@ def _translated(action: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
                 store: RunStore = args[0]  # type: ignore[assignment]
                 raise store_error(e, store.url, action) from e
 
-        method.__name__ = fn.__name__
-        method.__qualname__ = fn.__qualname__
-        method.__doc__ = fn.__doc__
         return method
 
     return wrap
@@ -419,8 +419,10 @@ class RunStore:
 
     Example:
         >>> store = open_store("sqlite:////tmp/cadenza.db")
-        >>> store.create_run(run, [TaskInstanceRecord(run_id=run.run_id, task_id="train")])
-        >>> store.get_run(run.run_id).state
+        >>> run = RunRecord(run_id="r1", pipeline="training", state=RunState.QUEUED,
+        ...                 created_at=clock.now())
+        >>> store.create_run(run, [TaskInstanceRecord(run_id="r1", task_id="train")])
+        >>> store.get_run("r1").state
         <RunState.QUEUED: 'queued'>
     """
 
@@ -454,8 +456,16 @@ class RunStore:
         Order: new runs, run updates, new task instances, task instance updates, attempts,
         metrics; each kind is one executemany of a prebuilt statement (see `dml.py` for why
         it runs on the DBAPI cursor). Updates replace the whole record by primary key (a
-        run's heartbeat_at only ever moves forward). Updating a row that does not exist is a bug in the
-        caller: the transaction is rolled back and StoreError raised.
+        run's heartbeat_at only ever moves forward). Updating a row that does not exist is a
+        bug in the caller: the transaction is rolled back and StoreError raised.
+
+        Example:
+            >>> store.write(WriteBatch(
+            ...     task_instance_updates=[replace(ti, state=TaskState.RUNNING, attempt=1)],
+            ...     attempts=[AttemptRecord(run_id=ti.run_id, task_id=ti.task_id,
+            ...                             map_index=-1, attempt=1, state=TaskState.RUNNING,
+            ...                             started_at=clock.now(), ended_at=None)],
+            ... ))
         """
         if not batch:
             return
@@ -535,8 +545,7 @@ class RunStore:
         if len(found) > 1:
             more = ", ..." if len(found) > 5 else ""
             raise CadenzaError(
-                f"run id prefix '{prefix}' is ambiguous: it matches "
-                f"{', '.join(found[:5])}{more}",
+                f"run id prefix '{prefix}' is ambiguous: it matches {', '.join(found[:5])}{more}",
                 hint="type more characters of the run id (see `cadenza runs list`)",
             )
         return str(found[0])
@@ -556,11 +565,7 @@ class RunStore:
             q = q.where(_runs.c.pipeline == pipeline)
         if state is not None:
             q = q.where(_runs.c.state == RunState(state).value)
-        q = (
-            q.order_by(_runs.c.created_at.desc(), _runs.c.run_id.desc())
-            .limit(limit)
-            .offset(offset)
-        )
+        q = q.order_by(_runs.c.created_at.desc(), _runs.c.run_id.desc()).limit(limit).offset(offset)
         with self._read_engine.connect() as conn:
             return [_run_from_row(r) for r in conn.execute(q)]
 
@@ -666,9 +671,7 @@ class RunStore:
     @staticmethod
     def _get_pool(conn: Connection, name: str) -> PoolRecord | None:
         row = conn.execute(
-            select(_pools.c.name, _pools.c.slots, _pools.c.description).where(
-                _pools.c.name == name
-            )
+            select(_pools.c.name, _pools.c.slots, _pools.c.description).where(_pools.c.name == name)
         ).first()
         return None if row is None else PoolRecord(name=row[0], slots=row[1], description=row[2])
 
@@ -736,7 +739,9 @@ class RunStore:
             ),
         ]
         if not isinstance(expected_driver, _Unset):
-            seen = r.driver_id.is_(None) if expected_driver is None else r.driver_id == expected_driver
+            seen = (
+                r.driver_id.is_(None) if expected_driver is None else r.driver_id == expected_driver
+            )
             cond.append(or_(seen, r.driver_id == driver_id))
         stmt = update(_runs).where(*cond).values(driver_id=driver_id, heartbeat_at=now)
         with self._engine.begin() as conn:

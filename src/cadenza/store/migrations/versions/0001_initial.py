@@ -102,9 +102,7 @@ def upgrade() -> None:
             name="fk_attempts_run_id_task_instances",
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint(
-            "run_id", "task_id", "map_index", "attempt", name="pk_attempts"
-        ),
+        sa.PrimaryKeyConstraint("run_id", "task_id", "map_index", "attempt", name="pk_attempts"),
         sqlite_with_rowid=False,
     )
 
@@ -151,4 +149,3 @@ def downgrade() -> None:
     op.drop_index("ix_runs_pipeline_created_at", table_name="runs")
     op.drop_index("ix_runs_created_at", table_name="runs")
     op.drop_table("runs")
-

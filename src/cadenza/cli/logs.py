@@ -1,0 +1,186 @@
+"""`cadenza logs RUN_ID TASK`: the captured output of a task instance's attempts.
+
+What belongs here: finding the attempts of a task instance in the store and printing their
+log files (stdout, stderr, the task logger and the traceback of a failure, per attempt), and
+`--follow`, which keeps printing attempts as they end until the task instance is final.
+What does not: writing logs (the worker does, one file per attempt).
+
+Log text goes to stdout unchanged (no markup, no wrapping) so it can be piped; headers
+between attempts and notes go to stdout only when several logs are printed, notes to stderr.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from cadenza.cli import console as cli_console
+from cadenza.cli.console import did_you_mean, err, escape, label, out
+
+if TYPE_CHECKING:
+    from cadenza.core.records import AttemptRecord, TaskInstanceRecord
+
+FOLLOW_EVERY_S = 0.2
+FINAL = {"success", "cached", "failed", "skipped", "upstream_failed", "cancelled"}
+
+
+def _targets(
+    tis: list[TaskInstanceRecord], task: str, map_index: int | None, run_id: str
+) -> list[TaskInstanceRecord]:
+    from cadenza.core.errors import CadenzaError
+
+    rows = [t for t in tis if t.task_id == task]
+    if not rows:
+        names = sorted({t.task_id for t in tis})
+        raise CadenzaError(
+            f"run {run_id} has no task '{task}'." + did_you_mean(task, names),
+            hint=f"tasks of this run: {', '.join(names) or '(none)'}",
+        )
+    summary = next((t for t in rows if t.map_index < 0), None)
+    children = sorted((t for t in rows if t.map_index >= 0), key=lambda t: t.map_index)
+    if map_index is None:
+        return children if (summary is not None and summary.map_count is not None) else [
+            summary or rows[0]]
+    if summary is not None and summary.map_count is None and not children:
+        if map_index < 0:
+            return [summary]
+        raise CadenzaError(
+            f"task '{task}' is not mapped, so it has no map index {map_index}",
+            hint=f"drop --map-index: cadenza logs {run_id} {task}",
+        )
+    found = [t for t in children if t.map_index == map_index]
+    if not found:
+        count = summary.map_count if summary is not None else len(children)
+        raise CadenzaError(
+            f"task '{task}' has no map index {map_index} in run {run_id}",
+            hint=f"it has {count} instances: --map-index 0 to {max((count or 1) - 1, 0)}",
+        )
+    return found
+
+
+def _print_attempt(a: AttemptRecord, *, headers: bool) -> None:
+    console = out()
+    if headers:
+        console.rule(f"{escape(label(a.task_id, a.map_index))} · attempt {a.attempt} · "
+                     f"{escape(str(a.state))}", align="left", style="dim")
+    text = None
+    if a.log_path:
+        try:
+            text = Path(a.log_path).read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            err().print(f"[yellow]the log file of attempt {a.attempt} is gone: "
+                        f"{escape(a.log_path)}[/]")
+        except OSError as exc:
+            err().print(f"[yellow]cannot read {escape(a.log_path)}: {escape(exc)}[/]")
+    if text:
+        stream = cli_console._STDOUT
+        stream.write(text if text.endswith("\n") else text + "\n")
+        stream.flush()
+        return
+    what = f"{label(a.task_id, a.map_index)} attempt {a.attempt} ({a.state}) wrote no output"
+    if a.error is not None and str(a.state) != "success":
+        what += f"; it ended with {a.error.first_line()}"
+    (console if headers else err()).print(f"[dim]{escape(what)}[/]")
+
+
+def _not_run_note(ti: TaskInstanceRecord) -> str:
+    state = str(ti.state)
+    who = label(ti.task_id, ti.map_index)
+    if state in ("skipped", "upstream_failed", "cancelled"):
+        why = f": {ti.reason}" if ti.reason else ""
+        return f"{who} did not run ({state}{why})"
+    if state == "cached":
+        origin = ti.cache_origin or {}
+        return (f"{who} was served from the cache (run {origin.get('run_id', '?')}); see "
+                f"cadenza logs {origin.get('run_id', 'RUN')} {origin.get('task_id', ti.task_id)}")
+    return f"{who} has not run yet ({state})"
+
+
+def logs_command(
+    run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
+    task: Annotated[str, typer.Argument(help="Task id.")],
+    map_index: Annotated[int | None, typer.Option(
+        "--map-index", "-m", help="One instance of a mapped task (default: all of them).")] = None,
+    attempt: Annotated[int | None, typer.Option(
+        "--attempt", "-a", min=1, help="One attempt (default: every attempt, in order).")] = None,
+    follow: Annotated[bool, typer.Option(
+        "--follow", "-f", help="Keep printing attempts as they end, until the task "
+        "instance is final.")] = False,
+) -> None:
+    """Print the captured output (stdout, stderr, logger, traceback) of a task's attempts."""
+    from cadenza.cli.runs import open_project_store
+    from cadenza.core.errors import CadenzaError
+
+    store = open_project_store()
+    rid = store.resolve_run_id(run_id)
+    tis = store.get_task_instances(rid)
+    targets = _targets(tis, task, map_index, rid)
+
+    def attempts_now() -> list[AttemptRecord]:
+        found = store.get_attempts(rid, task, map_index) if map_index is not None else \
+            store.get_attempts(rid, task)
+        if attempt is not None:
+            found = [a for a in found if a.attempt == attempt]
+        return found
+
+    if not follow:
+        found = attempts_now()
+        if attempt is not None and not found:
+            have = sorted({a.attempt for a in store.get_attempts(rid, task)})
+            raise CadenzaError(
+                f"task '{task}' of run {rid} has no attempt {attempt}",
+                hint=f"attempts recorded: {', '.join(map(str, have)) or 'none yet'}",
+            )
+        if not found:
+            for ti in targets:
+                err().print(escape(_not_run_note(ti)))
+            return
+        headers = len(found) > 1 or len(targets) > 1
+        for a in found:
+            _print_attempt(a, headers=headers)
+        shown = {a.map_index for a in found}
+        for ti in targets:
+            if ti.map_index not in shown and attempt is None:
+                err().print(escape(_not_run_note(ti)))
+        return
+    _follow(store, rid, task, map_index, attempts_now)
+
+
+def _follow(store: Any, rid: str, task: str, map_index: int | None, attempts_now: Any) -> None:
+    """Print each attempt when it ends, until the task instance (all of them, for a mapped
+    task without --map-index) is final or the run has ended."""
+    printed: set[tuple[int, int]] = set()
+    stop = threading.Event()
+    announced = False
+    try:
+        while True:
+            run = store.get_run(rid)
+            tis = [t for t in store.get_task_instances(rid) if t.task_id == task]
+            for a in attempts_now():
+                key = (a.map_index, a.attempt)
+                if key not in printed:
+                    printed.add(key)
+                    _print_attempt(a, headers=True)
+            if map_index is None:
+                watched = [t for t in tis if t.map_index < 0] or tis
+            else:
+                watched = [t for t in tis if t.map_index == map_index]
+            if watched and all(str(t.state) in FINAL for t in watched):
+                if not printed:
+                    for t in watched:
+                        err().print(escape(_not_run_note(t)))
+                return
+            if str(run.state) in ("success", "failed", "cancelled"):
+                err().print(f"run {escape(rid)} ended ({escape(str(run.state))})")
+                return
+            if not announced:
+                state = ", ".join(sorted({str(t.state) for t in watched})) or "pending"
+                err().print(f"[dim]following {escape(task)} in run {escape(rid)} ({state}); "
+                            "attempts are printed as they end. Ctrl-C to stop.[/]")
+                announced = True
+            stop.wait(FOLLOW_EVERY_S)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None

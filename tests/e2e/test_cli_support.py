@@ -1,0 +1,125 @@
+"""Helpers for the CLI end-to-end tests (no tests here): a temporary project and a way to run
+the real `cadenza` executable in it.
+
+Each test gets its own project folder with a cadenza.toml, copies of the
+tests/pipelines/cli_*.py fixtures in pipelines/, and CADENZA_HOME / CADENZA_DATABASE_URL
+pointing inside it, so tests never share a store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+FIXTURES = Path(__file__).resolve().parents[1] / "pipelines"
+_SCRIPT = Path(sys.executable).parent / "cadenza"
+CADENZA: list[str] = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "cadenza"]
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def strip_ansi(text: str) -> str:
+    return ANSI.sub("", text)
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout_s: float = 60.0, what: str = "") -> Any:
+    """Poll `predicate` until it is truthy; fail after `timeout_s` (a deadline, not a sleep)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what or predicate}")
+        time.sleep(0.02)
+
+
+def clean_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CADENZA_") and k not in ("NO_COLOR", "FORCE_COLOR", "COLUMNS")}
+    env["CADENZA_HOME"] = str(home)
+    env["CADENZA_DATABASE_URL"] = f"sqlite:///{home / 'cadenza.db'}"
+    env["COLUMNS"] = "200"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+@dataclass
+class Project:
+    root: Path
+    env: dict[str, str]
+
+    @property
+    def pipelines(self) -> Path:
+        return self.root / "pipelines"
+
+    def cli(self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CADENZA, *args], cwd=cwd or self.root, env=env or self.env, text=True,
+            capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        )
+
+    def ok(self, *args: str, code: int = 0, **kw: Any) -> subprocess.CompletedProcess[str]:
+        """Run and assert the exit code (printing both streams when it differs)."""
+        proc = self.cli(*args, **kw)
+        assert proc.returncode == code, (
+            f"cadenza {' '.join(args)} exited {proc.returncode}, expected {code}\n"
+            f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+        )
+        assert "Traceback" not in proc.stderr, proc.stderr
+        return proc
+
+    def json(self, *args: str, code: int = 0, **kw: Any) -> Any:
+        return json.loads(self.ok(*args, "--json", code=code, **kw).stdout)
+
+    def popen(self, *args: str, **kw: Any) -> subprocess.Popen[str]:
+        return subprocess.Popen([*CADENZA, *args], cwd=self.root, env=self.env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL, **kw)
+
+    def last_run_id(self, **filters: str) -> str:
+        args = ["runs", "list", "--limit", "1"]
+        for k, v in filters.items():
+            args += [f"--{k}", v]
+        runs = self.json(*args)
+        assert runs, "no run recorded"
+        return str(runs[0]["run_id"])
+
+
+def make_project(tmp_path: Path, *, executor: str = "threads") -> Project:
+    root = tmp_path / "proj"
+    (root / "pipelines").mkdir(parents=True)
+    (root / "cadenza.toml").write_text(
+        f'pipelines = ["pipelines/"]\nexecutor = "{executor}"\n', encoding="utf-8")
+    for f in sorted(FIXTURES.glob("cli_*.py")):
+        shutil.copy(f, root / "pipelines" / f.name)
+    home = tmp_path / "home"
+    home.mkdir()
+    return Project(root=root, env=clean_env(home))
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return make_project(tmp_path)
+
+
+def instances(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A run's task instances (from `runs show --json`) by label."""
+    return {t["label"]: t for t in run["task_instances"]}
+
+
+def output_of(run: dict[str, Any], label: str) -> Any:
+    ref = instances(run)[label]["output"]
+    assert ref is not None and ref["kind"] == "json", ref
+    return ref["value"]

@@ -256,7 +256,7 @@ def test_default_of_the_wrong_type_names_parameter_and_type() -> None:
     text = str(define(wrong))
     assert "pipeline 'wrong'" in text
     assert "default for parameter 'n' ('many') does not match its type int" in text
-    assert "make the default a int, or fix the annotation" in text
+    assert "make the default of type int, or fix the annotation" in text
 
 
 def test_default_of_the_wrong_container_type() -> None:

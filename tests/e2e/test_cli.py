@@ -284,7 +284,7 @@ def test_logs_of_a_task_instance_and_of_a_failure(project: Project) -> None:
     assert project.ok("logs", ok, "square", "--map-index", "1").stdout == "squaring 2\n"
     every = project.ok("logs", ok, "square").stdout
     assert "square[0] · attempt 1" in every and "squaring 1" in every and "squaring 3" in every
-    assert "total of 3 values is 6.0" in project.ok("logs", ok, "total").stdout
+    assert "total of 3 values is 14.0" in project.ok("logs", ok, "total").stdout
     assert "wrote no output" in project.ok("logs", ok, "numbers").stderr
 
     bad = project.json("run", "failing", "-e", "threads", code=1)["run_id"]
@@ -297,7 +297,7 @@ def test_logs_of_a_task_instance_and_of_a_failure(project: Project) -> None:
     assert "no map index 7" in project.ok("logs", ok, "square", "-m", "7", code=2).stderr
     assert "is not mapped" in project.ok("logs", ok, "total", "-m", "0", code=2).stderr
     # --follow on a finished task prints what there is and ends
-    assert project.ok("logs", ok, "total", "--follow").stdout.count("total of 3 values") == 1
+    assert project.ok("logs", ok, "total", "--follow").stdout.count("total of 3 values is 14.0") == 1
 
 
 def test_logs_follow_waits_for_the_running_task(project: Project, tmp_path: Path) -> None:

@@ -203,6 +203,16 @@ def test_naive_datetime_is_refused_with_a_store_error(store: RunStore) -> None:
         store.get_run(run.run_id)
 
 
+def test_values_that_are_not_json_are_refused_with_a_store_error(store: RunStore) -> None:
+    run = make_run(params={"model": object()})
+    with pytest.raises(StoreError, match="JSON|json") as err:
+        store.create_run(run, [])
+    assert err.value.hint
+    with pytest.raises(RunNotFound):
+        store.get_run(run.run_id)
+    store.create_run(make_run(), [])  # the connection is still usable
+
+
 def test_metrics_round_trip_numbers_and_strings_in_write_order(store: RunStore) -> None:
     run = make_run()
     store.create_run(run, [ti(run.run_id, "train")])

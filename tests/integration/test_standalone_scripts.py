@@ -1,0 +1,89 @@
+"""Pipelines run as whole Python processes, as users run them: `python my_pipeline.py`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from cadenza import RunState, TaskState
+from cadenza.store import open_store
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SCRIPT = textwrap.dedent("""
+    import sys
+    from cadenza import pipeline, task
+
+    @task
+    def numbers(n: int) -> list[int]:
+        return list(range(n))
+
+    @task
+    def square(x: int) -> int:
+        return x * x
+
+    @task
+    def total(xs: list[int]) -> int:
+        return sum(xs)
+
+    @pipeline
+    def script_pipeline(n: int = 50):
+        total(square.expand(x=numbers(n)))
+
+    if __name__ == "__main__":
+        result = script_pipeline.run(n=int(sys.argv[1]))
+        print("RESULT", result.run_id, result.state, result.outputs["total"])
+        raise SystemExit(0 if result.ok else 1)
+""")
+
+
+def _env(home: Path, db_url: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CADENZA_")}
+    env["CADENZA_HOME"] = str(home)
+    if db_url:
+        env["CADENZA_DATABASE_URL"] = db_url
+    return env
+
+
+def test_tasks_defined_in_main_run_on_worker_processes(tmp_path):
+    script = tmp_path / "my_pipeline.py"
+    script.write_text(SCRIPT)
+    home = tmp_path / "home"
+
+    proc = subprocess.run([sys.executable, str(script), "20"], cwd=tmp_path, env=_env(home),
+                          capture_output=True, text=True, timeout=120)
+
+    assert proc.returncode == 0, proc.stderr
+    assert "success 2470" in proc.stdout  # sum of squares below 20
+    assert (home / "cadenza.db").exists()  # the store was created on first use
+
+
+def test_four_processes_share_one_sqlite_store_without_lock_errors(tmp_path):
+    script = tmp_path / "my_pipeline.py"
+    script.write_text(SCRIPT)
+    home = tmp_path / "home"
+    db_url = f"sqlite:///{tmp_path / 'shared.db'}"
+
+    procs = [
+        subprocess.Popen([sys.executable, str(script), "200"], cwd=tmp_path,
+                         env=_env(home, db_url), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+        for _ in range(4)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err
+        assert "database is locked" not in err
+    run_ids = [line.split()[1] for out, _ in outputs for line in out.splitlines()
+               if line.startswith("RESULT")]
+    assert len(set(run_ids)) == 4
+    store = open_store(db_url)
+    for run_id in run_ids:
+        assert store.get_run(run_id).state is RunState.SUCCESS
+        tis = store.get_task_instances(run_id)
+        assert sum(1 for t in tis if t.task_id == "square" and t.map_index >= 0) == 200
+        assert all(t.state is TaskState.SUCCESS for t in tis)

@@ -29,7 +29,7 @@ __all__ = ["project"]  # the fixture, imported for pytest
 def test_help_lists_commands_without_importing_sqlalchemy(tmp_path: Path) -> None:
     env = clean_env(tmp_path)
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "cadenza", "--help"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     for command in ("init", "run", "resume", "logs", "pipelines", "runs", "tasks", "pools", "db",
                     "version"):
@@ -48,7 +48,7 @@ def test_version_from_the_executable_and_python_dash_m(tmp_path: Path) -> None:
     for argv in ([*CADENZA, "version"], [sys.executable, "-m", "cadenza", "--version"],
                  [sys.executable, "-m", "cadenza.cli.main", "version"]):
         proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
-                              timeout=60)
+                              timeout=60, check=False)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.startswith(f"cadenza {__version__} (Python ")
 

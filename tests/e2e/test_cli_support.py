@@ -67,7 +67,7 @@ class Project:
             timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*CADENZA, *args], cwd=cwd or self.root, env=env or self.env, text=True,
-            capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL,
+            capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False,
         )
 
     def ok(self, *args: str, code: int = 0, **kw: Any) -> subprocess.CompletedProcess[str]:

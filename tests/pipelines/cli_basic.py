@@ -33,7 +33,8 @@ def describe(n: int) -> str:
 
 
 @pipeline(schedule="0 2 * * *", tags=["cli", "demo"])
-def basic(n: int = 3, scale: float = 1.0, labels: dict = {"a": 1}, words: list[str] = ["x"]):
+def basic(n: int = 3, scale: float = 1.0, labels: dict = {"a": 1},  # noqa: B006 - stored, never mutated
+          words: list[str] = ["x"]):  # noqa: B006
     squares = square.partial(scale=scale).expand(x=numbers(n))
     total(squares, labels, words)
     describe(n)

@@ -25,7 +25,7 @@ from cadenza.cli.console import did_you_mean
 from cadenza.core.errors import CadenzaError
 
 if TYPE_CHECKING:
-    from cadenza.authoring.pipeline import PipelineDef
+    from cadenza import PipelineDef
     from cadenza.core.settings import Settings
 
 DEFAULT_PIPELINES_DIR = "pipelines/"
@@ -134,7 +134,7 @@ def load_file(path: Path) -> LoadedFile:
                     sys.modules.pop(name, None)
                     raise
         if by_value:
-            import cloudpickle
+            import cloudpickle  # type: ignore[import-untyped,unused-ignore]
 
             cloudpickle.register_pickle_by_value(module)
     except KeyboardInterrupt:
@@ -149,7 +149,7 @@ def load_file(path: Path) -> LoadedFile:
         else:
             loaded.detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         return loaded
-    from cadenza.authoring.pipeline import PipelineDef
+    from cadenza import PipelineDef
 
     found: dict[str, PipelineDef[Any, Any]] = {}
     for value in list(vars(module).values()):

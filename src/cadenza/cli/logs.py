@@ -120,8 +120,7 @@ def logs_command(
     targets = _targets(tis, task, map_index, rid)
 
     def attempts_now() -> list[AttemptRecord]:
-        found = store.get_attempts(rid, task, map_index) if map_index is not None else \
-            store.get_attempts(rid, task)
+        found: list[AttemptRecord] = store.get_attempts(rid, task, map_index)
         if attempt is not None:
             found = [a for a in found if a.attempt == attempt]
         return found

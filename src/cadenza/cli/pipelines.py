@@ -55,8 +55,10 @@ def list_pipelines(
     json_out: Annotated[bool, typer.Option(
         "--json", help='Print JSON: {"pipelines": [...], "errors": [...]}.')] = False,
 ) -> None:
-    """List pipelines with their schedule, tags and task count; files that fail to import
-    are listed with their error (exit code 1) while the others still load."""
+    """List pipelines with their schedule, tags and task count.
+
+    A file that fails to import is listed with its error (exit code 1); the others still load.
+    """
     from cadenza.cli.discovery import display_path, load_project
     from cadenza.core.errors import CadenzaError
     from cadenza.core.settings import get_settings

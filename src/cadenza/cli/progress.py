@@ -106,7 +106,13 @@ class LiveView:
 
     def __init__(self, console: Console, title: str) -> None:
         from rich.live import Live
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self.console = console
         self.title = title
@@ -292,9 +298,9 @@ def print_summary(
         console.print("[bold red]Failed:[/]")
         width = max(len(label(r.task_id, r.map_index)) for r in failed[:20])
         for r in failed[:20]:
-            first = r.error.first_line() if r.error is not None else (r.reason or "failed")
+            line = r.error.first_line() if r.error is not None else (r.reason or "failed")
             console.print(f"  {escape(label(r.task_id, r.map_index)).ljust(width)}  "
-                          f"{escape(first)}")
+                          f"{escape(line)}")
         if len(failed) > 20:
             console.print(f"  … and {len(failed) - 20} more")
     look = [f"cadenza runs show {run.run_id}"]

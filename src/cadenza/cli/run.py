@@ -120,6 +120,17 @@ def watch(
         watched.result = start(on_start)
     except KeyboardInterrupt:
         watched.interrupted = True
+    except ImportError as exc:
+        if state["driver"] is not None:
+            raise
+        # Before the run starts, only loading the executor imports anything (ray, ...).
+        from cadenza.core.errors import ConfigError
+
+        raise ConfigError(
+            f"cannot start the run: {exc}",
+            hint="install what the executor needs (e.g. pip install ray), or pick another "
+            "one with --executor inline|threads|processes",
+        ) from exc
     finally:
         if in_main:
             signal.signal(signal.SIGINT, previous)
@@ -235,9 +246,9 @@ def resume_command(
     json_out: Annotated[bool, typer.Option(
         "--json", help="No live progress; print the finished run as JSON.")] = False,
 ) -> None:
-    """Finish a failed or interrupted run: finished tasks keep their outputs, the others
-    run again.
+    """Finish a failed or interrupted run from the point of failure.
 
+    Finished tasks keep their outputs; failed, cancelled and downstream tasks run again.
     Exit code: 0 success, 1 the run failed again, 2 usage error, 130 interrupted.
     """
     try:

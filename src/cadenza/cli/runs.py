@@ -173,8 +173,10 @@ def show_run(
     run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Show a run: parameters, timings, and every task instance (map index, state, attempts,
-    duration, cache origin, error)."""
+    """Show a run: parameters, timings and every task instance.
+
+    For each task instance: map index, state, attempts, duration, cache origin and error.
+    """
     store = open_project_store()
     rid = store.resolve_run_id(run_id)
     run = store.get_run(rid)

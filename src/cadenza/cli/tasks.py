@@ -44,7 +44,7 @@ class _OneTaskPipeline:
         return self._pipe.validate_params(params)
 
 
-def _markers() -> tuple[type, type, Any]:
+def _markers() -> tuple[Any, Any, Any]:
     from cadenza.graph.model import ParamValue, TaskOutput, substitute
 
     return TaskOutput, ParamValue, substitute
@@ -120,9 +120,10 @@ def test_task(
         "--executor", "-e", help="inline, threads, processes or ray (default: inline).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the test run as JSON.")] = False,
 ) -> None:
-    """Run one task now, with upstream outputs from the latest run in which they succeeded
-    (or given with --input); recorded as a run with trigger "test".
+    """Run one task now, with the upstream outputs of an earlier run.
 
+    Upstream outputs come from the latest run in which those tasks succeeded, or from
+    --input; the test is recorded as a run with trigger "test" (one attempt, no cache).
     Exit code: 0 the task succeeded, 1 it failed, 2 usage error, 130 interrupted.
     """
     from cadenza.cli.discovery import resolve_pipeline
@@ -164,11 +165,12 @@ def test_task(
     from cadenza.store import open_store
 
     store = open_store(settings.database_url)
-    source_run, source_rows = (None, {})
+    source_run: Any = None
+    source_rows: dict[str, list[Any]] = {}
     if needed:
         source_run, source_rows = _find_source_run(store, pipe.name, needed)
         if source_run is None:
-            first = sorted(needed)[0]
+            first = min(needed)
             arg = next((a for a, v in node.args.items() if first in _referenced_upstreams(v)),
                        first)
             raise CadenzaError(

@@ -28,14 +28,20 @@ class TaskContext:
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("cadenza.task"))
     extra: dict[str, Any] = field(default_factory=dict)
     _metrics: list[tuple[str, float | str, str]] = field(default_factory=list)
+    sinks: list[Any] = field(default_factory=list)  # experiment trackers (MLflow, ...)
 
     def log_metric(self, name: str, value: float) -> None:
-        """Record a numeric metric for this task instance (kept with the run)."""
+        """Record a numeric metric for this task instance (kept with the run, and sent to
+        the pipeline's tracker, e.g. MLflow)."""
         self._metrics.append((str(name), float(value), "metric"))
+        for sink in self.sinks:
+            sink.log_metric(str(name), float(value))
 
     def log_param(self, name: str, value: Any) -> None:
         """Record a parameter for this task instance (kept with the run, as text)."""
         self._metrics.append((str(name), str(value), "param"))
+        for sink in self.sinks:
+            sink.log_param(str(name), value)
 
     @property
     def metrics(self) -> tuple[tuple[str, float | str, str], ...]:

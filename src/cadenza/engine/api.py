@@ -189,6 +189,8 @@ def run_pipeline(
         admission=_admission_for(store),
         driver_id=driver_id,
         cache=_cache_for(store, settings),
+        tracker=getattr(pipeline, "tracking", None),
+        pipeline_callbacks=_pipeline_hooks(pipeline),
     )
     rows = driver.initial_rows()
     store.create_run(run, rows)
@@ -202,6 +204,16 @@ def run_pipeline(
     result = result_from_store(store, run.run_id, settings.artifact_root, driver.values)
     result._pipeline = pipeline
     return result
+
+
+def _pipeline_hooks(pipeline: Any) -> dict[str, tuple[Any, ...]]:
+    options = getattr(pipeline, "options", {}) or {}
+    hooks: dict[str, tuple[Any, ...]] = {}
+    for key in ("on_success", "on_failure", "on_sla_miss"):
+        value = options.get(key)
+        if value is not None:
+            hooks[key] = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    return hooks
 
 
 def _cache_for(store: Any, settings: Settings) -> Any:

@@ -147,6 +147,7 @@ class RunDriver:
         driver_id: str,
         pipeline_callbacks: dict[str, tuple[Callable[..., Any], ...]] | None = None,
         cache: Any = None,
+        tracker: Any = None,
     ) -> None:
         self.graph = graph
         self.run = run
@@ -161,6 +162,8 @@ class RunDriver:
         self.driver_id = driver_id
         self.pipeline_callbacks = pipeline_callbacks or {}
         self.cache = cache
+        self.tracker = tracker
+        self.tracking_info: dict[str, Any] = {}
         self.in_process = bool(getattr(executor, "in_process", False))
 
         self.nodes: dict[str, NodeState] = {}
@@ -209,6 +212,7 @@ class RunDriver:
 
     def drive(self) -> RunState:
         """Run until every task instance is final. Returns the run's final state."""
+        self._start_tracking()
         try:
             self._flush()  # a resumed run's resets are durable before anything runs
             for ns in self.nodes.values():
@@ -377,6 +381,8 @@ class RunDriver:
             artifact_root=self.artifact_root,
             inline_limit_bytes=self.inline_limit,
             context=ctx,
+            tracker=self.tracker,
+            tracking_info=self.tracking_info,
         )
 
     # --- outcomes ------------------------------------------------------------------------
@@ -740,12 +746,59 @@ class RunDriver:
             error = error or "the run stopped with unfinished task instances"
         from dataclasses import replace
 
+        self._end_tracking(state)
         self.run = replace(self.run, state=state, ended_at=clock.now(), error=error,
                            driver_id=None)
         self.batch.run_updates.append(self.run)
+        hooks = self.pipeline_callbacks.get(
+            "on_success" if state is RunState.SUCCESS else "on_failure", ())
+        if hooks:
+            self.callbacks.add(hooks, CallbackContext(
+                pipeline=self.graph.name, run_id=self.run_id, task_id=None, map_index=-1,
+                attempt=0, state=state, error=None))
         self._flush()
         self.callbacks.run_all()
         return state
+
+    # --- experiment tracking -------------------------------------------------------------
+    def _warn(self, message: str) -> None:
+        from dataclasses import replace
+
+        extra = dict(self.run.extra)
+        extra["warnings"] = [*extra.get("warnings", []), message]
+        self.run = replace(self.run, extra=extra)
+        self.batch.run_updates.append(self.run)
+        log.warning("run %s: %s", self.run_id, message)
+
+    def _start_tracking(self) -> None:
+        if self.tracker is None:
+            return
+        previous = self.run.extra.get("tracking")
+        try:
+            if previous:  # resumed: keep writing to the same tracking run
+                self.tracking_info = dict(previous)
+            else:
+                self.tracking_info = dict(self.tracker.start_run(
+                    pipeline=self.graph.name, run_id=self.run_id, params=dict(self.run.params),
+                    tags=tuple(self.run.tags)))
+        except Exception as exc:
+            if getattr(self.tracker, "fail_on_error", False):
+                raise
+            self._warn(f"experiment tracking is off for this run: {exc}")
+            self.tracker = None
+            return
+        from dataclasses import replace
+
+        self.run = replace(self.run, extra={**self.run.extra, "tracking": self.tracking_info})
+        self.batch.run_updates.append(self.run)
+
+    def _end_tracking(self, state: RunState) -> None:
+        if self.tracker is None:
+            return
+        try:
+            self.tracker.end_run(run_id=self.run_id, state=str(state), info=self.tracking_info)
+        except Exception as exc:  # noqa: BLE001 - the run's outcome stands
+            self._warn(f"experiment tracking could not close the run: {exc}")
 
     def _flush(self) -> None:
         batch = self.batch

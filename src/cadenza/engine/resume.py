@@ -122,7 +122,13 @@ def resume_run(
     on_start: Any = None,
 ) -> Any:
     """Finish run `run_id` from its point of failure. Returns a RunResult."""
-    from cadenza.engine.api import _admission_for, _cache_for, _executor_for, result_from_store
+    from cadenza.engine.api import (
+        _admission_for,
+        _cache_for,
+        _executor_for,
+        _pipeline_hooks,
+        result_from_store,
+    )
     from cadenza.engine.driver import RunDriver
     from cadenza.engine.lease import heartbeats
     from cadenza.store import open_store
@@ -153,6 +159,8 @@ def resume_run(
         admission=_admission_for(store),
         driver_id=driver_id,
         cache=_cache_for(store, settings),
+        tracker=getattr(pipe, "tracking", None),
+        pipeline_callbacks=_pipeline_hooks(pipe),
     )
     rows = store.get_task_instances(run_id)
     interrupted = rebuild(driver, rows)

@@ -48,6 +48,9 @@ class TaskCall:
     inline_limit_bytes: int = 64 * 1024
     # What get_context() shows inside the task.
     context: Mapping[str, Any] = field(default_factory=dict)
+    # The pipeline's experiment tracker and what its start_run returned (core.tracking).
+    tracker: Any = None
+    tracking_info: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str:

@@ -232,6 +232,39 @@ def _environment(env: Mapping[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
+@contextmanager
+def _tracking(call: TaskCall, ctx: TaskContext) -> Iterator[None]:
+    """Run inside the tracker's task scope (a nested MLflow run, say). A tracker that breaks
+    is reported in the task log and, unless it asks to fail, does not fail the task."""
+    tracker = call.tracker
+    if tracker is None:
+        yield
+        return
+    try:
+        scope = tracker.task_scope(ctx, dict(call.tracking_info))
+        sink = scope.__enter__()
+    except Exception as exc:  # noqa: BLE001 - tracking must not break the task
+        if getattr(tracker, "fail_on_error", False):
+            raise
+        print(f"[cadenza] tracking unavailable for this task: {exc}", file=sys.stderr)
+        yield
+        return
+    if sink is not None:
+        ctx.sinks.append(sink)
+    try:
+        yield
+    except BaseException as exc:
+        scope.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    else:
+        try:
+            scope.__exit__(None, None, None)
+        except Exception as exc:  # noqa: BLE001 - the task itself succeeded
+            if getattr(tracker, "fail_on_error", False):
+                raise
+            print(f"[cadenza] tracking could not close the task's run: {exc}", file=sys.stderr)
+
+
 # --- inputs -----------------------------------------------------------------------------------
 
 
@@ -342,7 +375,7 @@ def execute(
         else:
             args, kwargs = _build_args(call, values)
             try:
-                with _environment(call.env):
+                with _environment(call.env), _tracking(call, ctx):
                     if enforce_timeout:
                         with _deadline(call.timeout_s):
                             value = call.fn(*args, **kwargs)

@@ -407,3 +407,20 @@ def test_executor_default_comes_from_cadenza_toml(tmp_path: Path) -> None:
     p = make_project(tmp_path, executor="inline")
     run = p.json("run", "greet")
     assert run["executor"] == "inline"
+
+
+def test_readme_five_minute_tour_is_true(tmp_path: Path) -> None:
+    """The commands of README's tour, in order, with the project's own settings."""
+    p = Project(root=tmp_path, env=clean_env(tmp_path / "home"))
+    p.ok("init", "demo")
+    demo = tmp_path / "demo"
+    assert "example   pipelines/example.py  3" in p.ok("pipelines", "list", cwd=demo).stdout
+    run = p.ok("run", "pipelines/example.py", "--param", "n=5", cwd=demo).stdout
+    assert "executor processes" in run and "of pipeline example succeeded" in run
+    run_id = p.json("runs", "list", cwd=demo)[0]["run_id"]
+    assert run_id in p.ok("runs", "list", cwd=demo).stdout
+    shown = p.ok("runs", "show", run_id[:8], cwd=demo).stdout
+    assert "square (5 mapped)" in shown and "total  metric  total  55.0" in shown
+    assert p.ok("logs", run_id[:8], "square", "--map-index", "2", cwd=demo).stdout == "squaring 3\n"
+    tested = p.ok("tasks", "test", "pipelines/example.py", "total", cwd=demo).stdout
+    assert f"inputs from run {run_id}" in tested and "returned: 55" in tested

@@ -569,7 +569,13 @@ def test_workers_that_die_at_start_do_not_respawn_forever(
         assert "while starting" in out.error.message
         assert "__name__" in out.error.message  # the hint for unguarded scripts
         wait_for(lambda: not ex.worker_pids())  # it gave up instead of spinning
-        assert ex.workers_started <= 3
+        assert ex.workers_started == 3
+        assert ex.free_slots() == 1  # the engine keeps submitting, and hears back at once:
+        ex.submit(make_call(add, root, a=1, b=1), sink)
+        again = sink.get()
+        assert again.error is not None and again.error.kind == "worker_lost"
+        assert "no worker process" in again.error.message
+        assert ex.workers_started == 3  # no fork storm
     finally:
         ex.shutdown()
 

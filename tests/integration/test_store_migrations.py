@@ -19,7 +19,21 @@ from cadenza.store import open_store, upgrade_database
 from cadenza.store.db import alembic_config, create_store_engine
 from cadenza.store.models import SCHEMA_REVISION, Base
 
-TABLES = {"runs", "task_instances", "attempts", "pools", "metrics", "alembic_version"}
+TABLES = {
+    "runs",
+    "task_instances",
+    "attempts",
+    "pools",
+    "metrics",
+    "artifacts",
+    "artifact_inputs",
+    "asset_events",
+    "schedule_states",
+    "run_keys",
+    "trigger_events",
+    "sla_misses",
+    "alembic_version",
+}
 
 
 def _diff(engine: Engine) -> list[object]:

@@ -17,7 +17,20 @@ def test_schema_revision_is_alembics_single_head() -> None:
 
 
 def test_every_table_is_there() -> None:
-    assert set(Base.metadata.tables) == {"runs", "task_instances", "attempts", "pools", "metrics"}
+    assert set(Base.metadata.tables) == {
+        "runs",
+        "task_instances",
+        "attempts",
+        "pools",
+        "metrics",
+        "artifacts",
+        "artifact_inputs",
+        "asset_events",
+        "schedule_states",
+        "run_keys",
+        "trigger_events",
+        "sla_misses",
+    }
 
 
 def test_mask_url_hides_the_password() -> None:

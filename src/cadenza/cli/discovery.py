@@ -37,6 +37,7 @@ class LoadedFile:
 
     path: Path
     pipelines: dict[str, PipelineDef[Any, Any]] = field(default_factory=dict)
+    imported: dict[str, PipelineDef[Any, Any]] = field(default_factory=dict)  # from elsewhere
     error: str | None = None  # one line: "NameError: name 'x' is not defined (line 3)"
     detail: str | None = None  # the full text (a DefinitionError's problem list)
     exception: BaseException | None = None
@@ -151,12 +152,12 @@ def load_file(path: Path) -> LoadedFile:
         return loaded
     from cadenza import PipelineDef
 
-    found: dict[str, PipelineDef[Any, Any]] = {}
     for value in list(vars(module).values()):
-        if isinstance(value, PipelineDef) and value.name not in found:
-            # Defined here, or imported from elsewhere: both are runnable from this file.
-            found[value.name] = value
-    loaded.pipelines = found
+        if not isinstance(value, PipelineDef):
+            continue
+        # Pipelines imported from another file are that file's: listed once, there.
+        target = loaded.pipelines if value.module == module.__name__ else loaded.imported
+        target.setdefault(value.name, value)
     return loaded
 
 
@@ -291,7 +292,10 @@ def resolve_pipeline(target: str, settings: Settings) -> PipelineDef[Any, Any]:
 
 
 def _pick(loaded: LoadedFile, name: str | None, file_part: str) -> PipelineDef[Any, Any]:
-    pipes = loaded.pipelines
+    # A file that only imports pipelines (a "main" script) can run them too.
+    pipes = loaded.pipelines or loaded.imported
+    if name is not None and name not in pipes and name in loaded.imported:
+        return loaded.imported[name]
     if not pipes:
         raise CadenzaError(
             f"{file_part} defines no pipeline",

@@ -108,6 +108,11 @@ def watch(
         driver.cancel()
         message = ("Cancelling: stopping running tasks and recording them as cancelled "
                    "(Ctrl-C again to stop at once)")
+        if getattr(driver.run, "executor", "") == "inline":
+            # TODO(#5): RunDriver.cancel() does not interrupt a call running inline (in the
+            # driver's own thread); it stops after that task. Engine fix requested.
+            message = ("Cancelling: the task running inline finishes first, then the rest "
+                       "is cancelled (Ctrl-C again to stop it now)")
         watcher = state["watcher"]
         if watcher is not None:
             watcher.view.note(message)

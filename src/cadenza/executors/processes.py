@@ -5,31 +5,34 @@ shipping functions and calls to them. What does not: running a call (that is
 `executors/worker.py`, which every executor shares), resource admission (the engine, with
 `executors/resources.py`), retries (the engine).
 
-How it works, in one paragraph. Each worker is a long-lived child process with one duplex
+How it works. Each worker is a long-lived child process with one duplex
 pipe to the driver. `submit` pickles the call without its function (the function travels
 once per worker, keyed by `fn_key`) and writes it to an idle worker's pipe, or queues it in a
 FIFO backlog. One collector thread in the driver blocks on every worker pipe, every worker's
 process sentinel and a wake-up pipe, with a timeout equal to the nearest deadline (task
-timeout or kill grace); it never polls. It waits on a persistent `selectors` selector (epoll)
-rather than `multiprocessing.connection.wait()`, which is the same mechanism rebuilt on every
-call: 15 us per wake-up with 2 workers, 290 us with 64, against 2 us for the persistent one. It reads outcomes,
-detects dead workers, enforces timeouts by killing, replaces lost workers and hands out
-backlog work. Every sink is called from that thread, so an engine's sink never runs
+timeout or kill grace); it never polls. The wait is a persistent `selectors` selector (epoll):
+`multiprocessing.connection.wait()` is the same mechanism rebuilt on every call, 15 us per
+wake-up with 2 workers and 290 us with 64, against 2 us for the persistent one. It reads
+outcomes, detects dead workers, enforces timeouts by killing, replaces lost workers and hands
+out backlog work. Every sink is called from that thread, so an engine's sink never runs
 concurrently with itself for this executor (shutdown() is the one exception: it delivers the
 outcomes of interrupted calls itself, after the collector has stopped).
 
-Start method (measured on the 2-core CI machine, Python 3.11, `bench/executor_roundtrip.py`,
-median of 5, from Process.start() until the worker has imported `cadenza.executors.worker` and
-said it is ready):
-    fork        ~4 ms   but unsafe: the driver always has threads (this collector, the
-                        engine's, SQLAlchemy's pool), and forking a threaded process can
-                        deadlock the child on a lock some other thread held.
-    forkserver  ~7 ms   (the first worker also pays ~120 ms once, for the server to start
-                        and preload the worker modules); children fork from a clean,
-                        single-threaded server. Python 3.14 made it the Linux default.
-    spawn       ~150 ms a fresh interpreter that imports everything again, per worker.
-So the default is forkserver (spawn where forkserver is unavailable); CADENZA_START_METHOD or
-`start_method=` overrides it. Replacing a killed worker costs one forkserver fork.
+Start method: worker start latency, Process.start() until the worker has imported
+`cadenza.executors.worker` and said it is ready (2-core CI VM, Python 3.11,
+`bench/executor_roundtrip.py`, medians of 5; ranges span a quiet and a loaded machine):
+    fork         4-7 ms      but unsafe: the driver always has threads (this collector, the
+                             engine's, SQLAlchemy's pool), and forking a threaded process can
+                             deadlock the child on a lock another thread held at fork time.
+    forkserver   10-25 ms    the first worker also pays 200-400 ms once, for the server to
+                             start and preload the worker modules (without the preload each
+                             worker would import them: +100 ms). Children fork from a clean,
+                             single-threaded server. Python 3.14 made it the Linux default.
+    spawn        200-300 ms  a fresh interpreter importing everything again, per worker.
+So the default is forkserver (spawn where it is unavailable); CADENZA_START_METHOD or
+`start_method=` overrides it. With forkserver and spawn, each worker imports the driver's
+`__main__` script again (standard multiprocessing behaviour): scripts must guard their
+top-level run with `if __name__ == "__main__":`; a worker that dies while starting says so.
 
 Workers survive neither the driver nor their own task's children: each worker leads its own
 process group (so a kill also stops what the task spawned, and Ctrl-C in the terminal reaches
@@ -81,6 +84,8 @@ SHUTDOWN_GRACE_S = 5.0
 # A worker that dies before it is ready is a boot failure; after this many in a row the pool
 # stops respawning (instead of spinning) until work arrives again.
 MAX_BOOT_FAILURES = 3
+# ...and for this long after giving up, calls fail at once instead of forking more workers.
+BOOT_RETRY_AFTER_S = 5.0
 FN_CACHE_PER_WORKER = 256  # functions a worker keeps loaded (LRU, evicted by the driver)
 FN_CACHE_DRIVER = 1024  # pickled functions the driver keeps (LRU)
 
@@ -484,6 +489,7 @@ class ProcessExecutor:
         self._selector_dirty = False
         self._boot_failures = 0
         self._broken_reason: str | None = None
+        self._broken_at = 0.0
         self._collector: threading.Thread | None = None
         self._wake_r = -1
         self._wake_w = -1
@@ -626,7 +632,12 @@ class ProcessExecutor:
                 worker = None
             else:
                 if self._broken_reason is not None and not self._workers:
-                    # The pool gave up respawning; try again now that work arrived.
+                    if time.monotonic() - self._broken_at < BOOT_RETRY_AFTER_S:
+                        job.done = True
+                        self._pending.append((sink, self._broken_outcome(call)))
+                        self._wake()
+                        return
+                    # The pool gave up respawning a while ago; try again now work arrived.
                     self._broken_reason = None
                     self._boot_failures = 0
                     for _ in range(self.max_workers):
@@ -1050,9 +1061,11 @@ class ProcessExecutor:
                 self._broken_reason = (
                     f"{self._boot_failures} worker processes in a row {what} while starting"
                 )
+                self._broken_at = time.monotonic()
                 log.error(
-                    "processes executor: %s; not starting more until work arrives",
+                    "processes executor: %s; not starting more for %g s",
                     self._broken_reason,
+                    BOOT_RETRY_AFTER_S,
                 )
                 if not self._workers:
                     while self._backlog:
@@ -1136,11 +1149,7 @@ class ProcessExecutor:
                 f"worker process {worker.pid} {what} while starting, before it could run the "
                 "task; its error is on the driver's stderr"
             )
-            fix = (
-                "if you run a script, call the pipeline under "
-                '`if __name__ == "__main__":` (workers import the script), and check '
-                f"that `python -c 'import {EXECUTE_TARGET.partition(':')[0]}'` works"
-            )
+            fix = _BOOT_HINT
         else:
             message = f"worker process {worker.pid} {what} while running the task"
         exc = WorkerLost(message, pipeline=call.pipeline, task=call.label, hint=fix)
@@ -1150,6 +1159,16 @@ class ProcessExecutor:
             started_at=job.started_at if job.worker is not None else None,
         )
         return _with_worker(outcome, worker) if job.worker is not None else outcome
+
+    def _broken_outcome(self, call: TaskCall) -> TaskOutcome:
+        exc = WorkerLost(
+            f"no worker process to run the task: {self._broken_reason}; the executor tries "
+            f"again {BOOT_RETRY_AFTER_S:g} s after giving up (their error is on stderr)",
+            pipeline=call.pipeline,
+            task=call.label,
+            hint=_BOOT_HINT,
+        )
+        return self._outcome(call, describe_exception(exc, kind="worker_lost"), started_at=None)
 
     # -- delivery ------------------------------------------------------------------------
 
@@ -1168,6 +1187,13 @@ class ProcessExecutor:
                 sink(outcome)
             except Exception:  # a broken sink must not stop the collector
                 log.exception("the sink for task %s raised; outcome dropped", outcome.task_id)
+
+
+_BOOT_HINT = (
+    "if you run a script, call the pipeline under "
+    '`if __name__ == "__main__":` (workers import the script), and check '
+    "that `python -c 'import cadenza.executors.worker'` works"
+)
 
 
 def _with_worker(outcome: TaskOutcome, worker: _Worker) -> TaskOutcome:

@@ -24,7 +24,7 @@ from contextlib import nullcontext
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Engine, exc
+from sqlalchemy import Engine, Select, exc
 from sqlalchemy.sql.dml import UpdateBase
 
 from cadenza.core.errors import StoreError
@@ -36,11 +36,12 @@ Processor = Callable[[Any], Any]
 
 
 class PreparedDml:
-    """One INSERT/UPDATE compiled for one dialect, with its parameter conversion."""
+    """One INSERT/UPDATE (or a SELECT run for its effect, such as taking a lock) compiled for
+    one dialect, with its parameter conversion."""
 
     __slots__ = ("_procs", "_to_dbapi", "sql", "what")
 
-    def __init__(self, stmt: UpdateBase, engine: Engine, what: str) -> None:
+    def __init__(self, stmt: UpdateBase | Select[Any], engine: Engine, what: str) -> None:
         dialect = engine.dialect
         compiled = stmt.compile(dialect=dialect)
         self.sql = compiled.string

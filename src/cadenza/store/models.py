@@ -30,13 +30,14 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # The newest Alembic revision. Opening a database whose alembic_version row equals this
 # does no migration work at all (see db.ensure_schema).
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0003"
 
 # Alembic's own version table, as Alembic creates it, so that a schema made by
 # `create_all` is indistinguishable from one made by `alembic upgrade head`.
@@ -187,6 +188,9 @@ class TaskInstanceRow(Base):
     worker: Mapped[str | None]
     map_count: Mapped[int | None]
     reason: Mapped[str] = mapped_column(Text)
+    # The parts of cache_key (fingerprint, functions, version, inputs): `cadenza plan` compares
+    # them to say why a key changed. Last column: added by revision 0002.
+    cache_detail: Mapped[dict[str, Any] | None]
 
     __table_args__ = (
         PrimaryKeyConstraint("run_id", "task_id", "map_index"),
@@ -258,11 +262,90 @@ class MetricRow(Base):
     )
 
 
+class ArtifactRow(Base):
+    """Lineage of one artifact: the first task instance that produced these bytes.
+
+    Keyed by content: the same bytes produced again (another run, a cache miss on the same
+    inputs) keep their first producer. No foreign key to `runs`: an artifact outlives the run
+    that made it (it stays in the artifact store, and later runs may read it through the cache).
+    """
+
+    __tablename__ = "artifacts"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    uri: Mapped[str] = mapped_column(Text)
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    serializer: Mapped[str | None]
+    type_name: Mapped[str | None]
+    run_id: Mapped[str]
+    task_id: Mapped[str]
+    map_index: Mapped[int]
+    attempt: Mapped[int]
+    code_fingerprint: Mapped[str | None]
+    created_at: Mapped[datetime]
+
+    __table_args__ = (
+        PrimaryKeyConstraint("sha256"),
+        # artifacts_produced_by(run_id, task_id)
+        Index(None, "run_id", "task_id"),
+        _CLUSTERED,
+    )
+
+
+class ArtifactInputRow(Base):
+    """Edge of the lineage graph: artifact `artifact_sha256` was computed from `input_sha256`.
+
+    The primary key walks upstream (inputs of an artifact); the index on input_sha256 walks
+    downstream (consumers of an artifact). `position` keeps the producer's argument order.
+    """
+
+    __tablename__ = "artifact_inputs"
+
+    artifact_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    input_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int]
+
+    __table_args__ = (
+        PrimaryKeyConstraint("artifact_sha256", "input_sha256"),
+        ForeignKeyConstraint(["artifact_sha256"], ["artifacts.sha256"], ondelete="CASCADE"),
+        Index(None, "input_sha256"),
+        _CLUSTERED,
+    )
+
+
+class AssetEventRow(Base):
+    """A new version of an asset. `version` is 1, 2, ... per asset, assigned by the store in
+    the writing transaction (see runs.RunStore.write)."""
+
+    __tablename__ = "asset_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    asset: Mapped[str]
+    version: Mapped[int]
+    run_id: Mapped[str]
+    task_id: Mapped[str]
+    map_index: Mapped[int]
+    attempt: Mapped[int]
+    artifact_sha256: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+
+    __table_args__ = (
+        PrimaryKeyConstraint("id"),
+        # Also the index of "newest versions of an asset" and of the next version number.
+        UniqueConstraint("asset", "version"),
+        ForeignKeyConstraint(["run_id"], ["runs.run_id"], ondelete="CASCADE"),
+        Index(None, "run_id"),
+    )
+
+
 runs_table: Table = RunRow.__table__  # type: ignore[assignment]
 task_instances_table: Table = TaskInstanceRow.__table__  # type: ignore[assignment]
 attempts_table: Table = AttemptRow.__table__  # type: ignore[assignment]
 pools_table: Table = PoolRow.__table__  # type: ignore[assignment]
 metrics_table: Table = MetricRow.__table__  # type: ignore[assignment]
+artifacts_table: Table = ArtifactRow.__table__  # type: ignore[assignment]
+artifact_inputs_table: Table = ArtifactInputRow.__table__  # type: ignore[assignment]
+asset_events_table: Table = AssetEventRow.__table__  # type: ignore[assignment]
 
 # Kept out of Base.metadata: Alembic owns this table and leaves it out of comparisons.
 version_metadata = MetaData()
@@ -272,3 +355,93 @@ version_table = Table(
     Column("version_num", String(32), nullable=False),
     PrimaryKeyConstraint("version_num", name=f"{VERSION_TABLE}_pkc"),
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# Scheduling (revision 0003): schedule state, run keys, trigger events, SLA misses.
+# Written by the scheduler and backfill through `store/scheduling.py`.
+
+
+class ScheduleStateRow(Base):
+    """Per pipeline: paused or not, the newest scheduled logical date created, the asset
+    versions its last asset-triggered run consumed. The row is also the lock that serialises
+    the schedulers' decisions for one pipeline (SELECT ... FOR UPDATE on PostgreSQL)."""
+
+    __tablename__ = "schedule_states"
+
+    pipeline: Mapped[str] = mapped_column(primary_key=True)
+    paused: Mapped[bool]
+    last_logical_date: Mapped[datetime | None]
+    asset_versions: Mapped[dict[str, Any] | None]
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (PrimaryKeyConstraint("pipeline"),)
+
+
+class RunKeyRow(Base):
+    """At most one run per (pipeline, key): "interval:<logical date>" for scheduled and
+    backfilled runs, "assets:<versions>" for asset-triggered ones, "sensor:..." for sensors.
+    The primary key is what makes "exactly one run per interval" hold with many schedulers."""
+
+    __tablename__ = "run_keys"
+
+    pipeline: Mapped[str] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(primary_key=True)
+    run_id: Mapped[str]
+    created_at: Mapped[datetime]
+
+    __table_args__ = (
+        PrimaryKeyConstraint("pipeline", "key"),
+        ForeignKeyConstraint(["run_id"], ["runs.run_id"], ondelete="CASCADE"),
+        Index(None, "run_id"),
+        _CLUSTERED,
+    )
+
+
+class TriggerEventRow(Base):
+    """A message (or other trigger) a scheduler processed: the run it created, or why it
+    created none. UNIQUE(pipeline, source, message_id) dedupes redeliveries. No foreign key
+    to `runs`: the record of a processed message outlives its run."""
+
+    __tablename__ = "trigger_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    pipeline: Mapped[str]
+    source: Mapped[str] = mapped_column(Text)
+    message_id: Mapped[str]
+    status: Mapped[str] = mapped_column(String(32))  # run | invalid
+    run_id: Mapped[str | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    payload: Mapped[dict[str, Any] | None]
+    received_at: Mapped[datetime]
+
+    __table_args__ = (
+        PrimaryKeyConstraint("id"),
+        UniqueConstraint("pipeline", "source", "message_id"),
+        Index(None, "received_at"),
+    )
+
+
+class SlaMissRow(Base):
+    """A run that did not finish within its pipeline's `sla` (one row per run: the callback
+    fires once, whichever scheduler notices first)."""
+
+    __tablename__ = "sla_misses"
+
+    run_id: Mapped[str] = mapped_column(primary_key=True)
+    pipeline: Mapped[str]
+    sla_s: Mapped[float] = mapped_column(Float)
+    deadline_at: Mapped[datetime]
+    detected_at: Mapped[datetime]
+
+    __table_args__ = (
+        PrimaryKeyConstraint("run_id"),
+        ForeignKeyConstraint(["run_id"], ["runs.run_id"], ondelete="CASCADE"),
+        Index(None, "pipeline", "detected_at"),
+    )
+
+
+schedule_states_table: Table = ScheduleStateRow.__table__  # type: ignore[assignment]
+run_keys_table: Table = RunKeyRow.__table__  # type: ignore[assignment]
+trigger_events_table: Table = TriggerEventRow.__table__  # type: ignore[assignment]
+sla_misses_table: Table = SlaMissRow.__table__  # type: ignore[assignment]

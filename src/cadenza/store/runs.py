@@ -43,6 +43,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from cadenza.core import clock
 from cadenza.core.errors import CadenzaError, RunNotFound
 from cadenza.core.records import (
+    ArtifactRecord,
+    AssetEventRecord,
     AttemptRecord,
     ErrorInfo,
     MetricRecord,
@@ -53,6 +55,7 @@ from cadenza.core.records import (
     WriteBatch,
 )
 from cadenza.core.states import RunState, TaskState
+from cadenza.store import lineage
 from cadenza.store.db import (
     READ_OPTION,
     create_store_engine,
@@ -64,6 +67,7 @@ from cadenza.store.db import (
 from cadenza.store.dml import PreparedDml, Step, run_transaction
 from cadenza.store.models import (
     UTCDateTime,
+    asset_events_table,
     attempts_table,
     metrics_table,
     pools_table,
@@ -262,6 +266,7 @@ def _ti_params(t: TaskInstanceRecord) -> dict[str, Any]:
         "worker": t.worker,
         "map_count": t.map_count,
         "reason": t.reason,
+        "cache_detail": t.cache_detail,
     }
 
 
@@ -286,6 +291,7 @@ def _ti_update_params(t: TaskInstanceRecord) -> dict[str, Any]:
         "worker": t.worker,
         "map_count": t.map_count,
         "reason": t.reason,
+        "cache_detail": t.cache_detail,
     }
 
 
@@ -308,6 +314,7 @@ def _ti_from_row(row: Sequence[Any]) -> TaskInstanceRecord:
         worker,
         map_count,
         reason,
+        cache_detail,
     ) = row
     return TaskInstanceRecord(
         run_id=run_id,
@@ -327,6 +334,7 @@ def _ti_from_row(row: Sequence[Any]) -> TaskInstanceRecord:
         worker=worker,
         map_count=map_count,
         reason=reason,
+        cache_detail=cache_detail,
     )
 
 
@@ -411,7 +419,8 @@ def _translated(action: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
 
 
 class RunStore:
-    """The metadata store: runs, task instances, attempts, pools, metrics.
+    """The metadata store: runs, task instances, attempts, pools, metrics, artifact lineage
+    and asset versions.
 
     Get one with `open_store()`; it is shared by every thread of a process. All methods take
     and return the records of `cadenza.core.records`. Every SQLAlchemy error is re-raised as
@@ -437,6 +446,7 @@ class RunStore:
         self._update_ti = PreparedDml(_UPDATE_TI, engine, "task instances")
         self._insert_attempt = PreparedDml(_INSERT_ATTEMPT, engine, "attempts")
         self._insert_metric = PreparedDml(_INSERT_METRIC, engine, "metrics")
+        self._lineage = lineage.LineageDml(engine)
 
     def __repr__(self) -> str:
         return f"RunStore({mask_url(self.url)!r})"
@@ -454,10 +464,16 @@ class RunStore:
         """Write everything one engine step changed, in ONE transaction.
 
         Order: new runs, run updates, new task instances, task instance updates, attempts,
-        metrics; each kind is one executemany of a prebuilt statement (see `dml.py` for why
-        it runs on the DBAPI cursor). Updates replace the whole record by primary key (a
-        run's heartbeat_at only ever moves forward). Updating a row that does not exist is a
-        bug in the caller: the transaction is rolled back and StoreError raised.
+        metrics, artifacts (with their input edges), asset events; each kind is one
+        executemany of a prebuilt statement (see `dml.py` for why it runs on the DBAPI
+        cursor). Updates replace the whole record by primary key (a run's heartbeat_at only
+        ever moves forward). Updating a row that does not exist is a bug in the caller: the
+        transaction is rolled back and StoreError raised.
+
+        An artifact already recorded keeps its first producer (the new record is ignored).
+        Asset events get their `version` here: the asset's previous newest version + 1, in
+        this transaction, correct with concurrent writers (see `store/lineage.py`). Asset
+        events come last so PostgreSQL holds an asset's lock for as short a time as possible.
 
         Example:
             >>> store.write(WriteBatch(
@@ -494,12 +510,19 @@ class RunStore:
             )
         if batch.metrics:
             steps.append((self._insert_metric, [_metric_params(m) for m in batch.metrics], False))
+        if batch.artifacts or batch.asset_events:
+            steps.extend(self._lineage.steps(batch.artifacts, batch.asset_events, clock.now()))
         run_transaction(self._engine, self.url, steps, "writing a batch")
 
     @_translated("deleting a run")
     def delete_run(self, run_id: str) -> None:
-        """Delete a run with its task instances, attempts and metrics. RunNotFound if absent."""
+        """Delete a run with its task instances, attempts, metrics and asset events.
+
+        RunNotFound if absent. The lineage of artifacts it produced is kept: an artifact
+        outlives its run (the bytes stay in the artifact store, and other runs may use them).
+        """
         with self._engine.begin() as conn:
+            conn.execute(delete(asset_events_table).where(asset_events_table.c.run_id == run_id))
             conn.execute(delete(_metrics).where(_metrics.c.run_id == run_id))
             conn.execute(delete(_attempts).where(_attempts.c.run_id == run_id))
             conn.execute(delete(_tis).where(_tis.c.run_id == run_id))
@@ -654,6 +677,101 @@ class RunStore:
         with self._read_engine.connect() as conn:
             row = conn.execute(q).first()
         return None if row is None else _ti_from_row(row)
+
+    @_translated("reading the latest task instance")
+    def latest_task_instance(
+        self,
+        pipeline: str,
+        task_id: str,
+        *,
+        with_cache_detail: bool = True,
+        map_index: int | None = None,
+        successful: bool = False,
+    ) -> TaskInstanceRecord | None:
+        """The task instance of `task_id` in the newest run of `pipeline` that has one.
+
+        With `with_cache_detail` (the default), only instances whose cache key parts were
+        recorded count; with `map_index`, only that instance (otherwise the lowest map index
+        of the newest run); with `successful`, only `success` or `cached` ones. What
+        `cadenza plan` compares a new cache key with to explain a miss.
+        """
+        t = _tis.c
+        q = (
+            select(*_TI_COLUMNS)
+            .join(_runs, _runs.c.run_id == t.run_id)
+            .where(_runs.c.pipeline == pipeline, t.task_id == task_id)
+        )
+        if with_cache_detail:
+            q = q.where(t.cache_detail.is_not(None))
+        if map_index is not None:
+            q = q.where(t.map_index == map_index)
+        if successful:
+            q = q.where(t.state.in_((TaskState.SUCCESS.value, TaskState.CACHED.value)))
+        q = q.order_by(_runs.c.created_at.desc(), _runs.c.run_id.desc(), t.map_index).limit(1)
+        with self._read_engine.connect() as conn:
+            row = conn.execute(q).first()
+        return None if row is None else _ti_from_row(row)
+
+    # -- lineage and assets ---------------------------------------------------------------------
+
+    @_translated("reading an artifact")
+    def get_artifact(self, sha_or_prefix: str) -> ArtifactRecord:
+        """The lineage record of an artifact, by SHA-256 or a unique prefix of it.
+
+        ArtifactNotFound if none matches; CadenzaError listing candidates if several do.
+
+        Example:
+            >>> store.get_artifact("3f2a9c").task_id
+            'train'
+        """
+        with self._read_engine.connect() as conn:
+            return lineage.get_artifact(conn, sha_or_prefix)
+
+    @_translated("reading artifacts")
+    def get_artifacts(self, sha256s: Sequence[str]) -> dict[str, ArtifactRecord]:
+        """Lineage records of these exact SHA-256s (those not recorded are left out)."""
+        with self._read_engine.connect() as conn:
+            return lineage.get_artifacts(conn, sha256s)
+
+    @_translated("reading artifacts")
+    def artifacts_produced_by(
+        self, run_id: str, task_id: str | None = None
+    ) -> list[ArtifactRecord]:
+        """Artifacts whose recorded (first) producer is this run (and task), in task and map
+        index order. An output that earlier bytes already had is credited to the earlier run."""
+        with self._read_engine.connect() as conn:
+            return lineage.artifacts_produced_by(conn, run_id, task_id)
+
+    @_translated("reading artifact consumers")
+    def consumers_of(self, sha256: str) -> list[ArtifactRecord]:
+        """Artifacts computed from this one (that list it among their inputs), oldest first."""
+        with self._read_engine.connect() as conn:
+            return lineage.consumers_of(conn, sha256)
+
+    @_translated("listing asset events")
+    def list_asset_events(self, asset: str, *, limit: int = 50) -> list[AssetEventRecord]:
+        """Versions of an asset, newest first."""
+        with self._read_engine.connect() as conn:
+            return lineage.list_asset_events(conn, asset, limit)
+
+    @_translated("reading an asset version")
+    def get_asset_event(self, asset: str, version: int) -> AssetEventRecord | None:
+        """One version of an asset, or None."""
+        with self._read_engine.connect() as conn:
+            return lineage.get_asset_event(conn, asset, version)
+
+    @_translated("reading an asset version")
+    def latest_asset_version(self, asset: str) -> AssetEventRecord | None:
+        """The newest version of an asset, or None if it has none yet."""
+        with self._read_engine.connect() as conn:
+            events = lineage.list_asset_events(conn, asset, 1)
+        return events[0] if events else None
+
+    @_translated("listing assets")
+    def asset_names(self) -> list[str]:
+        """Every asset with at least one version, sorted."""
+        with self._read_engine.connect() as conn:
+            return lineage.asset_names(conn)
 
     # -- pools ----------------------------------------------------------------------------------
 

@@ -1,0 +1,500 @@
+"""Scheduling in the metadata store: pause state, run keys, trigger events, SLA misses.
+
+What belongs here: the transactions the scheduler and backfill need so that every
+scheduled interval and every event yields exactly one run, with any number of schedulers on
+one database; claiming queued runs under `max_active_runs`; finding runs whose driver died.
+What does not: deciding what is due (`triggers/cron.py`), driving runs (the engine).
+
+How "exactly once" holds (numbered so the code can point at it):
+  1. Every run created for an interval, an asset update or a sensor has a row in `run_keys`
+     (PRIMARY KEY (pipeline, key)), inserted in the same transaction as the run.
+  2. Every processed message has a row in `trigger_events` (UNIQUE (pipeline, source,
+     message_id)), inserted in the same transaction as its run (or as the record of why it
+     made none).
+  3. Decisions that read before they write (which intervals are missing, whether the assets
+     moved, how many runs are active) are taken under the pipeline's `schedule_states` row
+     lock: SELECT ... FOR UPDATE on PostgreSQL; on SQLite every write transaction already
+     starts with BEGIN IMMEDIATE. 1 and 2 hold even if a decision were wrong: they are
+     the guarantee, 3 keeps schedulers from wasting work on conflicts.
+
+Get one with `scheduling_store(run_store)`; it shares the RunStore's engine. Takes and
+returns the records below and `cadenza.core.records` ones; SQLAlchemy errors become
+StoreError.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, exists, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from cadenza.core import clock
+from cadenza.core.records import RunRecord, TaskInstanceRecord
+from cadenza.core.states import RunState
+from cadenza.store.models import (
+    asset_events_table,
+    run_keys_table,
+    runs_table,
+    schedule_states_table,
+    sla_misses_table,
+    trigger_events_table,
+)
+from cadenza.store.runs import (
+    _INSERT_RUN,
+    _INSERT_TI,
+    _RUN_COLUMNS,
+    RunStore,
+    _run_from_row,
+    _run_params,
+    _ti_params,
+    _translated,
+)
+
+log = logging.getLogger(__name__)
+
+_runs = runs_table
+_states = schedule_states_table
+_keys = run_keys_table
+_events = trigger_events_table
+_sla = sla_misses_table
+
+# Key lookups are chunked so a long backfill never builds one giant IN list.
+_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleState:
+    pipeline: str
+    paused: bool = False
+    last_logical_date: datetime | None = None  # newest interval the scheduler created
+    asset_versions: dict[str, int] = field(default_factory=dict)  # consumed by the last run
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewRun:
+    """A queued run to create: the run, its task instances, and its dedupe key (if any)."""
+
+    run: RunRecord
+    task_instances: Sequence[TaskInstanceRecord]
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TriggerEventRecord:
+    pipeline: str
+    source: str
+    message_id: str
+    status: str  # "run": a run was created; "invalid": no run, see error
+    run_id: str | None = None
+    error: str | None = None
+    payload: dict[str, Any] | None = None
+    received_at: datetime | None = None
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventOutcome:
+    """What `record_event` did: `created` is False for a redelivered message."""
+
+    created: bool
+    event: TriggerEventRecord
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlaMissRecord:
+    run_id: str
+    pipeline: str
+    sla_s: float
+    deadline_at: datetime
+    detected_at: datetime
+
+
+_ACTIVE = or_(
+    _runs.c.state == RunState.RUNNING.value,
+    and_(_runs.c.state == RunState.QUEUED.value, _runs.c.driver_id.is_not(None)),
+)
+
+
+def _state_from_row(row: Sequence[Any]) -> ScheduleState:
+    pipeline, paused, last, versions, updated = row
+    return ScheduleState(pipeline=pipeline, paused=bool(paused), last_logical_date=last,
+                         asset_versions={str(k): int(v) for k, v in (versions or {}).items()},
+                         updated_at=updated)
+
+
+def _event_from_row(row: Any) -> TriggerEventRecord:
+    return TriggerEventRecord(id=row.id, pipeline=row.pipeline, source=row.source,
+                              message_id=row.message_id, status=row.status, run_id=row.run_id,
+                              error=row.error, payload=row.payload, received_at=row.received_at)
+
+
+class SchedulingStore:
+    """The scheduler's and backfill's view of the metadata store (see the module docstring).
+
+    Example:
+        >>> sched = scheduling_store(open_store())
+        >>> sched.set_paused("fraud_training", True).paused
+        True
+    """
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self.url = store.url
+        self._engine = store._engine
+        self._read_engine = store._read_engine
+        self._dialect = store._dialect
+
+    def _insert(self, table: Any) -> Any:
+        return (postgresql if self._dialect == "postgresql" else sqlite).insert(table)
+
+    # -- pipeline lock and state ----------------------------------------------------------------
+
+    def _lock(self, conn: Connection, pipeline: str, *, skip_locked: bool = False
+              ) -> ScheduleState | None:
+        """Create the pipeline's state row if missing and lock it (3). None when
+        `skip_locked` and another transaction holds it (PostgreSQL only)."""
+        now = clock.now()
+        conn.execute(
+            self._insert(_states)
+            .values(pipeline=pipeline, paused=False, last_logical_date=None,
+                    asset_versions=None, updated_at=now)
+            .on_conflict_do_nothing(index_elements=[_states.c.pipeline])
+        )
+        row = conn.execute(
+            select(*_states.columns).where(_states.c.pipeline == pipeline)
+            .with_for_update(skip_locked=skip_locked)
+        ).first()
+        return None if row is None else _state_from_row(row)
+
+    @_translated("reading schedule states")
+    def list_states(self) -> dict[str, ScheduleState]:
+        """Every pipeline's schedule state (one query: the scheduler reads it each tick)."""
+        with self._read_engine.connect() as conn:
+            return {r[0]: _state_from_row(r) for r in conn.execute(select(*_states.columns))}
+
+    def get_state(self, pipeline: str) -> ScheduleState:
+        """The pipeline's state (a default one if the scheduler never saw it)."""
+        return self.list_states().get(pipeline) or ScheduleState(pipeline=pipeline)
+
+    @_translated("pausing a pipeline")
+    def set_paused(self, pipeline: str, paused: bool) -> ScheduleState:
+        """Pause or unpause a pipeline: a paused pipeline gets no scheduled, asset, sensor
+        or event runs (backfill still creates the runs it is asked for)."""
+        with self._engine.begin() as conn:
+            self._lock(conn, pipeline)
+            conn.execute(update(_states).where(_states.c.pipeline == pipeline)
+                         .values(paused=bool(paused), updated_at=clock.now()))
+            row = conn.execute(select(*_states.columns)
+                               .where(_states.c.pipeline == pipeline)).one()
+        return _state_from_row(row)
+
+    # -- creating runs exactly once -------------------------------------------------------------
+
+    def _insert_runs(self, conn: Connection, runs: Sequence[NewRun]) -> None:
+        if not runs:
+            return
+        now = clock.now()
+        conn.execute(_INSERT_RUN, [_run_params(n.run) for n in runs])
+        tis = [_ti_params(t) for n in runs for t in n.task_instances]
+        if tis:
+            conn.execute(_INSERT_TI, tis)
+        keys = [{"pipeline": n.run.pipeline, "key": n.key, "run_id": n.run.run_id,
+                 "created_at": now} for n in runs if n.key is not None]
+        if keys:
+            conn.execute(_keys.insert(), keys)  # a duplicate key aborts the transaction (1)
+
+    def _existing_keys(self, conn: Connection, pipeline: str, keys: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(keys), _CHUNK):
+            chunk = keys[i:i + _CHUNK]
+            found.update(conn.scalars(select(_keys.c.key).where(
+                _keys.c.pipeline == pipeline, _keys.c.key.in_(chunk))))
+        return found
+
+    @_translated("creating scheduled runs")
+    def create_runs(self, pipeline: str, runs: Sequence[NewRun], *,
+                    high_water: datetime | None = None, unless_paused: bool = False) -> list[str]:
+        """Create those of `runs` whose key has no run yet; return the created run ids.
+
+        One transaction under the pipeline lock (3); keys already present are skipped, and
+        the primary key of run_keys refuses any duplicate that slipped through (1).
+        `high_water` raises the pipeline's last scheduled logical date (never lowers it).
+        `unless_paused`: create nothing if the pipeline is paused (the scheduler's case).
+        """
+        with self._engine.begin() as conn:
+            state = self._lock(conn, pipeline)
+            if unless_paused and state is not None and state.paused:
+                return []
+            keys = [n.key for n in runs if n.key is not None]
+            existing = self._existing_keys(conn, pipeline, keys) if keys else set()
+            fresh: list[NewRun] = []
+            seen: set[str] = set()
+            for n in runs:
+                if n.key is not None and (n.key in existing or n.key in seen):
+                    continue
+                if n.key is not None:
+                    seen.add(n.key)
+                fresh.append(n)
+            self._insert_runs(conn, fresh)
+            if high_water is not None and state is not None and (
+                state.last_logical_date is None or high_water > state.last_logical_date
+            ):
+                conn.execute(update(_states).where(_states.c.pipeline == pipeline)
+                             .values(last_logical_date=high_water, updated_at=clock.now()))
+        return [n.run.run_id for n in fresh]
+
+    @_translated("reading run keys")
+    def runs_for_keys(self, pipeline: str, keys: Sequence[str]) -> dict[str, str]:
+        """key -> run id, for those keys that have a run."""
+        out: dict[str, str] = {}
+        with self._read_engine.connect() as conn:
+            for i in range(0, len(keys), _CHUNK):
+                chunk = keys[i:i + _CHUNK]
+                out.update(conn.execute(select(_keys.c.key, _keys.c.run_id).where(
+                    _keys.c.pipeline == pipeline, _keys.c.key.in_(chunk))).tuples())
+        return out
+
+    # -- assets ---------------------------------------------------------------------------------
+
+    @_translated("reading asset versions")
+    def latest_asset_versions(self, assets: Sequence[str]) -> dict[str, int]:
+        """asset -> its newest version, for those of `assets` that have one."""
+        if not assets:
+            return {}
+        with self._read_engine.connect() as conn:
+            return self._latest_versions(conn, assets)
+
+    @staticmethod
+    def _latest_versions(conn: Connection, assets: Sequence[str]) -> dict[str, int]:
+        a = asset_events_table.c
+        q = select(a.asset, func.max(a.version)).where(a.asset.in_(list(assets))).group_by(a.asset)
+        return {str(name): int(v) for name, v in conn.execute(q)}
+
+    @_translated("creating an asset-triggered run")
+    def create_asset_run(
+        self,
+        pipeline: str,
+        assets: Sequence[str],
+        build: Callable[[dict[str, int], dict[str, int]], NewRun | None],
+    ) -> str | None:
+        """Under the pipeline lock (3): read the versions its last asset run consumed and the
+        newest versions of `assets`; `build(consumed, latest)` returns the run to create or
+        None. A created run marks `latest` as consumed. Returns the created run id."""
+        with self._engine.begin() as conn:
+            state = self._lock(conn, pipeline)
+            if state is None or state.paused:
+                return None
+            latest = self._latest_versions(conn, assets)
+            new = build(dict(state.asset_versions), latest)
+            if new is None:
+                return None
+            if new.key is not None and self._existing_keys(conn, pipeline, [new.key]):
+                return None
+            self._insert_runs(conn, [new])
+            consumed = {**state.asset_versions, **latest}
+            conn.execute(update(_states).where(_states.c.pipeline == pipeline)
+                         .values(asset_versions=consumed, updated_at=clock.now()))
+        return new.run.run_id
+
+    # -- events ---------------------------------------------------------------------------------
+
+    @_translated("recording an event")
+    def record_event(self, event: TriggerEventRecord, new_run: NewRun | None = None
+                     ) -> EventOutcome:
+        """Record a processed message and create its run, in one transaction (2).
+
+        A message seen before (same pipeline, source and message id) changes nothing and
+        returns the first record with `created=False`: redelivery never makes a second run.
+        """
+        received = event.received_at or clock.now()
+        with self._engine.begin() as conn:
+            ins = (
+                self._insert(_events)
+                .values(pipeline=event.pipeline, source=event.source,
+                        message_id=event.message_id, status=event.status,
+                        run_id=new_run.run.run_id if new_run else event.run_id,
+                        error=event.error, payload=event.payload, received_at=received)
+                .on_conflict_do_nothing(
+                    index_elements=[_events.c.pipeline, _events.c.source, _events.c.message_id])
+            )
+            created = conn.execute(ins).rowcount == 1
+            if created and new_run is not None:
+                self._insert_runs(conn, [new_run])
+            row = conn.execute(select(_events).where(
+                _events.c.pipeline == event.pipeline, _events.c.source == event.source,
+                _events.c.message_id == event.message_id)).one()
+        return EventOutcome(created=created, event=_event_from_row(row))
+
+    @_translated("listing events")
+    def list_events(self, *, pipeline: str | None = None, status: str | None = None,
+                    limit: int = 50) -> list[TriggerEventRecord]:
+        """Processed messages, newest first (what `cadenza events list` shows)."""
+        q = select(_events)
+        if pipeline is not None:
+            q = q.where(_events.c.pipeline == pipeline)
+        if status is not None:
+            q = q.where(_events.c.status == status)
+        q = q.order_by(_events.c.received_at.desc(), _events.c.id.desc()).limit(limit)
+        with self._read_engine.connect() as conn:
+            return [_event_from_row(r) for r in conn.execute(q)]
+
+    @_translated("counting events")
+    def count_events(self, pipeline: str, *, status: str | None = None) -> int:
+        q = select(func.count()).select_from(_events).where(_events.c.pipeline == pipeline)
+        if status is not None:
+            q = q.where(_events.c.status == status)
+        with self._read_engine.connect() as conn:
+            return int(conn.scalar(q) or 0)
+
+    # -- claiming queued runs -------------------------------------------------------------------
+
+    @_translated("claiming queued runs")
+    def claim_queued(self, driver_id: str, caps: Mapping[str, int | None], *,
+                     limit: int = 16) -> list[RunRecord]:
+        """Claim up to `limit` queued, unclaimed runs of the pipelines in `caps` for
+        `driver_id` (sets driver_id and heartbeat_at; the driver then moves them to running).
+
+        `caps[pipeline]` is its max_active_runs (None: no cap). Active runs are running ones
+        plus claimed queued ones; a capped pipeline is claimed under its lock (3), so two
+        schedulers never exceed the cap together. Oldest first (created_at, then logical
+        date). PostgreSQL skips rows and pipeline locks other schedulers hold (SKIP LOCKED).
+        """
+        if not caps or limit <= 0:
+            return []
+        now = clock.now()
+        r = _runs.c
+        order = (r.created_at, r.logical_date, r.run_id)
+        queued = and_(r.state == RunState.QUEUED.value, r.driver_id.is_(None))
+        picked: list[str] = []
+        with self._engine.begin() as conn:
+            uncapped = [p for p, cap in caps.items() if cap is None]
+            if uncapped:
+                picked.extend(conn.scalars(
+                    select(r.run_id).where(queued, r.pipeline.in_(uncapped)).order_by(*order)
+                    .limit(limit).with_for_update(skip_locked=True)))
+            capped = {p: cap for p, cap in caps.items() if cap is not None}
+            if capped and len(picked) < limit:
+                waiting = set(conn.scalars(select(r.pipeline).distinct().where(
+                    queued, r.pipeline.in_(list(capped)))))
+                for pipeline in sorted(waiting):
+                    if len(picked) >= limit:
+                        break
+                    if self._lock(conn, pipeline, skip_locked=True) is None:
+                        continue  # another scheduler is claiming this pipeline's runs
+                    active = conn.scalar(select(func.count()).select_from(_runs).where(
+                        r.pipeline == pipeline, _ACTIVE)) or 0
+                    room = min(int(capped[pipeline]) - int(active), limit - len(picked))
+                    if room <= 0:
+                        continue
+                    picked.extend(conn.scalars(
+                        select(r.run_id).where(queued, r.pipeline == pipeline)
+                        .order_by(*order).limit(room).with_for_update(skip_locked=True)))
+            if not picked:
+                return []
+            conn.execute(update(_runs).where(r.run_id.in_(picked), queued)
+                         .values(driver_id=driver_id, heartbeat_at=now))
+            rows = conn.execute(select(*_RUN_COLUMNS).where(
+                r.run_id.in_(picked), r.driver_id == driver_id).order_by(*order)).all()
+        return [_run_from_row(row) for row in rows]
+
+    @_translated("counting active runs")
+    def count_active(self, pipeline: str) -> int:
+        """Running runs plus claimed queued ones (what max_active_runs caps)."""
+        with self._read_engine.connect() as conn:
+            return int(conn.scalar(select(func.count()).select_from(_runs).where(
+                _runs.c.pipeline == pipeline, _ACTIVE)) or 0)
+
+    @_translated("finding runs of dead drivers")
+    def stale_runs(self, pipelines: Sequence[str], *, lease_s: float,
+                   limit: int = 50) -> list[RunRecord]:
+        """Claimed or running runs of `pipelines` whose driver has not renewed its lease for
+        `lease_s` seconds: candidates for takeover (the claim itself re-checks)."""
+        if not pipelines:
+            return []
+        r = _runs.c
+        cutoff = clock.now() - timedelta(seconds=lease_s)
+        q = (select(*_RUN_COLUMNS)
+             .where(r.pipeline.in_(list(pipelines)),
+                    r.state.in_((RunState.QUEUED.value, RunState.RUNNING.value)),
+                    r.driver_id.is_not(None),
+                    or_(r.heartbeat_at.is_(None), r.heartbeat_at <= cutoff))
+             .order_by(r.created_at, r.run_id).limit(limit))
+        with self._read_engine.connect() as conn:
+            return [_run_from_row(row) for row in conn.execute(q)]
+
+    @_translated("finding running runs")
+    def active_runs(self, pipelines: Sequence[str], *, limit: int = 500) -> list[RunRecord]:
+        """Running and claimed queued runs of `pipelines` with their drivers, oldest first."""
+        if not pipelines:
+            return []
+        r = _runs.c
+        q = (select(*_RUN_COLUMNS).where(r.pipeline.in_(list(pipelines)), _ACTIVE)
+             .order_by(r.created_at, r.run_id).limit(limit))
+        with self._read_engine.connect() as conn:
+            return [_run_from_row(row) for row in conn.execute(q)]
+
+    # -- SLA ------------------------------------------------------------------------------------
+
+    @_translated("finding SLA candidates")
+    def sla_candidates(self, pipeline: str, *, sla_s: float, lookback_s: float,
+                       limit: int = 200) -> list[RunRecord]:
+        """Runs of `pipeline` created between `sla_s + lookback_s` and `sla_s` seconds ago
+        with no recorded miss. The caller checks which did not finish in time."""
+        now = clock.now()
+        r = _runs.c
+        q = (select(*_RUN_COLUMNS)
+             .where(r.pipeline == pipeline,
+                    r.created_at <= now - timedelta(seconds=sla_s),
+                    r.created_at >= now - timedelta(seconds=sla_s + lookback_s),
+                    ~exists().where(_sla.c.run_id == r.run_id))
+             .order_by(r.created_at).limit(limit))
+        with self._read_engine.connect() as conn:
+            return [_run_from_row(row) for row in conn.execute(q)]
+
+    @_translated("recording an SLA miss")
+    def record_sla_miss(self, miss: SlaMissRecord) -> bool:
+        """Record a miss; True only for the first caller (so on_sla_miss fires once)."""
+        with self._engine.begin() as conn:
+            ins = (self._insert(_sla)
+                   .values(run_id=miss.run_id, pipeline=miss.pipeline, sla_s=miss.sla_s,
+                           deadline_at=miss.deadline_at, detected_at=miss.detected_at)
+                   .on_conflict_do_nothing(index_elements=[_sla.c.run_id]))
+            return conn.execute(ins).rowcount == 1
+
+    @_translated("listing SLA misses")
+    def list_sla_misses(self, *, pipeline: str | None = None,
+                        limit: int = 50) -> list[SlaMissRecord]:
+        q = select(_sla)
+        if pipeline is not None:
+            q = q.where(_sla.c.pipeline == pipeline)
+        q = q.order_by(_sla.c.detected_at.desc()).limit(limit)
+        with self._read_engine.connect() as conn:
+            return [SlaMissRecord(run_id=x.run_id, pipeline=x.pipeline, sla_s=x.sla_s,
+                                  deadline_at=x.deadline_at, detected_at=x.detected_at)
+                    for x in conn.execute(q)]
+
+
+def scheduling_store(store: RunStore) -> SchedulingStore:
+    """The SchedulingStore sharing `store`'s engine (one per RunStore)."""
+    sched: SchedulingStore | None = getattr(store, "_scheduling", None)
+    if sched is None:
+        sched = SchedulingStore(store)
+        store._scheduling = sched  # type: ignore[attr-defined]
+    return sched
+
+
+__all__ = [
+    "EventOutcome",
+    "NewRun",
+    "ScheduleState",
+    "SchedulingStore",
+    "SlaMissRecord",
+    "TriggerEventRecord",
+    "scheduling_store",
+]

@@ -272,3 +272,15 @@ def test_corrupted_artifact_is_detected_by_its_hash(cadenza_env, counter_dir):
 
     assert second.state is RunState.SUCCESS
     assert count(counter_dir, "make_array") == 2
+
+
+def test_element_wise_maps_over_artifacts_are_cached_on_every_executor(
+    cadenza_env, executor, counter_dir
+):
+    resumable.chained_artifacts.run(folder=str(counter_dir), executor=executor)
+    second = resumable.chained_artifacts.run(folder=str(counter_dir), executor=executor)
+
+    states = {(t.task_id, t.map_index): t.state for t in second.instances if t.map_index >= 0}
+    assert set(states.values()) == {S.CACHED}
+    assert count(counter_dir, "vector_sum") == 3
+    assert second.outputs["vector_sum"] == [20_000, 40_000, 60_000]

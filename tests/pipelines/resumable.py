@@ -125,3 +125,23 @@ def checked_sum(arr, folder: str) -> int:
 @pipeline
 def fragile(folder: str):
     checked_sum(make_array(folder), folder)
+
+
+@task(cache=True)
+def vector(i: int, folder: str):
+    import numpy as np
+
+    bump(folder, "vector")
+    return np.full(20_000, i, dtype=np.int64)  # large enough to be an artifact
+
+
+@task(cache=True)
+def vector_sum(v, folder: str) -> int:
+    bump(folder, "vector_sum")
+    return int(v.sum())
+
+
+@pipeline
+def chained_artifacts(folder: str):
+    vs = vector.partial(folder=folder).expand(i=[1, 2, 3])
+    vector_sum.partial(folder=folder).expand(v=vs)

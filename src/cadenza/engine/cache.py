@@ -79,7 +79,11 @@ class CachePolicy:
                 return [c.output for c in ns.children]
             return ns.summary.output
 
-        mapped = inst.inputs if inst.map_index >= 0 and inst.inputs is not None else None
+        mapped = None
+        if inst.map_index >= 0:
+            # Element values as stored refs, never live objects: the key must be the same
+            # whichever executor produced the upstream element.
+            mapped = inst.key_inputs if inst.key_inputs is not None else inst.inputs
         return cache_key_parts(node, ref_of, mapped_inputs=mapped)
 
     def try_serve(self, driver: Any, inst: Any) -> bool:

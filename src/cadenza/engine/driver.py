@@ -87,6 +87,7 @@ class Instance:
     reason: str = ""
     persisted: bool = False
     inputs: dict[str, Any] | None = None
+    key_inputs: dict[str, Any] | None = None  # mapped elements as refs, for the cache key
     granted: Any = None  # what Admission gave it (pool slot, resources, GPU ids)
     due: float = 0.0  # monotonic time of its next retry
     retry_base: int = 0  # attempts made before this driver took over (resume)
@@ -522,7 +523,8 @@ class RunDriver:
         if not cached:
             self._record_lineage(inst)
             self.callbacks.add(inst.node.options.on_success, self._cb_ctx(inst, S.SUCCESS))
-        for asset in inst.node.options.outlets:
+        # A cache hit makes no new version of an asset: nothing was produced.
+        for asset in () if cached else inst.node.options.outlets:
             self.batch.asset_events.append(AssetEventRecord(
                 asset=asset, run_id=self.run_id, task_id=inst.node.id,
                 map_index=inst.map_index, attempt=inst.attempt,
@@ -631,7 +633,7 @@ class RunDriver:
     # --- mapping -------------------------------------------------------------------------
     def _expand(self, ns: NodeState) -> None:
         node = ns.node
-        axes: list[list[tuple[Any, TaskState | None]]] = []
+        axes: list[list[tuple[Any, TaskState | None, Any]]] = []
         try:
             for name in node.mapped:
                 axes.append(self._axis(node.args[name]))
@@ -666,15 +668,18 @@ class RunDriver:
             else:
                 inst = Instance(node=node, map_index=i)
             inputs = dict(fixed)
+            key_inputs: dict[str, Any] = {}
             bad: TaskState | None = None
-            for name, (value, elem_state) in zip(node.mapped, combo, strict=True):
+            for name, (value, elem_state, key_value) in zip(node.mapped, combo, strict=True):
                 inputs[name] = value
+                key_inputs[name] = key_value
                 if elem_state is not None and not elem_state.is_ok:
                     if elem_state is S.SKIPPED and bad is None:
                         bad = S.SKIPPED
                     else:
                         bad = S.UPSTREAM_FAILED
             inst.inputs = inputs
+            inst.key_inputs = key_inputs
             children.append(inst)
             if bad is not None:
                 inst.ended_at = clock.now()
@@ -697,29 +702,28 @@ class RunDriver:
         self._unfinished -= 1
         self._propagate(ns, None)
 
-    def _axis(self, value: Any) -> list[tuple[Any, TaskState | None]]:
-        """The elements one mapped argument ranges over, with their producer's state."""
+    def _axis(self, value: Any) -> list[tuple[Any, TaskState | None, Any]]:
+        """The elements one mapped argument ranges over: (value to pass, producer's state,
+        value for the cache key: the stored ref when the element is an upstream output)."""
         if type(value) is TaskOutput:
             up = self.nodes[value.task_id]
             if up.node.is_mapped:
-                return [(self._value_of(c), c.state) for c in up.children]
-            ref = up.summary.output
+                return [(self._value_of(c), c.state, c.output) for c in up.children]
             items = self._load(up.summary)
             if not isinstance(items, (list, tuple)):
                 raise TypeError(
                     f"expand() needs a list, but task '{value.task_id}' returned "
                     f"{type(items).__name__}; return a list from '{value.task_id}'"
                 )
-            del ref
-            return [(item, None) for item in items]
+            return [(item, None, item) for item in items]
         if type(value) is ParamValue:
             items = self.params[value.name]
             if not isinstance(items, (list, tuple)):
                 raise TypeError(f"expand() needs a list, but parameter '{value.name}' is "
                                 f"{type(items).__name__}")
-            return [(item, None) for item in items]
+            return [(item, None, item) for item in items]
         items = substitute(value, self._input_for)
-        return [(item, None) for item in items]
+        return [(item, None, item) for item in items]
 
     def _load(self, inst: Instance) -> Any:
         key = (inst.node.id, inst.map_index)

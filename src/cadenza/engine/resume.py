@@ -197,6 +197,7 @@ def rebuild(driver: Any, rows: list[Any]) -> list[AttemptRecord]:
         inst.queued_at, inst.started_at, inst.ended_at = row.queued_at, row.started_at, row.ended_at
         inst.output, inst.error, inst.worker = row.output, row.error, row.worker
         inst.cache_key, inst.cache_origin, inst.map_count = row.cache_key, row.cache_origin, row.map_count
+        inst.cache_detail = row.cache_detail
         inst.persisted = True
         if row.state in (S.RUNNING, S.QUEUED) and row.attempt > 0 and inst.map_count is None:
             interrupted.append(AttemptRecord(

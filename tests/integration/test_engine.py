@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from cadenza import RunState, TaskState
 from cadenza.store import open_store
 from tests.pipelines import shapes
@@ -139,3 +141,35 @@ def test_context_has_every_field_and_metrics_and_logs_are_kept(cadenza_env, exec
     log_text = open(attempt.log_path).read()
     assert "hello from print" in log_text
     assert "hello from the context logger" in log_text
+
+
+def test_attempt_log_is_readable_while_the_task_runs(sqlite_env, executor, tmp_path):
+    import threading
+
+    from cadenza.core.logfiles import attempt_log_path
+    from tests.conftest import wait_for
+    from tests.pipelines import resumable
+
+    holder = {}
+
+    def on_start(driver):
+        holder["run_id"] = driver.run_id
+
+    def run():
+        from cadenza.engine.api import run_pipeline
+
+        holder["result"] = run_pipeline(resumable.chatty_pipeline, {"folder": str(tmp_path)},
+                                        executor=executor, on_start=on_start)
+
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        wait_for(lambda: "run_id" in holder)
+        path = attempt_log_path(str(sqlite_env.logs_dir), holder["run_id"], "chatty", -1, 1)
+        wait_for(lambda: os.path.exists(path) and "step 1 of 2" in open(path).read())
+        assert "step 2 of 2" not in open(path).read()
+    finally:
+        (tmp_path / "release").write_text("go")
+        t.join(60)
+    assert holder["result"].state is RunState.SUCCESS
+    assert "step 2 of 2" in open(path).read()

@@ -145,3 +145,18 @@ def vector_sum(v, folder: str) -> int:
 def chained_artifacts(folder: str):
     vs = vector.partial(folder=folder).expand(i=[1, 2, 3])
     vector_sum.partial(folder=folder).expand(v=vs)
+
+
+@task
+def chatty(folder: str) -> str:
+    print("step 1 of 2 done", flush=True)
+    deadline = time.monotonic() + 60
+    while not Path(folder, "release").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    print("step 2 of 2 done")
+    return "ok"
+
+
+@pipeline
+def chatty_pipeline(folder: str):
+    chatty(folder)

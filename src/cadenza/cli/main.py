@@ -25,7 +25,9 @@ import typer
 from cadenza.cli import console as cli_console
 from cadenza.cli import db, pipelines, pools, runs, tasks
 from cadenza.cli.init import init_command
+from cadenza.cli.lineage import lineage_command
 from cadenza.cli.logs import logs_command
+from cadenza.cli.plan import plan_command
 from cadenza.cli.run import resume_command, run_command
 
 app = typer.Typer(
@@ -96,6 +98,8 @@ app.command("init")(init_command)
 app.command("run")(run_command)
 app.command("resume")(resume_command)
 app.command("logs")(logs_command)
+app.command("plan")(plan_command)
+app.command("lineage")(lineage_command)
 app.add_typer(pipelines.app, name="pipelines")
 app.add_typer(runs.app, name="runs")
 app.add_typer(tasks.app, name="tasks")

@@ -189,6 +189,16 @@ def show_run(
     print_run_detail(run, tis, metrics)
 
 
+def _output_text(ti: TaskInstanceRecord) -> str:
+    """An artifact output's SHA-256 prefix (what `cadenza lineage` takes); "-" otherwise."""
+    from cadenza.artifacts.lineage import SHA_CHARS
+
+    ref = ti.output
+    if ref is None or ref.kind != "artifact" or not ref.sha256:
+        return "-"
+    return ref.sha256[:SHA_CHARS]
+
+
 def print_run_detail(run: RunRecord, tis: Sequence[TaskInstanceRecord],
                      metrics: Sequence[MetricRecord] = ()) -> None:
     import json
@@ -217,7 +227,7 @@ def print_run_detail(run: RunRecord, tis: Sequence[TaskInstanceRecord],
     console.print(meta)
     console.print()
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("TASK", "STATE", "ATTEMPTS", "DURATION", "CACHE", "ERROR"):
+    for col in ("TASK", "STATE", "ATTEMPTS", "DURATION", "CACHE", "OUTPUT", "ERROR"):
         table.add_column(col, no_wrap=col != "ERROR", overflow="fold")
     for t in tis:
         name = label(t.task_id, t.map_index)
@@ -238,6 +248,7 @@ def print_run_detail(run: RunRecord, tis: Sequence[TaskInstanceRecord],
         attempts = str(t.attempt) if t.map_count is None else "-"
         table.add_row(escape(name), styled_state(t.state), attempts,
                       format_duration(duration_s(t.started_at, t.ended_at)), escape(cache),
+                      _output_text(t),
                       f"[red]{escape(error)}[/]" if str(t.state) == "failed" else escape(error))
     console.print(table)
     if metrics:

@@ -28,6 +28,7 @@ from typing import Any
 
 from cadenza.core import clock
 from cadenza.core.errors import TaskCancelled
+from cadenza.core.logfiles import attempt_log_path
 from cadenza.core.records import (
     ArtifactRecord,
     AssetEventRecord,
@@ -216,8 +217,15 @@ class RunDriver:
 
     # --- public --------------------------------------------------------------------------
     def cancel(self) -> None:
-        """Ask the run to stop: running tasks are interrupted, the rest cancelled."""
+        """Ask the run to stop: running tasks are interrupted, the rest cancelled.
+
+        Safe to call from another thread or a signal handler."""
         self._cancel.set()
+        for inst in list(self.in_flight.values()):
+            try:
+                self.executor.cancel(self.run_id, inst.node.id, inst.map_index)
+            except Exception as exc:  # noqa: BLE001 - the loop cancels what is left
+                log.warning("run %s: could not interrupt %s: %s", self.run_id, inst.label, exc)
         self.outcomes.put(None)
 
     def drive(self) -> RunState:
@@ -370,9 +378,8 @@ class RunDriver:
     def _with_attempt(self, call: TaskCall, inst: Instance) -> TaskCall:
         from dataclasses import replace
 
-        mi = inst.map_index
-        name = inst.node.id if mi < 0 else f"{inst.node.id}.{mi}"
-        log_path = os.path.join(self.logs_dir, self.run_id, f"{name}.{inst.attempt}.log")
+        log_path = attempt_log_path(self.logs_dir, self.run_id, inst.node.id, inst.map_index,
+                                    inst.attempt)
         env = dict(call.env)
         gpus = getattr(inst.granted, "gpus", ())
         if gpus:
@@ -743,7 +750,9 @@ class RunDriver:
                 self.executor.cancel(self.run_id, inst.node.id, inst.map_index)
             except Exception as exc:  # noqa: BLE001 - keep cancelling the others
                 log.warning("run %s: could not cancel %s: %s", self.run_id, inst.label, exc)
-        deadline = time.monotonic() + 10.0
+        # The inline executor's call died with the interrupt itself: no outcome will come.
+        wait_s = 0.0 if getattr(self.executor, "name", "") == "inline" else 10.0
+        deadline = time.monotonic() + wait_s
         while self.in_flight and time.monotonic() < deadline:
             try:
                 out = self.outcomes.get(timeout=max(0.0, deadline - time.monotonic()))

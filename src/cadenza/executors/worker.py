@@ -315,17 +315,39 @@ def _trimmed_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
-def _write_log(path: str | None, text: str) -> str | None:
-    if not path or not text:
-        return None
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(text)
-    except OSError as exc:
-        log.warning("could not write task log %s: %s", path, exc)
-        return None
-    return path
+class _AttemptLog(io.TextIOBase):
+    """The attempt's log file, created on the first write and flushed at every write so
+    that `cadenza logs --follow` sees output while the task runs."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self._fh: Any = None
+        self._failed = False
+
+    def write(self, text: str) -> int:
+        if not text:
+            return 0
+        if self._fh is None:
+            if self._failed or not self.path:
+                return len(text)
+            try:
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+            except OSError as exc:
+                self._failed = True
+                log.warning("could not write task log %s: %s", self.path, exc)
+                return len(text)
+        self._fh.write(text)
+        self._fh.flush()
+        return len(text)
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+
+    @property
+    def written(self) -> str | None:
+        return self.path if self._fh is not None else None
 
 
 def execute(
@@ -347,7 +369,7 @@ def execute(
     _install_capture()
     worker = worker or default_worker_name()
     started = datetime.now(UTC)
-    buffer = io.StringIO()
+    buffer = _AttemptLog(call.log_path)
     ctx = TaskContext(
         run_id=call.run_id,
         pipeline=call.pipeline,
@@ -427,7 +449,8 @@ def execute(
         reset_context(token)
     if error is not None and error.traceback and error.kind in ("exception", "input"):
         buffer.write(error.traceback)
-    log_path = _write_log(call.log_path, buffer.getvalue())
+    buffer.close()
+    log_path = buffer.written
     ok = error is None
     return TaskOutcome(
         run_id=call.run_id,

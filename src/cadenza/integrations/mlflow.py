@@ -470,21 +470,6 @@ def _is_sklearn(model: Any) -> bool:
     return base is not None and isinstance(model, base.BaseEstimator)
 
 
-def _skops_types(model: Any) -> list[str] | None:
-    """The classes in `model` that skops does not trust by default (a HistGradientBoosting's
-    TreePredictor, say). The model is the caller's own object, in its own process: saving it
-    is safe, and MLflow records the list so that loading it back does not need it again."""
-    try:
-        import skops.io as sio
-    except ImportError:
-        return None
-    try:
-        found = sio.get_untrusted_types(data=sio.dumps(model))
-    except Exception:  # noqa: BLE001 - let MLflow report the problem in its own words
-        return None
-    return list(found) or None
-
-
 def _is_python_model(model: Any) -> bool:
     import mlflow.pyfunc
 
@@ -560,11 +545,17 @@ def _log_model(mlflow: Any, model: Any, sink: _Sink, input_example: Any, fail: A
                            "it") from exc
             import mlflow.sklearn
 
-            # Explicit requirements: inferring them starts a subprocess that reloads the model.
+            # cloudpickle, not MLflow's default skops: skops would need every class in the
+            # model on its allow-list (a HistGradientBoosting's TreePredictor is not), and
+            # listing them all buys no safety, while importing skops costs 4-6 s per process
+            # (cProfile, 2-core machine). Loading stays behind MLflow's own gate,
+            # MLFLOW_ALLOW_PICKLE_DESERIALIZATION. Explicit pip requirements: inferring them
+            # starts a subprocess that loads the model again.
             info = mlflow.sklearn.log_model(
                 model, name="model", run_id=sink.run_id, input_example=input_example,
-                pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True),
-                skops_trusted_types=_skops_types(model))
+                serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+                pip_requirements=mlflow.sklearn.get_default_pip_requirements(
+                    include_cloudpickle=True))
         elif _is_python_model(model):
             import mlflow.pyfunc
 

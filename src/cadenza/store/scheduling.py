@@ -372,6 +372,12 @@ class SchedulingStore:
         order = (r.created_at, r.logical_date, r.run_id)
         queued = and_(r.state == RunState.QUEUED.value, r.driver_id.is_(None))
         picked: list[str] = []
+        # Most ticks find nothing queued: ask on a read connection before taking a write
+        # lock (SQLite serialises every write transaction).
+        with self._read_engine.connect() as conn:
+            if conn.execute(select(r.run_id).where(queued, r.pipeline.in_(list(caps)))
+                            .limit(1)).first() is None:
+                return []
         with self._engine.begin() as conn:
             uncapped = [p for p, cap in caps.items() if cap is None]
             if uncapped:
@@ -442,16 +448,17 @@ class SchedulingStore:
     # -- SLA ------------------------------------------------------------------------------------
 
     @_translated("finding SLA candidates")
-    def sla_candidates(self, pipeline: str, *, sla_s: float, lookback_s: float,
-                       limit: int = 200) -> list[RunRecord]:
-        """Runs of `pipeline` created between `sla_s + lookback_s` and `sla_s` seconds ago
-        with no recorded miss. The caller checks which did not finish in time."""
-        now = clock.now()
+    def sla_candidates(self, pipeline: str, *, created_before: datetime,
+                       ended_since: datetime, limit: int = 500) -> list[RunRecord]:
+        """Runs of `pipeline` with no recorded miss, created at or before `created_before`,
+        and either unfinished or finished at or after `ended_since`. The caller checks
+        which did not finish within the SLA; passing the previous check's time as
+        `ended_since` means a run that finished in time is looked at once."""
         r = _runs.c
         q = (select(*_RUN_COLUMNS)
              .where(r.pipeline == pipeline,
-                    r.created_at <= now - timedelta(seconds=sla_s),
-                    r.created_at >= now - timedelta(seconds=sla_s + lookback_s),
+                    r.created_at <= created_before,
+                    or_(r.ended_at.is_(None), r.ended_at >= ended_since),
                     ~exists().where(_sla.c.run_id == r.run_id))
              .order_by(r.created_at).limit(limit))
         with self._read_engine.connect() as conn:

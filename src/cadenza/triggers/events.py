@@ -239,7 +239,8 @@ class RedisConsumer:
         claimed = [(mid, fields) for mid, fields in (res[1] if res else []) if fields]
         handled += self._handle(claimed)
         got = self.client.xreadgroup(self.group, self.consumer, {self.stream: ">"},
-                                     count=self.batch, block=block_ms if not handled else None)
+                                     count=self.batch,
+                                     block=block_ms if block_ms > 0 and not handled else None)
         for _stream, entries in got or []:
             handled += self._handle(entries)
         return handled

@@ -1,0 +1,86 @@
+"""Backfill (SPEC §4): creates the missing interval runs of a range, idempotently, shares
+its keys with the scheduler, drives at most max_active runs at once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from cadenza import pipeline, task
+from cadenza.core.clock import FakeClock, use_clock
+from cadenza.core.errors import CadenzaError
+from cadenza.core.states import RunState
+from cadenza.store import open_store
+from cadenza.triggers.backfill import BackfillProgress, backfill
+from cadenza.triggers.cron import to_utc
+from cadenza.triggers.loop import Scheduler, pause
+from tests.pipelines import sched_time
+
+
+def runs_of(settings, name: str):
+    return sorted(open_store(settings.database_url).list_runs(pipeline=name, limit=10_000),
+                  key=lambda r: r.logical_date)
+
+
+def test_backfill_creates_every_interval_once_and_a_second_call_creates_nothing(cadenza_env):
+    progress: list[BackfillProgress] = []
+    with use_clock(FakeClock(to_utc("2026-04-15"))):
+        first = backfill(sched_time.daily_paris, "2026-03-27", "2026-04-05", max_active=2,
+                         executor="inline", on_progress=progress.append)
+        second = backfill(sched_time.daily_paris, "2026-03-27", "2026-04-05")
+    assert len(first.created) == 10 and first.existing == 0 and first.ok
+    assert second.created == [] and second.existing == 10 and second.states == {}
+    runs = runs_of(cadenza_env, "daily_paris")
+    assert len(runs) == 10
+    assert all(r.trigger == "backfill" and r.state is RunState.SUCCESS for r in runs)
+    assert progress[0] == BackfillProgress(total=10, done=0)
+    assert [p.done for p in progress[1:]] == list(range(1, 11))
+    # At most max_active runs overlapped.
+    for r in runs:
+        overlapping = [o for o in runs if o.started_at < r.ended_at and o.ended_at > r.started_at]
+        assert len(overlapping) <= 2
+
+
+def test_backfill_and_the_scheduler_never_run_an_interval_twice(cadenza_env):
+    with use_clock(FakeClock(to_utc("2026-03-31T00:30", "Europe/Paris"))):
+        result = backfill(sched_time.daily_paris, "2026-03-28", "2026-03-29", drive=False)
+        assert len(result.created) == 2
+        created = Scheduler([sched_time.daily_paris], max_runs=0).tick().created
+        assert len(created) == 2  # the 27th and the 30th
+        assert backfill(sched_time.daily_paris, "2026-03-01", "2026-04-30",
+                        drive=False).created == []
+    runs = runs_of(cadenza_env, "daily_paris")
+    assert len(runs) == len({r.logical_date for r in runs}) == 4
+    assert [r.trigger for r in runs] == ["schedule", "backfill", "backfill", "schedule"]
+    assert all(r.state is RunState.QUEUED for r in runs)
+
+
+def test_backfill_creates_only_intervals_that_have_ended_within_the_pipeline_bounds(cadenza_env):
+    with use_clock(FakeClock(datetime(2026, 1, 1, 11, 59, tzinfo=UTC))):
+        result = backfill(sched_time.every_six_hours, "2025-12-30", "2026-01-05", drive=False)
+    assert [i.start.hour for i in result.intervals] == [0]  # starts at start_date; 06:00 not over
+    with use_clock(FakeClock(to_utc("2026-04-01"))):
+        bounded = backfill(sched_time.bounded_new_york, "2026-01-01", "2026-12-31", drive=False)
+    assert len(bounded.created) == 4  # end_date is the last logical date
+
+
+def test_backfill_of_a_paused_pipeline_still_creates_and_runs(cadenza_env):
+    pause("every_six_hours")
+    with use_clock(FakeClock(datetime(2026, 1, 2, 1, tzinfo=UTC))):
+        result = backfill(sched_time.every_six_hours, "2026-01-01", "2026-01-01T18:00",
+                          executor="inline")
+    assert len(result.created) == 4 and result.ok
+
+
+def test_backfill_needs_a_schedule(cadenza_env):
+    @task
+    def t() -> int:
+        return 1
+
+    @pipeline
+    def unscheduled():
+        t()
+
+    with pytest.raises(CadenzaError, match="needs a pipeline with a schedule"):
+        backfill(unscheduled, "2026-01-01", "2026-01-02")

@@ -1,0 +1,150 @@
+"""Sensors (SPEC §4): FileSensor and @sensor as pipeline triggers (poked by the scheduler)
+and as steps inside a pipeline (poked by the engine between retries, holding no worker);
+a sensor that times out fails naming its condition."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from cadenza import pipeline, task
+from cadenza.core.clock import FakeClock, use_clock
+from cadenza.core.states import RunState, TaskState
+from cadenza.store import open_store
+from cadenza.triggers.loop import Scheduler, pause
+from cadenza.triggers.sensors import FileSensor, SensorTimeout, sensor
+from tests.conftest import wait_for
+
+
+@task
+def count_files(files: list) -> int:
+    return len(files)
+
+
+@task
+def noop() -> str:
+    return "ok"
+
+
+def runs(settings, name: str):
+    return sorted(open_store(settings.database_url).list_runs(pipeline=name, limit=100),
+                  key=lambda r: r.created_at)
+
+
+def test_file_sensor_trigger_makes_one_run_per_new_set_of_files(cadenza_env, tmp_path):
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    watch = FileSensor(str(incoming / "*.csv"), poke_interval=10, name="incoming_csv")
+
+    @pipeline(name="ingest_files", triggers=[watch])
+    def ingest():
+        noop()
+
+    clock = FakeClock(datetime(2026, 1, 1, tzinfo=UTC))
+    with use_clock(clock):
+        sched = Scheduler([ingest], max_runs=0)
+        assert sched.tick().created == []
+        (incoming / "a.csv").write_text("x\n")
+        (incoming / "ignored.txt").write_text("x\n")
+        assert sched.tick().created == []  # not poked again before poke_interval
+        clock.advance(10)
+        assert len(sched.tick().created) == 1
+        clock.advance(10)
+        assert sched.tick().created == []  # same files: same key
+        (incoming / "b.csv").write_text("y\n")
+        clock.advance(10)
+        assert len(sched.tick().created) == 1
+    made = runs(cadenza_env, "ingest_files")
+    assert [r.trigger for r in made] == ["sensor", "sensor"]
+    values = [r.extra["trigger"]["value"] for r in made]
+    assert [[Path(f["path"]).name for f in v] for v in values] == [["a.csv"], ["a.csv", "b.csv"]]
+
+
+def test_custom_sensor_trigger_fires_once_per_poke_slot_across_schedulers(cadenza_env, tmp_path):
+    flag = tmp_path / "flag"
+
+    @sensor(poke_interval=60)
+    def flag_is_up() -> bool:
+        "the flag file exists"
+        return flag.exists()
+
+    @pipeline(name="on_flag", triggers=[flag_is_up])
+    def on_flag():
+        noop()
+
+    clock = FakeClock(datetime(2026, 1, 1, tzinfo=UTC))
+    with use_clock(clock):
+        a, b = Scheduler([on_flag], max_runs=0), Scheduler([on_flag], max_runs=0)
+        assert a.tick().created == [] and b.tick().created == []
+        flag.write_text("up")
+        clock.advance(60)
+        created = a.tick().created + b.tick().created
+        assert len(created) == 1
+        clock.advance(60)
+        assert len(a.tick().created + b.tick().created) == 1
+        pause("on_flag")
+        clock.advance(60)
+        assert a.tick().created == []
+
+
+@pytest.mark.parametrize("executor", ["threads", "processes"])
+def test_file_sensor_step_waits_between_pokes_without_a_worker(cadenza_env, tmp_path, executor):
+    ready = tmp_path / "ready"
+    ready.mkdir()
+
+    @pipeline(name="wait_then_count")
+    def wait_then_count():
+        files = FileSensor(str(ready / "*.parquet"), poke_interval=0.05, timeout=60,
+                           name="ready_files")()
+        count_files(files)
+
+    result: dict = {}
+    t = threading.Thread(target=lambda: result.setdefault(
+        "r", wait_then_count.run(executor=executor)))
+    t.start()
+    store = open_store(cadenza_env.database_url)
+
+    def sensor_row():
+        found = store.list_runs(pipeline="wait_then_count")
+        return found and store.get_task_instance(found[0].run_id, "ready_files")
+
+    # Between pokes the step waits as up_for_retry: no worker, no pool slot held.
+    wait_for(lambda: (row := sensor_row()) and row.state is TaskState.UP_FOR_RETRY
+             and row.attempt >= 2, timeout_s=60)
+    (ready / "part-0.parquet").write_bytes(b"x")
+    t.join(60)
+    r = result["r"]
+    assert r.state is RunState.SUCCESS
+    assert r.outputs["count_files"] == 1
+    assert r.outputs["ready_files"][0]["path"].endswith("part-0.parquet")
+
+
+def test_a_sensor_step_that_times_out_fails_naming_its_condition(cadenza_env, tmp_path):
+    @sensor(poke_interval=0.05, timeout=0.2)
+    def model_published() -> bool:
+        "the model file is in the registry"
+        return (tmp_path / "model.bin").exists()
+
+    @pipeline(name="wait_for_model")
+    def wait_for_model():
+        model_published() >> noop()
+
+    r = wait_for_model.run(executor="threads")
+    assert r.state is RunState.FAILED
+    err = r.failed["model_published"]
+    assert err.type.endswith("SensorTimeout")
+    assert "timed out after 0.2 s waiting for condition 'model_published' " \
+           "(the model file is in the registry)" in err.message
+    assert r.task_states["noop"] is TaskState.UPSTREAM_FAILED
+    attempts = open_store(cadenza_env.database_url).get_attempts(r.run_id, "model_published")
+    assert len(attempts) == model_published.max_attempts == 5
+
+
+def test_sensor_timeout_names_the_file_pattern():
+    err = FileSensor("data/incoming/*.csv", timeout=60, name="incoming").timeout_error()
+    assert isinstance(err, SensorTimeout)
+    assert "sensor 'incoming' timed out after 60 s waiting for a file matching " \
+           "'data/incoming/*.csv'" in str(err)

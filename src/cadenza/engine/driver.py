@@ -171,6 +171,7 @@ class RunDriver:
         self.pipeline_callbacks = pipeline_callbacks or {}
         self.cache = cache
         self.tracker = tracker
+        self._tracker_config = tracker
         self.tracking_info: dict[str, Any] = {}
         self.in_process = bool(getattr(executor, "in_process", False))
 
@@ -230,8 +231,10 @@ class RunDriver:
 
     def drive(self) -> RunState:
         """Run until every task instance is final. Returns the run's final state."""
-        self._start_tracking()
         try:
+            if not self._start_tracking():
+                self._cancel_everything("experiment tracking is unavailable")
+                return self._finish(error=self.run.extra["warnings"][-1])
             self._flush()  # a resumed run's resets are durable before anything runs
             for ns in self.nodes.values():
                 if not ns.decided and ns.counts.total == 0:
@@ -484,10 +487,11 @@ class RunDriver:
                 f"resume the run to compute it again: cadenza resume {self.run_id})",
             )
         if error.kind == "cancelled" and self._cancel.is_set():
+            # The run is stopping: record the cancel, and let _cancel_everything mark the
+            # rest cancelled (propagating would call them upstream_failed instead).
             inst.error = error
             self._attempt_done(inst, S.CANCELLED, out)
             self._move(inst, S.CANCELLED, reason="run cancelled")
-            self._final(inst)
             return
         tries = inst.attempt - inst.retry_base
         if rules.should_retry(inst.node.options, tries, error):
@@ -830,9 +834,10 @@ class RunDriver:
         self.batch.run_updates.append(self.run)
         log.warning("run %s: %s", self.run_id, message)
 
-    def _start_tracking(self) -> None:
+    def _start_tracking(self) -> bool:
+        """Open the tracking run. False when it failed and the tracker asks to fail."""
         if self.tracker is None:
-            return
+            return True
         previous = self.run.extra.get("tracking")
         try:
             if previous:  # resumed: keep writing to the same tracking run
@@ -841,16 +846,15 @@ class RunDriver:
                 self.tracking_info = dict(self.tracker.start_run(
                     pipeline=self.graph.name, run_id=self.run_id, params=dict(self.run.params),
                     tags=tuple(self.run.tags)))
-        except Exception as exc:
-            if getattr(self.tracker, "fail_on_error", False):
-                raise
+        except Exception as exc:  # noqa: BLE001 - reported on the run
             self._warn(f"experiment tracking is off for this run: {exc}")
             self.tracker = None
-            return
+            return not bool(getattr(self._tracker_config, "fail_on_error", False))
         from dataclasses import replace
 
         self.run = replace(self.run, extra={**self.run.extra, "tracking": self.tracking_info})
         self.batch.run_updates.append(self.run)
+        return True
 
     def _end_tracking(self, state: RunState) -> None:
         if self.tracker is None:

@@ -310,6 +310,10 @@ class ProcessCache:
     def _reset_lock(self) -> None:
         self._lock = threading.Lock()
 
+    def peek(self, url: str) -> Any:
+        """The cached object for `url` in this process, or None (creates nothing)."""
+        return self._items.get((url, os.getpid()))
+
     def get_or_create(self, url: str, factory: Any) -> Any:
         key = (url, os.getpid())
         item = self._items.get(key)

@@ -50,7 +50,8 @@ def _json_dumps(obj: Any) -> bytes:
 def _pickle_dumps(obj: Any) -> bytes:
     import cloudpickle
 
-    return cloudpickle.dumps(obj, protocol=5)
+    data: bytes = cloudpickle.dumps(obj, protocol=5)
+    return data
 
 
 def _pickle_loads(data: bytes) -> Any:

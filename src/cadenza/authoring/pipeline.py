@@ -196,7 +196,7 @@ class PipelineDef(Generic[P, R]):
             fields: dict[str, Any] = {}
             for p in self.params:
                 fields[p.name] = (p.annotation, p.default if p.has_default else ...)
-            self._model = create_model(  # type: ignore[call-overload]
+            self._model = create_model(
                 f"{self.name}_params",
                 __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
                 **fields,
@@ -242,7 +242,7 @@ class PipelineDef(Generic[P, R]):
         refs = {p.name: ParamRef(p.name, self.name) for p in self.params}
         with builder.active():
             try:
-                self.fn(**refs)  # type: ignore[call-arg]
+                self.fn(**refs)  # type: ignore[arg-type, call-arg]
             except DefinitionError as exc:
                 builder.problems.extend(exc.problems)
             except CadenzaError:
@@ -277,7 +277,7 @@ class PipelineDef(Generic[P, R]):
         if args:
             raise ParameterError("pass pipeline parameters by name", pipeline=self.name,
                                  hint=f"{self.name}(n=500)")
-        return self.run(**kwargs)
+        return self.run(**kwargs)  # type: ignore[arg-type]
 
 
 _PIPELINE_OPTIONS = {

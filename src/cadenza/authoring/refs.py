@@ -97,11 +97,11 @@ class OutputRef(_Wirable, Generic[T]):
     def __hash__(self) -> int:
         return hash((id(self._owner), self.task_id))
 
-    def __eq__(self, other: object) -> bool:  # type: ignore[override]
+    def __eq__(self, other: object) -> bool:
         raise _not_yet("compared the output of task", f"'{self.task_id}'",
                        self._owner.pipeline_name)
 
-    __ne__ = __eq__  # type: ignore[assignment]
+    __ne__ = __eq__
 
 
 class ParamRef:
@@ -125,15 +125,15 @@ class ParamRef:
     def _arith(self, *_: Any) -> Any:
         raise _not_yet("computed with parameter", f"'{self.name}'", self._pipeline)
 
-    def __eq__(self, other: object) -> bool:  # type: ignore[override]
+    def __eq__(self, other: object) -> bool:
         raise _not_yet("compared parameter", f"'{self.name}'", self._pipeline)
 
-    __ne__ = __eq__  # type: ignore[assignment]
+    __ne__ = __eq__
 
     def __hash__(self) -> int:
         return hash(("param", self.name))
 
     __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _arith
     __truediv__ = __rtruediv__ = __floordiv__ = __mod__ = __pow__ = _arith
-    __lt__ = __le__ = __gt__ = __ge__ = _arith  # type: ignore[assignment]
+    __lt__ = __le__ = __gt__ = __ge__ = _arith
     __getitem__ = _arith

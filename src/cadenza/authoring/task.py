@@ -215,7 +215,7 @@ class TaskDef(_Wirable, Generic[P, R]):
         # A name given per use (with_options(name=...)) must be unique in a pipeline; a name
         # given to @task(name=...) is a base name like the function's: name, name__1, ...
         self.explicit_name = explicit
-        self.name = name or getattr(fn, "__name__", "task")
+        self.name: str = name or str(getattr(fn, "__name__", "task"))
         self.raw_options = options
         self.options, self.problems = build_options(self.name, options)
         self.signature = inspect.signature(fn)
@@ -274,7 +274,8 @@ class TaskDef(_Wirable, Generic[P, R]):
         return builder
 
     def _wire_ids(self) -> list[str]:
-        return self._builder().resolve_ids(self)
+        ids: list[str] = self._builder().resolve_ids(self)
+        return ids
 
 
 class PartialTask(Generic[R]):

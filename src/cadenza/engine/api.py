@@ -38,7 +38,7 @@ class RunResult:
     error: str | None = None
     _artifact_root: str = ""
     _live: dict[tuple[str, int], Any] = field(default_factory=dict)
-    _outputs: dict[str, Any] | None = None
+    _outputs: Mapping[str, Any] | None = None
     _pipeline: Any = None
 
     @property
@@ -65,7 +65,8 @@ class RunResult:
         from cadenza.engine.resume import resume_run
 
         kwargs.setdefault("pipeline", self._pipeline)
-        return resume_run(self.run_id, **kwargs)
+        result: RunResult = resume_run(self.run_id, **kwargs)
+        return result
 
     def __repr__(self) -> str:
         failed = ", ".join(self.failed) or "none"

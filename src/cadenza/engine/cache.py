@@ -72,7 +72,7 @@ class CachePolicy:
         node = inst.node
 
         def ref_of(marker: TaskOutput | ParamValue) -> Any:
-            if type(marker) is ParamValue:
+            if isinstance(marker, ParamValue):
                 return driver.params[marker.name]
             ns = driver.nodes[marker.task_id]
             if ns.node.is_mapped:

@@ -390,7 +390,7 @@ class RunDriver:
         return replace(call, attempt=inst.attempt, log_path=log_path, env=env)
 
     def _input_for(self, marker: TaskOutput | ParamValue) -> Any:
-        if type(marker) is ParamValue:
+        if isinstance(marker, ParamValue):
             return self.params[marker.name]
         ns = self.nodes[marker.task_id]
         if ns.node.is_mapped:
@@ -453,10 +453,10 @@ class RunDriver:
             self._dirty_since = time.monotonic()
         if (inst.ended_at - inst.started_at).total_seconds() >= GROUP_COMMIT_MAX_TASK_S:
             self._must_flush = True
-        for name, value, kind in out.metrics:
+        for name, metric_value, kind in out.metrics:
             self.batch.metrics.append(
                 MetricRecord(run_id=self.run_id, task_id=inst.node.id, map_index=inst.map_index,
-                             attempt=inst.attempt, name=name, value=value, kind=kind,
+                             attempt=inst.attempt, name=name, value=metric_value, kind=kind,
                              at=inst.ended_at)
             )
         if out.ok:
@@ -464,7 +464,11 @@ class RunDriver:
                 self.values[(inst.node.id, inst.map_index)] = out.value
             inst.output = out.output
             if inst.node.options.is_branch:
-                value = out.value if out.has_value else (out.output.value if out.output and out.output.kind == "json" else None)
+                value: Any = None
+                if out.has_value:
+                    value = out.value
+                elif out.output is not None and out.output.kind == "json":
+                    value = out.output.value
                 chosen, err = rules.branch_choice(value, self.downstream[inst.node.id])
                 if chosen is None:
                     self._attempt_done(inst, S.FAILED, out)
@@ -764,9 +768,10 @@ class RunDriver:
                 break
             if out is None:
                 continue
-            inst = self.in_flight.pop((out.task_id, out.map_index), None)
-            if inst is None:
+            gone = self.in_flight.pop((out.task_id, out.map_index), None)
+            if gone is None:
                 continue
+            inst = gone
             if inst.granted is not None:
                 self.admission.release(inst.node, inst.granted)
                 inst.granted = None

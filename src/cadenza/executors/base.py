@@ -146,12 +146,12 @@ def get_executor(name: str, **options: Any) -> Executor:
         ex.start()
         return ex
     with _shared_lock:
-        ex = _shared.get(name)
-        if ex is None:
-            ex = _load(name)()
-            ex.start()
-            _shared[name] = ex
-        return ex
+        shared = _shared.get(name)
+        if shared is None:
+            shared = _load(name)()
+            shared.start()
+            _shared[name] = shared
+        return shared
 
 
 def shutdown_all() -> None:

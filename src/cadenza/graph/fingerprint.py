@@ -178,7 +178,7 @@ def value_digest(value: Any) -> str:
     sha = getattr(value, "sha256", None)
     kind = getattr(value, "kind", None)
     if kind == "artifact" and sha:
-        return sha
+        return str(sha)
     if kind == "json":
         value = value.value
     try:

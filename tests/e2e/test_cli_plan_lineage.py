@@ -155,13 +155,13 @@ def test_plan_usage_errors_exit_2_without_a_traceback(project: Project) -> None:
 
 
 def two_runs(project: Project) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A run, then one with another n (so nothing is cached and "features/plan" gets v2)."""
+    """A run, then one with another n (so nothing is cached and "features/plan" gets v2).
+    `run --json` prints what `runs show --json` does."""
     first = project.json("run", PIPELINE)
     second = project.json("run", PIPELINE, "--param", "n=7")
     assert first["state"] == second["state"] == "success"
     assert "cached" not in {t["state"] for t in second["task_instances"]}
-    return project.json("runs", "show", first["run_id"]), project.json(
-        "runs", "show", second["run_id"])
+    return first, second
 
 
 def sha_of(run: dict[str, Any], label: str) -> str:
@@ -197,7 +197,7 @@ def test_lineage_of_an_asset_walks_to_what_it_was_computed_from(project: Project
 
 def test_lineage_of_an_artifact_prefix_from_runs_show(project: Project) -> None:
     first, _ = two_runs(project)
-    sha = sha_of(first, "make_data")
+    sha = sha_of(project.json("runs", "show", first["run_id"]), "make_data")
     prefix = sha[:10]
     # The text of `runs show` has the prefix to copy, too.
     assert sha[:12] in project.ok("runs", "show", first["run_id"]).stdout
@@ -236,3 +236,31 @@ def test_lineage_of_something_unknown_exits_2_with_the_fix(project: Project) -> 
         assert "\n  fix: " in proc.stderr and proc.stdout == ""
     assert "cadenza runs show RUN_ID" in project.ok("lineage", "deadbeef", "--json",
                                                     code=2).stderr
+
+
+# --- README ----------------------------------------------------------------------------------
+
+
+def test_readme_tour_plan_lines_are_true(tmp_path: Path) -> None:
+    """README's tour: `cadenza plan` on the `cadenza init` example, then with cache=True."""
+    p = Project(root=tmp_path, env=clean_env(tmp_path / "home"))
+    p.ok("init", "demo")
+    demo = tmp_path / "demo"
+    plan = ["plan", "pipelines/example.py", "--param", "n=5"]
+    table = rows(p.ok(*plan, cwd=demo).stdout)
+    assert table == {"numbers": "will run cache off", "square[*]": "will run cache off",
+                     "total": "will run cache off"}
+
+    example = demo / "pipelines" / "example.py"
+    text = example.read_text(encoding="utf-8")
+    example.write_text(text.replace("@task\ndef numbers", "@task(cache=True)\ndef numbers"),
+                       encoding="utf-8")
+    run_id = p.json("run", "pipelines/example.py", "--param", "n=5", cwd=demo)["run_id"]
+    assert rows(p.ok(*plan, cwd=demo).stdout)["numbers"] == (
+        f"cached cache hit (from run {run_id} task numbers)")
+    assert rows(p.ok("plan", "pipelines/example.py", "--param", "n=6", cwd=demo).stdout)[
+        "numbers"] == "will run input changed (n)"
+    text = example.read_text(encoding="utf-8")
+    example.write_text(text.replace("range(1, n + 1)", "range(n, 0, -1)"), encoding="utf-8")
+    assert rows(p.ok(*plan, cwd=demo).stdout)["numbers"] == (
+        "will run code changed (function numbers)")

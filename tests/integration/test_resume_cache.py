@@ -66,6 +66,15 @@ def test_driver_killed_with_sigkill_resumes_without_rerunning_finished_tasks(
     proc = _start_driver(counter_dir, cadenza_env.database_url, home)
     try:
         wait_for(lambda: (counter_dir / "blocker-started-1").exists(), timeout_s=60)
+        watcher = open_store(cadenza_env.database_url)
+
+        def blocker_recorded_running() -> bool:
+            runs = watcher.list_runs(limit=1)
+            ti = runs and watcher.get_task_instance(runs[0].run_id, "blocker")
+            return bool(ti) and ti.state is S.RUNNING
+
+        # Group commit may hold the 'running' row for a few ms: kill once it is durable.
+        wait_for(blocker_recorded_running, timeout_s=30)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:

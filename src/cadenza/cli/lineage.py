@@ -47,8 +47,9 @@ def lineage_command(
     if upstream and downstream:
         raise CadenzaError("--upstream and --downstream exclude each other",
                            hint="give neither to walk both ways")
-    direction = "upstream" if upstream else "downstream" if downstream else "both"
-    from cadenza.artifacts.lineage import walk_lineage
+    from cadenza.artifacts.lineage import Direction, walk_lineage
+
+    direction: Direction = "upstream" if upstream else "downstream" if downstream else "both"
     from cadenza.core.settings import get_settings
     from cadenza.store import open_store
 

@@ -15,7 +15,7 @@ $(BIN)/python:
 	$(PIP) install --quiet --upgrade pip
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
-	$(PIP) install --quiet -c constraints.txt -e .
+	$(PIP) install --quiet -c constraints.txt -e '.[ml]'
 	@touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
@@ -25,8 +25,22 @@ $(VENV)/.installed-test: $(VENV)/.installed
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
+# The fraud-detection pipeline end to end on the embedded defaults (SQLite, local artifacts,
+# local MLflow store, processes executor), then again: unchanged tasks come from the cache.
 demo: $(VENV)/.installed
-	$(BIN)/python examples/quickstart.py
+	@echo "== 1/2: fraud detection, first run =="
+	$(BIN)/cadenza run examples/fraud_detection.py
+	@echo
+	@echo "== 2/2: the same pipeline again: unchanged tasks are served from the cache =="
+	$(BIN)/cadenza run examples/fraud_detection.py
+	@echo
+	@echo "Look next:"
+	@echo "  $(BIN)/cadenza runs list                  every run, newest first"
+	@echo "  $(BIN)/cadenza runs show RUN_ID           each task: state, attempts, cache origin"
+	@echo "  $(BIN)/cadenza plan examples/fraud_detection.py   what would run, and why"
+	@echo "  $(BIN)/cadenza lineage ARTIFACT_SHA       where an output came from"
+	@echo "  $(BIN)/mlflow ui --backend-store-uri sqlite:///.cadenza/mlflow/mlflow.db   the MLflow runs"
+	@echo "  $(BIN)/python examples/quickstart.py      a smaller, dependency-free pipeline"
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)

@@ -43,7 +43,6 @@ def fetch_model(model_name: str, alias: str) -> Any:
 def land_partitions(partitions: int, rows: int, seed: int, output_dir: str) -> list[str]:
     """New, unlabelled flowers (iris measurements with noise), one Parquet file each."""
     import numpy as np
-    import pandas as pd
     from sklearn.datasets import load_iris
 
     iris = load_iris(as_frame=True).frame[FEATURES]

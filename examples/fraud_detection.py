@@ -159,8 +159,12 @@ def train(features: Any, max_iter: int, learning_rate: float) -> Any:
 @task(cache=True)
 def evaluate(model: Any, features: Any) -> dict:
     """Ranking quality (ROC AUC, average precision) and precision/recall at 0.5."""
-    from sklearn.metrics import (average_precision_score, precision_score, recall_score,
-                                 roc_auc_score)
+    from sklearn.metrics import (
+        average_precision_score,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
 
     test = features[features["split"] == "test"]
     scores = model.predict_proba(test[FEATURES])[:, 1]

@@ -173,3 +173,30 @@ def test_attempt_log_is_readable_while_the_task_runs(sqlite_env, executor, tmp_p
         t.join(60)
     assert holder["result"].state is RunState.SUCCESS
     assert "step 2 of 2" in open(path).read()
+
+
+def test_a_cached_branch_repeats_its_recorded_choice(sqlite_env):
+    from cadenza import pipeline, task
+
+    @task.branch(cache=True)
+    def cached_gate(x: int) -> str:
+        return "high" if x > 5 else "low"
+
+    @task
+    def high() -> str:
+        return "high"
+
+    @task
+    def low() -> str:
+        return "low"
+
+    @pipeline
+    def gated(x: int = 9):
+        cached_gate(x) >> [high(), low()]
+
+    gated.run(executor="inline")
+    second = gated.run(executor="inline")
+
+    assert second.task_states["cached_gate"] is S.CACHED
+    assert second.task_states["high"] is S.SUCCESS
+    assert second.task_states["low"] is S.SKIPPED

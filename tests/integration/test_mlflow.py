@@ -26,7 +26,6 @@ import pytest
 
 from cadenza import MLflow, RunState, TaskState, get_context, pipeline, register_model, task
 from cadenza.core.settings import Settings
-from cadenza.integrations.errors import TrackingUnavailable
 from cadenza.store import open_store
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning",
@@ -311,6 +310,38 @@ def test_failed_run_and_retried_task_are_visible_in_mlflow(sqlite_env: Settings,
 
 
 @task
+def fails_until_fixed(folder: str) -> str:
+    if not os.path.exists(os.path.join(folder, "fixed")):
+        raise RuntimeError("not fixed yet")
+    get_context().log_metric("fixed", 1.0)
+    return "ok"
+
+
+def _resumable_body(folder: str = ""):
+    fails_until_fixed(folder)
+
+
+def test_resumed_run_keeps_writing_to_the_same_mlflow_run(sqlite_env: Settings,
+                                                          local_store: Path,
+                                                          tmp_path: Path) -> None:
+    p = pipeline(name="mlflow_resumable",
+                 tracking=MLflow(experiment="resumable"))(_resumable_body)
+    first = p.run(executor="inline", folder=str(tmp_path))
+    assert first.state is RunState.FAILED
+    (tmp_path / "fixed").touch()
+
+    resumed = first.resume(executor="inline")
+
+    assert resumed.state is RunState.SUCCESS
+    client = _client(f"sqlite:///{local_store}")
+    parent, nested = _runs_of(client, "resumable", first.run_id)
+    assert parent.info.status == "FINISHED"
+    assert [r.info.status for r in nested.values()].count("FAILED") == 1
+    rerun = [r for r in nested.values() if r.info.status == "FINISHED"]
+    assert len(rerun) == 1 and rerun[0].data.metrics["fixed"] == 1.0
+
+
+@task
 def count_and_log(folder: str) -> int:
     with open(os.path.join(folder, "ran"), "a") as fh:
         fh.write("x\n")
@@ -345,34 +376,53 @@ def test_unreachable_server_runs_the_tasks_and_warns_once_with_the_url_and_fix(
         ("value", "metric"), ("kind", "param")}
 
 
+def test_an_mlflow_run_open_around_an_inline_run_stays_open(
+        sqlite_env: Settings, local_store: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    mlflow = _require_mlflow()
+    uri = f"sqlite:///{local_store}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    p = pipeline(name="mlflow_inside", tracking=MLflow(experiment="inside"))(_counting_body)
+
+    with mlflow.start_run() as outer:
+        result = p.run(executor="inline", folder=str(tmp_path))
+        still = mlflow.active_run()
+        assert still is not None and still.info.run_id == outer.info.run_id
+        assert mlflow.get_tracking_uri() == uri
+
+    assert result.state is RunState.SUCCESS
+    client = _client(uri)
+    assert client.get_run(outer.info.run_id).info.status == "FINISHED"
+    _, nested = _runs_of(client, "inside", result.run_id)
+    assert nested["count_and_log"].info.status == "FINISHED"
+    assert os.environ["MLFLOW_TRACKING_URI"] == uri
+
+
 def test_fail_on_error_stops_the_run_before_any_task_naming_the_url(
         sqlite_env: Settings, tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     p = pipeline(name="mlflow_strict", tracking=MLflow(
         experiment="nowhere", tracking_uri=url, fail_on_error=True))(_counting_body)
 
-    with pytest.raises(TrackingUnavailable, match="unreachable") as info:
-        p.run(executor="inline", folder=str(tmp_path))
+    result = p.run(executor="inline", folder=str(tmp_path))
 
-    assert url in str(info.value)
+    assert not result.ok
     assert not (tmp_path / "ran").exists()
+    assert result.task_states["count_and_log"] is not TaskState.SUCCESS
+    run = open_store(sqlite_env.database_url).get_run(result.run_id)
+    assert run.state.is_final
+    assert url in (run.error or "") and "unreachable" in (run.error or "")
+    assert "fail_on_error=True, so the run stops" in (run.error or "")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine: RunDriver.drive() calls _start_tracking() outside its try block, so a tracker "
-    "with fail_on_error=True leaves the run 'running' in the store (see the issue 6 report)"))
 def test_fail_on_error_records_the_run_as_failed(sqlite_env: Settings, tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     p = pipeline(name="mlflow_strict_state", tracking=MLflow(
         experiment="nowhere", tracking_uri=url, fail_on_error=True))(_counting_body)
 
-    try:
-        p.run(executor="inline", folder=str(tmp_path))
-    except TrackingUnavailable:
-        pass
-    run = open_store(sqlite_env.database_url).list_runs(pipeline="mlflow_strict_state")[0]
-    assert run.state is RunState.FAILED
-    assert url in (run.error or "")
+    result = p.run(executor="inline", folder=str(tmp_path))
+
+    assert result.state is RunState.FAILED
 
 
 class NotAModel:

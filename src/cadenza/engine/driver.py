@@ -234,6 +234,7 @@ class RunDriver:
         try:
             if not self._start_tracking():
                 self._cancel_everything("experiment tracking is unavailable")
+                self.cancelled = False  # nobody cancelled it: the run failed
                 return self._finish(error=self.run.extra["warnings"][-1])
             self._flush()  # a resumed run's resets are durable before anything runs
             for ns in self.nodes.values():
@@ -822,9 +823,12 @@ class RunDriver:
         hooks = self.pipeline_callbacks.get(
             "on_success" if state is RunState.SUCCESS else "on_failure", ())
         if hooks:
+            first_error = next((inst.error for ns in self.nodes.values()
+                                for inst in (ns.summary, *ns.children)
+                                if inst.state is S.FAILED and inst.error is not None), None)
             self.callbacks.add(hooks, CallbackContext(
                 pipeline=self.graph.name, run_id=self.run_id, task_id=None, map_index=-1,
-                attempt=0, state=state, error=None))
+                attempt=0, state=state, error=first_error))
         self._flush()
         self.callbacks.run_all()
         return state
@@ -900,7 +904,11 @@ class RunDriver:
         inst.output = output
         inst.cache_origin = origin
         inst.ended_at = clock.now()
-        self._succeed(inst, cached=True)
+        branch: list[str] | None = None
+        if inst.node.options.is_branch:  # a cached branch repeats its recorded choice
+            chosen, _ = rules.branch_choice(self._load(inst), self.downstream[inst.node.id])
+            branch = chosen or []
+        self._succeed(inst, cached=True, branch=branch)
 
 
 def interrupted(exc: BaseException) -> bool:

@@ -84,23 +84,24 @@ def _is_http(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
-def _fix_hint(uri: str) -> str:
+def _fix_hint(uri: str, *, strict: bool = False) -> str:
+    then = ("this tracker has fail_on_error=True, so the run stops instead of running "
+            "untracked" if strict else "tasks run untracked meanwhile; "
+            "MLflow(..., fail_on_error=True) fails the run instead")
     if _is_http(uri):
         return (
             f"start the MLflow server at {uri} (e.g. mlflow server --host 127.0.0.1 --port "
             "5000 --backend-store-uri sqlite:///mlflow.db), or point MLflow(tracking_uri=...) "
             "or MLFLOW_TRACKING_URI at one that runs, or set neither to track in the local "
-            "store under CADENZA_HOME. Tasks run untracked meanwhile; "
-            "MLflow(..., fail_on_error=True) fails the run instead"
+            f"store under CADENZA_HOME; {then}"
         )
     return (
         f"check that {uri} can be created and written (folder exists, permissions, disk "
-        "space), or point MLflow(tracking_uri=...) elsewhere. Tasks run untracked meanwhile; "
-        "MLflow(..., fail_on_error=True) fails the run instead"
+        f"space), or point MLflow(tracking_uri=...) elsewhere; {then}"
     )
 
 
-def _probe(uri: str, timeout_s: float) -> None:
+def _probe(uri: str, timeout_s: float, *, strict: bool = False) -> None:
     """Fail fast on an unreachable server: MLflow's own client retries with backoff for
     minutes before giving up, which would stall the run."""
     if not _is_http(uri):
@@ -117,7 +118,8 @@ def _probe(uri: str, timeout_s: float) -> None:
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise TrackingUnavailable(
-            f"MLflow tracking server {uri} is unreachable ({reason})", hint=_fix_hint(uri)
+            f"MLflow tracking server {uri} is unreachable ({reason})",
+            hint=_fix_hint(uri, strict=strict)
         ) from exc
 
 
@@ -125,9 +127,9 @@ _clients: dict[str, Any] = {}
 _clients_lock = threading.Lock()
 
 
-def _client(uri: str, timeout_s: float) -> Any:
+def _client(uri: str, timeout_s: float, *, strict: bool = False) -> Any:
     """One MlflowClient per URI and process (a SQLite store opens its engine once)."""
-    _probe(uri, timeout_s)
+    _probe(uri, timeout_s, strict=strict)
     with _clients_lock:
         client = _clients.get(uri)
         if client is None:
@@ -222,7 +224,7 @@ class _Sink:
     def _failed(self, what: str, exc: Exception) -> None:
         if self.fail_on_error:
             raise TrackingUnavailable(f"MLflow ({self.uri}) could not {what}: {exc}",
-                                      hint=_fix_hint(self.uri)) from exc
+                                      hint=_fix_hint(self.uri, strict=True)) from exc
         if not self._reported:  # once per attempt: a dead server would repeat it per call
             self._reported = True
             print(f"[cadenza] MLflow ({self.uri}) could not {what}: {type(exc).__name__}: "
@@ -325,7 +327,7 @@ class MLflow:
         """Open the parent MLflow run of one Cadenza run (in the driver)."""
         uri = self.resolve_tracking_uri()
         try:
-            client = _client(uri, self.timeout_s)
+            client = _client(uri, self.timeout_s, strict=self.fail_on_error)
             experiment_id = self._experiment_id(client, uri)
             run_tags = {"cadenza.run_id": run_id, "cadenza.pipeline": pipeline}
             if tags:
@@ -341,7 +343,8 @@ class MLflow:
         except Exception as exc:
             raise TrackingUnavailable(
                 f"MLflow at {uri} could not open a run in experiment '{self.experiment}': "
-                f"{type(exc).__name__}: {exc}", pipeline=pipeline, hint=_fix_hint(uri)) from exc
+                f"{type(exc).__name__}: {exc}", pipeline=pipeline,
+                hint=_fix_hint(uri, strict=self.fail_on_error)) from exc
         info: dict[str, Any] = {
             "tracker": "mlflow",
             "tracking_uri": uri,
@@ -362,13 +365,14 @@ class MLflow:
             return
         status = _STATUS.get(str(state), "FAILED")
         try:
-            _client(uri, self.timeout_s).set_terminated(mlflow_run_id, status=status)
+            client = _client(uri, self.timeout_s, strict=self.fail_on_error)
+            client.set_terminated(mlflow_run_id, status=status)
         except TrackingUnavailable:
             raise
         except Exception as exc:
             raise TrackingUnavailable(
                 f"MLflow at {uri} could not close run {mlflow_run_id}: {type(exc).__name__}: "
-                f"{exc}", hint=_fix_hint(uri)) from exc
+                f"{exc}", hint=_fix_hint(uri, strict=self.fail_on_error)) from exc
 
     @contextmanager
     def task_scope(self, ctx: Any, info: dict[str, Any]) -> Iterator[_Sink | None]:
@@ -381,7 +385,7 @@ class MLflow:
             yield None
             return
         mlflow = _mlflow()
-        client = _client(uri, self.timeout_s)
+        client = _client(uri, self.timeout_s, strict=self.fail_on_error)
         label = ctx.task_id if ctx.map_index < 0 else f"{ctx.task_id}[{ctx.map_index}]"
         name = label if ctx.attempt <= 1 else f"{label} (attempt {ctx.attempt})"
         tags = {
@@ -396,7 +400,8 @@ class MLflow:
             run = client.create_run(experiment_id, run_name=name, tags=tags)
         except Exception as exc:
             raise TrackingUnavailable(f"MLflow at {uri} could not open a run for task "
-                                      f"'{label}': {exc}", hint=_fix_hint(uri)) from exc
+                                      f"'{label}': {exc}",
+                                      hint=_fix_hint(uri, strict=self.fail_on_error)) from exc
         nested = run.info.run_id
         sink = _Sink(client=client, uri=uri, run_id=nested, experiment_id=experiment_id,
                      parent_run_id=parent, mirror_prefix=ctx.task_id if ctx.map_index < 0 else None,
@@ -416,31 +421,35 @@ class MLflow:
                 self.fail_on_error and status == "FINISHED"))
 
 
-def _activate(mlflow: Any, uri: str, run_id: str) -> bool:
-    """Make the nested run MLflow's active run in this thread. False if that failed (the
-    sink still works; only user code calling mlflow.* directly loses its run)."""
+def _activate(mlflow: Any, uri: str, run_id: str) -> tuple[bool, str | None]:
+    """Make the nested run MLflow's active run in this thread. Returns (activated, id of the
+    run that was active before, if any). Not activated: the sink still works; only user code
+    calling mlflow.* directly loses its run."""
     _enter_uris(mlflow, uri)
+    before = mlflow.active_run()
+    outer = before.info.run_id if before is not None else None
     try:
         mlflow.start_run(run_id=run_id, nested=True)
     except Exception as exc:  # noqa: BLE001 - the task must run anyway
         print(f"[cadenza] MLflow: could not make run {run_id} active for mlflow.* calls: {exc}",
               file=sys.stderr)
-        return False
-    return True
+        return False, outer
+    return True, outer
 
 
-def _deactivate(mlflow: Any, client: Any, run_id: str, status: str, active: bool, *,
-                fail: bool) -> None:
+def _deactivate(mlflow: Any, client: Any, run_id: str, status: str,
+                active: tuple[bool, str | None], *, fail: bool) -> None:
+    activated, outer = active
     try:
-        if active:
-            # End runs the user's code left open in this thread, then ours.
-            while (run := mlflow.active_run()) is not None and run.info.run_id != run_id:
-                mlflow.end_run()
-            if mlflow.active_run() is not None:
-                mlflow.end_run(status=status)
-            else:
-                client.set_terminated(run_id, status=status)
-        else:
+        closed = False
+        if activated:
+            # End what this attempt left open in this thread (runs the user's code started,
+            # then ours), down to whatever was active before it (inline executor).
+            while (run := mlflow.active_run()) is not None and run.info.run_id != outer:
+                ours = run.info.run_id == run_id
+                mlflow.end_run(status=status if ours else "FINISHED")
+                closed = closed or ours
+        if not closed:
             client.set_terminated(run_id, status=status)
     except Exception as exc:  # never mask the outcome of the task itself
         if fail:
@@ -535,8 +544,8 @@ def _log_model(mlflow: Any, model: Any, sink: _Sink, input_example: Any, fail: A
     kind = f"{type(model).__module__}.{type(model).__qualname__}"
     try:
         if _is_sklearn(model):
-            from sklearn.exceptions import NotFittedError  # type: ignore[import-untyped]
-            from sklearn.utils.validation import check_is_fitted  # type: ignore[import-untyped]
+            from sklearn.exceptions import NotFittedError  # type: ignore[import-untyped,unused-ignore]
+            from sklearn.utils.validation import check_is_fitted  # type: ignore[import-untyped,unused-ignore]
 
             try:
                 check_is_fitted(model)

@@ -52,7 +52,7 @@ def _short(value: Any) -> str:
 
 
 def _is_null(value: Any) -> bool:
-    import pandas as pd  # type: ignore[import-untyped]
+    import pandas as pd  # type: ignore[import-untyped,unused-ignore]
 
     try:
         return bool(pd.isna(value))

@@ -4,6 +4,7 @@ catchup, max_active_runs, pause, and exactly-once creation. Time is a FakeClock.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -56,7 +57,7 @@ def test_due_intervals_run_once_each_with_logical_date_and_interval_in_context(c
                                               r.data_interval_end.isoformat())
     # The spring-forward day lasts 23 hours; the intervals tile the time line.
     assert runs[2].data_interval_end - runs[2].data_interval_start == timedelta(hours=23)
-    assert all(a.data_interval_end == b.data_interval_start for a, b in zip(runs, runs[1:]))
+    assert all(a.data_interval_end == b.data_interval_start for a, b in itertools.pairwise(runs))
 
 
 def test_hourly_on_the_fall_back_day_makes_25_runs_with_no_duplicate(cadenza_env):
@@ -135,7 +136,7 @@ def test_max_active_runs_keeps_further_runs_queued(cadenza_env):
     runs = runs_of(cadenza_env, "gated")
     assert [r.state for r in runs] == [RunState.SUCCESS] * 3
     # Never two at once: each started after the previous one ended.
-    for a, b in zip(runs, runs[1:]):
+    for a, b in itertools.pairwise(runs):
         assert b.started_at >= a.ended_at
 
 

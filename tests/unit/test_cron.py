@@ -3,6 +3,7 @@ start/end dates and catch-up. Pure: no store, no clock."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -39,7 +40,7 @@ def assert_tiled(intervals: list[Interval]) -> None:
     starts = [i.start for i in intervals]
     assert len(set(starts)) == len(starts), "duplicate logical date"
     assert starts == sorted(starts)
-    for a, b in zip(intervals, intervals[1:], strict=False):
+    for a, b in itertools.pairwise(intervals):
         assert a.end == b.start, f"gap or overlap between {a} and {b}"
         assert a.end > a.start
 

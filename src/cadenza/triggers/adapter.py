@@ -14,6 +14,8 @@ Engine hooks wanted (signatures the rest of `triggers/` already codes against):
                          settings=None, on_start=None) -> RunResult
         # drive a queued run this driver has claimed (store.claim_queued / claim_run):
         # QUEUED -> RUNNING (started_at set) -> final, with heartbeats; no "resumed" reasons
+    engine.api.fail_run(run_id, *, driver_id, error) -> None
+        # a claimed queued run that cannot start (its parameters no longer validate)
     RunDriver._build_call: TaskCall.context["extra"] = {"trigger": run.extra["trigger"]}
         # so get_context().extra["trigger"] shows what triggered the run (asset versions,
         # the event's source and message id, the sensor's value), also after a resume.
@@ -28,6 +30,7 @@ from datetime import datetime
 from typing import Any
 
 from cadenza.core import clock
+from cadenza.core.errors import CadenzaError
 from cadenza.core.ids import new_run_id
 from cadenza.core.records import RunRecord, TaskInstanceRecord
 from cadenza.core.settings import Settings, get_settings
@@ -87,7 +90,7 @@ def new_run(
 def _driver_class() -> type[Any]:
     from cadenza.engine.driver import RunDriver
 
-    class TriggerContextDriver(RunDriver):  # type: ignore[misc]
+    class TriggerContextDriver(RunDriver):
         """RunDriver that shows run.extra["trigger"] in get_context().extra (engine hook
         3 in the module docstring)."""
 
@@ -122,7 +125,11 @@ def drive_claimed_run(
         _DRIVER = _driver_class()
     settings = settings or get_settings()
     store = open_store(settings.database_url)
-    values, _ = pipeline.validate_params(run.params)
+    error: str | None = None
+    try:
+        values, _ = pipeline.validate_params(run.params)
+    except CadenzaError as exc:  # the pipeline changed since the run was queued
+        values, error = {}, f"the run cannot start: {exc}"
     executor_name = executor or settings.executor
     driver_id = run.driver_id
     assert driver_id, "drive_claimed_run needs a claimed run"
@@ -146,6 +153,11 @@ def drive_claimed_run(
     )
     driver.initial_rows()  # the rows were written with the queued run
     driver.batch.run_updates.append(run)  # QUEUED -> RUNNING, committed before any task
+    if error is not None:
+        # Fail it rather than leave it claimed forever (engine hook wanted: fail_run).
+        log.error("run %s of %s: %s", run.run_id, pipeline.name, error)
+        failed: RunState = driver._finish(error=error)
+        return failed
     if on_start is not None:
         on_start(driver)
     with heartbeats().holding(store, run.run_id, driver_id):

@@ -103,9 +103,8 @@ def to_utc(value: Any, tz: str = "UTC") -> datetime:
     if not isinstance(value, datetime):
         raise CadenzaError(f"{value!r} is not a date or date-time",
                            hint="use ISO format: 2026-01-31 or 2026-01-31T02:00")
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=zone(tz))
-    return value.astimezone(UTC)
+    moment: datetime = value if value.tzinfo is not None else value.replace(tzinfo=zone(tz))
+    return moment.astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,7 +156,7 @@ class CronSchedule:
     """
 
     def __init__(self, expr: str, timezone: str = "UTC") -> None:
-        from croniter import croniter
+        from croniter import croniter  # type: ignore[import-untyped,unused-ignore]
 
         text = expr.strip()
         self.expr = PRESETS.get(text, text)
@@ -372,6 +371,12 @@ class Timetable:
         if self.end is not None and cur > self.end:
             return None
         return self.schedule.next_after(cur)
+
+    def next_due_after(self, last: Interval) -> datetime | None:
+        """`next_due_at(last.start)` for an interval just created (one cron step less)."""
+        if self.end is not None and last.end > self.end:
+            return None
+        return self.schedule.next_after(last.end)
 
     def intervals(self, start: Any, end: Any, *, now: datetime | None = None) -> Iterator[Interval]:
         """Intervals with start <= logical_date <= end (naive values read in the pipeline's

@@ -214,7 +214,8 @@ class RedisConsumer:
                                   socket_connect_timeout=5)
         self._ready = False
 
-    def ensure_group(self) -> None:
+    def prepare(self) -> None:
+        """Create the consumer group if missing (new messages from now on make runs)."""
         import redis
 
         if self._ready:
@@ -229,16 +230,16 @@ class RedisConsumer:
     def poll(self, block_ms: int = 1000) -> int:
         """Process what is there (waiting up to block_ms for new entries). Returns how many
         entries were handled."""
-        self.ensure_group()
+        self.prepare()
         handled = 0
         # Entries a dead (or failed) consumer left unacknowledged for long enough.
-        res = self.client.xautoclaim(self.stream, self.group, self.consumer,
+        res: Any = self.client.xautoclaim(self.stream, self.group, self.consumer,
                                      min_idle_time=self.claim_idle_ms,
                                      start_id=self._claim_cursor, count=self.batch)
         self._claim_cursor = res[0] if res and res[0] else "0-0"
         claimed = [(mid, fields) for mid, fields in (res[1] if res else []) if fields]
         handled += self._handle(claimed)
-        got = self.client.xreadgroup(self.group, self.consumer, {self.stream: ">"},
+        got: Any = self.client.xreadgroup(self.group, self.consumer, {self.stream: ">"},
                                      count=self.batch,
                                      block=block_ms if block_ms > 0 and not handled else None)
         for _stream, entries in got or []:
@@ -299,7 +300,11 @@ class NatsConsumer:
 
         if self._sub is not None:
             return
-        self._nc = await nats.connect(self.server, connect_timeout=5, max_reconnect_attempts=-1)
+        async def on_error(exc: Exception) -> None:
+            log.debug("nats %s: %s", self.server, exc)
+
+        self._nc = await nats.connect(self.server, connect_timeout=5, max_reconnect_attempts=-1,
+                                      error_cb=on_error)
         js = self._nc.jetstream()
         stream = self.stream_name
         if stream is None:
@@ -317,7 +322,8 @@ class NatsConsumer:
         self._sub = await js.pull_subscribe(self.subject, durable=self.durable, stream=stream,
                                             config=config)
 
-    def ensure_consumer(self) -> None:
+    def prepare(self) -> None:
+        """Connect and create the stream and durable consumer if missing."""
         self._run(self._connect())
 
     async def _poll(self, block_ms: int) -> int:
@@ -346,7 +352,6 @@ class NatsConsumer:
     def close(self) -> None:
         async def _close() -> None:
             if self._nc is not None:
-                await self._nc.drain() if self._nc.is_connected else None
                 await self._nc.close()
 
         try:

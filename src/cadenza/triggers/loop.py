@@ -312,6 +312,7 @@ class Scheduler:
         if not due:
             return
         states = self._refresh_states(force=True)
+        batches: list[tuple[str, list[Any], datetime | None]] = []
         for name in due:
             state = states.get(name)
             if state is not None and state.paused:
@@ -326,15 +327,26 @@ class Scheduler:
                 if any(r is None for r in runs):
                     self._next_due[name] = None  # needs parameters: never schedulable
                     continue
-                created = self.sched.create_runs(name, runs, high_water=intervals[-1].start,
-                                                 unless_paused=True)
+                batches.append((name, runs, intervals[-1].start))
+                more = len(intervals) >= self.catchup_limit
+                self._next_due[name] = now if more else tt.next_due_after(intervals[-1])
+            else:
+                self._next_due[name] = tt.next_due_at(after, now)
+        # Many pipelines often fall due together (the top of the hour): one transaction
+        # per ~1,000 runs instead of one per pipeline.
+        chunk: list[tuple[str, list[Any], datetime | None]] = []
+        size = 0
+        for batch in [*batches, None]:
+            if batch is not None:
+                chunk.append(batch)
+                size += len(batch[1])
+            if chunk and (batch is None or size >= 1000):
+                created = self.sched.create_runs_many(chunk, unless_paused=True)
                 report.created.extend(created)
                 if created:
-                    log.info("pipeline %s: created %d scheduled run(s), up to %s", name,
-                             len(created), intervals[-1].start.isoformat())
-                after = intervals[-1].start
-                more = len(intervals) >= self.catchup_limit
-            self._next_due[name] = now if more else tt.next_due_at(after, now)
+                    log.info("created %d scheduled run(s) for %d pipeline(s)", len(created),
+                             len(chunk))
+                chunk, size = [], 0
 
     def _tick_assets(self, report: TickReport) -> None:
         if not self._asset_names:
@@ -523,6 +535,11 @@ class Scheduler:
                 for trigger in spec.events:
                     consumer = make_consumer(trigger, name, self._handler(name, trigger),
                                              consumer=self.id, claim_idle_ms=self.claim_idle_ms)
+                    try:
+                        consumer.prepare()  # so messages from now on are delivered to us
+                    except Exception as exc:  # noqa: BLE001 - polling retries it
+                        log.warning("pipeline %s: cannot reach %s yet: %s", name,
+                                    trigger.source, exc)
                     self._consumers.append((name, consumer, None))
         return [(n, c) for n, c, _ in self._consumers]
 

@@ -39,7 +39,7 @@ from cadenza.core.errors import CadenzaError
 log = logging.getLogger(__name__)
 
 
-class SensorNotReady(Exception):  # noqa: N818 - a signal, not an error: "poke again later"
+class SensorNotReady(Exception):
     """A poke found the condition false; the engine retries after poke_interval."""
 
 
@@ -126,10 +126,10 @@ class Sensor:
 
             fn = self._step_fn()
             self._task = task(
-                fn, name=self.name, retries=self.max_attempts - 1,
+                name=self.name, retries=self.max_attempts - 1,
                 retry_delay=self.poke_interval_s, retry_backoff=1.0,
                 retry_on=(SensorNotReady,),
-            )
+            )(fn)
         return self._task
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -293,3 +293,25 @@ def test_element_wise_maps_over_artifacts_are_cached_on_every_executor(
     assert set(states.values()) == {S.CACHED}
     assert count(counter_dir, "vector_sum") == 3
     assert second.outputs["vector_sum"] == [20_000, 40_000, 60_000]
+
+
+def test_unwritable_artifact_root_fails_clearly_and_the_run_stays_resumable(
+    cadenza_env, monkeypatch, tmp_path
+):
+    from cadenza.core import settings as settings_mod
+
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the artifact folder should be")
+    settings_mod.set_settings(settings_mod.load_settings(tmp_path, environ={
+        "CADENZA_HOME": str(cadenza_env.home), "CADENZA_DATABASE_URL": cadenza_env.database_url,
+        "CADENZA_ARTIFACT_ROOT": str(blocked / "artifacts")}))
+    first = resumable.big_output.run(mb=1, executor="inline")
+
+    err = first.failed["big_array"]
+    assert err.kind == "artifact_write"
+    assert str(blocked / "artifacts") in err.message and "cadenza resume" in err.message
+
+    settings_mod.set_settings(cadenza_env)  # the disk is fixed
+    second = first.resume()
+    assert second.state is RunState.SUCCESS
+    assert second.outputs["array_sum"] == 1024 * 1024 // 8

@@ -427,6 +427,18 @@ def execute(
                     )
                 except TaskInterrupt:
                     raise
+                except OSError as exc:  # disk full, read-only or missing artifact root
+                    error = ErrorInfo(
+                        kind="artifact_write",
+                        type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+                        message=(
+                            f"the output of task '{call.label}' could not be written to the "
+                            f"artifact store at {call.artifact_root}: {exc}. Fix: free disk "
+                            "space or make that folder writable (CADENZA_ARTIFACT_ROOT), then "
+                            f"`cadenza resume {call.run_id}`"
+                        ),
+                        traceback=_trimmed_traceback(exc),
+                    )
                 except Exception as exc:  # noqa: BLE001 - becomes the outcome
                     tname = f"{type(value).__module__}.{type(value).__qualname__}"
                     error = ErrorInfo(

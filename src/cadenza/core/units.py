@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_UNITS = {
+UNITS: dict[str, int] = {
     "": 1,
     "b": 1,
     "k": 1000,
@@ -37,8 +37,8 @@ def parse_memory(value: Any) -> int:
             raise ValueError(f"memory must be >= 0, got {value!r}")
         return int(value)
     match = _PATTERN.match(str(value))
-    if not match or match.group(2).lower() not in _UNITS:
+    if not match or match.group(2).lower() not in UNITS:
         raise ValueError(
             f"memory must be a size like '4GiB', '512MB' or a number of bytes, got {value!r}"
         )
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    return int(float(match.group(1)) * UNITS[match.group(2).lower()])

@@ -26,6 +26,7 @@ import subprocess
 from dataclasses import dataclass
 
 from cadenza.core.errors import CadenzaError, ConfigError
+from cadenza.core.units import UNITS
 
 log = logging.getLogger(__name__)
 
@@ -101,26 +102,8 @@ def machine_capacity() -> Capacity:
     )
 
 
-_UNITS: dict[str, int] = {
-    "": 1,
-    "b": 1,
-    "k": 1000,
-    "kb": 1000,
-    "m": 1000**2,
-    "mb": 1000**2,
-    "g": 1000**3,
-    "gb": 1000**3,
-    "t": 1000**4,
-    "tb": 1000**4,
-    "ki": 1024,
-    "kib": 1024,
-    "mi": 1024**2,
-    "mib": 1024**2,
-    "gi": 1024**3,
-    "gib": 1024**3,
-    "ti": 1024**4,
-    "tib": 1024**4,
-}
+# One table of memory units for the whole project (core/units.py).
+_UNITS: dict[str, int] = UNITS
 _MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-zA-Z]*)\s*$")
 
 

@@ -1,5 +1,5 @@
 """Sensors (SPEC §4): FileSensor and @sensor as pipeline triggers (poked by the scheduler)
-and as steps inside a pipeline (poked by the engine between retries, holding no worker);
+and as steps inside a pipeline (poked by the engine: no worker, no slot, one attempt);
 a sensor that times out fails naming its condition."""
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def test_custom_sensor_trigger_fires_once_per_poke_slot_across_schedulers(cadenz
 
 
 @pytest.mark.parametrize("executor", ["threads", "processes"])
-def test_file_sensor_step_waits_between_pokes_without_a_worker(cadenza_env, tmp_path, executor):
+def test_file_sensor_step_is_polled_by_the_engine_as_one_attempt(cadenza_env, tmp_path, executor):
     ready = tmp_path / "ready"
     ready.mkdir()
 
@@ -111,15 +111,71 @@ def test_file_sensor_step_waits_between_pokes_without_a_worker(cadenza_env, tmp_
         found = store.list_runs(pipeline="wait_then_count")
         return found and store.get_task_instance(found[0].run_id, "ready_files")
 
-    # Between pokes the step waits as up_for_retry: no worker, no pool slot held.
-    wait_for(lambda: (row := sensor_row()) and row.state is TaskState.UP_FOR_RETRY
-             and row.attempt >= 2, timeout_s=60)
+    # While it waits the step is one running attempt: pokes write nothing to the store.
+    wait_for(lambda: (row := sensor_row()) and row.state is TaskState.RUNNING, timeout_s=60)
+    import time
+
+    time.sleep(0.3)  # several pokes
+    row = sensor_row()
+    assert row.state is TaskState.RUNNING and row.attempt == 1
     (ready / "part-0.parquet").write_bytes(b"x")
     t.join(60)
     r = result["r"]
     assert r.state is RunState.SUCCESS
     assert r.outputs["count_files"] == 1
     assert r.outputs["ready_files"][0]["path"].endswith("part-0.parquet")
+    attempts = store.get_attempts(r.run_id, "ready_files")
+    assert [(a.attempt, a.state) for a in attempts] == [(1, TaskState.SUCCESS)]
+    assert (attempts[0].ended_at - attempts[0].started_at).total_seconds() >= 0.3
+
+
+def test_a_waiting_sensor_step_takes_no_executor_slot(cadenza_env, tmp_path):
+    """Every thread of the executor runs a task that waits until the sensor has seen its
+    file; if the sensor needed a slot to poke, those tasks would give up and fail."""
+    from cadenza.executors.base import get_executor
+
+    slots = get_executor("threads").max_workers
+    data = tmp_path / "data.csv"
+    released = tmp_path / "released"
+
+    @task
+    def hold_a_slot(i: int) -> int:
+        import time
+
+        deadline = time.monotonic() + 20
+        while not released.exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the sensor never poked while the executor was full")
+            time.sleep(0.01)
+        return i
+
+    @sensor(poke_interval=0.02, timeout=60)
+    def data_arrived() -> bool:
+        "data.csv exists"
+        if data.exists():
+            released.write_text("go")
+            return True
+        return False
+
+    @pipeline(name="busy_executor")
+    def busy_executor():
+        slots_held = hold_a_slot.expand(i=list(range(slots)))
+        data_arrived() >> noop()
+        slots_held >> count_files(slots_held)
+
+    result: dict = {}
+    t = threading.Thread(target=lambda: result.setdefault(
+        "r", busy_executor.run(executor="threads")))
+    t.start()
+    import time
+
+    time.sleep(0.3)
+    data.write_text("a,b\n")
+    t.join(60)
+    r = result["r"]
+    assert r.state is RunState.SUCCESS, r
+    assert r.outputs["hold_a_slot"] == list(range(slots))
+    assert r.task_states["data_arrived"] is TaskState.SUCCESS
 
 
 def test_a_sensor_step_that_times_out_fails_naming_its_condition(cadenza_env, tmp_path):
@@ -136,11 +192,26 @@ def test_a_sensor_step_that_times_out_fails_naming_its_condition(cadenza_env, tm
     assert r.state is RunState.FAILED
     err = r.failed["model_published"]
     assert err.type.endswith("SensorTimeout")
-    assert "timed out after 0.2 s waiting for condition 'model_published' " \
-           "(the model file is in the registry)" in err.message
+    assert "sensor 'model_published' timed out after 0.2 s waiting for condition " \
+           "'model_published' (the model file is in the registry)" in err.message
     assert r.task_states["noop"] is TaskState.UPSTREAM_FAILED
     attempts = open_store(cadenza_env.database_url).get_attempts(r.run_id, "model_published")
-    assert len(attempts) == model_published.max_attempts == 5
+    assert [(a.attempt, a.state) for a in attempts] == [(1, TaskState.FAILED)]
+    assert (attempts[0].ended_at - attempts[0].started_at).total_seconds() >= 0.2
+
+
+def test_a_sensor_step_whose_poke_raises_fails_like_a_task(cadenza_env):
+    @sensor(poke_interval=0.05, timeout=10)
+    def broken() -> bool:
+        raise ConnectionError("warehouse unreachable")
+
+    @pipeline(name="broken_sensor")
+    def broken_sensor():
+        broken()
+
+    r = broken_sensor.run(executor="threads")
+    assert r.state is RunState.FAILED
+    assert "warehouse unreachable" in r.failed["broken"].message
 
 
 def test_sensor_timeout_names_the_file_pattern():
@@ -148,3 +219,33 @@ def test_sensor_timeout_names_the_file_pattern():
     assert isinstance(err, SensorTimeout)
     assert "sensor 'incoming' timed out after 60 s waiting for a file matching " \
            "'data/incoming/*.csv'" in str(err)
+
+
+def test_cancelling_a_run_stops_a_waiting_sensor_step(cadenza_env, tmp_path):
+    from cadenza.engine.api import run_pipeline
+
+    @sensor(poke_interval=0.02, timeout=60)
+    def never() -> bool:
+        "a file that never comes"
+        return (tmp_path / "never").exists()
+
+    @pipeline(name="cancel_sensor")
+    def cancel_sensor():
+        never() >> noop()
+
+    started: dict = {}
+    result: dict = {}
+    t = threading.Thread(target=lambda: result.setdefault("r", run_pipeline(
+        cancel_sensor, {}, executor="threads", on_start=lambda d: started.setdefault("d", d))))
+    t.start()
+    wait_for(lambda: "d" in started)
+    store = open_store(cadenza_env.database_url)
+    wait_for(lambda: (row := store.get_task_instance(started["d"].run_id, "never"))
+             and row.state is TaskState.RUNNING and row.reason.startswith("waiting for"))
+    started["d"].cancel()
+    t.join(30)
+    r = result["r"]
+    assert r.state is RunState.CANCELLED
+    assert r.task_states["never"] is TaskState.CANCELLED
+    attempts = store.get_attempts(r.run_id, "never")
+    assert [(a.attempt, a.state) for a in attempts] == [(1, TaskState.CANCELLED)]

@@ -65,7 +65,7 @@ def build_options(name: str, raw: dict[str, Any]) -> tuple[TaskOptions, list[Pro
 
     for key in sorted(set(raw) - TASK_OPTIONS):
         bad(f"unknown option '{key}'." + did_you_mean(key, sorted(TASK_OPTIONS)),
-            f"valid options: {', '.join(sorted(TASK_OPTIONS - {'is_branch'}))}")
+            f"valid options: {', '.join(sorted(TASK_OPTIONS - {'is_branch', 'sensor'}))}")
 
     def number(key: str, default: float, example: str) -> float:
         value = raw.get(key, default)
@@ -153,6 +153,7 @@ def build_options(name: str, raw: dict[str, Any]) -> tuple[TaskOptions, list[Pro
         on_success=_callbacks(raw.get("on_success")),
         on_failure=_callbacks(raw.get("on_failure")),
         on_retry=_callbacks(raw.get("on_retry")),
+        sensor=raw.get("sensor"),
     )
     return options, problems
 
@@ -161,6 +162,7 @@ TASK_OPTIONS = frozenset({
     "retries", "retry_delay", "retry_backoff", "max_retry_delay", "retry_jitter", "retry_on",
     "timeout", "cache", "cache_expiration", "version", "resources", "pool", "outlets",
     "trigger_rule", "is_branch", "requirements", "on_success", "on_failure", "on_retry",
+    "sensor",
 })
 
 

@@ -122,6 +122,15 @@ class RunConflict(CadenzaError):
     """Another driver holds the run (a concurrent resume, a live scheduler)."""
 
 
+class SensorNotReady(Exception):
+    """A sensor's poke found its condition false; the engine pokes again after its
+    poke_interval (the wait holds no worker and no pool slot)."""
+
+
+class SensorTimeout(CadenzaError):
+    """A sensor's condition did not hold within its timeout."""
+
+
 class TaskInterrupt(BaseException):
     """Raised inside a running task to stop it. BaseException: `except Exception` won't eat it."""
 

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from cadenza.core import clock
 from cadenza.core.errors import CadenzaError
 from cadenza.core.ids import new_driver_id, new_run_id
-from cadenza.core.records import ErrorInfo, RunRecord, TaskInstanceRecord, ValueRef
+from cadenza.core.records import ErrorInfo, RunRecord, TaskInstanceRecord, ValueRef, WriteBatch
 from cadenza.core.settings import Settings, get_settings
-from cadenza.core.states import RunState, TaskState
+from cadenza.core.states import RunState, TaskState, transition
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,6 @@ def run_pipeline(
     on_start: Any = None,
 ) -> RunResult:
     """Validate, record and drive one run of `pipeline` to its end."""
-    from cadenza.engine.driver import RunDriver
     from cadenza.store import open_store
 
     settings = settings or get_settings()
@@ -190,47 +190,162 @@ def run_pipeline(
     ex = pending()
     driver_id = new_driver_id()
     now = clock.now()
+    run, _ = new_run(pipeline, params, trigger=trigger, run_id=run_id,
+                     logical_date=logical_date, data_interval=data_interval,
+                     stored_params=stored, created_at=now, state=RunState.RUNNING)
+    run = replace(run, started_at=now, executor=executor_name, driver_id=driver_id,
+                  heartbeat_at=now)
+    driver = make_driver(pipeline, run, values, store=store, settings=settings, executor=ex)
+    rows = driver.initial_rows()
+    store.create_run(run, rows)
+    return _drive(driver, pipeline, store, settings, on_start)
+
+
+def new_run(
+    pipeline: Any,
+    params: Mapping[str, Any],
+    *,
+    trigger: str,
+    logical_date: datetime | None = None,
+    data_interval: tuple[datetime, datetime] | None = None,
+    extra: dict[str, Any] | None = None,
+    run_id: str | None = None,
+    created_at: datetime | None = None,
+    stored_params: dict[str, Any] | None = None,
+    state: RunState = RunState.QUEUED,
+) -> tuple[RunRecord, list[TaskInstanceRecord]]:
+    """A run of `pipeline` and its task instances, ready to insert (nothing is written).
+
+    The scheduler, backfill and event consumers create runs `queued` this way and insert
+    them under a unique run key; a scheduler then claims one and calls `drive_run`.
+    Parameters are validated here (ParameterError names the problem) unless
+    `stored_params`, their already validated JSON form, is given.
+    """
+    if stored_params is None:
+        _, stored_params = pipeline.validate_params(params)
+    rid = run_id or new_run_id()
     run = RunRecord(
-        run_id=run_id or new_run_id(),
+        run_id=rid,
         pipeline=pipeline.name,
-        state=RunState.RUNNING,
-        params=stored,
-        created_at=now,
-        started_at=now,
-        executor=executor_name,
+        state=state,
+        params=stored_params,
+        created_at=created_at or clock.now(),
         trigger=trigger,
         logical_date=logical_date,
         data_interval_start=data_interval[0] if data_interval else None,
         data_interval_end=data_interval[1] if data_interval else None,
-        source=_source_of(pipeline),
-        driver_id=driver_id,
-        heartbeat_at=now,
+        source=source_of(pipeline),
         tags=tuple(getattr(pipeline, "tags", ()) or ()),
+        extra=dict(extra or {}),
     )
-    driver = RunDriver(
+    tis = [TaskInstanceRecord(run_id=rid, task_id=node.id, map_index=-1,
+                              state=TaskState.PENDING, pool=node.options.pool)
+           for node in pipeline.graph]
+    return run, tis
+
+
+def drive_run(
+    run: RunRecord,
+    pipeline: Any,
+    *,
+    executor: str | None = None,
+    settings: Settings | None = None,
+    on_start: Any = None,
+) -> RunResult:
+    """Drive a `queued` run that `run.driver_id` has claimed, in this thread, to its end.
+
+    The run moves QUEUED -> RUNNING (with `started_at`) in the same transaction as nothing
+    else, before any task starts; heartbeats keep the claim alive. If its stored parameters
+    no longer validate (the pipeline changed since it was queued), it fails with the reason.
+    """
+    from cadenza.store import open_store
+
+    if run.state is not RunState.QUEUED or not run.driver_id:
+        raise CadenzaError(f"run {run.run_id} is {run.state}, not a claimed queued run",
+                           pipeline=run.pipeline,
+                           hint="claim it first (store.claim_queued), or resume it instead")
+    settings = settings or get_settings()
+    store = open_store(settings.database_url)
+    try:
+        values, _ = pipeline.validate_params(run.params)
+        error = None
+    except CadenzaError as exc:
+        values, error = {}, f"the run cannot start: {exc}"
+    executor_name = executor or settings.executor
+    now = clock.now()
+    run = replace(run, state=RunState.RUNNING, started_at=now, executor=executor_name,
+                  heartbeat_at=now)
+    ex = _executor_for(executor_name) if error is None else None
+    driver = make_driver(pipeline, run, values, store=store, settings=settings, executor=ex)
+    driver.initial_rows()  # the task instance rows were written with the queued run
+    driver.batch.run_updates.append(run)
+    if error is not None:
+        log.error("run %s of %s: %s", run.run_id, pipeline.name, error)
+        driver._cancel_everything(error)
+        driver.cancelled = False  # nobody cancelled it: it failed
+        driver._finish(error=error)
+        return result_from_store(store, run.run_id, settings.artifact_root)
+    return _drive(driver, pipeline, store, settings, on_start)
+
+
+def fail_run(run: RunRecord, *, error: str, settings: Settings | None = None) -> bool:
+    """Fail a claimed queued run that could not be started (its executor cannot start, its
+    pipeline cannot be loaded): unfinished task instances are cancelled and the run ends
+    `failed` with `error`. False, changing nothing, if the run has started or ended."""
+    from cadenza.store import open_store
+
+    settings = settings or get_settings()
+    store = open_store(settings.database_url)
+    run = store.get_run(run.run_id)
+    if run.state is not RunState.QUEUED:
+        return False
+    now = clock.now()
+    batch = WriteBatch()
+    for ti in store.get_task_instances(run.run_id):
+        if not ti.state.is_final:
+            transition(ti.task_id, ti.map_index, ti.state, TaskState.CANCELLED, reason=error)
+            batch.task_instance_updates.append(replace(
+                ti, state=TaskState.CANCELLED, ended_at=now, reason=error))
+    batch.run_updates.append(replace(run, state=RunState.FAILED, ended_at=now, error=error,
+                                     driver_id=None))
+    store.write(batch)
+    log.error("run %s of %s failed before it started: %s", run.run_id, run.pipeline, error)
+    return True
+
+
+def make_driver(pipeline: Any, run: RunRecord, values: dict[str, Any], *, store: Any,
+                settings: Settings, executor: Any) -> Any:
+    """A RunDriver for `run` of `pipeline` with the settings' store, cache and pools."""
+    from cadenza.engine.driver import RunDriver
+
+    assert run.driver_id, "a driver needs the id it holds the run's lease under"
+    return RunDriver(
         graph=pipeline.graph,
         run=run,
         param_values=values,
         store=store,
-        executor=ex,
+        executor=executor,
         artifact_root=settings.artifact_root,
         logs_dir=str(settings.logs_dir),
         inline_limit_bytes=settings.inline_limit_bytes,
         admission=_admission_for(store),
-        driver_id=driver_id,
+        driver_id=run.driver_id,
         cache=_cache_for(store, settings),
         tracker=getattr(pipeline, "tracking", None),
         pipeline_callbacks=_pipeline_hooks(pipeline),
     )
-    rows = driver.initial_rows()
-    store.create_run(run, rows)
-    if on_start is not None:
-        on_start(driver)
+
+
+def _drive(driver: Any, pipeline: Any, store: Any, settings: Settings,
+           on_start: Any) -> RunResult:
     from cadenza.engine.lease import heartbeats
 
-    with heartbeats().holding(store, run.run_id, driver_id):
+    run = driver.run
+    if on_start is not None:
+        on_start(driver)
+    with heartbeats().holding(store, run.run_id, run.driver_id):
         state = driver.drive()
-    log.info("run %s of %s ended %s", run.run_id, pipeline.name, state)
+    log.info("run %s of %s (%s) ended %s", run.run_id, pipeline.name, run.trigger, state)
     result = result_from_store(store, run.run_id, settings.artifact_root, driver.values)
     result._pipeline = pipeline
     return result
@@ -254,7 +369,8 @@ def _cache_for(store: Any, settings: Settings) -> Any:
     return CachePolicy(store, settings)
 
 
-def _source_of(pipeline: Any) -> str:
+def source_of(pipeline: Any) -> str:
+    """Where a run's pipeline can be loaded from again ("path/file.py:name")."""
     path = getattr(pipeline, "source_file", None)
     if path:
         return f"{path}:{pipeline.name}"
@@ -265,4 +381,5 @@ def outputs_of(instances: list[TaskInstanceRecord]) -> dict[str, ValueRef | None
     return {ti.task_id: ti.output for ti in instances if ti.map_index < 0}
 
 
-__all__ = ["RunResult", "run_pipeline", "result_from_store", "CadenzaError"]
+__all__ = ["RunResult", "run_pipeline", "new_run", "drive_run", "fail_run", "make_driver",
+           "result_from_store", "source_of", "CadenzaError"]

@@ -22,7 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -58,6 +58,7 @@ from cadenza.graph.model import (
 log = logging.getLogger(__name__)
 
 S = TaskState
+_NOT_READY = "cadenza.core.errors.SensorNotReady"
 
 # Group commit (see RunDriver._should_flush): outcomes of quick attempts may wait this long
 # to share one transaction; an attempt that ran at least GROUP_COMMIT_MAX_TASK_S is
@@ -192,6 +193,8 @@ class RunDriver:
         self._uncommitted: set[str] = set()  # nodes whose final state is not committed yet
         self._dirty_since: float | None = None
         self._must_flush = False
+        self._poller: Executor | None = None  # threads that poke sensor steps
+        self._has_sensors = any(n.options.sensor is not None for n in graph)
 
     # --- setup ---------------------------------------------------------------------------
     def initial_rows(self) -> list[TaskInstanceRecord]:
@@ -262,7 +265,7 @@ class RunDriver:
             if self._should_flush(calls):
                 self._flush()
             for inst, call in calls:
-                self.executor.submit(call, self.outcomes.put)
+                self._submit(inst, call)
             if not self.in_flight and not self.ready and not self.retry_heap:
                 self._flush()
                 if self._unfinished == 0:
@@ -326,7 +329,9 @@ class RunDriver:
 
         while self.retry_heap and self.retry_heap[0][0] <= now:
             _, _, inst = heapq.heappop(self.retry_heap)
-            if inst.state is S.UP_FOR_RETRY:
+            if inst.state is S.RUNNING and inst.node.options.sensor is not None:
+                self._poke_again(inst)
+            elif inst.state is S.UP_FOR_RETRY:
                 self._move(inst, S.SCHEDULED, reason="retry delay passed")
                 self.ready.append(inst)
         if self._dirty_since is not None and now - self._dirty_since >= GROUP_COMMIT_S:
@@ -339,9 +344,13 @@ class RunDriver:
             return calls
         free = self.executor.free_slots()
         deferred: deque[Instance] = deque()
-        while self.ready and free > 0:
+        # A sensor needs no executor slot: with sensors in the graph, look past a full executor.
+        while self.ready and (free > 0 or self._has_sensors):
             inst = self.ready.popleft()
             if inst.state is not S.SCHEDULED:
+                continue
+            if free <= 0 and inst.node.options.sensor is None:
+                deferred.append(inst)
                 continue
             if self.cache is not None and inst.node.options.cache:
                 if inst.inputs is None:
@@ -349,6 +358,13 @@ class RunDriver:
                                    for k, v in inst.node.args.items()}
                 if self.cache.try_serve(self, inst):
                     continue
+            if inst.node.options.sensor is not None:
+                # Polled by the engine: no pool slot, no executor slot (see _poke).
+                call = self._build_call(inst)
+                if call is not None:
+                    self._start_attempt(inst)
+                    calls.append((inst, self._with_attempt(call, inst)))
+                continue
             verdict, granted, why = self.admission.try_acquire(inst.node)
             if verdict == "never":
                 self._fail(inst, ErrorInfo(kind="resources", type="cadenza.core.errors.CadenzaError",
@@ -363,24 +379,36 @@ class RunDriver:
                 self.admission.release(inst.node, granted)
                 inst.granted = None
                 continue
-            now = clock.now()
-            inst.attempt += 1
-            inst.queued_at = now
-            inst.started_at = now
-            inst.ended_at = None
-            inst.error = None
-            inst.next_retry_at = None
-            self._move(inst, S.QUEUED)
-            self._move(inst, S.RUNNING)
-            self.in_flight[(inst.node.id, inst.map_index)] = inst
+            self._start_attempt(inst)
             calls.append((inst, self._with_attempt(call, inst)))
             free -= 1
         if deferred:
             self.ready.extendleft(reversed(deferred))
         return calls
 
+    def _start_attempt(self, inst: Instance) -> None:
+        now = clock.now()
+        inst.attempt += 1
+        inst.queued_at = now
+        inst.started_at = now
+        inst.ended_at = None
+        inst.error = None
+        inst.next_retry_at = None
+        self._move(inst, S.QUEUED)
+        self._move(inst, S.RUNNING)
+        self.in_flight[(inst.node.id, inst.map_index)] = inst
+
+    def _submit(self, inst: Instance, call: TaskCall) -> None:
+        if inst.node.options.sensor is not None:
+            if self._poller is None:
+                from cadenza.executors.base import sensor_poller
+
+                self._poller = sensor_poller()
+            self._poller.submit(call, self.outcomes.put)
+        else:
+            self.executor.submit(call, self.outcomes.put)
+
     def _with_attempt(self, call: TaskCall, inst: Instance) -> TaskCall:
-        from dataclasses import replace
 
         log_path = attempt_log_path(self.logs_dir, self.run_id, inst.node.id, inst.map_index,
                                     inst.attempt)
@@ -420,6 +448,9 @@ class RunDriver:
             ),
             "params": self.run.params,
         }
+        trigger = self.run.extra.get("trigger")
+        if trigger is not None:  # what started a scheduled, asset, sensor or event run
+            ctx["extra"] = {"trigger": trigger}
         return TaskCall(
             run_id=self.run_id,
             pipeline=self.graph.name,
@@ -444,6 +475,10 @@ class RunDriver:
         if inst is None or out.attempt != inst.attempt:
             log.debug("run %s: stale outcome for %s ignored", self.run_id, out.task_id)
             return
+        if inst.node.options.sensor is not None:
+            if self._sensor_waits(inst, out):
+                return
+            out = replace(out, started_at=inst.started_at)  # the attempt began at poke 1
         if inst.granted is not None:
             self.admission.release(inst.node, inst.granted)
             inst.granted = None
@@ -514,6 +549,61 @@ class RunDriver:
             return
         self._attempt_done(inst, S.FAILED, out)
         self._fail(inst, error, moved=False)
+
+    # --- sensors: polled by the engine ----------------------------------------------------
+    def _sensor_waits(self, inst: Instance, out: TaskOutcome) -> bool:
+        """A poke came back. True when the sensor keeps waiting (poked again later).
+
+        One attempt spans all pokes, from the first to the one that finds the condition
+        true: waiting writes nothing to the store and holds no slot. After `timeout_s`
+        (counted from the first poke) the attempt fails with SensorTimeout naming the
+        condition. A poke that raises anything else is an ordinary failure (retries apply).
+        """
+        spec = inst.node.options.sensor
+        assert spec is not None
+        if out.ok or out.error is None or out.error.type != _NOT_READY:
+            return False
+        waited = (clock.now() - inst.started_at).total_seconds()
+        left = None if spec.timeout_s is None else spec.timeout_s - waited
+        if left is not None and left <= 0:
+            from cadenza.core.errors import SensorTimeout
+
+            error = ErrorInfo(
+                kind="timeout", type=f"{SensorTimeout.__module__}.SensorTimeout",
+                message=f"sensor '{inst.label}' timed out after {spec.timeout_s:g} s waiting "
+                f"for {spec.condition}",
+                type_mro=(f"{SensorTimeout.__module__}.SensorTimeout",
+                          "cadenza.core.errors.CadenzaError"))
+            self._sensor_timed_out(inst, out, error)
+            return True
+        delay = spec.poke_interval_s if left is None else min(spec.poke_interval_s, left)
+        import heapq
+
+        heapq.heappush(self.retry_heap, (time.monotonic() + delay, next(self._seq), inst))
+        waiting = f"waiting for {spec.condition}"
+        if inst.reason != waiting:  # the first "not yet": show the wait (one write, not per poke)
+            inst.reason = waiting
+            self.dirty[id(inst)] = inst
+            if self._dirty_since is None:
+                self._dirty_since = time.monotonic()
+        log.debug("run %s: sensor %s not ready, next poke in %.3g s", self.run_id,
+                  inst.label, delay)
+        return True
+
+    def _sensor_timed_out(self, inst: Instance, out: TaskOutcome, error: ErrorInfo) -> None:
+        out = replace(out, started_at=inst.started_at, error=error)
+        inst.ended_at = out.ended_at or clock.now()
+        inst.worker = out.worker
+        self._must_flush = True
+        self._attempt_done(inst, S.FAILED, out)
+        self._fail(inst, error, moved=False)
+
+    def _poke_again(self, inst: Instance) -> None:
+        call = self._build_call(inst)
+        if call is None:
+            return
+        self.in_flight[(inst.node.id, inst.map_index)] = inst
+        self._submit(inst, self._with_attempt(call, inst))
 
     def _attempt_done(self, inst: Instance, state: TaskState, out: TaskOutcome | None) -> None:
         self.batch.attempts.append(
@@ -794,10 +884,10 @@ class RunDriver:
         for ns in self.nodes.values():
             for inst in [ns.summary, *ns.children]:
                 if not inst.state.is_final:
-                    if inst.state is S.QUEUED:
-                        self._move(inst, S.CANCELLED, reason=reason)
-                    else:
-                        self._move(inst, S.CANCELLED, reason=reason)
+                    if inst.state is S.RUNNING and inst.node.options.sensor is not None:
+                        inst.ended_at = clock.now()  # a sensor between two pokes
+                        self._attempt_done(inst, S.CANCELLED, None)
+                    self._move(inst, S.CANCELLED, reason=reason)
         self.ready.clear()
         self.retry_heap.clear()
 
@@ -814,7 +904,6 @@ class RunDriver:
         if state is RunState.RUNNING:
             state = RunState.FAILED
             error = error or "the run stopped with unfinished task instances"
-        from dataclasses import replace
 
         self._end_tracking(state)
         self.run = replace(self.run, state=state, ended_at=clock.now(), error=error,
@@ -835,7 +924,6 @@ class RunDriver:
 
     # --- experiment tracking -------------------------------------------------------------
     def _warn(self, message: str) -> None:
-        from dataclasses import replace
 
         extra = dict(self.run.extra)
         extra["warnings"] = [*extra.get("warnings", []), message]
@@ -859,7 +947,6 @@ class RunDriver:
             self._warn(f"experiment tracking is off for this run: {exc}")
             self.tracker = None
             return not bool(getattr(self._tracker_config, "fail_on_error", False))
-        from dataclasses import replace
 
         self.run = replace(self.run, extra={**self.run.extra, "tracking": self.tracking_info})
         self.batch.run_updates.append(self.run)

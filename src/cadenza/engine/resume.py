@@ -122,14 +122,7 @@ def resume_run(
     on_start: Any = None,
 ) -> Any:
     """Finish run `run_id` from its point of failure. Returns a RunResult."""
-    from cadenza.engine.api import (
-        _admission_for,
-        _cache_for,
-        _executor_for,
-        _pipeline_hooks,
-        result_from_store,
-    )
-    from cadenza.engine.driver import RunDriver
+    from cadenza.engine.api import _executor_for, make_driver, result_from_store
     from cadenza.engine.lease import heartbeats
     from cadenza.store import open_store
 
@@ -147,21 +140,8 @@ def resume_run(
     now = clock.now()
     run = replace(run, state=RunState.RUNNING, ended_at=None, error=None, driver_id=driver_id,
                   heartbeat_at=now, executor=executor_name)
-    driver = RunDriver(
-        graph=pipe.graph,
-        run=run,
-        param_values=values,
-        store=store,
-        executor=_executor_for(executor_name),
-        artifact_root=settings.artifact_root,
-        logs_dir=str(settings.logs_dir),
-        inline_limit_bytes=settings.inline_limit_bytes,
-        admission=_admission_for(store),
-        driver_id=driver_id,
-        cache=_cache_for(store, settings),
-        tracker=getattr(pipe, "tracking", None),
-        pipeline_callbacks=_pipeline_hooks(pipe),
-    )
+    driver = make_driver(pipe, run, values, store=store, settings=settings,
+                         executor=_executor_for(executor_name))
     rows = store.get_task_instances(run_id)
     interrupted = rebuild(driver, rows)
     driver.batch.run_updates.append(run)

@@ -154,6 +154,24 @@ def get_executor(name: str, **options: Any) -> Executor:
         return shared
 
 
+SENSOR_POLLER_THREADS = 8
+
+
+def sensor_poller() -> Executor:
+    """The process-wide threads the engine pokes sensor steps on.
+
+    A poke is short (a glob, a query), so it runs on one of these threads in the driver's
+    process: between pokes a waiting sensor holds nothing, and a poke never takes a worker
+    process or a slot of the run's executor or pool."""
+    with _shared_lock:
+        shared = _shared.get("sensor-poller")
+        if shared is None:
+            shared = _load("threads")(max_workers=SENSOR_POLLER_THREADS)
+            shared.start()
+            _shared["sensor-poller"] = shared
+        return shared
+
+
 def shutdown_all() -> None:
     with _shared_lock:
         executors = list(_shared.values())

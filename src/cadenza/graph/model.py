@@ -53,6 +53,16 @@ class Resources:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SensorSpec:
+    """A task that is a sensor: the engine pokes it every `poke_interval_s` until its
+    function returns something truthy, or fails it once `timeout_s` has passed."""
+
+    poke_interval_s: float
+    timeout_s: float | None
+    condition: str  # the condition in words, for the timeout error and logs
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TaskOptions:
     retries: int = 0
     retry_delay_s: float = 0.0
@@ -73,6 +83,7 @@ class TaskOptions:
     on_success: tuple[Callable[..., Any], ...] = ()
     on_failure: tuple[Callable[..., Any], ...] = ()
     on_retry: tuple[Callable[..., Any], ...] = ()
+    sensor: SensorSpec | None = None  # set by the sensors of cadenza.triggers
 
     @property
     def retry_on_names(self) -> frozenset[str]:

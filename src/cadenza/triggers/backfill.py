@@ -25,7 +25,7 @@ from cadenza.core.errors import CadenzaError
 from cadenza.core.ids import new_driver_id
 from cadenza.core.settings import Settings, get_settings
 from cadenza.core.states import RunState
-from cadenza.triggers.adapter import drive_claimed_run, new_run
+from cadenza.engine.api import drive_run, new_run
 from cadenza.triggers.cron import Interval, Timetable
 
 log = logging.getLogger(__name__)
@@ -140,8 +140,8 @@ def _drive_all(pipeline: Any, result: BackfillResult, limit: int, executor: str 
                 run = store.get_run(run_id)
                 if run.state is RunState.QUEUED:
                     try:
-                        state = drive_claimed_run(run, pipeline, executor=executor,
-                                                  settings=settings)
+                        state = drive_run(run, pipeline, executor=executor,
+                                          settings=settings).state
                     except Exception:
                         log.exception("backfill of %s: run %s could not be driven",
                                       pipeline.name, run_id)

@@ -8,13 +8,12 @@ A sensor is used two ways:
   1. As a pipeline trigger, `@pipeline(triggers=[FileSensor("data/incoming/*.csv")])`: the
      scheduler pokes it in its own loop (no worker, no pool slot) and creates one run per
      new value it returns (the value is the run's dedupe key; see `Sensor.run_key`).
-  2. As a step inside a pipeline body, `files = wait_for_files()`: a task that pokes once
-     per attempt. A false poke ends the attempt with `SensorNotReady`, which the engine
-     retries after `poke_interval` *without holding a worker or a pool slot* (an
-     up_for_retry task holds neither). When `timeout` has passed, the step fails with
-     `SensorTimeout`, whose message names the condition. TODO(#7): replace the retry
-     mechanism by an engine-polled sensor node (see adapter.py), so waiting leaves no
-     attempt records behind.
+  2. As a step inside a pipeline body, `files = wait_for_files()`: the engine pokes it on
+     its own threads (not on the run's executor, not in a pool) every `poke_interval`
+     until it returns something truthy, which becomes the step's output. Waiting holds no
+     worker and no pool slot and writes nothing: the whole wait is one attempt. When
+     `timeout` has passed since the first poke the step fails with `SensorTimeout`, whose
+     message names the condition. A poke that raises fails the step like any task.
 
 A poke returns a falsy value for "not yet" and anything truthy for "yes": `True`, or a
 JSON-able value describing what it found (FileSensor: the matching files), which becomes the
@@ -28,23 +27,15 @@ import glob
 import hashlib
 import json
 import logging
-import math
 import os
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from cadenza.core.errors import CadenzaError
+from cadenza.core.errors import CadenzaError, SensorNotReady, SensorTimeout
+from cadenza.graph.model import SensorSpec
 
 log = logging.getLogger(__name__)
-
-
-class SensorNotReady(Exception):
-    """A poke found the condition false; the engine retries after poke_interval."""
-
-
-class SensorTimeout(CadenzaError):
-    """The sensor's condition did not hold within its timeout."""
 
 
 def _seconds(value: float | timedelta | None, what: str) -> float | None:
@@ -76,6 +67,7 @@ class Sensor:
         return f"sensor '{self.name}'"
 
     def timeout_error(self) -> SensorTimeout:
+        """What a trigger sensor that waited too long raises (steps: the engine's message)."""
         waited = f" after {self.timeout_s:g} s" if self.timeout_s is not None else ""
         return SensorTimeout(
             f"sensor '{self.name}' timed out{waited} waiting for {self.describe()}",
@@ -98,38 +90,25 @@ class Sensor:
 
     def _step_fn(self) -> Callable[..., Any]:
         sensor = self
-        max_attempts = self.max_attempts
 
         def step(*args: Any, **kwargs: Any) -> Any:
-            from cadenza.core.context import get_context
-
             value = sensor.poke(*args, **kwargs)
             if value:
                 return value
-            if get_context().attempt >= max_attempts:
-                raise sensor.timeout_error()
             raise SensorNotReady(f"{sensor.describe()}: not yet")
 
         return step
 
-    @property
-    def max_attempts(self) -> int:
-        """Pokes a step makes before it times out (one per poke_interval)."""
-        if self.timeout_s is None:
-            return 1_000_000
-        return max(1, math.ceil(self.timeout_s / self.poke_interval_s) + 1)
+    def spec(self) -> SensorSpec:
+        return SensorSpec(poke_interval_s=self.poke_interval_s, timeout_s=self.timeout_s,
+                          condition=self.describe())
 
     def as_task(self) -> Any:
         """The TaskDef that runs this sensor as a step (built once)."""
         if self._task is None:
             from cadenza.authoring.task import task
 
-            fn = self._step_fn()
-            self._task = task(
-                name=self.name, retries=self.max_attempts - 1,
-                retry_delay=self.poke_interval_s, retry_backoff=1.0,
-                retry_on=(SensorNotReady,),
-            )(fn)
+            self._task = task(name=self.name, sensor=self.spec())(self._step_fn())
         return self._task
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

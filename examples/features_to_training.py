@@ -10,9 +10,15 @@ writes the features to a stable Parquet path and records a new version of the as
 "features/wine" (see `cadenza lineage features/wine`).
 
 `train_on_features` is owned by the modelling team and declares `triggers=[WINE_FEATURES]`:
-it should run whenever a new version of the features lands. That trigger is wired by the
-scheduler (a later issue); until then, run it by hand after the producer, as above. It reads
-the newest features, trains a classifier and logs its quality to MLflow.
+the scheduler starts it whenever a new version of the features has landed since its last
+triggered run (one run per new version, whichever scheduler sees it first), and the run's
+context says which version started it. It reads the features, trains a classifier and logs
+its quality to MLflow. With a scheduler running,
+
+    cadenza scheduler examples/features_to_training.py
+
+each `cadenza run examples/features_to_training.py:build_wine_features` is followed by a
+training run. `python examples/features_to_training.py` does both with one scheduler tick.
 """
 
 from __future__ import annotations
@@ -86,16 +92,17 @@ def train_and_evaluate(features: Any, C: float, seed: int) -> dict:
 
     ctx = get_context()
     ctx.log_param("C", C)
+    # A run the scheduler started for a new version of the features says which one.
+    trigger = ctx.extra.get("trigger") or {}
+    version = (trigger.get("assets") or {}).get(WINE_FEATURES.name)
     X, y = features.drop(columns=["target"]), features["target"]
     model = LogisticRegression(C=C, max_iter=1000, random_state=seed)
     scores = cross_val_score(model, X, y, cv=5, scoring="accuracy")
     ctx.log_metric("cv_accuracy", float(scores.mean()))
     return {"cv_accuracy": float(scores.mean()), "rows": len(features),
-            "features": X.shape[1]}
+            "features": X.shape[1], "features_version": version}
 
 
-# TODO(#7): the scheduler starts this pipeline when features/wine gets a new version; the
-# trigger is declared now so that nothing changes here when that lands.
 @pipeline(triggers=[WINE_FEATURES], tracking=MLflow(experiment="wine-from-features"),
           tags=["training"])
 def train_on_features(data_dir: str = "", C: float = 1.0, seed: int = 0):
@@ -103,16 +110,28 @@ def train_on_features(data_dir: str = "", C: float = 1.0, seed: int = 0):
 
 
 if __name__ == "__main__":
+    from cadenza.triggers import Scheduler
+
     produced = build_wine_features.run()
     print(f"build_wine_features run {produced.run_id}: {produced.state}; "
           f"features at {produced.outputs['publish'] if produced.ok else '-'}")
     if not produced.ok:
         raise SystemExit(1)
-    # Until asset triggers are wired, start the consumer by hand.
-    trained = train_on_features.run()
-    print(f"train_on_features run {trained.run_id}: {trained.state}")
-    if trained.ok:
-        m = trained.outputs["train_and_evaluate"]
-        print(f"5-fold accuracy {m['cv_accuracy']:.3f} on {m['rows']} rows, "
-              f"{m['features']} features")
-    raise SystemExit(0 if trained.ok else 1)
+    # One scheduler tick: it sees the new version of features/wine and starts the consumer.
+    scheduler = Scheduler([build_wine_features, train_on_features], executor="threads")
+    try:
+        tick = scheduler.run_once(timeout_s=600)
+    finally:
+        scheduler.close()
+    print(f"scheduler tick: started {len(tick.started)} run(s) for new asset versions")
+    from cadenza.store import open_store
+    from cadenza.core.settings import get_settings
+
+    store = open_store(get_settings().database_url)
+    trained_runs = store.list_runs(pipeline="train_on_features", limit=1)
+    if not trained_runs:
+        raise SystemExit("the scheduler started no training run")
+    trained = trained_runs[0]
+    print(f"train_on_features run {trained.run_id}: {trained.state} "
+          f"(triggered by {trained.extra['trigger']['assets']})")
+    raise SystemExit(0 if trained.state == "success" else 1)

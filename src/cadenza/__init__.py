@@ -57,7 +57,7 @@ __all__ = [
     "task",
 ]
 
-# ML integrations (SPEC §8, §2 Notify), loaded on first use: importing them eagerly would add
+# ML integrations (SPEC §8, §2 Notify) and triggers (§4), loaded on first use: importing them eagerly would add
 # ~20 ms to `import cadenza` (measured with -X importtime on the 2-core machine) although
 # mlflow, pandera and apprise themselves are only imported when used.
 from typing import TYPE_CHECKING, Any
@@ -67,12 +67,18 @@ _LAZY = {
     "register_model": "cadenza.integrations.mlflow",
     "Notify": "cadenza.integrations.notify",
     "validate": "cadenza.integrations.pandera",
+    # Triggers (SPEC §4): the sensors and event triggers a pipeline declares.
+    "FileSensor": "cadenza.triggers.sensors",
+    "sensor": "cadenza.triggers.sensors",
+    "EventTrigger": "cadenza.triggers.events",
 }
 
 if TYPE_CHECKING:
     from cadenza.integrations.mlflow import MLflow, register_model
     from cadenza.integrations.notify import Notify
     from cadenza.integrations.pandera import validate
+    from cadenza.triggers.events import EventTrigger
+    from cadenza.triggers.sensors import FileSensor, sensor
 
 
 def __getattr__(name: str) -> Any:
@@ -86,4 +92,5 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ += ["MLflow", "Notify", "register_model", "validate"]
+__all__ += ["EventTrigger", "FileSensor", "MLflow", "Notify", "register_model", "sensor",
+            "validate"]

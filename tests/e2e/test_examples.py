@@ -252,7 +252,6 @@ def test_features_asset_version_then_training_reads_it(ml_env: Settings, tmp_pat
     version = store.latest_asset_version("features/wine")
     assert version is not None and version.run_id == produced.run_id
     assert version.task_id == "publish"
-    # The consumer declares the trigger; the scheduler (issue 7) will start it. By hand now.
     assert [a.name for a in chain.train_on_features.triggers] == ["features/wine"]
 
     trained = chain.train_on_features.run(executor="threads", data_dir=str(tmp_path))
@@ -261,6 +260,50 @@ def test_features_asset_version_then_training_reads_it(ml_env: Settings, tmp_pat
     metrics = trained.outputs["train_and_evaluate"]
     assert metrics["rows"] == 178 and metrics["features"] == 15
     assert metrics["cv_accuracy"] > 0.9
+    assert metrics["features_version"] is None  # started by hand, not by the asset
+
+
+def test_a_new_features_version_makes_the_scheduler_start_training(ml_env: Settings) -> None:
+    from cadenza.triggers import Scheduler
+
+    chain = example("features_to_training")
+    pipelines = [chain.build_wine_features, chain.train_on_features]
+    scheduler = Scheduler(pipelines, executor="threads")
+    try:
+        assert scheduler.run_once(timeout_s=120).created == []  # no version yet
+        produced = chain.build_wine_features.run(executor="threads")
+        assert produced.state is RunState.SUCCESS, produced.failed
+        tick = scheduler.run_once(timeout_s=300)
+        assert len(tick.created) == 1
+        assert scheduler.run_once(timeout_s=120).created == []  # that version is consumed
+    finally:
+        scheduler.close()
+    store = open_store(ml_env.database_url)
+    version = store.latest_asset_version("features/wine")
+    run = store.get_run(tick.created[0])
+    assert run.pipeline == "train_on_features" and run.state is RunState.SUCCESS
+    assert run.trigger == "asset"
+    assert run.extra["trigger"]["assets"] == {"features/wine": version.version}
+    from cadenza.engine.api import result_from_store
+
+    trained = result_from_store(store, run.run_id, ml_env.artifact_root)
+    assert trained.outputs["train_and_evaluate"]["features_version"] == version.version
+
+
+def test_the_features_example_script_runs_training_from_a_scheduler_tick(
+        tmp_path: Path, template_db: Path) -> None:
+    home = tmp_path / "home"
+    env = clean_env(home)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    _seed_mlflow(home, template_db)
+
+    proc = _run([sys.executable, str(EXAMPLES / "features_to_training.py")], env, tmp_path)
+
+    assert "scheduler tick: started 1 run(s) for new asset versions" in proc.stdout
+    last = proc.stdout.splitlines()[-1]
+    assert last.startswith("train_on_features run ") and ": success" in last, proc.stdout
+    assert "{'features/wine': 1}" in last
 
 
 def test_training_before_any_features_explains_the_order(ml_env: Settings,

@@ -43,6 +43,7 @@ demo: $(VENV)/.installed
 	@echo "  $(BIN)/python examples/quickstart.py      a smaller, dependency-free pipeline"
 
 test: $(VENV)/.installed-test
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-test

@@ -23,12 +23,14 @@ from typing import Annotated
 import typer
 
 from cadenza.cli import console as cli_console
-from cadenza.cli import db, pipelines, pools, runs, tasks
+from cadenza.cli import db, events, pipelines, pools, runs, tasks
+from cadenza.cli.backfill import backfill_command
 from cadenza.cli.init import init_command
 from cadenza.cli.lineage import lineage_command
 from cadenza.cli.logs import logs_command
 from cadenza.cli.plan import plan_command
 from cadenza.cli.run import resume_command, run_command
+from cadenza.cli.scheduler import scheduler_command
 
 app = typer.Typer(
     name="cadenza",
@@ -100,10 +102,13 @@ app.command("resume")(resume_command)
 app.command("logs")(logs_command)
 app.command("plan")(plan_command)
 app.command("lineage")(lineage_command)
+app.command("backfill")(backfill_command)
+app.command("scheduler")(scheduler_command)
 app.add_typer(pipelines.app, name="pipelines")
 app.add_typer(runs.app, name="runs")
 app.add_typer(tasks.app, name="tasks")
 app.add_typer(pools.app, name="pools")
+app.add_typer(events.app, name="events")
 app.add_typer(db.app, name="db")
 
 

@@ -1,20 +1,27 @@
-"""`cadenza pipelines list`: every pipeline of the project, and the files that fail to import.
+"""`cadenza pipelines list|pause|unpause`: every pipeline of the project, the files that fail
+to import, and pausing a pipeline's scheduling.
 
-What belongs here: presenting what `discovery.py` found. A broken file is listed with its
-error; the other files still load. Exit code 1 when some file failed to import (so CI can
-use the command as a check), 0 otherwise.
+What belongs here: presenting what `discovery.py` found, with each pipeline's pause state
+when the store has one (one query; a store that does not exist yet is not created for it).
+A broken file is listed with its error; the other files still load. `list` exits 1 when some
+file failed to import (so CI can use the command as a check), 0 otherwise. Pausing goes
+through `triggers.loop.pause/unpause`; what pausing means is theirs to say.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cadenza.cli.console import escape, out, print_json
+from cadenza.cli.console import did_you_mean, escape, note, out, print_json
 
-app = typer.Typer(name="pipelines", help="The pipelines of the project.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from cadenza.core.settings import Settings
+
+app = typer.Typer(name="pipelines", help="The pipelines of the project; pause and unpause "
+                  "their scheduling.", no_args_is_help=True)
 
 
 def _type_label(annotation: Any) -> str:
@@ -23,6 +30,30 @@ def _type_label(annotation: Any) -> str:
     if annotation is AnyType:
         return "any"
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def paused_states(settings: Settings) -> dict[str, bool] | None:
+    """Each pipeline's pause state from the store (one query), or None when the store has
+    none to give: a SQLite file that does not exist yet (not created for this), or a store
+    that cannot be reached (noted on stderr). Pipelines absent from the result were never
+    paused."""
+    from cadenza.core.errors import StoreError
+
+    if settings.is_sqlite:
+        from sqlalchemy.engine import make_url
+
+        database = make_url(settings.database_url).database
+        if not database or database == ":memory:" or not Path(database).is_file():
+            return None
+    try:
+        from cadenza.store import open_store
+        from cadenza.store.scheduling import scheduling_store
+
+        states = scheduling_store(open_store(settings.database_url)).list_states()
+    except StoreError as exc:
+        note(f"pause state not shown: {exc.message}")
+        return None
+    return {name: state.paused for name, state in states.items()}
 
 
 def pipeline_to_json(pipe: Any, path: Path) -> dict[str, Any]:
@@ -71,9 +102,16 @@ def list_pipelines(
     files = load_project(settings, [p.resolve() for p in paths] if paths else None)
     rows = [(f, pipe) for f in files for pipe in f.pipelines.values()]
     broken = [f for f in files if f.error is not None]
+    paused = paused_states(settings) if rows else None
+
+    def to_json(pipe: Any, path: Path) -> dict[str, Any]:
+        data = pipeline_to_json(pipe, path)
+        data["paused"] = None if paused is None else paused.get(pipe.name, False)
+        return data
+
     if json_out:
         print_json({
-            "pipelines": [pipeline_to_json(p, f.path) for f, p in rows],
+            "pipelines": [to_json(p, f.path) for f, p in rows],
             "errors": [{"file": display_path(f.path), "error": f.error, "detail": f.detail}
                        for f in broken],
         })
@@ -83,12 +121,18 @@ def list_pipelines(
         from rich.table import Table
 
         table = Table(box=None, header_style="bold", pad_edge=False)
-        for col in ("PIPELINE", "FILE", "TASKS", "SCHEDULE", "TAGS"):
+        cols = ["PIPELINE", "FILE", "TASKS", "SCHEDULE", "TAGS"]
+        if paused is not None:
+            cols.append("PAUSED")
+        for col in cols:
             table.add_column(col, no_wrap=True)
         for f, p in rows:
-            data = pipeline_to_json(p, f.path)
-            table.add_row(escape(p.name), escape(data["file"]), str(data["tasks"]),
-                          escape(data["schedule"] or "-"), escape(", ".join(data["tags"]) or "-"))
+            data = to_json(p, f.path)
+            cells = [escape(p.name), escape(data["file"]), str(data["tasks"]),
+                     escape(data["schedule"] or "-"), escape(", ".join(data["tags"]) or "-")]
+            if paused is not None:
+                cells.append("[yellow]yes[/]" if data["paused"] else "no")
+            table.add_row(*cells)
         console.print(table)
     elif not broken:
         console.print(f"No pipelines found in {len(files)} file(s). Define one with "
@@ -103,3 +147,80 @@ def list_pipelines(
         e.print("  fix: `python FILE` shows the full error; `cadenza run FILE` names the "
                 "problem and the fix")
         raise typer.Exit(1)
+
+
+def _known_names(name: str, store: Any, settings: Settings) -> tuple[bool, list[str]]:
+    """(is `name` a pipeline the store or the project knows, the names known for a hint)."""
+    from cadenza.store.scheduling import scheduling_store
+
+    names = set(scheduling_store(store).list_states())
+    if name in names or store.list_runs(pipeline=name, limit=1):
+        return True, sorted(names)
+    if settings.config_file is not None:
+        from cadenza.cli.discovery import load_project
+
+        names |= {n for f in load_project(settings) for n in f.pipelines}
+    return name in names, sorted(names)
+
+
+def _set_paused(name: str, paused: bool, *, force: bool) -> None:
+    from cadenza.cli.runs import open_project_store
+    from cadenza.core.errors import CadenzaError
+    from cadenza.core.settings import get_settings
+    from cadenza.store.scheduling import scheduling_store
+    from cadenza.triggers.loop import pause, unpause
+
+    settings = get_settings()
+    verb = "pause" if paused else "unpause"
+    store = open_project_store()
+    before = scheduling_store(store).list_states().get(name)
+    if before is None and not force:
+        known, names = _known_names(name, store, settings)
+        if not known:
+            raise CadenzaError(
+                f"no pipeline named '{name}' has runs or is in the project." +
+                did_you_mean(name, names),
+                hint=f"check the name with `cadenza pipelines list`, or `cadenza pipelines "
+                f"{verb} {name} --force` to {verb} it before its first run")
+    state = (pause if paused else unpause)(name, settings=settings)
+    was = bool(before is not None and before.paused)
+    console = out()
+    if state.paused:
+        if was:
+            console.print(f"Pipeline [bold]{escape(name)}[/] was already [yellow]paused[/].")
+        else:
+            console.print(f"Pipeline [bold]{escape(name)}[/] is now [yellow]paused[/]: the "
+                          "scheduler creates no scheduled, asset, sensor or event runs for it "
+                          "(queued runs still run; backfill still works).")
+        console.print(f"  undo: cadenza pipelines unpause {escape(name)}")
+    elif not was:
+        console.print(f"Pipeline [bold]{escape(name)}[/] is [green]active[/] (it was not "
+                      "paused).")
+    else:
+        console.print(f"Pipeline [bold]{escape(name)}[/] is now [green]active[/]: the "
+                      "scheduler creates its due runs again at its next tick (with catchup, "
+                      "the intervals missed while paused too).")
+
+
+_FORCE_HELP = "Even if no pipeline of that name has runs or is in the project."
+
+
+@app.command("pause")
+def pause_pipeline(
+    name: Annotated[str, typer.Argument(help="The pipeline's name.")],
+    force: Annotated[bool, typer.Option("--force", help=_FORCE_HELP)] = False,
+) -> None:
+    """Pause a pipeline: the scheduler creates no new runs for it until it is unpaused.
+
+    No scheduled, asset, sensor or event runs; its queued and running runs still finish.
+    """
+    _set_paused(name, True, force=force)
+
+
+@app.command("unpause")
+def unpause_pipeline(
+    name: Annotated[str, typer.Argument(help="The pipeline's name.")],
+    force: Annotated[bool, typer.Option("--force", help=_FORCE_HELP)] = False,
+) -> None:
+    """Unpause a pipeline: the scheduler creates its due runs again."""
+    _set_paused(name, False, force=force)

@@ -1,0 +1,211 @@
+"""`cadenza backfill FILE:PIPELINE --start D --end D`: create the missing interval runs of a
+date range, idempotently, and drive them.
+
+What belongs here: turning the command line into a `triggers.backfill.backfill()` call,
+showing its progress (a progress bar in a terminal, one line per finished run otherwise)
+and the summary. What does not: which intervals exist or are missing (`triggers/`).
+
+Exit codes: 0 every run driven here succeeded (or nothing was left to run), 1 a run
+failed, 2 a usage error (bad date, a pipeline without a schedule): nothing was created,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from cadenza.cli.console import err, escape, is_plain, out, print_json, styled_state
+
+if TYPE_CHECKING:
+    from cadenza.triggers.backfill import BackfillProgress, BackfillResult
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+def check_date(value: str, option: str) -> str:
+    """`value` if it reads as YYYY-MM-DD or an ISO date-time; a usage error otherwise."""
+    from cadenza.core.errors import CadenzaError
+
+    try:
+        datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise CadenzaError(f"{option} '{value}' is not a date or date-time",
+                           hint=f"use ISO format: {option} 2026-01-31 or {option} "
+                           "2026-01-31T02:00 (naive values are in the pipeline's timezone)"
+                           ) from None
+    return value.strip()
+
+
+class _Progress:
+    """`on_progress` for backfill(): a rich bar in a terminal, plain lines otherwise.
+
+    Called from backfill's driving threads, hence the lock."""
+
+    def __init__(self, pipeline: str, *, plain: bool, quiet: bool) -> None:
+        self.pipeline = pipeline
+        self.plain = plain
+        self.quiet = quiet
+        self.bar: Any = None
+        self.task: Any = None
+        self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, p: BackfillProgress) -> None:
+        if self.quiet:
+            return
+        with self._lock:
+            if p.run_id is None:  # the runs exist now; driving starts
+                self._start(p.total)
+                return
+            state = str(p.state) if p.state is not None else "claimed elsewhere"
+            self.counts[state] += 1
+            if self.bar is not None:
+                counts = ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items()))
+                self.bar.update(self.task, completed=p.done, counts=counts)
+            else:
+                out().print(f"[{p.done}/{p.total}] run {escape(p.run_id)} "
+                            f"{styled_state(state)}")
+
+    def _start(self, total: int) -> None:
+        console = out()
+        console.print(f"Driving {total} new run{'s' if total != 1 else ''} of pipeline "
+                      f"{escape(self.pipeline)}")
+        if self.plain:
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                            MofNCompleteColumn(), TextColumn("{task.fields[counts]}"),
+                            TimeElapsedColumn(), console=console)
+        self.task = self.bar.add_task(escape(self.pipeline), total=total, counts="")
+        self.bar.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            if self.bar is not None:
+                self.bar.stop()
+                self.bar = None
+
+
+def result_to_json(result: BackfillResult) -> dict[str, Any]:
+    counts = Counter(str(s) for s in result.states.values())
+    return {
+        "pipeline": result.pipeline,
+        "intervals": len(result.intervals),
+        "created": list(result.created),
+        "existing": result.existing,
+        "states": dict(sorted(counts.items())),
+        "runs": {rid: str(s) for rid, s in result.states.items()},
+        "ok": result.ok,
+    }
+
+
+def _print_summary(result: BackfillResult, *, start: str, end: str, drive: bool) -> None:
+    console = out()
+    n, m = len(result.created), result.existing
+    if not result.intervals:
+        console.print(f"No interval of pipeline {escape(result.pipeline)} with a logical date "
+                      f"from {escape(start)} to {escape(end)} has ended yet (or the range lies "
+                      "outside its start_date/end_date); nothing to create.")
+        return
+    console.print(f"Backfill of {escape(result.pipeline)} from {escape(start)} to "
+                  f"{escape(end)}: created {n} run{'s' if n != 1 else ''}, {m} already "
+                  "existed.")
+    if result.states:
+        counts = Counter(str(s) for s in result.states.values())
+        console.print("  " + ", ".join(f"{c} {styled_state(s)}" for s, c in
+                                       sorted(counts.items())))
+    skipped = n - len(result.states)
+    if drive and skipped:
+        console.print(f"  {skipped} run{'s were' if skipped != 1 else ' was'} claimed by a "
+                      "running scheduler, which drives "
+                      f"{'them' if skipped != 1 else 'it'}.")
+    if not drive and n:
+        console.print("  The new runs are queued: `cadenza scheduler` drives them.")
+    failed = [rid for rid, s in result.states.items() if str(s) != "success"]
+    if failed:
+        console.print(f"[bold red]{len(failed)} run{'s' if len(failed) != 1 else ''} did not "
+                      f"succeed.[/] See why: cadenza runs show {escape(failed[0])}; finish "
+                      f"{'them' if len(failed) != 1 else 'it'} with cadenza resume RUN_ID")
+
+
+def backfill_command(
+    target: Annotated[str, typer.Argument(
+        metavar="FILE:PIPELINE",
+        help="The pipeline (it needs a schedule): a file, with :PIPELINE when it defines "
+        "several; or a pipeline name of the project.")],
+    start: Annotated[str, typer.Option(
+        "--start", help="First logical date: YYYY-MM-DD or an ISO date-time (naive values "
+        "are in the pipeline's timezone).", show_default=False)],
+    end: Annotated[str, typer.Option(
+        "--end", help="Last logical date (inclusive), same format.", show_default=False)],
+    max_active: Annotated[int | None, typer.Option(
+        "--max-active", min=1, help="Runs driven at once (default: the pipeline's "
+        "max_active_runs, else 4).")] = None,
+    executor: Annotated[str | None, typer.Option(
+        "--executor", "-e", help="inline, threads, processes or ray (default: from "
+        "cadenza.toml, else processes).")] = None,
+    no_run: Annotated[bool, typer.Option(
+        "--no-run", help="Only create the runs (queued); `cadenza scheduler` drives "
+        "them.")] = False,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="No progress; print the result as JSON.")] = False,
+) -> None:
+    """Create the missing interval runs from --start to --end, and drive them.
+
+    Idempotent: an interval that has a run already is left alone; a second call creates none.
+
+    Exit code: 0 success, 1 a run failed, 2 usage error, 130 interrupted.
+    """
+    from cadenza.cli.discovery import resolve_pipeline
+    from cadenza.cli.run import check_executor
+    from cadenza.core.errors import CadenzaError
+    from cadenza.core.settings import get_settings
+
+    first = check_date(start, "--start")
+    last = check_date(end, "--end")
+    lo, hi = datetime.fromisoformat(first), datetime.fromisoformat(last)
+    if (lo.tzinfo is None) == (hi.tzinfo is None) and lo > hi:
+        raise CadenzaError(f"--start {first} is after --end {last}",
+                           hint=f"swap them: --start {last} --end {first}")
+    settings = get_settings()
+    check_executor(executor)
+    pipe = resolve_pipeline(target, settings)
+    if getattr(pipe, "schedule", None) is None:
+        raise CadenzaError(
+            "backfill needs a pipeline with a schedule, and this one has none",
+            pipeline=pipe.name,
+            hint=f'@pipeline(schedule="@daily", start_date="2026-01-01") on {pipe.name}; '
+            "or run it once with `cadenza run`")
+    from cadenza.triggers.backfill import backfill
+
+    progress = _Progress(pipe.name, plain=is_plain(), quiet=json_out)
+    try:
+        result = backfill(pipe, first, last, max_active=max_active, drive=not no_run,
+                          executor=executor, settings=settings, on_progress=progress)
+    except KeyboardInterrupt:
+        progress.stop()
+        err().print("Interrupted. Runs already created stay queued (or, if being driven, "
+                    "are resumed by `cadenza scheduler` once their lease expires); "
+                    "`cadenza runs list --pipeline " + escape(pipe.name) + "` shows them.")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        progress.stop()
+    if json_out:
+        print_json(result_to_json(result))
+    else:
+        _print_summary(result, start=first, end=last, drive=not no_run)
+    raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)

@@ -1,0 +1,293 @@
+"""The scheduler commands of the CLI (SPEC §4, §7): `cadenza scheduler [--once]`, `cadenza
+backfill`, `cadenza pipelines pause|unpause` and `cadenza events list`, run as the real
+executable in a temporary project with its own SQLite store.
+
+The CLI has no injectable clock, so the pipelines start in 2024 with catchup off: their
+latest interval has always ended, and a tick creates exactly one run for it."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cadenza.core import settings as settings_mod
+from cadenza.store import open_store
+from tests.e2e.test_cli_support import Project, clean_env, wait_for
+
+STAMP = '''
+from cadenza import get_context, pipeline, task
+
+
+@task
+def stamp(fail_day: int) -> str:
+    ctx = get_context()
+    if ctx.logical_date is not None and fail_day in (-1, ctx.logical_date.day):
+        raise ValueError(f"day {ctx.logical_date.day} is bad")
+    return ctx.logical_date.isoformat() if ctx.logical_date else "none"
+'''
+
+# The project's pipelines (pipelines/ in cadenza.toml).
+JOBS = STAMP + '''
+
+@pipeline(schedule="@monthly", start_date="2024-01-01", catchup=False)
+def monthly(fail_day: int = 0):
+    stamp(fail_day)
+
+
+@pipeline
+def unscheduled(fail_day: int = 0):
+    stamp(fail_day)
+'''
+
+# Outside the project's folder: only reached when named.
+DAILY = STAMP + '''
+
+@pipeline(schedule="@daily", start_date="2024-01-01", catchup=False)
+def daily(fail_day: int = 0):
+    stamp(fail_day)
+
+
+@pipeline(schedule="@daily", start_date="2024-01-01", catchup=False)
+def flaky(fail_day: int = 2):
+    stamp(fail_day)
+'''
+
+BROKEN = STAMP + '''
+
+@pipeline(schedule="@monthly", start_date="2024-01-01", catchup=False)
+def broken(fail_day: int = -1):
+    stamp(fail_day)
+'''
+
+
+@pytest.fixture
+def proj(tmp_path: Path) -> Project:
+    root = tmp_path / "proj"
+    (root / "pipelines").mkdir(parents=True)
+    (root / "extra").mkdir()
+    (root / "cadenza.toml").write_text('pipelines = ["pipelines/"]\nexecutor = "threads"\n')
+    (root / "pipelines" / "jobs.py").write_text(JOBS)
+    (root / "extra" / "daily.py").write_text(DAILY)
+    (root / "extra" / "broken.py").write_text(BROKEN)
+    home = tmp_path / "home"
+    home.mkdir()
+    return Project(root=root, env=clean_env(home))
+
+
+def db_url(p: Project) -> str:
+    return p.env["CADENZA_DATABASE_URL"]
+
+
+def runs_of(p: Project, pipeline: str) -> list[Any]:
+    store = open_store(db_url(p))
+    return sorted(store.list_runs(pipeline=pipeline, limit=1000),
+                  key=lambda r: (r.logical_date is None, r.logical_date, r.created_at))
+
+
+def once(p: Project, *targets: str, code: int = 0) -> dict[str, Any]:
+    return p.json("scheduler", "--once", *targets, code=code)  # type: ignore[no-any-return]
+
+
+# --- cadenza scheduler -------------------------------------------------------------------------
+
+
+def test_scheduler_once_creates_the_due_run_drives_it_and_a_second_tick_creates_none(proj):
+    first = proj.ok("scheduler", "--once")  # no TARGETS: the project's pipelines
+    out = first.stdout
+    assert "watching 2 pipelines" in out and db_url(proj) in out
+    assert any("monthly" in line and "@monthly" in line for line in out.splitlines()), out
+    assert any("unscheduled" in line for line in out.splitlines()), out
+    assert "created  monthly: 1 run scheduled, logical date" in out
+    assert "daily" not in out and "broken" not in out  # files outside pipelines/
+
+    runs = proj.json("runs", "list")
+    assert len(runs) == 1, runs
+    assert (runs[0]["pipeline"], runs[0]["trigger"], runs[0]["state"]) == (
+        "monthly", "schedule", "success")
+    assert f"{runs[0]['run_id']}" in out  # listed among the runs it drove
+
+    # The same pipeline named as module:PIPELINE this time: its interval has a run already.
+    second = once(proj, "pipelines.jobs:monthly")
+    assert second["created"] == [] and second["started"] == [] and second["ok"] is True
+    assert second["pipelines"] == [{"name": "monthly", "schedule": "@monthly", "triggers": None,
+                                    "paused": False}]
+    assert len(runs_of(proj, "monthly")) == 1
+
+
+def test_scheduler_once_on_a_file_exits_1_when_a_run_it_drove_failed(proj):
+    proc = proj.ok("scheduler", "--once", "extra/broken.py", "-e", "inline", code=1)
+    assert "created  broken: 1 run scheduled" in proc.stdout
+    assert "1 run did not succeed" in proc.stdout and "cadenza runs show" in proc.stdout
+    [run] = runs_of(proj, "broken")
+    assert str(run.state) == "failed" and run.trigger == "schedule"
+
+
+def test_scheduler_service_runs_until_sigterm_then_exits_0(proj):
+    proc = proj.popen("scheduler", "pipelines/jobs.py:monthly")
+    try:
+        wait_for(lambda: [r for r in runs_of(proj, "monthly") if str(r.state) == "success"],
+                 timeout_s=60, what="the scheduler to create and finish the monthly run")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, (out, err)
+    assert "watching 1 pipeline" in out and "monthly" in out
+    assert "stopped (SIGTERM)" in out
+    assert "Traceback" not in err
+    assert "ended success" in err  # the service logs how runs end
+    assert len(runs_of(proj, "monthly")) == 1
+
+
+# --- cadenza backfill --------------------------------------------------------------------------
+
+
+def test_backfill_creates_three_runs_and_a_second_call_creates_none(proj):
+    first = proj.ok("backfill", "extra/daily.py:daily", "--start", "2024-01-01",
+                    "--end", "2024-01-03", "-e", "inline")
+    assert "created 3 runs, 0 already existed" in first.stdout
+    assert "3 success" in first.stdout
+    assert first.stdout.count("] run ") == 3  # plain progress lines: not a terminal
+    runs = runs_of(proj, "daily")
+    assert [r.logical_date.date().isoformat() for r in runs] == [
+        "2024-01-01", "2024-01-02", "2024-01-03"]
+    assert all(r.trigger == "backfill" and str(r.state) == "success" for r in runs)
+
+    second = proj.ok("backfill", "extra/daily.py:daily", "--start", "2024-01-01", "--end", "2024-01-03")
+    assert "created 0 runs, 3 already existed" in second.stdout
+    again = proj.json("backfill", "extra/daily.py:daily", "--start", "2024-01-01T00:00",
+                      "--end", "2024-01-03T00:00")
+    assert again["created"] == [] and again["existing"] == 3 and again["ok"] is True
+    assert len(runs_of(proj, "daily")) == 3
+
+
+def test_backfill_exits_1_when_a_run_fails(proj):
+    proc = proj.ok("backfill", "extra/daily.py:flaky", "--start", "2024-01-01", "--end",
+                   "2024-01-03", "--max-active", "1", "-e", "inline", code=1)
+    assert "created 3 runs" in proc.stdout
+    assert "2 success" in proc.stdout and "1 failed" in proc.stdout
+    assert "cadenza runs show" in proc.stdout
+
+
+def test_backfill_no_run_leaves_queued_runs_that_the_scheduler_drives(proj):
+    data = proj.json("backfill", "extra/daily.py:daily", "--start", "2024-03-01",
+                     "--end", "2024-03-02", "--no-run")
+    assert len(data["created"]) == 2 and data["runs"] == {}
+    assert [str(r.state) for r in runs_of(proj, "daily")] == ["queued", "queued"]
+    report = once(proj, "extra/daily.py:daily")
+    assert {r["run_id"] for r in report["started"]} >= set(data["created"])
+    states = {r.run_id: str(r.state) for r in runs_of(proj, "daily")}
+    assert all(states[rid] == "success" for rid in data["created"])
+
+
+# --- cadenza pipelines pause|unpause -----------------------------------------------------------
+
+
+def test_pause_stops_the_scheduler_creating_runs_until_unpause(proj):
+    paused = proj.ok("pipelines", "pause", "monthly")
+    assert "now paused" in paused.stdout
+    listed = {p["name"]: p["paused"] for p in proj.json("pipelines", "list")["pipelines"]}
+    assert listed == {"monthly": True, "unscheduled": False}
+    table = proj.ok("pipelines", "list").stdout
+    assert "PAUSED" in table
+
+    assert once(proj, "pipelines/jobs.py:monthly")["created"] == []
+    assert runs_of(proj, "monthly") == []
+
+    assert "now active" in proj.ok("pipelines", "unpause", "monthly").stdout
+    report = once(proj, "pipelines/jobs.py:monthly")
+    assert len(report["created"]) == 1 and report["started"][0]["state"] == "success"
+    assert len(runs_of(proj, "monthly")) == 1
+
+
+def test_pipelines_list_creates_no_store_and_shows_no_paused_column_without_one(proj):
+    listed = proj.json("pipelines", "list")
+    assert all(p["paused"] is None for p in listed["pipelines"])
+    assert "PAUSED" not in proj.ok("pipelines", "list").stdout
+    assert not (Path(proj.env["CADENZA_HOME"]) / "cadenza.db").exists()
+
+
+# --- cadenza events list -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def project_settings(proj: Project, monkeypatch: pytest.MonkeyPatch
+                     ) -> Iterator[settings_mod.Settings]:
+    """This process's settings on the project's store (to record messages into it)."""
+    monkeypatch.setenv("CADENZA_HOME", proj.env["CADENZA_HOME"])
+    monkeypatch.setenv("CADENZA_DATABASE_URL", db_url(proj))
+    s = settings_mod.load_settings(proj.root)
+    settings_mod.set_settings(s)
+    yield s
+    settings_mod.set_settings(None)
+
+
+def test_events_list_shows_an_invalid_message_with_its_error(proj, project_settings):
+    from cadenza import pipeline, task
+    from cadenza.store.scheduling import scheduling_store
+    from cadenza.triggers.events import EventTrigger, handle_message
+
+    @task
+    def echo(n: int) -> int:
+        return n
+
+    trigger = EventTrigger("redis://127.0.0.1:6379/0?stream=cli.events")
+
+    @pipeline(name="on_event", triggers=[trigger])
+    def on_event(n: int):
+        echo(n)
+
+    sched = scheduling_store(open_store(db_url(proj)))
+    handle_message(on_event, trigger, "1-0", b"not json", sched=sched)
+    handle_message(on_event, trigger, "2-0", b'{"n": 2}', sched=sched)
+
+    events = proj.json("events", "list")
+    assert [(e["message_id"], e["status"]) for e in events] == [("2-0", "run"), ("1-0", "invalid")]
+    invalid = events[1]
+    assert invalid["pipeline"] == "on_event" and invalid["run_id"] is None
+    assert "not JSON" in invalid["error"] and invalid["payload"] == {"raw": "not json"}
+    assert invalid["source"] == trigger.source
+    assert events[0]["run_id"] == runs_of(proj, "on_event")[0].run_id
+
+    only = proj.json("events", "list", "--status", "invalid", "--pipeline", "on_event")
+    assert [e["message_id"] for e in only] == ["1-0"]
+    table = proj.ok("events", "list", "--limit", "1").stdout
+    assert "2-0" in table and "1-0" not in table and "MESSAGE ID" in table
+
+
+# --- errors: one line, the fix, exit 2 ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (("scheduler", "--once", "nosuch.py"), "no such file: nosuch.py"),
+    (("scheduler", "--once", "nosuch_module:p"), "no module named 'nosuch_module'"),
+    (("scheduler", "--once", "pipelines/jobs.py:montly"), "Did you mean 'monthly'?"),
+    (("scheduler", "--once", "empty/"), "no pipelines found in empty"),
+    (("scheduler", "--json"), "--json only goes with --once"),
+    (("backfill", "pipelines/jobs.py:unscheduled", "--start", "2024-01-01", "--end",
+      "2024-01-02"), "pipeline 'unscheduled': backfill needs a pipeline with a schedule"),
+    (("backfill", "extra/daily.py:daily", "--start", "2024-02-30", "--end", "2024-03-01"),
+     "--start '2024-02-30' is not a date"),
+    (("backfill", "extra/daily.py:daily", "--start", "2024-03-02", "--end", "2024-03-01"),
+     "--start 2024-03-02 is after --end 2024-03-01"),
+    (("pipelines", "pause", "montly"), "Did you mean 'monthly'?"),
+    (("events", "list", "--status", "bogus"), "unknown event status 'bogus'"),
+])
+def test_usage_errors_exit_2_with_the_problem_and_the_fix(proj, args, expected):
+    (proj.root / "empty").mkdir()
+    proc = proj.ok(*args, code=2)
+    assert expected in proc.stderr
+    assert "fix:" in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_scheduler_without_a_project_or_targets_exits_2_naming_the_fix(tmp_path):
+    p = Project(root=tmp_path, env=clean_env(tmp_path / "home"))
+    proc = p.ok("scheduler", code=2)
+    assert "no pipelines to watch" in proc.stderr and "cadenza init" in proc.stderr

@@ -84,3 +84,19 @@ def test_backfill_needs_a_schedule(cadenza_env):
 
     with pytest.raises(CadenzaError, match="needs a pipeline with a schedule"):
         backfill(unscheduled, "2026-01-01", "2026-01-02")
+
+
+def test_a_second_backfill_drives_the_runs_an_earlier_one_left_queued(cadenza_env):
+    with use_clock(FakeClock(to_utc("2026-04-15"))):
+        only_created = backfill(sched_time.daily_paris, "2026-04-01", "2026-04-03",
+                                drive=False)
+        assert len(only_created.created) == 3 and only_created.states == {}
+        assert {r.state for r in runs_of(cadenza_env, "daily_paris")} == {RunState.QUEUED}
+        again = backfill(sched_time.daily_paris, "2026-03-31", "2026-04-03",
+                         executor="inline")
+        third = backfill(sched_time.daily_paris, "2026-03-31", "2026-04-03")
+    assert len(again.created) == 1 and again.existing == 3
+    assert again.queued == only_created.created
+    assert set(again.states) == {*only_created.created, *again.created} and again.ok
+    assert third.created == [] and third.queued == [] and third.states == {}
+    assert {r.state for r in runs_of(cadenza_env, "daily_paris")} == {RunState.SUCCESS}

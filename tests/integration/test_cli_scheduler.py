@@ -291,3 +291,14 @@ def test_scheduler_without_a_project_or_targets_exits_2_naming_the_fix(tmp_path)
     p = Project(root=tmp_path, env=clean_env(tmp_path / "home"))
     proc = p.ok("scheduler", code=2)
     assert "no pipelines to watch" in proc.stderr and "cadenza init" in proc.stderr
+
+
+def test_backfill_again_runs_what_a_no_run_backfill_left_queued(proj):
+    data = proj.json("backfill", "extra/daily.py:daily", "--start", "2024-03-01",
+                     "--end", "2024-03-02", "--no-run")
+    again = proj.ok("backfill", "extra/daily.py:daily", "--start", "2024-03-01",
+                    "--end", "2024-03-02", "-e", "inline")
+    assert "created 0 runs, 2 already existed" in again.stdout
+    assert "2 of those were still queued from an earlier backfill and were run now" in again.stdout
+    states = {r.run_id: str(r.state) for r in runs_of(proj, "daily")}
+    assert [states[rid] for rid in data["created"]] == ["success", "success"]

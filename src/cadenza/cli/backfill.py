@@ -107,6 +107,7 @@ def result_to_json(result: BackfillResult) -> dict[str, Any]:
         "intervals": len(result.intervals),
         "created": list(result.created),
         "existing": result.existing,
+        "queued": list(result.queued),
         "states": dict(sorted(counts.items())),
         "runs": {rid: str(s) for rid, s in result.states.items()},
         "ok": result.ok,
@@ -124,11 +125,15 @@ def _print_summary(result: BackfillResult, *, start: str, end: str, drive: bool)
     console.print(f"Backfill of {escape(result.pipeline)} from {escape(start)} to "
                   f"{escape(end)}: created {n} run{'s' if n != 1 else ''}, {m} already "
                   "existed.")
+    if result.queued:
+        q = len(result.queued)
+        console.print(f"  {q} of those {'were' if q != 1 else 'was'} still queued from an "
+                      f"earlier backfill and {'were' if q != 1 else 'was'} run now.")
     if result.states:
         counts = Counter(str(s) for s in result.states.values())
         console.print("  " + ", ".join(f"{c} {styled_state(s)}" for s, c in
                                        sorted(counts.items())))
-    skipped = n - len(result.states)
+    skipped = n + len(result.queued) - len(result.states)
     if drive and skipped:
         console.print(f"  {skipped} run{'s were' if skipped != 1 else ' was'} claimed by a "
                       "running scheduler, which drives "
@@ -198,8 +203,9 @@ def backfill_command(
                           executor=executor, settings=settings, on_progress=progress)
     except KeyboardInterrupt:
         progress.stop()
-        err().print("Interrupted. Runs already created stay queued (or, if being driven, "
-                    "are resumed by `cadenza scheduler` once their lease expires); "
+        err().print("Interrupted. Runs already created stay queued (run the same backfill "
+                    "again, or `cadenza scheduler`, to run them; a run being driven is "
+                    "resumed by `cadenza scheduler` once its lease expires); "
                     "`cadenza runs list --pipeline " + escape(pipe.name) + "` shows them.")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:

@@ -49,6 +49,9 @@ class BackfillResult:
     intervals: list[Interval] = field(default_factory=list)
     created: list[str] = field(default_factory=list)  # run ids created by this call
     existing: int = 0  # intervals that already had a run
+    # Runs of those intervals still queued and unclaimed (an earlier backfill was stopped,
+    # or ran with drive=False): this call drives them too.
+    queued: list[str] = field(default_factory=list)
     states: dict[str, RunState] = field(default_factory=dict)  # runs driven here -> end state
 
     @property
@@ -107,10 +110,25 @@ def backfill(
     result.existing = len(result.intervals) - len(result.created)
     log.info("backfill of %s: %d intervals, %d runs created, %d existed", pipeline.name,
              len(result.intervals), len(result.created), result.existing)
-    if drive and result.created:
+    if drive and result.existing:
+        result.queued = _still_queued(sched, pipeline.name, result)
+    if drive and (result.created or result.queued):
         limit = max_active or getattr(pipeline, "max_active_runs", None) or 4
         _drive_all(pipeline, result, limit, executor, settings, on_progress)
     return result
+
+
+def _still_queued(sched: Any, pipeline: str, result: BackfillResult) -> list[str]:
+    """Run ids of the range's existing runs that are queued with no driver, oldest first."""
+    created = set(result.created)
+    keys = [i.key for i in result.intervals]
+    by_key = sched.runs_for_keys(pipeline, keys)
+    existing = [by_key[k] for k in keys if k in by_key and by_key[k] not in created]
+    if not existing:
+        return []
+    queued = {r.run_id for r in sched.store.list_runs(
+        pipeline=pipeline, state=RunState.QUEUED, limit=1_000_000) if r.driver_id is None}
+    return [run_id for run_id in existing if run_id in queued]
 
 
 def _drive_all(pipeline: Any, result: BackfillResult, limit: int, executor: str | None,
@@ -120,8 +138,8 @@ def _drive_all(pipeline: Any, result: BackfillResult, limit: int, executor: str 
 
     store = open_store(settings.database_url)
     driver_id = new_driver_id()
-    total = len(result.created)
-    pending = list(result.created)  # oldest interval first
+    pending = [*result.queued, *result.created]  # each list oldest interval first
+    total = len(pending)
     lock = threading.Lock()
     done = 0
     if on_progress is not None:

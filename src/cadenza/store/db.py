@@ -335,3 +335,15 @@ class ProcessCache:
 
 # The RunStore of each (url, pid); see runs.open_store.
 store_cache = ProcessCache()
+
+
+def dialect_insert(dialect: str, table: Any) -> Any:
+    """An INSERT of `table` that knows ON CONFLICT on `dialect` ("postgresql" or "sqlite").
+
+    The PostgreSQL dialect module is imported only on PostgreSQL: it costs ~80 ms of a
+    cold start, which a SQLite user should not pay."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)

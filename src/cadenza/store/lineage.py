@@ -43,10 +43,10 @@ from sqlalchemy import (
     literal_column,
     select,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from cadenza.core.errors import CadenzaError
 from cadenza.core.records import ArtifactRecord, AssetEventRecord
+from cadenza.store.db import dialect_insert
 from cadenza.store.dml import PreparedDml, Step
 from cadenza.store.models import (
     artifact_inputs_table,
@@ -71,7 +71,7 @@ class ArtifactNotFound(CadenzaError):
 
 
 def _dialect_insert(dialect: str, table: Any) -> Any:
-    return (postgresql if dialect == "postgresql" else sqlite).insert(table)
+    return dialect_insert(dialect, table)
 
 
 def _insert_artifact(dialect: str) -> Insert:

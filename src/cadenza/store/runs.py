@@ -38,7 +38,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from cadenza.core import clock
 from cadenza.core.errors import CadenzaError, RunNotFound
@@ -59,6 +58,7 @@ from cadenza.store import lineage
 from cadenza.store.db import (
     READ_OPTION,
     create_store_engine,
+    dialect_insert,
     ensure_schema,
     mask_url,
     store_cache,
@@ -794,7 +794,7 @@ class RunStore:
         return None if row is None else PoolRecord(name=row[0], slots=row[1], description=row[2])
 
     def _insert_pool(self) -> Any:
-        return (postgresql if self._dialect == "postgresql" else sqlite).insert(_pools)
+        return dialect_insert(self._dialect, _pools)
 
     @_translated("setting a pool")
     def set_pool(self, name: str, slots: int, description: str = "") -> PoolRecord:

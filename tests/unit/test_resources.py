@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from cadenza.core.errors import CadenzaError, ConfigError
+from cadenza.core.units import parse_memory
 from cadenza.executors.resources import (
     Capacity,
     ResourceLedger,
     detect_gpus,
     machine_capacity,
-    parse_memory,
     parse_nvidia_smi,
 )
 

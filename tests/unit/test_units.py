@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from cadenza.core.errors import ConfigError
 from cadenza.core.units import parse_memory
 
 
@@ -40,12 +41,13 @@ def test_parse_memory(value: Any, expected: int) -> None:
 
 @pytest.mark.parametrize("value", ["4XB", "GiB", "", "-1", "1e3", "four GiB", "4 G i B", None, [4]])
 def test_parse_memory_rejects_what_is_not_a_size(value: Any) -> None:
-    with pytest.raises(ValueError, match="memory must be a size like '4GiB'"):
-        parse_memory(value)
+    with pytest.raises(ConfigError, match="invalid memory amount") as info:
+        parse_memory(value, task="train")
+    assert info.value.task == "train" and "4GiB" in info.value.hint
 
 
 def test_parse_memory_rejects_negative_numbers_and_bools() -> None:
-    with pytest.raises(ValueError, match=">= 0"):
+    with pytest.raises(ConfigError, match="cannot be negative"):
         parse_memory(-1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="boolean"):
         parse_memory(True)

@@ -37,7 +37,7 @@ class ArtifactStore:
     def __init__(self, root: str) -> None:
         self.root = root.rstrip("/") or "/"
         self._is_local = "://" not in root or root.startswith("file://")
-        self._local_root = root[len("file://") :] if root.startswith("file://") else root
+        self._local_root = root.removeprefix("file://")
         self._fs: Any = None
         self._made: set[str] = set()
 
@@ -93,7 +93,7 @@ class ArtifactStore:
     # -- reading --------------------------------------------------------------------------
     def get_bytes(self, uri: str) -> bytes:
         if self._is_local and not uri.startswith(("memory://", "s3://", "gs://")):
-            path = uri[len("file://") :] if uri.startswith("file://") else uri
+            path = uri.removeprefix("file://")
             with open(path, "rb") as fh:
                 return fh.read()
         import fsspec

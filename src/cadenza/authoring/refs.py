@@ -65,7 +65,7 @@ class _Wirable:
 class OutputRef(_Wirable, Generic[T]):
     """The future output of one task in a pipeline (a list, in map order, if it is mapped)."""
 
-    __slots__ = ("task_id", "_owner", "is_mapped")
+    __slots__ = ("_owner", "is_mapped", "task_id")
 
     def __init__(self, task_id: str, owner: GraphBuilder, *, is_mapped: bool = False) -> None:
         self.task_id = task_id
@@ -107,7 +107,7 @@ class OutputRef(_Wirable, Generic[T]):
 class ParamRef:
     """A pipeline parameter while the body is traced: only known when the run starts."""
 
-    __slots__ = ("name", "_pipeline")
+    __slots__ = ("_pipeline", "name")
 
     def __init__(self, name: str, pipeline: str) -> None:
         self.name = name

@@ -17,7 +17,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from cadenza.authoring.builder import current_builder
 from cadenza.authoring.refs import OutputRef, _Wirable
-from cadenza.core.errors import DefinitionError, Problem
+from cadenza.core.errors import ConfigError, DefinitionError, Problem
 from cadenza.graph.model import Resources, TaskOptions, TriggerRule
 from cadenza.graph.validate import check_trigger_rule
 
@@ -38,7 +38,7 @@ def _seconds(value: float | timedelta | None) -> float | None:
 def _memory_bytes(value: Any) -> int:
     from cadenza.core.units import parse_memory
 
-    return parse_memory(value)
+    return parse_memory(value)  # ConfigError: reported with the task's other problems
 
 
 def _callbacks(value: Any) -> tuple[Callable[..., Any], ...]:
@@ -124,8 +124,8 @@ def build_options(name: str, raw: dict[str, Any]) -> tuple[TaskOptions, list[Pro
                 gpu=int(res_raw.get("gpu", 0) or 0),
                 custom=custom,
             )
-        except (TypeError, ValueError) as exc:
-            bad(f"resources are not valid: {exc}",
+        except (TypeError, ValueError, ConfigError) as exc:
+            bad(f"resources are not valid: {getattr(exc, 'message', exc)}",
                 '@task(resources={"cpu": 2, "memory": "4GiB", "gpu": 1})')
     pool = raw.get("pool") or "default"
     if not isinstance(pool, str):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
+
+from cadenza.core.errors import ConfigError
 
 UNITS: dict[str, int] = {
     "": 1,
@@ -25,20 +28,43 @@ UNITS: dict[str, int] = {
     "ti": 1024**4,
     "tib": 1024**4,
 }
-_PATTERN = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$")
+_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-zA-Z]*)\s*$")
 
 
-def parse_memory(value: Any) -> int:
-    """Bytes in `value`: an int (bytes) or a string like "4GiB", "512MB", "1.5G"."""
+def parse_memory(value: Any, *, task: str | None = None) -> int:
+    """Bytes for "4GiB", "512MB", "1.5G", "1024" or a number of bytes.
+
+    Decimal units (KB, MB, GB, TB, or K, M, G, T) are powers of 1000; binary ones
+    (KiB, MiB, GiB, TiB, or Ki, Mi, Gi, Ti) are powers of 1024. Case does not matter.
+    Anything else raises ConfigError naming the task (when given) and the fix.
+    """
     if isinstance(value, bool):
-        raise ValueError(f"memory must be a size like '4GiB', got {value!r}")
-    if isinstance(value, (int, float)):
+        raise _memory_error(value, task, "a boolean is not an amount of memory")
+    if isinstance(value, int):
         if value < 0:
-            raise ValueError(f"memory must be >= 0, got {value!r}")
+            raise _memory_error(value, task, "memory cannot be negative")
+        return value
+    if isinstance(value, float):
+        if value < 0 or math.isnan(value):
+            raise _memory_error(value, task, "memory must be a non-negative number")
         return int(value)
-    match = _PATTERN.match(str(value))
-    if not match or match.group(2).lower() not in UNITS:
-        raise ValueError(
-            f"memory must be a size like '4GiB', '512MB' or a number of bytes, got {value!r}"
-        )
-    return int(float(match.group(1)) * UNITS[match.group(2).lower()])
+    if not isinstance(value, str):
+        raise _memory_error(
+            value, task, f"expected a string or a number, got {type(value).__name__}")
+    match = _PATTERN.match(value)
+    if match is None:
+        raise _memory_error(value, task, "not a number followed by a unit")
+    number, unit = match.groups()
+    factor = UNITS.get(unit.lower())
+    if factor is None:
+        raise _memory_error(value, task, f"unknown unit '{unit}'")
+    return int(float(number) * factor)
+
+
+def _memory_error(value: object, task: str | None, why: str) -> ConfigError:
+    return ConfigError(
+        f"invalid memory amount {value!r}: {why}",
+        task=task,
+        hint='write it like "512MB", "4GiB" or "1.5G" (KB/MB/GB are 1000-based, '
+        "KiB/MiB/GiB are 1024-based), or as a number of bytes",
+    )

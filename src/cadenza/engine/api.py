@@ -381,5 +381,14 @@ def outputs_of(instances: list[TaskInstanceRecord]) -> dict[str, ValueRef | None
     return {ti.task_id: ti.output for ti in instances if ti.map_index < 0}
 
 
-__all__ = ["RunResult", "run_pipeline", "new_run", "drive_run", "fail_run", "make_driver",
-           "result_from_store", "source_of", "CadenzaError"]
+__all__ = [
+    "CadenzaError",
+    "RunResult",
+    "drive_run",
+    "fail_run",
+    "make_driver",
+    "new_run",
+    "result_from_store",
+    "run_pipeline",
+    "source_of",
+]

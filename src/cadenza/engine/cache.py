@@ -113,7 +113,7 @@ def artifact_exists(uri: str | None) -> bool:
     if "://" not in uri or uri.startswith("file://"):
         import os
 
-        return os.path.exists(uri[len("file://"):] if uri.startswith("file://") else uri)
+        return os.path.exists(uri.removeprefix("file://"))
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(uri)

@@ -250,7 +250,7 @@ def _artifact_ok(ref: Any) -> bool:
 def _discard(uri: str) -> None:
     """Remove a corrupted artifact so that recomputing it writes it afresh (and no cache
     entry can serve it again)."""
-    path = uri[len("file://"):] if uri.startswith("file://") else uri
+    path = uri.removeprefix("file://")
     if "://" in path:
         return
     try:

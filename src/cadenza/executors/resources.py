@@ -8,7 +8,7 @@ the ids `acquire` returns into `TaskCall.env`; the worker applies it).
 Example:
     cap = machine_capacity()
     ledger = ResourceLedger(cap)
-    if ledger.can_fit(cpu=2, memory_bytes=parse_memory("4GiB"), gpu_count=1):
+    if ledger.can_fit(cpu=2, memory_bytes=4 << 30, gpu_count=1):
         gpus = ledger.acquire("run1/train[0]", cpu=2, memory_bytes=4 << 30, gpu_count=1)
         env = {"CUDA_VISIBLE_DEVICES": ",".join(gpus)}
         ...
@@ -18,15 +18,13 @@ Example:
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 
-from cadenza.core.errors import CadenzaError, ConfigError
-from cadenza.core.units import UNITS
+from cadenza.core.errors import CadenzaError
 
 log = logging.getLogger(__name__)
 
@@ -99,50 +97,6 @@ def machine_capacity() -> Capacity:
         cpu=cpu,
         memory_bytes=int(psutil.virtual_memory().total),
         gpus=tuple(detect_gpus()),
-    )
-
-
-# One table of memory units for the whole project (core/units.py).
-_UNITS: dict[str, int] = UNITS
-_MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-zA-Z]*)\s*$")
-
-
-def parse_memory(value: str | float, *, task: str | None = None) -> int:
-    """Bytes for "4GiB", "512MB", "1.5G", "1024" or an int number of bytes.
-
-    Decimal units (KB, MB, GB, TB, or K, M, G, T) are powers of 1000; binary ones
-    (KiB, MiB, GiB, TiB, or Ki, Mi, Gi, Ti) are powers of 1024. Case does not matter.
-    """
-    if isinstance(value, bool):
-        raise _memory_error(value, task, "a boolean is not an amount of memory")
-    if isinstance(value, int):
-        if value < 0:
-            raise _memory_error(value, task, "memory cannot be negative")
-        return value
-    if isinstance(value, float):
-        if value < 0 or math.isnan(value):
-            raise _memory_error(value, task, "memory must be a non-negative number")
-        return int(value)
-    if not isinstance(value, str):
-        raise _memory_error(
-            value, task, f"expected a string or a number, got {type(value).__name__}"
-        )
-    match = _MEMORY_RE.match(value)
-    if match is None:
-        raise _memory_error(value, task, "not a number followed by a unit")
-    number, unit = match.groups()
-    factor = _UNITS.get(unit.lower())
-    if factor is None:
-        raise _memory_error(value, task, f"unknown unit '{unit}'")
-    return int(float(number) * factor)
-
-
-def _memory_error(value: object, task: str | None, why: str) -> ConfigError:
-    return ConfigError(
-        f"invalid memory amount {value!r}: {why}",
-        task=task,
-        hint='write it like "512MB", "4GiB" or "1.5G" (KB/MB/GB are 1000-based, '
-        "KiB/MiB/GiB are 1024-based), or as a number of bytes",
     )
 
 

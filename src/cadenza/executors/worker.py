@@ -243,7 +243,7 @@ def _tracking(call: TaskCall, ctx: TaskContext) -> Iterator[None]:
     try:
         scope = tracker.task_scope(ctx, dict(call.tracking_info))
         sink = scope.__enter__()
-    except Exception as exc:  # noqa: BLE001 - tracking must not break the task
+    except Exception as exc:  # tracking must not break the task
         if getattr(tracker, "fail_on_error", False):
             raise
         print(f"[cadenza] tracking unavailable for this task: {exc}", file=sys.stderr)
@@ -259,7 +259,7 @@ def _tracking(call: TaskCall, ctx: TaskContext) -> Iterator[None]:
     else:
         try:
             scope.__exit__(None, None, None)
-        except Exception as exc:  # noqa: BLE001 - the task itself succeeded
+        except Exception as exc:  # the task itself succeeded
             if getattr(tracker, "fail_on_error", False):
                 raise
             print(f"[cadenza] tracking could not close the task's run: {exc}", file=sys.stderr)

@@ -18,8 +18,8 @@ import sysconfig
 import textwrap
 import types
 import weakref
-from pathlib import Path
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 _cache: weakref.WeakKeyDictionary[Any, tuple[str, tuple[tuple[str, str], ...]]] = (

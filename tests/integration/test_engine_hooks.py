@@ -107,3 +107,22 @@ def test_a_scheduler_that_cannot_start_a_run_fails_it_with_the_reason(cadenza_en
     assert stored.state is RunState.FAILED
     assert "the scheduler could not start it" in stored.error
     assert "no_such_executor" in stored.error
+
+
+def test_one_task_runs_with_the_outputs_of_the_latest_good_run(cadenza_env):
+    from cadenza.engine.task_test import prepare_task_test
+
+    with pytest.raises(CadenzaError, match="no run of pipeline 'hooked' has a successful"):
+        prepare_task_test(hooked, "after")
+    full = hooked.run(executor="inline", n=5)
+    test = prepare_task_test(hooked, "after")
+    assert test.source_run.run_id == full.run_id and test.params == {"n": 5}
+    result = test.run()
+    assert result.state is RunState.SUCCESS and result.outputs["after"] == 5
+    assert list(result.task_states) == ["after"]  # nothing upstream ran again
+    given = prepare_task_test(hooked, "after", inputs={"info": {"n": 42}}).run()
+    assert given.outputs["after"] == 42
+    with pytest.raises(CadenzaError, match="input 'inf': no argument .* Did you mean 'info'"):
+        prepare_task_test(hooked, "after", inputs={"inf": 1})
+    with pytest.raises(CadenzaError, match="no task 'afterr'. Did you mean 'after'"):
+        prepare_task_test(hooked, "afterr")

@@ -2,7 +2,7 @@
 
 `event_pipeline(url)` builds one for a test's own stream or subject. The module-level ones
 exist when CADENZA_TEST_REDIS_URL / CADENZA_TEST_NATS_URL are set: what scheduler
-subprocesses load (`python -m cadenza.triggers.loop tests.pipelines.sched_events:...`).
+subprocesses load (`cadenza scheduler tests.pipelines.sched_events:...`).
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -227,3 +228,116 @@ def test_bad_schedules_are_refused_with_a_hint() -> None:
 def test_interval_key_is_the_utc_logical_date() -> None:
     i = Interval(start=to_utc("2026-01-01T01:00", PARIS), end=to_utc("2026-01-02T01:00", PARIS))
     assert i.key == "interval:2026-01-01T00:00:00+00:00"
+
+
+# -- the fast paths agree with croniter and with the general walk ------------------------------
+
+_PLAIN_EXPRS = ["0 * * * *", "0 0 * * *", "0 0 * * 0", "0 0 1 * *", "0 0 1 1 *", "30 2 * * *",
+                "*/15 9-17 * * 1-5", "0 0 1,15 * mon", "0 0 * jan,jul sun", "0 0 29 2 *",
+                "0 0 13 * 5", "59 23 31 12 *", "0 0 31 * *", "1-5/2 */7 */3 */5 2-6",
+                "0 0 * * 5-7", "0 9 1-7 * 1"]
+
+
+def _spread_times(n: int, seed: int) -> list[datetime]:
+    """Deterministic naive times over ten years, some on whole minutes, some just off."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        t = datetime(2020, 1, 1) + timedelta(seconds=rng.randrange(10 * 365 * 86400))
+        out.append(t + rng.choice([timedelta(0), timedelta(microseconds=1),
+                                   timedelta(seconds=59, microseconds=999_999)]))
+    return out
+
+
+@pytest.mark.parametrize("expr", _PLAIN_EXPRS)
+def test_plain_cron_fields_step_exactly_like_croniter(expr: str) -> None:
+    from croniter import croniter
+
+    from cadenza.triggers.cron import _cron_fields, _FieldsWalk
+
+    fields = _cron_fields(expr)
+    assert fields is not None
+    for t in _spread_times(60, seed=len(expr)):
+        ours, theirs = _FieldsWalk(expr, fields, t), croniter(expr, t)
+        assert [ours.get_next() for _ in range(3)] == [theirs.get_next(datetime)
+                                                       for _ in range(3)], t
+        ours, theirs = _FieldsWalk(expr, fields, t), croniter(expr, t)
+        assert [ours.get_prev() for _ in range(3)] == [theirs.get_prev(datetime)
+                                                       for _ in range(3)], t
+
+
+@pytest.mark.parametrize("expr", ["0 0 L * *", "0 0 * * 5#2", "0 0 1W * *", "0 0 ? * *"])
+def test_croniter_extensions_keep_the_croniter_path(expr: str) -> None:
+    from croniter import croniter
+
+    s = CronSchedule(expr, "UTC")
+    assert s._fields is None
+    t = datetime(2026, 2, 10, 12, tzinfo=UTC)
+    assert s.next_after(t) == croniter(expr, t).get_next(datetime).replace(tzinfo=UTC)
+
+
+def _general(expr: str, tz: str) -> CronSchedule:
+    """The same schedule with the fast paths off: the general DST walk only (over the
+    same cron fields, which the test above holds to croniter's answers)."""
+    s = CronSchedule(expr, tz)
+    s._fast_next = lambda t: None  # type: ignore[method-assign]
+    s._fast_prev = lambda t: None  # type: ignore[method-assign]
+    return s
+
+
+@pytest.mark.parametrize("tz", [PARIS, NY, "UTC", "Australia/Lord_Howe", "America/Santiago",
+                                "Etc/GMT-3"])
+@pytest.mark.parametrize("expr", ["@hourly", "@daily", "30 2 * * *", "*/20 * * * *",
+                                  "15 1-3 * * 0", "0 2,3 * * *", "30 2 * * 0", "@monthly"])
+def test_fast_paths_answer_like_the_general_walk_around_dst_changes(expr: str, tz: str) -> None:
+    fast, general = CronSchedule(expr, tz), _general(expr, tz)
+    changes = [datetime(2026, 3, 8, 7), datetime(2026, 3, 29, 1), datetime(2026, 4, 5, 3),
+               datetime(2026, 9, 6, 4), datetime(2026, 10, 4, 16), datetime(2026, 10, 25, 1),
+               datetime(2026, 11, 1, 6), datetime(2026, 12, 31, 23, 30)]
+    for change in changes:
+        base = change.replace(tzinfo=UTC)
+        # Every 4 h 7 min from 3 days before to 3 days after.
+        for k in range(-17, 18):
+            t = base + timedelta(minutes=247 * k)
+            assert fast.next_after(t) == general.next_after(t), (t, "next")
+            assert fast.prev_at_or_before(t) == general.prev_at_or_before(t), (t, "prev")
+        start = base - timedelta(days=3)
+        assert (list(itertools.islice(fast.iter_after(start), 40))
+                == list(itertools.islice(general.iter_after(start), 40)))
+
+
+def test_weekly_at_a_repeated_time_just_outside_the_window_is_its_first_occurrence() -> None:
+    # 02:30 on Sunday 2026-10-25 happens twice in Paris; fixed-time rule: the first (CEST).
+    s = CronSchedule("30 2 * * 0", PARIS)
+    t = datetime(2026, 10, 27, 1, 10, tzinfo=UTC)  # two days and 10 minutes after the change
+    assert local(s.prev_at_or_before(t), PARIS) == "2026-10-25 02:30+0200"
+
+
+@pytest.mark.parametrize(("schedule", "catchup"), [("@hourly", False), ("@hourly", True),
+                                                    ("30 2 * * *", True),
+                                                    (timedelta(minutes=90), False)])
+def test_the_remembered_next_interval_changes_no_due_interval(schedule: Any, catchup: bool
+                                                              ) -> None:
+    def timetable() -> Timetable:
+        sched = schedule_of(schedule, PARIS, "2026-03-27")
+        assert sched is not None
+        return Timetable(sched, start=to_utc("2026-03-27", PARIS), catchup=catchup,
+                         timezone=PARIS)
+
+    # One timetable driven like the scheduler drives it (next_due_after, then due at that
+    # time), against a fresh timetable asked the same question each time.
+    tt, after = timetable(), None
+    now = to_utc("2026-03-28T00:00:30", PARIS)
+    for i in range(60):  # across the spring-forward night
+        got = tt.due(now, after=after, limit=5)
+        assert got == timetable().due(now, after=after, limit=5), now
+        if got:
+            after = got[-1].start
+            due_at = tt.next_due_after(got[-1])
+        else:
+            due_at = tt.next_due_at(after, now)
+        assert due_at is not None
+        # Now and then the scheduler was away for hours: several intervals ended since.
+        now = max(now, due_at) + timedelta(seconds=30, hours=5 if i % 7 == 3 else 0)

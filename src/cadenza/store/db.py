@@ -343,7 +343,9 @@ def dialect_insert(dialect: str, table: Any) -> Any:
     The PostgreSQL dialect module is imported only on PostgreSQL: it costs ~80 ms of a
     cold start, which a SQLite user should not pay."""
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table)
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(table)

@@ -193,7 +193,7 @@ class RunDriver:
         self._dirty_since: float | None = None
         self._must_flush = False
         self._poller: Executor | None = None  # threads that poke sensor steps
-        self._has_sensors = any(n.options.sensor is not None for n in graph)
+        self.ready_sensors: deque[Instance] = deque()  # sensor steps due for a first poke
 
     # --- setup ---------------------------------------------------------------------------
     def initial_rows(self) -> list[TaskInstanceRecord]:
@@ -332,24 +332,26 @@ class RunDriver:
                 self._poke_again(inst)
             elif inst.state is S.UP_FOR_RETRY:
                 self._move(inst, S.SCHEDULED, reason="retry delay passed")
-                self.ready.append(inst)
+                self._make_ready(inst)
         if self._dirty_since is not None and now - self._dirty_since >= GROUP_COMMIT_S:
             self._flush()
 
     # --- admission and dispatch ----------------------------------------------------------
     def _admit(self) -> list[tuple[Instance, TaskCall]]:
         calls: list[tuple[Instance, TaskCall]] = []
+        while self.ready_sensors:  # polled by the engine: no executor slot, no pool slot
+            inst = self.ready_sensors.popleft()
+            call = self._build_call(inst) if inst.state is S.SCHEDULED else None
+            if call is not None:
+                self._start_attempt(inst)
+                calls.append((inst, self._with_attempt(call, inst)))
         if not self.ready:
             return calls
         free = self.executor.free_slots()
         deferred: deque[Instance] = deque()
-        # A sensor needs no executor slot: with sensors in the graph, look past a full executor.
-        while self.ready and (free > 0 or self._has_sensors):
+        while self.ready and free > 0:
             inst = self.ready.popleft()
             if inst.state is not S.SCHEDULED:
-                continue
-            if free <= 0 and inst.node.options.sensor is None:
-                deferred.append(inst)
                 continue
             if self.cache is not None and inst.node.options.cache:
                 if inst.inputs is None:
@@ -357,13 +359,6 @@ class RunDriver:
                                    for k, v in inst.node.args.items()}
                 if self.cache.try_serve(self, inst):
                     continue
-            if inst.node.options.sensor is not None:
-                # Polled by the engine: no pool slot, no executor slot (see _poke).
-                call = self._build_call(inst)
-                if call is not None:
-                    self._start_attempt(inst)
-                    calls.append((inst, self._with_attempt(call, inst)))
-                continue
             verdict, granted, why = self.admission.try_acquire(inst.node)
             if verdict == "never":
                 self._fail(inst, ErrorInfo(kind="resources", type="cadenza.core.errors.CadenzaError",
@@ -384,6 +379,9 @@ class RunDriver:
         if deferred:
             self.ready.extendleft(reversed(deferred))
         return calls
+
+    def _make_ready(self, inst: Instance) -> None:
+        (self.ready if inst.node.options.sensor is None else self.ready_sensors).append(inst)
 
     def _start_attempt(self, inst: Instance) -> None:
         now = clock.now()
@@ -724,7 +722,7 @@ class RunDriver:
             self._expand(ns)
         else:
             self._move(ns.summary, S.SCHEDULED)
-            self.ready.append(ns.summary)
+            self._make_ready(ns.summary)
 
     def _settle(self, ns: NodeState, state: TaskState, *, reason: str) -> None:
         ns.decided = True
@@ -792,7 +790,7 @@ class RunDriver:
                            "did not succeed")
             else:
                 self._move(inst, S.SCHEDULED)
-                self.ready.append(inst)
+                self._make_ready(inst)
         ns.children = children
         ns.children_left = sum(1 for c in children if not c.state.is_final)
         if ns.children_left == 0:
@@ -888,6 +886,7 @@ class RunDriver:
                         self._attempt_done(inst, S.CANCELLED, None)
                     self._move(inst, S.CANCELLED, reason=reason)
         self.ready.clear()
+        self.ready_sensors.clear()
         self.retry_heap.clear()
 
     def _fail_stuck(self) -> None:

@@ -126,11 +126,34 @@ def test_scheduler_once_on_a_file_exits_1_when_a_run_it_drove_failed(proj):
     assert str(run.state) == "failed" and run.trigger == "schedule"
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _metrics(port: int) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        return str(resp.read().decode())
+
+
 def test_scheduler_service_runs_until_sigterm_then_exits_0(proj):
-    proc = proj.popen("scheduler", "pipelines/jobs.py:monthly")
+    port = _free_port()
+    proc = proj.popen("scheduler", "pipelines/jobs.py:monthly", "--metrics-port", str(port))
     try:
         wait_for(lambda: [r for r in runs_of(proj, "monthly") if str(r.state) == "success"],
                  timeout_s=60, what="the scheduler to create and finish the monthly run")
+        metrics = _metrics(port)
+        assert 'cadenza_runs_created_total{pipeline="monthly",trigger="schedule"} 1.0' \
+            in metrics, metrics
+        ticks = next(line for line in metrics.splitlines()
+                     if line.startswith("cadenza_scheduler_ticks_total "))
+        assert float(ticks.split()[1]) >= 1
+        assert "cadenza_scheduler_tick_seconds_bucket" in metrics
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     finally:

@@ -27,6 +27,7 @@ from cadenza.triggers.events import (
     params_from_json,
 )
 from cadenza.triggers.loop import Scheduler
+from cadenza.triggers.metrics import sample
 from tests.conftest import wait_for
 from tests.pipelines.sched_events import event_pipeline
 
@@ -152,6 +153,8 @@ def test_redis_message_makes_one_run_with_its_json_as_parameters(cadenza_env, re
     stream, client = redis_stream
     pipe = event_pipeline(f"redis://{REDIS}/0?stream={stream}", "redis_runs")
     sched = Scheduler([pipe], executor="inline")
+    created = {"pipeline": "redis_runs", "trigger": "event"}
+    before = sample("cadenza_runs_created_total", created)
     sched.open_consumers()  # the group exists before anything is published
     for n in range(3):
         client.xadd(stream, {"data": json.dumps({"n": n, "label": f"m{n}"})})
@@ -167,6 +170,7 @@ def test_redis_message_makes_one_run_with_its_json_as_parameters(cadenza_env, re
     events = list_events(pipeline="redis_runs")
     assert sorted(e.run_id for e in events) == sorted(r.run_id for r in runs)
     assert client.xpending(stream, "cadenza.redis_runs")["pending"] == 0
+    assert sample("cadenza_runs_created_total", created) == before + 3
     sched.close()
 
 
@@ -174,6 +178,8 @@ def test_redis_invalid_message_makes_no_run_is_acked_and_recorded(cadenza_env, r
     stream, client = redis_stream
     pipe = event_pipeline(f"redis://{REDIS}/0?stream={stream}", "redis_invalid")
     sched = Scheduler([pipe], max_runs=0)
+    invalid = {"pipeline": "redis_invalid", "status": "invalid"}
+    before = sample("cadenza_events_total", invalid)
     sched.open_consumers()
     client.xadd(stream, {"data": json.dumps({"n": "three"})})
     client.xadd(stream, {"data": "{not json"})
@@ -187,6 +193,7 @@ def test_redis_invalid_message_makes_no_run_is_acked_and_recorded(cadenza_env, r
     assert "unknown parameter 'colour'" in events[2].error
     assert events[0].payload == {"data": '{"n": "three"}'}
     assert client.xpending(stream, "cadenza.redis_invalid")["pending"] == 0
+    assert sample("cadenza_events_total", invalid) == before + 3
     sched.close()
 
 

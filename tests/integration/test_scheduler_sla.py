@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 from cadenza.core.clock import FakeClock, use_clock
 from cadenza.store import open_store
 from cadenza.store.scheduling import scheduling_store
-from cadenza.triggers.loop import SLA_MISSES, Scheduler
+from cadenza.triggers.loop import Scheduler
+from cadenza.triggers.metrics import sample
 from tests.pipelines import sched_sla
 
 
@@ -18,7 +19,7 @@ def misses(settings):
 
 def test_an_unfinished_run_past_its_sla_fires_on_sla_miss_once(cadenza_env):
     sched_sla.MISSES.clear()
-    before = SLA_MISSES["hourly_with_sla"]
+    before = sample("cadenza_sla_misses_total", {"pipeline": "hourly_with_sla"})
     clock = FakeClock(datetime(2026, 1, 1, 1, 0, 1, tzinfo=UTC))
     with use_clock(clock):
         a = Scheduler([sched_sla.hourly_with_sla], max_runs=0)  # runs stay queued
@@ -32,7 +33,7 @@ def test_an_unfinished_run_past_its_sla_fires_on_sla_miss_once(cadenza_env):
         clock.advance(10 * 60)
         assert a.tick().sla_missed == [] and b.tick().sla_missed == []
     assert sched_sla.MISSES == [("hourly_with_sla", run_id)]
-    assert SLA_MISSES["hourly_with_sla"] == before + 1
+    assert sample("cadenza_sla_misses_total", {"pipeline": "hourly_with_sla"}) == before + 1
     (miss,) = misses(cadenza_env)
     assert miss.run_id == run_id and miss.sla_s == 600
     assert miss.deadline_at == datetime(2026, 1, 1, 1, 10, 1, tzinfo=UTC)

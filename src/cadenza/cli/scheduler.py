@@ -449,6 +449,10 @@ def scheduler_command(
     lease: Annotated[float | None, typer.Option(
         "--lease", min=0.5, help="Seconds without a heartbeat after which another "
         "scheduler takes over this one's runs (default 30).", show_default=False)] = None,
+    metrics_port: Annotated[int | None, typer.Option(
+        "--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on "
+        "127.0.0.1:PORT/metrics (runs created, SLA misses, events, tick durations).",
+        show_default=False)] = None,
     claim_idle: Annotated[float, typer.Option(
         "--claim-idle", min=0.1, hidden=True, help="Seconds after which an event another "
         "consumer received but never acknowledged is claimed here.")] = 30.0,
@@ -483,6 +487,14 @@ def scheduler_command(
     # The pipelines, their graphs and the imported modules live as long as the service:
     # keep them out of every later collection (a full one cost ~36 ms of a busy tick).
     gc.freeze()
+    if metrics_port is not None:
+        from cadenza.triggers.metrics import serve_metrics
+
+        try:
+            serve_metrics(metrics_port)
+        except OSError as exc:
+            raise CadenzaError(f"cannot serve metrics on 127.0.0.1:{metrics_port}: {exc}",
+                               hint="choose a free port: --metrics-port 9464") from exc
     if not json_out:
         print_watched(scheduler, executor=executor or settings.executor, once=once)
     if not once:

@@ -54,12 +54,11 @@ from cadenza.engine.api import drive_run, fail_run, new_run
 from cadenza.engine.resume import resume_run
 from cadenza.triggers.cron import Interval, Timetable
 from cadenza.triggers.events import EventTrigger, handle_message, make_consumer
+from cadenza.triggers.metrics import scheduler_metrics
 from cadenza.triggers.sensors import Sensor
 
 log = logging.getLogger(__name__)
 
-# Process-wide count of SLA misses per pipeline (exported as a metric by the server).
-SLA_MISSES: Counter[str] = Counter()
 
 
 # -- what a pipeline is triggered by (pure) ----------------------------------------------------
@@ -204,6 +203,7 @@ class Scheduler:
         self.max_sleep_s = max_sleep_s
         self.event_block_ms = event_block_ms
         self.claim_idle_ms = claim_idle_ms
+        self.metrics = scheduler_metrics()
         self.id = scheduler_id or new_driver_id()
         self.store = open_store(self.settings.database_url)
         self.sched = scheduling_store(self.store)
@@ -302,6 +302,7 @@ class Scheduler:
     def tick(self) -> TickReport:
         """Do everything that is due now (see the module docstring); returns what it did.
         Runs are started in threads: `wait_idle()` waits for them."""
+        started = time.perf_counter()
         now = clock.now()
         report = TickReport()
         self._refresh_states()
@@ -311,6 +312,8 @@ class Scheduler:
         self._tick_sla(now, report)
         self._tick_takeover(now, report)
         self._start_queued(report)
+        self.metrics.ticks.inc()
+        self.metrics.tick_seconds.observe(time.perf_counter() - started)
         return report
 
     def _tick_schedules(self, now: datetime, report: TickReport) -> None:
@@ -365,6 +368,12 @@ class Scheduler:
                         continue  # stays due: looked at again when unpaused
                     self._next_due[name] = next_due[name]
                     self._after[name] = _newest(self._after.get(name), high_water)
+                if created:
+                    ids = set(created)
+                    made = Counter(name for name, runs, _ in chunk for r in runs
+                                   if r.run.run_id in ids)
+                    for name, n in made.items():
+                        self.metrics.runs_created.labels(name, "schedule").inc(n)
                 report.created.extend(created)
                 if created:
                     log.info("created %d scheduled run(s) for %d pipeline(s)", len(created),
@@ -399,6 +408,7 @@ class Scheduler:
             run_id = self.sched.create_asset_run(name, spec.assets, build)
             if run_id is not None:
                 report.created.append(run_id)
+                self.metrics.runs_created.labels(name, "asset").inc()
                 log.info("pipeline %s: assets updated, created run %s", name, run_id)
         if not blocked:
             self._seen_versions = latest
@@ -428,6 +438,7 @@ class Scheduler:
             created = self.sched.create_runs(name, [new], unless_paused=True)
             report.created.extend(created)
             if created:
+                self.metrics.runs_created.labels(name, "sensor").inc()
                 log.info("pipeline %s: sensor %s fired, created run %s", name, sensor.name,
                          created[0])
 
@@ -451,7 +462,7 @@ class Scheduler:
                                      deadline_at=deadline, detected_at=now)
                 if not self.sched.record_sla_miss(miss):
                     continue  # another scheduler noticed first and fired the callback
-                SLA_MISSES[name] += 1
+                self.metrics.sla_misses.labels(name).inc()
                 report.sla_missed.append(run.run_id)
                 log.warning("pipeline %s: run %s missed its SLA of %g s (deadline %s)", name,
                             run.run_id, sla_s, deadline.isoformat())
@@ -502,6 +513,7 @@ class Scheduler:
                              name=f"cadenza-run-{run_id}", daemon=True)
         with self._lock:
             self._threads[run_id] = t
+            self.metrics.runs_driving.set(len(self._threads))
         t.start()
 
     def _guard(self, run_id: str, target: Any, run: Any) -> None:
@@ -514,6 +526,7 @@ class Scheduler:
         finally:
             with self._lock:
                 self._threads.pop(run_id, None)
+                self.metrics.runs_driving.set(len(self._threads))
             self._wake.set()
 
     def _drive(self, run: Any) -> None:
@@ -554,7 +567,10 @@ class Scheduler:
 
         def handle(message_id: str, raw: Any) -> Any:
             outcome = handle_message(pipe, trigger, message_id, raw, sched=self.sched)
+            status = outcome.event.status if outcome.created else "duplicate"
+            self.metrics.events.labels(name, status).inc()
             if outcome.created and outcome.event.status == "run":
+                self.metrics.runs_created.labels(name, "event").inc()
                 self._wake.set()  # start it now, not at the next tick
             return outcome
 

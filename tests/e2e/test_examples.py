@@ -92,13 +92,17 @@ def _run(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complete
     return proc
 
 
-def test_fraud_detection_script_trains_registers_and_reruns_from_cache(
-        tmp_path: Path, template_db: Path) -> None:
-    home = tmp_path / "home"
+def _script_env(home: Path, template_db: Path) -> tuple[dict[str, str], Path]:
+    """The environment of an example run as a script: its own home and MLflow store."""
     env = clean_env(home)
     env.pop("MLFLOW_TRACKING_URI", None)
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    db = _seed_mlflow(home, template_db)
+    return env, _seed_mlflow(home, template_db)
+
+
+def test_fraud_detection_script_trains_registers_and_reruns_from_cache(
+        tmp_path: Path, template_db: Path) -> None:
+    env, db = _script_env(tmp_path / "home", template_db)
 
     first = _run([sys.executable, str(EXAMPLES / "fraud_detection.py")], env, tmp_path)
 
@@ -292,11 +296,7 @@ def test_a_new_features_version_makes_the_scheduler_start_training(ml_env: Setti
 
 def test_the_features_example_script_runs_training_from_a_scheduler_tick(
         tmp_path: Path, template_db: Path) -> None:
-    home = tmp_path / "home"
-    env = clean_env(home)
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    _seed_mlflow(home, template_db)
+    env, _ = _script_env(tmp_path / "home", template_db)
 
     proc = _run([sys.executable, str(EXAMPLES / "features_to_training.py")], env, tmp_path)
 

@@ -223,6 +223,17 @@ def load_project(settings: Settings, paths: list[Path] | None = None) -> list[Lo
     return [load_file(f) for f in files]
 
 
+def load_file_or_raise(path: Path, target: str) -> Any:
+    """`load_file(path)`, raising the file's error (naming `target` and the fix) if any."""
+    loaded = load_file(path)
+    if loaded.error is not None:
+        error = _file_error(loaded, target)
+        if error is loaded.exception:
+            raise error
+        raise error from loaded.exception
+    return loaded
+
+
 def _file_error(loaded: LoadedFile, target: str) -> CadenzaError:
     from cadenza.core.errors import DefinitionError
 
@@ -250,13 +261,7 @@ def resolve_pipeline(target: str, settings: Settings) -> PipelineDef[Any, Any]:
             elif settings.config_file is not None:
                 hint = "check the path, or list the project's pipelines with `cadenza pipelines list`"
             raise CadenzaError(f"no such file: {file_part}", hint=hint)
-        loaded = load_file(path)
-        if loaded.error is not None:
-            error = _file_error(loaded, target)
-            if error is loaded.exception:
-                raise error
-            raise error from loaded.exception
-        return _pick(loaded, name, file_part)
+        return _pick(load_file_or_raise(path, target), name, file_part)
     # A bare name: a pipeline of the project.
     wanted = name or file_part
     if name is not None:

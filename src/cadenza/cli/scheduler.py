@@ -100,15 +100,10 @@ def _from_folder(path: Path) -> list[Any]:
 
 def _from_file(path: Path, target: str) -> list[Any]:
     """Every pipeline a file defines (`file.py` without `:PIPELINE`)."""
-    from cadenza.cli.discovery import _file_error, load_file
+    from cadenza.cli.discovery import load_file_or_raise
     from cadenza.core.errors import CadenzaError
 
-    loaded = load_file(path)
-    if loaded.error is not None:
-        error = _file_error(loaded, target)
-        if error is loaded.exception:
-            raise error
-        raise error from loaded.exception
+    loaded = load_file_or_raise(path, target)
     pipes = loaded.pipelines or loaded.imported
     if not pipes:
         raise CadenzaError(f"{target} defines no pipeline",

@@ -420,15 +420,16 @@ class CronSchedule:
     # Measured (2 slow cores): next_after ~4 us in UTC or Europe/Paris, against ~35-50 us
     # for the general walk on the same fields and ~250-350 us on croniter.
 
-    def _fast_next(self, t: datetime) -> datetime | None:
-        fields = self._fields
-        if fields is None:
+    def _steady_offset(self, t: datetime) -> timedelta | None:
+        """The zone's UTC offset when it cannot change near `t` (None: take the walk)."""
+        if self._fields is None:
             return None
-        off = self._fixed
-        if off is None:
-            off = _calm_offset(self.tz, t)
-            if off is None:
-                return None
+        return self._fixed if self._fixed is not None else _calm_offset(self.tz, t)
+
+    def _fast_next(self, t: datetime) -> datetime | None:
+        fields, off = self._fields, self._steady_offset(t)
+        if fields is None or off is None:
+            return None
         cand = fields.next_after(t + off)  # the wall clock, labelled UTC
         if cand is None:
             return None
@@ -436,14 +437,9 @@ class CronSchedule:
         return inst if self._fixed is not None or inst <= t + _DAY else None
 
     def _fast_prev(self, t: datetime) -> datetime | None:
-        fields = self._fields
-        if fields is None:
+        fields, off = self._fields, self._steady_offset(t)
+        if fields is None or off is None:
             return None
-        off = self._fixed
-        if off is None:
-            off = _calm_offset(self.tz, t)
-            if off is None:
-                return None
         cand = fields.prev_before(t + off + _TINY)  # the wall clock, labelled UTC
         if cand is None:
             return None

@@ -41,6 +41,7 @@ demo: $(VENV)/.installed
 	@echo "  $(BIN)/cadenza lineage ARTIFACT_SHA       where an output came from"
 	@echo "  $(BIN)/mlflow ui --backend-store-uri sqlite:///.cadenza/mlflow/mlflow.db   the MLflow runs"
 	@echo "  $(BIN)/python examples/quickstart.py      a smaller, dependency-free pipeline"
+	@echo "  $(BIN)/python examples/features_to_training.py   two pipelines chained by an asset, started by the scheduler"
 
 test: $(VENV)/.installed-test
 	$(BIN)/lint-imports --no-cache

@@ -100,3 +100,37 @@ def test_a_second_backfill_drives_the_runs_an_earlier_one_left_queued(cadenza_en
     assert set(again.states) == {*only_created.created, *again.created} and again.ok
     assert third.created == [] and third.queued == [] and third.states == {}
     assert {r.state for r in runs_of(cadenza_env, "daily_paris")} == {RunState.SUCCESS}
+
+
+def test_backfill_waits_for_max_active_runs_held_by_another_driver(cadenza_env):
+    """`gated` has max_active_runs=1: while a scheduler drives one of its runs, a backfill
+    starts none of its own; it goes on once that run has ended."""
+    import threading
+
+    from cadenza.engine.api import fail_run, new_run
+    from cadenza.store.scheduling import scheduling_store
+
+    store = open_store(cadenza_env.database_url)
+    sched = scheduling_store(store)
+    other, tis = new_run(sched_time.gated, {}, trigger="schedule")
+    store.create_run(other, tis)
+    (held,) = sched.claim_queued("another-scheduler", {"gated": 1}, only=[other.run_id])
+    sched_time.GATE.set()
+    result: dict = {}
+    with use_clock(FakeClock(to_utc("2026-01-01T03:30"))):
+        t = threading.Thread(target=lambda: result.setdefault("r", backfill(
+            sched_time.gated, "2026-01-01T00:00", "2026-01-01T01:00", max_active=2,
+            executor="inline")))
+        t.start()
+        import time
+
+        time.sleep(1.0)
+        mine = [r for r in store.list_runs(pipeline="gated") if r.run_id != other.run_id]
+        assert len(mine) == 2 and {r.state for r in mine} == {RunState.QUEUED}
+        assert fail_run(held, error="the other scheduler gave up")  # its slot is free
+        t.join(60)
+    r = result["r"]
+    assert r.ok and len(r.states) == 2
+    runs = [x for x in store.list_runs(pipeline="gated") if x.run_id != other.run_id]
+    a, b = sorted(runs, key=lambda x: x.started_at)
+    assert a.ended_at <= b.started_at  # one at a time, as max_active_runs=1 says

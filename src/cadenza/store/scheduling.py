@@ -25,7 +25,7 @@ StoreError.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -533,9 +533,10 @@ class SchedulingStore:
 
     @_translated("claiming queued runs")
     def claim_queued(self, driver_id: str, caps: Mapping[str, int | None], *,
-                     limit: int = 16) -> list[RunRecord]:
+                     limit: int = 16, only: Collection[str] | None = None) -> list[RunRecord]:
         """Claim up to `limit` queued, unclaimed runs of the pipelines in `caps` for
         `driver_id` (sets driver_id and heartbeat_at; the driver then moves them to running).
+        `only`: claim among these run ids only (backfill drives its own runs).
 
         `caps[pipeline]` is its max_active_runs (None: no cap). Active runs are running ones
         plus claimed queued ones; a capped pipeline is claimed under its lock (3), so two
@@ -548,6 +549,8 @@ class SchedulingStore:
         r = _runs.c
         order = (r.created_at, r.logical_date, r.run_id)
         queued = and_(r.state == RunState.QUEUED.value, r.driver_id.is_(None))
+        if only is not None:
+            queued = and_(queued, r.run_id.in_(list(only)))
         picked: list[str] = []
         # Most ticks find nothing queued: ask on a read connection before taking a write
         # lock (SQLite serialises every write transaction).

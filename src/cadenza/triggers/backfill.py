@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,9 @@ from cadenza.triggers.cron import Interval, Timetable
 log = logging.getLogger(__name__)
 
 Progress = Callable[["BackfillProgress"], None]
+
+# How often a backfill worker asks again for a run of a pipeline at its max_active_runs.
+CAP_WAIT_S = 0.2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -133,10 +137,14 @@ def _still_queued(sched: Any, pipeline: str, result: BackfillResult) -> list[str
 
 def _drive_all(pipeline: Any, result: BackfillResult, limit: int, executor: str | None,
                settings: Settings, on_progress: Progress | None) -> None:
-    from cadenza.engine.lease import LEASE_S
     from cadenza.store import open_store
+    from cadenza.store.scheduling import scheduling_store
 
     store = open_store(settings.database_url)
+    sched = scheduling_store(store)
+    # Claimed like a scheduler claims: under the pipeline's lock and max_active_runs, so
+    # backfill and schedulers together never run more of it at once than the cap.
+    caps = {pipeline.name: getattr(pipeline, "max_active_runs", None)}
     driver_id = new_driver_id()
     pending = [*result.queued, *result.created]  # each list oldest interval first
     total = len(pending)
@@ -144,6 +152,17 @@ def _drive_all(pipeline: Any, result: BackfillResult, limit: int, executor: str 
     done = 0
     if on_progress is not None:
         on_progress(BackfillProgress(total=total, done=0))
+
+    def claim(run_id: str) -> Any:
+        """The run, claimed for us; None if another driver has it (or it has ended)."""
+        while True:
+            claimed = sched.claim_queued(driver_id, caps, limit=1, only=[run_id])
+            if claimed:
+                return claimed[0]
+            current = store.get_run(run_id)
+            if current.state is not RunState.QUEUED or current.driver_id is not None:
+                return None  # a scheduler claimed it first: it is that scheduler's run
+            time.sleep(CAP_WAIT_S)  # the pipeline is at max_active_runs
 
     def worker() -> None:
         nonlocal done
@@ -153,20 +172,15 @@ def _drive_all(pipeline: Any, result: BackfillResult, limit: int, executor: str 
                     return
                 run_id = pending.pop(0)
             state: RunState | None = None
-            # A scheduler may have claimed it already: then it is that scheduler's run.
-            if store.claim_run(run_id, driver_id, lease_s=LEASE_S, expected_driver=None):
-                run = store.get_run(run_id)
-                if run.state is RunState.QUEUED:
-                    try:
-                        state = drive_run(run, pipeline, executor=executor,
-                                          settings=settings).state
-                    except Exception:
-                        log.exception("backfill of %s: run %s could not be driven",
-                                      pipeline.name, run_id)
-                        state = store.get_run(run_id).state
-                    result.states[run_id] = state
-                else:
-                    store.release_run(run_id, driver_id)
+            run = claim(run_id)
+            if run is not None:
+                try:
+                    state = drive_run(run, pipeline, executor=executor, settings=settings).state
+                except Exception:
+                    log.exception("backfill of %s: run %s could not be driven",
+                                  pipeline.name, run_id)
+                    state = store.get_run(run_id).state
+                result.states[run_id] = state
             with lock:
                 done += 1
                 progress = BackfillProgress(total=total, done=done, run_id=run_id, state=state)

@@ -249,3 +249,78 @@ def test_cancelling_a_run_stops_a_waiting_sensor_step(cadenza_env, tmp_path):
     assert r.task_states["never"] is TaskState.CANCELLED
     attempts = store.get_attempts(r.run_id, "never")
     assert [(a.attempt, a.state) for a in attempts] == [(1, TaskState.CANCELLED)]
+
+
+def test_a_poke_stuck_in_a_blocking_call_still_times_out_on_time(cadenza_env):
+    import time
+
+    @sensor(poke_interval=0.05, timeout=0.5)
+    def slow_service() -> bool:
+        "the slow service answers"
+        time.sleep(5)  # a C call: no interrupt reaches it before it returns
+        return True
+
+    @pipeline(name="stuck_poke")
+    def stuck_poke():
+        slow_service()
+
+    started = time.monotonic()
+    r = stuck_poke.run(executor="threads")
+    took = time.monotonic() - started
+    assert r.state is RunState.FAILED
+    assert "sensor 'slow_service' timed out after 0.5 s waiting for condition " \
+           "'slow_service'" in r.failed["slow_service"].message
+    assert took < 4, f"the run waited {took:.1f} s for a poke past the sensor's timeout"
+
+
+def test_cancelling_a_run_on_processes_does_not_wait_for_a_blocked_poke(cadenza_env):
+    import time
+
+    from cadenza.engine.api import run_pipeline
+
+    @sensor(poke_interval=0.05, timeout=60)
+    def blocked() -> bool:
+        "never answers in time"
+        time.sleep(8)
+        return False
+
+    @pipeline(name="cancel_blocked_poke")
+    def cancel_blocked_poke():
+        blocked()
+
+    started: dict = {}
+    result: dict = {}
+    t = threading.Thread(target=lambda: result.setdefault("r", run_pipeline(
+        cancel_blocked_poke, {}, executor="processes",
+        on_start=lambda d: started.setdefault("d", d))))
+    t.start()
+    wait_for(lambda: "d" in started and started["d"].in_flight)
+    time.sleep(0.2)
+    asked = time.monotonic()
+    started["d"].cancel()
+    t.join(30)
+    assert time.monotonic() - asked < 5
+    assert result["r"].state is RunState.CANCELLED
+
+
+def test_a_waiting_sensor_logs_one_line_per_poke_not_a_traceback(cadenza_env, tmp_path):
+    flag = tmp_path / "flag"
+
+    @sensor(poke_interval=0.02, timeout=30)
+    def flag_up() -> bool:
+        "the flag is up"
+        if (tmp_path / "pokes").exists():
+            flag.write_text("up")
+        (tmp_path / "pokes").write_text("x")
+        return flag.exists()
+
+    @pipeline(name="quiet_sensor")
+    def quiet_sensor():
+        flag_up()
+
+    r = quiet_sensor.run(executor="threads")
+    assert r.state is RunState.SUCCESS
+    (attempt,) = open_store(cadenza_env.database_url).get_attempts(r.run_id, "flag_up")
+    text = Path(attempt.log_path).read_text()
+    assert "Traceback" not in text
+    assert "condition 'flag_up' (the flag is up): not yet" in text

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import queue
 import threading
 import time
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 
 S = TaskState
 _NOT_READY = "cadenza.core.errors.SensorNotReady"
+_DEADLINE_SLACK_S = 0.05
 
 # Group commit (see RunDriver._should_flush): outcomes of quick attempts may wait this long
 # to share one transaction; an attempt that ran at least GROUP_COMMIT_MAX_TASK_S is
@@ -193,6 +195,8 @@ class RunDriver:
         self._dirty_since: float | None = None
         self._must_flush = False
         self._poller: Executor | None = None  # threads that poke sensor steps
+        # (monotonic deadline, seq, sensor instance, attempt): fail a poke that outlives it
+        self._deadlines: list[tuple[float, int, Instance, int]] = []
         self.ready_sensors: deque[Instance] = deque()  # sensor steps due for a first poke
 
     # --- setup ---------------------------------------------------------------------------
@@ -226,7 +230,7 @@ class RunDriver:
         self._cancel.set()
         for inst in list(self.in_flight.values()):
             try:
-                self.executor.cancel(self.run_id, inst.node.id, inst.map_index)
+                self._executor_of(inst).cancel(self.run_id, inst.node.id, inst.map_index)
             except Exception as exc:  # noqa: BLE001 - the loop cancels what is left
                 log.warning("run %s: could not interrupt %s: %s", self.run_id, inst.label, exc)
         self.outcomes.put(None)
@@ -248,7 +252,7 @@ class RunDriver:
             self._finish()
             raise
         except BaseException as exc:
-            log.exception("run %s: driver failed: %s", self.run_id, exc)
+            log.exception("run %s: driver failed", self.run_id)
             self._cancel_everything(f"driver error: {exc}")
             self._finish(error=f"{type(exc).__name__}: {exc}")
             raise
@@ -305,6 +309,9 @@ class RunDriver:
         timeout: float | None = None
         if self.retry_heap:
             timeout = max(0.0, self.retry_heap[0][0] - time.monotonic())
+        if self._deadlines:
+            left = max(0.0, self._deadlines[0][0] - time.monotonic())
+            timeout = left if timeout is None else min(timeout, left)
         if self.ready and not self.in_flight:
             timeout = 0.05  # waiting on pool slots or resources held by other runs
         if self._dirty_since is not None:
@@ -326,6 +333,13 @@ class RunDriver:
         now = time.monotonic()
         import heapq
 
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, _, inst, attempt = heapq.heappop(self._deadlines)
+            key = (inst.node.id, inst.map_index)
+            if self.in_flight.get(key) is inst and inst.attempt == attempt:
+                del self.in_flight[key]  # its outcome, if it ever comes, is stale
+                self._executor_of(inst).cancel(self.run_id, inst.node.id, inst.map_index)
+                self._sensor_timed_out(inst, None)
         while self.retry_heap and self.retry_heap[0][0] <= now:
             _, _, inst = heapq.heappop(self.retry_heap)
             if inst.state is S.RUNNING and inst.node.options.sensor is not None:
@@ -396,14 +410,30 @@ class RunDriver:
         self.in_flight[(inst.node.id, inst.map_index)] = inst
 
     def _submit(self, inst: Instance, call: TaskCall) -> None:
-        if inst.node.options.sensor is not None:
-            if self._poller is None:
-                from cadenza.executors.base import sensor_poller
-
-                self._poller = sensor_poller()
-            self._poller.submit(call, self.outcomes.put)
-        else:
+        spec = inst.node.options.sensor
+        if spec is None:
             self.executor.submit(call, self.outcomes.put)
+            return
+        left = self._sensor_time_left(inst)
+        if left is not None:
+            # A poke may not outlive the sensor's timeout; if it sits in a call that cannot
+            # be interrupted, the deadline entry fails the step on time anyway.
+            limit = max(left, 0.001)
+            call = replace(call, timeout_s=min(call.timeout_s or limit, limit))
+            import heapq
+
+            heapq.heappush(self._deadlines,
+                           (time.monotonic() + limit, next(self._seq), inst, inst.attempt))
+        self._executor_of(inst).submit(call, self.outcomes.put)
+
+    def _executor_of(self, inst: Instance) -> Executor:
+        if inst.node.options.sensor is None:
+            return self.executor
+        if self._poller is None:
+            from cadenza.executors.base import sensor_poller
+
+            self._poller = sensor_poller()
+        return self._poller
 
     def _with_attempt(self, call: TaskCall, inst: Instance) -> TaskCall:
 
@@ -475,7 +505,9 @@ class RunDriver:
         if inst.node.options.sensor is not None:
             if self._sensor_waits(inst, out):
                 return
-            out = replace(out, started_at=inst.started_at)  # the attempt began at poke 1
+            # The attempt began at poke 1, and earlier pokes may have written its log.
+            out = replace(out, started_at=inst.started_at,
+                          log_path=out.log_path or self._existing_log(inst))
         if inst.granted is not None:
             self.admission.release(inst.node, inst.granted)
             inst.granted = None
@@ -558,20 +590,17 @@ class RunDriver:
         """
         spec = inst.node.options.sensor
         assert spec is not None
-        if out.ok or out.error is None or out.error.type != _NOT_READY:
+        if out.ok or out.error is None:
             return False
-        waited = (clock.now() - inst.started_at).total_seconds()
-        left = None if spec.timeout_s is None else spec.timeout_s - waited
-        if left is not None and left <= 0:
-            from cadenza.core.errors import SensorTimeout
-
-            error = ErrorInfo(
-                kind="timeout", type=f"{SensorTimeout.__module__}.SensorTimeout",
-                message=f"sensor '{inst.label}' timed out after {spec.timeout_s:g} s waiting "
-                f"for {spec.condition}",
-                type_mro=(f"{SensorTimeout.__module__}.SensorTimeout",
-                          "cadenza.core.errors.CadenzaError"))
-            self._sensor_timed_out(inst, out, error)
+        left = self._sensor_time_left(inst)
+        # A poke stopped by the executor at the sensor's deadline comes back as a timeout
+        # a hair before it (clock granularity): that is the sensor timing out too.
+        stopped = out.error.kind == "timeout"
+        out_of_time = left is not None and left <= (_DEADLINE_SLACK_S if stopped else 0.0)
+        if out.error.type != _NOT_READY and not (stopped and out_of_time):
+            return False  # the poke itself failed: an ordinary failure
+        if out_of_time:
+            self._sensor_timed_out(inst, out)
             return True
         delay = spec.poke_interval_s if left is None else min(spec.poke_interval_s, left)
         import heapq
@@ -587,11 +616,34 @@ class RunDriver:
                   inst.label, delay)
         return True
 
-    def _sensor_timed_out(self, inst: Instance, out: TaskOutcome, error: ErrorInfo) -> None:
-        out = replace(out, started_at=inst.started_at, error=error)
-        inst.ended_at = out.ended_at or clock.now()
-        inst.worker = out.worker
+    def _sensor_time_left(self, inst: Instance) -> float | None:
+        """Seconds until the sensor step times out (from its first poke); None: never."""
+        spec = inst.node.options.sensor
+        if spec is None or spec.timeout_s is None:
+            return None
+        if inst.started_at is None:
+            return spec.timeout_s
+        waited: float = (clock.now() - inst.started_at).total_seconds()
+        return spec.timeout_s - waited
+
+    def _sensor_timed_out(self, inst: Instance, out: TaskOutcome | None) -> None:
+        spec = inst.node.options.sensor
+        assert spec is not None and spec.timeout_s is not None
+        from cadenza.core.errors import SensorTimeout
+
+        name = f"{SensorTimeout.__module__}.SensorTimeout"
+        error = ErrorInfo(
+            kind="timeout", type=name, type_mro=(name, "cadenza.core.errors.CadenzaError"),
+            message=f"sensor '{inst.label}' timed out after {spec.timeout_s:g} s waiting for "
+            f"{spec.condition}")
+        inst.ended_at = (out.ended_at if out is not None else None) or clock.now()
+        if out is not None:
+            inst.worker = out.worker
+            out = replace(out, started_at=inst.started_at, error=error,
+                          log_path=out.log_path or self._existing_log(inst))
         self._must_flush = True
+        if out is None:
+            inst.error = error
         self._attempt_done(inst, S.FAILED, out)
         self._fail(inst, error, moved=False)
 
@@ -609,9 +661,15 @@ class RunDriver:
                 attempt=inst.attempt, state=state, started_at=inst.started_at,
                 ended_at=inst.ended_at, worker=inst.worker,
                 error=out.error if out is not None else inst.error,
-                log_path=out.log_path if out is not None else None,
+                log_path=out.log_path if out is not None else self._existing_log(inst),
             )
         )
+
+    def _existing_log(self, inst: Instance) -> str | None:
+        """The attempt's log file when no outcome says where it is (cancelled, timed out)."""
+        path = attempt_log_path(self.logs_dir, self.run_id, inst.node.id, inst.map_index,
+                                inst.attempt)
+        return path if os.path.exists(path) else None
 
     # --- state changes -------------------------------------------------------------------
     def _move(self, inst: Instance, new: TaskState, *, reason: str = "") -> None:
@@ -841,11 +899,17 @@ class RunDriver:
     # --- ending --------------------------------------------------------------------------
     def _cancel_everything(self, reason: str) -> None:
         self.cancelled = True
-        for inst in list(self.in_flight.values()):
+        for key, inst in list(self.in_flight.items()):
             try:
-                self.executor.cancel(self.run_id, inst.node.id, inst.map_index)
+                self._executor_of(inst).cancel(self.run_id, inst.node.id, inst.map_index)
             except Exception as exc:  # noqa: BLE001 - keep cancelling the others
                 log.warning("run %s: could not cancel %s: %s", self.run_id, inst.label, exc)
+            if inst.node.options.sensor is not None:
+                # A poke changes nothing: do not wait for it (it may sit in a blocking call).
+                del self.in_flight[key]
+                inst.ended_at = clock.now()
+                self._attempt_done(inst, S.CANCELLED, None)
+                self._move(inst, S.CANCELLED, reason=reason)
         # The inline executor's call died with the interrupt itself: no outcome will come.
         wait_s = 0.0 if getattr(self.executor, "name", "") == "inline" else 10.0
         deadline = time.monotonic() + wait_s

@@ -56,8 +56,8 @@ class Admission:
                         f"pool '{pool}' does not exist. Fix: cadenza pools set {pool} 4")
             if slots <= 0:
                 return ("never", None,
-                        f"pool '{pool}' has 0 slots, so task '{node.id}' can never start. "
-                        f"Fix: cadenza pools set {pool} 4")
+                        (f"pool '{pool}' has 0 slots, so task '{node.id}' can never start. "
+                        f"Fix: cadenza pools set {pool} 4"))
             if self._used.get(pool, 0) >= slots:
                 return ("wait", None, f"pool '{pool}' is full")
             grant = Grant(pool)
@@ -66,8 +66,8 @@ class Admission:
                 if not ledger.fits_machine(res.cpu, res.memory_bytes, res.gpu):
                     why = ledger.explain_misfit(res.cpu, res.memory_bytes, res.gpu)
                     return ("never", None,
-                            f"task '{node.id}' can never start on this machine: {why}. "
-                            "Fix: lower its resources=... or run it where they fit")
+                            (f"task '{node.id}' can never start on this machine: {why}. "
+                            "Fix: lower its resources=... or run it where they fit"))
                 if not ledger.can_fit(res.cpu, res.memory_bytes, res.gpu):
                     return ("wait", None, "waiting for resources")
                 token = object()

@@ -306,6 +306,9 @@ def _build_args(call: TaskCall, values: dict[str, Any]) -> tuple[list[Any], dict
 # --- the boundary ------------------------------------------------------------------------------
 
 
+_SENSOR_NOT_READY = "cadenza.core.errors.SensorNotReady"
+
+
 def _trimmed_traceback(exc: BaseException) -> str:
     """The user's frames only, unless CADENZA_VERBOSE is set."""
     tb = exc.__traceback__
@@ -460,7 +463,10 @@ def execute(
         _running_threads.pop(key, None)
         reset_context(token)
     if error is not None and error.traceback and error.kind in ("exception", "input"):
-        buffer.write(error.traceback)
+        if error.type == _SENSOR_NOT_READY:  # a sensor's "not yet": one line, no traceback
+            buffer.write(f"[cadenza] {datetime.now(UTC):%H:%M:%S} {error.message}\n")
+        else:
+            buffer.write(error.traceback)
     buffer.close()
     log_path = buffer.written
     ok = error is None

@@ -13,7 +13,10 @@ A sensor is used two ways:
      until it returns something truthy, which becomes the step's output. Waiting holds no
      worker and no pool slot and writes nothing: the whole wait is one attempt. When
      `timeout` has passed since the first poke the step fails with `SensorTimeout`, whose
-     message names the condition. A poke that raises fails the step like any task.
+     message names the condition; a poke still running then is abandoned (the step does
+     not wait for it). A timed-out sensor is not retried (its `retries` are for pokes that
+     raise, as in Airflow); each new attempt, after a raise or a resume, starts its
+     timeout again. A poke that raises fails the step like any task.
 
 A poke returns a falsy value for "not yet" and anything truthy for "yes": `True`, or a
 JSON-able value describing what it found (FileSensor: the matching files), which becomes the

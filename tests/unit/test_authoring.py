@@ -453,6 +453,86 @@ def test_expand_with_no_lists_is_reported() -> None:
             square.expand()
 
 
+def test_expand_over_a_name_only_kwargs_would_take_is_a_definition_error() -> None:
+    @task
+    def fs(**kwargs: Any) -> Any:
+        return kwargs
+
+    with pytest.raises(DefinitionError) as info:
+
+        @pipeline
+        def loose() -> None:
+            fs.expand(x=[1, 2])
+
+    text = str(info.value)
+    assert "task 'fs': expand() maps over named parameters; 'fs' takes **kwargs" in text
+    assert "give it a named parameter x" in text
+    assert len(info.value.problems) == 1
+
+
+def test_expand_over_a_name_only_args_would_take_names_the_fix() -> None:
+    @task
+    def many(*args: Any) -> Any:
+        return args
+
+    with pytest.raises(DefinitionError) as info:
+
+        @pipeline
+        def loose() -> None:
+            many.partial().expand(x=[1, 2])
+
+    text = str(info.value)
+    assert "'many' takes *args and has no parameter 'x'" in text
+    assert "give it a named parameter x" in text
+    assert len(info.value.problems) == 1
+
+
+def test_expand_over_a_named_parameter_beside_kwargs_still_maps() -> None:
+    @task
+    def fs(x: int, **kwargs: Any) -> Any:
+        return x
+
+    @pipeline
+    def fine() -> None:
+        fs.expand(x=[1, 2])
+
+    node = fine.graph.nodes["fs"]
+    assert node.mapped == ("x",)
+    assert node.args == {"x": [1, 2]}
+
+
+def test_file_sensor_step_cannot_expand_and_says_so_at_definition() -> None:
+    from cadenza.triggers.sensors import FileSensor
+
+    fs = FileSensor("data/*.csv", name="fs")
+    with pytest.raises(DefinitionError) as info:
+
+        @pipeline
+        def wait_each() -> None:
+            fs.as_task().expand(pattern=["a/*.csv", "b/*.csv"])
+
+    text = str(info.value)
+    assert "task 'fs': expand() maps over named parameters" in text
+    assert "'fs' takes *args and **kwargs and has no parameter 'pattern'" in text
+    assert "@sensor function with a named parameter pattern" in text
+
+
+def test_custom_sensor_step_with_a_named_parameter_maps() -> None:
+    from cadenza.triggers.sensors import sensor
+
+    @sensor(poke_interval=1)
+    def table_ready(table: str) -> bool:
+        return True
+
+    @pipeline
+    def wait_each() -> None:
+        table_ready.as_task().expand(table=["a", "b"])
+
+    node = wait_each.graph.nodes["table_ready"]
+    assert node.mapped == ("table",)
+    assert node.args == {"table": ["a", "b"]}
+
+
 def test_expand_outside_a_pipeline_is_a_definition_error() -> None:
     with pytest.raises(DefinitionError, match="only meaningful inside a @pipeline"):
         square.expand(x=[1, 2])

@@ -303,7 +303,40 @@ class PartialTask(Generic[R]):
                 Problem(message="expand() needs at least one list to map over",
                         task=self.task.name, hint=".expand(config=[...])")
             )
-        return builder.add(self.task, (), dict(self.fixed), mapped=dict(lists))
+        unnamed = _unnamed_mapped(self.task, lists)
+        mapped = {k: v for k, v in lists.items() if k not in unnamed}
+        ref = builder.add(self.task, (), dict(self.fixed), mapped=mapped)
+        for problem in unnamed.values():
+            builder.problems.append(Problem(message=problem.message, task=ref.task_id,
+                                            hint=problem.hint))
+        if unnamed and not mapped:  # still a list to its downstreams, like a good expand
+            return OutputRef(ref.task_id, builder, is_mapped=True)
+        return ref
+
+
+def _unnamed_mapped(task: TaskDef[Any, Any], lists: dict[str, Any]) -> dict[str, Problem]:
+    """The expand() names that match no named parameter and would slip into *args or
+    **kwargs. The engine maps over named parameters only: say so now, not at run time."""
+    params = task.signature.parameters
+    var = [p for p in params.values()
+           if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+    if not var:
+        return {}  # an unknown name is reported by binding the call (unexpected keyword)
+    takes = " and ".join(("*" if p.kind is inspect.Parameter.VAR_POSITIONAL else "**") + p.name
+                         for p in var)
+    found: dict[str, Problem] = {}
+    for name in lists:
+        if name in params:
+            continue  # named (fine), or *args/**kwargs itself (reported when binding)
+        found[name] = Problem(
+            message=f"expand() maps over named parameters; '{task.name}' takes {takes} "
+            f"and has no parameter '{name}'",
+            task=task.name,
+            hint=(f"write a @sensor function with a named parameter {name} and expand that"
+                  if task.options.sensor is not None
+                  else f"give it a named parameter {name}: def {task.name}({name}, ...)"),
+        )
+    return found
 
 
 class _TaskDecorator:

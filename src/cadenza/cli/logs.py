@@ -3,6 +3,8 @@
 What belongs here: finding the attempts of a task instance in the store and printing their
 log files (stdout, stderr, the task logger and the traceback of a failure, per attempt), and
 `--follow`, which keeps printing attempts as they end until the task instance is final.
+A running attempt has no attempt row until it ends: its log so far is read where the worker
+writes it (`core.logfiles.attempt_log_path`), as is an ended attempt's whose row has none.
 What does not: writing logs (the worker does, one file per attempt).
 
 Log text goes to stdout unchanged (no markup, no wrapping) so it can be piped; headers
@@ -61,24 +63,42 @@ def _targets(
     return found
 
 
-def _print_attempt(a: AttemptRecord, *, headers: bool) -> None:
+def _log_path(logs_dir: str, run_id: str, task_id: str, map_index: int,
+              attempt: int) -> str | None:
+    """Where the worker writes this attempt's log, when that file exists."""
+    from cadenza.core.logfiles import attempt_log_path
+
+    path = attempt_log_path(logs_dir, run_id, task_id, map_index, attempt)
+    return path if Path(path).is_file() else None
+
+
+def _read_log(path: str, attempt: int) -> str | None:
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        err().print(f"[yellow]the log file of attempt {attempt} is gone: {escape(path)}[/]")
+    except OSError as exc:
+        err().print(f"[yellow]cannot read {escape(path)}: {escape(exc)}[/]")
+    return None
+
+
+def _write_log(text: str) -> None:
+    stream = cli_console._STDOUT
+    stream.write(text if text.endswith("\n") else text + "\n")
+    stream.flush()
+
+
+def _print_attempt(a: AttemptRecord, *, headers: bool, logs_dir: str) -> None:
     console = out()
     if headers:
         console.rule(f"{escape(label(a.task_id, a.map_index))} · attempt {a.attempt} · "
                      f"{escape(str(a.state))}", align="left", style="dim")
-    text = None
-    if a.log_path:
-        try:
-            text = Path(a.log_path).read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            err().print(f"[yellow]the log file of attempt {a.attempt} is gone: "
-                        f"{escape(a.log_path)}[/]")
-        except OSError as exc:
-            err().print(f"[yellow]cannot read {escape(a.log_path)}: {escape(exc)}[/]")
+    # No log_path on the record (a cancelled or timed-out attempt, an older driver): the
+    # file may still be where the worker writes it.
+    path = a.log_path or _log_path(logs_dir, a.run_id, a.task_id, a.map_index, a.attempt)
+    text = _read_log(path, a.attempt) if path else None
     if text:
-        stream = cli_console._STDOUT
-        stream.write(text if text.endswith("\n") else text + "\n")
-        stream.flush()
+        _write_log(text)
         return
     what = f"{label(a.task_id, a.map_index)} attempt {a.attempt} ({a.state}) wrote no output"
     if a.error is not None and str(a.state) != "success":
@@ -96,7 +116,34 @@ def _not_run_note(ti: TaskInstanceRecord) -> str:
         origin = ti.cache_origin or {}
         return (f"{who} was served from the cache (run {origin.get('run_id', '?')}); see "
                 f"cadenza logs {origin.get('run_id', 'RUN')} {origin.get('task_id', ti.task_id)}")
+    if state == "running":
+        why = f", {ti.reason}" if ti.reason else ""
+        return f"{who} is running (attempt {ti.attempt}{why}) and has written no output yet"
     return f"{who} has not run yet ({state})"
+
+
+def _is_live(ti: TaskInstanceRecord, recorded: set[tuple[int, int]]) -> bool:
+    """A running attempt (a task, or a sensor step between pokes) with no attempt row yet."""
+    return (str(ti.state) == "running" and ti.map_count is None and ti.attempt >= 1
+            and (ti.map_index, ti.attempt) not in recorded)
+
+
+def _print_live(ti: TaskInstanceRecord, *, headers: bool, logs_dir: str) -> bool:
+    """The log so far of a running attempt, read from the file the worker appends to while
+    it runs; False when it has written nothing yet."""
+    path = _log_path(logs_dir, ti.run_id, ti.task_id, ti.map_index, ti.attempt)
+    text = _read_log(path, ti.attempt) if path else None
+    if not text:
+        return False
+    if headers:
+        out().rule(f"{escape(label(ti.task_id, ti.map_index))} · attempt {ti.attempt} · "
+                   "running", align="left", style="dim")
+    _write_log(text)
+    why = f", {ti.reason}" if ti.reason else ""
+    err().print(f"[dim]{escape(label(ti.task_id, ti.map_index))} is still running (attempt "
+                f"{ti.attempt}{escape(why)}): this is its log so far; `cadenza logs "
+                f"{escape(ti.run_id)} {escape(ti.task_id)} --follow` waits for it to end[/]")
+    return True
 
 
 def logs_command(
@@ -113,8 +160,10 @@ def logs_command(
     """Print the captured output (stdout, stderr, logger, traceback) of a task's attempts."""
     from cadenza.cli.runs import open_project_store
     from cadenza.core.errors import CadenzaError
+    from cadenza.core.settings import get_settings
 
     store = open_project_store()
+    logs_dir = str(get_settings().logs_dir)
     rid = store.resolve_run_id(run_id)
     tis = store.get_task_instances(rid)
     targets = _targets(tis, task, map_index, rid)
@@ -127,28 +176,32 @@ def logs_command(
 
     if not follow:
         found = attempts_now()
-        if attempt is not None and not found:
+        recorded = {(a.map_index, a.attempt) for a in store.get_attempts(rid, task, map_index)}
+        live = [ti for ti in targets if _is_live(ti, recorded)
+                and (attempt is None or attempt == ti.attempt)]
+        if attempt is not None and not found and not live:
             have = sorted({a.attempt for a in store.get_attempts(rid, task)})
             raise CadenzaError(
                 f"task '{task}' of run {rid} has no attempt {attempt}",
                 hint=f"attempts recorded: {', '.join(map(str, have)) or 'none yet'}",
             )
-        if not found:
-            for ti in targets:
-                err().print(escape(_not_run_note(ti)))
-            return
-        headers = len(found) > 1 or len(targets) > 1
+        headers = len(found) + len(live) > 1 or len(targets) > 1
         for a in found:
-            _print_attempt(a, headers=headers)
+            _print_attempt(a, headers=headers, logs_dir=logs_dir)
         shown = {a.map_index for a in found}
+        for ti in live:
+            if not _print_live(ti, headers=headers, logs_dir=logs_dir):
+                err().print(escape(_not_run_note(ti)))
+            shown.add(ti.map_index)
         for ti in targets:
             if ti.map_index not in shown and attempt is None:
                 err().print(escape(_not_run_note(ti)))
         return
-    _follow(store, rid, task, map_index, attempts_now)
+    _follow(store, rid, task, map_index, attempts_now, logs_dir)
 
 
-def _follow(store: Any, rid: str, task: str, map_index: int | None, attempts_now: Any) -> None:
+def _follow(store: Any, rid: str, task: str, map_index: int | None, attempts_now: Any,
+            logs_dir: str) -> None:
     """Print each attempt when it ends, until the task instance (all of them, for a mapped
     task without --map-index) is final or the run has ended."""
     printed: set[tuple[int, int]] = set()
@@ -162,7 +215,7 @@ def _follow(store: Any, rid: str, task: str, map_index: int | None, attempts_now
                 key = (a.map_index, a.attempt)
                 if key not in printed:
                     printed.add(key)
-                    _print_attempt(a, headers=True)
+                    _print_attempt(a, headers=True, logs_dir=logs_dir)
             if map_index is None:
                 watched = [t for t in tis if t.map_index < 0] or tis
             else:

@@ -243,8 +243,8 @@ def print_run_detail(run: RunRecord, tis: Sequence[TaskInstanceRecord],
         error = ""
         if t.error is not None and str(t.state) in ("failed", "up_for_retry", "cancelled"):
             error = t.error.first_line()
-        elif str(t.state) in ("upstream_failed", "skipped") and t.reason:
-            error = t.reason
+        elif str(t.state) in ("upstream_failed", "skipped", "running") and t.reason:
+            error = t.reason  # running: e.g. a sensor step "waiting for a file matching ..."
         attempts = str(t.attempt) if t.map_count is None else "-"
         table.add_row(escape(name), styled_state(t.state), attempts,
                       format_duration(duration_s(t.started_at, t.ended_at)), escape(cache),

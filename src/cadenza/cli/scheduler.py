@@ -12,10 +12,14 @@ Stopping, by case:
   2. a second signal while shutting down -> stop at once (exit 130).
   3. `--once` -> one tick, then every run it could start is driven to its end; exit 1
      when one of them failed, else 0.
+  4. SIGINT or SIGTERM during `--once` -> the scheduler stops and closes, one line says
+     which runs are left `running` to their leases and how to finish them (`cadenza
+     scheduler`, `cadenza resume RUN_ID`), exit 130.
 
 Exit codes: 0 stopped cleanly (or `--once` and every run succeeded), 1 `--once` drove a
-run that failed, 2 nothing to watch or a bad target (one line naming the fix), 130
-interrupted twice.
+run that failed, 2 no pipelines found or a bad target (one line naming the fix; a pipeline
+without a schedule is watched, not an error), 130 interrupted (`--once`, or the service
+twice).
 """
 
 from __future__ import annotations
@@ -423,6 +427,58 @@ def _serve(scheduler: Scheduler) -> None:
                 f"{' (' + stopping['signal'] + ')' if stopping['signal'] else ''}{escape(left)}.")
 
 
+class _Interrupted(Exception):
+    """SIGINT or SIGTERM arrived while `--once` ticked or drove its runs."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+def _tick_once(scheduler: Scheduler) -> TickReport:
+    """`run_once`; on SIGINT/SIGTERM: stop the scheduler, say what is left, exit 130 (case 4)."""
+    import signal
+    import threading
+
+    def on_signal(signum: int, frame: Any) -> None:
+        for sig, handler in previous.items():  # a second signal stops at once (case 2)
+            signal.signal(sig, handler)
+        raise _Interrupted(signal.Signals(signum).name)
+
+    previous: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, on_signal)
+    try:
+        try:
+            return scheduler.run_once()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    except _Interrupted as exc:
+        # The Scheduler has no way to cancel the runs it drives: they keep their state and
+        # the lease of this process, which dies now; `cadenza resume` takes a dead
+        # process's lease at once, another scheduler after the lease expires.
+        left = scheduler.running
+        scheduler.shutdown()
+        if left:
+            n = len(left)
+            them = "them" if n != 1 else "it"
+            resume = f"cadenza resume {left[0]}" if n == 1 else "cadenza resume RUN_ID"
+            ids = f" ({', '.join(left)})" if 1 < n <= 5 else ""
+            text = (f"{_count(n, 'run')} left running until "
+                    f"{'their leases expire' if n != 1 else 'its lease expires'} "
+                    f"({scheduler.lease_s:g} s){ids}: `cadenza scheduler` or `{resume}` "
+                    f"finishes {them}")
+        else:
+            text = "no run was left running"
+        err().print(f"Scheduler {escape(scheduler.id)} interrupted ({exc.signal_name}); "
+                    f"{escape(text)}.", soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        scheduler.close()
+
+
 def scheduler_command(
     targets: Annotated[list[str] | None, typer.Argument(
         metavar="TARGETS",
@@ -458,7 +514,10 @@ def scheduler_command(
 
     Several schedulers may share one PostgreSQL store: each interval still makes one run.
 
-    Exit code: 0 stopped cleanly, 1 a run driven by --once failed, 2 nothing to watch.
+    Exit code: 0 stopped cleanly, 1 a run driven by --once failed, 2 no pipelines found,
+    a bad target or a bad option (nothing was run; pipelines without a schedule are
+    watched, not an error), 130 interrupted (--once: Ctrl-C or SIGTERM; the service: a
+    second signal).
     """
     import time
 
@@ -498,10 +557,7 @@ def scheduler_command(
         raise typer.Exit(EXIT_OK)
     since = clock.now()
     started = time.monotonic()
-    try:
-        report = scheduler.run_once()
-    finally:
-        scheduler.close()
+    report = _tick_once(scheduler)
     code = summarise_tick(scheduler, report, since=since, elapsed_s=time.monotonic() - started,
                           json_out=json_out)
     raise typer.Exit(code)

@@ -405,6 +405,7 @@ class RunDriver:
         inst.ended_at = None
         inst.error = None
         inst.next_retry_at = None
+        inst.reason = ""  # why it waited ("retry delay passed") no longer holds
         self._move(inst, S.QUEUED)
         self._move(inst, S.RUNNING)
         self.in_flight[(inst.node.id, inst.map_index)] = inst

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from cadenza import RunState, TaskState
 from cadenza.store import open_store
@@ -138,7 +139,7 @@ def test_context_has_every_field_and_metrics_and_logs_are_kept(cadenza_env, exec
     assert metrics[("auc", "metric")] == 0.91
     assert metrics[("depth", "param")] == "5"
     (attempt,) = store.get_attempts(result.run_id, "context_fields", -1)
-    log_text = open(attempt.log_path).read()
+    log_text = Path(attempt.log_path).read_text()
     assert "hello from print" in log_text
     assert "hello from the context logger" in log_text
 
@@ -166,13 +167,13 @@ def test_attempt_log_is_readable_while_the_task_runs(sqlite_env, executor, tmp_p
     try:
         wait_for(lambda: "run_id" in holder)
         path = attempt_log_path(str(sqlite_env.logs_dir), holder["run_id"], "chatty", -1, 1)
-        wait_for(lambda: os.path.exists(path) and "step 1 of 2" in open(path).read())
-        assert "step 2 of 2" not in open(path).read()
+        wait_for(lambda: os.path.exists(path) and "step 1 of 2" in Path(path).read_text())
+        assert "step 2 of 2" not in Path(path).read_text()
     finally:
         (tmp_path / "release").write_text("go")
         t.join(60)
     assert holder["result"].state is RunState.SUCCESS
-    assert "step 2 of 2" in open(path).read()
+    assert "step 2 of 2" in Path(path).read_text()
 
 
 def test_a_cached_branch_repeats_its_recorded_choice(sqlite_env):

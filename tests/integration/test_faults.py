@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from cadenza import ParameterError, RunState, TaskState
@@ -97,7 +99,7 @@ def test_pool_slots_limit_concurrency(cadenza_env, counter_dir):
     result = faults.pooled_pipeline.run(folder=str(counter_dir), executor="threads")
 
     spans = sorted(result.outputs["pooled"])
-    for (_, end), (start, _) in zip(spans, spans[1:]):
+    for (_, end), (start, _) in itertools.pairwise(spans):
         assert start >= end  # never two at once
 
 

@@ -124,8 +124,8 @@ if __name__ == "__main__":
     finally:
         scheduler.close()
     print(f"scheduler tick: started {len(tick.started)} run(s) for new asset versions")
-    from cadenza.store import open_store
     from cadenza.core.settings import get_settings
+    from cadenza.store import open_store
 
     store = open_store(get_settings().database_url)
     trained_runs = store.list_runs(pipeline="train_on_features", limit=1)

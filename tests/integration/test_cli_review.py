@@ -7,13 +7,11 @@ from __future__ import annotations
 import re
 import signal
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cadenza.core import settings as settings_mod
 from cadenza.core.logfiles import attempt_log_path
 from cadenza.store import open_store
 from tests.e2e.test_cli_support import Project, clean_env, wait_for
@@ -213,18 +211,6 @@ def test_logs_reads_the_attempt_file_when_the_record_has_no_log_path(proj):
 
 
 # --- events list at 80 columns -----------------------------------------------------------------
-
-
-@pytest.fixture
-def project_settings(proj: Project, monkeypatch: pytest.MonkeyPatch
-                     ) -> Iterator[settings_mod.Settings]:
-    """This process's settings on the project's store (to record messages into it)."""
-    monkeypatch.setenv("CADENZA_HOME", proj.env["CADENZA_HOME"])
-    monkeypatch.setenv("CADENZA_DATABASE_URL", proj.env["CADENZA_DATABASE_URL"])
-    s = settings_mod.load_settings(proj.root)
-    settings_mod.set_settings(s)
-    yield s
-    settings_mod.set_settings(None)
 
 
 def test_events_list_at_80_columns_keeps_the_error_and_whole_message_ids(proj, project_settings):

@@ -8,13 +8,11 @@ latest interval has always ended, and a tick creates exactly one run for it."""
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cadenza.core import settings as settings_mod
 from cadenza.store import open_store
 from tests.e2e.test_cli_support import Project, clean_env, wait_for
 
@@ -237,18 +235,6 @@ def test_pipelines_list_creates_no_store_and_shows_no_paused_column_without_one(
 
 
 # --- cadenza events list -----------------------------------------------------------------------
-
-
-@pytest.fixture
-def project_settings(proj: Project, monkeypatch: pytest.MonkeyPatch
-                     ) -> Iterator[settings_mod.Settings]:
-    """This process's settings on the project's store (to record messages into it)."""
-    monkeypatch.setenv("CADENZA_HOME", proj.env["CADENZA_HOME"])
-    monkeypatch.setenv("CADENZA_DATABASE_URL", db_url(proj))
-    s = settings_mod.load_settings(proj.root)
-    settings_mod.set_settings(s)
-    yield s
-    settings_mod.set_settings(None)
 
 
 def test_events_list_shows_an_invalid_message_with_its_error(proj, project_settings):

@@ -66,9 +66,9 @@ def test_values_from_cadenza_toml(nested: Path, project: Path) -> None:
 
 
 def test_tool_cadenza_section_is_read(tmp_path: Path) -> None:
-    (tmp_path / "cadenza.toml").write_text('[tool.cadenza]\nexecutor = "ray"\npipelines = "flows/"\n')
+    (tmp_path / "cadenza.toml").write_text('[tool.cadenza]\nexecutor = "threads"\npipelines = "flows/"\n')
     s = load_settings(tmp_path, environ={})
-    assert s.executor == "ray"
+    assert s.executor == "threads"
     assert s.pipelines == ("flows/",)
 
 
@@ -129,7 +129,7 @@ def test_unknown_executor_in_environment_is_a_config_error(tmp_path: Path) -> No
     with pytest.raises(ConfigError) as info:
         load_settings(tmp_path, environ={"CADENZA_EXECUTOR": "kubernetes"})
     assert "unknown executor 'kubernetes'" in str(info.value)
-    assert "inline, threads, processes, ray" in (info.value.hint or "")
+    assert "inline, threads, processes" in (info.value.hint or "")
 
 
 def test_unknown_executor_in_cadenza_toml_is_a_config_error(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ CONFIG_TEMPLATE = '''\
 # `cadenza run NAME` finds a pipeline by name in them.
 pipelines = ["pipelines/"]
 
-# How tasks run unless `--executor` says otherwise: inline | threads | processes | ray
+# How tasks run unless `--executor` says otherwise: inline | threads | processes
 executor = "processes"
 
 # Runs, artifacts and task logs live in .cadenza/ next to this file. To change that:

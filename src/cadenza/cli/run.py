@@ -128,13 +128,14 @@ def watch(
     except ImportError as exc:
         if state["driver"] is not None:
             raise
-        # Before the run starts, only loading the executor imports anything (ray, ...).
+        # Before the run starts, only loading the executor imports anything (a registered
+        # third-party executor may need a package that is not installed).
         from cadenza.core.errors import ConfigError
 
         raise ConfigError(
             f"cannot start the run: {exc}",
-            hint="install what the executor needs (e.g. pip install ray), or pick another "
-            "one with --executor inline|threads|processes",
+            hint="install what the executor needs, or pick another one with "
+            "--executor inline|threads|processes",
         ) from exc
     finally:
         if in_main:
@@ -196,7 +197,7 @@ def run_command(
         help="A pipeline parameter, coerced by its type hint (n=5 is an int); lists and "
         "dicts as JSON. Repeat for several.")] = None,
     executor: Annotated[str | None, typer.Option(
-        "--executor", "-e", help="inline, threads, processes or ray (default: from "
+        "--executor", "-e", help="inline, threads or processes (default: from "
         "cadenza.toml, else processes).")] = None,
     json_out: Annotated[bool, typer.Option(
         "--json", help="No live progress; print the finished run as JSON.")] = False,

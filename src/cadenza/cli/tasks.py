@@ -35,7 +35,7 @@ def test_task(
         "--input", "-i", metavar="NAME=VALUE", help="Value of one of the task's arguments "
         "(or of an upstream task's output), as JSON or text. Repeat for several.")] = None,
     executor: Annotated[str | None, typer.Option(
-        "--executor", "-e", help="inline, threads, processes or ray (default: inline).")] = None,
+        "--executor", "-e", help="inline, threads or processes (default: inline).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the test run as JSON.")] = False,
 ) -> None:
     """Run one task now, with the upstream outputs of an earlier run.

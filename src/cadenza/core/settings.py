@@ -24,7 +24,7 @@ from typing import Any
 from cadenza.core.errors import ConfigError
 
 CONFIG_FILE = "cadenza.toml"
-EXECUTORS = ("inline", "threads", "processes", "ray")
+EXECUTORS = ("inline", "threads", "processes")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

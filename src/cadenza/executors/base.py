@@ -107,7 +107,6 @@ _REGISTRY: dict[str, str] = {
     "inline": "cadenza.executors.inline:InlineExecutor",
     "threads": "cadenza.executors.threads:ThreadExecutor",
     "processes": "cadenza.executors.processes:ProcessExecutor",
-    "ray": "cadenza.executors.ray:RayExecutor",
 }
 _shared: dict[str, Executor] = {}
 _shared_lock = threading.Lock()

@@ -97,13 +97,19 @@ class Project:
         return str(runs[0]["run_id"])
 
 
-def make_project(tmp_path: Path, *, executor: str = "threads") -> Project:
+def make_project(tmp_path: Path, *, executor: str = "threads",
+                 files: dict[str, str] | None = None) -> Project:
+    """A project folder: `files` (path in the project -> text), else the cli_* fixtures."""
     root = tmp_path / "proj"
     (root / "pipelines").mkdir(parents=True)
     (root / "cadenza.toml").write_text(
         f'pipelines = ["pipelines/"]\nexecutor = "{executor}"\n', encoding="utf-8")
-    for f in sorted(FIXTURES.glob("cli_*.py")):
-        shutil.copy(f, root / "pipelines" / f.name)
+    if files is None:
+        for f in sorted(FIXTURES.glob("cli_*.py")):
+            shutil.copy(f, root / "pipelines" / f.name)
+    for name, text in (files or {}).items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text, encoding="utf-8")
     home = tmp_path / "home"
     home.mkdir()
     return Project(root=root, env=clean_env(home))

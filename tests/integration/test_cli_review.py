@@ -14,7 +14,7 @@ import pytest
 
 from cadenza.core.logfiles import attempt_log_path
 from cadenza.store import open_store
-from tests.e2e.test_cli_support import Project, clean_env, wait_for
+from tests.e2e.test_cli_support import Project, make_project, wait_for
 
 # Two sensor steps that wait until the test makes their files: a FileSensor (pokes write
 # nothing) and a custom sensor that prints at every poke (its log grows while it waits).
@@ -72,15 +72,9 @@ def greet():
 
 @pytest.fixture
 def proj(tmp_path: Path) -> Project:
-    root = tmp_path / "proj"
-    (root / "pipelines").mkdir(parents=True)
-    (root / "incoming").mkdir()
-    (root / "cadenza.toml").write_text('pipelines = ["pipelines/"]\nexecutor = "threads"\n')
-    (root / "pipelines" / "waits.py").write_text(WAITS)
-    (root / "pipelines" / "hello.py").write_text(HELLO)
-    home = tmp_path / "home"
-    home.mkdir()
-    return Project(root=root, env=clean_env(home))
+    p = make_project(tmp_path, files={"pipelines/waits.py": WAITS, "pipelines/hello.py": HELLO})
+    (p.root / "incoming").mkdir()
+    return p
 
 
 def db_path(p: Project) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from cadenza.store import open_store
-from tests.e2e.test_cli_support import Project, clean_env, wait_for
+from tests.e2e.test_cli_support import Project, clean_env, make_project, wait_for
 
 STAMP = '''
 from cadenza import get_context, pipeline, task
@@ -64,16 +64,8 @@ def broken(fail_day: int = -1):
 
 @pytest.fixture
 def proj(tmp_path: Path) -> Project:
-    root = tmp_path / "proj"
-    (root / "pipelines").mkdir(parents=True)
-    (root / "extra").mkdir()
-    (root / "cadenza.toml").write_text('pipelines = ["pipelines/"]\nexecutor = "threads"\n')
-    (root / "pipelines" / "jobs.py").write_text(JOBS)
-    (root / "extra" / "daily.py").write_text(DAILY)
-    (root / "extra" / "broken.py").write_text(BROKEN)
-    home = tmp_path / "home"
-    home.mkdir()
-    return Project(root=root, env=clean_env(home))
+    return make_project(tmp_path, files={"pipelines/jobs.py": JOBS, "extra/daily.py": DAILY,
+                                         "extra/broken.py": BROKEN})
 
 
 def db_url(p: Project) -> str:

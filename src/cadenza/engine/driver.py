@@ -410,7 +410,7 @@ class RunDriver:
         self._move(inst, S.RUNNING)
         self.in_flight[(inst.node.id, inst.map_index)] = inst
 
-    def _submit(self, inst: Instance, call: TaskCall) -> None:
+    def _submit(self, inst: Instance, call: TaskCall, *, first_poke: bool = True) -> None:
         spec = inst.node.options.sensor
         if spec is None:
             self.executor.submit(call, self.outcomes.put)
@@ -418,13 +418,14 @@ class RunDriver:
         left = self._sensor_time_left(inst)
         if left is not None:
             # A poke may not outlive the sensor's timeout; if it sits in a call that cannot
-            # be interrupted, the deadline entry fails the step on time anyway.
+            # be interrupted, the attempt's deadline entry fails the step on time anyway.
             limit = max(left, 0.001)
             call = replace(call, timeout_s=min(call.timeout_s or limit, limit))
-            import heapq
+            if first_poke:
+                import heapq
 
-            heapq.heappush(self._deadlines,
-                           (time.monotonic() + limit, next(self._seq), inst, inst.attempt))
+                heapq.heappush(self._deadlines,
+                               (time.monotonic() + limit, next(self._seq), inst, inst.attempt))
         self._executor_of(inst).submit(call, self.outcomes.put)
 
     def _executor_of(self, inst: Instance) -> Executor:
@@ -653,7 +654,7 @@ class RunDriver:
         if call is None:
             return
         self.in_flight[(inst.node.id, inst.map_index)] = inst
-        self._submit(inst, self._with_attempt(call, inst))
+        self._submit(inst, self._with_attempt(call, inst), first_poke=False)
 
     def _attempt_done(self, inst: Instance, state: TaskState, out: TaskOutcome | None) -> None:
         self.batch.attempts.append(

@@ -267,13 +267,13 @@ class Scheduler:
         cached = self._defaults.get(name)
         if cached is None:
             cached = _plain_defaults(self.pipelines[name])
-        if cached is None:
-            try:
-                cached = self.pipelines[name].validate_params({})[1]
-            except ParameterError as exc:
-                log.error("pipeline %s cannot be scheduled or triggered without parameters: "
-                          "%s", name, exc)
-                cached = exc
+            if cached is None:
+                try:
+                    cached = self.pipelines[name].validate_params({})[1]
+                except ParameterError as exc:
+                    log.error("pipeline %s cannot be scheduled or triggered without "
+                              "parameters: %s", name, exc)
+                    cached = exc
             self._defaults[name] = cached
         return None if isinstance(cached, ParameterError) else dict(cached)
 

@@ -176,6 +176,41 @@ def test_attempt_log_is_readable_while_the_task_runs(sqlite_env, executor, tmp_p
     assert "step 2 of 2" in Path(path).read_text()
 
 
+def test_a_started_task_is_recorded_running_while_it_runs(cadenza_env, executor, tmp_path):
+    """The store (and so the CLI and a crash-resume) sees a long task as running while it
+    runs, not only once it ends: the 'running' row is committed within the group-commit
+    window even when nothing else happens in the run."""
+    import threading
+
+    from cadenza.engine.api import run_pipeline
+    from tests.conftest import wait_for
+    from tests.pipelines import resumable
+
+    holder = {}
+
+    def run():
+        holder["result"] = run_pipeline(resumable.chatty_pipeline, {"folder": str(tmp_path)},
+                                        executor=executor,
+                                        on_start=lambda d: holder.setdefault("run_id", d.run_id))
+
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        wait_for(lambda: "run_id" in holder)
+        store = open_store(cadenza_env.database_url)
+
+        def recorded_running() -> bool:
+            ti = store.get_task_instance(holder["run_id"], "chatty")
+            return ti is not None and ti.state is S.RUNNING and ti.attempt == 1
+
+        wait_for(recorded_running, timeout_s=10)
+        assert "result" not in holder  # seen while the task was still running
+    finally:
+        (tmp_path / "release").write_text("go")
+        t.join(60)
+    assert holder["result"].state is RunState.SUCCESS
+
+
 def test_a_cached_branch_repeats_its_recorded_choice(sqlite_env):
     from cadenza import pipeline, task
 

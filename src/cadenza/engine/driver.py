@@ -44,6 +44,7 @@ from cadenza.core.states import RunState, TaskState, run_state_of, transition
 from cadenza.engine import rules
 from cadenza.engine.callbacks import CallbackContext, CallbackQueue
 from cadenza.engine.ready import Admission
+from cadenza.engine.watch import CallerThreadWatch
 from cadenza.executors.base import Executor, TaskCall, TaskOutcome
 from cadenza.graph.model import (
     ParamValue,
@@ -198,6 +199,11 @@ class RunDriver:
         # (monotonic deadline, seq, sensor instance, attempt): fail a poke that outlives it
         self._deadlines: list[tuple[float, int, Instance, int]] = []
         self.ready_sensors: deque[Instance] = deque()  # sensor steps due for a first poke
+        # An executor that runs the task inside submit() holds this thread: a watch commits
+        # the task's 'running' row while it runs (engine/watch.py).
+        self._watch = (CallerThreadWatch(lambda: self._flush(callbacks=False),
+                                         after_s=GROUP_COMMIT_S)
+                       if getattr(executor, "runs_in_caller", False) else None)
 
     # --- setup ---------------------------------------------------------------------------
     def initial_rows(self) -> list[TaskInstanceRecord]:
@@ -413,7 +419,11 @@ class RunDriver:
     def _submit(self, inst: Instance, call: TaskCall, *, first_poke: bool = True) -> None:
         spec = inst.node.options.sensor
         if spec is None:
-            self.executor.submit(call, self.outcomes.put)
+            if self._watch is None:
+                self.executor.submit(call, self.outcomes.put)
+            else:
+                with self._watch:
+                    self.executor.submit(call, self.outcomes.put)
             return
         left = self._sensor_time_left(inst)
         if left is not None:
@@ -680,6 +690,8 @@ class RunDriver:
         if reason:
             inst.reason = reason
         self.dirty[id(inst)] = inst
+        if self._dirty_since is None:  # committed within GROUP_COMMIT_S, even if nothing ends
+            self._dirty_since = time.monotonic()
 
     def _succeed(self, inst: Instance, *, branch: list[str] | None = None, cached: bool = False) -> None:
         self._move(inst, S.CACHED if cached else S.SUCCESS)
@@ -984,6 +996,8 @@ class RunDriver:
                 attempt=0, state=state, error=first_error))
         self._flush()
         self.callbacks.run_all()
+        if self._watch is not None:
+            self._watch.close()
         return state
 
     # --- experiment tracking -------------------------------------------------------------
@@ -1024,7 +1038,7 @@ class RunDriver:
         except Exception as exc:  # noqa: BLE001 - the run's outcome stands
             self._warn(f"experiment tracking could not close the run: {exc}")
 
-    def _flush(self) -> None:
+    def _flush(self, *, callbacks: bool = True) -> None:
         batch = self.batch
         if self.dirty:
             for inst in self.dirty.values():
@@ -1041,7 +1055,7 @@ class RunDriver:
         self._uncommitted.clear()
         self._dirty_since = None
         self._must_flush = False
-        if self.callbacks:
+        if callbacks and self.callbacks:
             self.callbacks.run_all()
 
     def _cb_ctx(self, inst: Instance, state: TaskState) -> CallbackContext:

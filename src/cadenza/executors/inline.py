@@ -13,6 +13,7 @@ from cadenza.executors.base import Sink, TaskCall
 class InlineExecutor:
     name = "inline"
     in_process = True
+    runs_in_caller = True  # the driver's thread is busy for the task's length
 
     def start(self) -> None:
         pass

@@ -1,0 +1,72 @@
+"""Group commit while a task holds the driver's own thread.
+
+The inline executor runs a task inside `submit()`, so for the task's whole length the driver's
+loop is not turning and its group-commit timer cannot fire: without help, a ten-minute inline
+task would stay `queued` in the store (and in `cadenza runs show`) until it ended. A
+`CallerThreadWatch` wraps such a call; if the call is still running after the group-commit
+window, one helper thread commits what the driver had pending (the task's `running` row among
+it).
+
+The driver touches none of its pending state while the call runs (the task's outcome goes to
+a queue), and leaving the watch waits for a commit in progress, so the two threads never
+write the same batch at once. Entering and leaving cost one lock each; the thread is started
+once per driver, on first use.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Self
+
+
+class CallerThreadWatch:
+    def __init__(self, flush: Callable[[], None], *, after_s: float) -> None:
+        self._flush = flush
+        self._after_s = after_s
+        self._cond = threading.Condition()
+        self._since: float | None = None  # when the call being watched started
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._error: BaseException | None = None
+
+    def __enter__(self) -> Self:
+        with self._cond:
+            self._since = time.monotonic()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, name="cadenza-commit-watch",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        with self._cond:  # waits for a commit in progress
+            self._since = None
+            error, self._error = self._error, None
+        if error is not None and exc is None:
+            raise error  # the store failed: the driver handles it as if it had written itself
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _watch(self) -> None:
+        with self._cond:
+            while not self._closed:
+                if self._since is None:
+                    self._cond.wait()
+                    continue
+                left = self._since + self._after_s - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                self._since = None  # one commit per call: nothing else changes until it ends
+                try:
+                    self._flush()
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the driver's thread
+                    self._error = exc

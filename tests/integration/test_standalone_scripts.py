@@ -87,3 +87,57 @@ def test_four_processes_share_one_sqlite_store_without_lock_errors(tmp_path):
         tis = store.get_task_instances(run_id)
         assert sum(1 for t in tis if t.task_id == "square" and t.map_index >= 0) == 200
         assert all(t.state is TaskState.SUCCESS for t in tis)
+
+
+def test_a_script_closes_its_store_at_exit_and_skips_the_final_collection(tmp_path):
+    """At exit the store is closed (SQLite folds its WAL back into the database file) and
+    the heap is frozen, so the interpreter's last collection does not walk SQLAlchemy's
+    objects (~0.1 s of a short run on the CI machine). A handler registered before the
+    store runs after ours (atexit is last-in, first-out) and sees both."""
+    script = tmp_path / "my_pipeline.py"
+    script.write_text(textwrap.dedent("""
+        import atexit, gc, os, sys
+
+        def seen_at_exit():
+            home = os.environ["CADENZA_HOME"]
+            print("FROZEN", gc.get_freeze_count() > 0,
+                  "WAL", os.path.exists(os.path.join(home, "cadenza.db-wal")), flush=True)
+
+        atexit.register(seen_at_exit)
+    """) + SCRIPT)
+    home = tmp_path / "home"
+
+    proc = subprocess.run([sys.executable, str(script), "5"], cwd=tmp_path, env=_env(home),
+                          capture_output=True, text=True, timeout=120, check=False)
+
+    assert proc.returncode == 0, proc.stderr
+    assert "FROZEN True WAL False" in proc.stdout
+    (run,) = open_store(f"sqlite:///{home / 'cadenza.db'}").list_runs()
+    assert run.state is RunState.SUCCESS
+
+
+def test_workers_start_before_the_store_is_imported(tmp_path):
+    """A cold start overlaps the worker pool's start (other processes) with importing
+    SQLAlchemy (this one): the pool must be started first, or the two add up."""
+    script = tmp_path / "order.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        import cadenza.engine.api as api
+
+        seen = []
+        start = api._start_executor
+
+        def recording(name):
+            seen.append("sqlalchemy" in sys.modules)
+            return start(name)
+
+        api._start_executor = recording
+        if __name__ == "__main__":
+            import atexit
+            atexit.register(lambda: print("SQLALCHEMY LOADED AT POOL START", seen))
+    """) + SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), "3"], cwd=tmp_path,
+                          env=_env(tmp_path / "home"), capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "SQLALCHEMY LOADED AT POOL START [False]" in proc.stdout

@@ -179,13 +179,14 @@ def run_pipeline(
     on_start: Any = None,
 ) -> RunResult:
     """Validate, record and drive one run of `pipeline` to its end."""
-    from cadenza.store import open_store
-
     settings = settings or get_settings()
     values, stored = pipeline.validate_params(params)
     executor_name = executor or settings.executor
-    # Worker processes start (in other processes) while this one opens the store.
+    # Worker processes start (in other processes) while this one imports and opens the
+    # store: importing SQLAlchemy is most of a cold start, so it must come after this line.
     pending = _start_executor(executor_name)
+    from cadenza.store import open_store
+
     store = open_store(settings.database_url)
     ex = pending()
     driver_id = new_driver_id()

@@ -87,17 +87,21 @@ def parse_nvidia_smi(listing: str) -> list[str]:
 
 def machine_capacity() -> Capacity:
     """CPUs (usable by this process), total memory, and GPU ids of this machine."""
-    import psutil  # type: ignore[import-untyped,unused-ignore]
-
     try:
         cpu = float(len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         cpu = float(os.cpu_count() or 1)
-    return Capacity(
-        cpu=cpu,
-        memory_bytes=int(psutil.virtual_memory().total),
-        gpus=tuple(detect_gpus()),
-    )
+    return Capacity(cpu=cpu, memory_bytes=_total_memory(), gpus=tuple(detect_gpus()))
+
+
+def _total_memory() -> int:
+    """Physical memory in bytes: sysconf on POSIX (free), psutil elsewhere (~15 ms import)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        import psutil  # type: ignore[import-untyped,unused-ignore]
+
+        return int(psutil.virtual_memory().total)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,8 @@ up-to-date database costs one SELECT.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import logging
 import os
 import threading
@@ -304,6 +306,7 @@ class ProcessCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._items: dict[tuple[str, int], Any] = {}
+        self._exit_hook = False
         # A thread of the parent may hold the lock at fork time; the child starts unlocked.
         os.register_at_fork(after_in_child=self._reset_lock)
 
@@ -324,7 +327,30 @@ class ProcessCache:
             if item is None:
                 item = factory()
                 self._items[key] = item
+                if not self._exit_hook:
+                    self._exit_hook = True
+                    atexit.register(self._close_at_exit)
             return item
+
+    def _close_at_exit(self) -> None:
+        """Close this process's stores (SQLite checkpoints its WAL on the last close), then
+        freeze the garbage collector's heap.
+
+        The interpreter's last garbage collection walks every object still alive, and
+        SQLAlchemy alone leaves a few hundred thousand: on the 2-core CI machine that walk is
+        0.1-0.15 s of every short `python my_pipeline.py`, about a sixth of a one-task run.
+        After the freeze it skips them; the process is ending, so nothing is lost but the
+        `__del__` of objects caught in reference cycles, which Python never promises at exit
+        (atexit handlers and `weakref.finalize(..., atexit=True)` still run).
+        """
+        pid = os.getpid()
+        for (_, owner), item in list(self._items.items()):
+            if owner == pid:
+                try:
+                    item.dispose()
+                except Exception as exc:  # noqa: BLE001 - exiting anyway; say what failed
+                    log.debug("closing %s at exit failed: %s", item, exc)
+        gc.freeze()
 
     def discard(self, url: str, item: Any) -> None:
         key = (url, os.getpid())

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 import time
 from collections import Counter
@@ -266,14 +265,12 @@ class Scheduler:
         """The pipeline's default parameters, validated once (None: it has required ones)."""
         cached = self._defaults.get(name)
         if cached is None:
-            cached = _plain_defaults(self.pipelines[name])
-            if cached is None:
-                try:
-                    cached = self.pipelines[name].validate_params({})[1]
-                except ParameterError as exc:
-                    log.error("pipeline %s cannot be scheduled or triggered without "
-                              "parameters: %s", name, exc)
-                    cached = exc
+            try:
+                cached = self.pipelines[name].validate_params({})[1]
+            except ParameterError as exc:
+                log.error("pipeline %s cannot be scheduled or triggered without "
+                          "parameters: %s", name, exc)
+                cached = exc
             self._defaults[name] = cached
         return None if isinstance(cached, ParameterError) else dict(cached)
 
@@ -685,28 +682,6 @@ class Scheduler:
             except Exception as exc:  # noqa: BLE001 - closing is best effort
                 log.debug("closing a consumer: %s", exc)
         self._consumers.clear()
-
-
-def _plain_defaults(pipeline: Any) -> dict[str, Any] | None:
-    """The stored form of a pipeline's default parameters, when it is the defaults
-    themselves: no parameters, or only str/int/bool/finite float defaults of their
-    annotated type (pydantic validates and dumps those unchanged). None: ask
-    `validate_params`. Building the pipeline's pydantic model costs ~0.7 ms, which a tick
-    where 1,000 pipelines fall due for the first time paid 1,000 times (0.7 s)."""
-    params = getattr(pipeline, "params", None)
-    if params is None:
-        return None
-    out: dict[str, Any] = {}
-    for p in params:
-        value = p.default
-        if not p.has_default or type(value) not in (str, int, bool, float):
-            return None
-        if p.annotation is not Any and p.annotation is not type(value):
-            return None
-        if type(value) is float and not math.isfinite(value):
-            return None
-        out[p.name] = value
-    return out
 
 
 def _newest(a: datetime | None, b: datetime | None) -> datetime | None:

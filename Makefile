@@ -44,7 +44,7 @@ demo: $(VENV)/.installed
 	@echo "  $(BIN)/python examples/features_to_training.py   two pipelines chained by an asset, started by the scheduler"
 
 test: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench examples
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)

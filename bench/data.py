@@ -25,11 +25,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 os.environ.setdefault("CADENZA_HOME", tempfile.mkdtemp(prefix="cadenza-bench-data-"))
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
+from data_workloads import cached_inc, consume_array, consume_frame, make_array, make_frame
 
-from cadenza import pipeline, task  # noqa: E402
-from data_workloads import consume_array, consume_frame, make_array, make_frame, cached_inc  # noqa: E402
+from cadenza import pipeline, task
 
 make_array_t = task(make_array)
 consume_array_t = task(consume_array)

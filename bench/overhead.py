@@ -27,6 +27,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from functools import partial
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -34,8 +35,9 @@ sys.path.insert(0, str(HERE))
 
 os.environ.setdefault("CADENZA_HOME", tempfile.mkdtemp(prefix="cadenza-bench-"))
 
-from cadenza import pipeline, task  # noqa: E402
-from workloads import inc, source, total  # noqa: E402
+from workloads import inc, source, total
+
+from cadenza import pipeline, task
 
 inc_t = task(inc)
 source_t = task(source)
@@ -156,8 +158,8 @@ def main() -> None:
         if pool is not None:
             list(pool.map(inc, range(100)))  # start the workers before timing
         for name, (pipe, tasks) in WORKLOADS.items():
-            ours = median_of(lambda: timed_run(pipe, executor), args.repeat)
-            base = median_of(lambda: baseline(name, executor, pool), args.repeat)
+            ours = median_of(partial(timed_run, pipe, executor), args.repeat)
+            base = median_of(partial(baseline, name, executor, pool), args.repeat)
             rows.append({
                 "workload": name, "executor": executor, "tasks": tasks,
                 "cadenza_s": ours, "baseline_s": base,

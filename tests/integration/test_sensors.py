@@ -324,3 +324,26 @@ def test_a_waiting_sensor_logs_one_line_per_poke_not_a_traceback(cadenza_env, tm
     text = Path(attempt.log_path).read_text()
     assert "Traceback" not in text
     assert "condition 'flag_up' (the flag is up): not yet" in text
+
+
+def test_retries_of_a_sensor_step_do_not_extend_its_wait(cadenza_env):
+    """As in Airflow, `timeout` counts from the first poke of the first attempt: a poke that
+    keeps raising is retried only until the wait has run out, then the step times out."""
+    import time
+
+    @sensor(poke_interval=0.02, timeout=0.5)
+    def endpoint_up() -> bool:
+        "the endpoint answers"
+        time.sleep(0.1)
+        raise ConnectionError("endpoint down")
+
+    @pipeline(name="flaky_wait")
+    def flaky_wait():
+        endpoint_up.as_task().with_options(retries=50, retry_delay=0.01)()
+
+    r = flaky_wait.run(executor="threads")
+    assert r.state is RunState.FAILED
+    assert r.failed["endpoint_up"].type.endswith("SensorTimeout"), r.failed["endpoint_up"]
+    attempts = open_store(cadenza_env.database_url).get_attempts(r.run_id, "endpoint_up")
+    assert 2 <= len(attempts) < 51  # retried, but not through all 50 retries
+    assert attempts[-1].error.type.endswith("SensorTimeout")

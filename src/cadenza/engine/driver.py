@@ -95,6 +95,7 @@ class Instance:
     granted: Any = None  # what Admission gave it (pool slot, resources, GPU ids)
     due: float = 0.0  # monotonic time of its next retry
     retry_base: int = 0  # attempts made before this driver took over (resume)
+    wait_since: Any = None  # a sensor step's first poke here: its timeout counts from it
 
     @property
     def label(self) -> str:
@@ -312,6 +313,8 @@ class RunDriver:
         return False
 
     def _wait_and_fold(self) -> None:
+        if self._dirty_since is None and (self.dirty or self.batch):
+            self._dirty_since = time.monotonic()  # pending writes never wait on an outcome
         timeout: float | None = None
         if self.retry_heap:
             timeout = max(0.0, self.retry_heap[0][0] - time.monotonic())
@@ -408,6 +411,8 @@ class RunDriver:
         inst.attempt += 1
         inst.queued_at = now
         inst.started_at = now
+        if inst.wait_since is None and inst.node.options.sensor is not None:
+            inst.wait_since = now  # kept across retries: they do not extend the wait
         inst.ended_at = None
         inst.error = None
         inst.next_retry_at = None
@@ -426,6 +431,10 @@ class RunDriver:
                     self.executor.submit(call, self.outcomes.put)
             return
         left = self._sensor_time_left(inst)
+        if left is not None and left <= 0:  # a retry that starts after the wait ran out
+            self.in_flight.pop((inst.node.id, inst.map_index), None)
+            self._sensor_timed_out(inst, None)
+            return
         if left is not None:
             # A poke may not outlive the sensor's timeout; if it sits in a call that cannot
             # be interrupted, the attempt's deadline entry fails the step on time anyway.
@@ -633,9 +642,10 @@ class RunDriver:
         spec = inst.node.options.sensor
         if spec is None or spec.timeout_s is None:
             return None
-        if inst.started_at is None:
+        since = inst.wait_since or inst.started_at
+        if since is None:
             return spec.timeout_s
-        waited: float = (clock.now() - inst.started_at).total_seconds()
+        waited: float = (clock.now() - since).total_seconds()
         return spec.timeout_s - waited
 
     def _sensor_timed_out(self, inst: Instance, out: TaskOutcome | None) -> None:
@@ -690,8 +700,6 @@ class RunDriver:
         if reason:
             inst.reason = reason
         self.dirty[id(inst)] = inst
-        if self._dirty_since is None:  # committed within GROUP_COMMIT_S, even if nothing ends
-            self._dirty_since = time.monotonic()
 
     def _succeed(self, inst: Instance, *, branch: list[str] | None = None, cached: bool = False) -> None:
         self._move(inst, S.CACHED if cached else S.SUCCESS)

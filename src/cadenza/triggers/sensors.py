@@ -15,8 +15,10 @@ A sensor is used two ways:
      `timeout` has passed since the first poke the step fails with `SensorTimeout`, whose
      message names the condition; a poke still running then is abandoned (the step does
      not wait for it). A timed-out sensor is not retried (its `retries` are for pokes that
-     raise, as in Airflow); each new attempt, after a raise or a resume, starts its
-     timeout again. A poke that raises fails the step like any task.
+     raise, as in Airflow), and retries do not extend the wait: as in Airflow, `timeout`
+     counts from the first poke of the first attempt, so an attempt that starts after it
+     has passed times out at once. A resumed run starts the wait again. A poke that raises
+     fails the step like any task.
 
 A poke returns a falsy value for "not yet" and anything truthy for "yes": `True`, or a
 JSON-able value describing what it found (FileSensor: the matching files), which becomes the

@@ -23,7 +23,7 @@ from cadenza.core.records import (
 )
 from cadenza.core.states import RunState, TaskState
 from cadenza.store import open_store
-from cadenza.store.models import SCHEMA_REVISION
+from cadenza.store.tables import SCHEMA_REVISION
 
 PROCESSES = 4
 BATCHES = 300

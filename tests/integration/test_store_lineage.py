@@ -26,7 +26,7 @@ from cadenza.core.records import (
 from cadenza.core.states import RunState, TaskState
 from cadenza.store import ArtifactNotFound, RunStore, open_store
 from cadenza.store.db import alembic_config, create_store_engine
-from cadenza.store.models import SCHEMA_REVISION
+from cadenza.store.tables import SCHEMA_REVISION
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 250000, tzinfo=UTC)
 

@@ -17,7 +17,8 @@ from cadenza.core.errors import StoreError
 from cadenza.store import db as store_db
 from cadenza.store import open_store, upgrade_database
 from cadenza.store.db import alembic_config, create_store_engine
-from cadenza.store.models import SCHEMA_REVISION, Base
+from cadenza.store.models import Base
+from cadenza.store.tables import SCHEMA_REVISION
 
 TABLES = {
     "runs",

@@ -3,7 +3,7 @@
 What belongs here: everything about *talking to a database* (URLs, pragmas, transactions,
 first-use schema creation, Alembic upgrades, turning SQLAlchemy errors into `StoreError`).
 What does not: queries and row <-> record conversion (`runs.py`), table definitions
-(`models.py`).
+(`tables.py`).
 
 SQLite is configured for several writer processes on one file: WAL, synchronous=NORMAL,
 busy_timeout 30 s, and every write transaction starts with `BEGIN IMMEDIATE`, so a transaction
@@ -30,7 +30,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
 from cadenza.core.errors import StoreError
-from cadenza.store.models import SCHEMA_REVISION, Base, version_metadata, version_table
+from cadenza.store.tables import SCHEMA_REVISION, metadata, version_metadata, version_table
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ def ensure_schema(engine: Engine) -> str:
                             hint="point CADENZA_DATABASE_URL at a fresh database, or stamp it "
                             "with `alembic stamp` after checking its schema",
                         )
-                    Base.metadata.create_all(conn, checkfirst=True)
+                    metadata.create_all(conn, checkfirst=True)
                     version_metadata.create_all(conn, checkfirst=True)
                     conn.execute(version_table.insert(), {"version_num": SCHEMA_REVISION})
                     log.info("created the metadata store schema in %s", mask_url(url))

@@ -3,7 +3,7 @@
 What belongs here: the DML `RunStore.write` runs for `WriteBatch.artifacts` and
 `WriteBatch.asset_events`, and the read queries behind RunStore's lineage/asset methods.
 What does not: walking the lineage graph or printing it (`cadenza.artifacts.lineage`), the
-transaction machinery (`dml.py`), table definitions (`models.py`).
+transaction machinery (`dml.py`), table definitions (`tables.py`).
 
 Three rules the statements implement, on SQLite and PostgreSQL alike:
 1. The same bytes produced twice keep their FIRST producer: artifacts are inserted with
@@ -48,7 +48,7 @@ from cadenza.core.errors import CadenzaError
 from cadenza.core.records import ArtifactRecord, AssetEventRecord
 from cadenza.store.db import dialect_insert
 from cadenza.store.dml import PreparedDml, Step
-from cadenza.store.models import (
+from cadenza.store.tables import (
     artifact_inputs_table,
     artifacts_table,
     asset_events_table,

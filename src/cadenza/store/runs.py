@@ -1,7 +1,7 @@
 """RunStore: the batched commands and the queries the engine and the surfaces need.
 
 What belongs here: the public store API, row <-> record conversion, prebuilt statements.
-What does not: engine/pragma/schema set-up (`db.py`), table definitions (`models.py`),
+What does not: engine/pragma/schema set-up (`db.py`), table definitions (`tables.py`),
 decisions about states (the engine's `rules.py`; the store persists what it is handed).
 
 Performance notes (`write()` is called once per scheduler step, usually with 1-3 rows):
@@ -65,7 +65,7 @@ from cadenza.store.db import (
     store_error,
 )
 from cadenza.store.dml import PreparedDml, Step, run_transaction
-from cadenza.store.models import (
+from cadenza.store.tables import (
     UTCDateTime,
     asset_events_table,
     attempts_table,

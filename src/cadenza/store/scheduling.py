@@ -57,15 +57,6 @@ from cadenza.store.dml import (
     array_update,
     execute_steps,
 )
-from cadenza.store.models import (
-    asset_events_table,
-    run_keys_table,
-    runs_table,
-    schedule_states_table,
-    sla_misses_table,
-    task_instances_table,
-    trigger_events_table,
-)
 from cadenza.store.runs import (
     _RUN_COLUMNS,
     RunStore,
@@ -73,6 +64,15 @@ from cadenza.store.runs import (
     _run_params,
     _ti_params,
     _translated,
+)
+from cadenza.store.tables import (
+    asset_events_table,
+    run_keys_table,
+    runs_table,
+    schedule_states_table,
+    sla_misses_table,
+    task_instances_table,
+    trigger_events_table,
 )
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from cadenza.store.models import JSONDoc, UTCDateTime
+from cadenza.store.tables import JSONDoc, UTCDateTime
 
 revision: str = "0002"
 down_revision: str | Sequence[str] | None = "0001"

@@ -9,8 +9,10 @@ it).
 
 The driver touches none of its pending state while the call runs (the task's outcome goes to
 a queue), and leaving the watch waits for a commit in progress, so the two threads never
-write the same batch at once. Entering and leaving cost one lock each; the thread is started
-once per driver, on first use.
+write the same batch at once. Entering and leaving cost one lock each and wake nobody: the
+thread is woken only when it sleeps with nothing to time; while calls keep coming it wakes
+once per window, not once per call (a wake-up per call cost ~0.1 ms/task on chain200). The
+thread is started once per driver, on first use.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class CallerThreadWatch:
         self._since: float | None = None  # when the call being watched started
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._idle = True  # the thread waits with no timeout: entering must wake it
         self._error: BaseException | None = None
 
     def __enter__(self) -> Self:
@@ -39,7 +42,8 @@ class CallerThreadWatch:
                 self._thread = threading.Thread(target=self._watch, name="cadenza-commit-watch",
                                                 daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if self._idle:
+                self._cond.notify()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -59,7 +63,9 @@ class CallerThreadWatch:
         with self._cond:
             while not self._closed:
                 if self._since is None:
+                    self._idle = True
                     self._cond.wait()
+                    self._idle = False
                     continue
                 left = self._since + self._after_s - time.monotonic()
                 if left > 0:

@@ -1,0 +1,52 @@
+"""engine/watch.py: group commit while an inline task holds the driver's thread."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from cadenza.engine.watch import CallerThreadWatch
+
+
+def test_a_long_call_is_committed_once_while_it_runs() -> None:
+    flushed = threading.Event()
+    calls: list[int] = []
+
+    def flush() -> None:
+        calls.append(1)
+        flushed.set()
+
+    watch = CallerThreadWatch(flush, after_s=0.01)
+    with watch:
+        assert flushed.wait(10), "pending rows were not committed while the call ran"
+        release = threading.Event()
+        release.wait(0.05)  # several windows more: still one commit for this call
+    watch.close()
+    assert calls == [1]
+
+
+def test_quick_calls_commit_nothing() -> None:
+    calls: list[int] = []
+    watch = CallerThreadWatch(lambda: calls.append(1), after_s=60)
+    for _ in range(1000):
+        with watch:
+            pass
+    watch.close()
+    assert calls == []
+
+
+def test_a_failed_commit_is_raised_in_the_callers_thread() -> None:
+    failed = threading.Event()
+
+    def flush() -> None:
+        if not failed.is_set():
+            failed.set()
+            raise OSError("disk full")
+
+    watch = CallerThreadWatch(flush, after_s=0.0)
+    with pytest.raises(OSError, match="disk full"), watch:
+        assert failed.wait(10)
+    with watch:  # the error is reported once
+        pass
+    watch.close()

@@ -147,3 +147,180 @@ def test_closures_run_on_processes(cadenza_env):
     result = faults.make_closure_pipeline(7).run(x=3, executor="processes")
 
     assert result.outputs["scale"] == 21
+
+
+def test_a_store_error_while_an_inline_task_runs_does_not_lose_the_task(cadenza_env):
+    """The commit of a long inline task's 'running' row happens on the watch thread; if that
+    write fails once (a lock timeout, a dropped connection), the task's success must still
+    be recorded by the driver's next commit, not turned into a cancellation."""
+    import threading
+    import time
+
+    from cadenza import pipeline, task
+    from cadenza.core.errors import StoreError
+    from cadenza.engine.api import run_pipeline
+    from cadenza.engine.resume import resume_run
+
+    started = threading.Event()
+    ran: list[int] = []
+
+    @task
+    def train() -> int:
+        ran.append(1)
+        started.set()
+        time.sleep(0.3)
+        return 42
+
+    @pipeline(name="flaky_store_inline")
+    def flaky_store_inline():
+        train()
+
+    class FailsOnce:
+        def __init__(self, store):
+            self._store, self.failed = store, False
+
+        def __getattr__(self, name):
+            return getattr(self._store, name)
+
+        def write(self, batch):
+            if started.is_set() and not self.failed:
+                self.failed = True
+                raise StoreError("database is locked")
+            return self._store.write(batch)
+
+    wrappers = []
+
+    def on_start(driver):
+        driver.store = FailsOnce(driver.store)
+        wrappers.append(driver.store)
+
+    result = run_pipeline(flaky_store_inline, {}, executor="inline", on_start=on_start)
+
+    assert wrappers[0].failed  # the failure did happen, on the watch's commit
+    assert result.state is RunState.SUCCESS
+    row = open_store(cadenza_env.database_url).get_task_instance(result.run_id, "train")
+    assert row.state is S.SUCCESS and row.output.value == 42
+    assert resume_run(result.run_id, executor="inline").state is RunState.SUCCESS
+    assert ran == [1]
+
+
+CTRL_C_DURING_A_SLOW_COMMIT = '''
+import os, signal, sqlite3, sys, threading, time
+from cadenza import pipeline, task
+from cadenza.core.settings import get_settings
+from cadenza.engine.api import run_pipeline
+from cadenza.store import open_store
+
+DB = get_settings().database_url
+overlap = {"now": 0, "max": 0}
+guard = threading.Lock()
+
+def hold_the_write_lock(seconds):
+    con = sqlite3.connect(DB.split("sqlite:///", 1)[1], isolation_level=None)
+    con.execute("BEGIN IMMEDIATE")  # another writer: the watch's commit must wait
+    time.sleep(seconds)
+    con.execute("COMMIT")
+
+@task
+def slow() -> int:
+    threading.Thread(target=hold_the_write_lock, args=(1.5,), daemon=True).start()
+    time.sleep(0.3)
+    return 1
+
+@pipeline
+def p():
+    slow()
+
+class CountsOverlaps:
+    def __init__(self, store):
+        self._store = store
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+    def write(self, batch):
+        with guard:
+            overlap["now"] += 1
+            overlap["max"] = max(overlap["max"], overlap["now"])
+        try:
+            return self._store.write(batch)
+        finally:
+            with guard:
+                overlap["now"] -= 1
+
+def on_start(driver):
+    driver.store = CountsOverlaps(driver.store)
+    # Ctrl-C once the task has ended and the driver waits for the watch's commit
+    threading.Timer(0.6, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+
+open_store(DB)
+try:
+    run_pipeline(p, {}, executor="inline", on_start=on_start)
+except KeyboardInterrupt:
+    pass
+time.sleep(2)
+run = open_store(DB).list_runs(limit=1)[0]
+states = [str(t.state) for t in open_store(DB).get_task_instances(run.run_id)]
+print("RESULT", overlap["max"], run.state, states)
+'''
+
+
+def test_ctrl_c_while_the_watch_commits_waits_for_it(tmp_path):
+    """Ctrl-C that lands while the watch thread is committing (the database is busy) must
+    not let the driver write the run at the same time: the run ends cancelled with no task
+    left 'running'."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CADENZA_")}
+    env["CADENZA_HOME"] = str(tmp_path / "home")
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(CTRL_C_DURING_A_SLOW_COMMIT)
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT")), proc.stderr)
+    assert line == "RESULT 1 cancelled ['cancelled']", line
+
+
+def test_a_run_whose_last_write_fails_leaves_no_commit_thread_behind(cadenza_env):
+    """The watch thread holds the driver (and its live outputs): it must end with the run
+    even when the run's final write raises."""
+    import threading
+    import time
+
+    from cadenza import pipeline, task
+    from cadenza.core.errors import StoreError
+    from cadenza.engine.api import run_pipeline
+
+    @task
+    def slow() -> int:
+        time.sleep(0.05)  # long enough for the watch thread to start
+        return 1
+
+    @pipeline(name="last_write_fails")
+    def last_write_fails():
+        slow()
+
+    class FailsAtTheEnd:
+        def __init__(self, store):
+            self._store = store
+
+        def __getattr__(self, name):
+            return getattr(self._store, name)
+
+        def write(self, batch):
+            if any(r.ended_at is not None for r in batch.run_updates):
+                raise StoreError("database went away")
+            return self._store.write(batch)
+
+    def on_start(driver):
+        driver.store = FailsAtTheEnd(driver.store)
+
+    with pytest.raises(StoreError):
+        run_pipeline(last_write_fails, {}, executor="inline", on_start=on_start)
+
+    def watch_threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "cadenza-commit-watch"]
+
+    from tests.conftest import wait_for
+
+    wait_for(lambda: not watch_threads(), timeout_s=10)

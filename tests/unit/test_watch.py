@@ -36,7 +36,9 @@ def test_quick_calls_commit_nothing() -> None:
     assert calls == []
 
 
-def test_a_failed_commit_is_raised_in_the_callers_thread() -> None:
+def test_a_failed_commit_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    """The rows stay in the driver's batch and its next commit retries them, after the
+    call's outcome is recorded: raising here would cancel a task that succeeded."""
     failed = threading.Event()
 
     def flush() -> None:
@@ -45,8 +47,7 @@ def test_a_failed_commit_is_raised_in_the_callers_thread() -> None:
             raise OSError("disk full")
 
     watch = CallerThreadWatch(flush, after_s=0.0)
-    with pytest.raises(OSError, match="disk full"), watch:
+    with watch:
         assert failed.wait(10)
-    with watch:  # the error is reported once
-        pass
     watch.close()
+    assert "disk full" in caplog.text

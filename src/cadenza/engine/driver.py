@@ -245,6 +245,13 @@ class RunDriver:
     def drive(self) -> RunState:
         """Run until every task instance is final. Returns the run's final state."""
         try:
+            return self._drive()
+        finally:
+            if self._watch is not None:  # also when the last write failed
+                self._watch.close()
+
+    def _drive(self) -> RunState:
+        try:
             if not self._start_tracking():
                 self._cancel_everything("experiment tracking is unavailable")
                 self.cancelled = False  # nobody cancelled it: the run failed
@@ -1004,8 +1011,6 @@ class RunDriver:
                 attempt=0, state=state, error=first_error))
         self._flush()
         self.callbacks.run_all()
-        if self._watch is not None:
-            self._watch.close()
         return state
 
     # --- experiment tracking -------------------------------------------------------------

@@ -8,8 +8,11 @@ window, one helper thread commits what the driver had pending (the task's `runni
 it).
 
 The driver touches none of its pending state while the call runs (the task's outcome goes to
-a queue), and leaving the watch waits for a commit in progress, so the two threads never
-write the same batch at once. Entering and leaving cost one lock each and wake nobody: the
+a queue), and leaving the watch waits for a commit in progress, even when Ctrl-C interrupts
+that wait, so the two threads never write the same batch at once. A commit that fails here
+is logged and not raised: the rows stay in the driver's batch, and the driver's own next
+commit retries them (and raises, if the store is really gone) after it has recorded the
+call's outcome, so a task that succeeded is never lost to a passing store error. Entering and leaving cost one lock each and wake nobody: the
 thread is woken only when it sleeps with nothing to time; while calls keep coming it wakes
 once per window, not once per call (a wake-up per call cost ~0.1 ms/task on chain200). The
 thread is started once per driver, on first use.
@@ -17,11 +20,14 @@ thread is started once per driver, on first use.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Self
+
+log = logging.getLogger(__name__)
 
 
 class CallerThreadWatch:
@@ -33,7 +39,6 @@ class CallerThreadWatch:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._idle = True  # the thread waits with no timeout: entering must wake it
-        self._error: BaseException | None = None
 
     def __enter__(self) -> Self:
         with self._cond:
@@ -48,11 +53,16 @@ class CallerThreadWatch:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        with self._cond:  # waits for a commit in progress
-            self._since = None
-            error, self._error = self._error, None
-        if error is not None and exc is None:
-            raise error  # the store failed: the driver handles it as if it had written itself
+        interrupted: KeyboardInterrupt | None = None
+        while True:  # wait for a commit in progress, whatever happens meanwhile
+            try:
+                with self._cond:
+                    self._since = None
+                break
+            except KeyboardInterrupt as ki:  # Ctrl-C during the wait: wait on, then raise it
+                interrupted = ki
+        if interrupted is not None and exc is None:
+            raise interrupted
 
     def close(self) -> None:
         with self._cond:
@@ -74,5 +84,6 @@ class CallerThreadWatch:
                 self._since = None  # one commit per call: nothing else changes until it ends
                 try:
                     self._flush()
-                except BaseException as exc:  # noqa: BLE001 - re-raised in the driver's thread
-                    self._error = exc
+                except Exception as exc:  # noqa: BLE001 - the driver's next commit retries
+                    log.warning("could not record the running task yet (%s); the run's next "
+                                "commit retries it", exc)

@@ -36,13 +36,14 @@ class CallerThreadWatch:
         self._after_s = after_s
         self._cond = threading.Condition()
         self._since: float | None = None  # when the call being watched started
+        self._last = 0.0  # when the latest call started
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._idle = True  # the thread waits with no timeout: entering must wake it
+        self._idle = False  # True while the thread waits with no timeout: entering wakes it
 
     def __enter__(self) -> Self:
         with self._cond:
-            self._since = time.monotonic()
+            self._since = self._last = time.monotonic()
             if self._thread is None:
                 self._thread = threading.Thread(target=self._watch, name="cadenza-commit-watch",
                                                 daemon=True)
@@ -73,6 +74,10 @@ class CallerThreadWatch:
         with self._cond:
             while not self._closed:
                 if self._since is None:
+                    if time.monotonic() - self._last < self._after_s:
+                        # Calls are coming: keep a timed watch so the next needs no wake-up.
+                        self._cond.wait(self._after_s)
+                        continue
                     self._idle = True
                     self._cond.wait()
                     self._idle = False

@@ -115,6 +115,31 @@ def make_project(tmp_path: Path, *, executor: str = "threads",
     return Project(root=root, env=clean_env(home))
 
 
+def deliver_events(p: Project, pipeline_name: str, stream: str,
+                   messages: list[tuple[str, bytes]]) -> Any:
+    """Define a pipeline `pipeline_name(n: int)` triggered by Redis stream `stream` and hand
+    it `messages` (message id, body) as the scheduler would; returns the trigger."""
+    from cadenza import pipeline, task
+    from cadenza.store import open_store
+    from cadenza.store.scheduling import scheduling_store
+    from cadenza.triggers.events import EventTrigger, handle_message
+
+    @task
+    def echo(n: int) -> int:
+        return n
+
+    trigger = EventTrigger(f"redis://127.0.0.1:6379/0?stream={stream}")
+
+    @pipeline(name=pipeline_name, triggers=[trigger])
+    def on_event(n: int) -> None:
+        echo(n)
+
+    sched = scheduling_store(open_store(p.env["CADENZA_DATABASE_URL"]))
+    for message_id, body in messages:
+        handle_message(on_event, trigger, message_id, body, sched=sched)
+    return trigger
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
     return make_project(tmp_path)

@@ -14,7 +14,7 @@ import pytest
 
 from cadenza.core.logfiles import attempt_log_path
 from cadenza.store import open_store
-from tests.e2e.test_cli_support import Project, make_project, wait_for
+from tests.e2e.test_cli_support import Project, deliver_events, make_project, wait_for
 
 # Two sensor steps that wait until the test makes their files: a FileSensor (pokes write
 # nothing) and a custom sensor that prints at every poke (its log grows while it waits).
@@ -208,25 +208,12 @@ def test_logs_reads_the_attempt_file_when_the_record_has_no_log_path(proj):
 
 
 def test_events_list_at_80_columns_keeps_the_error_and_whole_message_ids(proj, project_settings):
-    from cadenza import pipeline, task
-    from cadenza.store.scheduling import scheduling_store
-    from cadenza.triggers.events import EventTrigger, handle_message
-
-    @task
-    def echo(n: int) -> int:
-        return n
-
-    trigger = EventTrigger("redis://127.0.0.1:6379/0?stream=orders.created")
-
-    @pipeline(name="train_on_new_orders", triggers=[trigger])
-    def on_event(n: int):
-        echo(n)
-
-    sched = scheduling_store(open_store(proj.env["CADENZA_DATABASE_URL"]))
     # Redis ids of one millisecond share everything but their sequence number.
-    handle_message(on_event, trigger, "1718900000000-0", b"not json", sched=sched)
-    handle_message(on_event, trigger, "1718900000000-1", b'{"n": "x"}', sched=sched)
-    handle_message(on_event, trigger, "1718900000001-0", b'{"n": 2}', sched=sched)
+    deliver_events(proj, "train_on_new_orders", "orders.created", [
+        ("1718900000000-0", b"not json"),
+        ("1718900000000-1", b'{"n": "x"}'),
+        ("1718900000001-0", b'{"n": 2}'),
+    ])
     run_id = proj.json("events", "list")[0]["run_id"]
 
     table = proj.ok("events", "list", env={**proj.env, "COLUMNS": "80"}).stdout

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from cadenza.store import open_store
-from tests.e2e.test_cli_support import Project, clean_env, make_project, wait_for
+from tests.e2e.test_cli_support import Project, clean_env, deliver_events, make_project, wait_for
 
 STAMP = '''
 from cadenza import get_context, pipeline, task
@@ -230,23 +230,8 @@ def test_pipelines_list_creates_no_store_and_shows_no_paused_column_without_one(
 
 
 def test_events_list_shows_an_invalid_message_with_its_error(proj, project_settings):
-    from cadenza import pipeline, task
-    from cadenza.store.scheduling import scheduling_store
-    from cadenza.triggers.events import EventTrigger, handle_message
-
-    @task
-    def echo(n: int) -> int:
-        return n
-
-    trigger = EventTrigger("redis://127.0.0.1:6379/0?stream=cli.events")
-
-    @pipeline(name="on_event", triggers=[trigger])
-    def on_event(n: int):
-        echo(n)
-
-    sched = scheduling_store(open_store(db_url(proj)))
-    handle_message(on_event, trigger, "1-0", b"not json", sched=sched)
-    handle_message(on_event, trigger, "2-0", b'{"n": 2}', sched=sched)
+    trigger = deliver_events(proj, "on_event", "cli.events",
+                             [("1-0", b"not json"), ("2-0", b'{"n": 2}')])
 
     events = proj.json("events", "list")
     assert [(e["message_id"], e["status"]) for e in events] == [("2-0", "run"), ("1-0", "invalid")]

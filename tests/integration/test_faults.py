@@ -149,6 +149,24 @@ def test_closures_run_on_processes(cadenza_env):
     assert result.outputs["scale"] == 21
 
 
+class FailingWrites:
+    """Wraps a driver's store: `write(batch)` raises StoreError while `fails(batch)` says so."""
+
+    def __init__(self, store, fails):
+        self._store, self._fails, self.failures = store, fails, 0
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def write(self, batch):
+        from cadenza.core.errors import StoreError
+
+        if self._fails(batch):
+            self.failures += 1
+            raise StoreError("database is locked")
+        return self._store.write(batch)
+
+
 def test_a_store_error_while_an_inline_task_runs_does_not_lose_the_task(cadenza_env):
     """The commit of a long inline task's 'running' row happens on the watch thread; if that
     write fails once (a lock timeout, a dropped connection), the task's success must still
@@ -157,7 +175,6 @@ def test_a_store_error_while_an_inline_task_runs_does_not_lose_the_task(cadenza_
     import time
 
     from cadenza import pipeline, task
-    from cadenza.core.errors import StoreError
     from cadenza.engine.api import run_pipeline
     from cadenza.engine.resume import resume_run
 
@@ -175,28 +192,19 @@ def test_a_store_error_while_an_inline_task_runs_does_not_lose_the_task(cadenza_
     def flaky_store_inline():
         train()
 
-    class FailsOnce:
-        def __init__(self, store):
-            self._store, self.failed = store, False
-
-        def __getattr__(self, name):
-            return getattr(self._store, name)
-
-        def write(self, batch):
-            if started.is_set() and not self.failed:
-                self.failed = True
-                raise StoreError("database is locked")
-            return self._store.write(batch)
-
     wrappers = []
 
     def on_start(driver):
-        driver.store = FailsOnce(driver.store)
-        wrappers.append(driver.store)
+        store = FailingWrites(driver.store, lambda batch: started.is_set() and not failed_once())
+        driver.store = store
+        wrappers.append(store)
+
+    def failed_once() -> bool:
+        return bool(wrappers) and wrappers[0].failures > 0
 
     result = run_pipeline(flaky_store_inline, {}, executor="inline", on_start=on_start)
 
-    assert wrappers[0].failed  # the failure did happen, on the watch's commit
+    assert wrappers[0].failures == 1  # the failure did happen, on the watch's commit
     assert result.state is RunState.SUCCESS
     row = open_store(cadenza_env.database_url).get_task_instance(result.run_id, "train")
     assert row.state is S.SUCCESS and row.output.value == 42
@@ -300,20 +308,9 @@ def test_a_run_whose_last_write_fails_leaves_no_commit_thread_behind(cadenza_env
     def last_write_fails():
         slow()
 
-    class FailsAtTheEnd:
-        def __init__(self, store):
-            self._store = store
-
-        def __getattr__(self, name):
-            return getattr(self._store, name)
-
-        def write(self, batch):
-            if any(r.ended_at is not None for r in batch.run_updates):
-                raise StoreError("database went away")
-            return self._store.write(batch)
-
     def on_start(driver):
-        driver.store = FailsAtTheEnd(driver.store)
+        driver.store = FailingWrites(
+            driver.store, lambda batch: any(r.ended_at is not None for r in batch.run_updates))
 
     with pytest.raises(StoreError):
         run_pipeline(last_write_fails, {}, executor="inline", on_start=on_start)

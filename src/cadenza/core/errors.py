@@ -131,6 +131,11 @@ class SensorTimeout(CadenzaError):
     """A sensor's condition did not hold within its timeout."""
 
 
+# How an outcome names them (ErrorInfo.type): the engine and the worker compare against these.
+SENSOR_NOT_READY = f"{__name__}.{SensorNotReady.__qualname__}"
+SENSOR_TIMEOUT = f"{__name__}.{SensorTimeout.__qualname__}"
+
+
 class TaskInterrupt(BaseException):
     """Raised inside a running task to stop it. BaseException: `except Exception` won't eat it."""
 

@@ -14,6 +14,7 @@ run; the store is written through and is what resume rebuilds from.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
 import os
@@ -27,7 +28,7 @@ from datetime import timedelta
 from typing import Any
 
 from cadenza.core import clock
-from cadenza.core.errors import TaskCancelled
+from cadenza.core.errors import SENSOR_NOT_READY, SENSOR_TIMEOUT, TaskCancelled
 from cadenza.core.logfiles import attempt_log_path
 from cadenza.core.records import (
     ArtifactRecord,
@@ -59,7 +60,6 @@ from cadenza.graph.model import (
 log = logging.getLogger(__name__)
 
 S = TaskState
-_NOT_READY = "cadenza.core.errors.SensorNotReady"
 _DEADLINE_SLACK_S = 0.05
 
 # Group commit (see RunDriver._should_flush): outcomes of quick attempts may wait this long
@@ -347,8 +347,6 @@ class RunDriver:
             if item is not None:
                 self._fold(item)
         now = time.monotonic()
-        import heapq
-
         while self._deadlines and self._deadlines[0][0] <= now:
             _, _, inst, attempt = heapq.heappop(self._deadlines)
             key = (inst.node.id, inst.map_index)
@@ -448,8 +446,6 @@ class RunDriver:
             limit = max(left, 0.001)
             call = replace(call, timeout_s=min(call.timeout_s or limit, limit))
             if first_poke:
-                import heapq
-
                 heapq.heappush(self._deadlines,
                                (time.monotonic() + limit, next(self._seq), inst, inst.attempt))
         self._executor_of(inst).submit(call, self.outcomes.put)
@@ -597,8 +593,6 @@ class RunDriver:
             inst.next_retry_at = clock.now() + timedelta(seconds=delay)
             self._attempt_done(inst, S.UP_FOR_RETRY, out)
             self._move(inst, S.UP_FOR_RETRY, reason=error.first_line())
-            import heapq
-
             heapq.heappush(self.retry_heap, (time.monotonic() + delay, next(self._seq), inst))
             log.info("run %s: %s failed (attempt %d), retrying in %.3g s: %s", self.run_id,
                      inst.label, inst.attempt, delay, error.first_line())
@@ -625,14 +619,12 @@ class RunDriver:
         # a hair before it (clock granularity): that is the sensor timing out too.
         stopped = out.error.kind == "timeout"
         out_of_time = left is not None and left <= (_DEADLINE_SLACK_S if stopped else 0.0)
-        if out.error.type != _NOT_READY and not (stopped and out_of_time):
+        if out.error.type != SENSOR_NOT_READY and not (stopped and out_of_time):
             return False  # the poke itself failed: an ordinary failure
         if out_of_time:
             self._sensor_timed_out(inst, out)
             return True
         delay = spec.poke_interval_s if left is None else min(spec.poke_interval_s, left)
-        import heapq
-
         heapq.heappush(self.retry_heap, (time.monotonic() + delay, next(self._seq), inst))
         waiting = f"waiting for {spec.condition}"
         if inst.reason != waiting:  # the first "not yet": show the wait (one write, not per poke)
@@ -658,11 +650,9 @@ class RunDriver:
     def _sensor_timed_out(self, inst: Instance, out: TaskOutcome | None) -> None:
         spec = inst.node.options.sensor
         assert spec is not None and spec.timeout_s is not None
-        from cadenza.core.errors import SensorTimeout
-
-        name = f"{SensorTimeout.__module__}.SensorTimeout"
         error = ErrorInfo(
-            kind="timeout", type=name, type_mro=(name, "cadenza.core.errors.CadenzaError"),
+            kind="timeout", type=SENSOR_TIMEOUT,
+            type_mro=(SENSOR_TIMEOUT, "cadenza.core.errors.CadenzaError"),
             message=f"sensor '{inst.label}' timed out after {spec.timeout_s:g} s waiting for "
             f"{spec.condition}")
         inst.ended_at = (out.ended_at if out is not None else None) or clock.now()
@@ -940,7 +930,7 @@ class RunDriver:
                 self._attempt_done(inst, S.CANCELLED, None)
                 self._move(inst, S.CANCELLED, reason=reason)
         # The inline executor's call died with the interrupt itself: no outcome will come.
-        wait_s = 0.0 if getattr(self.executor, "name", "") == "inline" else 10.0
+        wait_s = 0.0 if getattr(self.executor, "runs_in_caller", False) else 10.0
         deadline = time.monotonic() + wait_s
         while self.in_flight and time.monotonic() < deadline:
             try:

@@ -9,13 +9,16 @@ it).
 
 The driver touches none of its pending state while the call runs (the task's outcome goes to
 a queue), and leaving the watch waits for a commit in progress, even when Ctrl-C interrupts
-that wait, so the two threads never write the same batch at once. A commit that fails here
-is logged and not raised: the rows stay in the driver's batch, and the driver's own next
-commit retries them (and raises, if the store is really gone) after it has recorded the
-call's outcome, so a task that succeeded is never lost to a passing store error. Entering and leaving cost one lock each and wake nobody: the
-thread is woken only when it sleeps with nothing to time; while calls keep coming it wakes
-once per window, not once per call (a wake-up per call cost ~0.1 ms/task on chain200). The
-thread is started once per driver, on first use.
+that wait, so the two threads never write the same batch at once.
+
+A commit that fails here is logged, not raised: the rows stay in the driver's batch, and the
+driver's own next commit retries them (and raises, if the store is really gone) after it has
+recorded the call's outcome, so a task that succeeded is never lost to a passing store error.
+
+Entering and leaving cost one lock each and wake nobody. The thread, started once per driver
+on first use, stays in a timed wait while calls keep coming (one wake-up per window) and is
+woken only from an untimed sleep after a quiet window: a wake-up per call cost ~10% of
+chain200 on inline (a GIL hand-off per task).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from typing import Any
 
 from cadenza.artifacts.store import load_value, store_value
 from cadenza.core.context import TaskContext, reset_context, set_context
-from cadenza.core.errors import TaskCancelled, TaskInterrupt, TaskTimeout
+from cadenza.core.errors import SENSOR_NOT_READY, TaskCancelled, TaskInterrupt, TaskTimeout
 from cadenza.core.records import ErrorInfo, ValueRef
 from cadenza.executors.base import TaskCall, TaskOutcome, describe_exception
 
@@ -306,9 +306,6 @@ def _build_args(call: TaskCall, values: dict[str, Any]) -> tuple[list[Any], dict
 # --- the boundary ------------------------------------------------------------------------------
 
 
-_SENSOR_NOT_READY = "cadenza.core.errors.SensorNotReady"
-
-
 def _trimmed_traceback(exc: BaseException) -> str:
     """The user's frames only, unless CADENZA_VERBOSE is set."""
     tb = exc.__traceback__
@@ -463,7 +460,7 @@ def execute(
         _running_threads.pop(key, None)
         reset_context(token)
     if error is not None and error.traceback and error.kind in ("exception", "input"):
-        if error.type == _SENSOR_NOT_READY:  # a sensor's "not yet": one line, no traceback
+        if error.type == SENSOR_NOT_READY:  # a sensor's "not yet": one line, no traceback
             buffer.write(f"[cadenza] {datetime.now(UTC):%H:%M:%S} {error.message}\n")
         else:
             buffer.write(error.traceback)

@@ -71,9 +71,13 @@ _LAZY = {
     "FileSensor": "cadenza.triggers.sensors",
     "sensor": "cadenza.triggers.sensors",
     "EventTrigger": "cadenza.triggers.events",
+    # Past runs as data: the RunResult of any stored run (loads the store on first use).
+    "get_run": "cadenza.engine.history",
+    "get_runs": "cadenza.engine.history",
 }
 
 if TYPE_CHECKING:
+    from cadenza.engine.history import get_run, get_runs
     from cadenza.integrations.mlflow import MLflow, register_model
     from cadenza.integrations.notify import Notify
     from cadenza.integrations.pandera import validate
@@ -92,5 +96,5 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ += ["EventTrigger", "FileSensor", "MLflow", "Notify", "register_model", "sensor",
-            "validate"]
+__all__ += ["EventTrigger", "FileSensor", "MLflow", "Notify", "get_run", "get_runs",
+            "register_model", "sensor", "validate"]

@@ -41,6 +41,7 @@ class RunResult:
     _live: dict[tuple[str, int], Any] = field(default_factory=dict)
     _outputs: Mapping[str, Any] | None = None
     _pipeline: Any = None
+    _source: str = ""
 
     @property
     def ok(self) -> bool:
@@ -62,9 +63,23 @@ class RunResult:
         }
 
     def resume(self, **kwargs: Any) -> RunResult:
-        """Re-run this run from the point of failure (finished tasks keep their outputs)."""
-        from cadenza.engine.resume import resume_run
+        """Re-run this run from the point of failure (finished tasks keep their outputs).
 
+        A run fetched with `cadenza.get_run` loads its pipeline from where it was started
+        (its file, or module); pass `pipeline=` when that is not importable here.
+        """
+        from cadenza.engine.resume import load_pipeline, resume_run
+
+        if kwargs.get("pipeline") is None and self._pipeline is None and not self.ok:
+            try:
+                kwargs["pipeline"] = load_pipeline(self._source)
+            except CadenzaError as exc:
+                raise CadenzaError(
+                    f"cannot resume run {self.run_id}: {exc.message}",
+                    pipeline=self.pipeline,
+                    hint=f"import the pipeline and pass it: result.resume(pipeline="
+                    f"{self.pipeline}) (the run was started from {self._source or 'unknown'})",
+                ) from exc
         kwargs.setdefault("pipeline", self._pipeline)
         result: RunResult = resume_run(self.run_id, **kwargs)
         return result
@@ -89,9 +104,20 @@ class _LazyOutputs(Mapping[str, Any]):
             return self._r._live[key]
         if ti.output is None or not ti.state.is_ok:
             return None
-        from cadenza.artifacts.store import load_value
+        from cadenza.artifacts.store import ArtifactError, load_value
 
-        return load_value(ti.output, root=self._r._artifact_root)
+        try:
+            return load_value(ti.output, root=self._r._artifact_root)
+        except Exception as exc:
+            label = ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"
+            what = exc.message if isinstance(exc, CadenzaError) else (
+                f"{ti.output.uri} cannot be read: {type(exc).__name__}: {exc}")
+            raise ArtifactError(
+                f"run {self._r.run_id}: the output of task '{label}' cannot be loaded: {what}",
+                pipeline=self._r.pipeline, task=label,
+                hint=getattr(exc, "hint", None) or "resume the run so the task that produced "
+                "it runs again",
+            ) from exc
 
     def __getitem__(self, task_id: str) -> Any:
         if task_id in self._cache:
@@ -117,13 +143,17 @@ class _LazyOutputs(Mapping[str, Any]):
 
 
 def result_from_store(store: Any, run_id: str, artifact_root: str,
-                      live: dict[tuple[str, int], Any] | None = None) -> RunResult:
-    run = store.get_run(run_id)
+                      live: dict[tuple[str, int], Any] | None = None, *,
+                      run: RunRecord | None = None) -> RunResult:
+    """The RunResult of a stored run (`run`: its record, when the caller has just read it).
+    Outputs are not read here: `outputs` loads each on first access."""
+    if run is None:
+        run = store.get_run(run_id)
     tis = store.get_task_instances(run_id)
     states = {ti.task_id: ti.state for ti in tis if ti.map_index < 0}
     return RunResult(run_id=run_id, pipeline=run.pipeline, state=run.state, task_states=states,
                      instances=tis, error=run.error, _artifact_root=artifact_root,
-                     _live=live or {})
+                     _live=live or {}, _source=run.source)
 
 
 def _start_executor(name: str) -> Any:

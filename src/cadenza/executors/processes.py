@@ -30,9 +30,16 @@ Start method: worker start latency, Process.start() until the worker has importe
                              single-threaded server. Python 3.14 made it the Linux default.
     spawn        200-300 ms  a fresh interpreter importing everything again, per worker.
 So the default is forkserver (spawn where it is unavailable); CADENZA_START_METHOD or
-`start_method=` overrides it. With forkserver and spawn, each worker imports the driver's
-`__main__` script again (standard multiprocessing behaviour): scripts must guard their
-top-level run with `if __name__ == "__main__":`; a worker that dies while starting says so.
+`start_method=` overrides it. A worker that dies while starting says so.
+
+Workers never import the driver's `__main__` (standard multiprocessing children do, which
+re-runs a script's unguarded top level, `pipeline.run()` included): scripts need no
+`if __name__ == "__main__":` guard. Functions and classes of `__main__` travel by value
+(cloudpickle, with the module-level values they read; inputs that refer to `__main__` too),
+as Ray and Dask ship them; how and why in `_keep_main_out_of_workers`. In the worker, those
+names are put into its `__main__` so that a task's own pickling by reference finds them, and
+its `__main__` points at the driver's script so that a pool the task starts behaves as it
+would in the driver.
 
 Workers survive neither the driver nor their own task's children: each worker leads its own
 process group (so a kill also stops what the task spawned, and Ctrl-C in the terminal reaches
@@ -45,8 +52,10 @@ from __future__ import annotations
 import atexit
 import heapq
 import importlib
+import importlib.machinery
 import logging
 import multiprocessing
+import multiprocessing.spawn
 import operator
 import os
 import pickle
@@ -165,7 +174,104 @@ def _resolve_start_method(requested: str | None) -> str:
     return method
 
 
+# --- workers do not import the driver's __main__ -------------------------------------------
+
+# Set while this thread starts one of our workers (`_spawn_locked`).
+_spawning = threading.local()
+_main_guard_lock = threading.Lock()
+
+
+def _keep_main_out_of_workers() -> None:
+    """Start our workers without the driver's `__main__` (idempotent).
+
+    With forkserver and spawn, multiprocessing tells each child to re-import the parent's
+    main script (`init_main_from_path`) or module (`init_main_from_name`, for `python -m`), so
+    that functions pickled by reference as `__main__.f` resolve there. That import re-runs
+    every unguarded top-level statement of the user's script, `pipeline.run()` included. Our
+    workers never need it: cloudpickle ships `__main__` functions and classes by value (with
+    the module-level values they read), and `_pickled_call` does the same for inputs that
+    refer to `__main__`. So the preparation data of our workers leaves both keys out, as loky
+    (joblib's pool) does with its `init_main_module=False`.
+
+    `multiprocessing.spawn.get_preparation_data(name)` is the one place both start methods
+    (popen_forkserver and popen_spawn_posix, Python 3.4 to 3.14) read that from, through the
+    module attribute. The wrapper installed here changes its answer only on the thread that is
+    inside `_spawn_locked`'s `process.start()`; every other process started in the driver
+    (the user's own pools) gets the standard data. tests/integration/test_unguarded_scripts.py
+    checks on every supported Python that a worker does not run the script's top level.
+    """
+    with _main_guard_lock:
+        original = multiprocessing.spawn.get_preparation_data
+        if getattr(original, "_cadenza_keeps_main_out", False):
+            return
+
+        def get_preparation_data(name: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            data: dict[str, Any] = original(name, *args, **kwargs)
+            if getattr(_spawning, "worker", False):
+                data.pop("init_main_from_path", None)
+                data.pop("init_main_from_name", None)
+            return data
+
+        get_preparation_data.__wrapped__ = original  # type: ignore[attr-defined]
+        get_preparation_data._cadenza_keeps_main_out = True  # type: ignore[attr-defined]
+        multiprocessing.spawn.get_preparation_data = get_preparation_data
+
+
 # --- the worker process -----------------------------------------------------------------------
+
+
+def _main_identity() -> tuple[str | None, str | None]:
+    """(path, module name) of the driver's `__main__`, as multiprocessing would read them."""
+    main = sys.modules.get("__main__")
+    spec_name = getattr(getattr(main, "__spec__", None), "name", None)
+    path = getattr(main, "__file__", None)
+    if isinstance(path, str):
+        path = os.path.abspath(path)
+    return (path if isinstance(path, str) else None,
+            spec_name if isinstance(spec_name, str) else None)
+
+
+def _stand_in_for_main(path: str | None, spec_name: str | None) -> None:
+    """Worker: let this process's `__main__` say where the driver's comes from.
+
+    The worker did not import the user's script (see `_keep_main_out_of_workers`), so its
+    `__main__` is multiprocessing's bootstrap module. A task that starts its own spawn or
+    forkserver pool (ProcessPoolExecutor on Python 3.14, torch with `spawn`) should behave as
+    it would in the driver: its children import the script as `__mp_main__`, with the usual
+    `if __name__ == "__main__":` rule for the user's own pools.
+    """
+    main = sys.modules.get("__main__")
+    if main is None or getattr(main, "__file__", None) is not None:
+        return
+    if spec_name is not None:
+        main.__spec__ = importlib.machinery.ModuleSpec(spec_name, None)
+    elif path is not None:
+        main.__file__ = path
+
+
+def _adopt_main_names(fn: Callable[..., Any]) -> None:
+    """Worker: make the `__main__` functions and classes a task reads findable by name.
+
+    cloudpickle rebuilt `fn` and the `__main__` globals it reads by value; this process's
+    `__main__` module does not hold them. Code inside the task that pickles them by reference
+    (a ProcessPoolExecutor mapping a function of the script over forked children, pickle.dumps
+    of an instance of a class of the script) looks them up as `__main__.<name>`: put them there.
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        return
+    space = main.__dict__
+    found: dict[str, Any] = getattr(fn, "__globals__", {})
+    for name, value in list(found.items()):
+        if (
+            not name.startswith("__")
+            and getattr(value, "__module__", None) == "__main__"
+            and getattr(value, "__qualname__", None) == name
+        ):
+            space[name] = value
+    name = getattr(fn, "__qualname__", "")
+    if name.isidentifier():
+        space[name] = fn
 
 
 def _watch_parent(sentinel: int) -> None:
@@ -202,7 +308,7 @@ def _error_info(exc: BaseException, kind: str, message: str) -> ErrorInfo:
 
 def _worker_main(conn: Connection, boot: tuple[Any, ...]) -> None:
     """Entry point of a worker process: load functions, run calls, send outcomes back."""
-    sys_path, cwd, env, target = boot
+    sys_path, cwd, env, target, main_identity = boot
     try:
         os.setpgid(0, 0)
     except OSError:
@@ -213,6 +319,7 @@ def _worker_main(conn: Connection, boot: tuple[Any, ...]) -> None:
     except OSError:
         pass  # the driver's folder went away; the task sees the inherited one
     _apply_environment(env)
+    _stand_in_for_main(*main_identity)
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(
@@ -294,6 +401,8 @@ def _worker_main(conn: Connection, boot: tuple[Any, ...]) -> None:
                     )
                 )
                 continue
+            if getattr(fn, "__module__", None) == "__main__":
+                _adopt_main_names(fn)
             fns[key] = fn
         try:
             outcome = execute(TaskCall(fn=fn, **call_fields), enforce_timeout=False, worker=ident)
@@ -475,6 +584,7 @@ class ProcessExecutor:
         self._lock = threading.Lock()
         self._started = False
         self._stopping = False
+        _keep_main_out_of_workers()
         self._workers: list[_Worker] = []
         self._idle: list[_Worker] = []  # a stack: the warmest worker goes first
         self._backlog: deque[_Job] = deque()
@@ -732,24 +842,30 @@ class ProcessExecutor:
     def _pickled_call(self, call: TaskCall, wire_key: str) -> bytes:
         msg = ("C", wire_key, _call_values(call))
         try:
-            return pickle.dumps(msg, protocol=_PROTOCOL)
-        except Exception:  # noqa: BLE001 - retried with cloudpickle (lambdas in inputs)
-            import cloudpickle  # type: ignore[import-untyped,unused-ignore]
+            data: bytes | None = pickle.dumps(msg, protocol=_PROTOCOL)
+        except Exception:  # noqa: BLE001 - e.g. a lambda in the inputs: cloudpickle below
+            data = None
+        # An instance of a class of the driver's script pickles by reference, as
+        # `__main__.Cls`, which the worker cannot resolve (workers do not import the script):
+        # cloudpickle sends it by value. Scanning the payload costs ~0.1 us.
+        if data is not None and b"__main__" not in data:
+            return data
+        import cloudpickle  # type: ignore[import-untyped,unused-ignore]
 
-            try:
-                data: bytes = cloudpickle.dumps(msg, protocol=_PROTOCOL)
-                return data
-            except Exception as exc:  # becomes a serialization outcome
-                raise _Unpicklable(
-                    _error_info(
-                        exc,
-                        "serialization",
-                        f"task '{call.label}' of pipeline '{call.pipeline}': its inputs cannot "
-                        f"be pickled to send them to a worker process: {type(exc).__name__}: "
-                        f"{exc}. Fix: pass data between tasks as return values (they go through "
-                        "the artifact store), or make the parameter values picklable",
-                    )
-                ) from exc
+        try:
+            blob: bytes = cloudpickle.dumps(msg, protocol=_PROTOCOL)
+        except Exception as exc:  # becomes a serialization outcome
+            raise _Unpicklable(
+                _error_info(
+                    exc,
+                    "serialization",
+                    f"task '{call.label}' of pipeline '{call.pipeline}': its inputs cannot "
+                    f"be pickled to send them to a worker process: {type(exc).__name__}: "
+                    f"{exc}. Fix: pass data between tasks as return values (they go through "
+                    "the artifact store), or make the parameter values picklable",
+                )
+            ) from exc
+        return blob
 
     # -- dispatch ------------------------------------------------------------------------
 
@@ -800,7 +916,7 @@ class ProcessExecutor:
     def _spawn_locked(self) -> _Worker:
         ours, theirs = self._ctx.Pipe(duplex=True)
         sys_path = list(sys.path)
-        boot = (sys_path, os.getcwd(), dict(os.environ), EXECUTE_TARGET)
+        boot = (sys_path, os.getcwd(), dict(os.environ), EXECUTE_TARGET, _main_identity())
         process = self._ctx.Process(
             target=_worker_main,
             args=(theirs, boot),
@@ -808,7 +924,11 @@ class ProcessExecutor:
             daemon=False,  # daemonic processes may not start children; tasks may need to
         )
         spawned_at = time.perf_counter()
-        process.start()
+        _spawning.worker = True
+        try:
+            process.start()
+        finally:
+            _spawning.worker = False
         theirs.close()
         worker = _Worker(process, ours, spawned_at, sys_path)
         self.workers_started += 1
@@ -1190,9 +1310,8 @@ class ProcessExecutor:
 
 
 _BOOT_HINT = (
-    "if you run a script, call the pipeline under "
-    '`if __name__ == "__main__":` (workers import the script), and check '
-    "that `python -c 'import cadenza.executors.worker'` works"
+    "check that `python -c 'import cadenza.executors.worker'` works in this environment, "
+    "and read the worker's error on the driver's stderr"
 )
 
 

@@ -136,7 +136,6 @@ def _env(tmp_path: Path, executor: str) -> dict[str, str]:
     env["CADENZA_HOME"] = str(tmp_path / "home")
     env["CADENZA_EXECUTOR"] = executor
     env["TOP_LEVEL_MARKER"] = str(tmp_path / "marker")
-    env.pop("PYTHONPATH", None)
     return env
 
 

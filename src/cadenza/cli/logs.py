@@ -2,7 +2,8 @@
 
 What belongs here: finding the attempts of a task instance in the store and printing their
 log files (stdout, stderr, the task logger and the traceback of a failure, per attempt), and
-`--follow`, which keeps printing attempts as they end until the task instance is final.
+`--follow`, which streams a running attempt's log as it grows and prints the rest of each
+attempt when it ends, until the task instance is final.
 A running attempt has no attempt row until it ends: its log so far is read where the worker
 writes it (`core.logfiles.attempt_log_path`), as is an ended attempt's whose row has none.
 What does not: writing logs (the worker does, one file per attempt).
@@ -21,6 +22,7 @@ import typer
 
 from cadenza.cli import console as cli_console
 from cadenza.cli.console import did_you_mean, err, escape, label, out
+from cadenza.core.logfiles import attempt_log_path
 
 if TYPE_CHECKING:
     from cadenza.core.records import AttemptRecord, TaskInstanceRecord
@@ -66,8 +68,6 @@ def _targets(
 def _log_path(logs_dir: str, run_id: str, task_id: str, map_index: int,
               attempt: int) -> str | None:
     """Where the worker writes this attempt's log, when that file exists."""
-    from cadenza.core.logfiles import attempt_log_path
-
     path = attempt_log_path(logs_dir, run_id, task_id, map_index, attempt)
     return path if Path(path).is_file() else None
 
@@ -154,8 +154,8 @@ def logs_command(
     attempt: Annotated[int | None, typer.Option(
         "--attempt", "-a", min=1, help="One attempt (default: every attempt, in order).")] = None,
     follow: Annotated[bool, typer.Option(
-        "--follow", "-f", help="Keep printing attempts as they end, until the task "
-        "instance is final.")] = False,
+        "--follow", "-f", help="Stream the output of running attempts as it is written, "
+        "until the task instance is final.")] = False,
 ) -> None:
     """Print the captured output (stdout, stderr, logger, traceback) of a task's attempts."""
     from cadenza.cli.runs import open_project_store
@@ -197,31 +197,99 @@ def logs_command(
             if ti.map_index not in shown and attempt is None:
                 err().print(escape(_not_run_note(ti)))
         return
-    _follow(store, rid, task, map_index, attempts_now, logs_dir)
+    _follow(store, rid, task, map_index, attempts_now, logs_dir, attempt)
+
+
+class _Tail:
+    """What `--follow` printed of each attempt's log file so far: (map_index, attempt) ->
+    bytes printed. The file only grows while the attempt runs (the worker appends and
+    flushes at every write); when the attempt ends, only the rest is printed."""
+
+    def __init__(self) -> None:
+        self.printed: dict[tuple[int, int], int] = {}
+
+    def more(self, key: tuple[int, int], path: str | None, *, whole_lines: bool = True) -> str:
+        """The text of `path` past what was printed for `key`, marked printed. While the
+        attempt runs, whole lines only: a line being written shows once it is complete."""
+        if not path:
+            return ""
+        done = self.printed.get(key, 0)
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(done)
+                data = fh.read()
+        except OSError:
+            return ""  # not written yet, or gone: the attempt's end says what there is
+        if whole_lines:
+            data = data[: data.rfind(b"\n") + 1]  # b"\n" never occurs inside a UTF-8 char
+        if not data:
+            return ""
+        self.printed[key] = done + len(data)
+        return data.decode("utf-8", errors="replace")
 
 
 def _follow(store: Any, rid: str, task: str, map_index: int | None, attempts_now: Any,
-            logs_dir: str) -> None:
-    """Print each attempt when it ends, until the task instance (all of them, for a mapped
-    task without --map-index) is final or the run has ended."""
-    printed: set[tuple[int, int]] = set()
+            logs_dir: str, attempt: int | None = None) -> None:
+    """Stream the log of each running attempt as it grows and print each attempt when it
+    ends, until the task instance (all of them, for a mapped task without --map-index) is
+    final or the run has ended.
+
+    Cases, per attempt (map_index, attempt):
+      1. running, no attempt row yet: its log file is tailed every FOLLOW_EVERY_S, whole
+         lines only, under a "running" header printed once;
+      2. ended after being tailed: the rest of its file, then a rule with its final state;
+      3. ended before we saw it run: printed whole, as `cadenza logs` does.
+    """
+    ended: set[tuple[int, int]] = set()
+    live_header: set[tuple[int, int]] = set()
+    tail = _Tail()
     stop = threading.Event()
     announced = False
     try:
         while True:
             run = store.get_run(rid)
             tis = [t for t in store.get_task_instances(rid) if t.task_id == task]
-            for a in attempts_now():
+            found = attempts_now()
+            for a in found:
                 key = (a.map_index, a.attempt)
-                if key not in printed:
-                    printed.add(key)
+                if key in ended:
+                    continue
+                ended.add(key)
+                path = a.log_path or _log_path(logs_dir, a.run_id, a.task_id, a.map_index,
+                                               a.attempt)
+                if key not in live_header:  # case 3
                     _print_attempt(a, headers=True, logs_dir=logs_dir)
+                    continue
+                text = tail.more(key, path, whole_lines=False)  # case 2
+                if text:
+                    _write_log(text)
+                out().rule(f"{escape(label(a.task_id, a.map_index))} · attempt {a.attempt} "
+                           f"· {escape(str(a.state))}", align="left", style="dim")
+            recorded = ended | {(a.map_index, a.attempt) for a in found}
+            for ti in tis:  # case 1
+                if map_index is not None and ti.map_index != map_index:
+                    continue
+                if attempt is not None and ti.attempt != attempt:
+                    continue
+                if not _is_live(ti, recorded):
+                    continue
+                key = (ti.map_index, ti.attempt)
+                path = attempt_log_path(logs_dir, ti.run_id, ti.task_id, ti.map_index,
+                                        ti.attempt)
+                text = tail.more(key, path)
+                if not text:
+                    continue
+                if key not in live_header:
+                    live_header.add(key)
+                    out().rule(f"{escape(label(ti.task_id, ti.map_index))} · attempt "
+                               f"{ti.attempt} · running", align="left", style="dim")
+                _write_log(text)
             if map_index is None:
                 watched = [t for t in tis if t.map_index < 0] or tis
             else:
                 watched = [t for t in tis if t.map_index == map_index]
             if watched and all(str(t.state) in FINAL for t in watched):
-                if not printed:
+                if not ended:
                     for t in watched:
                         err().print(escape(_not_run_note(t)))
                 return
@@ -231,7 +299,7 @@ def _follow(store: Any, rid: str, task: str, map_index: int | None, attempts_now
             if not announced:
                 state = ", ".join(sorted({str(t.state) for t in watched})) or "pending"
                 err().print(f"[dim]following {escape(task)} in run {escape(rid)} ({state}); "
-                            "attempts are printed as they end. Ctrl-C to stop.[/]")
+                            "output is printed as the task writes it. Ctrl-C to stop.[/]")
                 announced = True
             stop.wait(FOLLOW_EVERY_S)
     except KeyboardInterrupt:

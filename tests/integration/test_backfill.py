@@ -134,3 +134,41 @@ def test_backfill_waits_for_max_active_runs_held_by_another_driver(cadenza_env):
     runs = [x for x in store.list_runs(pipeline="gated") if x.run_id != other.run_id]
     a, b = sorted(runs, key=lambda x: x.started_at)
     assert a.ended_at <= b.started_at  # one at a time, as max_active_runs=1 says
+
+
+def test_backfill_names_failed_intervals_and_rerun_failed_resumes_only_them(cadenza_env):
+    sched_time.BAD_DAYS.clear()
+    sched_time.BAD_DAYS.update({2, 4})
+    try:
+        with use_clock(FakeClock(to_utc("2026-03-01"))):
+            first = backfill(sched_time.daily_mendable, "2026-02-01", "2026-02-05",
+                             executor="inline")
+            assert not first.ok
+            assert [(f.interval.start.day, str(f.state)) for f in first.failed] == [
+                (2, "failed"), (4, "failed")]
+            failed_ids = [f.run_id for f in first.failed]
+            # A plain second call creates nothing, drives nothing, and still reports them.
+            again = backfill(sched_time.daily_mendable, "2026-02-01", "2026-02-05")
+            assert again.created == [] and again.states == {} and not again.ok
+            assert [f.run_id for f in again.failed] == failed_ids
+            sched_time.BAD_DAYS.clear()
+            rerun = backfill(sched_time.daily_mendable, "2026-02-01", "2026-02-05",
+                             executor="inline", rerun_failed=True)
+    finally:
+        sched_time.BAD_DAYS.clear()
+    assert rerun.created == [] and rerun.rerun == failed_ids
+    assert rerun.ok and rerun.failed == []
+    assert {rid: str(s) for rid, s in rerun.states.items()} == dict.fromkeys(
+        failed_ids, "success")
+    runs = runs_of(cadenza_env, "daily_mendable")
+    assert len(runs) == 5 and {r.state for r in runs} == {RunState.SUCCESS}
+    # Resumed in place: the same runs, not new ones.
+    assert {r.run_id for r in runs} >= set(failed_ids)
+
+
+def test_backfill_reports_the_dates_it_dropped_before_start_date(cadenza_env):
+    with use_clock(FakeClock(to_utc("2026-03-01"))):
+        result = backfill(sched_time.daily_mendable, "2026-01-29", "2026-02-02", drive=False)
+    assert [i.start.date().isoformat() for i in result.dropped] == [
+        "2026-01-29", "2026-01-30", "2026-01-31"]
+    assert [i.start.day for i in result.intervals] == [1, 2]

@@ -52,6 +52,22 @@ def daily(fail_day: int = 0):
 @pipeline(schedule="@daily", start_date="2024-01-01", catchup=False)
 def flaky(fail_day: int = 2):
     stamp(fail_day)
+
+
+@task
+def stamp_unless_listed() -> str:
+    from pathlib import Path
+
+    ctx = get_context()
+    bad = Path("bad-days.txt")  # the project folder: the test changes it between calls
+    if bad.exists() and str(ctx.logical_date.day) in bad.read_text().split():
+        raise ValueError(f"day {ctx.logical_date.day} is bad")
+    return ctx.logical_date.isoformat()
+
+
+@pipeline(schedule="@daily", start_date="2024-01-01", catchup=False)
+def mendable():
+    stamp_unless_listed()
 '''
 
 BROKEN = STAMP + '''
@@ -186,6 +202,61 @@ def test_backfill_exits_1_when_a_run_fails(proj):
     assert "created 3 runs" in proc.stdout
     assert "2 success" in proc.stdout and "1 failed" in proc.stdout
     assert "cadenza runs show" in proc.stdout
+
+
+def test_backfill_names_its_failed_intervals_exits_1_and_rerun_failed_resumes_them(proj):
+    (proj.root / "bad-days.txt").write_text("2 3\n")
+    first = proj.ok("backfill", "extra/daily.py:mendable", "--start", "2024-01-01", "--end",
+                    "2024-01-04", "-e", "inline", code=1)
+    out = first.stdout
+    assert "2 intervals of the range did not succeed" in out, out
+    by_day = {r.logical_date.date().isoformat(): r for r in runs_of(proj, "mendable")}
+    for day in ("2024-01-02", "2024-01-03"):
+        line = next(x for x in out.splitlines() if x.strip().startswith(day))
+        assert by_day[day].run_id in line and "failed" in line, line
+    assert "--rerun-failed" in out
+    # Asked again without --rerun-failed: nothing new, and still not a success.
+    again = proj.ok("backfill", "extra/daily.py:mendable", "--start", "2024-01-01", "--end",
+                    "2024-01-04", code=1)
+    assert "created 0 runs, 4 already existed" in again.stdout
+    assert "2 intervals of the range did not succeed" in again.stdout
+
+    (proj.root / "bad-days.txt").write_text("")
+    mended = proj.json("backfill", "extra/daily.py:mendable", "--start", "2024-01-01",
+                       "--end", "2024-01-04", "-e", "inline", "--rerun-failed")
+    assert mended["ok"] is True and mended["failed"] == [] and mended["created"] == []
+    assert sorted(mended["rerun"]) == sorted(
+        by_day[d].run_id for d in ("2024-01-02", "2024-01-03"))
+    runs = runs_of(proj, "mendable")
+    assert len(runs) == 4 and {str(r.state) for r in runs} == {"success"}
+
+
+def test_runs_list_shows_each_runs_logical_date(proj):
+    proj.ok("backfill", "extra/daily.py:daily", "--start", "2024-01-05", "--end",
+            "2024-01-06", "-e", "inline")
+    proj.ok("run", "pipelines/jobs.py:unscheduled", "-e", "inline")
+    table = proj.ok("runs", "list").stdout
+    header = next(x for x in table.splitlines() if "RUN ID" in x)
+    assert "LOGICAL DATE" in header
+    col = header.index("LOGICAL DATE")
+    rows = {r.run_id: r for r in runs_of(proj, "daily") + runs_of(proj, "unscheduled")}
+    for line in table.splitlines():
+        rid = line.split(" ", 1)[0]
+        if rid in rows:
+            shown = line[col:].split()[0]
+            ld = rows[rid].logical_date
+            assert shown == (ld.astimezone().strftime("%Y-%m-%d") if ld else "-"), line
+
+
+def test_backfill_before_start_date_says_which_dates_it_dropped(proj):
+    proc = proj.ok("backfill", "extra/daily.py:daily", "--start", "2023-12-30", "--end",
+                   "2024-01-01", "-e", "inline")
+    assert ("--start 2023-12-30 is before the pipeline's start_date 2024-01-01: dropped 2 "
+            "logical dates (2023-12-30, 2023-12-31)") in " ".join(proc.stdout.split()), proc.stdout
+    assert "created 1 run," in proc.stdout
+    data = proj.json("backfill", "extra/daily.py:daily", "--start", "2023-12-31", "--end",
+                     "2024-01-01")
+    assert [d[:10] for d in data["dropped"]] == ["2023-12-31"]
 
 
 def test_backfill_no_run_leaves_queued_runs_that_the_scheduler_drives(proj):

@@ -65,3 +65,22 @@ def gated():
 @pipeline(schedule="@daily", start_date="2026-01-01", catchup=True)
 def needs_param(n: int):
     record_interval()
+
+
+# Days (of the logical date) on which `fail_on_bad_days` raises; a test changes it between
+# a backfill and its --rerun-failed (same process: inline executor).
+BAD_DAYS: set[int] = set()
+
+
+@task
+def fail_on_bad_days() -> str:
+    ctx = get_context()
+    assert ctx.logical_date is not None
+    if ctx.logical_date.day in BAD_DAYS:
+        raise ValueError(f"day {ctx.logical_date.day} is bad")
+    return ctx.logical_date.date().isoformat()
+
+
+@pipeline(schedule="@daily", start_date="2026-02-01", catchup=True)
+def daily_mendable():
+    fail_on_bad_days()

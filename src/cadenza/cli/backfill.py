@@ -5,8 +5,9 @@ What belongs here: turning the command line into a `triggers.backfill.backfill()
 showing its progress (a progress bar in a terminal, one line per finished run otherwise)
 and the summary. What does not: which intervals exist or are missing (`triggers/`).
 
-Exit codes: 0 every run driven here succeeded (or nothing was left to run), 1 a run
-failed, 2 a usage error (bad date, a pipeline without a schedule): nothing was created,
+Exit codes: 0 every interval of the range has a run that succeeded or is still to run, 1
+an interval's run failed or was cancelled (driven now or by an earlier call: the summary
+names each one; `--rerun-failed` resumes them), 2 a usage error (bad date, a pipeline without a schedule): nothing was created,
 130 interrupted.
 """
 
@@ -23,10 +24,13 @@ from cadenza.cli.console import err, escape, is_plain, out, print_json, styled_s
 
 if TYPE_CHECKING:
     from cadenza.triggers.backfill import BackfillProgress, BackfillResult
+    from cadenza.triggers.cron import Interval
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
+# Failed intervals and dropped dates listed one by one up to this many.
+LISTED = 10
 
 
 def check_date(value: str, option: str) -> str:
@@ -100,6 +104,23 @@ class _Progress:
                 self.bar = None
 
 
+def logical_text(when: datetime, timezone: str) -> str:
+    """A logical date in the pipeline's time zone: the day alone when it starts at midnight."""
+    from cadenza.triggers.cron import zone
+
+    local = when.astimezone(zone(timezone))
+    if (local.hour, local.minute, local.second, local.microsecond) == (0, 0, 0, 0):
+        return local.date().isoformat()
+    return local.isoformat(timespec="minutes")
+
+
+def _dates_text(intervals: list[Interval], timezone: str) -> str:
+    dates = [logical_text(i.start, timezone) for i in intervals]
+    if len(dates) <= LISTED:
+        return ", ".join(dates)
+    return f"{dates[0]} to {dates[-1]}"
+
+
 def result_to_json(result: BackfillResult) -> dict[str, Any]:
     counts = Counter(str(s) for s in result.states.values())
     return {
@@ -110,13 +131,30 @@ def result_to_json(result: BackfillResult) -> dict[str, Any]:
         "queued": list(result.queued),
         "states": dict(sorted(counts.items())),
         "runs": {rid: str(s) for rid, s in result.states.items()},
+        "rerun": list(result.rerun),
+        "failed": [{"logical_date": f.interval.start, "run_id": f.run_id,
+                    "state": str(f.state)} for f in result.failed],
+        "dropped": [i.start for i in result.dropped],
         "ok": result.ok,
     }
 
 
-def _print_summary(result: BackfillResult, *, start: str, end: str, drive: bool) -> None:
+def _print_summary(result: BackfillResult, *, start: str, end: str, drive: bool,
+                   timezone: str, start_date: Any) -> None:
+    from cadenza.triggers.backfill import DROPPED_LIMIT
+
     console = out()
     n, m = len(result.created), result.existing
+    if result.dropped:
+        from cadenza.triggers.cron import to_utc
+
+        k = len(result.dropped)
+        start_date = logical_text(to_utc(start_date, timezone), timezone)
+        more = "+" if k >= DROPPED_LIMIT else ""
+        console.print(f"[yellow]--start {escape(start)} is before the pipeline's start_date "
+                      f"{escape(str(start_date))}: dropped {k}{more} logical "
+                      f"date{'s' if k != 1 else ''} "
+                      f"({escape(_dates_text(result.dropped, timezone))}).[/]")
     if not result.intervals:
         console.print(f"No interval of pipeline {escape(result.pipeline)} with a logical date "
                       f"from {escape(start)} to {escape(end)} has ended yet (or the range lies "
@@ -125,6 +163,10 @@ def _print_summary(result: BackfillResult, *, start: str, end: str, drive: bool)
     console.print(f"Backfill of {escape(result.pipeline)} from {escape(start)} to "
                   f"{escape(end)}: created {n} run{'s' if n != 1 else ''}, {m} already "
                   "existed.")
+    if result.rerun:
+        r = len(result.rerun)
+        console.print(f"  {r} failed run{'s' if r != 1 else ''} of the range "
+                      f"{'were' if r != 1 else 'was'} resumed (--rerun-failed).")
     if result.queued:
         q = len(result.queued)
         console.print(f"  {q} of those {'were' if q != 1 else 'was'} still queued from an "
@@ -140,11 +182,26 @@ def _print_summary(result: BackfillResult, *, start: str, end: str, drive: bool)
                       f"{'them' if skipped != 1 else 'it'}.")
     if not drive and n:
         console.print("  The new runs are queued: `cadenza scheduler` drives them.")
-    failed = [rid for rid, s in result.states.items() if str(s) != "success"]
+    failed = result.failed
     if failed:
-        console.print(f"[bold red]{len(failed)} run{'s' if len(failed) != 1 else ''} did not "
-                      f"succeed.[/] See why: cadenza runs show {escape(failed[0])}; finish "
-                      f"{'them' if len(failed) != 1 else 'it'} with cadenza resume RUN_ID")
+        k = len(failed)
+        console.print(f"[bold red]{k} interval{'s' if k != 1 else ''} of the range did not "
+                      "succeed:[/]")
+        for f in failed[:LISTED]:
+            console.print(f"  {escape(logical_text(f.interval.start, timezone))}  run "
+                          f"{escape(f.run_id)}  {styled_state(f.state)}")
+        if k > LISTED:
+            console.print(f"  ... and {k - LISTED} more "
+                          f"(cadenza runs list --pipeline {escape(result.pipeline)} "
+                          "--state failed)")
+        console.print(f"See why: cadenza runs show {escape(failed[0].run_id)}. Run "
+                      f"{'them' if k != 1 else 'it'} again: the same backfill with "
+                      "--rerun-failed.")
+    others = [rid for rid, s in result.states.items()
+              if str(s) != "success" and rid not in {f.run_id for f in failed}]
+    if others:
+        console.print(f"[bold red]{len(others)} run{'s' if len(others) != 1 else ''} did not "
+                      f"succeed.[/] See why: cadenza runs show {escape(others[0])}")
 
 
 def backfill_command(
@@ -166,14 +223,19 @@ def backfill_command(
     no_run: Annotated[bool, typer.Option(
         "--no-run", help="Only create the runs (queued); `cadenza scheduler` drives "
         "them.")] = False,
+    rerun_failed: Annotated[bool, typer.Option(
+        "--rerun-failed", help="Also resume the runs of the range that failed or were "
+        "cancelled (in place: their finished tasks keep their outputs).")] = False,
     json_out: Annotated[bool, typer.Option(
         "--json", help="No progress; print the result as JSON.")] = False,
 ) -> None:
     """Create the missing interval runs from --start to --end, and drive them.
 
     Idempotent: an interval that has a run already is left alone; a second call creates none.
+    --rerun-failed resumes the range's failed runs.
 
-    Exit code: 0 success, 1 a run failed, 2 usage error, 130 interrupted.
+    Exit code: 0 success, 1 an interval of the range failed (each is named), 2 usage
+    error, 130 interrupted.
     """
     from cadenza.cli.discovery import resolve_pipeline
     from cadenza.cli.run import check_executor
@@ -186,6 +248,9 @@ def backfill_command(
     if (lo.tzinfo is None) == (hi.tzinfo is None) and lo > hi:
         raise CadenzaError(f"--start {first} is after --end {last}",
                            hint=f"swap them: --start {last} --end {first}")
+    if rerun_failed and no_run:
+        raise CadenzaError("--rerun-failed resumes runs, and --no-run drives none",
+                           hint="drop one of the two options")
     settings = get_settings()
     check_executor(executor)
     pipe = resolve_pipeline(target, settings)
@@ -200,7 +265,8 @@ def backfill_command(
     progress = _Progress(pipe.name, plain=is_plain(), quiet=json_out)
     try:
         result = backfill(pipe, first, last, max_active=max_active, drive=not no_run,
-                          executor=executor, settings=settings, on_progress=progress)
+                          executor=executor, settings=settings, on_progress=progress,
+                          rerun_failed=rerun_failed)
     except KeyboardInterrupt:
         progress.stop()
         err().print("Interrupted. Runs already created stay queued (run the same backfill "
@@ -213,5 +279,7 @@ def backfill_command(
     if json_out:
         print_json(result_to_json(result))
     else:
-        _print_summary(result, start=first, end=last, drive=not no_run)
+        _print_summary(result, start=first, end=last, drive=not no_run,
+                       timezone=getattr(pipe, "timezone", None) or "UTC",
+                       start_date=getattr(pipe, "start_date", None))
     raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)

@@ -159,11 +159,13 @@ def list_runs(
     from rich.table import Table
 
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("RUN ID", "PIPELINE", "STATE", "TRIGGER", "STARTED", "DURATION"):
+    for col in ("RUN ID", "PIPELINE", "STATE", "TRIGGER", "LOGICAL DATE", "STARTED",
+                "DURATION"):
         table.add_column(col, no_wrap=True)
     for r in runs:
         table.add_row(escape(r.run_id), escape(r.pipeline), styled_state(r.state),
-                      escape(r.trigger), format_time(r.started_at or r.created_at),
+                      escape(r.trigger), format_time(r.logical_date),
+                      format_time(r.started_at or r.created_at),
                       format_duration(duration_s(r.started_at, r.ended_at)))
     console.print(table)
 

@@ -9,7 +9,13 @@ interval is never run twice whichever of the two created it, and a second backfi
 same range creates nothing. Runs are created `queued` in batches of `batch` per transaction
 (the bench measures this), then driven here with at most `max_active` at once; a scheduler
 running at the same time may claim some of them, which is fine: each run has one driver.
-Only intervals that have ended by now are created; `start_date`/`end_date` still bound them.
+Only intervals that have ended by now are created; `start_date`/`end_date` still bound them
+(the dates a range loses to `start_date` are listed in `BackfillResult.dropped`).
+
+Failures are part of the result: `failed` lists every interval of the range whose run ended
+failed or cancelled (driven by this call or an earlier one), so a second call of a range
+with failures is not "ok" just because it created nothing. `rerun_failed=True` resumes those
+runs in place (finished tasks keep their outputs), with the same concurrency as new ones.
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ Progress = Callable[["BackfillProgress"], None]
 
 # How often a backfill worker asks again for a run of a pipeline at its max_active_runs.
 CAP_WAIT_S = 0.2
+# At most this many dropped intervals are listed (a range of years on an hourly schedule).
+DROPPED_LIMIT = 1000
+_UNFINISHED = (RunState.FAILED, RunState.CANCELLED)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,6 +56,15 @@ class BackfillProgress:
     state: RunState | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FailedInterval:
+    """An interval of the range whose run did not succeed."""
+
+    interval: Interval
+    run_id: str
+    state: RunState
+
+
 @dataclass(slots=True, kw_only=True)
 class BackfillResult:
     pipeline: str
@@ -57,10 +75,18 @@ class BackfillResult:
     # or ran with drive=False): this call drives them too.
     queued: list[str] = field(default_factory=list)
     states: dict[str, RunState] = field(default_factory=dict)  # runs driven here -> end state
+    # Failed or cancelled runs of the range that this call resumed (rerun_failed=True).
+    rerun: list[str] = field(default_factory=list)
+    # Every interval of the range whose run ended failed or cancelled, oldest first, once
+    # this call is done (whoever drove it).
+    failed: list[FailedInterval] = field(default_factory=list)
+    # Intervals of the range before the pipeline's start_date: not created (at most
+    # DROPPED_LIMIT of them).
+    dropped: list[Interval] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return all(s is RunState.SUCCESS for s in self.states.values())
+        return not self.failed and all(s is RunState.SUCCESS for s in self.states.values())
 
 
 def backfill(
@@ -74,6 +100,7 @@ def backfill(
     settings: Settings | None = None,
     batch: int = 1000,
     on_progress: Progress | None = None,
+    rerun_failed: bool = False,
 ) -> BackfillResult:
     """Create the runs of every interval with start <= logical_date <= end that has none
     (naive dates are read in the pipeline's time zone), then drive them.
@@ -81,6 +108,8 @@ def backfill(
     Args:
         max_active: runs driven at once (default: the pipeline's max_active_runs, else 4).
         drive: False only creates the runs (queued): a scheduler will run them.
+        rerun_failed: also resume the range's runs that ended failed or cancelled (ignored
+            when drive is False).
 
     Example:
         >>> result = backfill(daily_report, "2026-01-01", "2026-01-31", max_active=4)
@@ -100,7 +129,8 @@ def backfill(
     sched = scheduling_store(open_store(settings.database_url))
     now = clock.now()
     result = BackfillResult(pipeline=pipeline.name,
-                            intervals=list(tt.intervals(start, end, now=now)))
+                            intervals=list(tt.intervals(start, end, now=now)),
+                            dropped=tt.before_start(start, end, limit=DROPPED_LIMIT))
     _, params = pipeline.validate_params({})
     for i in range(0, len(result.intervals), batch):
         chunk = result.intervals[i:i + batch]
@@ -116,10 +146,26 @@ def backfill(
              len(result.intervals), len(result.created), result.existing)
     if drive and result.existing:
         result.queued = _still_queued(sched, pipeline.name, result)
-    if drive and (result.created or result.queued):
+        if rerun_failed:
+            result.rerun = [f.run_id for f in _failed_in_range(sched, pipeline.name, result)]
+    if drive and (result.created or result.queued or result.rerun):
         limit = max_active or getattr(pipeline, "max_active_runs", None) or 4
         _drive_all(pipeline, result, limit, executor, settings, on_progress)
+    if result.existing or any(s in _UNFINISHED for s in result.states.values()):
+        result.failed = _failed_in_range(sched, pipeline.name, result)
     return result
+
+
+def _failed_in_range(sched: Any, pipeline: str, result: BackfillResult) -> list[FailedInterval]:
+    """The range's intervals whose run ended failed or cancelled, oldest first."""
+    unfinished = {r.run_id: r.state for state in _UNFINISHED
+                  for r in sched.store.list_runs(pipeline=pipeline, state=state,
+                                                 limit=1_000_000)}
+    if not unfinished:
+        return []
+    by_key = sched.runs_for_keys(pipeline, [i.key for i in result.intervals])
+    return [FailedInterval(interval=i, run_id=by_key[i.key], state=unfinished[by_key[i.key]])
+            for i in result.intervals if by_key.get(i.key) in unfinished]
 
 
 def _still_queued(sched: Any, pipeline: str, result: BackfillResult) -> list[str]:
@@ -146,7 +192,8 @@ def _drive_all(pipeline: Any, result: BackfillResult, limit: int, executor: str 
     # backfill and schedulers together never run more of it at once than the cap.
     caps = {pipeline.name: getattr(pipeline, "max_active_runs", None)}
     driver_id = new_driver_id()
-    pending = [*result.queued, *result.created]  # each list oldest interval first
+    rerun = set(result.rerun)
+    pending = [*result.rerun, *result.queued, *result.created]  # each oldest interval first
     total = len(pending)
     lock = threading.Lock()
     done = 0
@@ -172,8 +219,10 @@ def _drive_all(pipeline: Any, result: BackfillResult, limit: int, executor: str 
                     return
                 run_id = pending.pop(0)
             state: RunState | None = None
-            run = claim(run_id)
-            if run is not None:
+            if run_id in rerun:
+                state = _resume(pipeline, run_id, executor, settings, store)
+                result.states[run_id] = state
+            elif (run := claim(run_id)) is not None:
                 try:
                     state = drive_run(run, pipeline, executor=executor, settings=settings).state
                 except Exception:
@@ -193,3 +242,17 @@ def _drive_all(pipeline: Any, result: BackfillResult, limit: int, executor: str 
         t.start()
     for t in threads:
         t.join()
+
+
+def _resume(pipeline: Any, run_id: str, executor: str | None, settings: Settings,
+            store: Any) -> RunState:
+    """Resume a failed run of the range in place; its end state."""
+    from cadenza.engine.resume import resume_run
+
+    try:
+        state: RunState = resume_run(run_id, executor=executor, pipeline=pipeline,
+                                     settings=settings).state
+    except Exception:
+        log.exception("backfill of %s: run %s could not be resumed", pipeline.name, run_id)
+        state = store.get_run(run_id).state
+    return state

@@ -689,6 +689,24 @@ class Timetable:
         self._upcoming = Interval(start=last.end, end=due_at)
         return due_at
 
+    def before_start(self, start: Any, end: Any, *, limit: int = 1000) -> list[Interval]:
+        """The intervals with start <= logical_date <= end that start_date leaves out, oldest
+        first (at most `limit`): what a backfill of that range drops, so it can say so."""
+        if self.first is None:
+            return []
+        lo = to_utc(start, self.timezone)
+        hi = min(to_utc(end, self.timezone), self.first - _TINY)
+        out: list[Interval] = []
+        cur = self.schedule.next_after(lo - _TINY)
+        if cur > hi:
+            return out
+        instants = self.schedule.iter_after(cur)
+        while cur <= hi and len(out) < limit:
+            nxt = next(instants)
+            out.append(Interval(start=cur, end=nxt))
+            cur = nxt
+        return out
+
     def intervals(self, start: Any, end: Any, *, now: datetime | None = None) -> Iterator[Interval]:
         """Intervals with start <= logical_date <= end (naive values read in the pipeline's
         time zone), within start_date/end_date, and (with `now`) already ended by then."""

@@ -350,6 +350,7 @@ def make_driver(pipeline: Any, run: RunRecord, values: dict[str, Any], *, store:
     from cadenza.engine.driver import RunDriver
 
     assert run.driver_id, "a driver needs the id it holds the run's lease under"
+    warn_advisory_timeouts(pipeline, executor)
     return RunDriver(
         graph=pipeline.graph,
         run=run,
@@ -365,6 +366,27 @@ def make_driver(pipeline: Any, run: RunRecord, values: dict[str, Any], *, store:
         tracker=getattr(pipeline, "tracking", None),
         pipeline_callbacks=_pipeline_hooks(pipeline),
     )
+
+
+def warn_advisory_timeouts(pipeline: Any, executor: Any) -> str | None:
+    """Say once, at run start, which `timeout=`s the executor cannot enforce by stopping the
+    task (`timeout_note()` of threads and inline; processes kills). Returns the warning."""
+    note_of = getattr(executor, "timeout_note", None)
+    note = note_of() if note_of is not None else None
+    if not note:
+        return None
+    timed = [n for n in pipeline.graph
+             if n.options.timeout_s is not None and n.options.timeout_s > 0
+             and n.options.sensor is None]
+    if not timed:
+        return None
+    tasks = ", ".join(f"'{n.id}' ({n.options.timeout_s:g} s)" for n in timed)
+    what = "the timeout of task" if len(timed) == 1 else "the timeouts of tasks"
+    message = (f"pipeline '{pipeline.name}': on the {executor.name} executor, {what} {tasks} "
+               f"cannot stop a blocking call: {note}. Fix: run it with --executor processes "
+               "(executor='processes'), which kills a task at its deadline")
+    log.warning("%s", message)
+    return message
 
 
 def _drive(driver: Any, pipeline: Any, store: Any, settings: Settings,

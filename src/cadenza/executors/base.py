@@ -102,6 +102,10 @@ class Executor(Protocol):
     def shutdown(self) -> None:
         """Stop all workers."""
 
+    # Optional: `timeout_note() -> str | None` says how `TaskCall.timeout_s` is enforced when
+    # the executor cannot stop every call at its deadline (threads, inline off the main
+    # thread); the engine prints it once at run start for the tasks that have a timeout.
+
 
 _REGISTRY: dict[str, str] = {
     "inline": "cadenza.executors.inline:InlineExecutor",

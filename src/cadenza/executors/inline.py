@@ -1,10 +1,14 @@
 """The inline executor: each call runs in the caller's thread, to completion, inside submit().
 
 The reference implementation of the Executor protocol, and the one to debug with (a
-breakpoint in a task just works). Timeouts interrupt the call (SIGALRM on the main thread).
+breakpoint in a task just works). Timeouts interrupt the call: on the main thread with
+SIGALRM, which also interrupts sleeps and blocking I/O; elsewhere at the next bytecode, so a
+blocking call finishes first (the run says so at start, `timeout_note`).
 """
 
 from __future__ import annotations
+
+import threading
 
 from cadenza.executors import worker
 from cadenza.executors.base import Sink, TaskCall
@@ -17,6 +21,18 @@ class InlineExecutor:
 
     def start(self) -> None:
         pass
+
+    def timeout_note(self) -> str | None:
+        """How `timeout=` is enforced when the run is driven from this thread. On the main
+        thread SIGALRM interrupts sleeps and I/O at the deadline; elsewhere only an
+        exception at the next bytecode is possible, after a blocking call returns."""
+        if threading.current_thread() is threading.main_thread():
+            return None
+        return (
+            "driven outside the main thread, a timed-out task stops at its next Python "
+            "bytecode, only once a blocking call (sleep, I/O, C code) has returned; its attempt "
+            "says how late"
+        )
 
     def free_slots(self) -> int:
         return 1

@@ -1,18 +1,60 @@
 """The threads executor: a persistent pool of threads in the driver's process.
 
 Good for I/O-bound tasks and for tasks that release the GIL (NumPy, pandas, scikit-learn).
-Timeouts and cancellation interrupt a call at its next Python bytecode (a blocking C call
-finishes first); use `processes` when a task must be stopped hard.
+What does not belong here: running a call (`executors/worker.py`), retries (the engine).
+
+Timeouts, honestly. A thread cannot be killed: Python can only raise an exception in it at
+its next bytecode, which a blocking call (time.sleep, socket I/O, a long C function) delays
+until the call returns. So a call with `timeout_s` ends in one of two ways:
+  1. at its deadline the worker raises TaskTimeout in the thread (`worker.execute`); Python
+     code stops there and the attempt reports `timeout` as usual;
+  2. if the call has not returned ABANDON_GRACE_S later (it is in a blocking call), the
+     attempt is reported `timeout` anyway, saying it was abandoned: its thread leaves the
+     pool (a new one replaces it), runs on until the call returns, and its result is dropped.
+The engine therefore sees every attempt end by its deadline, as on `processes`; what keeps
+running in the background is said in the attempt's error and in the warning the engine
+prints at run start (`timeout_note`). `processes` kills the task instead.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import queue
 import threading
+from datetime import UTC, datetime
 
+from cadenza.core.errors import TaskTimeout
+from cadenza.core.records import ErrorInfo
 from cadenza.executors import worker
-from cadenza.executors.base import Sink, TaskCall
+from cadenza.executors.base import Sink, TaskCall, TaskOutcome, describe_exception
+
+log = logging.getLogger(__name__)
+
+# How long after its deadline a call stuck in a blocking call is abandoned. Python code
+# interrupted at the deadline returns well within it, and is reported as stopped.
+ABANDON_GRACE_S = 0.25
+
+TIMEOUT_NOTE = (
+    "at the deadline the attempt fails as timed out and is abandoned; its thread runs on "
+    "until the blocking call (sleep, I/O, C code) returns, and its result is dropped"
+)
+
+
+class _Running:
+    """A call on a pool thread. `ended` turns true once: when the call returns, or when it is
+    abandoned at its deadline; whoever turns it reports the outcome."""
+
+    __slots__ = ("call", "ended", "sink", "started_at", "thread", "thread_name")
+
+    def __init__(self, call: TaskCall, sink: Sink, thread_name: str) -> None:
+        self.thread = threading.current_thread()
+        self.call = call
+        self.sink = sink
+        self.thread_name = thread_name
+        self.started_at = datetime.now(UTC)
+        self.ended = False
 
 
 class ThreadExecutor:
@@ -24,29 +66,92 @@ class ThreadExecutor:
         self._queue: queue.SimpleQueue[tuple[TaskCall, Sink] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._busy = 0
+        self._spawned = 0
         self._lock = threading.Lock()
+        self.abandoned = 0  # calls abandoned at their deadline (tests, diagnostics)
+
+    def timeout_note(self) -> str | None:
+        """How this executor enforces `timeout=`, when it cannot stop every call at once."""
+        return TIMEOUT_NOTE
 
     def start(self) -> None:
-        if self._threads:
-            return
-        for i in range(self.max_workers):
-            t = threading.Thread(target=self._loop, name=f"cadenza-thread-{i}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        with self._lock:
+            if self._threads:
+                return
+            for _ in range(self.max_workers):
+                self._spawn_locked()
+
+    def _spawn_locked(self) -> None:
+        self._spawned += 1
+        t = threading.Thread(target=self._loop, name=f"cadenza-thread-{self._spawned}",
+                             daemon=True)
+        t.start()
+        self._threads.append(t)
 
     def _loop(self) -> None:
-        name = f"{worker.default_worker_name()}/{threading.current_thread().name}"
+        me = threading.current_thread()
+        name = f"{worker.default_worker_name()}/{me.name}"
         while True:
             item = self._queue.get()
             if item is None:
                 return
             call, sink = item
+            running = _Running(call, sink, name)
+            token = None
+            if call.timeout_s is not None and call.timeout_s > 0:
+                token = worker.call_later(call.timeout_s + ABANDON_GRACE_S,
+                                          functools.partial(self._abandon, running))
             try:
                 outcome = worker.execute(call, enforce_timeout=True, worker=name, keep_value=True)
             finally:
+                if token is not None:
+                    worker.cancel_call(token)
                 with self._lock:
-                    self._busy -= 1
+                    abandoned = running.ended
+                    running.ended = True
+                    if not abandoned:
+                        self._busy -= 1
+            if abandoned:
+                # Case 2: the attempt was reported at its deadline and this thread replaced.
+                log.warning(
+                    "task %s (attempt %d of run %s), abandoned at its %g s timeout, returned "
+                    "after %.1f s; its result was dropped",
+                    call.label, call.attempt, call.run_id, call.timeout_s or 0,
+                    (datetime.now(UTC) - running.started_at).total_seconds(),
+                )
+                return
             sink(outcome)
+
+    def _abandon(self, running: _Running) -> None:
+        """Case 2, on the deadline thread: the call is stuck past its deadline."""
+        with self._lock:
+            if running.ended:
+                return
+            running.ended = True
+            self._busy -= 1
+            self.abandoned += 1
+            if running.thread in self._threads:
+                self._threads.remove(running.thread)
+                self._spawn_locked()  # the stuck thread no longer counts as the pool's
+        call = running.call
+        exc = TaskTimeout(f"timed out after {call.timeout_s:g} s")
+        base = describe_exception(exc, kind="timeout")
+        error = ErrorInfo(
+            kind="timeout",
+            type=base.type,
+            type_mro=base.type_mro,
+            message=(
+                f"timed out after {call.timeout_s:g} s while in a blocking call (sleep, I/O, "
+                "C code), where a thread cannot be stopped: the attempt was abandoned at its "
+                "deadline; its thread runs on until the call returns and its result will be "
+                "dropped. Fix: executor='processes' kills a task at its deadline"
+            ),
+        )
+        running.sink(TaskOutcome(
+            run_id=call.run_id, task_id=call.task_id, map_index=call.map_index,
+            attempt=call.attempt, ok=False, error=error, started_at=running.started_at,
+            ended_at=datetime.now(UTC), worker=running.thread_name,
+        ))
 
     def free_slots(self) -> int:
         with self._lock:
@@ -61,8 +166,10 @@ class ThreadExecutor:
         worker.interrupt(run_id, task_id, map_index)
 
     def shutdown(self) -> None:
-        for _ in self._threads:
+        with self._lock:
+            threads = list(self._threads)
+            self._threads.clear()
+        for _ in threads:
             self._queue.put(None)
-        for t in self._threads:
+        for t in threads:
             t.join(timeout=5)
-        self._threads.clear()

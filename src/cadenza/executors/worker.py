@@ -22,7 +22,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -126,22 +126,31 @@ def _async_raise(thread_id: int, exc_type: type[BaseException]) -> None:
 
 
 class _Watchdog:
-    """One thread for every in-process deadline: heap of (deadline, token)."""
+    """One thread for every in-process deadline: heap of (deadline, token, action). At its
+    deadline an entry raises TaskTimeout in a thread (`arm`) or calls a function (`call_at`,
+    on this thread: keep it short)."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, int]] = []  # (deadline, token, thread id)
+        self._heap: list[tuple[float, int, int | Callable[[], None]]] = []
         self._live: set[int] = set()
         self._next = 0
         self._thread: threading.Thread | None = None
 
     def arm(self, seconds: float, thread_id: int) -> int:
+        return self._push(seconds, thread_id)
+
+    def call_at(self, seconds: float, action: Callable[[], None]) -> int:
+        """Call `action()` in `seconds` unless disarmed first; returns the token."""
+        return self._push(seconds, action)
+
+    def _push(self, seconds: float, action: int | Callable[[], None]) -> int:
         import time
 
         with self._cond:
             self._next += 1
             token = self._next
-            heapq.heappush(self._heap, (time.monotonic() + seconds, token, thread_id))
+            heapq.heappush(self._heap, (time.monotonic() + seconds, token, action))
             self._live.add(token)
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -165,17 +174,40 @@ class _Watchdog:
                 if not self._heap:
                     self._cond.wait()
                     continue
-                deadline, token, thread_id = self._heap[0]
+                deadline, token, action = self._heap[0]
                 delay = deadline - time.monotonic()
                 if delay > 0:
                     self._cond.wait(delay)
                     continue
                 heapq.heappop(self._heap)
                 self._live.discard(token)
-                _async_raise(thread_id, TaskTimeout)
+                if isinstance(action, int):
+                    _async_raise(action, TaskTimeout)
+                    continue
+                self._cond.release()  # the action may arm or disarm deadlines
+                try:
+                    action()
+                except Exception:  # a broken action must not stop every other deadline
+                    log.exception("a deadline action failed")
+                finally:
+                    self._cond.acquire()
 
 
 _watchdog = _Watchdog()
+
+
+def call_later(seconds: float, action: Callable[[], None]) -> int:
+    """Call `action()` on the in-process deadline thread in `seconds`; returns a token for
+    `cancel_call`. One thread serves every deadline of the process."""
+    return _watchdog.call_at(seconds, action)
+
+
+def cancel_call(token: int) -> None:
+    _watchdog.disarm(token)
+
+
+# A timeout that lands this much after its deadline was held up by a blocking call.
+LATE_TIMEOUT_S = 0.5
 _running_threads: dict[tuple[str, str, int], int] = {}
 
 
@@ -350,6 +382,20 @@ class _AttemptLog(io.TextIOBase):
         return self.path if self._fh is not None else None
 
 
+def _timeout_message(timeout_s: float | None, started: datetime) -> str:
+    """What a timeout raised in this process did, truthfully: an in-process deadline stops
+    Python code at once but waits for a blocking call (sleep, I/O, C code) to return."""
+    text = f"timed out after {timeout_s or 0:g} s"
+    ran = (datetime.now(UTC) - started).total_seconds()
+    if timeout_s and ran > timeout_s + max(LATE_TIMEOUT_S, 0.1 * timeout_s):
+        text += (
+            f", but could be stopped only after {ran:.1f} s, when a blocking call (sleep, I/O, "
+            "C code) returned: a task running in the driver's process cannot be stopped "
+            "earlier. Fix: executor='processes' kills a task at its deadline"
+        )
+    return text
+
+
 def execute(
     call: TaskCall,
     *,
@@ -408,7 +454,7 @@ def execute(
                 error = ErrorInfo(
                     kind="timeout",
                     type=error.type,
-                    message=f"timed out after {call.timeout_s:g} s",
+                    message=_timeout_message(call.timeout_s, started),
                     traceback=_trimmed_traceback(exc),
                     type_mro=error.type_mro,
                 )
@@ -457,7 +503,9 @@ def execute(
         error = describe_exception(exc, kind=kind)
     finally:
         _capture.buffer = None
-        _running_threads.pop(key, None)
+        if _running_threads.get(key) == threading.get_ident():
+            # (an attempt abandoned at its timeout may end after its retry started)
+            del _running_threads[key]
         reset_context(token)
     if error is not None and error.traceback and error.kind in ("exception", "input"):
         if error.type == SENSOR_NOT_READY:  # a sensor's "not yet": one line, no traceback

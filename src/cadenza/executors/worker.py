@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -145,8 +146,6 @@ class _Watchdog:
         return self._push(seconds, action)
 
     def _push(self, seconds: float, action: int | Callable[[], None]) -> int:
-        import time
-
         with self._cond:
             self._next += 1
             token = self._next
@@ -165,8 +164,6 @@ class _Watchdog:
             self._live.discard(token)
 
     def _loop(self) -> None:
-        import time
-
         with self._cond:
             while True:
                 while self._heap and self._heap[0][1] not in self._live:
@@ -208,6 +205,7 @@ def cancel_call(token: int) -> None:
 
 # A timeout that lands this much after its deadline was held up by a blocking call.
 LATE_TIMEOUT_S = 0.5
+
 _running_threads: dict[tuple[str, str, int], int] = {}
 
 
@@ -382,11 +380,11 @@ class _AttemptLog(io.TextIOBase):
         return self.path if self._fh is not None else None
 
 
-def _timeout_message(timeout_s: float | None, started: datetime) -> str:
+def _timeout_message(timeout_s: float | None, called_at: float) -> str:
     """What a timeout raised in this process did, truthfully: an in-process deadline stops
     Python code at once but waits for a blocking call (sleep, I/O, C code) to return."""
     text = f"timed out after {timeout_s or 0:g} s"
-    ran = (datetime.now(UTC) - started).total_seconds()
+    ran = time.monotonic() - called_at
     if timeout_s and ran > timeout_s + max(LATE_TIMEOUT_S, 0.1 * timeout_s):
         text += (
             f", but could be stopped only after {ran:.1f} s, when a blocking call (sleep, I/O, "
@@ -413,6 +411,7 @@ def execute(
       5. inputs cannot be loaded (artifact missing or corrupted) -> kind="input".
     """
     _install_capture()
+    called_at = time.monotonic()  # reset just before the call when a deadline is enforced
     worker = worker or default_worker_name()
     started = datetime.now(UTC)
     buffer = _AttemptLog(call.log_path)
@@ -445,6 +444,7 @@ def execute(
             try:
                 with _environment(call.env), _tracking(call, ctx):
                     if enforce_timeout:
+                        called_at = time.monotonic()
                         with _deadline(call.timeout_s):
                             value = call.fn(*args, **kwargs)
                     else:
@@ -454,7 +454,7 @@ def execute(
                 error = ErrorInfo(
                     kind="timeout",
                     type=error.type,
-                    message=_timeout_message(call.timeout_s, started),
+                    message=_timeout_message(call.timeout_s, called_at),
                     traceback=_trimmed_traceback(exc),
                     type_mro=error.type_mro,
                 )

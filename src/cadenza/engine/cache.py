@@ -1,9 +1,15 @@
 """Task caching: serve a task instance from an earlier successful one with the same key.
 
 The key is computed when the instance is admitted (its inputs are known then): code
-fingerprint + `version` + content digests of its inputs. A hit copies the earlier output
-reference (no data moves), marks the instance `cached` and records where it came from. An
-entry whose artifact has gone missing is not served: the task runs again.
+fingerprint + the values the code reads (globals, closure variables; `graph/fingerprint.py`)
++ `version` + content digests of its inputs. A hit copies the earlier output reference (no
+data moves), marks the instance `cached` and records where it came from. An entry whose
+artifact has gone missing is not served: the task runs again.
+
+A task's fingerprint is taken once per run (at its start, `CachePolicy.prepare`) and shared
+by its instances: values are read as they are when the run starts. A task that reads a value
+with no stable hash (an open file, a client, a lock) is not cacheable: the run warns once,
+naming it, and runs the task every time without making an entry.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cadenza.core import clock
-from cadenza.graph.fingerprint import cache_key, code_fingerprint_parts, value_digest
+from cadenza.graph.fingerprint import TaskFingerprint, cache_key, task_fingerprint, value_digest
 from cadenza.graph.model import ParamValue, TaskNode, TaskOutput, substitute
 
 log = logging.getLogger(__name__)
@@ -25,15 +31,17 @@ def cache_key_parts(
     ref_of: Callable[[TaskOutput | ParamValue], Any],
     *,
     mapped_inputs: Mapping[str, Any] | None = None,
+    fingerprint: TaskFingerprint | None = None,
 ) -> dict[str, Any]:
     """What a task instance's cache key is made of. Pure: the engine and `cadenza plan` both
     call it, so the plan predicts exactly the key the run will look up.
 
     `ref_of` gives a parameter's value, or an upstream's output `ValueRef` (a list of them,
     in map order, for a mapped upstream). `mapped_inputs` holds a mapped instance's own
-    elements for the arguments it is expanded over.
+    elements for the arguments it is expanded over. `fingerprint` is the task's, when the
+    caller took it already (once per task, not per instance).
     """
-    fingerprint, functions = code_fingerprint_parts(node.fn)
+    fp = fingerprint if fingerprint is not None else task_fingerprint(node.fn)
     if mapped_inputs is not None:
         raw = {
             k: (substitute(v, ref_of) if k not in node.mapped else mapped_inputs[k])
@@ -41,19 +49,53 @@ def cache_key_parts(
         }
     else:
         raw = {k: substitute(v, ref_of) for k, v in node.args.items()}
-    return {
-        "fingerprint": fingerprint,
-        "functions": dict(functions),
+    parts: dict[str, Any] = {
+        "fingerprint": fp.code,
+        "functions": dict(fp.functions),
         "version": node.options.version,
         "inputs": {k: value_digest(v) for k, v in raw.items()},
     }
+    if fp.values:
+        parts["values"] = dict(fp.values)
+    return parts
 
 
 def key_from_parts(parts: Mapping[str, Any]) -> str:
     """The cache key of parts made by `cache_key_parts`."""
     return cache_key(
-        fingerprint=parts["fingerprint"], version=parts["version"], inputs=parts["inputs"]
+        fingerprint=parts["fingerprint"],
+        version=parts["version"],
+        inputs=parts["inputs"],
+        values=parts.get("values"),
     )
+
+
+def uncacheable_message(pipeline: str, node: TaskNode, fingerprint: TaskFingerprint) -> str:
+    """One line: why `node` is not cached, naming the pipeline, the task, the value and the fix.
+
+    Example:
+        pipeline 'train', task 'fetch': global client is a redis.client.Redis, which has no
+        stable hash, so the task is not cached and runs every time. Fix: create the client
+        inside the task, or pass what it needs as a parameter.
+    """
+    first = fingerprint.unhashable[0]
+    others = [u.name for u in fingerprint.unhashable[1:]]
+    also = f" (so do {', '.join(others)})" if others else ""
+    return (
+        f"pipeline '{pipeline}', task '{node.id}': {first.name} is a {first.type_name}, which "
+        f"has no stable hash{also}, so the task is not cached and runs every time. Fix: create "
+        f"the {_noun(first.type_name)} inside the task, or pass what it needs as a parameter."
+    )
+
+
+def _noun(type_name: str) -> str:
+    short = type_name.rpartition(".")[2].lower()
+    for word in ("lock", "socket", "connection", "session", "client", "file", "generator"):
+        if word in short:
+            return word
+    if "io" in type_name.split(".")[0]:
+        return "file"
+    return "object"
 
 
 def not_before_for(node: TaskNode) -> datetime | None:
@@ -63,9 +105,29 @@ def not_before_for(node: TaskNode) -> datetime | None:
 
 
 class CachePolicy:
+    """The cache of one run: looks instances up, and remembers each task's fingerprint."""
+
     def __init__(self, store: Any, settings: Any) -> None:
         self.store = store
         self.settings = settings
+        self.fingerprints: dict[str, TaskFingerprint] = {}
+
+    def fingerprint(self, node: TaskNode) -> TaskFingerprint:
+        """The task's fingerprint, taken on first use and kept for the run."""
+        fp = self.fingerprints.get(node.id)
+        if fp is None:
+            fp = self.fingerprints[node.id] = task_fingerprint(node.fn)
+        return fp
+
+    def prepare(self, driver: Any) -> None:
+        """At run start: fingerprint every cached task, and warn once about each one that
+        cannot be cached."""
+        for ns in driver.nodes.values():
+            node = ns.node
+            if node.options.cache:
+                fp = self.fingerprint(node)
+                if not fp.is_cacheable:
+                    driver._warn(uncacheable_message(driver.graph.name, node, fp))
 
     def key_parts(self, driver: Any, inst: Any) -> dict[str, Any]:
         """What the key is made of, kept with the instance so `plan` can explain a miss."""
@@ -84,9 +146,12 @@ class CachePolicy:
             # Element values as stored refs, never live objects: the key must be the same
             # whichever executor produced the upstream element.
             mapped = inst.key_inputs if inst.key_inputs is not None else inst.inputs
-        return cache_key_parts(node, ref_of, mapped_inputs=mapped)
+        return cache_key_parts(node, ref_of, mapped_inputs=mapped,
+                               fingerprint=self.fingerprint(node))
 
     def try_serve(self, driver: Any, inst: Any) -> bool:
+        if not self.fingerprint(inst.node).is_cacheable:  # warned at run start
+            return False
         parts = self.key_parts(driver, inst)
         key = key_from_parts(parts)
         inst.cache_key = key

@@ -256,6 +256,8 @@ class RunDriver:
                 self._cancel_everything("experiment tracking is unavailable")
                 self.cancelled = False  # nobody cancelled it: the run failed
                 return self._finish(error=self.run.extra["warnings"][-1])
+            if self.cache is not None:
+                self.cache.prepare(self)  # fingerprints taken, uncacheable tasks warned about
             self._flush()  # a resumed run's resets are durable before anything runs
             for ns in self.nodes.values():
                 if not ns.decided and ns.counts.total == 0:

@@ -16,8 +16,10 @@ per instance; otherwise it is planned as a whole.
 A miss is explained by comparing its key's parts with those recorded for the newest
 successful instance of the same task in an earlier run of the pipeline
 (`RunStore.latest_task_instance`): code (naming the functions whose source changed), then
-`version`, then inputs (naming the arguments). Branch choices and trigger rules are not
-predicted: every task is planned as if the run reached it.
+the values the code reads ("global SCALE changed", "closure k changed"), then `version`,
+then inputs (naming the arguments). A task that reads a value with no stable hash "will
+run" as "not cacheable (global NAME)", with the run's one-line warning in `warning`. Branch
+choices and trigger rules are not predicted: every task is planned as if the run reached it.
 """
 
 from __future__ import annotations
@@ -30,7 +32,14 @@ from typing import Any, Final
 
 from cadenza.core.records import TaskInstanceRecord, ValueRef
 from cadenza.core.settings import Settings, get_settings
-from cadenza.engine.cache import artifact_exists, cache_key_parts, key_from_parts, not_before_for
+from cadenza.engine.cache import (
+    artifact_exists,
+    cache_key_parts,
+    key_from_parts,
+    not_before_for,
+    uncacheable_message,
+)
+from cadenza.graph.fingerprint import TaskFingerprint, task_fingerprint
 from cadenza.graph.model import ParamValue, PipelineGraph, TaskNode, TaskOutput, substitute
 
 log = logging.getLogger(__name__)
@@ -46,11 +55,13 @@ class PlanEntry:
     `map_index` is -1 for a task that is not mapped, i for instance i of a mapped task, and
     None for the line summarising a mapped task (reason "N of M instances cached", or why its
     instances could not be listed). `reason` is one of: "cache hit (from run X task Y)",
-    "code changed (function f)", "input changed (arg)", "version changed", "expired",
-    "no entry", "upstream will run", "cache off", "N of M instances cached", and, rarely,
-    "cached artifact missing (from run X task Y)" or "cannot list its instances: ...".
-    `changes` lists every difference found when the key changed (`reason` is the first), and
-    `origin` the instance a hit would be served from.
+    "code changed (function f)", "global NAME changed", "closure NAME changed", "input
+    changed (arg)", "version changed", "expired", "no entry", "upstream will run", "cache
+    off", "not cacheable (global NAME)", "N of M instances cached", and, rarely, "cached
+    artifact missing (from run X task Y)" or "cannot list its instances: ...". `changes`
+    lists every difference found when the key changed (`reason` is the first), `origin` the
+    instance a hit would be served from, and `warning` the line the run will log about a
+    task that is not cacheable.
     """
 
     task_id: str
@@ -60,6 +71,7 @@ class PlanEntry:
     cache_key: str | None = None
     origin: dict[str, Any] | None = None
     changes: tuple[str, ...] = ()
+    warning: str | None = None
 
     @property
     def is_cached(self) -> bool:
@@ -80,6 +92,7 @@ class PlanEntry:
             "cache_key": self.cache_key,
             "origin": self.origin,
             "changes": list(self.changes),
+            "warning": self.warning,
         }
 
 
@@ -144,6 +157,7 @@ class _Planner:
     # or _UNKNOWN when the task will run.
     known: dict[str, Any] = field(default_factory=dict)
     entries: list[PlanEntry] = field(default_factory=list)
+    fingerprints: dict[str, TaskFingerprint] = field(default_factory=dict)
 
     def plan(self) -> list[PlanEntry]:
         for node in _topological(self.graph):
@@ -162,9 +176,32 @@ class _Planner:
             return self.params[marker.name]
         return self.known[marker.task_id]
 
+    def _fingerprint(self, node: TaskNode) -> TaskFingerprint:
+        """Taken once per task, as the run takes it (`CachePolicy.fingerprint`)."""
+        fp = self.fingerprints.get(node.id)
+        if fp is None:
+            fp = self.fingerprints[node.id] = task_fingerprint(node.fn)
+        return fp
+
+    def _uncacheable(self, node: TaskNode, map_index: int | None) -> bool:
+        """The task reads a value with no stable hash: it will run, and the run warns."""
+        fp = self._fingerprint(node)
+        if fp.is_cacheable:
+            return False
+        message = uncacheable_message(self.graph.name, node, fp)
+        log.warning("%s", message)
+        self.entries.append(PlanEntry(
+            task_id=node.id, map_index=map_index, decision=WILL_RUN,
+            reason=f"not cacheable ({fp.unhashable[0].name})", warning=message,
+        ))
+        self.known[node.id] = _UNKNOWN
+        return True
+
     def _plan_single(self, node: TaskNode) -> None:
         if not node.options.cache:
             self._will_run(node, -1, "cache off")
+            return
+        if self._uncacheable(node, -1):
             return
         if self._upstream_runs(node):
             self._will_run(node, -1, "upstream will run")
@@ -183,6 +220,8 @@ class _Planner:
     def _plan_mapped(self, node: TaskNode) -> None:
         if not node.options.cache:
             self._will_run(node, None, "cache off")
+            return
+        if self._uncacheable(node, None):
             return
         if self._upstream_runs(node):
             self._will_run(node, None, "upstream will run")
@@ -246,7 +285,8 @@ class _Planner:
         self, node: TaskNode, map_index: int, mapped_inputs: dict[str, Any] | None
     ) -> tuple[PlanEntry, Any]:
         """The entry of one instance, and the output a run would give it (_UNKNOWN if it runs)."""
-        parts = cache_key_parts(node, self._ref_of, mapped_inputs=mapped_inputs)
+        parts = cache_key_parts(node, self._ref_of, mapped_inputs=mapped_inputs,
+                                fingerprint=self._fingerprint(node))
         key = key_from_parts(parts)
         hit = self.store.find_cached(key, not_before=not_before_for(node))
 
@@ -277,7 +317,7 @@ class _Planner:
         1. An entry exists but ended before `cache_expiration` allows -> "expired".
         2. No earlier successful instance of this task (at this map index) in a run of this
            pipeline recorded its key parts -> "no entry".
-        3. Its parts differ -> the first difference: code, then version, then inputs.
+        3. Its parts differ -> the first difference: code, values, version, inputs.
         4. They are the same (its entry was made by a run of another pipeline and has been
            deleted, or the key was computed differently by an older Cadenza) -> "no entry".
         """
@@ -301,7 +341,8 @@ class _Planner:
 
 
 def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """How two cache key parts differ, most telling first: code, version, inputs.
+    """How two cache key parts differ, most telling first: code, values read, version,
+    inputs. Parts recorded before values were keyed have no "values": not a difference.
 
     Example:
         >>> differences({"fingerprint": "a", "functions": {"f": "1", "helper": "2"},
@@ -320,6 +361,15 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
             out.append(f"code changed (function {changed[0]})")
         else:
             out.append(f"code changed (functions {', '.join(changed)})")
+    if "values" in old or "values" in new:
+        before, after = old.get("values") or {}, new.get("values") or {}
+        for name in sorted(n for n in before.keys() | after.keys() if before.get(n) != after.get(n)):
+            if name not in after:
+                out.append(f"{name} no longer read")
+            elif name not in before:
+                out.append(f"{name} read")
+            else:
+                out.append(f"{name} changed{_versions(before[name], after[name])}")
     if old.get("version") != new.get("version"):
         out.append("version changed")
     before, after = old.get("inputs") or {}, new.get("inputs") or {}
@@ -327,6 +377,15 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     if changed:
         out.append(f"input changed ({', '.join(changed)})")
     return out
+
+
+def _versions(before: str, after: str) -> str:
+    """" (numpy 1.26.4 -> 2.1.0)" when both are a distribution's version, else ""."""
+    dist, sep, old = before.partition("==")
+    other, sep2, new = after.partition("==")
+    if sep and sep2 and dist == other:
+        return f" ({dist} {old} -> {new})"
+    return ""
 
 
 def _topological(graph: PipelineGraph) -> list[TaskNode]:

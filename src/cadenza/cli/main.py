@@ -63,7 +63,8 @@ class _ConsoleLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             text = self.format(record)
-            cli_console.err().print(f"[dim]{cli_console.escape(text)}[/]")
+            # soft_wrap: a warning stays one line (the terminal wraps it, not rich).
+            cli_console.err().print(f"[dim]{cli_console.escape(text)}[/]", soft_wrap=True)
         except Exception:  # noqa: BLE001 - logging must never break a command
             self.handleError(record)
 

@@ -21,7 +21,7 @@ import threading
 from cadenza import pipeline, task
 
 SCALE = 2
-CONFIG = {"factor": 10, "layers": [64, 32]}
+CONFIG = {"factor": 10, "layers": [64, 32], "tags": {"a", "b", "c", "d", "e"}}
 LOCK = threading.Lock()
 
 

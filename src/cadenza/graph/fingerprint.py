@@ -412,6 +412,7 @@ def code_fingerprint_parts(fn: Callable[..., Any]) -> tuple[str, tuple[tuple[str
 
 _SCALARS: Final = (type(None), bool, int, float, complex, str, bytes)
 _SCALAR_SET: Final = frozenset(_SCALARS)
+_NEWOBJ: Final = (getattr(copyreg, "__newobj__"), getattr(copyreg, "__newobj_ex__"))  # noqa: B009 - not in the stubs
 
 
 def stable_digest(value: Any) -> str:
@@ -435,7 +436,7 @@ class _Hasher:
         self.feed(h, value, depth)
         return h.digest()
 
-    def feed(self, h: Any, value: Any, depth: int) -> None:  # noqa: C901 - one branch per kind
+    def feed(self, h: Any, value: Any, depth: int) -> None:
         t = type(value)
         if t in _SCALARS:
             h.update(f"{t.__name__}:{value!r};".encode())
@@ -452,7 +453,7 @@ class _Hasher:
         finally:
             del self.path[key]
 
-    def _feed(self, h: Any, value: Any, depth: int) -> None:  # noqa: C901, PLR0912
+    def _feed(self, h: Any, value: Any, depth: int) -> None:
         t = type(value)
         if isinstance(value, enum.Enum):
             h.update(f"enum:{_class_name(t)}.{value.name};".encode())
@@ -508,7 +509,7 @@ class _Hasher:
             return
         import numpy as np
 
-        h.update(memoryview(np.ascontiguousarray(value)).cast("B"))
+        h.update(np.ascontiguousarray(value).reshape(-1).view(np.uint8).data)
 
     def _feed_reduced(self, h: Any, value: Any, depth: int) -> None:
         """Any other object, by what it would pickle as: its class and its state."""
@@ -523,7 +524,7 @@ class _Hasher:
             raise UnhashableValue(_type_name(value), "its pickled form is not a tuple")
         self.keep.append(reduced)
         constructor, args, *rest = reduced
-        if constructor is copyreg.__newobj__ or constructor is copyreg.__newobj_ex__:
+        if constructor in _NEWOBJ:
             h.update(f"new:{_class_name(args[0])};".encode())
             args = args[1:]
         else:

@@ -6,6 +6,7 @@ digests out."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import logging
 import socket
@@ -147,6 +148,28 @@ def test_a_task_def_is_fingerprinted_through_its_function(monkeypatch: pytest.Mo
     before = task_fingerprint(t)
     monkeypatch.setattr(HERE, "SCALE", 7)
     assert task_fingerprint(t).values != before.values
+
+
+@task(cache=True)
+def doubled(x: int) -> int:
+    return x * 2
+
+
+def calls_a_task_and_a_cached_helper(x: int) -> int:
+    return doubled.fn(x) + memo(x)
+
+
+@functools.cache
+def memo(x: int) -> int:
+    return x * SCALE
+
+
+def test_tasks_and_wrapped_helpers_are_followed_as_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    fp = task_fingerprint(calls_a_task_and_a_cached_helper)
+    assert {"doubled", "memo"} <= set(fp.functions)
+    assert set(fp.values) == {"global SCALE"}  # read by the helper behind functools.cache
+    monkeypatch.setattr(HERE, "SCALE", 5)
+    assert task_fingerprint(calls_a_task_and_a_cached_helper).values != fp.values
 
 
 def test_third_party_modules_count_by_distribution_version_builtins_and_stdlib_not_at_all(

@@ -108,6 +108,7 @@ class TaskFingerprint:
 _PROJECT, _THIRD_PARTY, _IGNORED = "project", "third-party", "ignored"
 
 
+@cache
 def _location(path: str | None, module_name: str) -> str:
     """Project, third-party (an installed distribution) or ignored (stdlib, Cadenza)."""
     top = module_name.partition(".")[0]
@@ -338,11 +339,15 @@ class _Walk:
                 self.seen.add(id(target))
                 self.keep.append(target)
                 attrs = vars(target)
-                prefix = label.partition(" ")[2]
+                kind, _, prefix = label.partition(" ")
                 for name in names:
                     if name in attrs and not (name.startswith("__") and name.endswith("__")):
-                        self.consider(f"global {prefix}.{name}", attrs[name], names, qual,
+                        self.consider(f"{kind} {prefix}.{name}", attrs[name], names, qual,
                                       depth + 1)
+            return
+        wrapped = getattr(target, "__wrapped__", None)  # functools.cache and friends
+        if isinstance(wrapped, types.FunctionType) and _where(wrapped) == _PROJECT:
+            self.visit_code(wrapped, depth + 1)
             return
         if isinstance(target, (types.BuiltinFunctionType, types.MethodWrapperType)):
             if _location(None, str(getattr(target, "__module__", None) or "")) == _THIRD_PARTY:

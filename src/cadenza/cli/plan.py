@@ -41,9 +41,10 @@ def plan_command(
 ) -> None:
     """Show which tasks a run would serve from the cache and which it would run, and why.
 
-    Nothing is run or recorded. Reasons: cache hit, code changed (which function), input
-    changed (which argument), version changed, expired, no entry, upstream will run,
-    cache off.
+    Nothing is run or recorded. Reasons: cache hit, code changed (which function), global
+    or closure NAME changed (a value the code reads), input changed (which argument),
+    version changed, expired, no entry, upstream will run, cache off, not cacheable (it
+    reads a value with no stable hash: one warning line on stderr says which and the fix).
     """
     from cadenza.cli.discovery import resolve_pipeline
     from cadenza.cli.params import parse_params, validate_params

@@ -98,6 +98,21 @@ def _noun(type_name: str) -> str:
     return "object"
 
 
+class FingerprintMemo:
+    """Fingerprints taken once per function for one run or plan: the nodes of one function
+    (`with_options` copies, a chain of the same task) share it, and so do mapped instances.
+    ~70 us per task on the bench machine, so a 200-task chain of one function saves ~14 ms."""
+
+    def __init__(self) -> None:
+        self._by_fn: dict[int, tuple[Any, TaskFingerprint]] = {}  # id(fn) -> (fn, print)
+
+    def of(self, node: TaskNode) -> TaskFingerprint:
+        found = self._by_fn.get(id(node.fn))
+        if found is None:
+            found = self._by_fn[id(node.fn)] = (node.fn, task_fingerprint(node.fn))
+        return found[1]
+
+
 def not_before_for(node: TaskNode) -> datetime | None:
     """The oldest end time a cache entry of `node` may have (`cache_expiration`), or None."""
     expiration = node.options.cache_expiration_s
@@ -110,14 +125,11 @@ class CachePolicy:
     def __init__(self, store: Any, settings: Any) -> None:
         self.store = store
         self.settings = settings
-        self.fingerprints: dict[str, TaskFingerprint] = {}
+        self.fingerprints = FingerprintMemo()
 
     def fingerprint(self, node: TaskNode) -> TaskFingerprint:
         """The task's fingerprint, taken on first use and kept for the run."""
-        fp = self.fingerprints.get(node.id)
-        if fp is None:
-            fp = self.fingerprints[node.id] = task_fingerprint(node.fn)
-        return fp
+        return self.fingerprints.of(node)
 
     def prepare(self, driver: Any) -> None:
         """At run start: fingerprint every cached task, and warn once about each one that

@@ -33,13 +33,14 @@ from typing import Any, Final
 from cadenza.core.records import TaskInstanceRecord, ValueRef
 from cadenza.core.settings import Settings, get_settings
 from cadenza.engine.cache import (
+    FingerprintMemo,
     artifact_exists,
     cache_key_parts,
     key_from_parts,
     not_before_for,
     uncacheable_message,
 )
-from cadenza.graph.fingerprint import TaskFingerprint, task_fingerprint
+from cadenza.graph.fingerprint import TaskFingerprint
 from cadenza.graph.model import ParamValue, PipelineGraph, TaskNode, TaskOutput, substitute
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ class _Planner:
     # or _UNKNOWN when the task will run.
     known: dict[str, Any] = field(default_factory=dict)
     entries: list[PlanEntry] = field(default_factory=list)
-    fingerprints: dict[str, TaskFingerprint] = field(default_factory=dict)
+    fingerprints: FingerprintMemo = field(default_factory=FingerprintMemo)
 
     def plan(self) -> list[PlanEntry]:
         for node in _topological(self.graph):
@@ -178,10 +179,7 @@ class _Planner:
 
     def _fingerprint(self, node: TaskNode) -> TaskFingerprint:
         """Taken once per task, as the run takes it (`CachePolicy.fingerprint`)."""
-        fp = self.fingerprints.get(node.id)
-        if fp is None:
-            fp = self.fingerprints[node.id] = task_fingerprint(node.fn)
-        return fp
+        return self.fingerprints.of(node)
 
     def _uncacheable(self, node: TaskNode, map_index: int | None) -> bool:
         """The task reads a value with no stable hash: it will run, and the run warns."""

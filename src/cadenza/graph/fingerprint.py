@@ -38,7 +38,6 @@ import ast
 import copyreg
 import enum
 import hashlib
-import importlib.metadata
 import inspect
 import json
 import logging
@@ -154,6 +153,8 @@ def _is_project_code(obj: Any) -> bool:
 @cache
 def _distribution_version(top: str) -> str:
     """"dist==version" of the installed distribution that provides top-level module `top`."""
+    import importlib.metadata  # ~20 ms: only when a task reads third-party code
+
     names = [top, top.replace("_", "-")]
     for name in names:  # the usual case, and cheap (packages_distributions() reads every dist)
         try:

@@ -224,6 +224,22 @@ def test_wrong_parameters_are_refused_as_a_run_would(project: Project) -> None:
         plan_pipeline(project.load(), {"m": 1})
 
 
+def test_changed_values_are_named_after_code_and_before_version() -> None:
+    old = {"fingerprint": "a", "functions": {"f": "1"}, "version": None, "inputs": {},
+           "values": {"global SCALE": "x", "closure k": "y", "global np": "numpy==1.26.4"}}
+    new = {"fingerprint": "a", "functions": {"f": "1"}, "version": "2", "inputs": {},
+           "values": {"global SCALE": "z", "global CONFIG": "w", "global np": "numpy==2.1.0"}}
+    assert differences(old, new) == [
+        "closure k no longer read",
+        "global CONFIG now read",
+        "global SCALE changed",
+        "global np changed (numpy 1.26.4 -> 2.1.0)",
+        "version changed",
+    ]
+    no_values = {k: v for k, v in old.items() if k != "values"}
+    assert differences(no_values, no_values) == []
+
+
 def test_several_changes_are_all_listed_most_telling_first() -> None:
     old = {
         "fingerprint": "a",

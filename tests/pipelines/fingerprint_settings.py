@@ -9,3 +9,6 @@ CONFIG = {"factor": 2, "layers": [64, 32]}
 
 def factor() -> int:
     return int(CONFIG["factor"])
+
+
+OFFSET = 1

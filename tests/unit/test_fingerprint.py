@@ -80,6 +80,14 @@ def via_module_helper(x: int) -> int:
     return x * fingerprint_settings.factor()
 
 
+def offset_helper() -> int:
+    return fingerprint_settings.OFFSET
+
+
+def via_module_twice(x: int) -> int:
+    return x * fingerprint_settings.SCALE + offset_helper()
+
+
 def uses_numpy(x: float) -> float:
     return float(np.sqrt(x))
 
@@ -122,6 +130,10 @@ def test_attributes_of_a_project_module_are_values_too(monkeypatch: pytest.Monke
     assert "global fingerprint_settings.SCALE" in before
     monkeypatch.setattr(fingerprint_settings, "SCALE", 4)
     assert values_of(via_module) != before
+
+    # The task and its helper read different attributes of one module: both count.
+    assert {"global fingerprint_settings.SCALE", "global fingerprint_settings.OFFSET"} <= set(
+        values_of(via_module_twice))
 
     through = task_fingerprint(via_module_helper)
     assert "factor" in through.functions and "global CONFIG" in through.values

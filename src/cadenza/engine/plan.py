@@ -339,8 +339,8 @@ class _Planner:
 
 
 def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """How two cache key parts differ, most telling first: code, values read, version,
-    inputs. Parts recorded before values were keyed have no "values": not a difference.
+    """How two cache key parts differ, most telling first: code, values read ("global SCALE
+    changed", "closure k now read"), version, inputs.
 
     Example:
         >>> differences({"fingerprint": "a", "functions": {"f": "1", "helper": "2"},
@@ -365,7 +365,7 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
             if name not in after:
                 out.append(f"{name} no longer read")
             elif name not in before:
-                out.append(f"{name} read")
+                out.append(f"{name} now read")
             else:
                 out.append(f"{name} changed{_versions(before[name], after[name])}")
     if old.get("version") != new.get("version"):

@@ -287,6 +287,7 @@ class _Walk:
         self.owners: dict[str, int] = {}  # value name -> id of the object it named
         self.unhashable: list[Unhashable] = []
         self.seen: set[int] = set()
+        self.seen_modules: set[tuple[int, tuple[str, ...]]] = set()
         self.keep: list[Any] = []  # the objects whose ids are in `seen` stay alive
 
     def visit_code(self, obj: Any, depth: int) -> None:
@@ -336,8 +337,12 @@ class _Walk:
             where = _where(target)
             if where == _THIRD_PARTY:
                 self.add_value(label, target, lambda: _version_of(target), qual)
-            elif where == _PROJECT and id(target) not in self.seen and depth <= _MAX_DEPTH:
-                self.seen.add(id(target))
+            elif where == _PROJECT and depth <= _MAX_DEPTH:
+                # Once per module and per set of names: a helper may read other attributes.
+                visit = (id(target), names)
+                if visit in self.seen_modules:
+                    return
+                self.seen_modules.add(visit)
                 self.keep.append(target)
                 attrs = vars(target)
                 kind, _, prefix = label.partition(" ")

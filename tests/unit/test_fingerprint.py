@@ -184,6 +184,25 @@ def test_tasks_and_wrapped_helpers_are_followed_as_code(monkeypatch: pytest.Monk
     assert task_fingerprint(calls_a_task_and_a_cached_helper).values != fp.values
 
 
+def test_a_library_decorator_on_a_project_helper_counts_its_version_and_our_code(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cachetools_func = pytest.importorskip("cachetools.func")
+    from importlib.metadata import version
+
+    @cachetools_func.lru_cache(maxsize=4)
+    def helper() -> int:
+        return SCALE
+
+    def work(x: int) -> int:
+        return helper() * x
+
+    fp = task_fingerprint(work)
+    assert fp.values["closure helper"] == f"cachetools=={version('cachetools')}"
+    assert "global SCALE" in fp.values  # read by our function behind the decorator
+    monkeypatch.setattr(HERE, "SCALE", 9)
+    assert task_fingerprint(work).values != fp.values
+
+
 def test_third_party_modules_count_by_distribution_version_builtins_and_stdlib_not_at_all(
 ) -> None:
     assert values_of(uses_numpy) == {"global np": f"numpy=={np.__version__}"}
@@ -274,6 +293,38 @@ def test_an_unhashable_global_makes_the_task_uncacheable_naming_it() -> None:
     [bad] = fp.unhashable
     assert bad.name == "closure lock" and "lock" in bad.type_name
     assert task_fingerprint(scaled).is_cacheable
+
+
+class Client:
+    """Stands for a database or HTTP client: fine to pickle, except for the lock it holds."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._lock = threading.Lock()
+
+
+CLIENT = Client("db://x")
+
+
+def queries(n: int) -> str:
+    return f"{CLIENT.url}?n={n}"
+
+
+def test_the_warning_names_the_global_what_it_holds_and_the_fix() -> None:
+    from types import SimpleNamespace
+
+    from cadenza.engine.cache import uncacheable_message
+
+    fp = task_fingerprint(queries)
+    [bad] = fp.unhashable
+    assert bad.name == "global CLIENT" and bad.type_name.endswith("test_fingerprint.Client")
+    line = uncacheable_message("etl", SimpleNamespace(id="load"), fp, same_function=2)  # type: ignore[arg-type]
+    assert "\n" not in line
+    assert line.startswith("pipeline 'etl', task 'load' (and 2 more tasks of its function): "
+                           "global CLIENT (a ")
+    assert "it holds a _thread.lock" in line
+    assert line.endswith("not cached and runs every time. Fix: create the client inside the "
+                         "task, or pass what it needs as a parameter.")
 
 
 # -- stability ------------------------------------------------------------------------------

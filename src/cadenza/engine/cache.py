@@ -20,7 +20,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cadenza.core import clock
-from cadenza.graph.fingerprint import TaskFingerprint, cache_key, task_fingerprint, value_digest
+from cadenza.graph.fingerprint import (
+    TaskFingerprint,
+    Unhashable,
+    cache_key,
+    task_fingerprint,
+    value_digest,
+)
 from cadenza.graph.model import ParamValue, TaskNode, TaskOutput, substitute
 
 log = logging.getLogger(__name__)
@@ -70,32 +76,43 @@ def key_from_parts(parts: Mapping[str, Any]) -> str:
     )
 
 
-def uncacheable_message(pipeline: str, node: TaskNode, fingerprint: TaskFingerprint) -> str:
-    """One line: why `node` is not cached, naming the pipeline, the task, the value and the fix.
+def uncacheable_message(pipeline: str, node: TaskNode, fingerprint: TaskFingerprint,
+                        *, same_function: int = 0) -> str:
+    """One line: why `node` is not cached, naming the pipeline, the task, the value and the
+    fix. `same_function`: how many other tasks of the run share its function (one line for
+    all of them).
 
     Example:
-        pipeline 'train', task 'fetch': global client is a redis.client.Redis, which has no
-        stable hash, so the task is not cached and runs every time. Fix: create the client
-        inside the task, or pass what it needs as a parameter.
+        pipeline 'train', task 'fetch': global client (a redis.client.Redis) has no stable
+        hash (it holds a _thread.lock: cannot pickle '_thread.lock' object), so the task is
+        not cached and runs every time. Fix: create the client inside the task, or pass what
+        it needs as a parameter.
     """
     first = fingerprint.unhashable[0]
     others = [u.name for u in fingerprint.unhashable[1:]]
-    also = f" (so do {', '.join(others)})" if others else ""
+    also = f"; so do {', '.join(others)}" if others else ""
+    tasks = f" (and {same_function} more tasks of its function)" if same_function else ""
     return (
-        f"pipeline '{pipeline}', task '{node.id}': {first.name} is a {first.type_name}, which "
-        f"has no stable hash{also}, so the task is not cached and runs every time. Fix: create "
-        f"the {_noun(first.type_name)} inside the task, or pass what it needs as a parameter."
+        f"pipeline '{pipeline}', task '{node.id}'{tasks}: {first.name} (a {first.type_name}) "
+        f"has no stable hash ({first.reason}{also}), so the task is not cached and runs every "
+        f"time. Fix: create the {_noun(first)} inside the task, or pass what it needs as a "
+        f"parameter."
     )
 
 
-def _noun(type_name: str) -> str:
-    short = type_name.rpartition(".")[2].lower()
-    for word in ("lock", "socket", "connection", "session", "client", "file", "generator"):
-        if word in short:
-            return word
-    if "io" in type_name.split(".")[0]:
-        return "file"
-    return "object"
+def _noun(value: Unhashable) -> str:
+    """What to call the value in the fix: "lock", "client", "file"... or "value"."""
+    text = f"{value.type_name} {value.reason}".lower()
+    for words, noun in (
+        (("redis", "client", "engine", "session", "pool", "connection", "cursor"), "client"),
+        (("socket",), "socket"),
+        (("lock", "semaphore", "condition", "event"), "lock"),
+        (("_io.", "textiowrapper", "bufferedreader", "bufferedwriter", "file"), "file"),
+        (("generator", "iterator"), "generator"),
+    ):
+        if any(w in text for w in words):
+            return noun
+    return "value"
 
 
 class FingerprintMemo:
@@ -134,12 +151,14 @@ class CachePolicy:
     def prepare(self, driver: Any) -> None:
         """At run start: fingerprint every cached task, and warn once about each one that
         cannot be cached."""
+        uncacheable: dict[int, list[TaskNode]] = {}  # id(fn) -> its tasks: one line each
         for ns in driver.nodes.values():
             node = ns.node
-            if node.options.cache:
-                fp = self.fingerprint(node)
-                if not fp.is_cacheable:
-                    driver._warn(uncacheable_message(driver.graph.name, node, fp))
+            if node.options.cache and not self.fingerprint(node).is_cacheable:
+                uncacheable.setdefault(id(node.fn), []).append(node)
+        for nodes in uncacheable.values():
+            driver._warn(uncacheable_message(driver.graph.name, nodes[0], self.fingerprint(
+                nodes[0]), same_function=len(nodes) - 1))
 
     def key_parts(self, driver: Any, inst: Any) -> dict[str, Any]:
         """What the key is made of, kept with the instance so `plan` can explain a miss."""

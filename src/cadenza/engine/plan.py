@@ -159,6 +159,7 @@ class _Planner:
     known: dict[str, Any] = field(default_factory=dict)
     entries: list[PlanEntry] = field(default_factory=list)
     fingerprints: FingerprintMemo = field(default_factory=FingerprintMemo)
+    warned: set[int] = field(default_factory=set)  # id(fn) of the tasks warned about
 
     def plan(self) -> list[PlanEntry]:
         for node in _topological(self.graph):
@@ -187,7 +188,9 @@ class _Planner:
         if fp.is_cacheable:
             return False
         message = uncacheable_message(self.graph.name, node, fp)
-        log.warning("%s", message)
+        if id(node.fn) not in self.warned:  # once per function, as the run says it
+            self.warned.add(id(node.fn))
+            log.warning("%s", message)
         self.entries.append(PlanEntry(
             task_id=node.id, map_index=map_index, decision=WILL_RUN,
             reason=f"not cacheable ({fp.unhashable[0].name})", warning=message,

@@ -171,7 +171,12 @@ def _distribution_version(top: str) -> str:
 
 
 def _version_of(obj: Any) -> str:
-    name = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", "")
+    if isinstance(obj, types.ModuleType):
+        name = obj.__name__
+    elif isinstance(obj, types.FunctionType):  # where it was defined (wraps() copies __module__)
+        name = obj.__globals__.get("__name__", obj.__module__)
+    else:
+        name = getattr(obj, "__module__", "")
     return _distribution_version(str(name or "").partition(".")[0])
 
 
@@ -330,8 +335,12 @@ class _Walk:
             where = _where(target)
             if where == _PROJECT:
                 self.visit_code(target, depth + 1)
-            elif where == _THIRD_PARTY:
+                return
+            if where == _THIRD_PARTY:
                 self.add_value(label, target, lambda: _version_of(target), qual)
+            wrapped = getattr(target, "__wrapped__", None)  # a library's decorator on ours
+            if isinstance(wrapped, types.FunctionType) and _where(wrapped) == _PROJECT:
+                self.visit_code(wrapped, depth + 1)
             return
         if isinstance(target, types.ModuleType):
             where = _where(target)
@@ -376,8 +385,10 @@ class _Walk:
         try:
             self.values[label] = digest()
         except UnhashableValue as exc:
+            outer = _type_name(obj)
+            inner = "" if exc.type_name == outer else f"it holds a {exc.type_name}: "
             self.unhashable.append(
-                Unhashable(name=label, type_name=exc.type_name, reason=exc.reason)
+                Unhashable(name=label, type_name=outer, reason=inner + exc.reason)
             )
 
 

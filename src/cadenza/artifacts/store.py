@@ -58,7 +58,7 @@ class ArtifactStore:
         uri = self.uri_for(sha, extension)
         if self._is_local:
             path = f"{self._local_root.rstrip('/')}/{sha[:2]}/{sha}{extension}"
-            if os.path.exists(path):
+            if os.path.exists(path) and _touch(path):
                 return uri, sha
             folder = os.path.dirname(path)
             if folder not in self._made:
@@ -119,6 +119,89 @@ class ArtifactStore:
                 hint="resume the run so the task that produced it runs again",
             )
         return get_serializer(ref.serializer or "pickle").loads(data)
+
+
+    # -- retention ------------------------------------------------------------------------
+    def delete(self, uri: str, *, grace_s: float, dry_run: bool = False) -> int | None:
+        """Delete the artifact at `uri` unless it was written or reused in the last
+        `grace_s` seconds. The bytes freed (0 if it was already gone), or None if kept.
+
+        The caller has checked that no committed row references it; what remains is a run
+        writing (or reusing through the cache) the same bytes right now, which touches the
+        file. A local file is moved aside first and its mtime read there: a writer either
+        touched it before (the file is put back) or finds it gone and writes it again. On
+        remote filesystems (no atomic rename-and-check) only the modification time counts.
+        With `dry_run`, nothing is deleted: the size it would free, or None.
+        """
+        import time
+
+        if self._is_local and "://" not in uri.removeprefix("file://"):
+            path = uri.removeprefix("file://")
+            if dry_run:
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    return 0
+                return None if time.time() - st.st_mtime < grace_s else st.st_size
+            aside = f"{path}.gc-{uuid.uuid4().hex[:8]}"
+            try:
+                os.rename(path, aside)
+            except FileNotFoundError:
+                return 0
+            st = os.stat(aside)
+            if time.time() - st.st_mtime < grace_s:
+                os.replace(aside, path)  # a writer may have re-created it: same bytes
+                return None
+            os.remove(aside)
+            return st.st_size
+        fs = self._filesystem()
+        try:
+            info = fs.info(uri)
+        except FileNotFoundError:
+            return 0
+        modified = _modified_ts(info)
+        if modified is not None and time.time() - modified < grace_s:
+            return None
+        if not dry_run:
+            fs.rm(uri)
+        return int(info.get("size") or 0)
+
+
+def _touch(path: str) -> bool:
+    """Mark a reused local artifact as just used (see `ArtifactStore.delete`); False if it
+    vanished meanwhile (gc moved it aside): then it must be written again."""
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _modified_ts(info: dict[str, Any]) -> float | None:
+    value = info.get("mtime") or info.get("LastModified") or info.get("updated")
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    from datetime import datetime
+
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return float(value.timestamp()) if hasattr(value, "timestamp") else None
+
+
+def claim_artifact(uri: str | None) -> bool:
+    """True if the artifact at `uri` exists, marking it as just reused (a cache hit is about
+    to reference it, and gc must not delete it meanwhile; see `ArtifactStore.delete`)."""
+    if not uri:
+        return False
+    if "://" not in uri or uri.startswith("file://"):
+        path = uri.removeprefix("file://")
+        return os.path.exists(path) and _touch(path)
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(uri)
+    return bool(fs.exists(path))
 
 
 _stores: dict[str, ArtifactStore] = {}

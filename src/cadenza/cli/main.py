@@ -25,6 +25,7 @@ import typer
 from cadenza.cli import console as cli_console
 from cadenza.cli import db, events, pipelines, pools, runs, tasks
 from cadenza.cli.backfill import backfill_command
+from cadenza.cli.gc import gc_command, runs_delete_command
 from cadenza.cli.init import init_command
 from cadenza.cli.lineage import lineage_command
 from cadenza.cli.logs import logs_command
@@ -105,7 +106,9 @@ app.command("plan")(plan_command)
 app.command("lineage")(lineage_command)
 app.command("backfill")(backfill_command)
 app.command("scheduler")(scheduler_command)
+app.command("gc")(gc_command)
 app.add_typer(pipelines.app, name="pipelines")
+runs.app.command("delete")(runs_delete_command)  # kept in cli/gc.py with `gc`
 app.add_typer(runs.app, name="runs")
 app.add_typer(tasks.app, name="tasks")
 app.add_typer(pools.app, name="pools")

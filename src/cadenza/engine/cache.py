@@ -203,14 +203,7 @@ class CachePolicy:
 
 def artifact_exists(uri: str | None) -> bool:
     """The artifact at `uri` is still there (a cache entry pointing at a deleted one is not
-    served)."""
-    if not uri:
-        return False
-    if "://" not in uri or uri.startswith("file://"):
-        import os
+    served). It is marked as just reused, so a concurrent `cadenza gc` leaves it alone."""
+    from cadenza.artifacts.store import claim_artifact
 
-        return os.path.exists(uri.removeprefix("file://"))
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(uri)
-    return bool(fs.exists(path))
+    return claim_artifact(uri)

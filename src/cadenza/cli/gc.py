@@ -180,10 +180,9 @@ def gc_command(
 ) -> None:
     """Delete old runs, then the artifacts and logs nothing references any more.
 
-    With both options, a run goes only if it is older than --older-than AND not among the
-    --keep-last newest of its pipeline. Unfinished runs and the run that produced an asset's
-    newest version are kept. An artifact still used by a remaining run, a cache entry or an
-    asset version is never deleted.
+    With both options, a run goes only if it is older than --older-than AND not among the --keep-last newest of its pipeline.
+
+    Kept, and said: unfinished runs, the run of an asset's newest version, and artifacts that a remaining run, a cache entry or an asset version uses.
     """
     from cadenza.core.retention import parse_duration
     from cadenza.store import retention
@@ -228,8 +227,10 @@ def runs_delete_command(
     grace: Annotated[str, typer.Option("--grace", help=GRACE_HELP)] = "1h",
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Delete runs, with their task instances, attempts, logs and the artifacts nothing else
-    references. A run that has not finished is refused (exit 1)."""
+    """Delete runs, their logs and the artifacts nothing else references.
+
+    A run that has not finished is refused (exit 1); --force deletes a crashed one.
+    """
     from cadenza.store import retention
 
     grace_s = _grace_s(grace)

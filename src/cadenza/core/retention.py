@@ -14,7 +14,9 @@ The rules, in one place (the CLI's help and the README repeat them):
 3. An artifact is deleted only when no remaining task instance output (a run's output or a
    cache entry: cache entries are the successful task instances of remaining runs) and no
    remaining asset version references it, re-checked in the transaction that deletes the
-   rows, and only after that transaction commits.
+   rows, and only after that transaction commits. A lineage edge (X was computed from Y)
+   does not keep Y's file: lineage is a record of what happened, and `cadenza lineage` still
+   shows a deleted input by its SHA-256 (its own record goes with its file).
 4. A concurrent run may write (or reuse through the cache) the same content-addressed
    artifact between that check and the file's deletion. Writers and cache hits touch the
    file (mtime) when they reuse it; gc deletes only files untouched for a grace period

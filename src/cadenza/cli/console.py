@@ -172,6 +172,7 @@ STATE_STYLES = {
     "scheduled": "blue",
     "up_for_retry": "yellow",
     "pending": "dim",
+    "crashed": "bold magenta",  # shown, never stored: a run whose driver died
 }
 
 

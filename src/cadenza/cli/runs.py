@@ -1,8 +1,17 @@
-"""`cadenza runs list|show`: what ran, when, and how each task instance ended.
+"""`cadenza runs list|show|cancel`: what ran, when, and how each task instance ended.
 
 What belongs here: reading runs, task instances and attempts from the store and showing
-them as tables or JSON (the JSON shapes are shared with `cadenza run --json`).
+them as tables or JSON (the JSON shapes are shared with `cadenza run --json`); asking the
+engine to cancel a run (`engine/cancel.py` does it; nothing here writes a state).
 What does not: starting or changing runs.
+
+Shown state: an unfinished run whose driver died (its lease expired, or its process on
+this host is gone) is shown `crashed`, computed from the run row each time (the store
+keeps what the engine wrote), with the way out: `cadenza resume RUN_ID`.
+
+`cadenza runs cancel` exit codes: 0 the run is cancelled; 1 it had already ended (nothing
+to cancel); 2 no such run, or another usage error; 3 the request is recorded but its
+driver has not stopped the run within --wait (it will, at its next checkpoint).
 """
 
 from __future__ import annotations
@@ -45,11 +54,26 @@ def open_project_store() -> Any:
 # --- JSON shapes -----------------------------------------------------------------------------
 
 
+CRASHED = "crashed"
+
+
+def shown_state(run: RunRecord) -> str:
+    """The run's state as surfaces show it: `crashed` for an unfinished run nobody drives
+    any more (engine.lease.is_orphaned), else the stored state."""
+    if run.state.is_final:
+        return str(run.state)
+    from cadenza.engine.lease import is_orphaned
+
+    return CRASHED if is_orphaned(run) else str(run.state)
+
+
 def run_to_json(run: RunRecord) -> dict[str, Any]:
     return {
         "run_id": run.run_id,
         "pipeline": run.pipeline,
-        "state": str(run.state),
+        "state": shown_state(run),
+        "stored_state": str(run.state),
+        "cancel_requested_at": run.cancel_requested_at,
         "trigger": run.trigger,
         "executor": run.executor,
         "params": run.params,
@@ -131,7 +155,7 @@ def run_detail_json(
 @app.command("list")
 def list_runs(
     pipeline: Annotated[str | None, typer.Option("--pipeline", "-p", help="Only runs of this pipeline.")] = None,
-    state: Annotated[str | None, typer.Option("--state", "-s", help="Only runs in this state: queued, running, success, failed, cancelled.")] = None,
+    state: Annotated[str | None, typer.Option("--state", "-s", help="Only runs in this state: queued, running, success, failed, cancelled, crashed (its driver died).")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many runs, newest first.")] = 20,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON (a list of runs).")] = False,
 ) -> None:
@@ -141,13 +165,18 @@ def list_runs(
 
     run_state = None
     if state is not None:
-        valid = [s.value for s in RunState]
+        valid = [*(s.value for s in RunState), CRASHED]
         if state not in valid:
             raise CadenzaError(f"unknown run state '{state}'." + did_you_mean(state, valid),
                                hint=f"use one of: {', '.join(valid)}")
-        run_state = RunState(state)
+        run_state = None if state == CRASHED else RunState(state)
     store = open_project_store()
-    runs = store.list_runs(pipeline=pipeline, state=run_state, limit=limit)
+    if state == CRASHED:
+        runs = _crashed_runs(store, pipeline, limit)
+    else:
+        runs = store.list_runs(pipeline=pipeline, state=run_state, limit=limit)
+        if run_state is not None and not run_state.is_final:
+            runs = [r for r in runs if shown_state(r) == state]  # crashed ones are not
     if json_out:
         print_json([run_to_json(r) for r in runs])
         return
@@ -163,11 +192,21 @@ def list_runs(
                 "DURATION"):
         table.add_column(col, no_wrap=True)
     for r in runs:
-        table.add_row(escape(r.run_id), escape(r.pipeline), styled_state(r.state),
+        table.add_row(escape(r.run_id), escape(r.pipeline), styled_state(shown_state(r)),
                       escape(r.trigger), format_time(r.logical_date),
                       format_time(r.started_at or r.created_at),
                       format_duration(duration_s(r.started_at, r.ended_at)))
     console.print(table)
+
+
+def _crashed_runs(store: Any, pipeline: str | None, limit: int) -> list[RunRecord]:
+    from cadenza.core.states import RunState
+
+    found = [r for st in (RunState.RUNNING, RunState.QUEUED)
+             for r in store.list_runs(pipeline=pipeline, state=st, limit=10_000)
+             if shown_state(r) == CRASHED]
+    found.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+    return found[:limit]
 
 
 @app.command("show")
@@ -208,8 +247,14 @@ def print_run_detail(run: RunRecord, tis: Sequence[TaskInstanceRecord],
     from rich.table import Table
 
     console = out()
+    shown = shown_state(run)
     console.print(f"[bold]Run {escape(run.run_id)}[/]  pipeline [bold]{escape(run.pipeline)}[/]  "
-                  f"{styled_state(run.state)}")
+                  f"{styled_state(shown)}")
+    if shown == CRASHED:
+        console.print(
+            f"[magenta]Its driver ({escape(run.driver_id or 'none')}) is gone: last heartbeat "
+            f"{format_time(run.heartbeat_at)}. Finish it with: [bold]cadenza resume "
+            f"{escape(run.run_id)}[/] (or stop it: cadenza runs cancel {escape(run.run_id)})[/]")
     meta = Table.grid(padding=(0, 2))
     meta.add_column(style="dim")
     meta.add_column()
@@ -224,6 +269,8 @@ def print_run_detail(run: RunRecord, tis: Sequence[TaskInstanceRecord],
         meta.add_row("logical date", format_time(run.logical_date))
     if run.source:
         meta.add_row("source", escape(run.source))
+    if run.cancel_requested_at is not None:
+        meta.add_row("cancel requested", format_time(run.cancel_requested_at))
     if run.error:
         meta.add_row("error", f"[red]{escape(run.error)}[/]")
     console.print(meta)
@@ -262,3 +309,57 @@ def print_run_detail(run: RunRecord, tis: Sequence[TaskInstanceRecord],
             mt.add_row(escape(label(m.task_id, m.map_index)), m.kind, escape(m.name),
                        escape(m.value))
         console.print(mt)
+
+
+@app.command("cancel")
+def cancel_run_command(
+    run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
+    wait: Annotated[float, typer.Option("--wait", min=0, help="Seconds to wait for the run's driver to stop it.")] = 30.0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Cancel a run from any terminal, whoever drives it (cadenza run, a script, a scheduler).
+
+    Running attempts are killed on the processes executor, and interrupted at their next
+    Python bytecode on threads/inline; every unfinished task instance becomes cancelled.
+    A run nobody drives (queued, or its driver died) is cancelled at once. The run stays
+    resumable: `cadenza resume RUN_ID`.
+
+    Exit code: 0 cancelled, 1 the run had already ended, 2 no such run, 3 requested but
+    its driver has not stopped it within --wait.
+    """
+    from cadenza.engine.cancel import cancel_run
+
+    report = cancel_run(run_id, wait_s=wait)
+    code = {"cancelled": 0, "finished": 1, "requested": 3}[report.outcome]
+    if json_out:
+        print_json({"run_id": report.run_id, "pipeline": report.pipeline,
+                    "outcome": report.outcome, "by": report.by, "was": str(report.was),
+                    "state": str(report.state), "executor": report.executor,
+                    "crashed": report.orphaned, "exit_code": code})
+        raise typer.Exit(code)
+    console = out()
+    rid, name = escape(report.run_id), escape(report.pipeline)
+    if report.outcome == "finished":
+        console.print(f"Run {rid} of pipeline {name} already ended {report.state}; "
+                      "nothing to cancel.")
+        raise typer.Exit(code)
+    if report.outcome == "requested":
+        console.print(f"Cancel of run {rid} of pipeline {name} is recorded, but its driver "
+                      f"has not stopped it within {wait:g} s; it stops at its next checkpoint. "
+                      f"Check with: cadenza runs show {rid}")
+        raise typer.Exit(code)
+    console.print(f"Cancelled run {rid} of pipeline {name}.")
+    if report.by == "engine":
+        why = ("it was queued and no driver had started it" if report.was.value == "queued"
+               and not report.orphaned else "its driver was gone (crashed)")
+        console.print(f"  No process was driving it ({why}): "
+                      "its unfinished tasks were recorded as cancelled.")
+    elif report.executor == "processes":
+        console.print("  Its driver stopped it: running tasks were killed (their worker "
+                      "processes), the rest recorded as cancelled.")
+    else:
+        console.print(f"  Its driver stopped it: on {escape(report.executor)}, a running task "
+                      "is interrupted at its next Python bytecode (a blocking call such as "
+                      "time.sleep() returns first); the rest recorded as cancelled.")
+    console.print(f"Resume it with: [bold]cadenza resume {rid}[/]")
+    raise typer.Exit(code)

@@ -110,6 +110,9 @@ class RunRecord:
     error: str | None = None
     tags: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    # When someone asked to cancel the run (`cadenza runs cancel`). Written only by
+    # RunStore.request_cancel / claim_run(clear_cancel=True): run updates never touch it.
+    cancel_requested_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -11,6 +11,8 @@ Keys of cadenza.toml (all optional):
     database_url = "sqlite:///..."  CADENZA_DATABASE_URL
     artifact_root = "..."           CADENZA_ARTIFACT_ROOT
     executor = "processes"          CADENZA_EXECUTOR
+    lease_s = 30                    CADENZA_LEASE_S: a driver silent this long is dead
+                                    (its run shows `crashed`; resume/scheduler take it over)
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Settings:
     inline_limit_bytes: int = 64 * 1024
     config_file: Path | None = None
     gpus: tuple[str, ...] | None = None  # CADENZA_GPUS; None = detect
+    lease_s: float = 30.0  # CADENZA_LEASE_S: see engine/lease.py
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -102,6 +105,14 @@ def load_settings(start: Path | None = None, environ: dict[str, str] | None = No
     if gpus_raw is not None:
         gpus = tuple(g.strip() for g in gpus_raw.split(",") if g.strip())
     limit = int(env.get("CADENZA_INLINE_LIMIT_BYTES") or conf.get("inline_limit_bytes") or 65536)
+    lease_raw = env.get("CADENZA_LEASE_S") or conf.get("lease_s") or 30.0
+    try:
+        lease_s = float(lease_raw)
+    except (TypeError, ValueError):
+        lease_s = -1.0
+    if not lease_s > 0:
+        raise ConfigError(f"lease_s must be a number of seconds above 0, not {lease_raw!r}",
+                          hint="set CADENZA_LEASE_S (or lease_s in cadenza.toml) to e.g. 30")
     return Settings(
         project_root=root,
         home=home,
@@ -112,11 +123,13 @@ def load_settings(start: Path | None = None, environ: dict[str, str] | None = No
         inline_limit_bytes=limit,
         config_file=config_file,
         gpus=gpus,
+        lease_s=lease_s,
         extra={k: v for k, v in conf.items() if k not in _KNOWN},
     )
 
 
-_KNOWN = {"home", "database_url", "artifact_root", "executor", "pipelines", "inline_limit_bytes"}
+_KNOWN = {"home", "database_url", "artifact_root", "executor", "pipelines", "inline_limit_bytes",
+          "lease_s"}
 _current: Settings | None = None
 _lock = threading.Lock()
 

@@ -391,12 +391,16 @@ def warn_advisory_timeouts(pipeline: Any, executor: Any) -> str | None:
 
 def _drive(driver: Any, pipeline: Any, store: Any, settings: Settings,
            on_start: Any) -> RunResult:
+    from cadenza.engine.cancel import CANCEL_REASON
     from cadenza.engine.lease import heartbeats
 
     run = driver.run
     if on_start is not None:
         on_start(driver)
-    with heartbeats().holding(store, run.run_id, run.driver_id):
+    # A cancel asked for from any process (`cadenza runs cancel`) reaches driver.cancel()
+    # through the heartbeat thread, which polls the store anyway.
+    with heartbeats().holding(store, run.run_id, run.driver_id,
+                              on_cancel=lambda: driver.cancel(reason=CANCEL_REASON)):
         state = driver.drive()
     log.info("run %s of %s (%s) ended %s", run.run_id, pipeline.name, run.trigger, state)
     result = result_from_store(store, run.run_id, settings.artifact_root, driver.values)

@@ -190,6 +190,7 @@ class RunDriver:
         self.values: dict[tuple[str, int], Any] = {}  # live outputs (in-process executors)
         self.callbacks = CallbackQueue()
         self._cancel = threading.Event()
+        self._cancel_reason = "run cancelled"
         self._seq = itertools.count()
         self._unfinished = 0
         self.cancelled = False
@@ -230,10 +231,16 @@ class RunDriver:
         return node.upstream
 
     # --- public --------------------------------------------------------------------------
-    def cancel(self) -> None:
+    def cancel(self, *, reason: str = "run cancelled") -> None:
         """Ask the run to stop: running tasks are interrupted, the rest cancelled.
 
-        Safe to call from another thread or a signal handler."""
+        On `processes` a running attempt's worker is killed; on `threads`/`inline` the call
+        is interrupted at its next Python bytecode (a blocking C call such as `time.sleep`
+        returns first). The loop then dispatches nothing more and records every unfinished
+        task instance as cancelled with `reason`. Safe to call from another thread (the
+        heartbeat thread, on a cancel request from another process) or a signal handler."""
+        if not self._cancel.is_set():
+            self._cancel_reason = reason
         self._cancel.set()
         for inst in list(self.in_flight.values()):
             try:
@@ -267,6 +274,13 @@ class RunDriver:
             self._cancel_everything("interrupted (Ctrl-C)")
             self._finish()
             raise
+        except TaskCancelled:
+            if not self._cancel.is_set():
+                raise
+            # On inline the cancel interrupts the driver's own thread; when the task ended
+            # just before, the interrupt lands here instead: it is the same cancel.
+            self._cancel_everything(self._cancel_reason)
+            return self._finish()
         except BaseException as exc:
             log.exception("run %s: driver failed", self.run_id)
             self._cancel_everything(f"driver error: {exc}")
@@ -278,7 +292,7 @@ class RunDriver:
     def _loop(self) -> None:
         while True:
             if self._cancel.is_set():
-                self._cancel_everything("run cancelled")
+                self._cancel_everything(self._cancel_reason)
                 return
             calls = self._admit()
             if self._should_flush(calls):
@@ -586,7 +600,7 @@ class RunDriver:
             # rest cancelled (propagating would call them upstream_failed instead).
             inst.error = error
             self._attempt_done(inst, S.CANCELLED, out)
-            self._move(inst, S.CANCELLED, reason="run cancelled")
+            self._move(inst, S.CANCELLED, reason=self._cancel_reason)
             return
         tries = inst.attempt - inst.retry_base
         if rules.should_retry(inst.node.options, tries, error):

@@ -1,41 +1,90 @@
-"""Driver leases: a run is driven by one driver at a time, which proves it is alive.
+"""Driver leases and cancel requests: a run is driven by one driver at a time, which proves
+it is alive, and hears a cancel asked for from any process.
 
-One daemon thread per process renews the lease of every run this process drives. A driver
-killed with `kill -9` stops renewing; after LEASE_S another driver (resume, a scheduler) may
-claim the run. Renewal runs on its own thread so a long task on the inline executor cannot
-starve it.
+One daemon thread per process serves every run this process drives:
+- it renews each run's lease every `renew_every_s(lease_s)` (5 s for the default 30 s
+  lease). A driver killed with `kill -9` stops renewing; after the lease (CADENZA_LEASE_S,
+  default 30 s) its run shows `crashed` (`is_orphaned`) and another driver (resume, a
+  scheduler) may claim it;
+- every CANCEL_POLL_S it asks the store which of its runs someone asked to cancel (one
+  indexed read for all of them: `RunStore.cancel_requests`) and calls their `on_cancel`
+  (`RunDriver.cancel`). The engine's loop never pays for this: no store round trip per task.
+Both run on this thread so a long task on the inline executor cannot starve them.
+
+What does not belong here: what cancelling does (`RunDriver.cancel`, `engine/cancel.py`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
+
+from cadenza.core import clock
+from cadenza.core.records import RunRecord
+from cadenza.core.states import RunState
 
 log = logging.getLogger(__name__)
 
-LEASE_S = 30.0
+LEASE_S = 30.0  # the default; settings.lease_s (CADENZA_LEASE_S) decides
 RENEW_EVERY_S = 5.0
+# How often a driving process looks for cancel requests: a cancel lands within about this
+# (plus the time to stop the running attempts). One small read per process per poll.
+CANCEL_POLL_S = 0.5
+
+
+def lease_s() -> float:
+    """The lease length of this process's settings (CADENZA_LEASE_S, default 30 s)."""
+    from cadenza.core.settings import get_settings
+
+    return get_settings().lease_s
+
+
+def renew_every_s(lease: float) -> float:
+    """Renew well within the lease: a third of it, at most RENEW_EVERY_S."""
+    return min(RENEW_EVERY_S, lease / 3)
+
+
+@dataclass(slots=True, eq=False)
+class _Held:
+    store: Any
+    driver_id: str
+    renew_every_s: float
+    next_renew: float
+    on_cancel: Callable[[], None] | None
 
 
 class Heartbeats:
-    def __init__(self, renew_every_s: float = RENEW_EVERY_S) -> None:
-        self._held: dict[str, tuple[Any, str]] = {}
+    def __init__(self, renew_every_s: float | None = None) -> None:
+        self._held: dict[str, _Held] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._nap = threading.Event()  # never set: the loop's timed wait
         self._thread: threading.Thread | None = None
-        self.renew_every_s = renew_every_s
+        self.renew_every_s = renew_every_s  # None: from each run's lease
 
     @contextmanager
-    def holding(self, store: Any, run_id: str, driver_id: str) -> Iterator[None]:
+    def holding(self, store: Any, run_id: str, driver_id: str, *,
+                on_cancel: Callable[[], None] | None = None) -> Iterator[None]:
+        """Renew the run's lease while inside; call `on_cancel` (once, from this module's
+        thread) if someone asks to cancel the run (`RunStore.request_cancel`)."""
+        every = self.renew_every_s or renew_every_s(lease_s())
         with self._lock:
-            self._held[run_id] = (store, driver_id)
+            self._held[run_id] = _Held(store=store, driver_id=driver_id, renew_every_s=every,
+                                       next_renew=time.monotonic() + every,
+                                       on_cancel=on_cancel)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="cadenza-heartbeat",
                                                 daemon=True)
                 self._thread.start()
+            self._wake.set()
         try:
             yield
         finally:
@@ -44,15 +93,51 @@ class Heartbeats:
 
     def _loop(self) -> None:
         while True:
-            self._wake.wait(self.renew_every_s)
             with self._lock:
                 held = list(self._held.items())
-            for run_id, (store, driver_id) in held:
+                if not held:
+                    self._wake.clear()
+            if not held:
+                self._wake.wait()
+                continue
+            now = time.monotonic()
+            for run_id, h in held:
+                if now >= h.next_renew:
+                    h.next_renew = now + h.renew_every_s
+                    self._renew(run_id, h)
+            self._check_cancels(held)
+            tick = min([CANCEL_POLL_S, *(h.renew_every_s for _, h in held)])
+            self._nap.wait(tick)
+
+    @staticmethod
+    def _renew(run_id: str, h: _Held) -> None:
+        try:
+            if not h.store.renew_lease(run_id, h.driver_id):
+                log.warning("run %s: lease taken by another driver", run_id)
+        except Exception as exc:  # noqa: BLE001 - retried at the next beat
+            log.warning("run %s: could not renew lease: %s", run_id, exc)
+
+    def _check_cancels(self, held: list[tuple[str, _Held]]) -> None:
+        by_store: dict[int, tuple[Any, list[tuple[str, _Held]]]] = {}
+        for run_id, h in held:
+            if h.on_cancel is not None:
+                by_store.setdefault(id(h.store), (h.store, []))[1].append((run_id, h))
+        for store, runs in by_store.values():
+            try:
+                asked = store.cancel_requests([run_id for run_id, _ in runs])
+            except Exception as exc:  # noqa: BLE001 - asked again at the next poll
+                log.warning("could not read cancel requests: %s", exc)
+                continue
+            for run_id, h in runs:
+                callback = h.on_cancel
+                if run_id not in asked or callback is None:
+                    continue
+                h.on_cancel = None  # once
+                log.info("run %s: cancel requested; cancelling", run_id)
                 try:
-                    if not store.renew_lease(run_id, driver_id):
-                        log.warning("run %s: lease taken by another driver", run_id)
-                except Exception as exc:  # noqa: BLE001 - retried at the next beat
-                    log.warning("run %s: could not renew lease: %s", run_id, exc)
+                    callback()
+                except Exception:
+                    log.exception("run %s: cancelling failed", run_id)
 
 
 _heartbeats = Heartbeats()
@@ -60,3 +145,51 @@ _heartbeats = Heartbeats()
 
 def heartbeats() -> Heartbeats:
     return _heartbeats
+
+
+# --- is a run's driver alive? -----------------------------------------------------------------
+
+
+def driver_is_dead(driver_id: str | None) -> bool:
+    """True when `driver_id` ("host:pid:token") names a process on this host that no longer
+    exists (or is a zombie). A driver on another host is never known dead here: its lease
+    says so instead."""
+    if not driver_id:
+        return True
+    host, _, rest = driver_id.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    import psutil  # type: ignore[import-untyped,unused-ignore]
+
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.AccessDenied:
+        return False
+
+
+def lease_expired(run: RunRecord, *, now: datetime | None = None,
+                  lease: float | None = None) -> bool:
+    """The run's driver has not renewed its lease for `lease` seconds (or never did)."""
+    if run.heartbeat_at is None:
+        return True
+    now = now or clock.now()
+    return run.heartbeat_at <= now - timedelta(seconds=lease_s() if lease is None else lease)
+
+
+def is_orphaned(run: RunRecord, *, now: datetime | None = None,
+                lease: float | None = None) -> bool:
+    """An unfinished run that nobody drives any more: its driver died (its process on this
+    host is gone, or its lease expired), or it is `running` with no driver at all. A queued
+    run nobody has claimed yet is waiting, not orphaned. Computed, never stored: surfaces
+    show such a run as `crashed` until `cadenza resume` (or a scheduler) takes it over."""
+    if run.state.is_final:
+        return False
+    if run.driver_id is None:
+        return run.state is RunState.RUNNING
+    return lease_expired(run, now=now, lease=lease) or driver_is_dead(run.driver_id)

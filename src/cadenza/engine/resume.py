@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import socket
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -68,48 +67,24 @@ def load_pipeline(source: str) -> Any:
     return pipe
 
 
-def _driver_is_dead(driver_id: str | None) -> bool:
-    """True when `driver_id` names a process on this host that no longer exists."""
-    if not driver_id:
-        return True
-    host, _, rest = driver_id.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    # A zombie (killed, not yet reaped by its parent) is dead too.
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1].startswith("Z")
-    except (OSError, IndexError):
-        return False
-
-
 def claim_for_resume(store: Any, run: Any, driver_id: str) -> None:
-    from cadenza.engine.lease import LEASE_S
+    """Claim the run for a resume (RunConflict while a live driver holds it). A pending
+    cancel request is forgotten: resuming is asking the run to go on."""
+    from cadenza.engine.lease import driver_is_dead, lease_s
 
-    if run.driver_id and not _driver_is_dead(run.driver_id):
-        lease_s = LEASE_S
-    else:
-        lease_s = 0.0
-    ok = store.claim_run(run.run_id, driver_id, lease_s=lease_s,
-                         expected_driver=run.driver_id)
+    lease = lease_s()
+    ok = store.claim_run(run.run_id, driver_id,
+                         lease_s=lease if run.driver_id and not driver_is_dead(run.driver_id)
+                         else 0.0,
+                         expected_driver=run.driver_id, clear_cancel=True)
     if not ok:
         current = store.get_run(run.run_id)
         raise RunConflict(
             f"run {run.run_id} is being driven by {current.driver_id} "
             f"(last heartbeat {current.heartbeat_at})",
             pipeline=run.pipeline,
-            hint="wait for it to finish, or stop that process; a dead driver's lease expires "
-            f"after {LEASE_S:g} s",
+            hint="wait for it to finish, or stop it with `cadenza runs cancel "
+            f"{run.run_id}`; a dead driver's lease expires after {lease:g} s",
         )
 
 
@@ -123,6 +98,7 @@ def resume_run(
 ) -> Any:
     """Finish run `run_id` from its point of failure. Returns a RunResult."""
     from cadenza.engine.api import _executor_for, make_driver, result_from_store
+    from cadenza.engine.cancel import CANCEL_REASON
     from cadenza.engine.lease import heartbeats
     from cadenza.store import open_store
 
@@ -138,8 +114,9 @@ def resume_run(
     claim_for_resume(store, run, driver_id)
     executor_name = executor or run.executor or settings.executor
     now = clock.now()
+    # started_at: a run cancelled while it was queued starts now.
     run = replace(run, state=RunState.RUNNING, ended_at=None, error=None, driver_id=driver_id,
-                  heartbeat_at=now, executor=executor_name)
+                  heartbeat_at=now, executor=executor_name, started_at=run.started_at or now)
     driver = make_driver(pipe, run, values, store=store, settings=settings,
                          executor=_executor_for(executor_name))
     rows = store.get_task_instances(run_id)
@@ -149,7 +126,8 @@ def resume_run(
     if on_start is not None:
         on_start(driver)
     try:
-        with heartbeats().holding(store, run_id, driver_id):
+        with heartbeats().holding(store, run_id, driver_id,
+                                  on_cancel=lambda: driver.cancel(reason=CANCEL_REASON)):
             driver.drive()
     finally:
         store.release_run(run_id, driver_id)

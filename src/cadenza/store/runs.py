@@ -11,7 +11,8 @@ Performance notes (`write()` is called once per scheduler step, usually with 1-3
 - Records become parameter dicts through plain functions (no ORM unit of work, no
   pydantic), and rows become records by tuple unpacking.
 - Run updates write the whole record, driver_id included (the engine releases a run by
-  writing driver_id=None), but never move heartbeat_at backwards.
+  writing driver_id=None), but never move heartbeat_at backwards and never touch
+  cancel_requested_at (another process may set it at any time: `request_cancel`).
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ _UPDATE_RUN = (
             **{
                 c.name: bindparam(c.name)
                 for c in _runs.columns
-                if c.name not in ("run_id", "heartbeat_at")
+                if c.name not in ("run_id", "heartbeat_at", "cancel_requested_at")
             },
             "heartbeat_at": case(
                 (
@@ -151,6 +152,7 @@ _SELECT_TI = select(*_TI_COLUMNS).where(
     _tis.c.map_index == bindparam("map_index"),
 )
 _RUN_EXISTS = select(_runs.c.run_id).where(_runs.c.run_id == bindparam("run_id"))
+_FINAL_RUN_STATES = tuple(s.value for s in RunState if s.is_final)
 
 # ---------------------------------------------------------------------------------------------
 # Record <-> row conversion. Plain functions over tuples: this is on the hot path.
@@ -176,6 +178,7 @@ def _run_params(r: RunRecord) -> dict[str, Any]:
         "error": r.error,
         "tags": list(r.tags),
         "extra": r.extra,
+        "cancel_requested_at": r.cancel_requested_at,
     }
 
 
@@ -222,6 +225,7 @@ def _run_from_row(row: Sequence[Any]) -> RunRecord:
         error,
         tags,
         extra,
+        cancel_requested_at,
     ) = row
     return RunRecord(
         run_id=run_id,
@@ -242,6 +246,7 @@ def _run_from_row(row: Sequence[Any]) -> RunRecord:
         error=error,
         tags=tuple(tags),
         extra=extra,
+        cancel_requested_at=cancel_requested_at,
     )
 
 
@@ -834,6 +839,7 @@ class RunStore:
         *,
         lease_s: float,
         expected_driver: str | None | _Unset = _UNSET,
+        clear_cancel: bool = False,
     ) -> bool:
         """Make `driver_id` the run's driver; True if it now holds the run.
 
@@ -843,7 +849,8 @@ class RunStore:
         passes the driver it saw dead, so two resumes racing cannot both take over.
 
         One conditional UPDATE, so of two concurrent claimers exactly one wins. Sets
-        heartbeat_at to now. RunNotFound if the run does not exist.
+        heartbeat_at to now. RunNotFound if the run does not exist. `clear_cancel` (resume:
+        the user wants the run to go on) also forgets a cancel request.
         """
         now = clock.now()
         r = _runs.c
@@ -861,7 +868,10 @@ class RunStore:
                 r.driver_id.is_(None) if expected_driver is None else r.driver_id == expected_driver
             )
             cond.append(or_(seen, r.driver_id == driver_id))
-        stmt = update(_runs).where(*cond).values(driver_id=driver_id, heartbeat_at=now)
+        values: dict[str, Any] = {"driver_id": driver_id, "heartbeat_at": now}
+        if clear_cancel:
+            values["cancel_requested_at"] = None
+        stmt = update(_runs).where(*cond).values(values)
         with self._engine.begin() as conn:
             if conn.execute(stmt).rowcount == 1:
                 return True
@@ -890,6 +900,43 @@ class RunStore:
         )
         with self._engine.begin() as conn:
             conn.execute(stmt)
+
+    # -- cancel requests ------------------------------------------------------------------------
+
+    @_translated("requesting a cancel")
+    def request_cancel(self, run_id: str) -> bool:
+        """Record that someone asked to cancel the run; True if the run is unfinished.
+
+        Any process may call it (the CLI, the API). It changes no state: the run's driver
+        sees the request (`cancel_requests`, polled by its heartbeat thread) and cancels
+        through the engine. A second request keeps the first one's time. False, changing
+        nothing, when the run has already ended; RunNotFound when there is no such run.
+        """
+        r = _runs.c
+        stmt = (
+            update(_runs)
+            .where(r.run_id == run_id, r.state.not_in(_FINAL_RUN_STATES),
+                   r.cancel_requested_at.is_(None))
+            .values(cancel_requested_at=clock.now())
+        )
+        with self._engine.begin() as conn:
+            if conn.execute(stmt).rowcount == 1:
+                return True
+            row = conn.execute(select(r.state).where(r.run_id == run_id)).first()
+        if row is None:
+            raise _run_not_found(run_id)
+        return not RunState(row[0]).is_final
+
+    @_translated("reading cancel requests")
+    def cancel_requests(self, run_ids: Sequence[str]) -> set[str]:
+        """Which of `run_ids` someone asked to cancel (one indexed read; no write lock)."""
+        if not run_ids:
+            return set()
+        r = _runs.c
+        q = select(r.run_id).where(r.run_id.in_(list(run_ids)),
+                                   r.cancel_requested_at.is_not(None))
+        with self._read_engine.connect() as conn:
+            return {str(v) for v in conn.scalars(q)}
 
     # -- lifecycle ------------------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ from sqlalchemy import (
 
 # The newest Alembic revision. Opening a database whose alembic_version row equals this
 # does no migration work at all (see db.ensure_schema).
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 
 # Alembic's own version table, as Alembic creates it, so that a schema made by
 # `create_all` is indistinguishable from one made by `alembic upgrade head`.
@@ -200,6 +200,8 @@ runs_table = Table(
     _text("error", nullable=True),
     _json("tags"),
     _json("extra"),
+    # Set by `cadenza runs cancel` (any process); the run's driver polls it (engine/lease.py).
+    _time("cancel_requested_at", nullable=True),
     PrimaryKeyConstraint("run_id"),
     Index(None, "created_at"),
     Index(None, "pipeline", "created_at"),

@@ -50,6 +50,7 @@ from cadenza.core.errors import CadenzaError, ParameterError, RunConflict, Store
 from cadenza.core.ids import new_driver_id
 from cadenza.core.settings import Settings, get_settings
 from cadenza.engine.api import drive_run, fail_run, new_run
+from cadenza.engine.cancel import cancel_undriven
 from cadenza.engine.resume import resume_run
 from cadenza.triggers.cron import Interval, Timetable
 from cadenza.triggers.events import EventTrigger, handle_message, make_consumer
@@ -189,14 +190,13 @@ class Scheduler:
         claim_idle_ms: int = 30_000,
         scheduler_id: str | None = None,
     ) -> None:
-        from cadenza.engine.lease import LEASE_S
         from cadenza.store import open_store
         from cadenza.store.scheduling import scheduling_store
 
         self.settings = settings or get_settings()
         self.executor = executor
         self.max_runs = max_runs
-        self.lease_s = LEASE_S if lease_s is None else lease_s
+        self.lease_s = self.settings.lease_s if lease_s is None else lease_s
         self.sla_check_s = sla_check_s
         self.catchup_limit = catchup_limit
         self.max_sleep_s = max_sleep_s
@@ -539,6 +539,10 @@ class Scheduler:
             raise
 
     def _take_over(self, run: Any) -> None:
+        if run.cancel_requested_at is not None:
+            # Someone asked to cancel it before its driver died: finish that, not the run.
+            cancel_undriven(self.store, run, lease_s=self.lease_s)
+            return
         # Resume: finished tasks keep their outputs; RunConflict if its driver still lives.
         resume_run(run.run_id, pipeline=self.pipelines[run.pipeline], executor=self.executor,
                    settings=self.settings)

@@ -43,6 +43,7 @@ class RunRow(Base):
     error: Mapped[str | None]
     tags: Mapped[list[str]]
     extra: Mapped[dict[str, Any]]
+    cancel_requested_at: Mapped[datetime | None]
 
 
 class TaskInstanceRow(Base):

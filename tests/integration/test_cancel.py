@@ -143,3 +143,24 @@ def _live_pid() -> int:
     import os
 
     return os.getppid()  # pytest's parent: alive for the whole test
+
+
+def test_a_scheduler_taking_over_a_dead_drivers_run_honours_its_cancel_request(
+        cadenza_env, counter_dir):
+    from cadenza.triggers.loop import Scheduler
+
+    run, rows = new_run(cancellable.held, {"folder": str(counter_dir)}, trigger="manual")
+    long_ago = clock.now() - timedelta(seconds=120)
+    run = replace(run, state=RunState.RUNNING, started_at=long_ago,
+                  driver_id="another-host:1:gone00", heartbeat_at=long_ago)
+    store = open_store(cadenza_env.database_url)
+    store.create_run(run, rows)
+    assert store.request_cancel(run.run_id)  # asked before its driver was lost
+
+    sched = Scheduler([cancellable.held], executor="inline", lease_s=30)
+    report = sched.run_once(timeout_s=60)
+
+    assert report.taken_over == [run.run_id]
+    got = store.get_run(run.run_id)
+    assert got.state is RunState.CANCELLED and got.driver_id is None
+    assert not (counter_dir / "first.count").exists()  # cancelled, not resumed

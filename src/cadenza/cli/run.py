@@ -12,8 +12,11 @@ Ctrl-C, by case:
   3. a second Ctrl-C -> KeyboardInterrupt in the driver, which cancels at once (tasks still
      running are recorded as cancelled without waiting for them); exit 130.
 
-Exit codes: 0 the run succeeded, 1 it failed, 2 a usage or definition error (nothing ran),
-130 interrupted.
+A cancel from another terminal (`cadenza runs cancel RUN_ID`) reaches the driver through the
+store (engine/lease.py); the summary then says the run was cancelled, and the exit code is 1.
+
+Exit codes: 0 the run succeeded, 1 it failed or was cancelled from elsewhere, 2 a usage or
+definition error (nothing ran), 130 interrupted.
 """
 
 from __future__ import annotations

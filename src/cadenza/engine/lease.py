@@ -100,14 +100,16 @@ class Heartbeats:
             if not held:
                 self._wake.wait()
                 continue
+            # Wait first: a run shorter than one poll never costs a query.
+            self._nap.wait(min([CANCEL_POLL_S, *(h.renew_every_s for _, h in held)]))
+            with self._lock:
+                held = list(self._held.items())
             now = time.monotonic()
             for run_id, h in held:
                 if now >= h.next_renew:
                     h.next_renew = now + h.renew_every_s
                     self._renew(run_id, h)
             self._check_cancels(held)
-            tick = min([CANCEL_POLL_S, *(h.renew_every_s for _, h in held)])
-            self._nap.wait(tick)
 
     @staticmethod
     def _renew(run_id: str, h: _Held) -> None:

@@ -92,24 +92,33 @@ class Heartbeats:
                 self._held.pop(run_id, None)
 
     def _loop(self) -> None:
+        # This frame lives as long as the process: it must hold no reference to a run's
+        # records or driver (see _beat), so it keeps numbers only.
         while True:
             with self._lock:
-                held = list(self._held.items())
-                if not held:
+                tick = min([CANCEL_POLL_S, *(h.renew_every_s for h in self._held.values())])
+                idle = not self._held
+                if idle:
                     self._wake.clear()
-            if not held:
+            if idle:
                 self._wake.wait()
                 continue
-            # Wait first: a run shorter than one poll never costs a query.
-            self._nap.wait(min([CANCEL_POLL_S, *(h.renew_every_s for _, h in held)]))
-            with self._lock:
-                held = list(self._held.items())
-            now = time.monotonic()
-            for run_id, h in held:
-                if now >= h.next_renew:
-                    h.next_renew = now + h.renew_every_s
-                    self._renew(run_id, h)
-            self._check_cancels(held)
+            self._nap.wait(tick)  # wait first: a run shorter than one poll costs no query
+            self._beat()
+
+    def _beat(self) -> None:
+        """One round: renew due leases, look for cancel requests. Its own frame, so that
+        nothing it touched (a driver, through on_cancel; the user's module, through the
+        driver's graph) stays referenced once the run is over: a user object in that module
+        must still be finalised at exit."""
+        with self._lock:
+            held = list(self._held.items())
+        now = time.monotonic()
+        for run_id, h in held:
+            if now >= h.next_renew:
+                h.next_renew = now + h.renew_every_s
+                self._renew(run_id, h)
+        self._check_cancels(held)
 
     @staticmethod
     def _renew(run_id: str, h: _Held) -> None:

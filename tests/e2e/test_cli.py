@@ -424,3 +424,94 @@ def test_readme_five_minute_tour_is_true(tmp_path: Path) -> None:
     assert p.ok("logs", run_id[:8], "square", "--map-index", "2", cwd=demo).stdout == "squaring 3\n"
     tested = p.ok("tasks", "test", "pipelines/example.py", "total", cwd=demo).stdout
     assert f"inputs from run {run_id}" in tested and "returned: 55" in tested
+
+
+GRAPH_ORDER = '''
+from cadenza import pipeline, task
+
+
+@task
+def zeta() -> dict:
+    return {"rows": 3}
+
+
+@task
+def alpha(z: dict) -> str:
+    return "a" * 200  # small enough to stay inline, too long for the table
+
+
+@task
+def mid(a: str) -> list:
+    return [len(a)]
+
+
+@pipeline
+def ordered():
+    mid(alpha(zeta()))
+'''
+
+
+def test_runs_show_lists_tasks_in_graph_order_with_small_json_outputs(tmp_path: Path) -> None:
+    p = make_project(tmp_path, files={"pipelines/ordered.py": GRAPH_ORDER})
+    rid = p.json("run", "ordered", "-e", "inline")["run_id"]
+    data = p.json("runs", "show", rid)
+    assert [t["task_id"] for t in data["task_instances"]] == ["zeta", "alpha", "mid"]
+    lines = p.ok("runs", "show", rid).stdout.splitlines()
+    header = next(i for i, x in enumerate(lines) if x.startswith("TASK"))
+    rows = [x for x in lines[header + 1:] if x.strip()]
+    assert [r.split()[0] for r in rows] == ["zeta", "alpha", "mid"], rows
+    assert '{"rows": 3}' in rows[0]
+    assert '"aaaa' in rows[1] and "…" in rows[1] and "a" * 200 not in rows[1]
+    assert "[200]" in rows[2]
+
+
+def test_runs_list_outside_a_project_says_so_and_creates_nothing(tmp_path: Path) -> None:
+    folder = tmp_path / "not-a-project"
+    folder.mkdir()
+    env = {k: v for k, v in clean_env(tmp_path / "home").items()
+           if k not in ("CADENZA_HOME", "CADENZA_DATABASE_URL")}
+    p = Project(root=folder, env=env)
+    for args in (["runs", "list"], ["runs", "show", "abc"]):
+        proc = p.ok(*args, code=2)
+        assert "no Cadenza project here" in proc.stderr, proc.stderr
+        assert "cadenza init" in proc.stderr and "CADENZA_HOME" in proc.stderr
+    assert not (folder / ".cadenza").exists()
+    # Each of these makes it a project: CADENZA_HOME, CADENZA_DATABASE_URL, a cadenza.toml.
+    assert "No runs yet" in p.ok("runs", "list", env=dict(
+        env, CADENZA_HOME=str(tmp_path / "h1"))).stdout
+    assert "No runs yet" in p.ok("runs", "list", env=dict(
+        env, CADENZA_DATABASE_URL=f"sqlite:///{tmp_path / 'h2' / 'c.db'}")).stdout
+    assert not (folder / ".cadenza").exists()
+    (folder / "cadenza.toml").write_text("")
+    assert "No runs yet" in p.ok("runs", "list").stdout
+    (folder / "cadenza.toml").unlink()
+    # A run of a file here makes its store in .cadenza/: from then on, this folder has runs.
+    (folder / "one.py").write_text(GRAPH_ORDER)
+    rid = p.json("run", "one.py", "-e", "inline")["run_id"]
+    assert [r["run_id"] for r in p.json("runs", "list")] == [rid]
+
+
+SMALL_ASSET = '''
+from cadenza import Asset, pipeline, task
+
+scores = Asset("metrics/scores")
+
+
+@task(outlets=[scores])
+def score() -> dict:
+    return {"auc": 0.91}
+
+
+@pipeline
+def scoring():
+    score()
+'''
+
+
+def test_lineage_of_an_asset_with_a_small_json_value_names_its_task(tmp_path: Path) -> None:
+    p = make_project(tmp_path, files={"pipelines/scoring.py": SMALL_ASSET})
+    rid = p.json("run", "scoring", "-e", "inline")["run_id"]
+    text = " ".join(p.ok("lineage", "metrics/scores").stdout.split())
+    assert f"asset metrics/scores v1 (value stored inline) score run {rid} attempt 1" in text
+    data = p.json("lineage", "metrics/scores")
+    assert (data["asset"]["task_id"], data["asset"]["run_id"]) == ("score", rid)

@@ -797,6 +797,7 @@ def test_unreachable_postgres_is_a_quick_store_error_with_masked_password() -> N
     assert "***" in text_
     assert err.value.hint and "127.0.0.1:1" in err.value.hint
     assert "CADENZA_DATABASE_URL" in err.value.hint
+    assert "database_url in cadenza.toml" in err.value.hint
     assert err.value.__cause__ is not None
 
 

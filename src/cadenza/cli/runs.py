@@ -44,11 +44,29 @@ app = typer.Typer(
 
 
 def open_project_store() -> Any:
-    """The configured metadata store (StoreError with a fix when it cannot be reached)."""
+    """The configured metadata store (StoreError with a fix when it cannot be reached).
+
+    Outside a project it says so instead of creating an empty store in the current folder.
+    A project is: a cadenza.toml here or above, CADENZA_HOME or CADENZA_DATABASE_URL set,
+    or the default store (.cadenza/cadenza.db, made by `cadenza run FILE` here) existing."""
+    import os
+    from pathlib import Path
+
+    from cadenza.core.errors import CadenzaError
     from cadenza.core.settings import get_settings
     from cadenza.store import open_store
 
-    return open_store(get_settings().database_url)
+    settings = get_settings()
+    url = settings.database_url
+    if (settings.config_file is None and not os.environ.get("CADENZA_HOME")
+            and not os.environ.get("CADENZA_DATABASE_URL") and settings.is_sqlite
+            and not Path(url.removeprefix("sqlite:///")).exists()):
+        raise CadenzaError(
+            f"no Cadenza project here: no cadenza.toml in {Path.cwd()} or its parents, no "
+            f"runs in {settings.home}, and neither CADENZA_HOME nor CADENZA_DATABASE_URL is set",
+            hint="cd into your project's folder, start one with `cadenza init`, or point "
+            "CADENZA_HOME (or CADENZA_DATABASE_URL) at your runs")
+    return open_store(url)
 
 
 # --- JSON shapes -----------------------------------------------------------------------------
@@ -140,7 +158,8 @@ def run_detail_json(
     for a in attempts:
         by_key.setdefault((a.task_id, a.map_index), []).append(a)
     data = run_to_json(run)
-    data["task_instances"] = [ti_to_json(t, by_key.get(t.key, [])) for t in tis]
+    data["task_instances"] = [ti_to_json(t, by_key.get(t.key, []))
+                              for t in in_graph_order(run, tis)]
     data["metrics"] = [
         {"task_id": m.task_id, "map_index": m.map_index, "attempt": m.attempt, "name": m.name,
          "value": m.value, "kind": m.kind}
@@ -230,12 +249,31 @@ def show_run(
     print_run_detail(run, tis, metrics)
 
 
+def in_graph_order(run: RunRecord, tis: Sequence[TaskInstanceRecord]
+                   ) -> list[TaskInstanceRecord]:
+    """The run's task instances with upstream tasks first (the order recorded with the run;
+    the store's order, by task id, for runs recorded before it was), map indexes in order."""
+    order = {task_id: i for i, task_id in enumerate(run.task_order)}
+    return sorted(tis, key=lambda t: (order.get(t.task_id, len(order)), t.task_id, t.map_index))
+
+
+OUTPUT_CHARS = 40  # a small JSON output is shown up to this many characters
+
+
 def _output_text(ti: TaskInstanceRecord) -> str:
-    """An artifact output's SHA-256 prefix (what `cadenza lineage` takes); "-" otherwise."""
+    """An artifact output's SHA-256 prefix (what `cadenza lineage` takes), a small JSON
+    output's value (cut to OUTPUT_CHARS), "-" for none."""
     from cadenza.artifacts.lineage import SHA_CHARS
 
     ref = ti.output
-    if ref is None or ref.kind != "artifact" or not ref.sha256:
+    if ref is None:
+        return "-"
+    if ref.kind == "json":
+        import json
+
+        text = json.dumps(ref.value, default=str, ensure_ascii=False)
+        return text if len(text) <= OUTPUT_CHARS else text[:OUTPUT_CHARS - 1] + "…"
+    if not ref.sha256:
         return "-"
     return ref.sha256[:SHA_CHARS]
 
@@ -278,7 +316,7 @@ def print_run_detail(run: RunRecord, tis: Sequence[TaskInstanceRecord],
     table = Table(box=None, header_style="bold", pad_edge=False)
     for col in ("TASK", "STATE", "ATTEMPTS", "DURATION", "CACHE", "OUTPUT", "ERROR"):
         table.add_column(col, no_wrap=col != "ERROR", overflow="fold")
-    for t in tis:
+    for t in in_graph_order(run, tis):
         name = label(t.task_id, t.map_index)
         if t.map_index >= 0:
             name = "  " + name
@@ -297,7 +335,7 @@ def print_run_detail(run: RunRecord, tis: Sequence[TaskInstanceRecord],
         attempts = str(t.attempt) if t.map_count is None else "-"
         table.add_row(escape(name), styled_state(t.state), attempts,
                       format_duration(duration_s(t.started_at, t.ended_at)), escape(cache),
-                      _output_text(t),
+                      escape(_output_text(t)),
                       f"[red]{escape(error)}[/]" if str(t.state) == "failed" else escape(error))
     console.print(table)
     if metrics:

@@ -114,6 +114,16 @@ class RunRecord:
     # RunStore.request_cancel / claim_run(clear_cancel=True): run updates never touch it.
     cancel_requested_at: datetime | None = None
 
+    @property
+    def task_order(self) -> list[str]:
+        """The pipeline's task ids in graph order (upstreams first), as recorded when the
+        run was created; empty for runs recorded before it was."""
+        return list(self.extra.get(TASK_ORDER, ()))
+
+
+# Key of RunRecord.extra holding the task ids in graph order (engine.api.new_run writes it).
+TASK_ORDER = "task_order"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskInstanceRecord:

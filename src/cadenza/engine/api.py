@@ -16,7 +16,14 @@ from typing import Any
 from cadenza.core import clock
 from cadenza.core.errors import CadenzaError
 from cadenza.core.ids import new_driver_id, new_run_id
-from cadenza.core.records import ErrorInfo, RunRecord, TaskInstanceRecord, ValueRef, WriteBatch
+from cadenza.core.records import (
+    TASK_ORDER,
+    ErrorInfo,
+    RunRecord,
+    TaskInstanceRecord,
+    ValueRef,
+    WriteBatch,
+)
 from cadenza.core.settings import Settings, get_settings
 from cadenza.core.states import RunState, TaskState, transition
 
@@ -267,7 +274,8 @@ def new_run(
         data_interval_end=data_interval[1] if data_interval else None,
         source=source_of(pipeline),
         tags=tuple(getattr(pipeline, "tags", ()) or ()),
-        extra=dict(extra or {}),
+        # Graph order, for `cadenza runs show` (the store keeps no edges).
+        extra={**(extra or {}), TASK_ORDER: pipeline.graph.topological_ids()},
     )
     tis = [TaskInstanceRecord(run_id=rid, task_id=node.id, map_index=-1,
                               state=TaskState.PENDING, pool=node.options.pool)

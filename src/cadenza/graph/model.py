@@ -145,6 +145,35 @@ class PipelineGraph:
                     out[up].append(node.id)
         return out
 
+    def topological_ids(self) -> list[str]:
+        """Task ids with every upstream (data or `>>`) first; ties keep definition order.
+
+        Example:
+            >>> [*pipe.graph.nodes], pipe.graph.topological_ids()  # b = t2(); a = t1(); a >> b
+            (['b', 'a'], ['a', 'b'])
+        """
+        import heapq
+
+        position = {nid: i for i, nid in enumerate(self.nodes)}
+        waiting = {nid: sum(1 for up in n.upstream if up in position)
+                   for nid, n in self.nodes.items()}
+        downstream = self.downstream()
+        ready = [position[nid] for nid, count in waiting.items() if count == 0]
+        heapq.heapify(ready)
+        ids = list(self.nodes)
+        order: list[str] = []
+        while ready:
+            nid = ids[heapq.heappop(ready)]
+            order.append(nid)
+            for down in downstream[nid]:
+                waiting[down] -= 1
+                if waiting[down] == 0:
+                    heapq.heappush(ready, position[down])
+        if len(order) != len(ids):  # a validated graph has no cycle; be safe anyway
+            seen = set(order)
+            order.extend(nid for nid in ids if nid not in seen)
+        return order
+
 
 def iter_markers(value: Any) -> Iterator[TaskOutput | ParamValue]:
     """Every marker inside a structure of lists, tuples and dicts."""

@@ -67,7 +67,8 @@ def _hint_for(url: str | URL) -> str:
     if u.get_backend_name() == "postgresql":
         return (
             f"is PostgreSQL running at {u.host or 'localhost'}:{u.port or 5432} and does "
-            f"database '{u.database}' exist? set CADENZA_DATABASE_URL"
+            f"database '{u.database}' exist? Set the URL in CADENZA_DATABASE_URL or "
+            "database_url in cadenza.toml"
         )
     return "Cadenza supports sqlite:/// and postgresql+psycopg:// URLs; set CADENZA_DATABASE_URL"
 

@@ -264,6 +264,7 @@ def test_a_driver_killed_with_kill_9_shows_crashed_until_resumed(proj: Project, 
     shown = proj.ok("runs", "show", run_id).stdout
     assert "crashed" in shown and f"cadenza resume {run_id}" in shown, shown
     assert proj.json("runs", "list", "--state", "crashed")[0]["run_id"] == run_id
+    assert run_id not in [r["run_id"] for r in proj.json("runs", "list", "--state", "running")]
     _resume_finishes(proj, ctl, run_id)
 
 

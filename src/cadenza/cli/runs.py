@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     name="runs",
-    help="List runs and show one run's task instances.",
+    help="List runs, show one run's task instances, cancel or delete runs.",
     no_args_is_help=True,
 )
 
@@ -193,9 +193,11 @@ def list_runs(
     if state == CRASHED:
         runs = _crashed_runs(store, pipeline, limit)
     else:
-        runs = store.list_runs(pipeline=pipeline, state=run_state, limit=limit)
-        if run_state is not None and not run_state.is_final:
-            runs = [r for r in runs if shown_state(r) == state]  # crashed ones are not
+        unfinished = run_state is not None and not run_state.is_final
+        runs = store.list_runs(pipeline=pipeline, state=run_state,
+                               limit=max(limit * 4, 200) if unfinished else limit)
+        if unfinished:  # a crashed run is not 'running' any more
+            runs = [r for r in runs if shown_state(r) == state][:limit]
     if json_out:
         print_json([run_to_json(r) for r in runs])
         return

@@ -153,6 +153,11 @@ _SELECT_TI = select(*_TI_COLUMNS).where(
 )
 _RUN_EXISTS = select(_runs.c.run_id).where(_runs.c.run_id == bindparam("run_id"))
 _FINAL_RUN_STATES = tuple(s.value for s in RunState if s.is_final)
+# Polled by every driving process's heartbeat thread (engine/lease.py): built once.
+_SELECT_CANCEL_REQUESTS = select(_runs.c.run_id).where(
+    _runs.c.run_id.in_(bindparam("run_ids", expanding=True)),
+    _runs.c.cancel_requested_at.is_not(None),
+)
 
 # ---------------------------------------------------------------------------------------------
 # Record <-> row conversion. Plain functions over tuples: this is on the hot path.
@@ -932,11 +937,9 @@ class RunStore:
         """Which of `run_ids` someone asked to cancel (one indexed read; no write lock)."""
         if not run_ids:
             return set()
-        r = _runs.c
-        q = select(r.run_id).where(r.run_id.in_(list(run_ids)),
-                                   r.cancel_requested_at.is_not(None))
         with self._read_engine.connect() as conn:
-            return {str(v) for v in conn.scalars(q)}
+            return {str(v) for v in conn.scalars(_SELECT_CANCEL_REQUESTS,
+                                                 {"run_ids": list(run_ids)})}
 
     # -- lifecycle ------------------------------------------------------------------------------
 

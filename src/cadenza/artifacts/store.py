@@ -5,6 +5,12 @@ same output twice stores it once, and a read can verify what it got. Writes go t
 name first and are renamed into place: a crash never leaves a half artifact under its final
 name. Small JSON-able outputs never come here: `store_value` keeps them inline in the
 `ValueRef` (and so in the metadata store).
+
+Object storage: the root may be any fsspec URL whose filesystem is installed (`s3://` needs
+`cadenza[s3]`, `gs://` needs `cadenza[gcs]`); `check_root` says which before a run starts.
+Credentials and endpoints are the filesystem's own: for S3, the AWS variables and files
+(AWS_ENDPOINT_URL for MinIO, moto or another S3 API server), or fsspec's configuration
+(FSSPEC_S3_ENDPOINT_URL, ~/.config/fsspec/).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from cadenza.artifacts.serializers import (
     get_serializer,
     is_json_value,
 )
-from cadenza.core.errors import CadenzaError
+from cadenza.core.errors import CadenzaError, ConfigError
 from cadenza.core.records import ValueRef
 
 
@@ -202,6 +208,42 @@ def claim_artifact(uri: str | None) -> bool:
 
     fs, path = fsspec.core.url_to_fs(uri)
     return bool(fs.exists(path))
+
+
+# fsspec protocols whose implementation ships in a Cadenza extra: protocol -> (package, extra).
+_EXTRAS = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"),
+           "gcs": ("gcsfs", "gcs")}
+_checked: set[str] = set()
+
+
+def check_root(root: str, *, pipeline: str | None = None) -> None:
+    """Fail now, with the install command, when the filesystem of `root` is not installed.
+
+    Called by the engine before a run starts: without it, the first task with a large
+    output would fail mid-run. A local folder needs nothing; the answer is remembered."""
+    if "://" not in root or root.startswith("file://") or root in _checked:
+        return
+    import fsspec
+
+    protocol = root.split("://", 1)[0]
+    package, extra = _EXTRAS.get(protocol, (None, None))
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ImportError as exc:
+        fix = (f"pip install 'cadenza[{extra}]'" if extra
+               else f"install the fsspec implementation of {protocol}:// ({exc})")
+        what = package or f"the {protocol}:// filesystem"
+        raise ConfigError(f"artifact root {root}: {what} is not installed", pipeline=pipeline,
+                          hint=f"{fix}; or set artifact_root in cadenza.toml "
+                          "(CADENZA_ARTIFACT_ROOT) to a local folder") from exc
+    except ValueError as exc:
+        raise ConfigError(
+            f"artifact root {root}: fsspec knows no filesystem for {protocol}://",
+            pipeline=pipeline,
+            hint="use a local folder, s3://bucket/prefix (pip install 'cadenza[s3]'), "
+            "gs://bucket/prefix (pip install 'cadenza[gcs]') or another fsspec URL; set "
+            "artifact_root in cadenza.toml or CADENZA_ARTIFACT_ROOT") from exc
+    _checked.add(root)
 
 
 _stores: dict[str, ArtifactStore] = {}

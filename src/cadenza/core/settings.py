@@ -9,7 +9,9 @@ Keys of cadenza.toml (all optional):
     pipelines = ["pipelines/"]      folders or files to search for pipelines
     home = ".cadenza"               CADENZA_HOME
     database_url = "sqlite:///..."  CADENZA_DATABASE_URL
-    artifact_root = "..."           CADENZA_ARTIFACT_ROOT
+    artifact_root = "..."           CADENZA_ARTIFACT_ROOT (a folder or an fsspec URL:
+                                    s3://bucket/prefix with cadenza[s3], gs://... with
+                                    cadenza[gcs]; endpoints/credentials: AWS_ENDPOINT_URL...)
     executor = "processes"          CADENZA_EXECUTOR
     lease_s = 30                    CADENZA_LEASE_S: a driver silent this long is dead
                                     (its run shows `crashed`; resume/scheduler take it over)

@@ -203,6 +203,15 @@ def _admission_for(store: Any) -> Any:
     return shared_admission({p.name: p.slots for p in store.list_pools()})
 
 
+def check_artifact_root(settings: Settings, pipeline: str) -> None:
+    """ConfigError with the install command when the artifact root's filesystem (s3fs,
+    gcsfs, ...) is missing: before a run starts, not at its first large output."""
+    if "://" in settings.artifact_root:  # a local folder needs no check (nor the import)
+        from cadenza.artifacts.store import check_root
+
+        check_root(settings.artifact_root, pipeline=pipeline)
+
+
 def run_pipeline(
     pipeline: Any,
     params: Mapping[str, Any],
@@ -217,6 +226,7 @@ def run_pipeline(
 ) -> RunResult:
     """Validate, record and drive one run of `pipeline` to its end."""
     settings = settings or get_settings()
+    check_artifact_root(settings, pipeline.name)
     values, stored = pipeline.validate_params(params)
     executor_name = executor or settings.executor
     # Worker processes start (in other processes) while this one imports and opens the
@@ -306,6 +316,7 @@ def drive_run(
     settings = settings or get_settings()
     store = open_store(settings.database_url)
     try:
+        check_artifact_root(settings, pipeline.name)
         values, _ = pipeline.validate_params(run.params)
         error = None
     except CadenzaError as exc:

@@ -97,7 +97,12 @@ def resume_run(
     on_start: Any = None,
 ) -> Any:
     """Finish run `run_id` from its point of failure. Returns a RunResult."""
-    from cadenza.engine.api import _executor_for, make_driver, result_from_store
+    from cadenza.engine.api import (
+        _executor_for,
+        check_artifact_root,
+        make_driver,
+        result_from_store,
+    )
     from cadenza.engine.cancel import CANCEL_REASON
     from cadenza.engine.lease import heartbeats
     from cadenza.store import open_store
@@ -109,6 +114,7 @@ def resume_run(
     if run.state is RunState.SUCCESS:
         return result_from_store(store, run_id, settings.artifact_root)
     pipe = pipeline or load_pipeline(run.source)
+    check_artifact_root(settings, pipe.name)
     values, _ = pipe.validate_params(run.params)
     driver_id = new_driver_id()
     claim_for_resume(store, run, driver_id)

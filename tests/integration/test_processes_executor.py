@@ -54,8 +54,15 @@ def call_sys_exit() -> None:
     sys.exit(4)
 
 
-def nap(seconds: float) -> int:
-    time.sleep(seconds)
+def meet(mine: str, other: str) -> int:
+    """Say "I'm running", then wait until the other call says so too: returns only if both
+    ran at the same time (fails after the deadline otherwise)."""
+    _announce(mine, str(os.getpid()))
+    deadline = time.monotonic() + DEADLINE_S
+    while not os.path.exists(other):
+        if time.monotonic() > deadline:
+            raise AssertionError("the other call never ran at the same time")
+        time.sleep(0.01)
     return os.getpid()
 
 
@@ -363,15 +370,15 @@ def test_sys_exit_in_a_task_fails_the_call_not_the_worker(ex: ProcessExecutor, r
 # --- parallelism, backlog, volume -----------------------------------------------------------
 
 
-def test_two_calls_run_at_the_same_time(ex: ProcessExecutor, root: str) -> None:
+def test_two_calls_run_at_the_same_time(ex: ProcessExecutor, root: str, tmp_path: Path) -> None:
+    # Each call waits for the other to have started: both succeed only if they overlapped.
+    a_in, b_in = str(tmp_path / "a"), str(tmp_path / "b")
     sink = Outcomes()
-    ex.submit(make_call(nap, root, map_index=0, seconds=0.5), sink)
-    ex.submit(make_call(nap, root, map_index=1, seconds=0.5), sink)
+    ex.submit(make_call(meet, root, map_index=0, mine=a_in, other=b_in), sink)
+    ex.submit(make_call(meet, root, map_index=1, mine=b_in, other=a_in), sink)
     a, b = sink.take(2)
-    assert a.ok and b.ok
+    assert a.ok and b.ok, (a.error, b.error)
     assert a.worker != b.worker
-    assert a.started_at and b.started_at and a.ended_at and b.ended_at
-    assert max(a.started_at, b.started_at) < min(a.ended_at, b.ended_at)  # they overlapped
 
 
 def test_free_slots_and_the_backlog_are_first_in_first_out(root: str, tmp_path: Path) -> None:

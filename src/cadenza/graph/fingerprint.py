@@ -116,7 +116,6 @@ def _location(path: str | None, module_name: str) -> str:
     if path:
         if path.startswith(("<", _OWN_PACKAGE)):  # code made by exec (dataclasses), Cadenza
             return _IGNORED
-            return _IGNORED
         parts = Path(path).parts
         if "site-packages" in parts or "dist-packages" in parts:
             return _THIRD_PARTY

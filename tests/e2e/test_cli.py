@@ -471,7 +471,8 @@ def test_runs_list_outside_a_project_says_so_and_creates_nothing(tmp_path: Path)
     env = {k: v for k, v in clean_env(tmp_path / "home").items()
            if k not in ("CADENZA_HOME", "CADENZA_DATABASE_URL")}
     p = Project(root=folder, env=env)
-    for args in (["runs", "list"], ["runs", "show", "abc"]):
+    for args in (["runs", "list"], ["runs", "show", "abc"], ["logs", "abc", "t"],
+                 ["lineage", "abc"], ["gc", "--dry-run"], ["pools", "list"]):
         proc = p.ok(*args, code=2)
         assert "no Cadenza project here" in proc.stderr, proc.stderr
         assert "cadenza init" in proc.stderr and "CADENZA_HOME" in proc.stderr

@@ -69,11 +69,10 @@ class _Report:
 
 
 def _settings_and_store() -> tuple[Any, Any]:
+    from cadenza.cli.runs import open_project_store
     from cadenza.core.settings import get_settings
-    from cadenza.store import open_store
 
-    settings = get_settings()
-    return settings, open_store(settings.database_url)
+    return get_settings(), open_project_store()
 
 
 def _delete_files(settings: Any, store: Any, report: _Report, artifacts: list[StoredArtifact],

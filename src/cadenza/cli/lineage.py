@@ -50,10 +50,9 @@ def lineage_command(
     from cadenza.artifacts.lineage import Direction, walk_lineage
 
     direction: Direction = "upstream" if upstream else "downstream" if downstream else "both"
-    from cadenza.core.settings import get_settings
-    from cadenza.store import open_store
+    from cadenza.cli.runs import open_project_store
 
-    tree = walk_lineage(open_store(get_settings().database_url), start,
+    tree = walk_lineage(open_project_store(), start,
                         direction=direction, depth=depth)
     if json_out:
         print_json(node_to_json(tree))

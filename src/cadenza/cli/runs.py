@@ -52,7 +52,7 @@ def open_project_store() -> Any:
     import os
     from pathlib import Path
 
-    from cadenza.core.errors import CadenzaError
+    from cadenza.core.errors import ConfigError
     from cadenza.core.settings import get_settings
     from cadenza.store import open_store
 
@@ -61,7 +61,7 @@ def open_project_store() -> Any:
     if (settings.config_file is None and not os.environ.get("CADENZA_HOME")
             and not os.environ.get("CADENZA_DATABASE_URL") and settings.is_sqlite
             and not Path(url.removeprefix("sqlite:///")).exists()):
-        raise CadenzaError(
+        raise ConfigError(
             f"no Cadenza project here: no cadenza.toml in {Path.cwd()} or its parents, no "
             f"runs in {settings.home}, and neither CADENZA_HOME nor CADENZA_DATABASE_URL is set",
             hint="cd into your project's folder, start one with `cadenza init`, or point "

@@ -516,3 +516,43 @@ def test_lineage_of_an_asset_with_a_small_json_value_names_its_task(tmp_path: Pa
     assert f"asset metrics/scores v1 (value stored inline) score run {rid} attempt 1" in text
     data = p.json("lineage", "metrics/scores")
     assert (data["asset"]["task_id"], data["asset"]["run_id"]) == ("score", rid)
+
+
+UNGUARDED = '''
+from pathlib import Path
+
+from cadenza import pipeline, task
+
+
+@task
+def touch() -> str:
+    Path(__file__).with_name("ran.txt").write_text("the pipeline ran")
+    return "ran"
+
+
+@pipeline
+def unguarded():
+    touch()
+
+
+unguarded.run(executor="inline")  # no `if __name__ == "__main__":` guard
+'''
+
+
+def test_cli_commands_refuse_a_file_that_starts_a_run_when_imported(tmp_path: Path) -> None:
+    p = Project(root=tmp_path, env=clean_env(tmp_path / "home"))
+    (tmp_path / "unguarded.py").write_text(UNGUARDED)
+    for args in (["plan", "unguarded.py"], ["run", "unguarded.py"],
+                 ["tasks", "test", "unguarded.py", "touch"]):
+        proc = p.ok(*args, code=2)
+        assert "unguarded.py starts a run when it is imported" in proc.stderr, proc.stderr
+        assert 'if __name__ == "__main__":' in proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert not (tmp_path / "ran.txt").exists(), f"`cadenza {args[0]}` ran the pipeline"
+    listed = p.ok("pipelines", "list", "unguarded.py", code=1)
+    assert "starts a run when it is imported" in listed.stdout + listed.stderr
+    assert not (tmp_path / "ran.txt").exists()
+    # `python unguarded.py` is what the file is for: it runs.
+    subprocess.run([sys.executable, "unguarded.py"], cwd=tmp_path, env=p.env, check=True,
+                   capture_output=True, timeout=120)
+    assert (tmp_path / "ran.txt").read_text() == "the pipeline ran"

@@ -21,6 +21,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 from cadenza.authoring.builder import GraphBuilder
 from cadenza.authoring.refs import ParamRef
 from cadenza.core.errors import CadenzaError, DefinitionError, ParameterError, Problem
+from cadenza.core.importing import file_being_imported
 from cadenza.graph.model import ParamSpec as GraphParam
 from cadenza.graph.model import PipelineGraph
 from cadenza.graph.validate import validate_graph
@@ -276,6 +277,13 @@ class PipelineDef(Generic[P, R]):
             result = fraud_training.run(n=500, executor="inline")
             assert result.state == "success"; result.outputs["select_best"]
         """
+        importing = file_being_imported()
+        if importing is not None:
+            raise DefinitionError(self.name, [Problem(
+                message=f"{importing.name} starts a run when it is imported, and Cadenza "
+                "imports it to find its pipelines",
+                hint=f'put the call under `if __name__ == "__main__":` in {importing}, so that '
+                "`python` runs it and `cadenza` commands only read the pipeline")])
         engine = importlib.import_module("cadenza.engine.api")
         return engine.run_pipeline(self, params, executor=executor)
 

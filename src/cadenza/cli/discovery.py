@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from cadenza.cli.console import did_you_mean
 from cadenza.core.errors import CadenzaError
+from cadenza.core.importing import importing_file
 
 if TYPE_CHECKING:
     from cadenza import PipelineDef
@@ -122,7 +123,8 @@ def load_file(path: Path) -> LoadedFile:
         module = sys.modules.get(name)
         if module is None:
             if "." in name and not by_value:
-                module = importlib.import_module(name)
+                with importing_file(path):
+                    module = importlib.import_module(name)
             else:
                 spec = importlib.util.spec_from_file_location(name, path)
                 if spec is None or spec.loader is None:
@@ -130,7 +132,8 @@ def load_file(path: Path) -> LoadedFile:
                 module = importlib.util.module_from_spec(spec)
                 sys.modules[name] = module
                 try:
-                    spec.loader.exec_module(module)
+                    with importing_file(path):
+                        spec.loader.exec_module(module)
                 except BaseException:
                     sys.modules.pop(name, None)
                     raise

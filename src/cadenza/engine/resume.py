@@ -24,6 +24,7 @@ from typing import Any
 from cadenza.core import clock
 from cadenza.core.errors import CadenzaError, RunConflict
 from cadenza.core.ids import new_driver_id
+from cadenza.core.importing import importing_file
 from cadenza.core.records import AttemptRecord, ErrorInfo
 from cadenza.core.settings import Settings, get_settings
 from cadenza.core.states import RunState, TaskState
@@ -54,7 +55,8 @@ def load_pipeline(source: str) -> Any:
                 folder = str(path.resolve().parent)
                 if folder not in sys.path:
                     sys.path.insert(0, folder)
-                spec.loader.exec_module(module)
+                with importing_file(path):
+                    spec.loader.exec_module(module)
         else:
             module = importlib.import_module(target)
     except FileNotFoundError as exc:

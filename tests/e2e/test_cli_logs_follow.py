@@ -106,3 +106,71 @@ def test_logs_follow_streams_a_running_attempt(tmp_path: Path, executor: str) ->
                 for pipe in (proc.stdout, proc.stderr):
                     if pipe is not None:
                         pipe.close()
+
+
+CHILD = textwrap.dedent("""
+    import subprocess
+    import time
+    from pathlib import Path
+
+    from cadenza import pipeline, task
+
+
+    @task
+    def shelly(folder: str) -> int:
+        n = 0
+        deadline = time.monotonic() + 120
+        while not Path(folder, "release").exists():
+            n += 1
+            subprocess.run(["sh", "-c", f"echo child tick {n}"], check=True)
+            if time.monotonic() > deadline:
+                raise TimeoutError("the test never released the task")
+            time.sleep(0.5)
+        return n
+
+
+    @pipeline
+    def shelly_flow(folder: str):
+        shelly(folder)
+""")
+
+
+def test_logs_follow_streams_a_child_commands_output_on_processes(tmp_path: Path) -> None:
+    """A child command writes to the worker's fd 1, which points at the attempt's log."""
+    project: Project = make_project(tmp_path, executor="processes",
+                                    files={"pipelines/shelly.py": CHILD})
+    ctl = tmp_path / "ctl"
+    ctl.mkdir()
+    run = project.popen("run", "shelly_flow", "-p", f"folder={ctl}")
+    follow = None
+    try:
+        wait_for(lambda: project.cli("runs", "list", "--json").stdout.strip() not in ("", "[]"),
+                 what="the run to be recorded")
+        run_id = project.last_run_id()
+        follow = project.popen("logs", run_id, "shelly", "--follow")
+        seen: list[str] = []
+        out = _lines(follow.stdout)
+
+        def child_line_seen() -> bool:
+            while not out.empty():
+                seen.append(out.get())
+            return any("child tick 1" in line for line in seen)
+
+        wait_for(child_line_seen, what=f"the child command's line; got {seen}")
+        assert follow.poll() is None
+        assert run.poll() is None
+        (ctl / "release").write_text("go")
+        assert follow.wait(timeout=120) == 0, follow.stderr.read() if follow.stderr else ""
+        assert run.wait(timeout=120) == 0
+        assert run.stdout is not None
+        assert "child tick" not in run.stdout.read()
+    finally:
+        for proc in (run, follow):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for proc in (run, follow):
+            if proc is not None:
+                for pipe in (proc.stdout, proc.stderr):
+                    if pipe is not None:
+                        pipe.close()

@@ -405,7 +405,10 @@ def _worker_main(conn: Connection, boot: tuple[Any, ...]) -> None:
                 _adopt_main_names(fn)
             fns[key] = fn
         try:
-            outcome = execute(TaskCall(fn=fn, **call_fields), enforce_timeout=False, worker=ident)
+            outcome = execute(
+                TaskCall(fn=fn, **call_fields), enforce_timeout=False, worker=ident,
+                redirect_fds=True,
+            )
         except BaseException as exc:  # noqa: BLE001 - e.g. sys.exit() in the task
             conn.send_bytes(
                 _fail(

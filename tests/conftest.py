@@ -3,8 +3,7 @@ temporary CADENZA_HOME, and the executors by name."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,19 +13,6 @@ from cadenza.core import settings as settings_mod
 pytest_plugins = ["tests.fixtures.store"]
 
 EXECUTORS = ["inline", "threads", "processes"]
-
-
-def wait_for(predicate: Callable[[], object], *, timeout_s: float = 30.0, every_s: float = 0.02) -> object:
-    """Wait until `predicate()` is truthy, or fail after `timeout_s`. Not a sleep-as-sync:
-    it returns as soon as the condition holds."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s")
-        time.sleep(every_s)
 
 
 @pytest.fixture

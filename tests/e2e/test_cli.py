@@ -17,8 +17,8 @@ from tests.e2e.test_cli_support import (
     make_project,
     output_of,
     project,
-    wait_for,
 )
+from tests.fixtures.waiting import wait_for
 
 __all__ = ["project"]  # the fixture, imported for pytest
 

@@ -17,7 +17,8 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.e2e.test_cli_support import Project, instances, make_project, output_of, wait_for
+from tests.e2e.test_cli_support import Project, instances, make_project, output_of
+from tests.fixtures.waiting import wait_for
 
 JOBS = '''
 import os

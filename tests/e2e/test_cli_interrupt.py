@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_cli_support import Project, instances, output_of, project, wait_for
+from tests.e2e.test_cli_support import Project, instances, output_of, project
+from tests.fixtures.waiting import wait_for
 
 __all__ = ["project"]
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_cli_support import Project, make_project, wait_for
+from tests.e2e.test_cli_support import Project, make_project
+from tests.fixtures.waiting import wait_for
 
 CHATTY = textwrap.dedent("""
     import logging

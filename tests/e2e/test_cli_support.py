@@ -14,8 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,18 +28,6 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 def strip_ansi(text: str) -> str:
     return ANSI.sub("", text)
-
-
-def wait_for(predicate: Callable[[], Any], *, timeout_s: float = 60.0, what: str = "") -> Any:
-    """Poll `predicate` until it is truthy; fail after `timeout_s` (a deadline, not a sleep)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what or predicate}")
-        time.sleep(0.02)
 
 
 def clean_env(home: Path) -> dict[str, str]:

@@ -24,7 +24,8 @@ from cadenza.engine.cancel import cancel_run
 from cadenza.engine.lease import is_orphaned
 from cadenza.engine.resume import resume_run
 from cadenza.store import open_store
-from tests.conftest import count, wait_for
+from tests.conftest import count
+from tests.fixtures.waiting import wait_for
 from tests.pipelines import cancellable
 
 S = TaskState

@@ -14,7 +14,8 @@ import pytest
 
 from cadenza.core.logfiles import attempt_log_path
 from cadenza.store import open_store
-from tests.e2e.test_cli_support import Project, deliver_events, make_project, wait_for
+from tests.e2e.test_cli_support import Project, deliver_events, make_project
+from tests.fixtures.waiting import wait_for
 
 # Two sensor steps that wait until the test makes their files: a FileSensor (pokes write
 # nothing) and a custom sensor that prints at every poke (its log grows while it waits).

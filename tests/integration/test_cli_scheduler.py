@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from cadenza.store import open_store
-from tests.e2e.test_cli_support import Project, clean_env, deliver_events, make_project, wait_for
+from tests.e2e.test_cli_support import Project, clean_env, deliver_events, make_project
+from tests.fixtures.waiting import wait_for
 
 STAMP = '''
 from cadenza import get_context, pipeline, task

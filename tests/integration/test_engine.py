@@ -148,7 +148,7 @@ def test_attempt_log_is_readable_while_the_task_runs(sqlite_env, executor, tmp_p
     import threading
 
     from cadenza.core.logfiles import attempt_log_path
-    from tests.conftest import wait_for
+    from tests.fixtures.waiting import wait_for
     from tests.pipelines import resumable
 
     holder = {}
@@ -183,7 +183,7 @@ def test_a_started_task_is_recorded_running_while_it_runs(cadenza_env, executor,
     import threading
 
     from cadenza.engine.api import run_pipeline
-    from tests.conftest import wait_for
+    from tests.fixtures.waiting import wait_for
     from tests.pipelines import resumable
 
     holder = {}

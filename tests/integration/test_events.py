@@ -28,7 +28,7 @@ from cadenza.triggers.events import (
 )
 from cadenza.triggers.loop import Scheduler
 from cadenza.triggers.metrics import sample
-from tests.conftest import wait_for
+from tests.fixtures.waiting import wait_for
 from tests.pipelines.sched_events import event_pipeline
 
 REDIS = os.environ.get("CADENZA_TEST_REDIS", "127.0.0.1:6379")

@@ -318,6 +318,6 @@ def test_a_run_whose_last_write_fails_leaves_no_commit_thread_behind(cadenza_env
     def watch_threads() -> list[threading.Thread]:
         return [t for t in threading.enumerate() if t.name == "cadenza-commit-watch"]
 
-    from tests.conftest import wait_for
+    from tests.fixtures.waiting import wait_for
 
     wait_for(lambda: not watch_threads(), timeout_s=10)

@@ -28,6 +28,7 @@ import pytest
 from cadenza.core.errors import ConfigError
 from cadenza.executors.base import TaskCall, TaskOutcome
 from cadenza.executors.processes import ProcessExecutor
+from tests.fixtures.waiting import wait_for
 
 DEADLINE_S = 30.0
 
@@ -162,18 +163,6 @@ class Outcomes:
 
     def empty(self) -> bool:
         return self.queue.empty()
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float = DEADLINE_S) -> Any:
-    """Return `predicate()` once it is truthy; fail after the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s")
-        time.sleep(0.01)
 
 
 def read_when_written(path: Path) -> str:

@@ -16,7 +16,8 @@ from cadenza import RunState, TaskState
 from cadenza.core.errors import RunConflict
 from cadenza.engine.resume import resume_run
 from cadenza.store import open_store
-from tests.conftest import count, wait_for
+from tests.conftest import count
+from tests.fixtures.waiting import wait_for
 from tests.pipelines import resumable
 
 S = TaskState

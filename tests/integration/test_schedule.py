@@ -17,7 +17,7 @@ from cadenza.store import open_store
 from cadenza.store.scheduling import scheduling_store
 from cadenza.triggers.cron import to_utc, zone
 from cadenza.triggers.loop import Scheduler, pause, unpause
-from tests.conftest import wait_for
+from tests.fixtures.waiting import wait_for
 from tests.pipelines import sched_time
 
 

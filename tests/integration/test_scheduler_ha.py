@@ -22,9 +22,9 @@ import pytest
 from cadenza.core.states import RunState, TaskState
 from cadenza.store import open_store
 from cadenza.store.scheduling import scheduling_store
-from tests.conftest import wait_for
 from tests.e2e.test_cli_support import CADENZA
 from tests.fixtures.store import drop_postgres_schema, new_postgres_schema
+from tests.fixtures.waiting import wait_for
 from tests.integration.test_events import REDIS, _redis_client
 
 ROOT = Path(__file__).resolve().parents[2]

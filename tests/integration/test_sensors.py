@@ -16,7 +16,7 @@ from cadenza.core.states import RunState, TaskState
 from cadenza.store import open_store
 from cadenza.triggers.loop import Scheduler, pause
 from cadenza.triggers.sensors import FileSensor, SensorTimeout, sensor
-from tests.conftest import wait_for
+from tests.fixtures.waiting import wait_for
 
 
 @task

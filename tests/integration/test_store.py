@@ -409,7 +409,27 @@ def test_many_rows_in_one_write(store: RunStore) -> None:
 
 
 def test_empty_batch_is_a_no_op(store: RunStore) -> None:
-    store.write(WriteBatch())
+    """An empty batch changes nothing and opens no connection (the driver's loop commits
+    after every step; an empty step must cost no round trip)."""
+    from sqlalchemy import event
+
+    run = make_run()
+    store.create_run(run, [ti(run.run_id, "a")])
+    before = (store.get_run(run.run_id), store.get_task_instances(run.run_id))
+    checkouts: list[object] = []
+
+    def on_checkout(dbapi_conn: object, record: object, proxy: object) -> None:
+        checkouts.append(dbapi_conn)
+
+    pool = store._engine.pool
+    event.listen(pool, "checkout", on_checkout)
+    try:
+        store.write(WriteBatch())
+    finally:
+        event.remove(pool, "checkout", on_checkout)
+    assert checkouts == []
+    assert not WriteBatch()
+    assert (store.get_run(run.run_id), store.get_task_instances(run.run_id)) == before
 
 
 def test_create_run_is_one_transaction(store: RunStore) -> None:

@@ -22,7 +22,7 @@ import pytest
 from cadenza import RunState, TaskState
 from cadenza.executors.base import get_executor
 from cadenza.store import open_store
-from tests.conftest import wait_for
+from tests.fixtures.waiting import wait_for
 from tests.pipelines import timeouts
 
 ADVISORY = "cannot stop a blocking call"

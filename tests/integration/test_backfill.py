@@ -15,6 +15,7 @@ from cadenza.store import open_store
 from cadenza.triggers.backfill import BackfillProgress, backfill
 from cadenza.triggers.cron import to_utc
 from cadenza.triggers.loop import Scheduler, pause
+from tests.fixtures.waiting import wait_for
 from tests.pipelines import sched_time
 
 
@@ -102,14 +103,25 @@ def test_a_second_backfill_drives_the_runs_an_earlier_one_left_queued(cadenza_en
     assert {r.state for r in runs_of(cadenza_env, "daily_paris")} == {RunState.SUCCESS}
 
 
-def test_backfill_waits_for_max_active_runs_held_by_another_driver(cadenza_env):
+def test_backfill_waits_for_max_active_runs_held_by_another_driver(cadenza_env, monkeypatch):
     """`gated` has max_active_runs=1: while a scheduler drives one of its runs, a backfill
     starts none of its own; it goes on once that run has ended."""
     import threading
+    from collections import Counter
 
     from cadenza.engine.api import fail_run, new_run
-    from cadenza.store.scheduling import scheduling_store
+    from cadenza.store.scheduling import SchedulingStore, scheduling_store
 
+    refused: Counter[str] = Counter()  # run id -> claims that came back empty
+    real_claim = SchedulingStore.claim_queued
+
+    def counting_claim(self, driver_id, caps, *, limit=16, only=None):
+        got = real_claim(self, driver_id, caps, limit=limit, only=only)
+        if not got:
+            refused.update(only or [])
+        return got
+
+    monkeypatch.setattr(SchedulingStore, "claim_queued", counting_claim)
     store = open_store(cadenza_env.database_url)
     sched = scheduling_store(store)
     other, tis = new_run(sched_time.gated, {}, trigger="schedule")
@@ -122,11 +134,14 @@ def test_backfill_waits_for_max_active_runs_held_by_another_driver(cadenza_env):
             sched_time.gated, "2026-01-01T00:00", "2026-01-01T01:00", max_active=2,
             executor="inline")))
         t.start()
-        import time
 
-        time.sleep(1.0)
-        mine = [r for r in store.list_runs(pipeline="gated") if r.run_id != other.run_id]
-        assert len(mine) == 2 and {r.state for r in mine} == {RunState.QUEUED}
+        def mine() -> list:
+            return [r for r in store.list_runs(pipeline="gated") if r.run_id != other.run_id]
+
+        # Each of its two runs has asked for a slot and been refused (the cap is held).
+        wait_for(lambda: len(mine()) == 2 and all(refused[r.run_id] >= 2 for r in mine()),
+                 what="the backfill to be refused a slot for both runs")
+        assert {r.state for r in mine()} == {RunState.QUEUED}
         assert fail_run(held, error="the other scheduler gave up")  # its slot is free
         t.join(60)
     r = result["r"]

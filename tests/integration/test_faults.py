@@ -172,11 +172,11 @@ def test_a_store_error_while_an_inline_task_runs_does_not_lose_the_task(cadenza_
     write fails once (a lock timeout, a dropped connection), the task's success must still
     be recorded by the driver's next commit, not turned into a cancellation."""
     import threading
-    import time
 
     from cadenza import pipeline, task
     from cadenza.engine.api import run_pipeline
     from cadenza.engine.resume import resume_run
+    from tests.fixtures.waiting import wait_for
 
     started = threading.Event()
     ran: list[int] = []
@@ -185,7 +185,8 @@ def test_a_store_error_while_an_inline_task_runs_does_not_lose_the_task(cadenza_
     def train() -> int:
         ran.append(1)
         started.set()
-        time.sleep(0.3)
+        # Still running when the watch thread commits its 'running' row (and that fails).
+        wait_for(failed_once, what="the watch's commit to fail")
         return 42
 
     @pipeline(name="flaky_store_inline")
@@ -213,7 +214,7 @@ def test_a_store_error_while_an_inline_task_runs_does_not_lose_the_task(cadenza_
 
 
 CTRL_C_DURING_A_SLOW_COMMIT = '''
-import os, signal, sqlite3, sys, threading, time
+import os, signal, sqlite3, sys, threading
 from cadenza import pipeline, task
 from cadenza.core.settings import get_settings
 from cadenza.engine.api import run_pipeline
@@ -222,17 +223,37 @@ from cadenza.store import open_store
 DB = get_settings().database_url
 overlap = {"now": 0, "max": 0}
 guard = threading.Lock()
+lock_held = threading.Event()      # another writer holds SQLite's write lock
+watch_writing = threading.Event()  # the watch thread's commit has begun (it waits on that lock)
+task_ending = threading.Event()    # the task is returning: the driver will wait for the watch
+sigint_seen = threading.Event()
+holders = []
 
-def hold_the_write_lock(seconds):
+def on_sigint(signum, frame):
+    sigint_seen.set()
+    signal.default_int_handler(signum, frame)  # KeyboardInterrupt, as usual
+
+signal.signal(signal.SIGINT, on_sigint)
+
+def hold_the_write_lock():
     con = sqlite3.connect(DB.split("sqlite:///", 1)[1], isolation_level=None)
     con.execute("BEGIN IMMEDIATE")  # another writer: the watch's commit must wait
-    time.sleep(seconds)
+    lock_held.set()
+    sigint_seen.wait(60)  # released only once Ctrl-C has landed
     con.execute("COMMIT")
+
+def ctrl_c_once_the_driver_waits_for_the_watch():
+    if watch_writing.wait(60) and task_ending.wait(60):
+        os.kill(os.getpid(), signal.SIGINT)
 
 @task
 def slow() -> int:
-    threading.Thread(target=hold_the_write_lock, args=(1.5,), daemon=True).start()
-    time.sleep(0.3)
+    holder = threading.Thread(target=hold_the_write_lock, daemon=True)
+    holder.start()
+    holders.append(holder)
+    lock_held.wait(60)
+    watch_writing.wait(60)  # still running when the watch commits its 'running' row
+    task_ending.set()
     return 1
 
 @pipeline
@@ -248,6 +269,8 @@ class CountsOverlaps:
         with guard:
             overlap["now"] += 1
             overlap["max"] = max(overlap["max"], overlap["now"])
+        if threading.current_thread().name == "cadenza-commit-watch":
+            watch_writing.set()
         try:
             return self._store.write(batch)
         finally:
@@ -256,18 +279,18 @@ class CountsOverlaps:
 
 def on_start(driver):
     driver.store = CountsOverlaps(driver.store)
-    # Ctrl-C once the task has ended and the driver waits for the watch's commit
-    threading.Timer(0.6, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    threading.Thread(target=ctrl_c_once_the_driver_waits_for_the_watch, daemon=True).start()
 
 open_store(DB)
 try:
     run_pipeline(p, {}, executor="inline", on_start=on_start)
 except KeyboardInterrupt:
     pass
-time.sleep(2)
+for holder in holders:
+    holder.join(60)
 run = open_store(DB).list_runs(limit=1)[0]
 states = [str(t.state) for t in open_store(DB).get_task_instances(run.run_id)]
-print("RESULT", overlap["max"], run.state, states)
+print("RESULT", overlap["max"], sigint_seen.is_set(), run.state, states)
 '''
 
 
@@ -286,7 +309,7 @@ def test_ctrl_c_while_the_watch_commits_waits_for_it(tmp_path):
     proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120, check=False)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT")), proc.stderr)
-    assert line == "RESULT 1 cancelled ['cancelled']", line
+    assert line == "RESULT 1 True cancelled ['cancelled']", line
 
 
 def test_a_run_whose_last_write_fails_leaves_no_commit_thread_behind(cadenza_env):

@@ -316,15 +316,20 @@ def test_a_run_whose_last_write_fails_leaves_no_commit_thread_behind(cadenza_env
     """The watch thread holds the driver (and its live outputs): it must end with the run
     even when the run's final write raises."""
     import threading
-    import time
 
     from cadenza import pipeline, task
     from cadenza.core.errors import StoreError
     from cadenza.engine.api import run_pipeline
+    from tests.fixtures.waiting import wait_for
+
+    def watch_threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "cadenza-commit-watch"]
+
+    watching: list[bool] = []
 
     @task
     def slow() -> int:
-        time.sleep(0.05)  # long enough for the watch thread to start
+        watching.append(bool(watch_threads()))  # the watch thread runs while the task does
         return 1
 
     @pipeline(name="last_write_fails")
@@ -338,9 +343,5 @@ def test_a_run_whose_last_write_fails_leaves_no_commit_thread_behind(cadenza_env
     with pytest.raises(StoreError):
         run_pipeline(last_write_fails, {}, executor="inline", on_start=on_start)
 
-    def watch_threads() -> list[threading.Thread]:
-        return [t for t in threading.enumerate() if t.name == "cadenza-commit-watch"]
-
-    from tests.fixtures.waiting import wait_for
-
-    wait_for(lambda: not watch_threads(), timeout_s=10)
+    assert watching == [True]
+    wait_for(lambda: not watch_threads(), timeout_s=10, what="the commit thread to end")

@@ -105,6 +105,17 @@ def sleep_then_write(started: str, seconds: float, target: str) -> None:
     Path(target).write_text("the task was not stopped")
 
 
+def hold_until_released(started: str, release: str) -> None:
+    """Say "I'm running", then hold the worker until `release` exists (fails after the
+    deadline)."""
+    _announce(started, str(os.getpid()))
+    deadline = time.monotonic() + DEADLINE_S
+    while not os.path.exists(release):
+        if time.monotonic() > deadline:
+            raise AssertionError("the test never released the task")
+        time.sleep(0.01)
+
+
 def spawn_grandchild_then_block(started: str) -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     _announce(started, f"{os.getpid()} {child.pid}")
@@ -441,15 +452,14 @@ def test_free_slots_and_the_backlog_are_first_in_first_out(root: str, tmp_path: 
     try:
         assert ex.free_slots() == 1
         sink = Outcomes()
-        started = tmp_path / "started"
+        started, release = tmp_path / "started", tmp_path / "release"
         ex.submit(
             make_call(
-                sleep_then_write,
+                hold_until_released,
                 root,
                 map_index=0,
                 started=str(started),
-                seconds=0.3,
-                target=str(tmp_path / "done"),
+                release=str(release),
             ),
             sink,
         )
@@ -457,6 +467,9 @@ def test_free_slots_and_the_backlog_are_first_in_first_out(root: str, tmp_path: 
         for i in range(1, 6):
             ex.submit(make_call(add, root, map_index=i, a=i, b=0), sink)
         assert ex.free_slots() == 0
+        read_when_written(started)
+        assert sink.empty()  # the backlog waits behind the held call
+        release.write_text("go")
         outs = sink.take(6)
         assert [o.map_index for o in outs] == list(range(6))
         assert all(o.ok for o in outs)

@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from cadenza.engine.watch import CallerThreadWatch
+from tests.fixtures.waiting import wait_for
 
 
 def test_a_long_call_is_committed_once_while_it_runs() -> None:
@@ -20,8 +21,10 @@ def test_a_long_call_is_committed_once_while_it_runs() -> None:
     watch = CallerThreadWatch(flush, after_s=0.01)
     with watch:
         assert flushed.wait(10), "pending rows were not committed while the call ran"
-        release = threading.Event()
-        release.wait(0.05)  # several windows more: still one commit for this call
+        # The watch goes to its untimed sleep while the call still runs: nothing more to
+        # commit for this call (a watch that committed every window would never sleep).
+        wait_for(lambda: watch._idle, timeout_s=10, what="the watch to go idle")
+        assert calls == [1]
     watch.close()
     assert calls == [1]
 

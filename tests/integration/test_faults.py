@@ -239,11 +239,11 @@ def hold_the_write_lock():
     con = sqlite3.connect(DB.split("sqlite:///", 1)[1], isolation_level=None)
     con.execute("BEGIN IMMEDIATE")  # another writer: the watch's commit must wait
     lock_held.set()
-    sigint_seen.wait(60)  # released only once Ctrl-C has landed
+    sigint_seen.wait(30)  # released only once Ctrl-C has landed
     con.execute("COMMIT")
 
 def ctrl_c_once_the_driver_waits_for_the_watch():
-    if watch_writing.wait(60) and task_ending.wait(60):
+    if watch_writing.wait(30) and task_ending.wait(30):
         os.kill(os.getpid(), signal.SIGINT)
 
 @task
@@ -251,8 +251,8 @@ def slow() -> int:
     holder = threading.Thread(target=hold_the_write_lock, daemon=True)
     holder.start()
     holders.append(holder)
-    lock_held.wait(60)
-    watch_writing.wait(60)  # still running when the watch commits its 'running' row
+    lock_held.wait(30)
+    watch_writing.wait(30)  # still running when the watch commits its 'running' row
     task_ending.set()
     return 1
 

@@ -4,10 +4,6 @@ The reference implementation of the Executor protocol, and the one to debug with
 breakpoint in a task just works). Timeouts interrupt the call: on the main thread with
 SIGALRM, which also interrupts sleeps and blocking I/O; elsewhere at the next bytecode, so a
 blocking call finishes first (the run says so at start, `timeout_note`).
-
-Logs: Python-level output goes to the attempt's log; what a task writes to fds 1/2 directly
-(a child command, os.write, C code) goes to the caller's stdout/stderr, as the fds belong to
-the caller's process. `processes` captures that too.
 """
 
 from __future__ import annotations

@@ -41,12 +41,6 @@ names are put into its `__main__` so that a task's own pickling by reference fin
 its `__main__` points at the driver's script so that a pool the task starts behaves as it
 would in the driver.
 
-Task output: for each attempt the worker points its fds 1 and 2 at the attempt's log file
-(`worker.execute(..., redirect_fds=True)`; ~20 us an attempt, mostly creating the file), so a
-task's child commands and C code land in its log beside its Python-level output, and a
-background child that outlives its task keeps writing to that task's log, not the next one's.
-The worker's pipe to the driver is its own fd and is not affected.
-
 Workers survive neither the driver nor their own task's children: each worker leads its own
 process group (so a kill also stops what the task spawned, and Ctrl-C in the terminal reaches
 the driver only), and a watchdog thread in the worker blocks on the parent-process sentinel
@@ -1280,10 +1274,7 @@ class ProcessExecutor:
             )
             fix = _BOOT_HINT
         else:
-            message = (
-                f"worker process {worker.pid} {what} while running the task; its output up to "
-                f"then is in its log: cadenza logs {call.run_id} {call.task_id}"
-            )
+            message = f"worker process {worker.pid} {what} while running the task"
         exc = WorkerLost(message, pipeline=call.pipeline, task=call.label, hint=fix)
         outcome = self._outcome(
             call,

@@ -14,10 +14,6 @@ until the call returns. So a call with `timeout_s` ends in one of two ways:
 The engine therefore sees every attempt end by its deadline, as on `processes`; what keeps
 running in the background is said in the attempt's error and in the warning the engine
 prints at run start (`timeout_note`). `processes` kills the task instead.
-
-Logs: each task's Python-level output goes to its attempt's log; what a task writes to fds
-1/2 directly (a child command, os.write, C code) goes to the driver's stdout/stderr, since
-fds are process-wide and shared by every thread. `processes` captures that too.
 """
 
 from __future__ import annotations

@@ -5,13 +5,6 @@ or process): inputs are loaded from their refs, the context and environment are 
 captured per attempt, the function is called, and its return value is stored (inline JSON or an
 artifact) before the outcome goes back. Nothing the user's code raises escapes `execute`.
 
-Output. Python-level output (`print`, sys.stdout/sys.stderr, the task loggers) is routed per
-thread to the attempt's log file, on every executor. What a task writes to file descriptors 1
-and 2 directly (child commands, os.write, C code) reaches that log only on `processes`, where
-a worker runs one attempt at a time and points its fds 1/2 at the log for the attempt
-(`redirect_fds`). threads/inline cannot: fds are process-wide, shared by every task running
-in the driver, so there such output goes to the driver's own stdout/stderr.
-
 In-process executors ask `execute` to enforce the timeout itself: on the main thread with
 SIGALRM (which also interrupts `time.sleep` and blocking I/O), elsewhere with an asynchronous
 exception delivered at the next bytecode. The processes executor kills the worker instead.

@@ -18,7 +18,6 @@ import threading
 import time
 import types
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -54,22 +53,6 @@ def exit_hard(code: int) -> None:
 
 def call_sys_exit() -> None:
     sys.exit(4)
-
-
-def write_fds_then(end: str) -> int:
-    """Write to fds 1 and 2 directly and through a child command, then end as `end` says."""
-    subprocess.run(["sh", "-c", "echo from-child; echo err-child >&2"], check=True)
-    os.write(1, b"raw\n")
-    if end == "exit":
-        sys.exit(4)
-    if end == "raise":
-        raise RuntimeError("after writing")
-    return os.getpid()
-
-
-def write_own_line() -> int:
-    os.write(1, b"second-own\n")
-    return os.getpid()
 
 
 def meet(mine: str, other: str) -> int:
@@ -382,52 +365,6 @@ def test_sys_exit_in_a_task_fails_the_call_not_the_worker(ex: ProcessExecutor, r
     assert "SystemExit" in out.error.message and "'quitter'" in out.error.message
     ex.submit(make_call(add, root, a=1, b=2), sink)
     assert value_of(sink.get()) == 3
-
-
-@pytest.mark.parametrize("end", ["return", "raise", "exit"])
-def test_fd_output_goes_to_each_attempts_own_log(root: str, tmp_path: Path, end: str) -> None:
-    """One worker runs two attempts in turn: each attempt's fd 1/2 output (raw writes, a
-    child command) is in its own log file, even when the first attempt ended badly."""
-    executor = ProcessExecutor(max_workers=1)
-    executor.start()
-    try:
-        sink = Outcomes()
-        first_log, second_log = tmp_path / "logs" / "first.1.log", tmp_path / "logs" / "second.1.log"
-        executor.submit(replace(make_call(write_fds_then, root, task_id="first", end=end),
-                                log_path=str(first_log)), sink)
-        first = sink.get()
-        assert first.ok == (end == "return")
-        if end != "exit":  # (sys.exit ends the worker's call: the driver finds the file)
-            assert first.log_path == str(first_log)
-        executor.submit(replace(make_call(write_own_line, root, task_id="second"),
-                                log_path=str(second_log)), sink)
-        second = sink.get()
-        assert executor.worker_pids() == [int(second.worker[4:].split("@")[0])]  # type: ignore[index]
-        assert value_of(second) in executor.worker_pids()
-    finally:
-        executor.shutdown()
-    first_lines = first_log.read_text().splitlines()
-    for line in ("from-child", "err-child", "raw"):
-        assert first_lines.count(line) == 1, first_lines
-    assert second_log.read_text().splitlines() == ["second-own"]
-
-
-def silent() -> int:
-    return 1
-
-
-def test_an_attempt_that_writes_nothing_leaves_no_log(root: str, tmp_path: Path) -> None:
-    executor = ProcessExecutor(max_workers=1)
-    executor.start()
-    try:
-        sink = Outcomes()
-        log_file = tmp_path / "logs" / "t.1.log"
-        executor.submit(replace(make_call(silent, root), log_path=str(log_file)), sink)
-        out = sink.get()
-    finally:
-        executor.shutdown()
-    assert value_of(out) == 1
-    assert out.log_path is None and not log_file.exists()
 
 
 # --- parallelism, backlog, volume -----------------------------------------------------------

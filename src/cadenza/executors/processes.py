@@ -405,10 +405,7 @@ def _worker_main(conn: Connection, boot: tuple[Any, ...]) -> None:
                 _adopt_main_names(fn)
             fns[key] = fn
         try:
-            outcome = execute(
-                TaskCall(fn=fn, **call_fields), enforce_timeout=False, worker=ident,
-                redirect_fds=True,
-            )
+            outcome = execute(TaskCall(fn=fn, **call_fields), enforce_timeout=False, worker=ident)
         except BaseException as exc:  # noqa: BLE001 - e.g. sys.exit() in the task
             conn.send_bytes(
                 _fail(

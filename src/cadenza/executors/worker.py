@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from cadenza.artifacts.store import load_value, store_value
 from cadenza.core.context import TaskContext, reset_context, set_context
@@ -117,83 +117,6 @@ def _install_capture() -> None:
         task_logger.setLevel(logging.DEBUG)
         task_logger.propagate = False
         _installed = True
-
-
-# --- file descriptors 1 and 2 (processes executor) -------------------------------------------
-# What a task writes below Python's sys.stdout/sys.stderr (child commands, os.write(1, ...),
-# C code and libraries writing to fd 1/2) reaches the attempt's log only if fds 1 and 2 point
-# at it: they are process-wide, so only a worker process that runs one attempt at a time may
-# move them (`execute(..., redirect_fds=True)`). Python-level output does not take this path:
-# sys.stdout/sys.stderr route it to the attempt's log themselves, so nothing is written twice.
-# Both write with O_APPEND, so each write lands whole at the end, in the order it was made.
-
-_saved_fds: tuple[int, int] | None = None
-
-
-def _load_fflush() -> Callable[[Any], int] | None:
-    try:
-        fflush = ctypes.CDLL(None).fflush
-    except (OSError, AttributeError):  # no C library to ask: Python's own flush must do
-        return None
-    fflush.argtypes = [ctypes.c_void_p]
-    fflush.restype = ctypes.c_int
-    return cast("Callable[[Any], int]", fflush)
-
-
-_fflush = _load_fflush()
-
-
-def _flush_std() -> None:
-    """Push out what Python and C code buffered for fds 1/2, so that it lands where it was
-    written rather than after the fds moved (into the driver's terminal or the next log)."""
-    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-        if stream is None:
-            continue
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            continue  # closed or broken by the task: it holds nothing more to write
-    if _fflush is not None:
-        _fflush(None)  # every C stdio stream (printf in an extension module, say)
-
-
-def _redirect_fds(path: str) -> int | None:
-    """Point fds 1 and 2 at the attempt's log file; the file's fd (for `_restore_fds`), or
-    None when the file cannot be opened (the output then stays on the worker's fds)."""
-    global _saved_fds
-    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
-    try:
-        try:
-            fd = os.open(path, flags, 0o644)
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd = os.open(path, flags, 0o644)
-    except OSError as exc:
-        log.warning("could not send the task's fd 1/2 output to %s: %s", path, exc)
-        return None
-    if _saved_fds is None:  # once per worker; not inherited by the task's children
-        _saved_fds = (os.dup(1), os.dup(2))
-    _flush_std()
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    return fd
-
-
-def _restore_fds(fd: int, path: str) -> bool:
-    """Give fds 1 and 2 back to the worker; whether the attempt's log file has anything in
-    it. An empty one is removed, as a silent attempt leaves no log file."""
-    assert _saved_fds is not None
-    _flush_std()
-    os.dup2(_saved_fds[0], 1)
-    os.dup2(_saved_fds[1], 2)
-    size = os.fstat(fd).st_size
-    os.close(fd)
-    if size == 0:
-        try:
-            os.remove(path)
-        except FileNotFoundError:
-            pass  # removed meanwhile: the result is the same
-    return size > 0
 
 
 # --- timeouts and cancellation for in-process execution ----------------------------------------
@@ -477,7 +400,6 @@ def execute(
     enforce_timeout: bool = True,
     worker: str = "",
     keep_value: bool = False,
-    redirect_fds: bool = False,
 ) -> TaskOutcome:
     """Run one attempt. Never raises for anything the task does.
 
@@ -487,9 +409,6 @@ def execute(
       3. raises an Exception -> ok=False, kind="exception", user's traceback kept.
       4. interrupted by timeout -> kind="timeout"; by cancel -> kind="cancelled".
       5. inputs cannot be loaded (artifact missing or corrupted) -> kind="input".
-
-    `redirect_fds` (a worker process running one attempt at a time): fds 1 and 2 point at
-    the attempt's log for the attempt's duration, and are given back even if it raises.
     """
     _install_capture()
     called_at = time.monotonic()  # reset just before the call when a deadline is enforced
@@ -515,8 +434,6 @@ def execute(
     output: ValueRef | None = None
     error: ErrorInfo | None = None
     value: Any = None
-    log_fd = _redirect_fds(call.log_path) if redirect_fds and call.log_path else None
-    fds_wrote = False
     try:
         try:
             values = {k: _resolve(v, call.artifact_root) for k, v in call.inputs.items()}
@@ -586,8 +503,6 @@ def execute(
         error = describe_exception(exc, kind=kind)
     finally:
         _capture.buffer = None
-        if log_fd is not None:
-            fds_wrote = _restore_fds(log_fd, call.log_path or "")
         if _running_threads.get(key) == threading.get_ident():
             # (an attempt abandoned at its timeout may end after its retry started)
             del _running_threads[key]
@@ -598,7 +513,7 @@ def execute(
         else:
             buffer.write(error.traceback)
     buffer.close()
-    log_path = buffer.written or (call.log_path if fds_wrote else None)
+    log_path = buffer.written
     ok = error is None
     return TaskOutcome(
         run_id=call.run_id,

@@ -193,6 +193,7 @@ class RunDriver:
         self._cancel_reason = "run cancelled"
         self._seq = itertools.count()
         self._unfinished = 0
+        self._code_prints: dict[int, str] = {}  # id(fn) -> code fingerprint (lineage)
         self.cancelled = False
         self._uncommitted: set[str] = set()  # nodes whose final state is not committed yet
         self._dirty_since: float | None = None
@@ -749,7 +750,14 @@ class RunDriver:
                 sha = getattr(inst.inputs.get(name), "sha256", None)
                 if sha:
                     inputs.append(sha)
-        fingerprint = (inst.cache_detail or {}).get("fingerprint") or code_fingerprint(inst.node.fn)
+        fingerprint = (inst.cache_detail or {}).get("fingerprint")
+        if not fingerprint:
+            # Once per function per run: the walk over its project code is ~20 us, and a
+            # mapped task would otherwise pay it for every instance.
+            fingerprint = self._code_prints.get(id(inst.node.fn))
+            if fingerprint is None:
+                fingerprint = self._code_prints[id(inst.node.fn)] = code_fingerprint(
+                    inst.node.fn)
         self.batch.artifacts.append(ArtifactRecord(
             sha256=out.sha256, uri=out.uri or "", size=out.size, serializer=out.serializer,
             type_name=out.type_name, run_id=self.run_id, task_id=inst.node.id,

@@ -11,7 +11,9 @@ Baseline: the same functions called directly (inline), or through concurrent.fut
 as Cadenza's are persistent). overhead ms/task = (cadenza - baseline) / tasks.
 Also: map10k on processes (no cap on map length) with the driver's peak RSS, the time of
 `import cadenza`, and a one-task pipeline run as a whole fresh process.
-Every run writes to a durable SQLite store in a temporary CADENZA_HOME.
+Every run writes to a durable SQLite store in a temporary CADENZA_HOME, or with
+`--postgres [URL]` to PostgreSQL (default postgresql+psycopg://postgres@127.0.0.1:5432/test),
+in a fresh schema dropped at the end. The fresh-process lines always use SQLite.
 """
 
 from __future__ import annotations
@@ -34,6 +36,33 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 os.environ.setdefault("CADENZA_HOME", tempfile.mkdtemp(prefix="cadenza-bench-"))
+PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def _postgres_schema(url: str) -> tuple[str, str]:
+    """Create a fresh schema in `url`'s database: (URL whose search_path is it, schema)."""
+    import secrets
+    from urllib.parse import quote
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    schema = f"bench_{secrets.token_hex(5)}"
+    with psycopg.connect(host=u.host, port=u.port or 5432, user=u.username,
+                         password=u.password or None, dbname=u.database, autocommit=True) as c:
+        c.execute(f'CREATE SCHEMA "{schema}"')
+    return f"{url}?options={quote(f'-csearch_path={schema}')}", schema
+
+
+def _drop_schema(url: str, schema: str) -> None:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    with psycopg.connect(host=u.host, port=u.port or 5432, user=u.username,
+                         password=u.password or None, dbname=u.database, autocommit=True) as c:
+        c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 from workloads import inc, source, total
 
@@ -146,7 +175,20 @@ def main() -> None:
     parser.add_argument("--only", default="inline,threads,processes")
     parser.add_argument("--skip-scale", action="store_true")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--postgres", nargs="?", const=PG_DEFAULT, default=None, metavar="URL",
+                        help="write to PostgreSQL (a fresh schema) instead of SQLite")
     args = parser.parse_args()
+    schema = None
+    if args.postgres:
+        os.environ["CADENZA_DATABASE_URL"], schema = _postgres_schema(args.postgres)
+    try:
+        _measure(args)
+    finally:
+        if schema:  # idle pooled connections hold no locks: the drop does not wait on them
+            _drop_schema(args.postgres, schema)
+
+
+def _measure(args: argparse.Namespace) -> None:
     executors = args.only.split(",")
     rows = []
     for executor in executors:

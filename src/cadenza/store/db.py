@@ -2,8 +2,8 @@
 
 What belongs here: everything about *talking to a database* (URLs, pragmas, transactions,
 first-use schema creation, Alembic upgrades, turning SQLAlchemy errors into `StoreError`).
-What does not: queries and row <-> record conversion (`runs.py`), table definitions
-(`tables.py`).
+What does not: queries (`runs.py`, `scheduling.py`), row <-> record conversion
+(`codec.py`), table definitions (`tables.py`).
 
 SQLite is configured for several writer processes on one file: WAL, synchronous=NORMAL,
 busy_timeout 30 s, and every write transaction starts with `BEGIN IMMEDIATE`, so a transaction
@@ -18,11 +18,13 @@ up-to-date database costs one SELECT.
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, exc, select, text
 from sqlalchemy.engine import URL, make_url
@@ -32,6 +34,9 @@ from cadenza.core.errors import StoreError
 from cadenza.store.tables import SCHEMA_REVISION, metadata, version_metadata, version_table
 
 log = logging.getLogger(__name__)
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 POSTGRES_CONNECT_TIMEOUT_S = 5
@@ -101,6 +106,28 @@ def store_error(exc_: BaseException, url: str | URL, action: str) -> StoreError:
 
 # ---------------------------------------------------------------------------------------------
 # Engines
+
+
+class _HasUrl(Protocol):
+    url: str
+
+
+def translated(action: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """Turn SQLAlchemy errors raised by a store method (its first argument has `url`) into
+    StoreError."""
+
+    def wrap(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+        @functools.wraps(fn)
+        def method(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return fn(*args, **kwargs)
+            except exc.SQLAlchemyError as e:
+                store: _HasUrl = args[0]  # type: ignore[assignment]
+                raise store_error(e, store.url, action) from e
+
+        return method
+
+    return wrap
 
 
 def _sqlite_connect_args(u: URL) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """RunStore: the batched commands and the queries the engine and the surfaces need.
 
-What belongs here: the public store API, row <-> record conversion, prebuilt statements.
-What does not: engine/pragma/schema set-up (`db.py`), table definitions (`tables.py`),
+What belongs here: the public store API, prebuilt statements.
+What does not: engine/pragma/schema set-up (`db.py`), row <-> record conversion (`codec.py`),
+table definitions (`tables.py`),
 decisions about states (the engine's `rules.py`; the store persists what it is handed).
 
 Performance notes (`write()` is called once per scheduler step, usually with 1-3 rows):
@@ -18,11 +19,10 @@ Performance notes (`write()` is called once per scheduler step, usually with 1-3
 from __future__ import annotations
 
 import enum
-import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from sqlalchemy import (
     Connection,
@@ -33,7 +33,6 @@ from sqlalchemy import (
     bindparam,
     case,
     delete,
-    exc,
     func,
     or_,
     select,
@@ -46,16 +45,28 @@ from cadenza.core.records import (
     ArtifactRecord,
     AssetEventRecord,
     AttemptRecord,
-    ErrorInfo,
     MetricRecord,
     PoolRecord,
     RunRecord,
     TaskInstanceRecord,
-    ValueRef,
     WriteBatch,
 )
 from cadenza.core.states import RunState, TaskState
 from cadenza.store import lineage
+from cadenza.store.codec import (
+    ATTEMPT_COLUMNS,
+    RUN_COLUMNS,
+    TI_COLUMNS,
+    attempt_from_row,
+    attempt_params,
+    metric_params,
+    run_from_row,
+    run_params,
+    run_update_params,
+    ti_from_row,
+    ti_params,
+    ti_update_params,
+)
 from cadenza.store.db import (
     READ_OPTION,
     create_store_engine,
@@ -63,7 +74,7 @@ from cadenza.store.db import (
     ensure_schema,
     mask_url,
     store_cache,
-    store_error,
+    translated,
 )
 from cadenza.store.dml import PreparedDml, Step, run_transaction
 from cadenza.store.tables import (
@@ -77,9 +88,6 @@ from cadenza.store.tables import (
 )
 
 log = logging.getLogger(__name__)
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
 
 _runs = runs_table
 _tis = task_instances_table
@@ -137,16 +145,13 @@ _UPDATE_TI = (
 _INSERT_ATTEMPT = _insert_all(_attempts)
 _INSERT_METRIC = _insert_all(_metrics, skip=("id",))
 
-_RUN_COLUMNS = tuple(_runs.columns)
-_TI_COLUMNS = tuple(_tis.columns)
-_ATTEMPT_COLUMNS = tuple(_attempts.columns)
-_SELECT_RUN = select(*_RUN_COLUMNS).where(_runs.c.run_id == bindparam("run_id"))
+_SELECT_RUN = select(*RUN_COLUMNS).where(_runs.c.run_id == bindparam("run_id"))
 _SELECT_TIS = (
-    select(*_TI_COLUMNS)
+    select(*TI_COLUMNS)
     .where(_tis.c.run_id == bindparam("run_id"))
     .order_by(_tis.c.task_id, _tis.c.map_index)
 )
-_SELECT_TI = select(*_TI_COLUMNS).where(
+_SELECT_TI = select(*TI_COLUMNS).where(
     _tis.c.run_id == bindparam("run_id"),
     _tis.c.task_id == bindparam("task_id"),
     _tis.c.map_index == bindparam("map_index"),
@@ -158,243 +163,6 @@ _SELECT_CANCEL_REQUESTS = select(_runs.c.run_id).where(
     _runs.c.run_id.in_(bindparam("run_ids", expanding=True)),
     _runs.c.cancel_requested_at.is_not(None),
 )
-
-# ---------------------------------------------------------------------------------------------
-# Record <-> row conversion. Plain functions over tuples: this is on the hot path.
-
-
-def _run_params(r: RunRecord) -> dict[str, Any]:
-    return {
-        "run_id": r.run_id,
-        "pipeline": r.pipeline,
-        "state": r.state.value,
-        "params": r.params,
-        "created_at": r.created_at,
-        "started_at": r.started_at,
-        "ended_at": r.ended_at,
-        "executor": r.executor,
-        "trigger": r.trigger,
-        "logical_date": r.logical_date,
-        "data_interval_start": r.data_interval_start,
-        "data_interval_end": r.data_interval_end,
-        "source": r.source,
-        "driver_id": r.driver_id,
-        "heartbeat_at": r.heartbeat_at,
-        "error": r.error,
-        "tags": list(r.tags),
-        "extra": r.extra,
-        "cancel_requested_at": r.cancel_requested_at,
-    }
-
-
-def _run_update_params(r: RunRecord) -> dict[str, Any]:
-    return {
-        "k_run_id": r.run_id,
-        "pipeline": r.pipeline,
-        "state": r.state.value,
-        "params": r.params,
-        "created_at": r.created_at,
-        "started_at": r.started_at,
-        "ended_at": r.ended_at,
-        "executor": r.executor,
-        "trigger": r.trigger,
-        "logical_date": r.logical_date,
-        "data_interval_start": r.data_interval_start,
-        "data_interval_end": r.data_interval_end,
-        "source": r.source,
-        "driver_id": r.driver_id,
-        "hb_at": r.heartbeat_at,
-        "error": r.error,
-        "tags": list(r.tags),
-        "extra": r.extra,
-    }
-
-
-def _run_from_row(row: Sequence[Any]) -> RunRecord:
-    (
-        run_id,
-        pipeline,
-        state,
-        params,
-        created_at,
-        started_at,
-        ended_at,
-        executor,
-        trigger,
-        logical_date,
-        data_interval_start,
-        data_interval_end,
-        source,
-        driver_id,
-        heartbeat_at,
-        error,
-        tags,
-        extra,
-        cancel_requested_at,
-    ) = row
-    return RunRecord(
-        run_id=run_id,
-        pipeline=pipeline,
-        state=RunState(state),
-        params=params,
-        created_at=created_at,
-        started_at=started_at,
-        ended_at=ended_at,
-        executor=executor,
-        trigger=trigger,
-        logical_date=logical_date,
-        data_interval_start=data_interval_start,
-        data_interval_end=data_interval_end,
-        source=source,
-        driver_id=driver_id,
-        heartbeat_at=heartbeat_at,
-        error=error,
-        tags=tuple(tags),
-        extra=extra,
-        cancel_requested_at=cancel_requested_at,
-    )
-
-
-def _ti_params(t: TaskInstanceRecord) -> dict[str, Any]:
-    output = t.output
-    error = t.error
-    return {
-        "run_id": t.run_id,
-        "task_id": t.task_id,
-        "map_index": t.map_index,
-        "state": t.state.value,
-        "attempt": t.attempt,
-        "pool": t.pool,
-        "queued_at": t.queued_at,
-        "started_at": t.started_at,
-        "ended_at": t.ended_at,
-        "next_retry_at": t.next_retry_at,
-        "output": None if output is None else output.to_json(),
-        "error": None if error is None else error.to_json(),
-        "cache_key": t.cache_key,
-        "cache_origin": t.cache_origin,
-        "worker": t.worker,
-        "map_count": t.map_count,
-        "reason": t.reason,
-        "cache_detail": t.cache_detail,
-    }
-
-
-def _ti_update_params(t: TaskInstanceRecord) -> dict[str, Any]:
-    output = t.output
-    error = t.error
-    return {
-        "k_run_id": t.run_id,
-        "k_task_id": t.task_id,
-        "k_map_index": t.map_index,
-        "state": t.state.value,
-        "attempt": t.attempt,
-        "pool": t.pool,
-        "queued_at": t.queued_at,
-        "started_at": t.started_at,
-        "ended_at": t.ended_at,
-        "next_retry_at": t.next_retry_at,
-        "output": None if output is None else output.to_json(),
-        "error": None if error is None else error.to_json(),
-        "cache_key": t.cache_key,
-        "cache_origin": t.cache_origin,
-        "worker": t.worker,
-        "map_count": t.map_count,
-        "reason": t.reason,
-        "cache_detail": t.cache_detail,
-    }
-
-
-def _ti_from_row(row: Sequence[Any]) -> TaskInstanceRecord:
-    (
-        run_id,
-        task_id,
-        map_index,
-        state,
-        attempt,
-        pool,
-        queued_at,
-        started_at,
-        ended_at,
-        next_retry_at,
-        output,
-        error,
-        cache_key,
-        cache_origin,
-        worker,
-        map_count,
-        reason,
-        cache_detail,
-    ) = row
-    return TaskInstanceRecord(
-        run_id=run_id,
-        task_id=task_id,
-        map_index=map_index,
-        state=TaskState(state),
-        attempt=attempt,
-        pool=pool,
-        queued_at=queued_at,
-        started_at=started_at,
-        ended_at=ended_at,
-        next_retry_at=next_retry_at,
-        output=None if output is None else ValueRef.from_json(output),
-        error=None if error is None else ErrorInfo.from_json(error),
-        cache_key=cache_key,
-        cache_origin=cache_origin,
-        worker=worker,
-        map_count=map_count,
-        reason=reason,
-        cache_detail=cache_detail,
-    )
-
-
-def _attempt_params(a: AttemptRecord) -> dict[str, Any]:
-    error = a.error
-    return {
-        "run_id": a.run_id,
-        "task_id": a.task_id,
-        "map_index": a.map_index,
-        "attempt": a.attempt,
-        "state": a.state.value,
-        "started_at": a.started_at,
-        "ended_at": a.ended_at,
-        "worker": a.worker,
-        "error": None if error is None else error.to_json(),
-        "log_path": a.log_path,
-    }
-
-
-def _attempt_from_row(row: Sequence[Any]) -> AttemptRecord:
-    run_id, task_id, map_index, attempt, state, started_at, ended_at, worker, error, log_path = row
-    return AttemptRecord(
-        run_id=run_id,
-        task_id=task_id,
-        map_index=map_index,
-        attempt=attempt,
-        state=TaskState(state),
-        started_at=started_at,
-        ended_at=ended_at,
-        worker=worker,
-        error=None if error is None else ErrorInfo.from_json(error),
-        log_path=log_path,
-    )
-
-
-def _metric_params(m: MetricRecord) -> dict[str, Any]:
-    value = m.value
-    is_text = isinstance(value, str)
-    return {
-        "run_id": m.run_id,
-        "task_id": m.task_id,
-        "map_index": m.map_index,
-        "attempt": m.attempt,
-        "name": m.name,
-        "kind": m.kind,
-        "value_num": None if is_text else float(value),
-        "value_text": value if is_text else None,
-        "at": m.at,
-    }
-
 
 class _Unset(enum.Enum):
     UNSET = enum.auto()
@@ -409,23 +177,6 @@ def _check_slots(name: str, slots: int) -> None:
             f"pool '{name}': slots must be a whole number >= 0, got {slots!r}",
             hint="give the pool a whole number of slots, 0 or more (0 pauses the pool)",
         )
-
-
-def _translated(action: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
-    """Turn SQLAlchemy errors raised by a RunStore method into StoreError."""
-
-    def wrap(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-        @functools.wraps(fn)
-        def method(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-            try:
-                return fn(*args, **kwargs)
-            except exc.SQLAlchemyError as e:
-                store: RunStore = args[0]  # type: ignore[assignment]
-                raise store_error(e, store.url, action) from e
-
-        return method
-
-    return wrap
 
 
 class RunStore:
@@ -465,9 +216,9 @@ class RunStore:
 
     def create_run(self, run: RunRecord, task_instances: list[TaskInstanceRecord]) -> None:
         """Insert a run and its task instances in one transaction."""
-        steps: list[Step] = [(self._insert_run, [_run_params(run)], False)]
+        steps: list[Step] = [(self._insert_run, [run_params(run)], False)]
         if task_instances:
-            steps.append((self._insert_ti, [_ti_params(t) for t in task_instances], False))
+            steps.append((self._insert_ti, [ti_params(t) for t in task_instances], False))
         run_transaction(self._engine, self.url, steps, "creating a run")
 
     def write(self, batch: WriteBatch) -> None:
@@ -497,34 +248,34 @@ class RunStore:
             return
         steps: list[Step] = []
         if batch.new_runs:
-            steps.append((self._insert_run, [_run_params(r) for r in batch.new_runs], False))
+            steps.append((self._insert_run, [run_params(r) for r in batch.new_runs], False))
         if batch.run_updates:
             steps.append(
-                (self._update_run, [_run_update_params(r) for r in batch.run_updates], True)
+                (self._update_run, [run_update_params(r) for r in batch.run_updates], True)
             )
         if batch.new_task_instances:
             steps.append(
-                (self._insert_ti, [_ti_params(t) for t in batch.new_task_instances], False)
+                (self._insert_ti, [ti_params(t) for t in batch.new_task_instances], False)
             )
         if batch.task_instance_updates:
             steps.append(
                 (
                     self._update_ti,
-                    [_ti_update_params(t) for t in batch.task_instance_updates],
+                    [ti_update_params(t) for t in batch.task_instance_updates],
                     True,
                 )
             )
         if batch.attempts:
             steps.append(
-                (self._insert_attempt, [_attempt_params(a) for a in batch.attempts], False)
+                (self._insert_attempt, [attempt_params(a) for a in batch.attempts], False)
             )
         if batch.metrics:
-            steps.append((self._insert_metric, [_metric_params(m) for m in batch.metrics], False))
+            steps.append((self._insert_metric, [metric_params(m) for m in batch.metrics], False))
         if batch.artifacts or batch.asset_events:
             steps.extend(self._lineage.steps(batch.artifacts, batch.asset_events, clock.now()))
         run_transaction(self._engine, self.url, steps, "writing a batch")
 
-    @_translated("deleting a run")
+    @translated("deleting a run")
     def delete_run(self, run_id: str) -> None:
         """Delete a run with its task instances, attempts, metrics and asset events.
 
@@ -541,16 +292,16 @@ class RunStore:
 
     # -- runs ---------------------------------------------------------------------------------
 
-    @_translated("reading a run")
+    @translated("reading a run")
     def get_run(self, run_id: str) -> RunRecord:
         """The run with this id; RunNotFound if there is none."""
         with self._read_engine.connect() as conn:
             row = conn.execute(_SELECT_RUN, {"run_id": run_id}).first()
         if row is None:
             raise _run_not_found(run_id)
-        return _run_from_row(row)
+        return run_from_row(row)
 
-    @_translated("looking up a run id")
+    @translated("looking up a run id")
     def resolve_run_id(self, prefix: str) -> str:
         """The one run id starting with `prefix` (an exact id always wins).
 
@@ -583,7 +334,7 @@ class RunStore:
             )
         return str(found[0])
 
-    @_translated("listing runs")
+    @translated("listing runs")
     def list_runs(
         self,
         *,
@@ -593,24 +344,24 @@ class RunStore:
         offset: int = 0,
     ) -> list[RunRecord]:
         """Runs, newest first (by created_at, then run id), optionally filtered."""
-        q = select(*_RUN_COLUMNS)
+        q = select(*RUN_COLUMNS)
         if pipeline is not None:
             q = q.where(_runs.c.pipeline == pipeline)
         if state is not None:
             q = q.where(_runs.c.state == RunState(state).value)
         q = q.order_by(_runs.c.created_at.desc(), _runs.c.run_id.desc()).limit(limit).offset(offset)
         with self._read_engine.connect() as conn:
-            return [_run_from_row(r) for r in conn.execute(q)]
+            return [run_from_row(r) for r in conn.execute(q)]
 
     # -- task instances, attempts, metrics -----------------------------------------------------
 
-    @_translated("reading task instances")
+    @translated("reading task instances")
     def get_task_instances(self, run_id: str) -> list[TaskInstanceRecord]:
         """The run's task instances, ordered by task id then map index."""
         with self._read_engine.connect() as conn:
-            return [_ti_from_row(r) for r in conn.execute(_SELECT_TIS, {"run_id": run_id})]
+            return [ti_from_row(r) for r in conn.execute(_SELECT_TIS, {"run_id": run_id})]
 
-    @_translated("reading a task instance")
+    @translated("reading a task instance")
     def get_task_instance(
         self, run_id: str, task_id: str, map_index: int = -1
     ) -> TaskInstanceRecord | None:
@@ -618,23 +369,23 @@ class RunStore:
             row = conn.execute(
                 _SELECT_TI, {"run_id": run_id, "task_id": task_id, "map_index": map_index}
             ).first()
-        return None if row is None else _ti_from_row(row)
+        return None if row is None else ti_from_row(row)
 
-    @_translated("reading attempts")
+    @translated("reading attempts")
     def get_attempts(
         self, run_id: str, task_id: str | None = None, map_index: int | None = None
     ) -> list[AttemptRecord]:
         """Attempts of a run, optionally of one task (and map index), in order."""
-        q = select(*_ATTEMPT_COLUMNS).where(_attempts.c.run_id == run_id)
+        q = select(*ATTEMPT_COLUMNS).where(_attempts.c.run_id == run_id)
         if task_id is not None:
             q = q.where(_attempts.c.task_id == task_id)
         if map_index is not None:
             q = q.where(_attempts.c.map_index == map_index)
         q = q.order_by(_attempts.c.task_id, _attempts.c.map_index, _attempts.c.attempt)
         with self._read_engine.connect() as conn:
-            return [_attempt_from_row(r) for r in conn.execute(q)]
+            return [attempt_from_row(r) for r in conn.execute(q)]
 
-    @_translated("reading metrics")
+    @translated("reading metrics")
     def get_metrics(self, run_id: str) -> list[MetricRecord]:
         """The run's metrics and params, in the order they were written."""
         m = _metrics
@@ -668,7 +419,7 @@ class RunStore:
                 for r in conn.execute(q)
             ]
 
-    @_translated("looking up the cache")
+    @translated("looking up the cache")
     def find_cached(
         self, cache_key: str, *, not_before: datetime | None = None
     ) -> TaskInstanceRecord | None:
@@ -676,7 +427,7 @@ class RunStore:
 
         Newest by ended_at; with `not_before`, only those that ended at or after it.
         """
-        q = select(*_TI_COLUMNS).where(
+        q = select(*TI_COLUMNS).where(
             _tis.c.cache_key == cache_key,
             _tis.c.state == TaskState.SUCCESS.value,
             _tis.c.ended_at.is_not(None),
@@ -686,9 +437,9 @@ class RunStore:
         q = q.order_by(_tis.c.ended_at.desc()).limit(1)
         with self._read_engine.connect() as conn:
             row = conn.execute(q).first()
-        return None if row is None else _ti_from_row(row)
+        return None if row is None else ti_from_row(row)
 
-    @_translated("reading the latest task instance")
+    @translated("reading the latest task instance")
     def latest_task_instance(
         self,
         pipeline: str,
@@ -707,7 +458,7 @@ class RunStore:
         """
         t = _tis.c
         q = (
-            select(*_TI_COLUMNS)
+            select(*TI_COLUMNS)
             .join(_runs, _runs.c.run_id == t.run_id)
             .where(_runs.c.pipeline == pipeline, t.task_id == task_id)
         )
@@ -720,11 +471,11 @@ class RunStore:
         q = q.order_by(_runs.c.created_at.desc(), _runs.c.run_id.desc(), t.map_index).limit(1)
         with self._read_engine.connect() as conn:
             row = conn.execute(q).first()
-        return None if row is None else _ti_from_row(row)
+        return None if row is None else ti_from_row(row)
 
     # -- lineage and assets ---------------------------------------------------------------------
 
-    @_translated("reading an artifact")
+    @translated("reading an artifact")
     def get_artifact(self, sha_or_prefix: str) -> ArtifactRecord:
         """The lineage record of an artifact, by SHA-256 or a unique prefix of it.
 
@@ -737,13 +488,13 @@ class RunStore:
         with self._read_engine.connect() as conn:
             return lineage.get_artifact(conn, sha_or_prefix)
 
-    @_translated("reading artifacts")
+    @translated("reading artifacts")
     def get_artifacts(self, sha256s: Sequence[str]) -> dict[str, ArtifactRecord]:
         """Lineage records of these exact SHA-256s (those not recorded are left out)."""
         with self._read_engine.connect() as conn:
             return lineage.get_artifacts(conn, sha256s)
 
-    @_translated("reading artifacts")
+    @translated("reading artifacts")
     def artifacts_produced_by(
         self, run_id: str, task_id: str | None = None
     ) -> list[ArtifactRecord]:
@@ -752,32 +503,32 @@ class RunStore:
         with self._read_engine.connect() as conn:
             return lineage.artifacts_produced_by(conn, run_id, task_id)
 
-    @_translated("reading artifact consumers")
+    @translated("reading artifact consumers")
     def consumers_of(self, sha256: str) -> list[ArtifactRecord]:
         """Artifacts computed from this one (that list it among their inputs), oldest first."""
         with self._read_engine.connect() as conn:
             return lineage.consumers_of(conn, sha256)
 
-    @_translated("listing asset events")
+    @translated("listing asset events")
     def list_asset_events(self, asset: str, *, limit: int = 50) -> list[AssetEventRecord]:
         """Versions of an asset, newest first."""
         with self._read_engine.connect() as conn:
             return lineage.list_asset_events(conn, asset, limit)
 
-    @_translated("reading an asset version")
+    @translated("reading an asset version")
     def get_asset_event(self, asset: str, version: int) -> AssetEventRecord | None:
         """One version of an asset, or None."""
         with self._read_engine.connect() as conn:
             return lineage.get_asset_event(conn, asset, version)
 
-    @_translated("reading an asset version")
+    @translated("reading an asset version")
     def latest_asset_version(self, asset: str) -> AssetEventRecord | None:
         """The newest version of an asset, or None if it has none yet."""
         with self._read_engine.connect() as conn:
             events = lineage.list_asset_events(conn, asset, 1)
         return events[0] if events else None
 
-    @_translated("listing assets")
+    @translated("listing assets")
     def asset_names(self) -> list[str]:
         """Every asset with at least one version, sorted."""
         with self._read_engine.connect() as conn:
@@ -785,13 +536,13 @@ class RunStore:
 
     # -- pools ----------------------------------------------------------------------------------
 
-    @_translated("listing pools")
+    @translated("listing pools")
     def list_pools(self) -> list[PoolRecord]:
         q = select(_pools.c.name, _pools.c.slots, _pools.c.description).order_by(_pools.c.name)
         with self._read_engine.connect() as conn:
             return [PoolRecord(name=n, slots=s, description=d) for n, s, d in conn.execute(q)]
 
-    @_translated("reading a pool")
+    @translated("reading a pool")
     def get_pool(self, name: str) -> PoolRecord | None:
         with self._read_engine.connect() as conn:
             return self._get_pool(conn, name)
@@ -806,7 +557,7 @@ class RunStore:
     def _insert_pool(self) -> Any:
         return dialect_insert(self._dialect, _pools)
 
-    @_translated("setting a pool")
+    @translated("setting a pool")
     def set_pool(self, name: str, slots: int, description: str = "") -> PoolRecord:
         """Create or replace a pool. `slots` must be >= 0 (0 pauses the pool)."""
         _check_slots(name, slots)
@@ -819,7 +570,7 @@ class RunStore:
             conn.execute(ins)
         return PoolRecord(name=name, slots=slots, description=description)
 
-    @_translated("creating a pool")
+    @translated("creating a pool")
     def ensure_pool(self, name: str, slots: int) -> PoolRecord:
         """Create the pool if it is missing; otherwise return it unchanged."""
         _check_slots(name, slots)
@@ -836,7 +587,7 @@ class RunStore:
 
     # -- driver leases --------------------------------------------------------------------------
 
-    @_translated("claiming a run")
+    @translated("claiming a run")
     def claim_run(
         self,
         run_id: str,
@@ -884,7 +635,7 @@ class RunStore:
                 raise _run_not_found(run_id)
         return False
 
-    @_translated("renewing a run lease")
+    @translated("renewing a run lease")
     def renew_lease(self, run_id: str, driver_id: str) -> bool:
         """Refresh the heartbeat; False if the run is no longer ours (another driver took it)."""
         stmt = (
@@ -895,7 +646,7 @@ class RunStore:
         with self._engine.begin() as conn:
             return bool(conn.execute(stmt).rowcount == 1)
 
-    @_translated("releasing a run")
+    @translated("releasing a run")
     def release_run(self, run_id: str, driver_id: str) -> None:
         """Give the run up if we still hold it (a no-op otherwise)."""
         stmt = (
@@ -908,7 +659,7 @@ class RunStore:
 
     # -- cancel requests ------------------------------------------------------------------------
 
-    @_translated("requesting a cancel")
+    @translated("requesting a cancel")
     def request_cancel(self, run_id: str) -> bool:
         """Record that someone asked to cancel the run; True if the run is unfinished.
 
@@ -932,7 +683,7 @@ class RunStore:
             raise _run_not_found(run_id)
         return not RunState(row[0]).is_final
 
-    @_translated("reading cancel requests")
+    @translated("reading cancel requests")
     def cancel_requests(self, run_ids: Sequence[str]) -> set[str]:
         """Which of `run_ids` someone asked to cancel (one indexed read; no write lock)."""
         if not run_ids:

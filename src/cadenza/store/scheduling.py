@@ -48,7 +48,8 @@ from sqlalchemy import (
 from cadenza.core import clock
 from cadenza.core.records import RunRecord, TaskInstanceRecord
 from cadenza.core.states import RunState
-from cadenza.store.db import dialect_insert
+from cadenza.store.codec import RUN_COLUMNS, run_from_row, run_params, ti_params
+from cadenza.store.db import dialect_insert, translated
 from cadenza.store.dml import (
     ArrayDml,
     BulkStep,
@@ -57,14 +58,7 @@ from cadenza.store.dml import (
     array_update,
     execute_steps,
 )
-from cadenza.store.runs import (
-    _RUN_COLUMNS,
-    RunStore,
-    _run_from_row,
-    _run_params,
-    _ti_params,
-    _translated,
-)
+from cadenza.store.runs import RunStore
 from cadenza.store.tables import (
     asset_events_table,
     run_keys_table,
@@ -218,7 +212,7 @@ class SchedulingStore:
         ).first()
         return None if row is None else _state_from_row(row)
 
-    @_translated("reading schedule states")
+    @translated("reading schedule states")
     def list_states(self, pipelines: Sequence[str] | None = None) -> dict[str, ScheduleState]:
         """Every pipeline's schedule state, or those of `pipelines` (the scheduler reads its
         own every second; a store shared by many schedulers holds many more)."""
@@ -236,7 +230,7 @@ class SchedulingStore:
         """The pipeline's state (a default one if the scheduler never saw it)."""
         return self.list_states([pipeline]).get(pipeline) or ScheduleState(pipeline=pipeline)
 
-    @_translated("pausing a pipeline")
+    @translated("pausing a pipeline")
     def set_paused(self, pipeline: str, paused: bool) -> ScheduleState:
         """Pause or unpause a pipeline: a paused pipeline gets no scheduled, asset, sensor
         or event runs (backfill still creates the runs it is asked for)."""
@@ -262,8 +256,8 @@ class SchedulingStore:
         if not runs:
             return []
         now = clock.now()
-        steps: list[BulkStep] = [(self._bulk_runs, [_run_params(n.run) for n in runs], False)]
-        tis = [_ti_params(t) for n in runs for t in n.task_instances]
+        steps: list[BulkStep] = [(self._bulk_runs, [run_params(n.run) for n in runs], False)]
+        tis = [ti_params(t) for n in runs for t in n.task_instances]
         if tis:
             steps.append((self._bulk_tis, tis, False))
         keys = [{"pipeline": n.run.pipeline, "key": n.key, "run_id": n.run.run_id,
@@ -283,7 +277,7 @@ class SchedulingStore:
                 _keys.c.pipeline == pipeline, _keys.c.key.in_(chunk))))
         return found
 
-    @_translated("creating scheduled runs")
+    @translated("creating scheduled runs")
     def create_runs(self, pipeline: str, runs: Sequence[NewRun], *,
                     high_water: datetime | None = None, unless_paused: bool = False) -> list[str]:
         """Create those of `runs` whose key has no run yet; return the created run ids.
@@ -315,7 +309,7 @@ class SchedulingStore:
                              .values(last_logical_date=high_water, updated_at=clock.now()))
         return [n.run.run_id for n in fresh]
 
-    @_translated("creating scheduled runs")
+    @translated("creating scheduled runs")
     def create_runs_many(
         self,
         batches: Sequence[tuple[str, Sequence[NewRun], datetime | None]],
@@ -423,7 +417,7 @@ class SchedulingStore:
                         self._member(_keys.c.key, kc), self._member(_keys.c.pipeline, pc))))
         return found & set(wanted)
 
-    @_translated("reading run keys")
+    @translated("reading run keys")
     def runs_for_keys(self, pipeline: str, keys: Sequence[str]) -> dict[str, str]:
         """key -> run id, for those keys that have a run."""
         out: dict[str, str] = {}
@@ -437,7 +431,7 @@ class SchedulingStore:
 
     # -- assets ---------------------------------------------------------------------------------
 
-    @_translated("reading asset versions")
+    @translated("reading asset versions")
     def latest_asset_versions(self, assets: Sequence[str]) -> dict[str, int]:
         """asset -> its newest version, for those of `assets` that have one."""
         if not assets:
@@ -451,7 +445,7 @@ class SchedulingStore:
         q = select(a.asset, func.max(a.version)).where(a.asset.in_(list(assets))).group_by(a.asset)
         return {str(name): int(v) for name, v in conn.execute(q)}
 
-    @_translated("creating an asset-triggered run")
+    @translated("creating an asset-triggered run")
     def create_asset_run(
         self,
         pipeline: str,
@@ -479,7 +473,7 @@ class SchedulingStore:
 
     # -- events ---------------------------------------------------------------------------------
 
-    @_translated("recording an event")
+    @translated("recording an event")
     def record_event(self, event: TriggerEventRecord, new_run: NewRun | None = None
                      ) -> EventOutcome:
         """Record a processed message and create its run, in one transaction (2).
@@ -508,7 +502,7 @@ class SchedulingStore:
                 _events.c.message_id == event.message_id)).one()
         return EventOutcome(created=created, event=_event_from_row(row))
 
-    @_translated("listing events")
+    @translated("listing events")
     def list_events(self, *, pipeline: str | None = None, status: str | None = None,
                     limit: int = 50) -> list[TriggerEventRecord]:
         """Processed messages, newest first (what `cadenza events list` shows)."""
@@ -521,7 +515,7 @@ class SchedulingStore:
         with self._read_engine.connect() as conn:
             return [_event_from_row(r) for r in conn.execute(q)]
 
-    @_translated("counting events")
+    @translated("counting events")
     def count_events(self, pipeline: str, *, status: str | None = None) -> int:
         q = select(func.count()).select_from(_events).where(_events.c.pipeline == pipeline)
         if status is not None:
@@ -531,7 +525,7 @@ class SchedulingStore:
 
     # -- claiming queued runs -------------------------------------------------------------------
 
-    @_translated("claiming queued runs")
+    @translated("claiming queued runs")
     def claim_queued(self, driver_id: str, caps: Mapping[str, int | None], *,
                      limit: int = 16, only: Collection[str] | None = None) -> list[RunRecord]:
         """Claim up to `limit` queued, unclaimed runs of the pipelines in `caps` for
@@ -585,18 +579,18 @@ class SchedulingStore:
                 return []
             conn.execute(update(_runs).where(r.run_id.in_(picked), queued)
                          .values(driver_id=driver_id, heartbeat_at=now))
-            rows = conn.execute(select(*_RUN_COLUMNS).where(
+            rows = conn.execute(select(*RUN_COLUMNS).where(
                 r.run_id.in_(picked), r.driver_id == driver_id).order_by(*order)).all()
-        return [_run_from_row(row) for row in rows]
+        return [run_from_row(row) for row in rows]
 
-    @_translated("counting active runs")
+    @translated("counting active runs")
     def count_active(self, pipeline: str) -> int:
         """Running runs plus claimed queued ones (what max_active_runs caps)."""
         with self._read_engine.connect() as conn:
             return int(conn.scalar(select(func.count()).select_from(_runs).where(
                 _runs.c.pipeline == pipeline, _ACTIVE)) or 0)
 
-    @_translated("finding runs of dead drivers")
+    @translated("finding runs of dead drivers")
     def stale_runs(self, pipelines: Sequence[str], *, lease_s: float,
                    limit: int = 50) -> list[RunRecord]:
         """Claimed or running runs of `pipelines` whose driver has not renewed its lease for
@@ -605,29 +599,29 @@ class SchedulingStore:
             return []
         r = _runs.c
         cutoff = clock.now() - timedelta(seconds=lease_s)
-        q = (select(*_RUN_COLUMNS)
+        q = (select(*RUN_COLUMNS)
              .where(r.pipeline.in_(list(pipelines)),
                     r.state.in_((RunState.QUEUED.value, RunState.RUNNING.value)),
                     r.driver_id.is_not(None),
                     or_(r.heartbeat_at.is_(None), r.heartbeat_at <= cutoff))
              .order_by(r.created_at, r.run_id).limit(limit))
         with self._read_engine.connect() as conn:
-            return [_run_from_row(row) for row in conn.execute(q)]
+            return [run_from_row(row) for row in conn.execute(q)]
 
-    @_translated("finding running runs")
+    @translated("finding running runs")
     def active_runs(self, pipelines: Sequence[str], *, limit: int = 500) -> list[RunRecord]:
         """Running and claimed queued runs of `pipelines` with their drivers, oldest first."""
         if not pipelines:
             return []
         r = _runs.c
-        q = (select(*_RUN_COLUMNS).where(r.pipeline.in_(list(pipelines)), _ACTIVE)
+        q = (select(*RUN_COLUMNS).where(r.pipeline.in_(list(pipelines)), _ACTIVE)
              .order_by(r.created_at, r.run_id).limit(limit))
         with self._read_engine.connect() as conn:
-            return [_run_from_row(row) for row in conn.execute(q)]
+            return [run_from_row(row) for row in conn.execute(q)]
 
     # -- SLA ------------------------------------------------------------------------------------
 
-    @_translated("finding SLA candidates")
+    @translated("finding SLA candidates")
     def sla_candidates(self, pipeline: str, *, created_before: datetime,
                        ended_since: datetime, limit: int = 500) -> list[RunRecord]:
         """Runs of `pipeline` with no recorded miss, created at or before `created_before`,
@@ -635,16 +629,16 @@ class SchedulingStore:
         which did not finish within the SLA; passing the previous check's time as
         `ended_since` means a run that finished in time is looked at once."""
         r = _runs.c
-        q = (select(*_RUN_COLUMNS)
+        q = (select(*RUN_COLUMNS)
              .where(r.pipeline == pipeline,
                     r.created_at <= created_before,
                     or_(r.ended_at.is_(None), r.ended_at >= ended_since),
                     ~exists().where(_sla.c.run_id == r.run_id))
              .order_by(r.created_at).limit(limit))
         with self._read_engine.connect() as conn:
-            return [_run_from_row(row) for row in conn.execute(q)]
+            return [run_from_row(row) for row in conn.execute(q)]
 
-    @_translated("recording an SLA miss")
+    @translated("recording an SLA miss")
     def record_sla_miss(self, miss: SlaMissRecord) -> bool:
         """Record a miss; True only for the first caller (so on_sla_miss fires once)."""
         with self._engine.begin() as conn:
@@ -655,7 +649,7 @@ class SchedulingStore:
                    .returning(_sla.c.run_id))
             return conn.execute(ins).first() is not None
 
-    @_translated("listing SLA misses")
+    @translated("listing SLA misses")
     def list_sla_misses(self, *, pipeline: str | None = None,
                         limit: int = 50) -> list[SlaMissRecord]:
         q = select(_sla)

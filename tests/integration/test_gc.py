@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from cadenza.core import clock
 from cadenza.core.records import RunRecord, TaskInstanceRecord, WriteBatch
 from cadenza.core.retention import format_bytes
 from cadenza.core.settings import Settings
+from cadenza.engine.lease import is_orphaned
 from cadenza.store import open_store
 from tests.pipelines import retention
 
@@ -177,11 +179,12 @@ def test_the_run_of_an_assets_newest_version_and_its_artifact_survive(
     assert store.latest_asset_version("gc/model").version == 3  # numbering goes on
 
 
-def _running_run(store: Any, *, heartbeat_age_s: float) -> str:
+def _running_run(store: Any, *, heartbeat_age_s: float,
+                 driver_id: str = "elsewhere:1:abc") -> str:
     now = clock.now()
     run = RunRecord(run_id=f"running{os.getpid()}{time.monotonic_ns()}", pipeline="outputs",
                     state=RunState.RUNNING, created_at=now - timedelta(days=90),
-                    started_at=now - timedelta(days=90), driver_id="elsewhere:1:abc",
+                    started_at=now - timedelta(days=90), driver_id=driver_id,
                     heartbeat_at=now - timedelta(seconds=heartbeat_age_s))
     store.create_run(run, [TaskInstanceRecord(run_id=run.run_id, task_id="unique",
                                               state=TaskState.RUNNING)])
@@ -208,6 +211,23 @@ def test_an_unfinished_run_is_refused_and_force_only_takes_a_crashed_one(
     with pytest.raises(RunNotFound):
         store.get_run(crashed)
     assert store.get_run(live).state is RunState.RUNNING
+
+
+def test_force_takes_a_run_whose_local_driver_died_before_its_lease_ran_out(
+        cadenza_env: Settings) -> None:
+    # gc decides "held" by the same rule as `runs list` shows `crashed` (engine.lease.is_held):
+    # a driver process known dead on this host holds nothing, however fresh its heartbeat.
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    store = open_store(cadenza_env.database_url)
+    dead = _running_run(store, heartbeat_age_s=0,
+                        driver_id=f"{socket.gethostname()}:{child.pid}:abc")
+    assert is_orphaned(store.get_run(dead))
+
+    cli(cadenza_env, "runs", "delete", dead, code=1)  # unfinished: only --force takes it
+    cli(cadenza_env, "runs", "delete", dead, "--force")
+    with pytest.raises(RunNotFound):
+        store.get_run(dead)
 
 
 def test_recently_used_artifacts_are_spared_and_a_later_gc_deletes_them(

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from cadenza.authoring.pipeline import PRESETS as AUTHORING_PRESETS
+from cadenza.authoring.pipeline import _check_schedule
+from cadenza.core.cron import PRESETS, expand_preset, is_unknown_preset
 from cadenza.core.errors import CadenzaError
 from cadenza.triggers.cron import (
-    PRESETS,
     CronSchedule,
     DeltaSchedule,
     Interval,
@@ -46,8 +46,26 @@ def assert_tiled(intervals: list[Interval]) -> None:
         assert a.end > a.start
 
 
-def test_presets_match_the_authoring_table() -> None:
-    assert PRESETS == AUTHORING_PRESETS
+def test_expand_preset_maps_every_preset_and_leaves_cron_alone() -> None:
+    assert expand_preset("@daily") == "0 0 * * *"
+    assert expand_preset("  @hourly ") == "0 * * * *"
+    assert expand_preset("30 2 * * *") == "30 2 * * *"
+    assert expand_preset("@fortnightly") == "@fortnightly"
+    assert is_unknown_preset(" @fortnightly") and not is_unknown_preset("@weekly")
+    assert not is_unknown_preset("0 0 * * *")
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_authoring_accepts_and_triggers_evaluate_the_same_presets(preset: str) -> None:
+    assert _check_schedule(preset) is None
+    assert CronSchedule(preset).expr == PRESETS[preset]
+
+
+def test_an_unknown_preset_is_refused_by_authoring_and_triggers() -> None:
+    problem = _check_schedule("@fortnightly")
+    assert problem is not None and "unknown schedule preset" in problem.message
+    with pytest.raises(CadenzaError):
+        CronSchedule("@fortnightly")
 
 
 @pytest.mark.parametrize(("day", "count"), [("2026-03-29", 23), ("2026-10-25", 25),

@@ -11,8 +11,9 @@ import pytest
 
 from cadenza import DefinitionError, pipeline, task
 from cadenza.core.errors import CadenzaError
+from cadenza.core.suggest import did_you_mean
 from cadenza.graph.model import PipelineGraph, TaskNode
-from cadenza.graph.validate import did_you_mean, find_cycle, topological_order, validate_graph
+from cadenza.graph.validate import find_cycle, topological_order, validate_graph
 
 
 @task
@@ -618,3 +619,6 @@ def test_topological_order_respects_dependencies_and_definition_order() -> None:
 def test_did_you_mean() -> None:
     assert did_you_mean("all_dnoe", ["all_done", "all_success"]) == " Did you mean 'all_done'?"
     assert did_you_mean("xyz", ["all_done"]) == ""
+    assert did_you_mean("x", []) == ""
+    # the closest wins; tuples and other sequences are accepted as choices
+    assert did_you_mean("sucess", ("success", "skipped", "failed")) == " Did you mean 'success'?"

@@ -20,6 +20,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 
 from cadenza.authoring.builder import GraphBuilder
 from cadenza.authoring.refs import ParamRef
+from cadenza.core.cron import PRESETS, expand_preset, is_unknown_preset
 from cadenza.core.errors import CadenzaError, DefinitionError, ParameterError, Problem
 from cadenza.core.importing import file_being_imported
 from cadenza.graph.model import ParamSpec as GraphParam
@@ -28,17 +29,6 @@ from cadenza.graph.validate import validate_graph
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-PRESETS = {
-    "@hourly": "0 * * * *",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@weekly": "0 0 * * 0",
-    "@monthly": "0 0 1 * *",
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-}
-
 
 def _check_schedule(schedule: Any) -> Problem | None:
     if schedule is None or isinstance(schedule, timedelta):
@@ -49,8 +39,8 @@ def _check_schedule(schedule: Any) -> Problem | None:
     if not isinstance(schedule, str):
         return Problem(message=f"schedule must be a cron string, a preset or a timedelta, "
                        f"got {type(schedule).__name__}", hint='schedule="0 2 * * *"')
-    expr = PRESETS.get(schedule.strip(), schedule)
-    if schedule.strip().startswith("@") and schedule.strip() not in PRESETS:
+    expr = expand_preset(schedule)
+    if is_unknown_preset(schedule):
         return Problem(
             message=f"unknown schedule preset '{schedule}'",
             hint=f"use one of {', '.join(p for p in PRESETS if p != '@midnight')} or a cron expression",
@@ -116,7 +106,7 @@ class PipelineDef(Generic[P, R]):
         problems: list[Problem] = []
         unknown = set(options) - _PIPELINE_OPTIONS
         for key in sorted(unknown):
-            from cadenza.graph.validate import did_you_mean
+            from cadenza.core.suggest import did_you_mean
 
             problems.append(Problem(message=f"unknown option '{key}'."
                                     + did_you_mean(key, sorted(_PIPELINE_OPTIONS)),
@@ -212,7 +202,7 @@ class PipelineDef(Generic[P, R]):
         known = {p.name for p in self.params}
         unknown = [k for k in params if k not in known]
         if unknown:
-            from cadenza.graph.validate import did_you_mean
+            from cadenza.core.suggest import did_you_mean
 
             k = unknown[0]
             raise ParameterError(

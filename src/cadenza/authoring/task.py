@@ -61,7 +61,7 @@ def build_options(name: str, raw: dict[str, Any]) -> tuple[TaskOptions, list[Pro
     def bad(message: str, hint: str) -> None:
         problems.append(Problem(message=message, task=name, hint=hint))
 
-    from cadenza.graph.validate import did_you_mean
+    from cadenza.core.suggest import did_you_mean
 
     for key in sorted(set(raw) - TASK_OPTIONS):
         bad(f"unknown option '{key}'." + did_you_mean(key, sorted(TASK_OPTIONS)),

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cadenza.cli.console import did_you_mean
 from cadenza.core.errors import CadenzaError
 from cadenza.core.importing import importing_file
+from cadenza.core.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from cadenza import PipelineDef

@@ -45,9 +45,9 @@ def list_events_command(
         "--json", help="Print JSON (a list of messages, with their payloads).")] = False,
 ) -> None:
     """List processed messages, newest first, with their run or validation error."""
-    from cadenza.cli.console import did_you_mean
     from cadenza.core.errors import CadenzaError
     from cadenza.core.settings import get_settings
+    from cadenza.core.suggest import did_you_mean
     from cadenza.triggers.events import list_events
 
     if status is not None and status not in STATUSES:

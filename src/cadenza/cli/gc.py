@@ -101,8 +101,10 @@ def _delete_files(settings: Any, store: Any, report: _Report, artifacts: list[St
 
 def _run_deletion(run_ids: list[str], *, dry_run: bool, force: bool, grace_s: float,
                   what: str) -> _Report:
+    from functools import partial
+
     from cadenza.core.logfiles import remove_attempt_logs, run_log_files
-    from cadenza.engine.lease import LEASE_S
+    from cadenza.engine.lease import is_held
     from cadenza.store import retention
 
     settings, store = _settings_and_store()
@@ -121,8 +123,8 @@ def _run_deletion(run_ids: list[str], *, dry_run: bool, force: bool, grace_s: fl
                 report.logs += remove_attempt_logs(logs_dir, part.run_ids, part.log_paths)
             advance(len(part.run_ids) + len(part.skipped))
 
-        retention.delete_runs(store, run_ids, force=force, lease_s=LEASE_S, dry_run=dry_run,
-                              on_batch=on_batch)
+        retention.delete_runs(store, run_ids, force=force, dry_run=dry_run, on_batch=on_batch,
+                              is_held=partial(is_held, lease=settings.lease_s))
     # Artifacts an interrupted gc (or `RunStore.delete_run`) left behind: recorded, their
     # producer run gone, referenced by nothing.
     _delete_files(settings, store, report, retention.orphan_artifacts(store), grace_s=grace_s)

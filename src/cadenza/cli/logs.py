@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cadenza.cli import console as cli_console
-from cadenza.cli.console import did_you_mean, err, escape, label, out
+from cadenza.cli.console import err, escape, label, out
 from cadenza.core.logfiles import attempt_log_path
+from cadenza.core.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from cadenza.core.records import AttemptRecord, TaskInstanceRecord

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cadenza.cli.console import did_you_mean, escape, note, out, print_json
+from cadenza.cli.console import escape, note, out, print_json
+from cadenza.core.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from cadenza.core.settings import Settings

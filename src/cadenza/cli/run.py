@@ -66,7 +66,7 @@ def check_executor(name: str | None) -> None:
 
     names = executor_names()
     if name not in names:
-        from cadenza.cli.console import did_you_mean
+        from cadenza.core.suggest import did_you_mean
 
         raise ConfigError(f"unknown executor '{name}'." + did_you_mean(name, names),
                           hint=f"use one of: {', '.join(names)}")

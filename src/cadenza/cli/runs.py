@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cadenza.cli.console import (
-    did_you_mean,
     duration_s,
     escape,
     format_duration,
@@ -32,6 +31,7 @@ from cadenza.cli.console import (
     print_json,
     styled_state,
 )
+from cadenza.core.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from cadenza.core.records import AttemptRecord, MetricRecord, RunRecord, TaskInstanceRecord

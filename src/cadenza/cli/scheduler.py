@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cadenza.cli.console import did_you_mean, err, escape, note, out, print_json, styled_state
+from cadenza.cli.console import err, escape, note, out, print_json, styled_state
+from cadenza.core.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from cadenza.core.records import RunRecord

@@ -29,7 +29,7 @@ from cadenza.core.ids import new_driver_id
 from cadenza.core.records import AttemptRecord, ErrorInfo, RunRecord, WriteBatch
 from cadenza.core.settings import Settings, get_settings
 from cadenza.core.states import RunState, TaskState, transition
-from cadenza.engine.lease import driver_is_dead, is_orphaned, lease_expired
+from cadenza.engine.lease import is_held, is_orphaned
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,7 @@ def cancel_run(run_id: str, *, settings: Settings | None = None,
         if run.state.is_final:
             return report("cancelled" if run.state is RunState.CANCELLED else "finished",
                           "driver", run)
-        nobody = run.driver_id is None or lease_expired(run, lease=settings.lease_s) \
-            or driver_is_dead(run.driver_id)
+        nobody = not is_held(run.driver_id, run.heartbeat_at, lease=settings.lease_s)
         if nobody and cancel_undriven(store, run, lease_s=settings.lease_s):
             return report("cancelled", "engine", store.get_run(run_id))
         if time.monotonic() >= deadline:
@@ -107,8 +106,8 @@ def cancel_undriven(store: Any, run: RunRecord, *, lease_s: float,
     scheduler or resume that claims it before us wins, and cancels it from the request.
     """
     me = new_driver_id()
-    dead = run.driver_id is not None and (driver_is_dead(run.driver_id)
-                                          or lease_expired(run, lease=lease_s))
+    dead = run.driver_id is not None and not is_held(run.driver_id, run.heartbeat_at,
+                                                     lease=lease_s)
     if not store.claim_run(run.run_id, me, lease_s=0.0 if dead else lease_s,
                            expected_driver=run.driver_id):
         return False

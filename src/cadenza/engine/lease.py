@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from cadenza.core import clock
@@ -159,38 +160,72 @@ def heartbeats() -> Heartbeats:
 
 
 # --- is a run's driver alive? -----------------------------------------------------------------
+# The one liveness rule (issue 12): a run is held by a live driver when it names one, the
+# driver renewed its lease within `lease` seconds, and the driver's process is not known dead
+# on this host. `is_orphaned` (surfaces show `crashed`), the scheduler's takeover, cancel and
+# gc (`store.retention.delete_runs` is handed `is_held`) all decide by it. It lives in the
+# engine because the process check needs psutil, which core may not import (STYLE §1); the
+# store decides nothing about liveness, it is handed this rule.
 
 
-def driver_is_dead(driver_id: str | None) -> bool:
-    """True when `driver_id` ("host:pid:token") names a process on this host that no longer
-    exists (or is a zombie). A driver on another host is never known dead here: its lease
-    says so instead."""
-    if not driver_id:
-        return True
+class DriverLiveness(StrEnum):
+    """What this host can tell about a driver's process from its driver id."""
+
+    ALIVE = "alive"  # a process with that pid runs here (not a zombie)
+    DEAD = "dead"  # it ran here and is gone, or is a zombie
+    UNKNOWN = "unknown"  # another host, or not a "host:pid:token" id: only the lease tells
+
+
+def driver_liveness(driver_id: str) -> DriverLiveness:
+    """Whether `driver_id` ("host:pid:token", `core.ids.new_driver_id`) names a live process
+    on this host. A pid reused by a later process reads as alive: the id does not record the
+    process's start time, so the lease decides then (`is_held`)."""
     host, _, rest = driver_id.partition(":")
     pid_text = rest.partition(":")[0]
     if host != socket.gethostname() or not pid_text.isdigit():
-        return False
+        return DriverLiveness.UNKNOWN
     pid = int(pid_text)
     if pid == os.getpid():
-        return False
+        return DriverLiveness.ALIVE
     import psutil  # type: ignore[import-untyped,unused-ignore]
 
     try:
-        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+        zombie = psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
-        return True
+        return DriverLiveness.DEAD
     except psutil.AccessDenied:
-        return False
+        return DriverLiveness.ALIVE  # it exists; we may not look at it
+    return DriverLiveness.DEAD if zombie else DriverLiveness.ALIVE
+
+
+def driver_is_dead(driver_id: str | None) -> bool:
+    """True when there is no driver, or `driver_id` names a process on this host that no
+    longer exists (or is a zombie). A driver on another host is never known dead here: its
+    lease says so instead."""
+    return not driver_id or driver_liveness(driver_id) is DriverLiveness.DEAD
+
+
+def heartbeat_expired(heartbeat_at: datetime | None, *, now: datetime | None = None,
+                      lease: float | None = None) -> bool:
+    """No lease renewal within `lease` seconds (default: settings' lease_s), or none ever."""
+    if heartbeat_at is None:
+        return True
+    now = now or clock.now()
+    return heartbeat_at <= now - timedelta(seconds=lease_s() if lease is None else lease)
 
 
 def lease_expired(run: RunRecord, *, now: datetime | None = None,
                   lease: float | None = None) -> bool:
     """The run's driver has not renewed its lease for `lease` seconds (or never did)."""
-    if run.heartbeat_at is None:
-        return True
-    now = now or clock.now()
-    return run.heartbeat_at <= now - timedelta(seconds=lease_s() if lease is None else lease)
+    return heartbeat_expired(run.heartbeat_at, now=now, lease=lease)
+
+
+def is_held(driver_id: str | None, heartbeat_at: datetime | None, *,
+            now: datetime | None = None, lease: float | None = None) -> bool:
+    """A live driver holds the run: it names one, whose lease is current and whose process
+    is not known dead. The one liveness rule (see above)."""
+    return (driver_id is not None and not heartbeat_expired(heartbeat_at, now=now, lease=lease)
+            and not driver_is_dead(driver_id))
 
 
 def is_orphaned(run: RunRecord, *, now: datetime | None = None,
@@ -203,4 +238,4 @@ def is_orphaned(run: RunRecord, *, now: datetime | None = None,
         return False
     if run.driver_id is None:
         return run.state is RunState.RUNNING
-    return lease_expired(run, now=now, lease=lease) or driver_is_dead(run.driver_id)
+    return not is_held(run.driver_id, run.heartbeat_at, now=now, lease=lease)

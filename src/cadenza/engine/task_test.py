@@ -74,7 +74,7 @@ def prepare_task_test(
     Raises CadenzaError naming the task and the fix: unknown task or input name, or no run
     with the upstream outputs it needs.
     """
-    from cadenza.graph.validate import did_you_mean
+    from cadenza.core.suggest import did_you_mean
     from cadenza.store import open_store
 
     settings = settings or get_settings()

@@ -8,12 +8,8 @@ from __future__ import annotations
 import difflib
 
 from cadenza.core.errors import DefinitionError, Problem
+from cadenza.core.suggest import did_you_mean
 from cadenza.graph.model import PipelineGraph, TriggerRule
-
-
-def did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f" Did you mean '{close[0]}'?" if close else ""
 
 
 def check_trigger_rule(rule: str, task: str | None) -> Problem | None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, select
@@ -198,8 +198,8 @@ def delete_runs(
     store: Any,
     run_ids: Sequence[str],
     *,
+    is_held: Callable[[str | None, datetime | None], bool],
     force: bool = False,
-    lease_s: float = 30.0,
     dry_run: bool = False,
     on_batch: Callable[[RunsDeleted], None] | None = None,
 ) -> RunsDeleted:
@@ -208,8 +208,10 @@ def delete_runs(
     Cases, re-checked under each transaction's lock (a run may have changed since it was
     selected):
     1. A run that does not exist (any more) is skipped: "not found".
-    2. An unfinished run is skipped, unless `force` and no live driver holds it (no driver,
-       or its heartbeat is older than `lease_s`): a crashed or never-claimed run.
+    2. An unfinished run is skipped, unless `force` and no live driver holds it: a crashed
+       or never-claimed run. `is_held(driver_id, heartbeat_at)` is the engine's liveness rule
+       (`engine.lease.is_held`: a driver, a current lease, a process not known dead); the
+       store decides nothing about liveness, it is handed the rule.
     3. A run that produced the newest version of an asset is skipped.
     4. Everything else is deleted. The result lists the artifacts that no remaining row
        references (the caller deletes their files, then calls `forget_artifacts`) and the
@@ -237,27 +239,27 @@ def delete_runs(
                 txn = conn.begin()
                 try:
                     for part in _chunks(ids):
-                        add(_delete_in(conn, list(part), force=force, lease_s=lease_s))
+                        add(_delete_in(conn, list(part), force=force, is_held=is_held))
                 finally:
                     txn.rollback()
             return
         for part in _chunks(ids):
             with store._engine.begin() as conn:
-                done = _delete_in(conn, list(part), force=force, lease_s=lease_s)
+                done = _delete_in(conn, list(part), force=force, is_held=is_held)
             add(done)  # committed: now the files may go
 
     _wrap(store, "deleting runs", work)
     return total
 
 
-def _delete_in(conn: Connection, ids: list[str], *, force: bool, lease_s: float) -> RunsDeleted:
+def _delete_in(conn: Connection, ids: list[str], *, force: bool,
+               is_held: Callable[[str | None, datetime | None], bool]) -> RunsDeleted:
     q = _RUNS_TO_CHECK
     if conn.dialect.name == "postgresql":
         q = q.with_for_update()  # a concurrent claim (resume) waits for us, then finds none
     rows = {run_id: (state, driver, hb)
             for run_id, state, driver, hb in conn.execute(q, {"ids": ids})}
     protected = _newest_asset_producers(conn)
-    expired_before = clock.now() - timedelta(seconds=lease_s)
     result = RunsDeleted()
     for run_id in ids:
         if run_id not in rows:
@@ -265,12 +267,11 @@ def _delete_in(conn: Connection, ids: list[str], *, force: bool, lease_s: float)
             continue
         state, driver, hb = rows[run_id]
         if state not in _FINAL:
-            held = driver is not None and hb is not None and hb > expired_before
             if not force:
                 result.skipped[run_id] = (f"it is {state}: wait for it to end (or cancel it); "
                                           "--force deletes a crashed run no driver holds")
                 continue
-            if held:
+            if is_held(driver, hb):
                 result.skipped[run_id] = (f"it is {state} and its driver {driver} is alive "
                                           f"(heartbeat {hb:%Y-%m-%d %H:%M:%S})")
                 continue

@@ -61,6 +61,7 @@ from functools import lru_cache
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+from cadenza.core.cron import expand_preset
 from cadenza.core.errors import CadenzaError
 
 log = logging.getLogger(__name__)
@@ -68,19 +69,6 @@ log = logging.getLogger(__name__)
 _TINY = timedelta(microseconds=1)
 _MINUTE = timedelta(minutes=1)
 _DAY = timedelta(days=1)
-
-# Same table as authoring.pipeline.PRESETS (kept here too so this module stays importable on
-# its own; a unit test checks they agree).
-PRESETS = {
-    "@hourly": "0 * * * *",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@weekly": "0 0 * * 0",
-    "@monthly": "0 0 1 * *",
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-}
-
 
 @lru_cache(maxsize=256)
 def zone(name: str) -> ZoneInfo:
@@ -375,8 +363,7 @@ class CronSchedule:
     def __init__(self, expr: str, timezone: str = "UTC") -> None:
         from croniter import croniter  # type: ignore[import-untyped,unused-ignore]
 
-        text = expr.strip()
-        self.expr = PRESETS.get(text, text)
+        self.expr = expand_preset(expr.strip())
         fields = self.expr.split()
         if len(fields) != 5 or not croniter.is_valid(self.expr):
             raise CadenzaError(f"schedule '{expr}' is not a valid 5-field cron expression",

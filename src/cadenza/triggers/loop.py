@@ -51,6 +51,7 @@ from cadenza.core.ids import new_driver_id
 from cadenza.core.settings import Settings, get_settings
 from cadenza.engine.api import drive_run, fail_run, new_run
 from cadenza.engine.cancel import cancel_undriven
+from cadenza.engine.lease import DriverLiveness, driver_liveness
 from cadenza.engine.resume import resume_run
 from cadenza.triggers.cron import Interval, Timetable
 from cadenza.triggers.events import EventTrigger, handle_message, make_consumer
@@ -137,30 +138,6 @@ class TickReport:
     started: list[str] = field(default_factory=list)
     taken_over: list[str] = field(default_factory=list)
     sla_missed: list[str] = field(default_factory=list)
-
-
-def _alive_here(driver_id: str | None) -> bool:
-    """The driver is a live process on this host (so its lease will be renewed)."""
-    import os
-    import socket
-
-    if not driver_id:
-        return False
-    host, _, rest = driver_id.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return not fh.read().split(") ", 1)[1].startswith("Z")
-    except (OSError, IndexError):
-        return True
 
 
 class Scheduler:
@@ -485,7 +462,7 @@ class Scheduler:
             with self._lock:
                 if run.run_id in self._threads or len(self._threads) >= self.max_runs:
                     continue
-            if _alive_here(run.driver_id):
+            if run.driver_id and driver_liveness(run.driver_id) is DriverLiveness.ALIVE:
                 continue  # a live local driver whose beat is late (its lease is 30 s)
             log.warning("run %s of %s: driver %s stopped renewing its lease; taking over",
                         run.run_id, run.pipeline, run.driver_id)

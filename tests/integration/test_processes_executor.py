@@ -567,7 +567,7 @@ def test_workers_that_die_at_start_do_not_respawn_forever(
     root: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(
-        "cadenza.executors.processes.EXECUTE_TARGET", "cadenza_no_such_module:execute"
+        "cadenza.executors.processes.pool.EXECUTE_TARGET", "cadenza_no_such_module:execute"
     )
     ex = ProcessExecutor(max_workers=1)
     sink = Outcomes()

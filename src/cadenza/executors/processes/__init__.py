@@ -1,0 +1,56 @@
+"""The processes executor: a persistent pool of worker processes, the default executor.
+
+What belongs here: starting, feeding, watching, killing and replacing worker processes, and
+shipping functions and calls to them. What does not: running a call (that is
+`executors/worker.py`, which every executor shares), resource admission (the engine, with
+`executors/resources.py`), retries (the engine).
+
+How it works. Each worker is a long-lived child process with one duplex
+pipe to the driver. `submit` pickles the call without its function (the function travels
+once per worker, keyed by `fn_key`) and writes it to an idle worker's pipe, or queues it in a
+FIFO backlog. One collector thread in the driver blocks on every worker pipe, every worker's
+process sentinel and a wake-up pipe, with a timeout equal to the nearest deadline (task
+timeout or kill grace); it never polls. The wait is a persistent `selectors` selector (epoll):
+`multiprocessing.connection.wait()` is the same mechanism rebuilt on every call, 15 us per
+wake-up with 2 workers and 290 us with 64, against 2 us for the persistent one. It reads
+outcomes, detects dead workers, enforces timeouts by killing, replaces lost workers and hands
+out backlog work. Every sink is called from that thread, so an engine's sink never runs
+concurrently with itself for this executor (shutdown() is the one exception: it delivers the
+outcomes of interrupted calls itself, after the collector has stopped).
+
+Start method: worker start latency, Process.start() until the worker has imported
+`cadenza.executors.worker` and said it is ready (2-core CI VM, Python 3.11,
+`bench/executor_roundtrip.py`, medians of 5; ranges span a quiet and a loaded machine):
+    fork         4-7 ms      but unsafe: the driver always has threads (this collector, the
+                             engine's, SQLAlchemy's pool), and forking a threaded process can
+                             deadlock the child on a lock another thread held at fork time.
+    forkserver   10-25 ms    the first worker also pays 200-400 ms once, for the server to
+                             start and preload the worker modules (without the preload each
+                             worker would import them: +100 ms). Children fork from a clean,
+                             single-threaded server. Python 3.14 made it the Linux default.
+    spawn        200-300 ms  a fresh interpreter importing everything again, per worker.
+So the default is forkserver (spawn where it is unavailable); CADENZA_START_METHOD or
+`start_method=` overrides it. A worker that dies while starting says so.
+
+Workers never import the driver's `__main__` (standard multiprocessing children do, which
+re-runs a script's unguarded top level, `pipeline.run()` included): scripts need no
+`if __name__ == "__main__":` guard. Functions and classes of `__main__` travel by value
+(cloudpickle, with the module-level values they read; inputs that refer to `__main__` too),
+as Ray and Dask ship them; how and why in `main_module.keep_main_out_of_workers`. In the worker, those
+names are put into its `__main__` so that a task's own pickling by reference finds them, and
+its `__main__` points at the driver's script so that a pool the task starts behaves as it
+would in the driver.
+
+Workers survive neither the driver nor their own task's children: each worker leads its own
+process group (so a kill also stops what the task spawned, and Ctrl-C in the terminal reaches
+the driver only), and a watchdog thread in the worker blocks on the parent-process sentinel
+and kills the group when the driver goes away, even by SIGKILL.
+
+Modules: `pool.py` (ProcessExecutor, the collector thread), `child.py` (the worker process's
+main), `wire.py` (messages and codecs), `jobs.py` (per-call and per-worker bookkeeping, the
+outcomes of calls that did not return), `main_module.py` (keeping `__main__` out of workers).
+"""
+
+from cadenza.executors.processes.pool import ProcessExecutor, default_start_method
+
+__all__ = ["ProcessExecutor", "default_start_method"]

@@ -1,0 +1,179 @@
+"""The worker process's main: boot, then load functions and run calls until told to stop.
+
+What belongs here: `worker_main` (the target of every worker process) and what it sets up
+before its loop (process group, cwd, environment, `__main__` stand-in, the watchdog that takes
+the task down with it when the driver goes away). Running one call is
+`executors/worker.py`, shared by every executor.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import os
+import pickle
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from cadenza.core.records import ErrorInfo
+from cadenza.executors.base import TaskCall, TaskOutcome
+from cadenza.executors.processes.main_module import adopt_main_names, stand_in_for_main
+from cadenza.executors.processes.wire import (
+    CALL_FIELDS,
+    HOSTNAME,
+    PROTOCOL,
+    READY,
+    call_label,
+    encode_outcome,
+    error_info,
+    fail_message,
+)
+
+
+def _watch_parent(sentinel: int) -> None:
+    """Worker watchdog: block until the driver is gone, then take the task down with us."""
+    wait([sentinel])
+    try:
+        if os.getpgid(0) == os.getpid():
+            os.killpg(0, signal.SIGKILL)  # the worker and whatever its task started
+    finally:
+        os._exit(1)
+
+
+def _apply_environment(env: dict[str, str]) -> None:
+    # forkserver children inherit the server's environment as of its start, not the driver's
+    # current one; make the worker see what the driver sees now.
+    for key in [k for k in os.environ if k not in env]:
+        del os.environ[key]
+    for key, value in env.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+
+
+def worker_main(conn: Connection, boot: tuple[Any, ...]) -> None:
+    """Entry point of a worker process: load functions, run calls, send outcomes back."""
+    sys_path, cwd, env, target, main_identity = boot
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass  # stays in the driver's group: kills then reach only this process
+    sys.path[:] = sys_path
+    try:
+        os.chdir(cwd)
+    except OSError:
+        pass  # the driver's folder went away; the task sees the inherited one
+    _apply_environment(env)
+    stand_in_for_main(*main_identity)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(
+            target=_watch_parent, args=(parent.sentinel,), name="cadenza-watchdog", daemon=True
+        ).start()
+
+    module_name, _, attr = target.partition(":")
+    execute: Callable[..., TaskOutcome] = getattr(importlib.import_module(module_name), attr)
+    ident = f"pid:{os.getpid()}@{HOSTNAME}"
+    conn.send_bytes(pickle.dumps(READY, protocol=PROTOCOL))
+
+    raw_fns: dict[str, bytes] = {}
+    fns: dict[str, Callable[..., Any]] = {}
+    while True:
+        try:
+            data = conn.recv_bytes()
+        except (EOFError, OSError):
+            return  # the driver closed the pipe or went away
+        try:
+            msg = pickle.loads(data)
+        except Exception as exc:  # noqa: BLE001 - reported as the call's outcome
+            conn.send_bytes(
+                fail_message(
+                    error_info(
+                        exc,
+                        "serialization",
+                        "the inputs of the task could not be unpickled in the worker "
+                        f"process: {exc}. Fix: pass only values whose classes are importable "
+                        "from the worker (defined at module level of an importable module)",
+                    )
+                )
+            )
+            continue
+        tag = msg[0]
+        if tag == "F":
+            _, key, blob, evict, new_path = msg
+            if new_path is not None:
+                sys.path[:] = new_path
+            raw_fns[key] = blob
+            if evict is not None:
+                fns.pop(evict, None)
+                raw_fns.pop(evict, None)
+            continue
+        if tag == "S":
+            return
+        _, key, values = msg
+        call_fields = dict(zip(CALL_FIELDS, values))
+        label = call_label(call_fields)
+        fn = fns.get(key)
+        if fn is None:
+            blob = raw_fns.pop(key, None)
+            if blob is None:  # the driver believed we had it; it resends next time
+                conn.send_bytes(
+                    fail_message(
+                        ErrorInfo(
+                            kind="serialization",
+                            type="cadenza.core.errors.CadenzaError",
+                            message=f"the function of task '{label}' was not loaded in this "
+                            "worker (a Cadenza bug); it will be sent again on the next attempt",
+                        ),
+                        drop_fn=True,
+                    )
+                )
+                continue
+            try:
+                fn = pickle.loads(blob)
+            except Exception as exc:  # noqa: BLE001 - reported as the call's outcome
+                conn.send_bytes(
+                    fail_message(
+                        error_info(
+                            exc,
+                            "serialization",
+                            f"the function of task '{label}' could not be loaded in the "
+                            f"worker process: {type(exc).__name__}: {exc}. Fix: make the "
+                            "module that defines it importable from the driver's sys.path and "
+                            "working directory, or define the task in the script you run",
+                        ),
+                        drop_fn=True,
+                    )
+                )
+                continue
+            if getattr(fn, "__module__", None) == "__main__":
+                adopt_main_names(fn)
+            fns[key] = fn
+        try:
+            outcome = execute(TaskCall(fn=fn, **call_fields), enforce_timeout=False, worker=ident)
+        except BaseException as exc:  # noqa: BLE001 - e.g. sys.exit() in the task
+            conn.send_bytes(
+                fail_message(
+                    error_info(
+                        exc,
+                        "exception",
+                        f"task '{label}' ended the worker's call with {type(exc).__name__}: {exc}",
+                    )
+                )
+            )
+            continue
+        try:
+            reply = pickle.dumps(("ok", encode_outcome(outcome)), protocol=PROTOCOL)
+        except Exception as exc:  # noqa: BLE001 - reported as the call's outcome
+            reply = fail_message(
+                error_info(
+                    exc,
+                    "serialization",
+                    f"the outcome of task '{label}' could not be pickled to send it back to the "
+                    f"driver: {exc} (a Cadenza bug: outcomes hold plain records only)",
+                )
+            )
+        conn.send_bytes(reply)

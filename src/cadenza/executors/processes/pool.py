@@ -1,0 +1,733 @@
+"""The pool: starts, feeds, watches, kills and replaces the worker processes (the package
+docstring says how), with one collector thread in the driver.
+"""
+
+from __future__ import annotations
+
+import atexit
+import heapq
+import importlib
+import logging
+import multiprocessing
+import os
+import pickle
+import selectors
+import signal
+import sys
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from multiprocessing.connection import wait
+from typing import Any
+
+from cadenza.core import clock
+from cadenza.core.errors import ConfigError
+from cadenza.executors.base import Sink, TaskCall, TaskOutcome
+from cadenza.executors.processes.child import worker_main
+from cadenza.executors.processes.jobs import (
+    BOOT_RETRY_AFTER_S,
+    MAX_BOOT_FAILURES,
+    Job,
+    Worker,
+    broken_outcome,
+    describe_exit,
+    failed_outcome,
+    lost_outcome,
+    signal_group,
+    stopped_outcome,
+)
+from cadenza.executors.processes.main_module import (
+    keep_main_out_of_workers,
+    main_identity,
+    spawning,
+)
+from cadenza.executors.processes.wire import (
+    PROTOCOL,
+    STOP_MSG,
+    Unpicklable,
+    decode_outcome,
+    error_info,
+    pickle_call,
+    pickle_fn,
+)
+
+log = logging.getLogger("cadenza.executors.processes")
+
+START_METHOD_ENV = "CADENZA_START_METHOD"
+# The function each worker runs a call with; imported once per worker process.
+EXECUTE_TARGET = "cadenza.executors.worker:execute"
+# Modules the forkserver imports once, so that each forked worker starts warm (~100 ms saved
+# per worker start: `python -X importtime -c "import cadenza.executors.worker"`).
+_PRELOAD = ["cadenza.executors.processes.child", "cadenza.executors.worker"]
+
+KILL_GRACE_S = 2.0  # SIGTERM, then SIGKILL if the worker is still alive after this long
+SHUTDOWN_GRACE_S = 5.0
+FN_CACHE_PER_WORKER = 256  # functions a worker keeps loaded (LRU, evicted by the driver)
+FN_CACHE_DRIVER = 1024  # pickled functions the driver keeps (LRU)
+
+
+def default_start_method() -> str:
+    methods = multiprocessing.get_all_start_methods()
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
+def _resolve_start_method(requested: str | None) -> str:
+    method = requested or os.environ.get(START_METHOD_ENV) or default_start_method()
+    available = multiprocessing.get_all_start_methods()
+    if method not in available:
+        source = "start_method=" if requested else f"{START_METHOD_ENV}="
+        raise ConfigError(
+            f"unknown multiprocessing start method {source}'{method}'",
+            hint=f"use one of: {', '.join(available)} (default: {default_start_method()})",
+        )
+    return method
+
+
+class ProcessExecutor:
+    """A persistent pool of worker processes.
+
+    Example:
+        ex = ProcessExecutor(max_workers=4)
+        ex.start()
+        ex.submit(call, outcomes.put)   # outcomes.put(TaskOutcome) is called exactly once
+        ex.shutdown()
+
+    How a call can end, each reported exactly once through its sink:
+      1. the worker returns an outcome (success, or any exception the task raised);
+      2. the worker process dies mid-call -> kind="worker_lost"; the worker is replaced;
+      3. `timeout_s` passes -> the worker is killed, kind="timeout"; replaced;
+      4. `cancel()` -> dropped from the backlog, or the worker is killed; kind="cancelled";
+      5. the function or inputs cannot be pickled, or the outcome cannot come back
+         -> kind="serialization";
+      6. `shutdown()` while queued or running -> kind="cancelled".
+    """
+
+    name = "processes"
+    in_process = False
+
+    def __init__(self, max_workers: int | None = None, start_method: str | None = None) -> None:
+        if max_workers is not None and max_workers < 1:
+            raise ConfigError(
+                f"max_workers must be at least 1, got {max_workers}",
+                hint="leave it unset to use one worker per CPU",
+            )
+        self.max_workers = max_workers or os.cpu_count() or 1
+        self.start_method = _resolve_start_method(start_method)
+        self._ctx: Any = multiprocessing.get_context(self.start_method)
+        self._lock = threading.Lock()
+        self._started = False
+        self._stopping = False
+        keep_main_out_of_workers()
+        self._workers: list[Worker] = []
+        self._idle: list[Worker] = []  # a stack: the warmest worker goes first
+        self._backlog: deque[Job] = deque()
+        self._timers: list[tuple[float, int, str, Job]] = []  # (when, seq, what, job)
+        self._timer_seq = 0
+        self._pending: list[tuple[Sink, TaskOutcome]] = []  # made outside the collector
+        self._wait_until = float("inf")
+        # The collector's selector: worker pipes, sentinels and the wake pipe. Only the
+        # collector thread (re)registers; others set _selector_dirty and wake it.
+        self._selector: selectors.BaseSelector | None = None
+        self._registered: dict[int, tuple[Worker, bool]] = {}  # fd -> (worker, is_pipe)
+        self._selector_dirty = False
+        self._boot_failures = 0
+        self._broken_reason: str | None = None
+        self._broken_at = 0.0
+        self._collector: threading.Thread | None = None
+        self._wake_r = -1
+        self._wake_w = -1
+        # fn_key -> (fn, wire_key, pickled bytes); wire_key changes when the object does
+        self._fn_cache: OrderedDict[str, tuple[Callable[..., Any], str, bytes]] = OrderedDict()
+        self._fn_versions: dict[str, int] = {}
+        # Counters, for tests and bench/.
+        self.fn_sends = 0
+        self.workers_started = 0
+        self.start_latencies_s: deque[float] = deque(maxlen=64)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the workers and the collector thread (idempotent)."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+            self._stopping = False
+            self._broken_reason = None
+            self._boot_failures = 0
+            self._wake_r, self._wake_w = os.pipe()
+            os.set_blocking(self._wake_w, False)
+            os.set_blocking(self._wake_r, False)
+            if self.start_method == "forkserver":
+                # Global to this process's forkserver; only takes effect when it starts.
+                self._ctx.set_forkserver_preload(_PRELOAD)
+            elif self.start_method == "fork":
+                # Forked workers inherit it instead of importing it each (~100 ms).
+                importlib.import_module(EXECUTE_TARGET.partition(":")[0])
+            try:
+                for _ in range(self.max_workers):
+                    self._spawn_locked()
+            except BaseException:
+                for w in self._workers:
+                    signal_group(w, signal.SIGKILL)
+                self._workers.clear()
+                self._idle.clear()
+                self._started = False
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                raise
+            self._collector = threading.Thread(
+                target=self._collect, name="cadenza-processes-collector", daemon=True
+            )
+            self._collector.start()
+        atexit.register(self.shutdown)
+        log.debug("processes executor: %d workers (%s)", self.max_workers, self.start_method)
+
+    def shutdown(self) -> None:
+        """Stop every worker; calls still queued or running end as cancelled. Idempotent."""
+        with self._lock:
+            if not self._started or self._stopping:
+                return
+            self._stopping = True
+            collector = self._collector
+        atexit.unregister(self.shutdown)
+        self._wake()
+        if collector is not None and collector is not threading.current_thread():
+            collector.join(timeout=SHUTDOWN_GRACE_S)
+        with self._lock:
+            workers = list(self._workers)
+            backlog = list(self._backlog)
+            self._backlog.clear()
+            pending, self._pending = self._pending, []
+        delivered: list[tuple[Sink, TaskOutcome]] = list(pending)
+        # Outcomes that arrived while we were stopping are real: deliver them as they are.
+        for w in workers:
+            delivered.extend(self._drain(w))
+        for w in workers:
+            if w.job is not None and not w.dead:
+                signal_group(w, signal.SIGTERM)
+            else:
+                try:
+                    w.conn.send_bytes(STOP_MSG)
+                except OSError:
+                    pass
+        deadline = time.monotonic() + SHUTDOWN_GRACE_S
+        alive: dict[Any, Worker] = {w.sentinel: w for w in workers if not w.dead}
+        while alive:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            for sentinel in wait(list(alive), left):
+                alive.pop(sentinel)
+        for w in alive.values():
+            signal_group(w, signal.SIGKILL)
+        for w in workers:
+            if w.job is not None and not w.job.done:
+                w.job.done = True
+                reason = w.job.stop_reason or "shutdown"  # a timeout being enforced stays one
+                delivered.append((w.job.sink, stopped_outcome(w.job, reason)))
+            self._reap(w)
+        for job in backlog:
+            job.done = True
+            delivered.append((job.sink, stopped_outcome(job, "shutdown")))
+        with self._lock:
+            self._workers.clear()
+            self._idle.clear()
+            if self._selector is not None:
+                self._selector.close()
+            self._selector = None
+            self._registered.clear()
+            self._timers.clear()
+            for fd in (self._wake_r, self._wake_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self._wake_r = self._wake_w = -1
+            self._collector = None
+            self._started = False
+        self._deliver(delivered)
+
+    # -- the protocol --------------------------------------------------------------------
+
+    def free_slots(self) -> int:
+        with self._lock:
+            if not self._started or (self._broken_reason is not None and not self._workers):
+                # Not started, or gave up after boot failures: a submit (re)starts workers.
+                return self.max_workers
+            return max(0, len(self._idle) - len(self._backlog))
+
+    def submit(self, call: TaskCall, sink: Sink) -> None:
+        if not self._started:
+            self.start()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("submit %s attempt %d of run %s", call.label, call.attempt, call.run_id)
+        try:
+            wire_key, fn_blob = self._pickled_fn(call)
+            payload = pickle_call(call, wire_key)
+        except Unpicklable as exc:
+            self._deliver_later(sink, failed_outcome(call, exc.error, started_at=None))
+            return
+        job = Job(call, sink, payload, wire_key, fn_blob)
+        with self._lock:
+            if self._stopping:
+                job.done = True
+                worker = None
+            else:
+                if self._broken_reason is not None and not self._workers:
+                    if time.monotonic() - self._broken_at < BOOT_RETRY_AFTER_S:
+                        job.done = True
+                        self._pending.append((sink, broken_outcome(call, self._broken_reason)))
+                        self._wake()
+                        return
+                    # The pool gave up respawning a while ago; try again now work arrived.
+                    self._broken_reason = None
+                    self._boot_failures = 0
+                    for _ in range(self.max_workers):
+                        self._spawn_locked()
+                    self._rebuild_waitables_locked()
+                    self._wake()
+                if not self._idle:
+                    self._backlog.append(job)
+                    return
+                worker = self._idle.pop()
+                fn_msg, wake = self._assign_locked(worker, job)
+        if worker is None:  # submitted while shutting down
+            sink(stopped_outcome(job, "shutdown"))
+            return
+        self._send(worker, job, fn_msg)
+        if wake:
+            self._wake()
+
+    def cancel(self, run_id: str, task_id: str, map_index: int) -> None:
+        """Cancel queued or running calls of that task instance (no-op if none)."""
+        found = False
+        with self._lock:
+            if self._stopping:
+                return  # shutdown() cancels everything anyway
+            for queued in [
+                j
+                for j in self._backlog
+                if (j.call.run_id, j.call.task_id, j.call.map_index) == (run_id, task_id, map_index)
+            ]:
+                self._backlog.remove(queued)
+                queued.done = True
+                self._pending.append((queued.sink, stopped_outcome(queued, "cancelled")))
+                found = True
+            for w in self._workers:
+                job = w.job
+                if (
+                    job is not None
+                    and not job.done
+                    and job.stop_reason is None
+                    and (job.call.run_id, job.call.task_id, job.call.map_index)
+                    == (run_id, task_id, map_index)
+                ):
+                    self._stop_locked(job, "cancelled")
+                    found = True
+            if found:
+                self._wake()
+
+    # -- diagnostics ---------------------------------------------------------------------
+
+    def worker_pids(self) -> list[int]:
+        with self._lock:
+            return [w.pid for w in self._workers if not w.dead]
+
+    # -- pickling ------------------------------------------------------------------------
+
+    def _pickled_fn(self, call: TaskCall) -> tuple[str, bytes]:
+        """The function as bytes, pickled once per function object (not per call)."""
+        fn = call.fn
+        entry = self._fn_cache.get(call.fn_key)
+        if entry is not None and entry[0] is fn:
+            return entry[1], entry[2]
+        blob = pickle_fn(call)
+        with self._lock:
+            if entry is not None and entry[2] == blob:
+                wire_key = entry[1]  # same function, another object (e.g. re-decorated)
+            else:
+                version = self._fn_versions.get(call.fn_key, 0) + 1
+                self._fn_versions[call.fn_key] = version
+                wire_key = f"{call.fn_key}#{version}"
+            self._fn_cache[call.fn_key] = (fn, wire_key, blob)
+            self._fn_cache.move_to_end(call.fn_key)
+            if len(self._fn_cache) > FN_CACHE_DRIVER:
+                self._fn_cache.popitem(last=False)
+        return wire_key, blob
+
+    # -- dispatch ------------------------------------------------------------------------
+
+    def _assign_locked(self, worker: Worker, job: Job) -> tuple[bytes | None, bool]:
+        """Give `job` to idle `worker`. Returns (function message to send first, wake?)."""
+        worker.job = job
+        job.worker = worker
+        job.started_at = clock.now()
+        wake = False
+        timeout_s = job.call.timeout_s
+        if timeout_s is not None and timeout_s > 0:
+            job.deadline = time.monotonic() + timeout_s
+            self._push_timer_locked(job.deadline, "deadline", job)
+            wake = job.deadline < self._wait_until
+        fn_msg = None
+        keys = worker.fn_keys
+        if job.wire_key in keys:
+            keys.move_to_end(job.wire_key)
+        else:
+            evict = None
+            if len(keys) >= FN_CACHE_PER_WORKER:
+                evict, _ = keys.popitem(last=False)
+            keys[job.wire_key] = None
+            # Functions shipped by reference are imported on arrival: from the driver's
+            # sys.path as it is now (a server may have added a pipelines folder since).
+            new_path = None
+            if sys.path != worker.sys_path:
+                worker.sys_path = list(sys.path)
+                new_path = worker.sys_path
+            fn_msg = pickle.dumps(
+                ("F", job.wire_key, job.fn_blob, evict, new_path), protocol=PROTOCOL
+            )
+            self.fn_sends += 1
+        return fn_msg, wake
+
+    def _send(self, worker: Worker, job: Job, fn_msg: bytes | None) -> None:
+        try:
+            if fn_msg is not None:
+                worker.conn.send_bytes(fn_msg)
+            worker.conn.send_bytes(job.payload)
+        except OSError as exc:
+            # The worker died before the call reached it: when its sentinel fires, the call
+            # goes back to the front of the backlog instead of failing as worker_lost.
+            log.debug("could not send %s to worker %d: %s", job.call.label, worker.pid, exc)
+            with self._lock:
+                job.unsent = True
+
+    def _spawn_locked(self) -> Worker:
+        ours, theirs = self._ctx.Pipe(duplex=True)
+        sys_path = list(sys.path)
+        boot = (sys_path, os.getcwd(), dict(os.environ), EXECUTE_TARGET, main_identity())
+        process = self._ctx.Process(
+            target=worker_main,
+            args=(theirs, boot),
+            name=f"cadenza-worker-{self.workers_started + 1}",
+            daemon=False,  # daemonic processes may not start children; tasks may need to
+        )
+        spawned_at = time.perf_counter()
+        spawning.worker = True
+        try:
+            process.start()
+        finally:
+            spawning.worker = False
+        theirs.close()
+        worker = Worker(process, ours, spawned_at, sys_path)
+        self.workers_started += 1
+        self._workers.append(worker)
+        self._idle.append(worker)
+        return worker
+
+    def _rebuild_waitables_locked(self) -> None:
+        self._selector_dirty = True
+
+    def _sync_selector_locked(self) -> None:
+        """Collector thread: make the selector watch exactly the live workers' fds."""
+        assert self._selector is not None
+        want: dict[int, tuple[Worker, bool]] = {}
+        for w in self._workers:
+            if not w.dead:
+                if not w.eof:
+                    want[w.conn.fileno()] = (w, True)
+                want[w.sentinel] = (w, False)
+        for fd, owner in list(self._registered.items()):
+            if want.get(fd) != owner:
+                self._selector.unregister(fd)
+                del self._registered[fd]
+        for fd, owner in want.items():
+            if fd not in self._registered:
+                self._selector.register(fd, selectors.EVENT_READ, owner)
+                self._registered[fd] = owner
+        self._selector_dirty = False
+
+    def _forget_locked(self, worker: Worker) -> None:
+        """Collector thread: stop watching a worker's fds before they are closed."""
+        assert self._selector is not None
+        for fd, (w, _) in list(self._registered.items()):
+            if w is worker:
+                self._selector.unregister(fd)
+                del self._registered[fd]
+
+    def _push_timer_locked(self, when: float, what: str, job: Job) -> None:
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (when, self._timer_seq, what, job))
+
+    def _stop_locked(self, job: Job, reason: str) -> None:
+        """Kill the worker running `job`; its sentinel then reports `reason`."""
+        job.stop_reason = reason
+        assert job.worker is not None
+        signal_group(job.worker, signal.SIGTERM)
+        self._push_timer_locked(time.monotonic() + KILL_GRACE_S, "kill", job)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"!")
+        except (BlockingIOError, OSError):
+            pass  # already awake (pipe full) or shut down
+
+    # -- the collector thread ------------------------------------------------------------
+
+    def _collect(self) -> None:
+        with self._lock:
+            selector = self._selector = selectors.DefaultSelector()
+            selector.register(self._wake_r, selectors.EVENT_READ, None)
+            self._sync_selector_locked()
+        wake_r = self._wake_r
+        while True:
+            with self._lock:
+                if self._stopping:
+                    return
+                if self._selector_dirty:
+                    self._sync_selector_locked()
+                timeout = self._next_timeout_locked()
+            events = selector.select(timeout)
+            deliveries: list[tuple[Sink, TaskOutcome]] = []
+            dead: list[Worker] = []
+            for key, _ in events:
+                if key.data is None:  # the wake pipe
+                    try:
+                        while os.read(wake_r, 4096):
+                            pass
+                    except (BlockingIOError, OSError):
+                        pass
+                    continue
+                worker, is_pipe = key.data
+                if worker.dead:
+                    continue
+                if is_pipe:
+                    deliveries.extend(self._read_one(worker))
+                else:
+                    dead.append(worker)
+            for worker in dead:
+                deliveries.extend(self._drain(worker))
+                deliveries.extend(self._on_worker_exit(worker))
+            with self._lock:
+                if self._stopping:
+                    # shutdown() takes over; it delivers what the collector already read.
+                    self._pending[:0] = deliveries
+                    return
+                self._fire_timers_locked()
+                deliveries.extend(self._pending)
+                self._pending.clear()
+            self._deliver(deliveries)
+
+    def _next_timeout_locked(self) -> float | None:
+        timers = self._timers
+        while timers and (
+            timers[0][3].done
+            or (timers[0][2] == "deadline" and timers[0][3].stop_reason is not None)
+        ):
+            heapq.heappop(timers)
+        if not timers:
+            self._wait_until = float("inf")
+            return None
+        self._wait_until = timers[0][0]
+        return max(0.0, self._wait_until - time.monotonic())
+
+    def _fire_timers_locked(self) -> None:
+        now = time.monotonic()
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            when, _, what, job = heapq.heappop(timers)
+            if job.done or job.worker is None or job.worker.dead:
+                continue
+            if what == "deadline" and when != job.deadline:
+                continue  # from before the call was requeued
+            if what == "deadline":
+                if job.stop_reason is None:
+                    log.debug(
+                        "%s timed out after %s s; killing worker %d",
+                        job.call.label,
+                        job.call.timeout_s,
+                        job.worker.pid,
+                    )
+                    self._stop_locked(job, "timeout")
+            else:  # "kill": SIGTERM was not enough
+                log.warning(
+                    "worker %d ignored SIGTERM for %s s; sending SIGKILL",
+                    job.worker.pid,
+                    KILL_GRACE_S,
+                )
+                signal_group(job.worker, signal.SIGKILL)
+
+    def _read_one(self, worker: Worker) -> list[tuple[Sink, TaskOutcome]]:
+        try:
+            data = worker.conn.recv_bytes()
+        except (EOFError, OSError):
+            # Dying: stop watching the pipe (it would stay readable) until the sentinel fires.
+            with self._lock:
+                worker.eof = True
+                self._sync_selector_locked()
+            return []
+        return self._on_message(worker, data)
+
+    def _drain(self, worker: Worker) -> list[tuple[Sink, TaskOutcome]]:
+        """Read whatever a worker sent before it exited or stopped."""
+        out: list[tuple[Sink, TaskOutcome]] = []
+        try:
+            while worker.conn.poll(0):
+                out.extend(self._on_message(worker, worker.conn.recv_bytes()))
+        except (EOFError, OSError):
+            pass
+        return out
+
+    def _on_message(self, worker: Worker, data: bytes) -> list[tuple[Sink, TaskOutcome]]:
+        try:
+            msg = pickle.loads(data)
+        except Exception as exc:  # noqa: BLE001 - becomes the call's outcome
+            msg = (
+                "fail",
+                error_info(
+                    exc,
+                    "serialization",
+                    f"the outcome could not be unpickled in the driver: {exc} (a Cadenza bug)",
+                ),
+                False,
+            )
+        if type(msg) is str:  # READY
+            worker.ready = True
+            self.start_latencies_s.append(time.perf_counter() - worker.spawned_at)
+            with self._lock:
+                self._boot_failures = 0
+            return []
+        decoded = decode_outcome(msg[1]) if msg[0] == "ok" else None  # outside the lock
+        next_job: Job | None = None
+        fn_msg = None
+        with self._lock:
+            job = worker.job
+            if job is None or job.done:
+                return []
+            if job.stop_reason is not None:
+                # We are killing this worker; the kill's reason is the outcome.
+                return []
+            job.done = True
+            worker.job = None
+            if decoded is not None:
+                outcome = decoded
+            else:
+                _, error, drop_fn = msg
+                if drop_fn:
+                    worker.fn_keys.pop(job.wire_key, None)
+                outcome = failed_outcome(job.call, error, started_at=job.started_at)
+            if not self._stopping:
+                if self._backlog:
+                    next_job = self._backlog.popleft()
+                    # A new deadline needs no wake: this is the collector thread, which
+                    # recomputes its timeout before it waits again.
+                    fn_msg, _wake = self._assign_locked(worker, next_job)
+                else:
+                    self._idle.append(worker)
+        if next_job is not None:
+            self._send(worker, next_job, fn_msg)
+        return [(job.sink, outcome)]
+
+    def _on_worker_exit(self, worker: Worker) -> list[tuple[Sink, TaskOutcome]]:
+        """Case 2/3/4: a worker's sentinel fired. Report its call, replace it."""
+        with self._lock:
+            self._forget_locked(worker)
+        exitcode = self._reap(worker)
+        out: list[tuple[Sink, TaskOutcome]] = []
+        sends: list[tuple[Worker, Job, bytes | None]] = []
+        with self._lock:
+            worker.dead = True
+            if worker in self._idle:
+                self._idle.remove(worker)
+            self._workers.remove(worker)
+            job = worker.job
+            worker.job = None
+            boot_failure = not worker.ready
+            requeue = job is not None and not job.done and job.unsent and job.stop_reason is None
+            if requeue and not self._stopping:
+                assert job is not None
+                job.worker = None
+                job.unsent = False
+                job.deadline = None
+                self._backlog.appendleft(job)
+            elif job is not None and not job.done:
+                job.done = True
+                if job.stop_reason is not None:
+                    out.append((job.sink, stopped_outcome(job, job.stop_reason)))
+                else:
+                    out.append(
+                        (job.sink, lost_outcome(job, worker, exitcode, boot=boot_failure))
+                    )
+            elif job is None and not self._stopping:
+                what, _ = describe_exit(exitcode)
+                log.warning("idle worker process %d %s; replacing it", worker.pid, what)
+            if self._stopping:
+                return out
+            if boot_failure and (job is None or job.stop_reason is None):
+                self._boot_failures += 1
+            if self._boot_failures >= MAX_BOOT_FAILURES:
+                what, _ = describe_exit(exitcode)
+                self._broken_reason = (
+                    f"{self._boot_failures} worker processes in a row {what} while starting"
+                )
+                self._broken_at = time.monotonic()
+                log.error(
+                    "processes executor: %s; not starting more for %g s",
+                    self._broken_reason,
+                    BOOT_RETRY_AFTER_S,
+                )
+                if not self._workers:
+                    while self._backlog:
+                        queued = self._backlog.popleft()
+                        queued.done = True
+                        out.append(
+                            (queued.sink, lost_outcome(queued, worker, exitcode, boot=True))
+                        )
+            else:
+                replacement = self._spawn_locked()
+                if self._backlog:
+                    self._idle.remove(replacement)
+                    queued = self._backlog.popleft()
+                    fn_msg, _wake = self._assign_locked(replacement, queued)
+                    sends.append((replacement, queued, fn_msg))
+            self._rebuild_waitables_locked()
+        for w, queued, fn_msg in sends:
+            self._send(w, queued, fn_msg)
+        return out
+
+    def _reap(self, worker: Worker) -> int | None:
+        """Collect a dead worker's exit code and free its resources."""
+        # The worker is gone; make sure nothing its task started outlives it.
+        try:
+            os.killpg(worker.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        process = worker.process
+        process.join(timeout=1.0)
+        exitcode: int | None = process.exitcode
+        try:
+            worker.conn.close()
+        except OSError:
+            pass
+        if exitcode is not None:
+            process.close()
+        return exitcode
+
+    # -- delivery ------------------------------------------------------------------------
+
+    def _deliver_later(self, sink: Sink, outcome: TaskOutcome) -> None:
+        """Hand an outcome to the collector thread (inline while shutting down)."""
+        with self._lock:
+            if not self._stopping:
+                self._pending.append((sink, outcome))
+                self._wake()
+                return
+        sink(outcome)
+
+    def _deliver(self, deliveries: list[tuple[Sink, TaskOutcome]]) -> None:
+        for sink, outcome in deliveries:
+            try:
+                sink(outcome)
+            except Exception:  # a broken sink must not stop the collector
+                log.exception("the sink for task %s raised; outcome dropped", outcome.task_id)

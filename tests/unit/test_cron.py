@@ -273,15 +273,15 @@ def _spread_times(n: int, seed: int) -> list[datetime]:
 def test_plain_cron_fields_step_exactly_like_croniter(expr: str) -> None:
     from croniter import croniter
 
-    from cadenza.triggers.cron import _cron_fields, _FieldsWalk
+    from cadenza.triggers.wallclock import FieldsWalk, cron_fields
 
-    fields = _cron_fields(expr)
+    fields = cron_fields(expr)
     assert fields is not None
     for t in _spread_times(60, seed=len(expr)):
-        ours, theirs = _FieldsWalk(expr, fields, t), croniter(expr, t)
+        ours, theirs = FieldsWalk(expr, fields, t), croniter(expr, t)
         assert [ours.get_next() for _ in range(3)] == [theirs.get_next(datetime)
                                                        for _ in range(3)], t
-        ours, theirs = _FieldsWalk(expr, fields, t), croniter(expr, t)
+        ours, theirs = FieldsWalk(expr, fields, t), croniter(expr, t)
         assert [ours.get_prev() for _ in range(3)] == [theirs.get_prev(datetime)
                                                        for _ in range(3)], t
 

@@ -52,8 +52,6 @@ Bounds and catch-up
 from __future__ import annotations
 
 import logging
-import re
-from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -63,11 +61,17 @@ from zoneinfo import ZoneInfo
 
 from cadenza.core.cron import expand_preset
 from cadenza.core.errors import CadenzaError
+from cadenza.triggers.wallclock import (
+    FieldsWalk,
+    calm_offset,
+    cron_fields,
+    fixed_offset,
+    offset_spread,
+)
 
 log = logging.getLogger(__name__)
 
 _TINY = timedelta(microseconds=1)
-_MINUTE = timedelta(minutes=1)
 _DAY = timedelta(days=1)
 
 @lru_cache(maxsize=256)
@@ -135,222 +139,6 @@ class TimeSchedule(Protocol):
         """The schedule instants strictly after `t`, in order."""
 
 
-# -- cron fields on a naive wall clock ---------------------------------------------------------
-#
-# croniter re-parses its expression for every iterator and steps with dateutil's relativedelta:
-# ~200 us per step and ~200 us per iterator. A tick where 1,000 pipelines fall due at once
-# takes 3 iterators and 7 steps per pipeline, which was 1.4 of the 2.2 s such a tick cost
-# (SQLite, 2 slow cores). `_CronFields` parses once per expression (croniter's own `expand`,
-# so the accepted syntax and its meaning are croniter's) and steps in plain integer
-# arithmetic: ~3 us a step. Expressions using croniter's extensions (L, W, #, ?, H) keep
-# the croniter path. tests/unit/test_cron.py checks both against croniter.
-
-_PLAIN_FIELD = re.compile(r"[0-9*/,\-]+")
-_NAMED_FIELD = re.compile(r"[0-9a-z*/,\-]+")  # month and day-of-week fields: jan, mon, ...
-_NAMES = frozenset({"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct",
-                    "nov", "dec", "sun", "mon", "tue", "wed", "thu", "fri", "sat"})
-# croniter gives up after 50 years without a match ("0 0 31 2 *"); so do we, then let
-# croniter raise its own error.
-_SEARCH_DAYS = 50 * 366
-
-
-@dataclass(frozen=True, slots=True)
-class _CronFields:
-    """A plain 5-field expression, expanded: matching wall-clock minutes, stepped forwards
-    and backwards with strict bounds (croniter's `get_next`/`get_prev` semantics)."""
-
-    minutes: tuple[int, ...]
-    hours: tuple[int, ...]
-    doms: frozenset[int] | None  # None: every day of the month ('*')
-    months: tuple[int, ...]
-    dows: frozenset[int] | None  # cron numbering, 0 = Sunday; None: '*'
-
-    def day_matches(self, d: date) -> bool:
-        doms, dows = self.doms, self.dows
-        if doms is None:
-            return dows is None or (d.weekday() + 1) % 7 in dows
-        if dows is None:
-            return d.day in doms
-        # Both restricted: either may match (croniter's day_or=True, as Vixie cron).
-        return d.day in doms or (d.weekday() + 1) % 7 in dows
-
-    # Wall times are naive, or carry the tzinfo they came with as a label (the fast paths
-    # of CronSchedule pass UTC-labelled wall times to spare a `replace`, which costs
-    # ~1.5 us on CPython 3.11: more than a whole `datetime(...)` call).
-
-    def next_after(self, t: datetime) -> datetime | None:
-        """The first matching minute strictly after the wall time `t`."""
-        tz = t.tzinfo
-        base = datetime(t.year, t.month, t.day, t.hour, t.minute, tzinfo=tz) + _MINUTE
-        day = base.date()
-        h, m = base.hour, base.minute
-        hours, minutes, months = self.hours, self.minutes, self.months
-        stop = day.toordinal() + _SEARCH_DAYS
-        while day.toordinal() <= stop:
-            if day.month not in months:
-                i = bisect_right(months, day.month)
-                day = (date(day.year, months[i], 1) if i < len(months)
-                       else date(day.year + 1, months[0], 1))
-                h = m = 0
-                continue
-            if self.day_matches(day):
-                i = bisect_left(hours, h)
-                if i < len(hours):
-                    hh = hours[i]
-                    j = bisect_left(minutes, m) if hh == h else 0
-                    if j < len(minutes):
-                        return datetime(day.year, day.month, day.day, hh, minutes[j], tzinfo=tz)
-                    if i + 1 < len(hours):
-                        return datetime(day.year, day.month, day.day, hours[i + 1], minutes[0],
-                                        tzinfo=tz)
-            day += _DAY
-            h = m = 0
-        return None
-
-    def prev_before(self, t: datetime) -> datetime | None:
-        """The last matching minute strictly before the wall time `t`."""
-        tz = t.tzinfo
-        base = datetime(t.year, t.month, t.day, t.hour, t.minute, tzinfo=tz)
-        if base == t:
-            base -= _MINUTE
-        day = base.date()
-        h, m = base.hour, base.minute
-        hours, minutes, months = self.hours, self.minutes, self.months
-        stop = day.toordinal() - _SEARCH_DAYS
-        while day.toordinal() >= stop:
-            if day.month not in months:
-                i = bisect_left(months, day.month)
-                y, mo = (day.year, months[i - 1]) if i > 0 else (day.year - 1, months[-1])
-                day = (date(y + 1, 1, 1) if mo == 12 else date(y, mo + 1, 1)) - _DAY
-                h, m = 23, 59
-                continue
-            if self.day_matches(day):
-                i = bisect_right(hours, h) - 1
-                if i >= 0:
-                    hh = hours[i]
-                    j = bisect_right(minutes, m) - 1 if hh == h else len(minutes) - 1
-                    if j >= 0:
-                        return datetime(day.year, day.month, day.day, hh, minutes[j], tzinfo=tz)
-                    if i > 0:
-                        return datetime(day.year, day.month, day.day, hours[i - 1], minutes[-1],
-                                        tzinfo=tz)
-            day -= _DAY
-            h, m = 23, 59
-        return None
-
-
-@lru_cache(maxsize=4096)
-def _cron_fields(expr: str) -> _CronFields | None:
-    """The expanded fields of a valid 5-field expression; None when it uses a croniter
-    extension (L, W, #, ?, H) that only croniter evaluates."""
-    from croniter import croniter  # type: ignore[import-untyped,unused-ignore]
-
-    fields = expr.lower().split()
-    if len(fields) != 5 or not all(_PLAIN_FIELD.fullmatch(f) for f in fields[:3]):
-        return None
-    for f in fields[3:]:
-        if not _NAMED_FIELD.fullmatch(f) or any(
-                w not in _NAMES for w in re.findall(r"[a-z]+", f)):
-            return None
-    try:
-        expanded, nth = croniter.expand(expr)
-    except Exception:  # noqa: BLE001 - croniter's own path reports the problem
-        return None
-    if nth or any(not isinstance(v, int) for col in expanded for v in col if v != "*"):
-        return None
-    minute, hour, dom, month, dow = ([] if col == ["*"] else sorted(set(col))
-                                     for col in expanded)
-    return _CronFields(
-        minutes=tuple(minute or range(60)),
-        hours=tuple(hour or range(24)),
-        doms=frozenset(dom) if dom else None,
-        months=tuple(month or range(1, 13)),
-        dows=frozenset(d % 7 for d in dow) if dow else None,
-    )
-
-
-class _FieldsWalk:
-    """croniter's iterator interface (`get_next`, `get_prev` from a moving position) over
-    `_CronFields`; croniter answers where the fast path finds nothing in 50 years."""
-
-    __slots__ = ("_cur", "_expr", "_fields")
-
-    def __init__(self, expr: str, fields: _CronFields, start: datetime) -> None:
-        self._expr = expr
-        self._fields = fields
-        self._cur = start
-
-    def get_next(self, _ret_type: Any = datetime) -> datetime:
-        nxt = self._fields.next_after(self._cur)
-        if nxt is None:
-            from croniter import croniter  # type: ignore[import-untyped,unused-ignore]
-
-            nxt = croniter(self._expr, self._cur).get_next(datetime)
-        self._cur = nxt
-        return nxt
-
-    def get_prev(self, _ret_type: Any = datetime) -> datetime:
-        prv = self._fields.prev_before(self._cur)
-        if prv is None:
-            from croniter import croniter  # type: ignore[import-untyped,unused-ignore]
-
-            prv = croniter(self._expr, self._cur).get_prev(datetime)
-        self._cur = prv
-        return prv
-
-
-def _offset_spread(tz: ZoneInfo, t: datetime) -> tuple[timedelta, timedelta]:
-    """(min, max) UTC offset of `tz` within two days of `t` (DST changes are weeks apart)."""
-    offs = [(t + d).astimezone(tz).utcoffset() or timedelta(0)
-            for d in (-2 * _DAY, timedelta(0), 2 * _DAY)]
-    return min(offs), max(offs)
-
-
-# Zones that have one UTC offset for all time (tzdata gives them no transitions).
-_FIXED_ZONE = re.compile(r"(Etc/)?(UTC|UCT|GMT|GMT0|GMT[+-]0|Zulu|Universal|Greenwich)"
-                         r"|Etc/GMT[+-]\d{1,2}")
-
-
-def _fixed_offset(tz: ZoneInfo) -> timedelta | None:
-    """The offset of a zone that never changes it, else None."""
-    if tz.key is None or not _FIXED_ZONE.fullmatch(tz.key):
-        return None
-    return datetime(2000, 1, 1, tzinfo=tz).utcoffset() or timedelta(0)
-
-
-@lru_cache(maxsize=1024)
-def _calm_spans(tz: ZoneInfo, year: int) -> tuple[tuple[datetime, ...], tuple[datetime, ...],
-                                                  tuple[timedelta, ...]]:
-    """(starts, ends, offsets): the spans of `year` (and a few days around it) over which
-    `tz` keeps one UTC offset, from one sample a day. An offset change lies strictly
-    between two spans, so within a span the offset is certain (assuming, like
-    `_offset_spread`, that a zone never changes twice within a day)."""
-    first = datetime(year, 1, 1, tzinfo=UTC) - 3 * _DAY
-    days = [first + i * _DAY for i in range(372)]
-    offs = [d.astimezone(tz).utcoffset() or timedelta(0) for d in days]
-    starts: list[datetime] = []
-    ends: list[datetime] = []
-    values: list[timedelta] = []
-    for d, off in zip(days, offs, strict=True):
-        if values and values[-1] == off:
-            ends[-1] = d
-        else:
-            starts.append(d)
-            ends.append(d)
-            values.append(off)
-    return tuple(starts), tuple(ends), tuple(values)
-
-
-def _calm_offset(tz: ZoneInfo, t: datetime) -> timedelta | None:
-    """The UTC offset of `tz` when it is the same from t - 2 days to t + 2 days, else None
-    (~1 us against ~4 us for `_offset_spread`'s three conversions)."""
-    starts, ends, values = _calm_spans(tz, t.year)
-    i = bisect_right(starts, t - 2 * _DAY) - 1
-    if i >= 0 and t + 2 * _DAY <= ends[i]:
-        return values[i]
-    return None
-
-
 class CronSchedule:
     """A 5-field cron expression (or preset) on the wall clock of a time zone.
 
@@ -373,13 +161,13 @@ class CronSchedule:
         # Clock-sweeping (rule 2 in the module docstring) when the hour field sweeps hours.
         self.sweeping = fields[1] == "*" or fields[1].startswith("*/")
         self._croniter = croniter
-        self._fields = _cron_fields(self.expr)
-        self._fixed = _fixed_offset(self.tz)
+        self._fields = cron_fields(self.expr)
+        self._fixed = fixed_offset(self.tz)
 
     def _walk(self, start: datetime) -> Any:
         """An iterator over matching naive wall times from `start` (get_next/get_prev)."""
         if self._fields is not None:
-            return _FieldsWalk(self.expr, self._fields, start)
+            return FieldsWalk(self.expr, self._fields, start)
         return self._croniter(self.expr, start)
 
     def __repr__(self) -> str:
@@ -397,7 +185,7 @@ class CronSchedule:
         return (first,)
 
     # Fast paths. Where the UTC offset is one constant `off` from t - 2 days to t + 2 days
-    # (`_calm_offset`), the wall clock there is t + off and no wall time is skipped or
+    # (`calm_offset`), the wall clock there is t + off and no wall time is skipped or
     # repeated, so the answer is the plain cron step on the wall clock minus `off`,
     # provided it lies within ONE day of t: a wall time whose instant is that close
     # could only be skipped, repeated or shifted by a change within hours of it, which
@@ -411,7 +199,7 @@ class CronSchedule:
         """The zone's UTC offset when it cannot change near `t` (None: take the walk)."""
         if self._fields is None:
             return None
-        return self._fixed if self._fixed is not None else _calm_offset(self.tz, t)
+        return self._fixed if self._fixed is not None else calm_offset(self.tz, t)
 
     def _fast_next(self, t: datetime) -> datetime | None:
         fields, off = self._fields, self._steady_offset(t)
@@ -447,7 +235,7 @@ class CronSchedule:
         """The general walk (one cron iterator for all of them)."""
         import heapq
 
-        lo, hi = _offset_spread(self.tz, t)
+        lo, hi = offset_spread(self.tz, t)
         wall = t.astimezone(self.tz).replace(tzinfo=None)
         # A candidate up to (hi - lo) before `wall` may still land after t (rule 1a).
         it = self._walk(wall - (hi - lo) - _TINY)
@@ -456,7 +244,7 @@ class CronSchedule:
         while True:
             cand: datetime = it.get_next(datetime)
             # Every instant of this or a later candidate is >= cand - (max offset near it).
-            _, hi = _offset_spread(self.tz, (cand - hi).replace(tzinfo=UTC))
+            _, hi = offset_spread(self.tz, (cand - hi).replace(tzinfo=UTC))
             bound = (cand - hi).replace(tzinfo=UTC)
             while pending and pending[0] < bound:
                 inst = heapq.heappop(pending)
@@ -477,7 +265,7 @@ class CronSchedule:
         fast = self._fast_prev(t)
         if fast is not None:
             return fast
-        lo, hi = _offset_spread(self.tz, t)
+        lo, hi = offset_spread(self.tz, t)
         wall = t.astimezone(self.tz).replace(tzinfo=None)
         it = self._walk(wall + (hi - lo) + _TINY)
         best: datetime | None = None

@@ -150,3 +150,44 @@ def test_workers_start_before_the_store_is_imported(tmp_path):
                           timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "SQLALCHEMY LOADED AT POOL START [False]" in proc.stdout
+
+
+def test_a_one_task_script_on_a_new_store_loads_only_what_it_needs(tmp_path):
+    """The cold-start path (bench/overhead.py "one-task pipeline as a fresh process"): a new
+    SQLite store is created from the Core tables and stamped, not migrated, so Alembic is not
+    imported; nor are the ORM, the PostgreSQL dialect or pydantic (plain parameters). Each of
+    these was once on this path and cost 80-300 ms of a cold start."""
+    script = tmp_path / "one.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        from cadenza import pipeline, task
+
+        @task
+        def hello(name: str) -> str:
+            return f"hello {name}"
+
+        @pipeline
+        def one(name: str = "world"):
+            hello(name)
+
+        if __name__ == "__main__":
+            result = one.run()
+            heavy = ("alembic", "sqlalchemy.orm", "sqlalchemy.dialects.postgresql",
+                     "pydantic", "mako")
+            print("LOADED", sorted(m for m in sys.modules
+                                   if any(m == h or m.startswith(h + ".") for h in heavy)))
+            print("EXECUTOR", result.run_id, result.state)
+    """))
+    home = tmp_path / "home"
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=_env(home),
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "LOADED []" in proc.stdout, proc.stdout
+    run_id = proc.stdout.split("EXECUTOR ", 1)[1].split()[0]
+    store = open_store(f"sqlite:///{home / 'cadenza.db'}")
+    try:
+        run = store.get_run(run_id)
+        assert run.state is RunState.SUCCESS
+        assert run.executor == "processes"  # the default executor, as users run it
+    finally:
+        store.dispose()

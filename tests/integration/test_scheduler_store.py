@@ -11,8 +11,9 @@ from sqlalchemy.exc import IntegrityError
 
 from cadenza.core.clock import FakeClock, use_clock
 from cadenza.core.records import RunRecord, TaskInstanceRecord
+from cadenza.core.scheduling import NewRun, TriggerEventRecord
 from cadenza.core.states import RunState
-from cadenza.store.scheduling import NewRun, TriggerEventRecord, scheduling_store
+from cadenza.store.scheduling import scheduling_store
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

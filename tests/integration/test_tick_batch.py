@@ -15,9 +15,10 @@ import pytest
 from cadenza import pipeline, task
 from cadenza.core.clock import FakeClock, use_clock
 from cadenza.core.errors import StoreError
+from cadenza.core.scheduling import NewRun
 from cadenza.core.states import RunState
 from cadenza.store import open_store
-from cadenza.store.scheduling import NewRun, scheduling_store
+from cadenza.store.scheduling import scheduling_store
 from cadenza.triggers.cron import interval_key
 from cadenza.triggers.loop import Scheduler, pause, unpause
 

@@ -1,6 +1,6 @@
 """Record <-> row conversion for the metadata store's run tables.
 
-What belongs here: turning `cadenza.core.records` into the parameter dicts the prebuilt DML
+What belongs here: turning `cadenza.core.records` (and `core.scheduling`'s) into the parameter dicts the prebuilt DML
 binds, and result rows back into records; the column tuples whose order the `*_from_row`
 functions unpack (select with `select(*RUN_COLUMNS)` etc. to get rows in that order).
 What does not: statements and transactions (`runs.py`, `scheduling.py`, `dml.py`), table
@@ -23,6 +23,7 @@ from cadenza.core.records import (
     TaskInstanceRecord,
     ValueRef,
 )
+from cadenza.core.scheduling import ScheduleState, TriggerEventRecord
 from cadenza.core.states import RunState, TaskState
 from cadenza.store.tables import attempts_table, runs_table, task_instances_table
 
@@ -262,3 +263,16 @@ def metric_params(m: MetricRecord) -> dict[str, Any]:
         "value_text": value if is_text else None,
         "at": m.at,
     }
+
+
+def schedule_state_from_row(row: Sequence[Any]) -> ScheduleState:
+    pipeline, paused, last, versions, updated = row
+    return ScheduleState(pipeline=pipeline, paused=bool(paused), last_logical_date=last,
+                         asset_versions={str(k): int(v) for k, v in (versions or {}).items()},
+                         updated_at=updated)
+
+
+def trigger_event_from_row(row: Any) -> TriggerEventRecord:
+    return TriggerEventRecord(id=row.id, pipeline=row.pipeline, source=row.source,
+                              message_id=row.message_id, status=row.status, run_id=row.run_id,
+                              error=row.error, payload=row.payload, received_at=row.received_at)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -46,9 +45,23 @@ from sqlalchemy import (
 )
 
 from cadenza.core import clock
-from cadenza.core.records import RunRecord, TaskInstanceRecord
+from cadenza.core.records import RunRecord
+from cadenza.core.scheduling import (
+    EventOutcome,
+    NewRun,
+    ScheduleState,
+    SlaMissRecord,
+    TriggerEventRecord,
+)
 from cadenza.core.states import RunState
-from cadenza.store.codec import RUN_COLUMNS, run_from_row, run_params, ti_params
+from cadenza.store.codec import (
+    RUN_COLUMNS,
+    run_from_row,
+    run_params,
+    schedule_state_from_row,
+    ti_params,
+    trigger_event_from_row,
+)
 from cadenza.store.db import dialect_insert, translated
 from cadenza.store.dml import (
     ArrayDml,
@@ -81,71 +94,10 @@ _sla = sla_misses_table
 _CHUNK = 500
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ScheduleState:
-    pipeline: str
-    paused: bool = False
-    last_logical_date: datetime | None = None  # newest interval the scheduler created
-    asset_versions: dict[str, int] = field(default_factory=dict)  # consumed by the last run
-    updated_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NewRun:
-    """A queued run to create: the run, its task instances, and its dedupe key (if any)."""
-
-    run: RunRecord
-    task_instances: Sequence[TaskInstanceRecord]
-    key: str | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TriggerEventRecord:
-    pipeline: str
-    source: str
-    message_id: str
-    status: str  # "run": a run was created; "invalid": no run, see error
-    run_id: str | None = None
-    error: str | None = None
-    payload: dict[str, Any] | None = None
-    received_at: datetime | None = None
-    id: int | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EventOutcome:
-    """What `record_event` did: `created` is False for a redelivered message."""
-
-    created: bool
-    event: TriggerEventRecord
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SlaMissRecord:
-    run_id: str
-    pipeline: str
-    sla_s: float
-    deadline_at: datetime
-    detected_at: datetime
-
-
 _ACTIVE = or_(
     _runs.c.state == RunState.RUNNING.value,
     and_(_runs.c.state == RunState.QUEUED.value, _runs.c.driver_id.is_not(None)),
 )
-
-
-def _state_from_row(row: Sequence[Any]) -> ScheduleState:
-    pipeline, paused, last, versions, updated = row
-    return ScheduleState(pipeline=pipeline, paused=bool(paused), last_logical_date=last,
-                         asset_versions={str(k): int(v) for k, v in (versions or {}).items()},
-                         updated_at=updated)
-
-
-def _event_from_row(row: Any) -> TriggerEventRecord:
-    return TriggerEventRecord(id=row.id, pipeline=row.pipeline, source=row.source,
-                              message_id=row.message_id, status=row.status, run_id=row.run_id,
-                              error=row.error, payload=row.payload, received_at=row.received_at)
 
 
 class SchedulingStore:
@@ -210,7 +162,7 @@ class SchedulingStore:
             select(*_states.columns).where(_states.c.pipeline == pipeline)
             .with_for_update(skip_locked=skip_locked)
         ).first()
-        return None if row is None else _state_from_row(row)
+        return None if row is None else schedule_state_from_row(row)
 
     @translated("reading schedule states")
     def list_states(self, pipelines: Sequence[str] | None = None) -> dict[str, ScheduleState]:
@@ -218,11 +170,11 @@ class SchedulingStore:
         own every second; a store shared by many schedulers holds many more)."""
         with self._read_engine.connect() as conn:
             if pipelines is None:
-                return {r[0]: _state_from_row(r)
+                return {r[0]: schedule_state_from_row(r)
                         for r in conn.execute(select(*_states.columns))}
             out: dict[str, ScheduleState] = {}
             for chunk in self._chunks(list(pipelines)):
-                out.update((r[0], _state_from_row(r)) for r in conn.execute(
+                out.update((r[0], schedule_state_from_row(r)) for r in conn.execute(
                     select(*_states.columns).where(self._member(_states.c.pipeline, chunk))))
             return out
 
@@ -240,7 +192,7 @@ class SchedulingStore:
                          .values(paused=bool(paused), updated_at=clock.now()))
             row = conn.execute(select(*_states.columns)
                                .where(_states.c.pipeline == pipeline)).one()
-        return _state_from_row(row)
+        return schedule_state_from_row(row)
 
     # -- creating runs exactly once -------------------------------------------------------------
 
@@ -500,7 +452,7 @@ class SchedulingStore:
             row = conn.execute(select(_events).where(
                 _events.c.pipeline == event.pipeline, _events.c.source == event.source,
                 _events.c.message_id == event.message_id)).one()
-        return EventOutcome(created=created, event=_event_from_row(row))
+        return EventOutcome(created=created, event=trigger_event_from_row(row))
 
     @translated("listing events")
     def list_events(self, *, pipeline: str | None = None, status: str | None = None,
@@ -513,7 +465,7 @@ class SchedulingStore:
             q = q.where(_events.c.status == status)
         q = q.order_by(_events.c.received_at.desc(), _events.c.id.desc()).limit(limit)
         with self._read_engine.connect() as conn:
-            return [_event_from_row(r) for r in conn.execute(q)]
+            return [trigger_event_from_row(r) for r in conn.execute(q)]
 
     @translated("counting events")
     def count_events(self, pipeline: str, *, status: str | None = None) -> int:

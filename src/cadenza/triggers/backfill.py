@@ -118,8 +118,9 @@ def backfill(
         >>> backfill(daily_report, "2026-01-01", "2026-01-31").created
         []
     """
+    from cadenza.core.scheduling import NewRun
     from cadenza.store import open_store
-    from cadenza.store.scheduling import NewRun, scheduling_store
+    from cadenza.store.scheduling import scheduling_store
 
     tt = Timetable.of(pipeline)
     if tt is None:

@@ -155,8 +155,8 @@ def handle_message(pipeline: Any, trigger: EventTrigger, message_id: str, raw: A
 
     Raises StoreError when the store cannot be written (case 4: do not acknowledge).
     """
+    from cadenza.core.scheduling import NewRun, TriggerEventRecord
     from cadenza.engine.api import new_run
-    from cadenza.store.scheduling import NewRun, TriggerEventRecord
 
     payload = _payload_of(raw)
     base = TriggerEventRecord(pipeline=pipeline.name, source=trigger.source,

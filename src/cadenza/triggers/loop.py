@@ -254,7 +254,7 @@ class Scheduler:
     def _new(self, name: str, *, trigger: str, key: str | None,
              interval: Interval | None = None, extra: dict[str, Any] | None = None,
              now: datetime | None = None) -> Any:
-        from cadenza.store.scheduling import NewRun
+        from cadenza.core.scheduling import NewRun
 
         params = self._stored_defaults(name)
         if params is None:
@@ -424,7 +424,7 @@ class Scheduler:
         # schedulers) are looked at once; unfinished ones until they finish or miss.
         since = (self._sla_checked_at or now - timedelta(days=1)) - timedelta(minutes=1)
         self._sla_checked_at = now
-        from cadenza.store.scheduling import SlaMissRecord
+        from cadenza.core.scheduling import SlaMissRecord
 
         for name, sla_s in self._sla.items():
             for run in self.sched.sla_candidates(

@@ -48,19 +48,27 @@ def _revision(engine: Engine) -> list[str]:
 
 
 def _schema(engine: Engine) -> dict[str, object]:
-    """Tables, columns (name, type, nullable), primary keys, indexes and foreign keys."""
+    """Tables; columns (name, type, nullable, server default, in order); primary keys;
+    indexes (with uniqueness); unique and check constraints; foreign keys (both sides)."""
     insp = inspect(engine)
     out: dict[str, object] = {}
     for t in sorted(insp.get_table_names()):
         out[t] = (
-            [(c["name"], str(c["type"]), c["nullable"]) for c in insp.get_columns(t)],
+            [(c["name"], str(c["type"]), c["nullable"], c.get("default"))
+             for c in insp.get_columns(t)],
             insp.get_pk_constraint(t)["constrained_columns"],
-            sorted((i["name"], tuple(i["column_names"])) for i in insp.get_indexes(t)),
+            sorted((i["name"], tuple(i["column_names"]), bool(i["unique"]))
+                   for i in insp.get_indexes(t)),
+            sorted((u["name"] or "", tuple(u["column_names"]))
+                   for u in insp.get_unique_constraints(t)),
+            sorted((c["name"] or "", " ".join(c["sqltext"].split()))
+                   for c in insp.get_check_constraints(t)),
             sorted(
                 (
                     f["name"] or "",
                     tuple(f["constrained_columns"]),
                     f["referred_table"],
+                    tuple(f["referred_columns"]),
                     (f.get("options") or {}).get("ondelete"),
                 )
                 for f in insp.get_foreign_keys(t)

@@ -1,6 +1,7 @@
 """Per-task orchestration overhead of Cadenza, beside bare Python doing the same work.
 
     python bench/overhead.py [--repeat 5] [--only inline,threads] [--skip-scale]
+                             [--workloads chain200,wide500] [--skip-fresh] [--postgres [URL]]
 
 Workloads (each on inline, threads and processes, median of N after one warm-up run):
   chain200  200 tasks, each takes the previous output
@@ -181,6 +182,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--only", default="inline,threads,processes")
     parser.add_argument("--skip-scale", action="store_true")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS),
+                        help="comma-separated subset of " + ", ".join(WORKLOADS))
+    parser.add_argument("--skip-fresh", action="store_true",
+                        help="skip the import and fresh-process timings")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--postgres", nargs="?", const=PG_DEFAULT, default=None, metavar="URL",
                         help="write to PostgreSQL (a fresh schema) instead of SQLite")
@@ -207,6 +212,8 @@ def _measure(args: argparse.Namespace) -> None:
         if pool is not None:
             list(pool.map(inc, range(100)))  # start the workers before timing
         for name, (pipe, tasks) in WORKLOADS.items():
+            if name not in args.workloads.split(","):
+                continue
             ours = median_of(partial(timed_run, pipe, executor), args.repeat)
             base = median_of(partial(baseline, name, executor, pool), args.repeat)
             rows.append({
@@ -226,9 +233,8 @@ def _measure(args: argparse.Namespace) -> None:
         extra["map10k_processes_s"] = t
         extra["driver_peak_rss_mib"] = rss1 / 1024
         extra["driver_rss_growth_mib"] = (rss1 - rss0) / 1024
-    imp, quick = fresh_process_times(args.repeat)
-    extra["import_cadenza_s"] = imp
-    extra["one_task_process_s"] = quick
+    if not args.skip_fresh:
+        extra["import_cadenza_s"], extra["one_task_process_s"] = fresh_process_times(args.repeat)
 
     if args.json:
         print(json.dumps({"rows": rows, **extra}, indent=2))
@@ -243,9 +249,10 @@ def _measure(args: argparse.Namespace) -> None:
     if "map10k_processes_s" in extra:
         print(f"map10k on processes: {extra['map10k_processes_s']:.2f} s, driver peak RSS "
               f"{extra['driver_peak_rss_mib']:.0f} MiB (+{extra['driver_rss_growth_mib']:.0f} MiB)")
-    print(f"python -c 'import cadenza': {extra['import_cadenza_s'] * 1000:.0f} ms (median)")
-    print(f"one-task pipeline as a fresh process: {extra['one_task_process_s'] * 1000:.0f} ms "
-          "(median)")
+    if "import_cadenza_s" in extra:
+        print(f"python -c 'import cadenza': {extra['import_cadenza_s'] * 1000:.0f} ms (median)")
+        print(f"one-task pipeline as a fresh process: {extra['one_task_process_s'] * 1000:.0f} "
+              "ms (median)")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
+from typing import Any
 
 from cadenza import RunState, TaskState
 from cadenza.store import open_store
@@ -236,3 +238,69 @@ def test_a_cached_branch_repeats_its_recorded_choice(sqlite_env):
     assert second.task_states["cached_gate"] is S.CACHED
     assert second.task_states["high"] is S.SUCCESS
     assert second.task_states["low"] is S.SKIPPED
+
+
+def test_commits_wait_for_the_disk_only_where_a_crash_of_the_database_could_cost_work(
+        cadenza_env, executor):
+    """Group commit (RunDriver._should_flush): a dependent starts only after its input's
+    commit; commits of quick outcomes do not wait for the database's disk flush
+    (WriteBatch.synchronous=False), those of an attempt that ran GROUP_COMMIT_MAX_TASK_S or
+    longer, and the run's last, do."""
+    import time
+
+    from cadenza import pipeline, task
+    from cadenza.engine.api import run_pipeline
+    from cadenza.engine.driver import GROUP_COMMIT_MAX_TASK_S
+
+    @task
+    def quick(x: int) -> int:
+        return x + 1
+
+    @task
+    def slow(x: int) -> int:
+        time.sleep(GROUP_COMMIT_MAX_TASK_S * 2)  # the work whose loss a commit must prevent
+        return x + 1
+
+    @pipeline(name="commit_kinds")
+    def commit_kinds():
+        x = quick(0)
+        for i in range(4):
+            x = quick.with_options(name=f"quick_{i}")(x)
+        quick.with_options(name="after_slow")(slow(x))
+
+    batches: list[tuple[bool, list[Any], list[Any], list[Any]]] = []
+
+    class Recording:
+        def __init__(self, store: Any) -> None:
+            self._store = store
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._store, name)
+
+        def write(self, batch: Any) -> None:
+            batches.append((batch.synchronous,
+                            [*batch.new_task_instances, *batch.task_instance_updates],
+                            list(batch.attempts), list(batch.run_updates)))
+            self._store.write(batch)
+
+    def on_start(driver: Any) -> None:
+        driver.store = Recording(driver.store)
+
+    result = run_pipeline(commit_kinds, {}, executor=executor, on_start=on_start)
+
+    assert result.state is RunState.SUCCESS
+    written: dict[tuple[str, S], int] = {}
+    for i, (_sync, rows, _attempts, _runs) in enumerate(batches):
+        for row in rows:
+            written.setdefault((row.task_id, row.state), i)
+    order = ["quick", "quick_0", "quick_1", "quick_2", "quick_3", "slow", "after_slow"]
+    for up, down in itertools.pairwise(order):
+        assert written[(up, S.SUCCESS)] <= written[(down, S.RUNNING)], (up, down)
+    for sync, _rows, attempts, _runs in batches:
+        if any((a.ended_at - a.started_at).total_seconds() >= GROUP_COMMIT_MAX_TASK_S
+               for a in attempts):
+            assert sync
+    assert any(a.task_id == "slow" for _s, _r, attempts, _u in batches for a in attempts)
+    final = [sync for sync, _r, _a, runs in batches if any(r.ended_at for r in runs)]
+    assert final == [True]
+    assert not all(sync for sync, *_ in batches)  # quick steps did not wait for the disk

@@ -389,6 +389,38 @@ def test_updating_a_missing_run_fails(store: RunStore) -> None:
         store.write(WriteBatch(run_updates=[make_run()]))
 
 
+def test_a_write_that_does_not_wait_for_the_disk_is_committed_and_checked(
+        store: RunStore) -> None:
+    """WriteBatch(synchronous=False) (PostgreSQL: synchronous_commit off for that
+    transaction) is committed when write() returns: another connection reads it. Its
+    updates are still checked, and a failing one still rolls everything back."""
+    run = make_run()
+    store.create_run(run, [ti(run.run_id, "a"), ti(run.run_id, "b")])
+    store.write(WriteBatch(
+        task_instance_updates=[ti(run.run_id, "a", state=TaskState.SUCCESS, attempt=1),
+                               ti(run.run_id, "b", state=TaskState.RUNNING, attempt=1)],
+        attempts=[attempt(run.run_id, "a", 1, state=TaskState.SUCCESS, ended_at=at(2))],
+        synchronous=False,
+    ))
+    other = create_engine(store.url)
+    try:
+        with other.connect() as conn:
+            rows = conn.execute(text(
+                "SELECT task_id, state FROM task_instances WHERE run_id = :r ORDER BY task_id"),
+                {"r": run.run_id}).all()
+    finally:
+        other.dispose()
+    assert [tuple(r) for r in rows] == [("a", "success"), ("b", "running")]
+
+    bad = WriteBatch(task_instance_updates=[ti(run.run_id, "b", state=TaskState.SUCCESS),
+                                            ti(run.run_id, "ghost", state=TaskState.QUEUED)],
+                     synchronous=False)
+    with pytest.raises(StoreError, match="1 of 2 task instances updated"):
+        store.write(bad)
+    unchanged = store.get_task_instance(run.run_id, "b")
+    assert unchanged is not None and unchanged.state is TaskState.RUNNING
+
+
 def test_many_rows_in_one_write(store: RunStore) -> None:
     run = make_run()
     store.create_run(run, [])

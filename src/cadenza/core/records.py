@@ -228,7 +228,17 @@ class AssetEventRecord:
 
 @dataclass(slots=True, kw_only=True)
 class WriteBatch:
-    """Everything one engine step changed, written by the store in one transaction."""
+    """Everything one engine step changed, written by the store in one transaction.
+
+    `synchronous=False` lets the commit return before the database has flushed it to disk
+    (PostgreSQL: `synchronous_commit = off` for this transaction; SQLite in WAL with
+    synchronous=NORMAL never waits for the disk at commit anyway). Such a commit is atomic,
+    visible to every reader at once, and kept through any crash of the writing process
+    (kill -9); only a crash of the database server or its machine within ~0.6 s can undo
+    it, together with every later transaction (the WAL is replayed as a prefix, so nothing
+    that depended on it survives without it). The next synchronous commit on the server
+    flushes it. The engine uses it only for batches it may re-run after a crash anyway
+    (see `RunDriver._should_flush`)."""
 
     new_runs: list[RunRecord] = field(default_factory=list)
     run_updates: list[RunRecord] = field(default_factory=list)
@@ -238,6 +248,7 @@ class WriteBatch:
     metrics: list[MetricRecord] = field(default_factory=list)
     artifacts: list[ArtifactRecord] = field(default_factory=list)
     asset_events: list[AssetEventRecord] = field(default_factory=list)
+    synchronous: bool = True
 
     def __bool__(self) -> bool:
         return bool(

@@ -273,7 +273,8 @@ class RunStore:
             steps.append((self._insert_metric, [metric_params(m) for m in batch.metrics], False))
         if batch.artifacts or batch.asset_events:
             steps.extend(self._lineage.steps(batch.artifacts, batch.asset_events, clock.now()))
-        run_transaction(self._engine, self.url, steps, "writing a batch")
+        run_transaction(self._engine, self.url, steps, "writing a batch",
+                        synchronous=batch.synchronous)
 
     @translated("deleting a run")
     def delete_run(self, run_id: str) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from cadenza.core import clock
 from cadenza.core.errors import CadenzaError, IllegalTransition
+from cadenza.core.records import RunRecord, TaskInstanceRecord
 from cadenza.core.states import (
     ACTIVE_TASK_STATES,
     FINAL_TASK_STATES,
@@ -15,6 +16,10 @@ from cadenza.core.states import (
     TaskState,
     clear,
     is_legal,
+    is_legal_run_move,
+    move_run,
+    move_task,
+    reopen_run,
     run_state_of,
     transition,
 )
@@ -142,28 +147,22 @@ def test_clear_is_the_way_out_of_a_final_state(old: TaskState) -> None:
 @pytest.mark.parametrize("unfinished", UNFINISHED)
 def test_run_is_running_while_any_task_is_unfinished(unfinished: TaskState) -> None:
     assert run_state_of([S.SUCCESS, S.FAILED, unfinished]) is RunState.RUNNING
-    assert run_state_of([unfinished], cancelled=True) is RunState.RUNNING
 
 
 @pytest.mark.parametrize(
-    ("states", "cancelled", "expected"),
+    ("states", "expected"),
     [
-        ([], False, RunState.SUCCESS),
-        ([S.SUCCESS], False, RunState.SUCCESS),
-        ([S.SUCCESS, S.CACHED, S.SKIPPED], False, RunState.SUCCESS),
-        ([S.SKIPPED, S.SKIPPED], False, RunState.SUCCESS),
-        ([S.SUCCESS, S.FAILED], False, RunState.FAILED),
-        ([S.SUCCESS, S.UPSTREAM_FAILED], False, RunState.FAILED),
-        ([S.SUCCESS, S.CANCELLED], False, RunState.FAILED),  # a task cancelled, not the run
-        ([S.SUCCESS, S.CANCELLED], True, RunState.CANCELLED),
-        ([S.SUCCESS, S.FAILED], True, RunState.CANCELLED),
-        ([S.SUCCESS], True, RunState.CANCELLED),
+        ([], RunState.SUCCESS),
+        ([S.SUCCESS], RunState.SUCCESS),
+        ([S.SUCCESS, S.CACHED, S.SKIPPED], RunState.SUCCESS),
+        ([S.SKIPPED, S.SKIPPED], RunState.SUCCESS),
+        ([S.SUCCESS, S.FAILED], RunState.FAILED),
+        ([S.SUCCESS, S.UPSTREAM_FAILED], RunState.FAILED),
+        ([S.SUCCESS, S.CANCELLED], RunState.FAILED),  # a task cancelled, not the run
     ],
 )
-def test_run_state_of_final_task_states(
-    states: list[TaskState], cancelled: bool, expected: RunState
-) -> None:
-    assert run_state_of(states, cancelled=cancelled) is expected
+def test_run_state_of_final_task_states(states: list[TaskState], expected: RunState) -> None:
+    assert run_state_of(states) is expected
 
 
 def test_run_state_of_accepts_any_iterable() -> None:
@@ -173,3 +172,45 @@ def test_run_state_of_accepts_any_iterable() -> None:
 def test_final_run_states() -> None:
     assert {s for s in RunState if s.is_final} == {RunState.SUCCESS, RunState.FAILED,
                                                    RunState.CANCELLED}
+
+
+# -- the run's table ---------------------------------------------------------------------------
+def _run(state: RunState) -> RunRecord:
+    return RunRecord(run_id="r1", pipeline="p", state=state, created_at=datetime(2026, 3, 1,
+                                                                                 tzinfo=UTC))
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [(RunState.QUEUED, RunState.RUNNING), (RunState.QUEUED, RunState.CANCELLED),
+     (RunState.QUEUED, RunState.FAILED), (RunState.RUNNING, RunState.SUCCESS),
+     (RunState.RUNNING, RunState.FAILED), (RunState.RUNNING, RunState.CANCELLED)],
+)
+def test_move_run_makes_legal_moves_and_sets_other_fields(old: RunState, new: RunState) -> None:
+    moved = move_run(_run(old), new, error="why")
+    assert (moved.state, moved.error, moved.run_id) == (new, "why", "r1")
+    assert is_legal_run_move(old, new)
+
+
+@pytest.mark.parametrize("old", [s for s in RunState if s.is_final])
+@pytest.mark.parametrize("new", list(RunState))
+def test_a_final_run_state_moves_only_through_reopen(old: RunState, new: RunState) -> None:
+    with pytest.raises(IllegalTransition):
+        move_run(_run(old), new)
+    reopened = reopen_run(_run(old), error=None)
+    assert reopened.state is RunState.RUNNING
+
+
+@pytest.mark.parametrize("new", [RunState.QUEUED, RunState.RUNNING])
+def test_a_running_run_does_not_go_back(new: RunState) -> None:
+    with pytest.raises(IllegalTransition):
+        move_run(_run(RunState.RUNNING), new)
+
+
+def test_move_task_checks_the_table_and_keeps_the_reason() -> None:
+    ti = TaskInstanceRecord(run_id="r1", task_id="a", map_index=2, state=S.RUNNING)
+    moved = move_task(ti, S.CANCELLED, reason="stop", attempt=3)
+    assert (moved.state, moved.reason, moved.attempt, moved.map_index) == (
+        S.CANCELLED, "stop", 3, 2)
+    with pytest.raises(IllegalTransition):
+        move_task(moved, S.PENDING)

@@ -1,8 +1,11 @@
 """The one state machine of Cadenza.
 
-Holds the task and run states, the table of legal moves and `transition()`. Only the engine
-calls `transition()`; the store persists what the engine hands it; surfaces (CLI, API) ask
-the engine to act and never write a state themselves. Decisions (retry or fail, which trigger
+Holds the task and run states, their two tables of legal moves, and the functions that move
+them: `transition()` / `clear()` for a task instance, `move_task()` for a stored task
+instance row, `move_run()` / `reopen_run()` for a run. No other code assigns a state
+(tests/unit/test_state_owner.py checks it). Only the engine moves states; the store persists
+what the engine hands it; surfaces (CLI, API) ask the engine to act and never write a state
+themselves. Decisions (retry or fail, which trigger
 rule is met) live in `engine/rules.py`; this table only says whether a move is legal.
 """
 
@@ -10,12 +13,15 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 from cadenza.core import clock
 from cadenza.core.errors import IllegalTransition
+
+if TYPE_CHECKING:  # records.py imports this module: the types only, for the checker
+    from cadenza.core.records import RunRecord, TaskInstanceRecord
 
 
 class TaskState(enum.StrEnum):
@@ -153,19 +159,59 @@ def clear(task_id: str, map_index: int, old: TaskState, *, reason: str) -> Trans
     )
 
 
-def run_state_of(states: Iterable[TaskState], *, cancelled: bool = False) -> RunState:
+def move_task(
+    ti: TaskInstanceRecord, new: TaskState, *, reason: str = "", **changes: Any
+) -> TaskInstanceRecord:
+    """A stored task instance row moved to `new` (checked by the table), with `changes`.
+
+    For code that acts on a run no driver holds (cancel, fail before start): it moves rows,
+    not a driver's live instances."""
+    transition(ti.task_id, ti.map_index, ti.state, new, reason=reason)
+    return replace(ti, state=new, reason=reason or ti.reason, **changes)
+
+
+_R = RunState
+_RUN_LEGAL: Final[Mapping[RunState, frozenset[RunState]]] = {
+    # QUEUED -> FAILED: a claimed queued run that cannot start (its executor or pipeline).
+    _R.QUEUED: frozenset({_R.RUNNING, _R.CANCELLED, _R.FAILED}),
+    _R.RUNNING: frozenset({_R.SUCCESS, _R.FAILED, _R.CANCELLED}),
+    # Final states leave only through reopen_run() (resume).
+    _R.SUCCESS: frozenset(),
+    _R.FAILED: frozenset(),
+    _R.CANCELLED: frozenset(),
+}
+
+
+def is_legal_run_move(old: RunState, new: RunState) -> bool:
+    return new in _RUN_LEGAL[old]
+
+
+def move_run(run: RunRecord, new: RunState, **changes: Any) -> RunRecord:
+    """`run` moved to `new`, with `changes` to its other fields; IllegalTransition when the
+    table forbids it (always a Cadenza bug)."""
+    if new not in _RUN_LEGAL[run.state]:
+        raise IllegalTransition(f"run {run.run_id}", -1, run.state, new)
+    return replace(run, state=new, **changes)
+
+
+def reopen_run(run: RunRecord, **changes: Any) -> RunRecord:
+    """The one way back to RUNNING for a run that ended or whose driver died: resume."""
+    return replace(run, state=RunState.RUNNING, **changes)
+
+
+def run_state_of(states: Iterable[TaskState]) -> RunState:
     """A run's state, computed from its task states by this one function.
 
     1. Anything still unfinished -> RUNNING.
-    2. The run was cancelled -> CANCELLED.
-    3. Any FAILED / UPSTREAM_FAILED / CANCELLED task instance -> FAILED.
-    4. Otherwise (success, cached, skipped) -> SUCCESS.
+    2. Any FAILED / UPSTREAM_FAILED / CANCELLED task instance -> FAILED.
+    3. Otherwise (success, cached, skipped) -> SUCCESS.
+
+    A run that was cancelled ends CANCELLED whatever its task states: that is the engine's
+    decision (`engine/active.py`), not something the task states can tell.
     """
     seen = set(states)
     if any(not s.is_final for s in seen):
         return RunState.RUNNING
-    if cancelled or TaskState.CANCELLED in seen:
-        return RunState.CANCELLED if cancelled else RunState.FAILED
-    if seen & {TaskState.FAILED, TaskState.UPSTREAM_FAILED}:
+    if seen & {TaskState.FAILED, TaskState.UPSTREAM_FAILED, TaskState.CANCELLED}:
         return RunState.FAILED
     return RunState.SUCCESS

@@ -25,7 +25,7 @@ from cadenza.core.records import (
     WriteBatch,
 )
 from cadenza.core.settings import Settings, get_settings
-from cadenza.core.states import RunState, TaskState, transition
+from cadenza.core.states import RunState, TaskState, move_run, move_task
 
 log = logging.getLogger(__name__)
 
@@ -323,16 +323,15 @@ def drive_run(
         values, error = {}, f"the run cannot start: {exc}"
     executor_name = executor or settings.executor
     now = clock.now()
-    run = replace(run, state=RunState.RUNNING, started_at=now, executor=executor_name,
-                  heartbeat_at=now)
+    run = move_run(run, RunState.RUNNING, started_at=now, executor=executor_name,
+                   heartbeat_at=now)
     ex = _executor_for(executor_name) if error is None else None
     driver = make_driver(pipeline, run, values, store=store, settings=settings, executor=ex)
     driver.initial_rows()  # the task instance rows were written with the queued run
     driver.batch.run_updates.append(run)
     if error is not None:
         log.error("run %s of %s: %s", run.run_id, pipeline.name, error)
-        driver._cancel_everything(error)
-        driver.cancelled = False  # nobody cancelled it: it failed
+        driver._cancel_everything(error, run_state=RunState.FAILED)  # nobody cancelled it
         driver._finish(error=error)
         return result_from_store(store, run.run_id, settings.artifact_root)
     return _drive(driver, pipeline, store, settings, on_start)
@@ -353,11 +352,10 @@ def fail_run(run: RunRecord, *, error: str, settings: Settings | None = None) ->
     batch = WriteBatch()
     for ti in store.get_task_instances(run.run_id):
         if not ti.state.is_final:
-            transition(ti.task_id, ti.map_index, ti.state, TaskState.CANCELLED, reason=error)
-            batch.task_instance_updates.append(replace(
-                ti, state=TaskState.CANCELLED, ended_at=now, reason=error))
-    batch.run_updates.append(replace(run, state=RunState.FAILED, ended_at=now, error=error,
-                                     driver_id=None))
+            batch.task_instance_updates.append(
+                move_task(ti, TaskState.CANCELLED, reason=error, ended_at=now))
+    batch.run_updates.append(move_run(run, RunState.FAILED, ended_at=now, error=error,
+                                      driver_id=None))
     store.write(batch)
     log.error("run %s of %s failed before it started: %s", run.run_id, run.pipeline, error)
     return True

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from cadenza.core import clock
 from cadenza.core.ids import new_driver_id
 from cadenza.core.records import AttemptRecord, ErrorInfo, RunRecord, WriteBatch
 from cadenza.core.settings import Settings, get_settings
-from cadenza.core.states import RunState, TaskState, transition
+from cadenza.core.states import RunState, TaskState, move_run, move_task
 from cadenza.engine.lease import is_held, is_orphaned
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,6 @@ def cancel_undriven(store: Any, run: RunRecord, *, lease_s: float,
         for ti in store.get_task_instances(run.run_id):
             if ti.state.is_final:
                 continue
-            transition(ti.task_id, ti.map_index, ti.state, TaskState.CANCELLED, reason=reason)
             if ti.state in (TaskState.QUEUED, TaskState.RUNNING) and ti.attempt > 0 \
                     and ti.map_count is None:
                 batch.attempts.append(AttemptRecord(
@@ -131,10 +130,10 @@ def cancel_undriven(store: Any, run: RunRecord, *, lease_s: float,
                                     message="cancelled: the driver running this attempt "
                                     "was gone"),
                 ))
-            batch.task_instance_updates.append(replace(
-                ti, state=TaskState.CANCELLED, ended_at=now, reason=reason))
-        batch.run_updates.append(replace(run, state=RunState.CANCELLED, ended_at=now,
-                                         driver_id=None))
+            batch.task_instance_updates.append(
+                move_task(ti, TaskState.CANCELLED, reason=reason, ended_at=now))
+        batch.run_updates.append(move_run(run, RunState.CANCELLED, ended_at=now,
+                                          driver_id=None))
         store.write(batch)
     except BaseException:
         store.release_run(run.run_id, me)

@@ -41,7 +41,7 @@ from cadenza.core.records import (
     ValueRef,
     WriteBatch,
 )
-from cadenza.core.states import RunState, TaskState, run_state_of, transition
+from cadenza.core.states import RunState, TaskState, move_run, run_state_of, transition
 from cadenza.engine import rules
 from cadenza.engine.callbacks import CallbackContext, CallbackQueue
 from cadenza.engine.ready import Admission
@@ -194,7 +194,8 @@ class RunDriver:
         self._seq = itertools.count()
         self._unfinished = 0
         self._code_prints: dict[int, str] = {}  # id(fn) -> code fingerprint (lineage)
-        self.cancelled = False
+        # How the run ends when it is stopped before its tasks decide (None: they decide).
+        self.stopped_as: RunState | None = None
         self._uncommitted: set[str] = set()  # nodes whose final state is not committed yet
         self._dirty_since: float | None = None
         self._must_flush = False
@@ -261,8 +262,9 @@ class RunDriver:
     def _drive(self) -> RunState:
         try:
             if not self._start_tracking():
-                self._cancel_everything("experiment tracking is unavailable")
-                self.cancelled = False  # nobody cancelled it: the run failed
+                # Nobody cancelled it: the run failed.
+                self._cancel_everything("experiment tracking is unavailable",
+                                        run_state=RunState.FAILED)
                 return self._finish(error=self.run.extra["warnings"][-1])
             if self.cache is not None:
                 self.cache.prepare(self)  # fingerprints taken, uncacheable tasks warned about
@@ -947,8 +949,10 @@ class RunDriver:
         return load_value(inst.output, root=self.artifact_root)
 
     # --- ending --------------------------------------------------------------------------
-    def _cancel_everything(self, reason: str) -> None:
-        self.cancelled = True
+    def _cancel_everything(self, reason: str, *,
+                           run_state: RunState = RunState.CANCELLED) -> None:
+        """Stop: every unfinished task instance ends cancelled, and the run `run_state`."""
+        self.stopped_as = run_state
         for key, inst in list(self.in_flight.items()):
             try:
                 self._executor_of(inst).cancel(self.run_id, inst.node.id, inst.map_index)
@@ -1012,14 +1016,19 @@ class RunDriver:
 
     def _finish(self, error: str | None = None) -> RunState:
         states = [inst.state for ns in self.nodes.values() for inst in (ns.summary, *ns.children)]
-        state = run_state_of(states, cancelled=self.cancelled)
+        state = self.stopped_as or run_state_of(states)
         if state is RunState.RUNNING:
             state = RunState.FAILED
             error = error or "the run stopped with unfinished task instances"
+        if self.run.state.is_final:  # a second _finish after the first one's write failed
+            state = self.run.state
 
         self._end_tracking(state)
-        self.run = replace(self.run, state=state, ended_at=clock.now(), error=error,
-                           driver_id=None)
+        now = clock.now()
+        if self.run.state is state:
+            self.run = replace(self.run, ended_at=now, error=error, driver_id=None)
+        else:
+            self.run = move_run(self.run, state, ended_at=now, error=error, driver_id=None)
         self.batch.run_updates.append(self.run)
         hooks = self.pipeline_callbacks.get(
             "on_success" if state is RunState.SUCCESS else "on_failure", ())

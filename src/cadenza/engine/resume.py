@@ -17,7 +17,6 @@ import importlib.util
 import logging
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from cadenza.core.ids import new_driver_id
 from cadenza.core.importing import importing_file
 from cadenza.core.records import AttemptRecord, ErrorInfo
 from cadenza.core.settings import Settings, get_settings
-from cadenza.core.states import RunState, TaskState
+from cadenza.core.states import RunState, TaskState, reopen_run
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +122,8 @@ def resume_run(
     executor_name = executor or run.executor or settings.executor
     now = clock.now()
     # started_at: a run cancelled while it was queued starts now.
-    run = replace(run, state=RunState.RUNNING, ended_at=None, error=None, driver_id=driver_id,
-                  heartbeat_at=now, executor=executor_name, started_at=run.started_at or now)
+    run = reopen_run(run, ended_at=None, error=None, driver_id=driver_id, heartbeat_at=now,
+                     executor=executor_name, started_at=run.started_at or now)
     driver = make_driver(pipe, run, values, store=store, settings=settings,
                          executor=_executor_for(executor_name))
     rows = store.get_task_instances(run_id)

@@ -25,7 +25,7 @@ from cadenza.core.records import (
     WriteBatch,
 )
 from cadenza.core.settings import Settings, get_settings
-from cadenza.core.states import RunState, TaskState, move_run, move_task
+from cadenza.core.states import RunState, TaskState, move_run
 
 log = logging.getLogger(__name__)
 
@@ -350,10 +350,11 @@ def fail_run(run: RunRecord, *, error: str, settings: Settings | None = None) ->
         return False
     now = clock.now()
     batch = WriteBatch()
-    for ti in store.get_task_instances(run.run_id):
-        if not ti.state.is_final:
-            batch.task_instance_updates.append(
-                move_task(ti, TaskState.CANCELLED, reason=error, ended_at=now))
+    from cadenza.engine.active import cancel_rows
+
+    # The state owner's rule for a run no driver holds: what is unfinished is cancelled.
+    batch.task_instance_updates.extend(
+        cancel_rows(store.get_task_instances(run.run_id), reason=error))
     batch.run_updates.append(move_run(run, RunState.FAILED, ended_at=now, error=error,
                                       driver_id=None))
     store.write(batch)

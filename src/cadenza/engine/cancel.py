@@ -28,7 +28,8 @@ from cadenza.core import clock
 from cadenza.core.ids import new_driver_id
 from cadenza.core.records import AttemptRecord, ErrorInfo, RunRecord, WriteBatch
 from cadenza.core.settings import Settings, get_settings
-from cadenza.core.states import RunState, TaskState, move_run, move_task
+from cadenza.core.states import RunState, TaskState, move_run
+from cadenza.engine.active import cancel_rows
 from cadenza.engine.lease import is_held, is_orphaned
 
 log = logging.getLogger(__name__)
@@ -117,9 +118,8 @@ def cancel_undriven(store: Any, run: RunRecord, *, lease_s: float,
             return True
         now = clock.now()
         batch = WriteBatch()
-        for ti in store.get_task_instances(run.run_id):
-            if ti.state.is_final:
-                continue
+        rows = store.get_task_instances(run.run_id)
+        for ti in rows:
             if ti.state in (TaskState.QUEUED, TaskState.RUNNING) and ti.attempt > 0 \
                     and ti.map_count is None:
                 batch.attempts.append(AttemptRecord(
@@ -130,8 +130,7 @@ def cancel_undriven(store: Any, run: RunRecord, *, lease_s: float,
                                     message="cancelled: the driver running this attempt "
                                     "was gone"),
                 ))
-            batch.task_instance_updates.append(
-                move_task(ti, TaskState.CANCELLED, reason=reason, ended_at=now))
+        batch.task_instance_updates.extend(cancel_rows(rows, reason=reason))
         batch.run_updates.append(move_run(run, RunState.CANCELLED, ended_at=now,
                                           driver_id=None))
         store.write(batch)

@@ -23,8 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from dataclasses import replace
 from typing import Any
 
 from cadenza.core import clock
@@ -41,18 +40,15 @@ from cadenza.core.records import (
     ValueRef,
     WriteBatch,
 )
-from cadenza.core.states import RunState, TaskState, move_run, run_state_of, transition
-from cadenza.engine import rules
+from cadenza.core.states import RunState, TaskState, move_run
+from cadenza.engine.active import ActiveRun, Instance
 from cadenza.engine.callbacks import CallbackContext, CallbackQueue
 from cadenza.engine.ready import Admission
 from cadenza.engine.watch import CallerThreadWatch
 from cadenza.executors.base import Executor, TaskCall, TaskOutcome
 from cadenza.graph.model import (
-    ParamValue,
     PipelineGraph,
-    TaskNode,
     TaskOutput,
-    TriggerRule,
     iter_markers,
     substitute,
 )
@@ -67,78 +63,6 @@ _DEADLINE_SLACK_S = 0.05
 # committed at once.
 GROUP_COMMIT_S = 0.010
 GROUP_COMMIT_MAX_TASK_S = 0.050
-
-
-@dataclass(slots=True, eq=False)
-class Instance:
-    """The live, mutable state of one task instance (the store holds a copy)."""
-
-    node: TaskNode
-    map_index: int
-    state: TaskState = S.PENDING
-    attempt: int = 0
-    queued_at: Any = None
-    started_at: Any = None
-    ended_at: Any = None
-    next_retry_at: Any = None
-    output: ValueRef | None = None
-    error: ErrorInfo | None = None
-    worker: str | None = None
-    cache_key: str | None = None
-    cache_detail: dict[str, Any] | None = None
-    cache_origin: dict[str, Any] | None = None
-    map_count: int | None = None
-    reason: str = ""
-    persisted: bool = False
-    inputs: dict[str, Any] | None = None
-    key_inputs: dict[str, Any] | None = None  # mapped elements as refs, for the cache key
-    granted: Any = None  # what Admission gave it (pool slot, resources, GPU ids)
-    due: float = 0.0  # monotonic time of its next retry
-    retry_base: int = 0  # attempts made before this driver took over (resume)
-    wait_since: Any = None  # a sensor step's first poke here: its timeout counts from it
-
-    @property
-    def label(self) -> str:
-        tid = self.node.id
-        return tid if self.map_index < 0 else f"{tid}[{self.map_index}]"
-
-    def record(self, run_id: str) -> TaskInstanceRecord:
-        return TaskInstanceRecord(
-            run_id=run_id,
-            task_id=self.node.id,
-            map_index=self.map_index,
-            state=self.state,
-            attempt=self.attempt,
-            pool=self.node.options.pool,
-            queued_at=self.queued_at,
-            started_at=self.started_at,
-            ended_at=self.ended_at,
-            next_retry_at=self.next_retry_at,
-            output=self.output,
-            error=self.error,
-            cache_key=self.cache_key,
-            cache_origin=self.cache_origin,
-            worker=self.worker,
-            map_count=self.map_count,
-            reason=self.reason,
-            cache_detail=self.cache_detail,
-        )
-
-
-@dataclass(slots=True, eq=False)
-class NodeState:
-    """Per graph node: upstream bookkeeping and its instances."""
-
-    node: TaskNode
-    summary: Instance  # map index -1: the instance itself, or a mapped task's summary row
-    counts: rules.UpstreamCounts
-    data_remaining: int
-    decided: bool = False
-    children: list[Instance] = field(default_factory=list)
-    children_left: int = 0
-    blocking: frozenset[str] = frozenset()  # upstreams whose end this node waits for
-    data: frozenset[str] = frozenset()  # upstreams whose outputs it takes
-    forced: bool = False  # skipped by a branch
 
 
 class RunDriver:
@@ -179,30 +103,33 @@ class RunDriver:
         self.tracking_info: dict[str, Any] = {}
         self.in_process = bool(getattr(executor, "in_process", False))
 
-        self.nodes: dict[str, NodeState] = {}
-        self.downstream = graph.downstream()
-        self.ready: deque[Instance] = deque()
+        # The run's scheduling view and the only mover of its states (engine/active.py);
+        # its sets are aliased here, so the loop reads them without another attribute hop.
+        self.active = active = ActiveRun(graph, params=param_values,
+                                         load_output=self._load_output,
+                                         in_process=self.in_process)
+        active.on_failed = self._on_failed
+        self.nodes = active.nodes
+        self.downstream = active.downstream
+        self.ready = active.ready
+        self.ready_sensors = active.ready_sensors
+        self.dirty = active.dirty
+        self.values = active.values  # live outputs (in-process executors)
+        self._uncommitted = active.uncommitted  # nodes whose end is not committed yet
         self.in_flight: dict[tuple[str, int], Instance] = {}
         self.retry_heap: list[tuple[float, int, Instance]] = []
         self.outcomes: queue.SimpleQueue[TaskOutcome | None] = queue.SimpleQueue()
         self.batch = WriteBatch()
-        self.dirty: dict[int, Instance] = {}
-        self.values: dict[tuple[str, int], Any] = {}  # live outputs (in-process executors)
         self.callbacks = CallbackQueue()
         self._cancel = threading.Event()
         self._cancel_reason = "run cancelled"
         self._seq = itertools.count()
-        self._unfinished = 0
         self._code_prints: dict[int, str] = {}  # id(fn) -> code fingerprint (lineage)
-        # How the run ends when it is stopped before its tasks decide (None: they decide).
-        self.stopped_as: RunState | None = None
-        self._uncommitted: set[str] = set()  # nodes whose final state is not committed yet
         self._dirty_since: float | None = None
         self._must_flush = False
         self._poller: Executor | None = None  # threads that poke sensor steps
         # (monotonic deadline, seq, sensor instance, attempt): fail a poke that outlives it
         self._deadlines: list[tuple[float, int, Instance, int]] = []
-        self.ready_sensors: deque[Instance] = deque()  # sensor steps due for a first poke
         # An executor that runs the task inside submit() holds this thread: a watch commits
         # the task's 'running' row while it runs (engine/watch.py).
         self._watch = (CallerThreadWatch(lambda: self._flush(callbacks=False),
@@ -211,26 +138,8 @@ class RunDriver:
 
     # --- setup ---------------------------------------------------------------------------
     def initial_rows(self) -> list[TaskInstanceRecord]:
-        """Build the in-memory view for a new run; the rows to insert with the run."""
-        for node in self.graph:
-            blocking = frozenset(self._blocking(node))
-            data = frozenset(node.data_upstream)
-            ns = NodeState(
-                node=node,
-                summary=Instance(node=node, map_index=-1, persisted=True),
-                counts=rules.UpstreamCounts(total=len(blocking), remaining=len(blocking)),
-                data_remaining=len(data),
-                blocking=blocking,
-                data=data,
-            )
-            self.nodes[node.id] = ns
-        self._unfinished = len(self.nodes)
-        return [ns.summary.record(self.run_id) for ns in self.nodes.values()]
-
-    def _blocking(self, node: TaskNode) -> tuple[str, ...]:
-        if node.options.trigger_rule is TriggerRule.ALWAYS:
-            return node.data_upstream
-        return node.upstream
+        """A new run: the rows to insert with it (every task instance pending)."""
+        return self.active.start(self.run_id)
 
     # --- public --------------------------------------------------------------------------
     def cancel(self, *, reason: str = "run cancelled") -> None:
@@ -269,9 +178,7 @@ class RunDriver:
             if self.cache is not None:
                 self.cache.prepare(self)  # fingerprints taken, uncacheable tasks warned about
             self._flush()  # a resumed run's resets are durable before anything runs
-            for ns in self.nodes.values():
-                if not ns.decided and ns.counts.total == 0:
-                    self._decide(ns)
+            self.active.begin()
             self._loop()
         except KeyboardInterrupt:
             self._cancel_everything("interrupted (Ctrl-C)")
@@ -304,11 +211,11 @@ class RunDriver:
                 self._submit(inst, call)
             if not self.in_flight and not self.ready and not self.retry_heap:
                 self._flush()
-                if self._unfinished == 0:
+                if self.active.unfinished == 0:
                     return
-                self._fail_stuck()
+                self.active.fail_stuck()
                 self._flush()
-                if self._unfinished == 0:
+                if self.active.unfinished == 0:
                     return
                 continue
             self._wait_and_fold()
@@ -385,8 +292,7 @@ class RunDriver:
             if inst.state is S.RUNNING and inst.node.options.sensor is not None:
                 self._poke_again(inst)
             elif inst.state is S.UP_FOR_RETRY:
-                self._move(inst, S.SCHEDULED, reason="retry delay passed")
-                self._make_ready(inst)
+                self.active.retry_due(inst)
         if self._dirty_since is not None and now - self._dirty_since >= GROUP_COMMIT_S:
             self._flush(synchronous=self._must_flush)
 
@@ -409,14 +315,14 @@ class RunDriver:
                 continue
             if self.cache is not None and inst.node.options.cache:
                 if inst.inputs is None:
-                    inst.inputs = {k: substitute(v, self._input_for)
+                    inst.inputs = {k: substitute(v, self.active.input_for)
                                    for k, v in inst.node.args.items()}
                 if self.cache.try_serve(self, inst):
                     continue
             verdict, granted, why = self.admission.try_acquire(inst.node)
             if verdict == "never":
-                self._fail(inst, ErrorInfo(kind="resources", type="cadenza.core.errors.CadenzaError",
-                                           message=why))
+                self.active.fail(inst, ErrorInfo(
+                    kind="resources", type="cadenza.core.errors.CadenzaError", message=why))
                 continue
             if verdict == "wait":
                 deferred.append(inst)
@@ -434,22 +340,8 @@ class RunDriver:
             self.ready.extendleft(reversed(deferred))
         return calls
 
-    def _make_ready(self, inst: Instance) -> None:
-        (self.ready if inst.node.options.sensor is None else self.ready_sensors).append(inst)
-
     def _start_attempt(self, inst: Instance) -> None:
-        now = clock.now()
-        inst.attempt += 1
-        inst.queued_at = now
-        inst.started_at = now
-        if inst.wait_since is None and inst.node.options.sensor is not None:
-            inst.wait_since = now  # kept across retries: they do not extend the wait
-        inst.ended_at = None
-        inst.error = None
-        inst.next_retry_at = None
-        inst.reason = ""  # why it waited ("retry delay passed") no longer holds
-        self._move(inst, S.QUEUED)
-        self._move(inst, S.RUNNING)
+        self.active.start_attempt(inst)
         self.in_flight[(inst.node.id, inst.map_index)] = inst
 
     def _submit(self, inst: Instance, call: TaskCall, *, first_poke: bool = True) -> None:
@@ -495,27 +387,10 @@ class RunDriver:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
         return replace(call, attempt=inst.attempt, log_path=log_path, env=env)
 
-    def _input_for(self, marker: TaskOutput | ParamValue) -> Any:
-        if isinstance(marker, ParamValue):
-            return self.params[marker.name]
-        ns = self.nodes[marker.task_id]
-        if ns.node.is_mapped:
-            return [self._value_of(c) for c in ns.children]
-        return self._value_of(ns.summary)
-
-    def _value_of(self, inst: Instance) -> Any:
-        if not inst.state.is_ok or inst.output is None:
-            return None
-        if self.in_process and inst.output.kind != "json":
-            key = (inst.node.id, inst.map_index)
-            if key in self.values:
-                return self.values[key]
-        return inst.output
-
     def _build_call(self, inst: Instance) -> TaskCall | None:
         node = inst.node
         if inst.inputs is None:
-            inst.inputs = {k: substitute(v, self._input_for) for k, v in node.args.items()}
+            inst.inputs = {k: substitute(v, self.active.input_for) for k, v in node.args.items()}
         ctx = {
             "logical_date": self.run.logical_date,
             "data_interval": (
@@ -574,58 +449,21 @@ class RunDriver:
                              attempt=inst.attempt, name=name, value=metric_value, kind=kind,
                              at=inst.ended_at)
             )
-        if out.ok:
-            if out.has_value:
-                self.values[(inst.node.id, inst.map_index)] = out.value
-            inst.output = out.output
-            if inst.node.options.is_branch:
-                value: Any = None
-                if out.has_value:
-                    value = out.value
-                elif out.output is not None and out.output.kind == "json":
-                    value = out.output.value
-                chosen, err = rules.branch_choice(value, self.downstream[inst.node.id])
-                if chosen is None:
-                    self._attempt_done(inst, S.FAILED, out)
-                    self._fail(inst, ErrorInfo(kind="branch", type="cadenza.core.errors.TaskFailed",
-                                               message=err), moved=True)
-                    return
-                self._attempt_done(inst, S.SUCCESS, out)
-                self._succeed(inst, branch=chosen)
-                return
-            self._attempt_done(inst, S.SUCCESS, out)
-            self._succeed(inst)
-            return
-        error = out.error or ErrorInfo(kind="exception", type="Exception", message="failed")
-        if error.kind == "input":
-            producers = ", ".join(f"'{u}'" for u in inst.node.data_upstream) or "none"
-            error = ErrorInfo(
-                kind="input", type=error.type, traceback=error.traceback,
-                type_mro=error.type_mro,
-                message=f"{error.message} (produced by task {producers} of run {self.run_id}; "
-                f"resume the run to compute it again: cadenza resume {self.run_id})",
-            )
-        if error.kind == "cancelled" and self._cancel.is_set():
-            # The run is stopping: record the cancel, and let _cancel_everything mark the
-            # rest cancelled (propagating would call them upstream_failed instead).
-            inst.error = error
-            self._attempt_done(inst, S.CANCELLED, out)
-            self._move(inst, S.CANCELLED, reason=self._cancel_reason)
-            return
-        tries = inst.attempt - inst.retry_base
-        if rules.should_retry(inst.node.options, tries, error):
-            delay = rules.retry_delay_s(inst.node.options, tries)
-            inst.error = error
-            inst.next_retry_at = clock.now() + timedelta(seconds=delay)
-            self._attempt_done(inst, S.UP_FOR_RETRY, out)
-            self._move(inst, S.UP_FOR_RETRY, reason=error.first_line())
+        if not out.ok and self._cancel.is_set():
+            self.active.cancel_reason = self._cancel_reason  # a cancelled attempt: no retry
+        state = self.active.judge(inst, out)
+        self._attempt_done(inst, state, out)
+        if state is S.SUCCESS:
+            self._succeeded(inst)
+            self.active.conclude(inst)
+        elif state is S.FAILED:
+            self.active.conclude(inst)
+        elif state is S.UP_FOR_RETRY:
+            delay = inst.retry_in_s
             heapq.heappush(self.retry_heap, (time.monotonic() + delay, next(self._seq), inst))
             log.info("run %s: %s failed (attempt %d), retrying in %.3g s: %s", self.run_id,
-                     inst.label, inst.attempt, delay, error.first_line())
+                     inst.label, inst.attempt, delay, inst.reason)
             self.callbacks.add(inst.node.options.on_retry, self._cb_ctx(inst, S.UP_FOR_RETRY))
-            return
-        self._attempt_done(inst, S.FAILED, out)
-        self._fail(inst, error, moved=False)
 
     # --- sensors: polled by the engine ----------------------------------------------------
     def _sensor_waits(self, inst: Instance, out: TaskOutcome) -> bool:
@@ -690,7 +528,7 @@ class RunDriver:
         if out is None:
             inst.error = error
         self._attempt_done(inst, S.FAILED, out)
-        self._fail(inst, error, moved=False)
+        self.active.fail(inst, error)
 
     def _poke_again(self, inst: Instance) -> None:
         call = self._build_call(inst)
@@ -716,28 +554,23 @@ class RunDriver:
                                 inst.attempt)
         return path if os.path.exists(path) else None
 
-    # --- state changes -------------------------------------------------------------------
-    def _move(self, inst: Instance, new: TaskState, *, reason: str = "") -> None:
-        transition(inst.node.id, inst.map_index, inst.state, new, reason=reason)
-        inst.state = new
-        if reason:
-            inst.reason = reason
-        self.dirty[id(inst)] = inst
-
-    def _succeed(self, inst: Instance, *, branch: list[str] | None = None, cached: bool = False) -> None:
-        self._move(inst, S.CACHED if cached else S.SUCCESS)
-        if not cached:
-            self._record_lineage(inst)
-            self.callbacks.add(inst.node.options.on_success, self._cb_ctx(inst, S.SUCCESS))
-        # A cache hit makes no new version of an asset: nothing was produced.
-        for asset in () if cached else inst.node.options.outlets:
+    # --- what an outcome writes besides its state ---------------------------------------
+    def _succeeded(self, inst: Instance) -> None:
+        """An attempt succeeded: its lineage, asset events and on_success hooks."""
+        self._record_lineage(inst)
+        self.callbacks.add(inst.node.options.on_success, self._cb_ctx(inst, S.SUCCESS))
+        for asset in inst.node.options.outlets:
             self.batch.asset_events.append(AssetEventRecord(
                 asset=asset, run_id=self.run_id, task_id=inst.node.id,
                 map_index=inst.map_index, attempt=inst.attempt,
                 artifact_sha256=inst.output.sha256 if inst.output is not None else None,
                 created_at=inst.ended_at,
             ))
-        self._final(inst, branch=branch)
+
+    def _on_failed(self, inst: Instance) -> None:
+        log.info("run %s: %s failed: %s", self.run_id, inst.label,
+                 inst.error.first_line() if inst.error is not None else "")
+        self.callbacks.add(inst.node.options.on_failure, self._cb_ctx(inst, S.FAILED))
 
     def _record_lineage(self, inst: Instance) -> None:
         """An artifact remembers the task instance that made it and the artifacts it read."""
@@ -774,185 +607,16 @@ class RunDriver:
             input_sha256s=tuple(dict.fromkeys(inputs)), created_at=inst.ended_at,
         ))
 
-    def _fail(self, inst: Instance, error: ErrorInfo, *, moved: bool = False) -> None:
-        inst.error = error
-        inst.ended_at = inst.ended_at or clock.now()
-        if inst.state is S.PENDING:
-            self._move(inst, S.SCHEDULED)
-        if inst.state is not S.FAILED:
-            self._move(inst, S.FAILED, reason=error.first_line())
-        log.info("run %s: %s failed: %s", self.run_id, inst.label, error.first_line())
-        self.callbacks.add(inst.node.options.on_failure, self._cb_ctx(inst, S.FAILED))
-        self._final(inst)
-
-    def _final(self, inst: Instance, *, branch: list[str] | None = None) -> None:
-        """`inst` reached a final state: update its node and, through it, downstream."""
-        ns = self.nodes[inst.node.id]
-        self._uncommitted.add(ns.node.id)
-        if inst.map_index >= 0:
-            ns.children_left -= 1
-            if ns.children_left == 0:
-                self._close_mapped(ns)
-            return
-        self._unfinished -= 1
-        self._propagate(ns, branch)
-
-    def _propagate(self, ns: NodeState, branch: list[str] | None) -> None:
-        state = ns.summary.state
-        for down_id in self.downstream[ns.node.id]:
-            d = self.nodes[down_id]
-            if d.decided:
-                continue
-            if branch is not None and down_id not in branch:
-                d.forced = True
-                self._settle(d, S.SKIPPED, reason=f"not chosen by branch '{ns.node.id}'")
-                continue
-            nid = ns.node.id
-            if nid in d.blocking:
-                d.counts.add(state)
-            if nid in d.data:
-                d.data_remaining -= 1
-            self._decide(d)
-
-    def _decide(self, ns: NodeState) -> None:
-        decision = rules.evaluate(ns.node.options.trigger_rule, ns.counts)
-        if decision is rules.Decision.WAIT:
-            return
-        if decision is rules.Decision.SKIP:
-            self._settle(ns, S.SKIPPED, reason="skipped by trigger rule "
-                         f"'{ns.node.options.trigger_rule}'")
-            return
-        if decision is rules.Decision.UPSTREAM_FAILED:
-            self._settle(ns, S.UPSTREAM_FAILED, reason="an upstream task failed")
-            return
-        if ns.data_remaining > 0:
-            return  # the rule allows it, but an input is not there yet
-        ns.decided = True
-        if ns.node.is_mapped:
-            self._expand(ns)
-        else:
-            self._move(ns.summary, S.SCHEDULED)
-            self._make_ready(ns.summary)
-
-    def _settle(self, ns: NodeState, state: TaskState, *, reason: str) -> None:
-        ns.decided = True
-        self._uncommitted.add(ns.node.id)
-        inst = ns.summary
-        inst.ended_at = clock.now()
-        self._move(inst, state, reason=reason)
-        self._unfinished -= 1
-        self._propagate(ns, None)
-
-    # --- mapping -------------------------------------------------------------------------
-    def _expand(self, ns: NodeState) -> None:
-        node = ns.node
-        axes: list[list[tuple[Any, TaskState | None, Any]]] = []
-        try:
-            for name in node.mapped:
-                axes.append(self._axis(node.args[name]))
-        except Exception as exc:  # noqa: BLE001 - becomes the task's error
-            self._move(ns.summary, S.SCHEDULED)
-            self._fail(ns.summary, ErrorInfo(
-                kind="input", type=f"{type(exc).__module__}.{type(exc).__qualname__}",
-                message=f"cannot expand task '{node.id}': {exc}"))
-            return
-        combos = list(itertools.product(*axes)) if axes else []
-        summary = ns.summary
-        summary.map_count = len(combos)
-        if not combos:
-            summary.output = ValueRef(kind="json", value=[])
-            self._move(summary, S.SUCCESS, reason="expanded over an empty list")
-            summary.ended_at = clock.now()
-            self._unfinished -= 1
-            self._propagate(ns, None)
-            return
-        self._move(summary, S.RUNNING, reason=f"expanded into {len(combos)} instances")
-        summary.started_at = clock.now()
-        fixed = {k: substitute(v, self._input_for) for k, v in node.args.items()
-                 if k not in node.mapped}
-        previous = ns.children if len(ns.children) == len(combos) else []
-        children: list[Instance] = []
-        for i, combo in enumerate(combos):
-            if previous:  # resumed: keep the instances that finished, rerun the others
-                inst = previous[i]
-                if inst.state.is_final:
-                    children.append(inst)
-                    continue
-            else:
-                inst = Instance(node=node, map_index=i)
-            inputs = dict(fixed)
-            key_inputs: dict[str, Any] = {}
-            bad: TaskState | None = None
-            for name, (value, elem_state, key_value) in zip(node.mapped, combo, strict=True):
-                inputs[name] = value
-                key_inputs[name] = key_value
-                if elem_state is not None and not elem_state.is_ok:
-                    if elem_state is S.SKIPPED and bad is None:
-                        bad = S.SKIPPED
-                    else:
-                        bad = S.UPSTREAM_FAILED
-            inst.inputs = inputs
-            inst.key_inputs = key_inputs
-            children.append(inst)
-            if bad is not None:
-                inst.ended_at = clock.now()
-                self._move(inst, bad, reason="its element of the upstream mapped task "
-                           "did not succeed")
-            else:
-                self._move(inst, S.SCHEDULED)
-                self._make_ready(inst)
-        ns.children = children
-        ns.children_left = sum(1 for c in children if not c.state.is_final)
-        if ns.children_left == 0:
-            self._close_mapped(ns)
-
-    def _close_mapped(self, ns: NodeState) -> None:
-        summary = ns.summary
-        state = rules.summarize_mapped([c.state for c in ns.children])
-        if summary.state is not state:
-            self._move(summary, state)
-        summary.ended_at = clock.now()
-        self._unfinished -= 1
-        self._propagate(ns, None)
-
-    def _axis(self, value: Any) -> list[tuple[Any, TaskState | None, Any]]:
-        """The elements one mapped argument ranges over: (value to pass, producer's state,
-        value for the cache key: the stored ref when the element is an upstream output)."""
-        if type(value) is TaskOutput:
-            up = self.nodes[value.task_id]
-            if up.node.is_mapped:
-                return [(self._value_of(c), c.state, c.output) for c in up.children]
-            items = self._load(up.summary)
-            if not isinstance(items, (list, tuple)):
-                raise TypeError(
-                    f"expand() needs a list, but task '{value.task_id}' returned "
-                    f"{type(items).__name__}; return a list from '{value.task_id}'"
-                )
-            return [(item, None, item) for item in items]
-        if type(value) is ParamValue:
-            items = self.params[value.name]
-            if not isinstance(items, (list, tuple)):
-                raise TypeError(f"expand() needs a list, but parameter '{value.name}' is "
-                                f"{type(items).__name__}")
-            return [(item, None, item) for item in items]
-        items = substitute(value, self._input_for)
-        return [(item, None, item) for item in items]
-
-    def _load(self, inst: Instance) -> Any:
-        key = (inst.node.id, inst.map_index)
-        if key in self.values:
-            return self.values[key]
-        if inst.output is None:
-            return None
+    def _load_output(self, ref: ValueRef) -> Any:
         from cadenza.artifacts.store import load_value
 
-        return load_value(inst.output, root=self.artifact_root)
+        return load_value(ref, root=self.artifact_root)
 
     # --- ending --------------------------------------------------------------------------
     def _cancel_everything(self, reason: str, *,
                            run_state: RunState = RunState.CANCELLED) -> None:
         """Stop: every unfinished task instance ends cancelled, and the run `run_state`."""
-        self.stopped_as = run_state
+        active = self.active
         for key, inst in list(self.in_flight.items()):
             try:
                 self._executor_of(inst).cancel(self.run_id, inst.node.id, inst.map_index)
@@ -963,7 +627,7 @@ class RunDriver:
                 del self.in_flight[key]
                 inst.ended_at = clock.now()
                 self._attempt_done(inst, S.CANCELLED, None)
-                self._move(inst, S.CANCELLED, reason=reason)
+                active.cancel(inst, reason=reason)
         # The inline executor's call died with the interrupt itself: no outcome will come.
         wait_s = 0.0 if getattr(self.executor, "runs_in_caller", False) else 10.0
         deadline = time.monotonic() + wait_s
@@ -986,37 +650,25 @@ class RunDriver:
             if out.ok:
                 inst.output = out.output
                 self._attempt_done(inst, S.SUCCESS, out)
-                self._move(inst, S.SUCCESS)
+                active.move(inst, S.SUCCESS)
             else:
                 self._attempt_done(inst, S.CANCELLED, out)
-                self._move(inst, S.CANCELLED, reason=reason)
+                active.cancel(inst, reason=reason)
         for inst in list(self.in_flight.values()):
             if inst.granted is not None:
                 self.admission.release(inst.node, inst.granted)
             self._attempt_done(inst, S.CANCELLED, None)
-            self._move(inst, S.CANCELLED, reason=reason)
+            active.cancel(inst, reason=reason)
         self.in_flight.clear()
-        for ns in self.nodes.values():
-            for inst in [ns.summary, *ns.children]:
-                if not inst.state.is_final:
-                    if inst.state is S.RUNNING and inst.node.options.sensor is not None:
-                        inst.ended_at = clock.now()  # a sensor between two pokes
-                        self._attempt_done(inst, S.CANCELLED, None)
-                    self._move(inst, S.CANCELLED, reason=reason)
-        self.ready.clear()
-        self.ready_sensors.clear()
+        for inst in active.instances():
+            if inst.state is S.RUNNING and inst.node.options.sensor is not None:
+                inst.ended_at = clock.now()  # a sensor between two pokes
+                self._attempt_done(inst, S.CANCELLED, None)
+        active.stop(reason, run_state=run_state)
         self.retry_heap.clear()
 
-    def _fail_stuck(self) -> None:
-        """Nothing runs, nothing is ready, yet tasks are unfinished: say why, per task."""
-        for ns in self.nodes.values():
-            if ns.decided or ns.summary.state.is_final:
-                continue
-            self._settle(ns, S.UPSTREAM_FAILED, reason="its upstream tasks never finished")
-
     def _finish(self, error: str | None = None) -> RunState:
-        states = [inst.state for ns in self.nodes.values() for inst in (ns.summary, *ns.children)]
-        state = self.stopped_as or run_state_of(states)
+        state = self.active.run_state()
         if state is RunState.RUNNING:
             state = RunState.FAILED
             error = error or "the run stopped with unfinished task instances"
@@ -1110,14 +762,7 @@ class RunDriver:
 
     # --- used by the cache (issue: data passing) ------------------------------------------
     def serve_cached(self, inst: Instance, output: ValueRef, origin: dict[str, Any]) -> None:
-        inst.output = output
-        inst.cache_origin = origin
-        inst.ended_at = clock.now()
-        branch: list[str] | None = None
-        if inst.node.options.is_branch:  # a cached branch repeats its recorded choice
-            chosen, _ = rules.branch_choice(self._load(inst), self.downstream[inst.node.id])
-            branch = chosen or []
-        self._succeed(inst, cached=True, branch=branch)
+        self.active.cached(inst, output, origin)
 
 
 def interrupted(exc: BaseException) -> bool:

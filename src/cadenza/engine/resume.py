@@ -27,11 +27,11 @@ from cadenza.core.importing import importing_file
 from cadenza.core.records import AttemptRecord, ErrorInfo
 from cadenza.core.settings import Settings, get_settings
 from cadenza.core.states import RunState, TaskState, reopen_run
+from cadenza.engine.active import KEEP
 
 log = logging.getLogger(__name__)
 
 S = TaskState
-KEEP = frozenset({S.SUCCESS, S.CACHED, S.SKIPPED})
 
 
 def load_pipeline(source: str) -> Any:
@@ -144,79 +144,26 @@ def resume_run(
 
 
 def rebuild(driver: Any, rows: list[Any]) -> list[AttemptRecord]:
-    """Load the driver's view from stored rows; reset what must run again.
+    """Replay stored rows into the driver's state owner (`engine/active.py`); what must run
+    again goes back to pending there, through the state table.
 
     Returns attempt records for attempts a dead driver left running (marked interrupted).
     """
-    from cadenza.engine.driver import Instance
-
-    driver.initial_rows()
-    by_key = {(r.task_id, r.map_index): r for r in rows}
-    interrupted: list[AttemptRecord] = []
+    active = driver.active
     now = clock.now()
-
-    def load(inst: Any, row: Any) -> None:
-        inst.state = row.state
-        inst.attempt = row.attempt
-        inst.retry_base = row.attempt
-        inst.queued_at, inst.started_at, inst.ended_at = row.queued_at, row.started_at, row.ended_at
-        inst.output, inst.error, inst.worker = row.output, row.error, row.worker
-        inst.cache_key, inst.cache_origin, inst.map_count = row.cache_key, row.cache_origin, row.map_count
-        inst.cache_detail = row.cache_detail
-        inst.persisted = True
-        if row.state in (S.RUNNING, S.QUEUED) and row.attempt > 0 and inst.map_count is None:
-            interrupted.append(AttemptRecord(
-                run_id=driver.run_id, task_id=row.task_id, map_index=row.map_index,
-                attempt=row.attempt, state=S.FAILED, started_at=row.started_at, ended_at=now,
-                worker=row.worker,
-                error=ErrorInfo(kind="interrupted", type="cadenza.core.errors.WorkerLost",
-                                message="the driver stopped while this attempt ran"),
-            ))
-        if row.state not in KEEP:
-            inst.state = S.PENDING
-            inst.error = None
-            inst.output = None
-            inst.ended_at = None
-            inst.next_retry_at = None
-            inst.reason = "resumed"
-            driver.dirty[id(inst)] = inst
-
-    for ns in driver.nodes.values():
-        row = by_key.get((ns.node.id, -1))
-        if row is None:
-            continue
-        load(ns.summary, row)
-        if ns.node.is_mapped and row.map_count is not None:
-            children = []
-            for i in range(row.map_count):
-                child_row = by_key.get((ns.node.id, i))
-                child = Instance(node=ns.node, map_index=i)
-                if child_row is not None:
-                    load(child, child_row)
-                children.append(child)
-            ns.children = children
-            ns.summary.map_count = row.map_count
-            if ns.summary.state not in KEEP:
-                ns.summary.map_count = row.map_count
-    _distrust_broken_inputs(driver, load_reset=lambda inst: _reset(driver, inst))
-    kept: list[Any] = []
-    for ns in driver.nodes.values():
-        if ns.summary.state in KEEP:
-            ns.decided = True
-            kept.append(ns)
-    driver._unfinished = len(driver.nodes) - len(kept)
-    for ns in kept:
-        driver._propagate(ns, _branch_choice_of(driver, ns))
+    interrupted = [
+        AttemptRecord(
+            run_id=driver.run_id, task_id=row.task_id, map_index=row.map_index,
+            attempt=row.attempt, state=S.FAILED, started_at=row.started_at, ended_at=now,
+            worker=row.worker,
+            error=ErrorInfo(kind="interrupted", type="cadenza.core.errors.WorkerLost",
+                            message="the driver stopped while this attempt ran"),
+        )
+        for row in active.replay(rows)
+    ]
+    _distrust_broken_inputs(driver)
+    active.settle_kept()
     return interrupted
-
-
-def _reset(driver: Any, inst: Any) -> None:
-    inst.state = S.PENDING
-    inst.output = None
-    inst.error = None
-    inst.ended_at = None
-    inst.reason = "resumed: its output artifact was missing or corrupted"
-    driver.dirty[id(inst)] = inst
 
 
 def _artifact_ok(ref: Any) -> bool:
@@ -246,7 +193,7 @@ def _discard(uri: str) -> None:
         log.warning("could not remove corrupted artifact %s: %s", uri, exc)
 
 
-def _distrust_broken_inputs(driver: Any, load_reset: Any) -> None:
+def _distrust_broken_inputs(driver: Any) -> None:
     """A kept output that a re-running task will read must still be intact; if it is not,
     its producer runs again too (and so on upstream). Outputs nobody will read again are
     not checked, so resume costs nothing for them."""
@@ -270,22 +217,8 @@ def _distrust_broken_inputs(driver: Any, load_reset: Any) -> None:
                         _discard(ref.uri)
                         log.warning("run %s: output of %s is missing or corrupted (%s); "
                                     "running it again", driver.run_id, inst.label, ref.uri)
-                        load_reset(inst)
+                        reason = "resumed: its output artifact was missing or corrupted"
+                        driver.active.reset(inst, reason=reason)
                         if inst is not up.summary:
-                            load_reset(up.summary)
-                        else:
-                            up.summary.state = S.PENDING
+                            driver.active.reset(up.summary, reason=reason)
                         changed = True
-
-
-def _branch_choice_of(driver: Any, ns: Any) -> list[str] | None:
-    """A kept branch task's choice, as recorded in its output."""
-    if not ns.node.options.is_branch or ns.summary.state is not S.SUCCESS:
-        return None
-    out = ns.summary.output
-    value = out.value if out is not None and out.kind == "json" else None
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list):
-        return [v for v in value if isinstance(v, str)]
-    return []

@@ -382,6 +382,7 @@ class ActiveRun:
             for inst in (ns.summary, *ns.children):
                 if not inst.state.is_final:
                     self.move(inst, S.CANCELLED, reason=reason)
+        self.unfinished = 0
         self.ready.clear()
         self.ready_sensors.clear()
 

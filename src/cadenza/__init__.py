@@ -16,7 +16,7 @@ Example:
 
 from cadenza.artifacts.serializers import register_serializer
 from cadenza.authoring.assets import AnyOf, Asset
-from cadenza.authoring.pipeline import PipelineDef, pipeline
+from cadenza.authoring.pipeline import PipelineDef, pipeline, use_runner
 from cadenza.authoring.task import TaskDef, task
 from cadenza.core.context import TaskContext, get_context
 from cadenza.core.errors import (
@@ -33,6 +33,17 @@ from cadenza.core.errors import (
 from cadenza.core.states import RunState, TaskState
 
 __version__ = "0.1.0"
+
+
+def _run(plan: "Plan", params: "Mapping[str, Any]", executor: str | None) -> "RunResult":
+    """`PipelineDef.run`'s way to the engine (authoring must not import it: STYLE §1).
+    The engine is imported here on the first run, not by `import cadenza`."""
+    from cadenza.engine.api import run_pipeline
+
+    return run_pipeline(plan, params, executor=executor)
+
+
+use_runner(_run)
 
 __all__ = [
     "AnyOf",
@@ -77,7 +88,11 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from cadenza.engine.api import RunResult
     from cadenza.engine.history import get_run, get_runs
+    from cadenza.graph.plan import Plan
     from cadenza.integrations.mlflow import MLflow, register_model
     from cadenza.integrations.notify import Notify
     from cadenza.integrations.pandera import validate

@@ -18,7 +18,7 @@ import pytest
 
 from cadenza import RunState, TaskState
 from cadenza.core import settings as settings_mod
-from cadenza.engine.plan import CACHED, WILL_RUN, plan_pipeline
+from cadenza.engine.preview import CACHED, WILL_RUN, plan_pipeline
 from cadenza.store import open_store
 
 S = TaskState

@@ -17,7 +17,14 @@ import pytest
 from cadenza import ParameterError, RunState, TaskState
 from cadenza.core import clock
 from cadenza.core import settings as settings_mod
-from cadenza.engine.plan import CACHED, WILL_RUN, PlanEntry, differences, format_plan, plan_pipeline
+from cadenza.engine.preview import (
+    CACHED,
+    WILL_RUN,
+    PlanEntry,
+    differences,
+    format_plan,
+    plan_pipeline,
+)
 
 S = TaskState
 

@@ -4,16 +4,16 @@ Defining a pipeline validates it at once: cycles, unknown branch targets, duplic
 option mistakes, bad schedules, parameter defaults that do not match their type hints or
 cannot be stored with a run. Every problem is reported in one DefinitionError.
 
-Running (`.run()`) is the engine's job; the engine is loaded by name on first use so that
-authoring stays below it in the layering and `import cadenza` stays light.
+Defining a pipeline also builds its `Plan` (graph/plan.py), once: the typed, frozen view
+that the engine, triggers and surfaces read instead of this object. Running (`.run()`) is
+the engine's job: `cadenza/__init__.py` wires the engine's entry point in (`use_runner`), so
+authoring never imports the engine, and the engine is imported only on the first run.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
-import math
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Generic, ParamSpec, TypeVar
@@ -25,6 +25,8 @@ from cadenza.core.errors import CadenzaError, DefinitionError, ParameterError, P
 from cadenza.core.importing import file_being_imported
 from cadenza.graph.model import ParamSpec as GraphParam
 from cadenza.graph.model import PipelineGraph
+from cadenza.graph.params import Parameters, type_label
+from cadenza.graph.plan import PipelineCallbacks, Plan
 from cadenza.graph.validate import validate_graph
 
 P = ParamSpec("P")
@@ -92,7 +94,7 @@ class PipelineDef(Generic[P, R]):
         self.fn = fn
         self.name = name or fn.__name__
         self.options = options
-        self.description = (fn.__doc__ or "").strip()
+        self.description = str(options.get("description") or (fn.__doc__ or "")).strip()
         self.schedule = options.get("schedule")
         self.timezone = options.get("timezone", "UTC")
         self.catchup = bool(options.get("catchup", False))
@@ -124,9 +126,31 @@ class PipelineDef(Generic[P, R]):
         ):
             problems.append(Problem(message=f"max_active_runs must be >= 1, got "
                                     f"{self.max_active_runs!r}", hint="max_active_runs=1"))
+        self.sla = _to_timedelta(self.sla, problems)
         self.params = self._read_params(problems)
         self.graph = self._trace(problems)
-        self._model: Any = None
+        self.plan: Plan = Plan(
+            name=self.name,
+            graph=self.graph,
+            parameters=Parameters(pipeline=self.name, specs=self.params),
+            description=self.description,
+            tags=tuple(str(t) for t in self.tags),
+            source=f"{self.source_file}:{self.name}" if self.source_file else self.graph.source,
+            source_file=self.source_file,
+            module=self.module,
+            schedule=self.schedule,
+            timezone=self.timezone,
+            start_date=self.start_date,
+            end_date=self.end_date,
+            catchup=self.catchup,
+            max_active_runs=self.max_active_runs,
+            triggers=_as_tuple(self.triggers),
+            tracking=self.tracking,
+            sla=self.sla,
+            callbacks=PipelineCallbacks(on_success=_as_tuple(options.get("on_success")),
+                                        on_failure=_as_tuple(options.get("on_failure")),
+                                        on_sla_miss=_as_tuple(options.get("on_sla_miss"))),
+        )
         self.__doc__ = fn.__doc__
         self.__name__ = self.name
         self.__wrapped__ = fn
@@ -164,8 +188,8 @@ class PipelineDef(Generic[P, R]):
                 except ValidationError as exc:
                     problems.append(Problem(
                         message=f"default for parameter '{p.name}' ({default!r}) does not match "
-                        f"its type {_type_label(ann)}: {exc.errors()[0]['msg']}",
-                        hint=f"make the default of type {_type_label(ann)}, or fix the annotation"))
+                        f"its type {type_label(ann)}: {exc.errors()[0]['msg']}",
+                        hint=f"make the default of type {type_label(ann)}, or fix the annotation"))
                 except Exception as exc:  # noqa: BLE001 - pydantic cannot build a schema
                     problems.append(Problem(
                         message=f"parameter '{p.name}' has a type pydantic cannot validate: {exc}",
@@ -184,54 +208,12 @@ class PipelineDef(Generic[P, R]):
 
     @property
     def param_model(self) -> Any:
-        if self._model is None:
-            from pydantic import ConfigDict, create_model
-
-            fields: dict[str, Any] = {}
-            for p in self.params:
-                fields[p.name] = (p.annotation, p.default if p.has_default else ...)
-            self._model = create_model(
-                f"{self.name}_params",
-                __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
-                **fields,
-            )
-        return self._model
+        """The pydantic model of the parameters (built on first use)."""
+        return self.plan.parameters.model
 
     def validate_params(self, params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """(python values, JSON form to store). Raises ParameterError naming each problem."""
-        known = {p.name for p in self.params}
-        unknown = [k for k in params if k not in known]
-        if unknown:
-            from cadenza.core.suggest import did_you_mean
-
-            k = unknown[0]
-            raise ParameterError(
-                f"unknown parameter '{k}'." + did_you_mean(k, sorted(known)),
-                pipeline=self.name,
-                hint=f"parameters are: {', '.join(sorted(known)) or '(none)'}",
-            )
-        plain = _plain_values(self.params, params)
-        if plain is not None:
-            return plain, dict(plain)
-        from pydantic import ValidationError
-
-        try:
-            model = self.param_model.model_validate(dict(params))
-        except ValidationError as exc:
-            lines = []
-            for err in exc.errors():
-                loc = ".".join(str(x) for x in err["loc"])
-                lines.append(f"'{loc}': {err['msg']} (got {err.get('input')!r})")
-            spec = {p.name: _type_label(p.annotation) for p in self.params}
-            first = exc.errors()[0]["loc"][0]
-            raise ParameterError(
-                "wrong parameters: " + "; ".join(lines),
-                pipeline=self.name,
-                hint=f"'{first}' must be {spec.get(str(first), 'valid')}",
-            ) from None
-        values = {p.name: getattr(model, p.name) for p in self.params}
-        stored = model.model_dump(mode="json")
-        return values, stored
+        return self.plan.parameters.validate(params)
 
     # -- tracing ------------------------------------------------------------------------------
     def _trace(self, problems: list[Problem]) -> PipelineGraph:
@@ -274,8 +256,10 @@ class PipelineDef(Generic[P, R]):
                 "imports it to find its pipelines",
                 hint=f'put the call under `if __name__ == "__main__":` in {importing}, so that '
                 "`python` runs it and `cadenza` commands only read the pipeline")])
-        engine = importlib.import_module("cadenza.engine.api")
-        return engine.run_pipeline(self, params, executor=executor)
+        if _runner is None:  # `import cadenza` wires it; only a half-imported package lacks it
+            raise CadenzaError("the engine is not wired: import cadenza first",
+                               pipeline=self.name, hint="import cadenza")
+        return _runner(self.plan, params, executor)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
         if args:
@@ -303,29 +287,6 @@ def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
 _PLAIN = (str, int, float, bool, type(None))
 
 
-def _plain_values(params: tuple[GraphParam, ...], given: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The validated values when pydantic would return them unchanged: every parameter
-    given or defaulted is a str, int, bool or finite float of exactly its annotated type (or
-    unannotated). None: let pydantic decide (coercion, containers, a missing value, errors).
-    Building and running the pipeline's pydantic model costs ~0.7 ms, and importing pydantic
-    ~0.1 s of a fresh process's start; most pipelines take only such plain parameters."""
-    out: dict[str, Any] = {}
-    for p in params:
-        if p.name in given:
-            value = given[p.name]
-        elif p.has_default:
-            value = p.default
-        else:
-            return None
-        kind = type(value)
-        if kind not in _PLAIN or (p.annotation is not Any and p.annotation is not kind):
-            return None
-        if kind is float and not math.isfinite(value):
-            return None
-        out[p.name] = value
-    return out
-
-
 def _plain_default_ok(ann: Any, default: Any) -> bool:
     """True for the common case (`n: int = 5`), checked without building a pydantic
     TypeAdapter (~10-40 ms per parameter on the 2-core CI machine)."""
@@ -338,12 +299,6 @@ def _plain_default_ok(ann: Any, default: Any) -> bool:
     return ann in _PLAIN and type(default) is ann
 
 
-def _type_label(ann: Any) -> str:
-    if ann is Any:
-        return "any value"
-    return getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
-
-
 def _is_storable(value: Any, adapter: Any) -> bool:
     try:
         data = adapter.dump_python(value, mode="json", warnings=False)
@@ -351,6 +306,39 @@ def _is_storable(value: Any, adapter: Any) -> bool:
     except Exception:  # noqa: BLE001 - anything that cannot be stored
         return False
     return True
+
+
+def _as_tuple(value: Any) -> tuple[Any, ...]:
+    """An option that takes one item or several, as a tuple (None: empty)."""
+    if value is None:
+        return ()
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return tuple(value)
+    return (value,)
+
+
+def _to_timedelta(value: Any, problems: list[Problem]) -> timedelta | None:
+    if value is None or isinstance(value, timedelta):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return timedelta(seconds=value)
+    problems.append(Problem(message=f"sla must be a timedelta or a number of seconds, got {value!r}",
+                            hint="sla=timedelta(hours=4)"))
+    return None
+
+
+# How `PipelineDef.run` reaches the engine. Authoring sits below the engine and must not
+# import it; the top-level package (`cadenza/__init__.py`) wires the engine's entry point
+# here, so the edge is an ordinary import that import-linter sees, and the engine's
+# modules are still only imported on the first run.
+Runner = Callable[[Plan, Mapping[str, Any], "str | None"], Any]
+_runner: Runner | None = None
+
+
+def use_runner(runner: Runner) -> None:
+    """Set the function `PipelineDef.run` hands its Plan, parameters and executor to."""
+    global _runner
+    _runner = runner
 
 
 def pipeline(fn: Any = None, /, *, name: str | None = None, **options: Any) -> Any:

@@ -3,7 +3,7 @@ would run, and why.
 
 What belongs here: turning the command line into a `plan_pipeline` call (parameters are read
 exactly as `cadenza run` reads them) and showing its entries as a table or JSON. What does
-not: the prediction itself (`engine/plan.py`, which computes keys the way the run will).
+not: the prediction itself (`engine/preview.py`, which computes keys the way the run will).
 
 Mapped tasks: the table shows one summary line per mapped task ("N of M instances cached");
 `--all` adds a line per instance. `--json` always lists every entry. Exit code: 0 (a plan
@@ -20,7 +20,7 @@ import typer
 from cadenza.cli.console import escape, note, out, print_json
 
 if TYPE_CHECKING:
-    from cadenza.engine.plan import PlanEntry
+    from cadenza.engine.preview import PlanEntry
 
 DECISION_STYLES = {"cached": "green", "will run": "yellow"}
 
@@ -54,7 +54,7 @@ def plan_command(
     pipe = resolve_pipeline(target, settings)
     params = parse_params(pipe, param or [])
     validate_params(pipe, params)
-    from cadenza.engine.plan import plan_pipeline
+    from cadenza.engine.preview import plan_pipeline
 
     entries = plan_pipeline(pipe, params, settings=settings)
     if json_out:

@@ -26,6 +26,7 @@ from cadenza.core.records import (
 )
 from cadenza.core.settings import Settings, get_settings
 from cadenza.core.states import RunState, TaskState, move_run
+from cadenza.graph.plan import HasPlan, Plan, plan_of
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class RunResult:
     _artifact_root: str = ""
     _live: dict[tuple[str, int], Any] = field(default_factory=dict)
     _outputs: Mapping[str, Any] | None = None
-    _pipeline: Any = None
+    _pipeline: Plan | None = None
     _source: str = ""
 
     @property
@@ -213,7 +214,7 @@ def check_artifact_root(settings: Settings, pipeline: str) -> None:
 
 
 def run_pipeline(
-    pipeline: Any,
+    pipeline: Plan | HasPlan,
     params: Mapping[str, Any],
     *,
     executor: str | None = None,
@@ -225,6 +226,7 @@ def run_pipeline(
     on_start: Any = None,
 ) -> RunResult:
     """Validate, record and drive one run of `pipeline` to its end."""
+    pipeline = plan_of(pipeline)
     settings = settings or get_settings()
     check_artifact_root(settings, pipeline.name)
     values, stored = pipeline.validate_params(params)
@@ -250,7 +252,7 @@ def run_pipeline(
 
 
 def new_run(
-    pipeline: Any,
+    pipeline: Plan | HasPlan,
     params: Mapping[str, Any],
     *,
     trigger: str,
@@ -269,6 +271,7 @@ def new_run(
     Parameters are validated here (ParameterError names the problem) unless
     `stored_params`, their already validated JSON form, is given.
     """
+    pipeline = plan_of(pipeline)
     if stored_params is None:
         _, stored_params = pipeline.validate_params(params)
     rid = run_id or new_run_id()
@@ -282,8 +285,8 @@ def new_run(
         logical_date=logical_date,
         data_interval_start=data_interval[0] if data_interval else None,
         data_interval_end=data_interval[1] if data_interval else None,
-        source=source_of(pipeline),
-        tags=tuple(getattr(pipeline, "tags", ()) or ()),
+        source=pipeline.source,
+        tags=pipeline.tags,
         # Graph order, for `cadenza runs show` (the store keeps no edges).
         extra={**(extra or {}), TASK_ORDER: pipeline.graph.topological_ids()},
     )
@@ -295,7 +298,7 @@ def new_run(
 
 def drive_run(
     run: RunRecord,
-    pipeline: Any,
+    pipeline: Plan | HasPlan,
     *,
     executor: str | None = None,
     settings: Settings | None = None,
@@ -309,6 +312,7 @@ def drive_run(
     """
     from cadenza.store import open_store
 
+    pipeline = plan_of(pipeline)
     if run.state is not RunState.QUEUED or not run.driver_id:
         raise CadenzaError(f"run {run.run_id} is {run.state}, not a claimed queued run",
                            pipeline=run.pipeline,
@@ -362,12 +366,13 @@ def fail_run(run: RunRecord, *, error: str, settings: Settings | None = None) ->
     return True
 
 
-def make_driver(pipeline: Any, run: RunRecord, values: dict[str, Any], *, store: Any,
+def make_driver(pipeline: Plan | HasPlan, run: RunRecord, values: dict[str, Any], *, store: Any,
                 settings: Settings, executor: Any) -> Any:
     """A RunDriver for `run` of `pipeline` with the settings' store, cache and pools."""
     from cadenza.engine.driver import RunDriver
 
     assert run.driver_id, "a driver needs the id it holds the run's lease under"
+    pipeline = plan_of(pipeline)
     warn_advisory_timeouts(pipeline, executor)
     return RunDriver(
         graph=pipeline.graph,
@@ -381,12 +386,12 @@ def make_driver(pipeline: Any, run: RunRecord, values: dict[str, Any], *, store:
         admission=_admission_for(store),
         driver_id=run.driver_id,
         cache=_cache_for(store, settings),
-        tracker=getattr(pipeline, "tracking", None),
-        pipeline_callbacks=_pipeline_hooks(pipeline),
+        tracker=pipeline.tracking,
+        pipeline_callbacks=pipeline.callbacks.as_dict(),
     )
 
 
-def warn_advisory_timeouts(pipeline: Any, executor: Any) -> str | None:
+def warn_advisory_timeouts(pipeline: Plan, executor: Any) -> str | None:
     """Say once, at run start, which `timeout=`s the executor cannot enforce by stopping the
     task (`timeout_note()` of threads and inline; processes kills). Returns the warning."""
     note_of = getattr(executor, "timeout_note", None)
@@ -407,7 +412,7 @@ def warn_advisory_timeouts(pipeline: Any, executor: Any) -> str | None:
     return message
 
 
-def _drive(driver: Any, pipeline: Any, store: Any, settings: Settings,
+def _drive(driver: Any, pipeline: Plan, store: Any, settings: Settings,
            on_start: Any) -> RunResult:
     from cadenza.engine.cancel import CANCEL_REASON
     from cadenza.engine.lease import heartbeats
@@ -426,16 +431,6 @@ def _drive(driver: Any, pipeline: Any, store: Any, settings: Settings,
     return result
 
 
-def _pipeline_hooks(pipeline: Any) -> dict[str, tuple[Any, ...]]:
-    options = getattr(pipeline, "options", {}) or {}
-    hooks: dict[str, tuple[Any, ...]] = {}
-    for key in ("on_success", "on_failure", "on_sla_miss"):
-        value = options.get(key)
-        if value is not None:
-            hooks[key] = tuple(value) if isinstance(value, (list, tuple)) else (value,)
-    return hooks
-
-
 def _cache_for(store: Any, settings: Settings) -> Any:
     try:
         from cadenza.engine.cache import CachePolicy
@@ -444,12 +439,9 @@ def _cache_for(store: Any, settings: Settings) -> Any:
     return CachePolicy(store, settings)
 
 
-def source_of(pipeline: Any) -> str:
+def source_of(pipeline: Plan | HasPlan) -> str:
     """Where a run's pipeline can be loaded from again ("path/file.py:name")."""
-    path = getattr(pipeline, "source_file", None)
-    if path:
-        return f"{path}:{pipeline.name}"
-    return getattr(pipeline.graph, "source", "") or pipeline.name
+    return plan_of(pipeline).source
 
 
 def outputs_of(instances: list[TaskInstanceRecord]) -> dict[str, ValueRef | None]:

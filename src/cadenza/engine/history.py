@@ -18,6 +18,7 @@ from cadenza.core.errors import RunNotFound
 from cadenza.core.settings import Settings, get_settings
 from cadenza.core.states import RunState
 from cadenza.engine.api import RunResult, result_from_store
+from cadenza.graph.plan import HasPlan, Plan, plan_of
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def get_run(run_id: str, *, settings: Settings | None = None) -> RunResult:
 
 def get_runs(
     *,
-    pipeline: Any = None,
+    pipeline: str | Plan | HasPlan | None = None,
     state: RunState | str | None = None,
     limit: int = 20,
     settings: Settings | None = None,
@@ -82,7 +83,7 @@ def get_runs(
         ...                                                         state="success", limit=5)]
         [0.91, 0.9, 0.88, 0.9, 0.87]
     """
-    name = pipeline if pipeline is None or isinstance(pipeline, str) else pipeline.name
+    name = pipeline if pipeline is None or isinstance(pipeline, str) else plan_of(pipeline).name
     wanted = None if state is None else _run_state(state)
     store, settings = _open(settings)
     return [result_from_store(store, run.run_id, settings.artifact_root, run=run)

@@ -28,14 +28,15 @@ from cadenza.core.records import AttemptRecord, ErrorInfo
 from cadenza.core.settings import Settings, get_settings
 from cadenza.core.states import RunState, TaskState, reopen_run
 from cadenza.engine.active import KEEP
+from cadenza.graph.plan import HasPlan, Plan, find_plan, plan_of
 
 log = logging.getLogger(__name__)
 
 S = TaskState
 
 
-def load_pipeline(source: str) -> Any:
-    """The pipeline object named by a run's `source` ("path/to/file.py:name" or "module:name")."""
+def load_pipeline(source: str) -> Plan:
+    """The Plan of the pipeline named by a run's `source` ("path/to/file.py:name" or "module:name")."""
     target, _, name = source.rpartition(":")
     if not target:
         raise CadenzaError(f"cannot locate the pipeline of this run (source {source!r})",
@@ -61,11 +62,11 @@ def load_pipeline(source: str) -> Any:
     except FileNotFoundError as exc:
         raise CadenzaError(f"the pipeline file {target} no longer exists",
                            pipeline=name, hint="restore the file, then resume again") from exc
-    pipe = getattr(module, name, None)
-    if pipe is None or not hasattr(pipe, "graph"):
+    plan = find_plan(vars(module).get(name))
+    if plan is None:
         raise CadenzaError(f"{target} has no pipeline named '{name}'", pipeline=name,
                            hint="was the pipeline renamed? resume needs its original name")
-    return pipe
+    return plan
 
 
 def claim_for_resume(store: Any, run: Any, driver_id: str) -> None:
@@ -93,7 +94,7 @@ def resume_run(
     run_id: str,
     *,
     executor: str | None = None,
-    pipeline: Any = None,
+    pipeline: Plan | HasPlan | None = None,
     settings: Settings | None = None,
     on_start: Any = None,
 ) -> Any:
@@ -114,7 +115,7 @@ def resume_run(
     run = store.get_run(run_id)
     if run.state is RunState.SUCCESS:
         return result_from_store(store, run_id, settings.artifact_root)
-    pipe = pipeline or load_pipeline(run.source)
+    pipe = plan_of(pipeline) if pipeline is not None else load_pipeline(run.source)
     check_artifact_root(settings, pipe.name)
     values, _ = pipe.validate_params(run.params)
     driver_id = new_driver_id()

@@ -21,35 +21,21 @@ from cadenza.core.records import RunRecord, TaskInstanceRecord, ValueRef
 from cadenza.core.settings import Settings, get_settings
 from cadenza.core.states import TaskState
 from cadenza.graph.model import PipelineGraph, TaskOutput, substitute
+from cadenza.graph.plan import HasPlan, Plan, plan_of
 
 # How many recent runs are searched for one whose upstream tasks succeeded.
 SEARCH_RUNS = 50
-
-
-class _OneTaskPipeline:
-    """What `run_pipeline` needs from a pipeline, for a graph cut down to one task."""
-
-    def __init__(self, pipe: Any, graph: PipelineGraph) -> None:
-        self._pipe = pipe
-        self.name = pipe.name
-        self.graph = graph
-        self.params = pipe.params
-        self.tags = pipe.tags
-        self.source_file = getattr(pipe, "source_file", None)
-
-    def validate_params(self, params: Any) -> Any:
-        return self._pipe.validate_params(params)
 
 
 @dataclass(slots=True, kw_only=True)
 class TaskTest:
     """A one-task run, ready to start: `run()` it (on `inline` unless told otherwise)."""
 
-    pipeline: Any  # the real pipeline
+    pipeline: Plan  # the real pipeline
     task_id: str
     params: dict[str, Any]
     source_run: RunRecord | None  # where the upstream outputs come from, if anywhere
-    _one: _OneTaskPipeline
+    _one: Plan  # the pipeline's plan with its graph cut down to the task
 
     def run(self, *, executor: str | None = None, settings: Settings | None = None,
             on_start: Any = None) -> Any:
@@ -60,7 +46,7 @@ class TaskTest:
 
 
 def prepare_task_test(
-    pipeline: Any,
+    pipeline: Plan | HasPlan,
     task_id: str,
     *,
     inputs: Mapping[str, Any] | None = None,
@@ -77,6 +63,7 @@ def prepare_task_test(
     from cadenza.core.suggest import did_you_mean
     from cadenza.store import open_store
 
+    pipeline = plan_of(pipeline)
     settings = settings or get_settings()
     graph: PipelineGraph = pipeline.graph
     if task_id not in graph.nodes:
@@ -138,11 +125,11 @@ def prepare_task_test(
 
     merged: dict[str, Any] = {}
     if source_run is not None:
-        known = {p.name for p in pipeline.params}
+        known = set(pipeline.parameters.names)
         merged.update({k: v for k, v in source_run.params.items() if k in known})
     merged.update(params or {})
     return TaskTest(pipeline=pipeline, task_id=task_id, params=merged, source_run=source_run,
-                    _one=_OneTaskPipeline(pipeline, one_graph))
+                    _one=replace(pipeline, graph=one_graph))
 
 
 def _upstreams_in(value: Any) -> set[str]:

@@ -4,7 +4,7 @@ no store.
 What belongs here: what a task's result depends on besides its arguments, as digests that
 are the same in every process and under every module name one file gets (`__main__` when
 run as a script, its file name when `cadenza run` imports it). What does not: looking keys
-up (`engine/cache.py`), explaining misses (`engine/plan.py`).
+up (`engine/cache.py`), explaining misses (`engine/preview.py`).
 
 A task's fingerprint (`task_fingerprint`) has three parts:
 

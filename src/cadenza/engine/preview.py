@@ -42,6 +42,7 @@ from cadenza.engine.cache import (
 )
 from cadenza.graph.fingerprint import TaskFingerprint
 from cadenza.graph.model import ParamValue, PipelineGraph, TaskNode, TaskOutput, substitute
+from cadenza.graph.plan import HasPlan, Plan, plan_of
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class PlanEntry:
 
 
 def plan_pipeline(
-    pipeline_def: Any,
+    pipeline_def: Plan | HasPlan,
     params: Mapping[str, Any],
     *,
     settings: Settings | None = None,
@@ -117,13 +118,14 @@ def plan_pipeline(
         train will run code changed (function build_model)
         evaluate will run upstream will run
     """
+    plan = plan_of(pipeline_def)
     settings = settings or get_settings()
-    values, _ = pipeline_def.validate_params(params)
+    values, _ = plan.validate_params(params)
     if store is None:
         from cadenza.store import open_store
 
         store = open_store(settings.database_url)
-    planner = _Planner(pipeline_def.graph, values, store, settings.artifact_root)
+    planner = _Planner(plan.graph, values, store, settings.artifact_root)
     return planner.plan()
 
 

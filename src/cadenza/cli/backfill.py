@@ -254,7 +254,7 @@ def backfill_command(
     settings = get_settings()
     check_executor(executor)
     pipe = resolve_pipeline(target, settings)
-    if getattr(pipe, "schedule", None) is None:
+    if pipe.schedule is None:
         raise CadenzaError(
             "backfill needs a pipeline with a schedule, and this one has none",
             pipeline=pipe.name,
@@ -280,6 +280,5 @@ def backfill_command(
         print_json(result_to_json(result))
     else:
         _print_summary(result, start=first, end=last, drive=not no_run,
-                       timezone=getattr(pipe, "timezone", None) or "UTC",
-                       start_date=getattr(pipe, "start_date", None))
+                       timezone=pipe.timezone, start_date=pipe.start_date)
     raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)

@@ -1,6 +1,6 @@
 """Finding pipelines: a `FILE[:PIPELINE]` argument, or the project's `cadenza.toml`.
 
-What belongs here: turning what the user typed into a `PipelineDef`, importing pipeline files
+What belongs here: turning what the user typed into a pipeline's `Plan`, importing pipeline files
 (one failing file never stops the others from loading), and the project's list of pipeline
 files. What does not: running anything, or the store.
 
@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 from cadenza.core.errors import CadenzaError
 from cadenza.core.importing import importing_file
 from cadenza.core.suggest import did_you_mean
+from cadenza.graph.plan import Plan, find_plan
 
 if TYPE_CHECKING:
-    from cadenza import PipelineDef
     from cadenza.core.settings import Settings
 
 DEFAULT_PIPELINES_DIR = "pipelines/"
@@ -37,8 +37,8 @@ class LoadedFile:
     """One imported pipeline file: its pipelines by name, or why it could not be imported."""
 
     path: Path
-    pipelines: dict[str, PipelineDef[Any, Any]] = field(default_factory=dict)
-    imported: dict[str, PipelineDef[Any, Any]] = field(default_factory=dict)  # from elsewhere
+    pipelines: dict[str, Plan] = field(default_factory=dict)
+    imported: dict[str, Plan] = field(default_factory=dict)  # from elsewhere
     error: str | None = None  # one line: "NameError: name 'x' is not defined (line 3)"
     detail: str | None = None  # the full text (a DefinitionError's problem list)
     exception: BaseException | None = None
@@ -153,14 +153,13 @@ def load_file(path: Path) -> LoadedFile:
         else:
             loaded.detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         return loaded
-    from cadenza import PipelineDef
-
     for value in list(vars(module).values()):
-        if not isinstance(value, PipelineDef):
+        plan = find_plan(value)
+        if plan is None:
             continue
         # Pipelines imported from another file are that file's: listed once, there.
-        target = loaded.pipelines if value.module == module.__name__ else loaded.imported
-        target.setdefault(value.name, value)
+        target = loaded.pipelines if plan.module == module.__name__ else loaded.imported
+        target.setdefault(plan.name, plan)
     return loaded
 
 
@@ -251,7 +250,7 @@ def _file_error(loaded: LoadedFile, target: str) -> CadenzaError:
     )
 
 
-def resolve_pipeline(target: str, settings: Settings) -> PipelineDef[Any, Any]:
+def resolve_pipeline(target: str, settings: Settings) -> Plan:
     """The pipeline named by `FILE[:PIPELINE]`, or by a bare pipeline name in the project."""
     file_part, name = split_target(target)
     path = Path(file_part)
@@ -299,7 +298,7 @@ def resolve_pipeline(target: str, settings: Settings) -> PipelineDef[Any, Any]:
     )
 
 
-def _pick(loaded: LoadedFile, name: str | None, file_part: str) -> PipelineDef[Any, Any]:
+def _pick(loaded: LoadedFile, name: str | None, file_part: str) -> Plan:
     # A file that only imports pipelines (a "main" script) can run them too.
     pipes = loaded.pipelines or loaded.imported
     if name is not None and name not in pipes and name in loaded.imported:
@@ -325,9 +324,9 @@ def _pick(loaded: LoadedFile, name: str | None, file_part: str) -> PipelineDef[A
     )
 
 
-def schedule_text(pipe: Any) -> str | None:
+def schedule_text(pipe: Plan) -> str | None:
     """How a pipeline's schedule reads in a table: cron/preset text, "every 1:00:00", None."""
-    schedule = getattr(pipe, "schedule", None)
+    schedule = pipe.schedule
     if schedule is None:
         return None
     from datetime import timedelta

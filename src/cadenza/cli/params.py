@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from cadenza.core.errors import CadenzaError
+from cadenza.graph.plan import Plan
 
 _NOT_JSON = object()
 
@@ -64,7 +65,7 @@ def coerce(text: str, annotation: Any) -> Any:
     return text
 
 
-def parse_params(pipe: Any, items: list[str]) -> dict[str, Any]:
+def parse_params(pipe: Plan, items: list[str]) -> dict[str, Any]:
     """`--param` items -> the dict to pass to `pipe.validate_params` (not yet validated)."""
     pairs = split_pairs(items, "--param")
     hints = {p.name: p.annotation for p in pipe.params}
@@ -74,7 +75,7 @@ def parse_params(pipe: Any, items: list[str]) -> dict[str, Any]:
     return out
 
 
-def validate_params(pipe: Any, params: dict[str, Any]) -> None:
+def validate_params(pipe: Plan, params: dict[str, Any]) -> None:
     """`pipe.validate_params`, with a hint about JSON when a text value was refused."""
     from cadenza.core.errors import ParameterError
 

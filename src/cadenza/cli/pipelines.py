@@ -20,6 +20,7 @@ from cadenza.core.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from cadenza.core.settings import Settings
+    from cadenza.graph.plan import Plan
 
 app = typer.Typer(name="pipelines", help="The pipelines of the project; pause and unpause "
                   "their scheduling.", no_args_is_help=True)
@@ -57,7 +58,7 @@ def paused_states(settings: Settings) -> dict[str, bool] | None:
     return {name: state.paused for name, state in states.items()}
 
 
-def pipeline_to_json(pipe: Any, path: Path) -> dict[str, Any]:
+def pipeline_to_json(pipe: Plan, path: Path) -> dict[str, Any]:
     from cadenza.cli.discovery import display_path, schedule_text
 
     params = []
@@ -105,7 +106,7 @@ def list_pipelines(
     broken = [f for f in files if f.error is not None]
     paused = paused_states(settings) if rows else None
 
-    def to_json(pipe: Any, path: Path) -> dict[str, Any]:
+    def to_json(pipe: Plan, path: Path) -> dict[str, Any]:
         data = pipeline_to_json(pipe, path)
         data["paused"] = None if paused is None else paused.get(pipe.name, False)
         return data

@@ -35,6 +35,7 @@ import typer
 
 from cadenza.cli.console import err, escape, note, out, print_json, styled_state
 from cadenza.core.suggest import did_you_mean
+from cadenza.graph.plan import Plan, find_plan
 
 if TYPE_CHECKING:
     from cadenza.core.records import RunRecord
@@ -64,7 +65,7 @@ def _warn_broken(broken: list[Any]) -> None:
                   "lists every broken file")
 
 
-def _project_pipelines(settings: Settings) -> list[Any]:
+def _project_pipelines(settings: Settings) -> list[Plan]:
     from cadenza.cli.discovery import display_path, load_project, project_paths
     from cadenza.core.errors import CadenzaError
 
@@ -87,7 +88,7 @@ def _project_pipelines(settings: Settings) -> list[Any]:
     return pipes
 
 
-def _from_folder(path: Path) -> list[Any]:
+def _from_folder(path: Path) -> list[Plan]:
     from cadenza.cli.discovery import load_file, pipeline_files
     from cadenza.core.errors import CadenzaError
 
@@ -103,7 +104,7 @@ def _from_folder(path: Path) -> list[Any]:
     return pipes
 
 
-def _from_file(path: Path, target: str) -> list[Any]:
+def _from_file(path: Path, target: str) -> list[Plan]:
     """Every pipeline a file defines (`file.py` without `:PIPELINE`)."""
     from cadenza.cli.discovery import load_file_or_raise
     from cadenza.core.errors import CadenzaError
@@ -117,11 +118,10 @@ def _from_file(path: Path, target: str) -> list[Any]:
     return list(pipes.values())
 
 
-def _from_module(module_name: str, name: str, target: str) -> Any:
+def _from_module(module_name: str, name: str, target: str) -> Plan:
     """The pipeline `name` of an importable module (`module:pipeline`)."""
     import importlib
 
-    from cadenza import PipelineDef
     from cadenza.core.errors import CadenzaError
 
     # As `python -m` does: modules of the current folder are importable.
@@ -145,9 +145,10 @@ def _from_module(module_name: str, name: str, target: str) -> Any:
         raise CadenzaError(f"cannot import {module_name}: {type(exc).__name__}: {exc}",
                            hint="fix the module; `cadenza --debug scheduler ...` shows the "
                            "traceback") from exc
-    found = {v.name: v for v in vars(module).values() if isinstance(v, PipelineDef)}
-    value = getattr(module, name, None)
-    if isinstance(value, PipelineDef):
+    plans = [p for p in map(find_plan, vars(module).values()) if p is not None]
+    found = {p.name: p for p in plans}
+    value = find_plan(vars(module).get(name))
+    if value is not None:
         return value
     if name in found:
         return found[name]
@@ -156,7 +157,7 @@ def _from_module(module_name: str, name: str, target: str) -> Any:
         hint=f"pipelines in that module: {', '.join(sorted(found)) or '(none)'}")
 
 
-def _load_target(target: str, settings: Settings) -> list[Any]:
+def _load_target(target: str, settings: Settings) -> list[Plan]:
     from cadenza.cli.discovery import resolve_pipeline, split_target
 
     file_part, name = split_target(target)
@@ -172,11 +173,11 @@ def _load_target(target: str, settings: Settings) -> list[Any]:
     return [resolve_pipeline(target, settings)]  # a pipeline name of the project
 
 
-def find_pipelines(targets: list[str], settings: Settings) -> list[Any]:
+def find_pipelines(targets: list[str], settings: Settings) -> list[Plan]:
     """The pipelines to watch: those TARGETS name, else every pipeline of the project."""
     if not targets:
         return _project_pipelines(settings)
-    pipes: dict[int, Any] = {}
+    pipes: dict[int, Plan] = {}
     for target in targets:
         for pipe in _load_target(target, settings):
             pipes.setdefault(id(pipe), pipe)
@@ -195,13 +196,18 @@ def _triggers_text(spec: TriggerSpec) -> str:
     return "; ".join(parts)
 
 
-def _schedule_text(pipe: Any) -> str:
+def _timezone_of(scheduler: Scheduler, name: str) -> str:
+    plan = scheduler.pipelines.get(name)
+    return plan.timezone if plan is not None else "UTC"
+
+
+def _schedule_text(pipe: Plan) -> str:
     from cadenza.cli.discovery import schedule_text
 
     text = schedule_text(pipe)
     if text is None:
         return ""
-    tz = getattr(pipe, "timezone", "UTC") or "UTC"
+    tz = pipe.timezone
     return text if tz == "UTC" else f"{text} ({tz})"
 
 
@@ -344,8 +350,7 @@ def summarise_tick(scheduler: Scheduler, report: TickReport, *, since: datetime,
     for r in created:
         by_pipeline[r.pipeline][r.trigger].append(r)
     for name in sorted(by_pipeline):
-        pipe = scheduler.pipelines.get(name)
-        tz = getattr(pipe, "timezone", "UTC") or "UTC"
+        tz = _timezone_of(scheduler, name)
         for trigger, group in by_pipeline[name].items():
             console.print(f"  created  {escape(name)}: {escape(_why(trigger, group, tz))}")
     if events:
@@ -365,8 +370,7 @@ def summarise_tick(scheduler: Scheduler, report: TickReport, *, since: datetime,
         for col in ("RUN ID", "PIPELINE", "TRIGGER", "LOGICAL DATE", "STATE"):
             table.add_column(col, no_wrap=True)
         for r in driven:
-            pipe = scheduler.pipelines.get(r.pipeline)
-            tz = getattr(pipe, "timezone", "UTC") or "UTC"
+            tz = _timezone_of(scheduler, r.pipeline)
             table.add_row(escape(r.run_id), escape(r.pipeline), escape(r.trigger),
                           _when(r.logical_date, tz), styled_state(r.state))
         console.print(table)

@@ -33,6 +33,7 @@ from cadenza.core.ids import new_driver_id
 from cadenza.core.settings import Settings, get_settings
 from cadenza.core.states import RunState
 from cadenza.engine.api import drive_run, new_run
+from cadenza.graph.plan import HasPlan, Plan, plan_of
 from cadenza.triggers.cron import Interval, Timetable
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class BackfillResult:
 
 
 def backfill(
-    pipeline: Any,
+    pipeline: Plan | HasPlan,
     start: Any,
     end: Any,
     *,
@@ -122,6 +123,7 @@ def backfill(
     from cadenza.store import open_store
     from cadenza.store.scheduling import scheduling_store
 
+    pipeline = plan_of(pipeline)
     tt = Timetable.of(pipeline)
     if tt is None:
         raise CadenzaError("backfill needs a pipeline with a schedule", pipeline=pipeline.name,
@@ -150,7 +152,7 @@ def backfill(
         if rerun_failed:
             result.rerun = [f.run_id for f in _failed_in_range(sched, pipeline.name, result)]
     if drive and (result.created or result.queued or result.rerun):
-        limit = max_active or getattr(pipeline, "max_active_runs", None) or 4
+        limit = max_active or pipeline.max_active_runs or 4
         _drive_all(pipeline, result, limit, executor, settings, on_progress)
     if result.existing or any(s in _UNFINISHED for s in result.states.values()):
         result.failed = _failed_in_range(sched, pipeline.name, result)
@@ -182,7 +184,7 @@ def _still_queued(sched: Any, pipeline: str, result: BackfillResult) -> list[str
     return [run_id for run_id in existing if run_id in queued]
 
 
-def _drive_all(pipeline: Any, result: BackfillResult, limit: int, executor: str | None,
+def _drive_all(pipeline: Plan, result: BackfillResult, limit: int, executor: str | None,
                settings: Settings, on_progress: Progress | None) -> None:
     from cadenza.store import open_store
     from cadenza.store.scheduling import scheduling_store
@@ -191,7 +193,7 @@ def _drive_all(pipeline: Any, result: BackfillResult, limit: int, executor: str 
     sched = scheduling_store(store)
     # Claimed like a scheduler claims: under the pipeline's lock and max_active_runs, so
     # backfill and schedulers together never run more of it at once than the cap.
-    caps = {pipeline.name: getattr(pipeline, "max_active_runs", None)}
+    caps = {pipeline.name: pipeline.max_active_runs}
     driver_id = new_driver_id()
     rerun = set(result.rerun)
     pending = [*result.rerun, *result.queued, *result.created]  # each oldest interval first
@@ -245,7 +247,7 @@ def _drive_all(pipeline: Any, result: BackfillResult, limit: int, executor: str 
         t.join()
 
 
-def _resume(pipeline: Any, run_id: str, executor: str | None, settings: Settings,
+def _resume(pipeline: Plan, run_id: str, executor: str | None, settings: Settings,
             store: Any) -> RunState:
     """Resume a failed run of the range in place; its end state."""
     from cadenza.engine.resume import resume_run

@@ -61,6 +61,7 @@ from zoneinfo import ZoneInfo
 
 from cadenza.core.cron import expand_preset
 from cadenza.core.errors import CadenzaError
+from cadenza.graph.plan import HasPlan, Plan, plan_of
 from cadenza.triggers.wallclock import (
     FieldsWalk,
     calm_offset,
@@ -354,18 +355,17 @@ class Timetable:
         self._upcoming: Interval | None = None
 
     @classmethod
-    def of(cls, pipeline: Any) -> Timetable | None:
-        """The timetable of a PipelineDef, or None when it has no time schedule."""
-        tz = getattr(pipeline, "timezone", "UTC") or "UTC"
-        start_date = getattr(pipeline, "start_date", None)
-        sched = schedule_of(getattr(pipeline, "schedule", None), tz, start_date)
+    def of(cls, pipeline: Plan | HasPlan) -> Timetable | None:
+        """The timetable of a pipeline, or None when it has no time schedule."""
+        plan = plan_of(pipeline)
+        tz = plan.timezone
+        sched = schedule_of(plan.schedule, tz, plan.start_date)
         if sched is None:
             return None
-        end_date = getattr(pipeline, "end_date", None)
         return cls(sched,
-                   start=to_utc(start_date, tz) if start_date is not None else None,
-                   end=to_utc(end_date, tz) if end_date is not None else None,
-                   catchup=bool(getattr(pipeline, "catchup", False)), timezone=tz)
+                   start=to_utc(plan.start_date, tz) if plan.start_date is not None else None,
+                   end=to_utc(plan.end_date, tz) if plan.end_date is not None else None,
+                   catchup=plan.catchup, timezone=tz)
 
     def _allowed(self, logical: datetime) -> bool:
         return ((self.first is None or logical >= self.first)

@@ -46,6 +46,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from cadenza.core.errors import CadenzaError, ParameterError
+from cadenza.graph.plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def _payload_of(raw: Any) -> dict[str, Any]:
     return {"raw": text[:16384]}
 
 
-def handle_message(pipeline: Any, trigger: EventTrigger, message_id: str, raw: Any, *,
+def handle_message(pipeline: Plan, trigger: EventTrigger, message_id: str, raw: Any, *,
                    sched: Any) -> Any:
     """Record one message and create its run (cases 1-3). Returns the EventOutcome.
 

@@ -53,6 +53,7 @@ from cadenza.engine.api import drive_run, fail_run, new_run
 from cadenza.engine.cancel import cancel_undriven
 from cadenza.engine.lease import DriverLiveness, driver_liveness
 from cadenza.engine.resume import resume_run
+from cadenza.graph.plan import HasPlan, Plan, plan_of
 from cadenza.triggers.cron import Interval, Timetable
 from cadenza.triggers.events import EventTrigger, handle_message, make_consumer
 from cadenza.triggers.metrics import scheduler_metrics
@@ -73,12 +74,10 @@ class TriggerSpec:
     events: tuple[EventTrigger, ...] = ()
 
 
-def trigger_spec(pipeline: Any) -> TriggerSpec:
+def trigger_spec(pipeline: Plan | HasPlan) -> TriggerSpec:
     """Sort a pipeline's `triggers=` into assets (all or AnyOf), sensors and events."""
-    raw = getattr(pipeline, "triggers", None)
-    if raw is None:
-        return TriggerSpec()
-    items = list(raw) if isinstance(raw, (list, tuple, set, frozenset)) else [raw]
+    pipeline = plan_of(pipeline)
+    items = pipeline.triggers
     assets: list[str] = []
     any_assets: list[str] = []
     sensors: list[Sensor] = []
@@ -97,13 +96,13 @@ def trigger_spec(pipeline: Any) -> TriggerSpec:
         else:
             raise CadenzaError(
                 f"triggers: {item!r} is not an Asset, AnyOf, sensor or EventTrigger",
-                pipeline=getattr(pipeline, "name", None),
+                pipeline=pipeline.name,
                 hint="triggers=[Asset('features/user')], triggers=AnyOf(a, b), "
                      "triggers=[FileSensor('in/*.csv')] or triggers=[EventTrigger(url)]")
     if assets and any_assets:
         raise CadenzaError(
             "triggers mixes plain assets (all must update) with AnyOf (any may)",
-            pipeline=getattr(pipeline, "name", None),
+            pipeline=pipeline.name,
             hint="use triggers=[a, b] for all of them, or triggers=AnyOf(a, b) for any")
     return TriggerSpec(assets=tuple(dict.fromkeys(assets or any_assets)),
                        any_of=bool(any_assets), sensors=tuple(sensors), events=tuple(events))
@@ -154,7 +153,7 @@ class Scheduler:
 
     def __init__(
         self,
-        pipelines: Iterable[Any],
+        pipelines: Iterable[Plan | HasPlan],
         *,
         settings: Settings | None = None,
         executor: str | None = None,
@@ -184,8 +183,8 @@ class Scheduler:
         self.store = open_store(self.settings.database_url)
         self.sched = scheduling_store(self.store)
 
-        self.pipelines: dict[str, Any] = {}
-        for p in pipelines:
+        self.pipelines: dict[str, Plan] = {}
+        for p in map(plan_of, pipelines):
             if p.name in self.pipelines and self.pipelines[p.name] is not p:
                 raise CadenzaError(f"two pipelines are named '{p.name}'", pipeline=p.name,
                                    hint="give each pipeline a unique name: @pipeline(name=...)")
@@ -197,12 +196,12 @@ class Scheduler:
             if tt is not None:
                 self.timetables[name] = tt
             self.specs[name] = trigger_spec(p)
-        self._caps = {n: getattr(p, "max_active_runs", None) for n, p in self.pipelines.items()}
+        self._caps = {n: p.max_active_runs for n, p in self.pipelines.items()}
         self._asset_pipelines = {n: s for n, s in self.specs.items() if s.assets}
         self._asset_names = sorted({a for s in self._asset_pipelines.values() for a in s.assets})
         self._sensor_triggers = [(n, s) for n, spec in self.specs.items() for s in spec.sensors]
-        self._sla = {n: _seconds(p.sla) for n, p in self.pipelines.items()
-                     if getattr(p, "sla", None)}
+        self._sla = {n: p.sla.total_seconds() for n, p in self.pipelines.items()
+                     if p.sla is not None}
 
         self._next_due: dict[str, datetime | None] = {}
         # Per pipeline, the newest logical date this scheduler has dealt with (created,
@@ -445,11 +444,11 @@ class Scheduler:
     def _fire_sla_miss(self, name: str, run: Any) -> None:
         from cadenza.engine.callbacks import CallbackContext, CallbackQueue
 
-        hooks = (getattr(self.pipelines[name], "options", {}) or {}).get("on_sla_miss")
+        hooks = self.pipelines[name].callbacks.on_sla_miss
         if not hooks:
             return
         queue = CallbackQueue()
-        queue.add(tuple(hooks) if isinstance(hooks, (list, tuple)) else (hooks,),
+        queue.add(hooks,
                   CallbackContext(pipeline=name, run_id=run.run_id, task_id=None,
                                   map_index=-1, attempt=0, state=run.state))
         queue.run_all()
@@ -667,10 +666,6 @@ class Scheduler:
 
 def _newest(a: datetime | None, b: datetime | None) -> datetime | None:
     return b if a is None or (b is not None and b > a) else a
-
-
-def _seconds(value: Any) -> float:
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
 # -- plain functions for the CLI ---------------------------------------------------------------

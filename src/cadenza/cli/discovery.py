@@ -1,50 +1,28 @@
 """Finding pipelines: a `FILE[:PIPELINE]` argument, or the project's `cadenza.toml`.
 
-What belongs here: turning what the user typed into a pipeline's `Plan`, importing pipeline files
-(one failing file never stops the others from loading), and the project's list of pipeline
-files. What does not: running anything, or the store.
+What belongs here: turning what the user typed into a pipeline's `Plan` (one failing file
+never stops the others from loading), and the project's list of pipeline files. What does
+not: running anything, or the store.
 
-A file is imported under a module name its worker processes can import again: the file's
-dotted name from the top of its package (`pipelines/x.py` in a folder without `__init__.py`
-is module `x`, with that folder put on `sys.path`, as `python pipelines/x.py` would). When
-that name is taken by another module, the file gets a private name and its functions are
-pickled by value instead.
+Importing a file (once per process, under a module name its workers can import again) is
+`engine/loading.py`'s, the one loader that the CLI, the scheduler and resume share.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
-import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cadenza.core.errors import CadenzaError
-from cadenza.core.importing import importing_file
 from cadenza.core.suggest import did_you_mean
-from cadenza.graph.plan import Plan, find_plan
+from cadenza.engine.loading import LoadedFile, load_file
+from cadenza.graph.plan import Plan
 
 if TYPE_CHECKING:
     from cadenza.core.settings import Settings
 
 DEFAULT_PIPELINES_DIR = "pipelines/"
-
-
-@dataclass(slots=True)
-class LoadedFile:
-    """One imported pipeline file: its pipelines by name, or why it could not be imported."""
-
-    path: Path
-    pipelines: dict[str, Plan] = field(default_factory=dict)
-    imported: dict[str, Plan] = field(default_factory=dict)  # from elsewhere
-    error: str | None = None  # one line: "NameError: name 'x' is not defined (line 3)"
-    detail: str | None = None  # the full text (a DefinitionError's problem list)
-    exception: BaseException | None = None
-
-
-_loaded: dict[Path, LoadedFile] = {}
 
 
 def display_path(path: Path) -> str:
@@ -53,114 +31,6 @@ def display_path(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
-
-
-def _module_name_for(path: Path) -> tuple[str, Path]:
-    """(dotted module name, folder to put on sys.path) for a .py file."""
-    parts = [path.stem]
-    folder = path.parent
-    while (folder / "__init__.py").is_file() and folder.parent != folder:
-        parts.insert(0, folder.name)
-        folder = folder.parent
-    return ".".join(parts), folder
-
-
-def _is_free(name: str, root: Path, path: Path) -> bool:
-    """True if `import name` (with `root` first on sys.path) gives this very file."""
-    existing = sys.modules.get(name)
-    if existing is not None:
-        return Path(getattr(existing, "__file__", "") or "").resolve() == path
-    top = name.partition(".")[0]
-    if top in sys.builtin_module_names or top in sys.stdlib_module_names:
-        return False
-    try:
-        spec = importlib.util.find_spec(top)
-    except (ImportError, ValueError):
-        return False
-    if spec is None:
-        return False
-    if "." in name:
-        expected = (root / top).resolve()
-        return any(Path(loc).resolve() == expected for loc in spec.submodule_search_locations or [])
-    return bool(spec.origin) and Path(spec.origin or "").resolve() == path
-
-
-def _first_line(exc: BaseException, path: Path) -> str:
-    if isinstance(exc, SyntaxError):
-        where = f" (line {exc.lineno})" if exc.lineno else ""
-        return f"SyntaxError: {exc.msg}{where}"
-    from cadenza.core.errors import DefinitionError
-
-    if isinstance(exc, DefinitionError):
-        text = exc._render().splitlines()
-        return f"DefinitionError: {text[0].rstrip(':')}: {text[1].strip() if len(text) > 1 else ''}"
-    line = None
-    for frame in traceback.extract_tb(exc.__traceback__):
-        if frame.filename and Path(frame.filename).resolve() == path:
-            line = frame.lineno
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    head = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    return head + (f" (line {line})" if line else "")
-
-
-def load_file(path: Path) -> LoadedFile:
-    """Import a pipeline file once per process; errors are kept, never raised."""
-    path = path.resolve()
-    cached = _loaded.get(path)
-    if cached is not None:
-        return cached
-    loaded = LoadedFile(path=path)
-    _loaded[path] = loaded
-    name, root = _module_name_for(path)
-    by_value = False
-    root_str = str(root)
-    if root_str not in sys.path:
-        sys.path.insert(0, root_str)
-    if not _is_free(name, root, path):
-        name = f"cadenza_user_{path.stem}_{abs(hash(str(path))) % 10**8}"
-        by_value = True
-    try:
-        module = sys.modules.get(name)
-        if module is None:
-            if "." in name and not by_value:
-                with importing_file(path):
-                    module = importlib.import_module(name)
-            else:
-                spec = importlib.util.spec_from_file_location(name, path)
-                if spec is None or spec.loader is None:
-                    raise ImportError(f"cannot import {path}")
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[name] = module
-                try:
-                    with importing_file(path):
-                        spec.loader.exec_module(module)
-                except BaseException:
-                    sys.modules.pop(name, None)
-                    raise
-        if by_value:
-            import cloudpickle  # type: ignore[import-untyped,unused-ignore]
-
-            cloudpickle.register_pickle_by_value(module)
-    except KeyboardInterrupt:
-        raise
-    except BaseException as exc:  # noqa: BLE001 - a broken user file is reported, not raised
-        loaded.exception = exc
-        loaded.error = _first_line(exc, path)
-        from cadenza.core.errors import DefinitionError
-
-        if isinstance(exc, DefinitionError):
-            loaded.detail = exc._render()
-        else:
-            loaded.detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        return loaded
-    for value in list(vars(module).values()):
-        plan = find_plan(value)
-        if plan is None:
-            continue
-        # Pipelines imported from another file are that file's: listed once, there.
-        target = loaded.pipelines if plan.module == module.__name__ else loaded.imported
-        target.setdefault(plan.name, plan)
-    return loaded
 
 
 def split_target(target: str) -> tuple[str, str | None]:
@@ -334,3 +204,7 @@ def schedule_text(pipe: Plan) -> str | None:
     if isinstance(schedule, timedelta):
         return f"every {schedule}"
     return str(schedule)
+
+
+__all__ = ["LoadedFile", "display_path", "load_file", "load_project", "resolve_pipeline",
+           "schedule_text", "split_target"]

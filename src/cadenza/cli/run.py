@@ -234,7 +234,8 @@ def _pipeline_of_run(source: str) -> Any:
     processes can import it); None to let the engine find it."""
     from pathlib import Path
 
-    from cadenza.cli.discovery import load_file, split_target
+    from cadenza.cli.discovery import split_target
+    from cadenza.engine.loading import load_file
 
     file_part, name = split_target(source)
     if name is None or not file_part.endswith(".py") or not Path(file_part).is_file():

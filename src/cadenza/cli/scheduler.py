@@ -25,7 +25,6 @@ twice).
 from __future__ import annotations
 
 import os
-import sys
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +34,7 @@ import typer
 
 from cadenza.cli.console import err, escape, note, out, print_json, styled_state
 from cadenza.core.suggest import did_you_mean
-from cadenza.graph.plan import Plan, find_plan
+from cadenza.graph.plan import Plan
 
 if TYPE_CHECKING:
     from cadenza.core.records import RunRecord
@@ -89,8 +88,9 @@ def _project_pipelines(settings: Settings) -> list[Plan]:
 
 
 def _from_folder(path: Path) -> list[Plan]:
-    from cadenza.cli.discovery import load_file, pipeline_files
+    from cadenza.cli.discovery import pipeline_files
     from cadenza.core.errors import CadenzaError
+    from cadenza.engine.loading import load_file
 
     files = [load_file(f) for f in pipeline_files([path])]
     pipes = [p for f in files for p in f.pipelines.values()]
@@ -120,16 +120,11 @@ def _from_file(path: Path, target: str) -> list[Plan]:
 
 def _from_module(module_name: str, name: str, target: str) -> Plan:
     """The pipeline `name` of an importable module (`module:pipeline`)."""
-    import importlib
-
     from cadenza.core.errors import CadenzaError
+    from cadenza.engine.loading import load_module
 
-    # As `python -m` does: modules of the current folder are importable.
-    here = str(Path.cwd())
-    if here not in sys.path:
-        sys.path.insert(0, here)
     try:
-        module = importlib.import_module(module_name)
+        plans = load_module(module_name)
     except CadenzaError:
         raise
     except ModuleNotFoundError as exc:
@@ -145,13 +140,10 @@ def _from_module(module_name: str, name: str, target: str) -> Plan:
         raise CadenzaError(f"cannot import {module_name}: {type(exc).__name__}: {exc}",
                            hint="fix the module; `cadenza --debug scheduler ...` shows the "
                            "traceback") from exc
-    plans = [p for p in map(find_plan, vars(module).values()) if p is not None]
-    found = {p.name: p for p in plans}
-    value = find_plan(vars(module).get(name))
+    value = plans.get(name)
     if value is not None:
         return value
-    if name in found:
-        return found[name]
+    found = plans.by_name
     raise CadenzaError(
         f"module {module_name} has no pipeline named '{name}'." + did_you_mean(name, sorted(found)),
         hint=f"pipelines in that module: {', '.join(sorted(found)) or '(none)'}")

@@ -13,22 +13,18 @@ heartbeat has expired, is taken over.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
-import sys
-from pathlib import Path
 from typing import Any
 
 from cadenza.core import clock
-from cadenza.core.errors import CadenzaError, RunConflict
+from cadenza.core.errors import RunConflict
 from cadenza.core.ids import new_driver_id
-from cadenza.core.importing import importing_file
 from cadenza.core.records import AttemptRecord, ErrorInfo
 from cadenza.core.settings import Settings, get_settings
 from cadenza.core.states import RunState, TaskState, reopen_run
 from cadenza.engine.active import KEEP
-from cadenza.graph.plan import HasPlan, Plan, find_plan, plan_of
+from cadenza.graph.plan import HasPlan, Plan, plan_of
 
 log = logging.getLogger(__name__)
 
@@ -36,37 +32,11 @@ S = TaskState
 
 
 def load_pipeline(source: str) -> Plan:
-    """The Plan of the pipeline named by a run's `source` ("path/to/file.py:name" or "module:name")."""
-    target, _, name = source.rpartition(":")
-    if not target:
-        raise CadenzaError(f"cannot locate the pipeline of this run (source {source!r})",
-                           hint="resume it from Python: pipeline_def.resume(run_id)")
-    try:
-        if target.endswith(".py") or os.sep in target:
-            path = Path(target)
-            module_name = f"cadenza_user_{abs(hash(str(path.resolve())))}"
-            module = sys.modules.get(module_name)
-            if module is None:
-                spec = importlib.util.spec_from_file_location(module_name, path)
-                if spec is None or spec.loader is None:
-                    raise FileNotFoundError(target)
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[module_name] = module
-                folder = str(path.resolve().parent)
-                if folder not in sys.path:
-                    sys.path.insert(0, folder)
-                with importing_file(path):
-                    spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(target)
-    except FileNotFoundError as exc:
-        raise CadenzaError(f"the pipeline file {target} no longer exists",
-                           pipeline=name, hint="restore the file, then resume again") from exc
-    plan = find_plan(vars(module).get(name))
-    if plan is None:
-        raise CadenzaError(f"{target} has no pipeline named '{name}'", pipeline=name,
-                           hint="was the pipeline renamed? resume needs its original name")
-    return plan
+    """The Plan of the pipeline named by a run's `source` ("path/to/file.py:name" or
+    "module:name"), through the one loader (engine/loading.py)."""
+    from cadenza.engine.loading import load_source
+
+    return load_source(source)
 
 
 def claim_for_resume(store: Any, run: Any, driver_id: str) -> None:

@@ -80,7 +80,7 @@ class Parameters:
         known = {p.name for p in self.specs}
         unknown = [k for k in params if k not in known]
         if unknown:
-            from cadenza.graph.validate import did_you_mean
+            from cadenza.core.suggest import did_you_mean
 
             k = unknown[0]
             raise ParameterError(

@@ -217,21 +217,25 @@ def test_backfill_range_reads_naive_dates_in_the_pipeline_zone_and_stops_at_now(
 
 
 def test_timetable_of_a_pipeline_reads_its_options() -> None:
-    class P:
-        schedule = "@daily"
-        timezone = PARIS
-        start_date = datetime(2026, 1, 1)
-        end_date = None
-        catchup = True
+    from cadenza import pipeline, task
 
-    tt = Timetable.of(P())
+    @task
+    def step() -> None:
+        return None
+
+    @pipeline(schedule="@daily", timezone=PARIS, start_date="2026-01-01", catchup=True)
+    def daily() -> None:
+        step()
+
+    @pipeline
+    def unscheduled() -> None:
+        step()
+
+    tt = Timetable.of(daily)
     assert tt is not None and tt.catchup
     assert tt.first == to_utc("2026-01-01", PARIS)
-
-    class NoSchedule:
-        schedule = None
-
-    assert Timetable.of(NoSchedule()) is None
+    assert Timetable.of(daily.plan) is not None  # the Plan itself, as the scheduler holds it
+    assert Timetable.of(unscheduled) is None
 
 
 def test_bad_schedules_are_refused_with_a_hint() -> None:

@@ -4,7 +4,7 @@ Defining a pipeline validates it at once: cycles, unknown branch targets, duplic
 option mistakes, bad schedules, parameter defaults that do not match their type hints or
 cannot be stored with a run. Every problem is reported in one DefinitionError.
 
-Defining a pipeline also builds its `Plan` (graph/plan.py), once: the typed, frozen view
+A pipeline's `Plan` (graph/plan.py), built once on first use, is the typed, frozen view
 that the engine, triggers and surfaces read instead of this object. Running (`.run()`) is
 the engine's job: `cadenza/__init__.py` wires the engine's entry point in (`use_runner`), so
 authoring never imports the engine, and the engine is imported only on the first run.
@@ -16,7 +16,7 @@ import inspect
 import json
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from cadenza.authoring.builder import GraphBuilder
 from cadenza.authoring.refs import ParamRef
@@ -25,9 +25,10 @@ from cadenza.core.errors import CadenzaError, DefinitionError, ParameterError, P
 from cadenza.core.importing import file_being_imported
 from cadenza.graph.model import ParamSpec as GraphParam
 from cadenza.graph.model import PipelineGraph
-from cadenza.graph.params import Parameters, type_label
-from cadenza.graph.plan import PipelineCallbacks, Plan
 from cadenza.graph.validate import validate_graph
+
+if TYPE_CHECKING:
+    from cadenza.graph.plan import Plan
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -129,31 +130,45 @@ class PipelineDef(Generic[P, R]):
         self.sla = _to_timedelta(self.sla, problems)
         self.params = self._read_params(problems)
         self.graph = self._trace(problems)
-        self.plan: Plan = Plan(
-            name=self.name,
-            graph=self.graph,
-            parameters=Parameters(pipeline=self.name, specs=self.params),
-            description=self.description,
-            tags=tuple(str(t) for t in self.tags),
-            source=f"{self.source_file}:{self.name}" if self.source_file else self.graph.source,
-            source_file=self.source_file,
-            module=self.module,
-            schedule=self.schedule,
-            timezone=self.timezone,
-            start_date=self.start_date,
-            end_date=self.end_date,
-            catchup=self.catchup,
-            max_active_runs=self.max_active_runs,
-            triggers=_as_tuple(self.triggers),
-            tracking=self.tracking,
-            sla=self.sla,
-            callbacks=PipelineCallbacks(on_success=_as_tuple(options.get("on_success")),
-                                        on_failure=_as_tuple(options.get("on_failure")),
-                                        on_sla_miss=_as_tuple(options.get("on_sla_miss"))),
-        )
+        self._options = options
+        self._plan: Plan | None = None
         self.__doc__ = fn.__doc__
         self.__name__ = self.name
         self.__wrapped__ = fn
+
+    @property
+    def plan(self) -> Plan:
+        """The typed, frozen view of this pipeline that the engine, triggers and surfaces
+        read (graph/plan.py). Built on first use and kept: `import cadenza` and defining a
+        pipeline do not import graph/plan.py (~1 ms of a cold start)."""
+        if self._plan is None:
+            from cadenza.graph.params import Parameters
+            from cadenza.graph.plan import PipelineCallbacks, Plan
+
+            options = self._options
+            self._plan = Plan(
+                name=self.name,
+                graph=self.graph,
+                parameters=Parameters(pipeline=self.name, specs=self.params),
+                description=self.description,
+                tags=tuple(str(t) for t in self.tags),
+                source=f"{self.source_file}:{self.name}" if self.source_file else self.graph.source,
+                source_file=self.source_file,
+                module=self.module,
+                schedule=self.schedule,
+                timezone=self.timezone,
+                start_date=self.start_date,
+                end_date=self.end_date,
+                catchup=self.catchup,
+                max_active_runs=self.max_active_runs,
+                triggers=_as_tuple(self.triggers),
+                tracking=self.tracking,
+                sla=self.sla,
+                callbacks=PipelineCallbacks(on_success=_as_tuple(options.get("on_success")),
+                                            on_failure=_as_tuple(options.get("on_failure")),
+                                            on_sla_miss=_as_tuple(options.get("on_sla_miss"))),
+            )
+        return self._plan
 
     def __repr__(self) -> str:
         return f"<pipeline '{self.name}' ({len(self.graph)} tasks)>"
@@ -180,6 +195,8 @@ class PipelineDef(Generic[P, R]):
                 pass  # a str/int/float/bool default of its own type: no pydantic needed
             elif has_default:
                 from pydantic import TypeAdapter, ValidationError  # ~0.1 s the first time
+                
+                from cadenza.graph.params import type_label
 
                 default = p.default
                 try:
@@ -331,7 +348,7 @@ def _to_timedelta(value: Any, problems: list[Problem]) -> timedelta | None:
 # import it; the top-level package (`cadenza/__init__.py`) wires the engine's entry point
 # here, so the edge is an ordinary import that import-linter sees, and the engine's
 # modules are still only imported on the first run.
-Runner = Callable[[Plan, Mapping[str, Any], "str | None"], Any]
+Runner = Callable[["Plan", Mapping[str, Any], "str | None"], Any]
 _runner: Runner | None = None
 
 

@@ -76,7 +76,7 @@ from cadenza.store.db import (
     store_cache,
     translated,
 )
-from cadenza.store.dml import PreparedDml, Step, run_transaction
+from cadenza.store.dml import PreparedDml, Step, Writer
 from cadenza.store.tables import (
     UTCDateTime,
     asset_events_table,
@@ -208,6 +208,7 @@ class RunStore:
         self._insert_attempt = PreparedDml(_INSERT_ATTEMPT, engine, "attempts")
         self._insert_metric = PreparedDml(_INSERT_METRIC, engine, "metrics")
         self._lineage = lineage.LineageDml(engine)
+        self._writer = Writer(engine, url)
 
     def __repr__(self) -> str:
         return f"RunStore({mask_url(self.url)!r})"
@@ -219,7 +220,7 @@ class RunStore:
         steps: list[Step] = [(self._insert_run, [run_params(run)], False)]
         if task_instances:
             steps.append((self._insert_ti, [ti_params(t) for t in task_instances], False))
-        run_transaction(self._engine, self.url, steps, "creating a run")
+        self._writer.run(steps, "creating a run")
 
     def write(self, batch: WriteBatch) -> None:
         """Write everything one engine step changed, in ONE transaction.
@@ -273,8 +274,7 @@ class RunStore:
             steps.append((self._insert_metric, [metric_params(m) for m in batch.metrics], False))
         if batch.artifacts or batch.asset_events:
             steps.extend(self._lineage.steps(batch.artifacts, batch.asset_events, clock.now()))
-        run_transaction(self._engine, self.url, steps, "writing a batch",
-                        synchronous=batch.synchronous)
+        self._writer.run(steps, "writing a batch", synchronous=batch.synchronous)
 
     @translated("deleting a run")
     def delete_run(self, run_id: str) -> None:
@@ -701,6 +701,7 @@ class RunStore:
         A later `open_store()` with the same URL builds a new one.
         """
         store_cache.discard(self.url, self)
+        self._writer.close()
         self._engine.dispose()
 
 

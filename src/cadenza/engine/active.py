@@ -337,7 +337,7 @@ class ActiveRun:
         """`inst` reached SUCCESS, CACHED or FAILED: tell its node and, through it, downstream."""
         if inst.state is S.FAILED:
             self.on_failed(inst)
-        self._final(inst, inst.chosen)
+        self.finished(inst, inst.chosen)
 
     def cached(self, inst: Instance, output: ValueRef, origin: dict[str, Any]) -> None:
         """Served from the cache: CACHED, and a cached branch repeats its recorded choice."""
@@ -348,14 +348,14 @@ class ActiveRun:
             chosen, _ = rules.branch_choice(self._load(inst), self.downstream[inst.node.id])
             inst.chosen = chosen or []
         self.move(inst, S.CACHED)
-        self._final(inst, inst.chosen)
+        self.finished(inst, inst.chosen)
 
     def fail(self, inst: Instance, error: ErrorInfo) -> None:
         """`inst` fails without an attempt's outcome (it can never be admitted, its sensor
         timed out): FAILED, and downstream learns of it."""
         self._fail_state(inst, error)
         self.on_failed(inst)
-        self._final(inst, None)
+        self.finished(inst, None)
 
     def _fail_state(self, inst: Instance, error: ErrorInfo) -> None:
         inst.error = error
@@ -402,10 +402,14 @@ class ActiveRun:
         """The run's state now: RUNNING while anything is unfinished, then its end."""
         if self.stopped_as is not None:
             return self.stopped_as
-        return run_state_of(inst.state for inst in self.instances())
+        return run_state_of([inst.state for ns in self.nodes.values()
+                             for inst in (ns.summary, *ns.children)])
 
     # --- propagation ---------------------------------------------------------------------
-    def _final(self, inst: Instance, branch: list[str] | None) -> None:
+    def finished(self, inst: Instance, branch: list[str] | None) -> None:
+        """`inst` reached a final state (`branch`: what a branch chose): tell its node and,
+        through it, downstream. `conclude()` calls it; the driver calls it directly after a
+        success (one call less per task)."""
         ns = self.nodes[inst.node.id]
         self.uncommitted.add(ns.node.id)
         if inst.map_index >= 0:

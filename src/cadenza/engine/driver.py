@@ -10,6 +10,11 @@ The loop (no fixed tick, no busy polling):
 Readiness is incremental: each node keeps counts of its upstreams' final states, updated
 once per finished upstream (O(edges) per run). The driver's memory is authoritative for its
 run; the store is written through and is what resume rebuilds from.
+
+What belongs here: the loop, group commit, admission, dispatch and cancel. The scheduling
+view and every state move are the owner's (engine/active.py); the driver mixes in sensor
+polling (sensors.py), what an attempt's end writes (writes.py) and experiment tracking
+(tracking.py).
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import os
 import queue
 import threading
 import time
@@ -27,12 +31,9 @@ from dataclasses import replace
 from typing import Any
 
 from cadenza.core import clock
-from cadenza.core.errors import SENSOR_NOT_READY, SENSOR_TIMEOUT, TaskCancelled
+from cadenza.core.errors import TaskCancelled
 from cadenza.core.logfiles import attempt_log_path
 from cadenza.core.records import (
-    ArtifactRecord,
-    AssetEventRecord,
-    AttemptRecord,
     ErrorInfo,
     MetricRecord,
     RunRecord,
@@ -44,19 +45,19 @@ from cadenza.core.states import RunState, TaskState, move_run
 from cadenza.engine.active import ActiveRun, Instance
 from cadenza.engine.callbacks import CallbackContext, CallbackQueue
 from cadenza.engine.ready import Admission
+from cadenza.engine.sensors import SensorSteps
+from cadenza.engine.tracking import RunTracking
 from cadenza.engine.watch import CallerThreadWatch
+from cadenza.engine.writes import OutcomeWrites
 from cadenza.executors.base import Executor, TaskCall, TaskOutcome
 from cadenza.graph.model import (
     PipelineGraph,
-    TaskOutput,
-    iter_markers,
     substitute,
 )
 
 log = logging.getLogger(__name__)
 
 S = TaskState
-_DEADLINE_SLACK_S = 0.05
 
 # Group commit (see RunDriver._should_flush): outcomes of quick attempts may wait this long
 # to share one transaction; an attempt that ran at least GROUP_COMMIT_MAX_TASK_S is
@@ -65,7 +66,7 @@ GROUP_COMMIT_S = 0.010
 GROUP_COMMIT_MAX_TASK_S = 0.050
 
 
-class RunDriver:
+class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
     """Drives one run to its final state. Not thread-safe except `cancel()`."""
 
     def __init__(
@@ -303,7 +304,8 @@ class RunDriver:
             inst = self.ready_sensors.popleft()
             call = self._build_call(inst) if inst.state is S.SCHEDULED else None
             if call is not None:
-                self._start_attempt(inst)
+                self.active.start_attempt(inst)
+                self.in_flight[(inst.node.id, inst.map_index)] = inst
                 calls.append((inst, self._with_attempt(call, inst)))
         if not self.ready:
             return calls
@@ -333,16 +335,13 @@ class RunDriver:
                 self.admission.release(inst.node, granted)
                 inst.granted = None
                 continue
-            self._start_attempt(inst)
+            self.active.start_attempt(inst)  # inlined: this runs once per task
+            self.in_flight[(inst.node.id, inst.map_index)] = inst
             calls.append((inst, self._with_attempt(call, inst)))
             free -= 1
         if deferred:
             self.ready.extendleft(reversed(deferred))
         return calls
-
-    def _start_attempt(self, inst: Instance) -> None:
-        self.active.start_attempt(inst)
-        self.in_flight[(inst.node.id, inst.map_index)] = inst
 
     def _submit(self, inst: Instance, call: TaskCall, *, first_poke: bool = True) -> None:
         spec = inst.node.options.sensor
@@ -353,29 +352,7 @@ class RunDriver:
                 with self._watch:
                     self.executor.submit(call, self.outcomes.put)
             return
-        left = self._sensor_time_left(inst)
-        if left is not None and left <= 0:  # a retry that starts after the wait ran out
-            self.in_flight.pop((inst.node.id, inst.map_index), None)
-            self._sensor_timed_out(inst, None)
-            return
-        if left is not None:
-            # A poke may not outlive the sensor's timeout; if it sits in a call that cannot
-            # be interrupted, the attempt's deadline entry fails the step on time anyway.
-            limit = max(left, 0.001)
-            call = replace(call, timeout_s=min(call.timeout_s or limit, limit))
-            if first_poke:
-                heapq.heappush(self._deadlines,
-                               (time.monotonic() + limit, next(self._seq), inst, inst.attempt))
-        self._executor_of(inst).submit(call, self.outcomes.put)
-
-    def _executor_of(self, inst: Instance) -> Executor:
-        if inst.node.options.sensor is None:
-            return self.executor
-        if self._poller is None:
-            from cadenza.executors.base import sensor_poller
-
-            self._poller = sensor_poller()
-        return self._poller
+        self._submit_sensor(inst, call, first_poke=first_poke)
 
     def _with_attempt(self, call: TaskCall, inst: Instance) -> TaskCall:
 
@@ -455,7 +432,7 @@ class RunDriver:
         self._attempt_done(inst, state, out)
         if state is S.SUCCESS:
             self._succeeded(inst)
-            self.active.conclude(inst)
+            self.active.finished(inst, inst.chosen)
         elif state is S.FAILED:
             self.active.conclude(inst)
         elif state is S.UP_FOR_RETRY:
@@ -464,148 +441,6 @@ class RunDriver:
             log.info("run %s: %s failed (attempt %d), retrying in %.3g s: %s", self.run_id,
                      inst.label, inst.attempt, delay, inst.reason)
             self.callbacks.add(inst.node.options.on_retry, self._cb_ctx(inst, S.UP_FOR_RETRY))
-
-    # --- sensors: polled by the engine ----------------------------------------------------
-    def _sensor_waits(self, inst: Instance, out: TaskOutcome) -> bool:
-        """A poke came back. True when the sensor keeps waiting (poked again later).
-
-        One attempt spans all pokes, from the first to the one that finds the condition
-        true: waiting writes nothing to the store and holds no slot. After `timeout_s`
-        (counted from the first poke) the attempt fails with SensorTimeout naming the
-        condition. A poke that raises anything else is an ordinary failure (retries apply).
-        """
-        spec = inst.node.options.sensor
-        assert spec is not None
-        if out.ok or out.error is None:
-            return False
-        left = self._sensor_time_left(inst)
-        # A poke stopped by the executor at the sensor's deadline comes back as a timeout
-        # a hair before it (clock granularity): that is the sensor timing out too.
-        stopped = out.error.kind == "timeout"
-        out_of_time = left is not None and left <= (_DEADLINE_SLACK_S if stopped else 0.0)
-        if out.error.type != SENSOR_NOT_READY and not (stopped and out_of_time):
-            return False  # the poke itself failed: an ordinary failure
-        if out_of_time:
-            self._sensor_timed_out(inst, out)
-            return True
-        delay = spec.poke_interval_s if left is None else min(spec.poke_interval_s, left)
-        heapq.heappush(self.retry_heap, (time.monotonic() + delay, next(self._seq), inst))
-        waiting = f"waiting for {spec.condition}"
-        if inst.reason != waiting:  # the first "not yet": show the wait (one write, not per poke)
-            inst.reason = waiting
-            self.dirty[id(inst)] = inst
-            if self._dirty_since is None:
-                self._dirty_since = time.monotonic()
-        log.debug("run %s: sensor %s not ready, next poke in %.3g s", self.run_id,
-                  inst.label, delay)
-        return True
-
-    def _sensor_time_left(self, inst: Instance) -> float | None:
-        """Seconds until the sensor step times out (from its first poke); None: never."""
-        spec = inst.node.options.sensor
-        if spec is None or spec.timeout_s is None:
-            return None
-        since = inst.wait_since or inst.started_at
-        if since is None:
-            return spec.timeout_s
-        waited: float = (clock.now() - since).total_seconds()
-        return spec.timeout_s - waited
-
-    def _sensor_timed_out(self, inst: Instance, out: TaskOutcome | None) -> None:
-        spec = inst.node.options.sensor
-        assert spec is not None and spec.timeout_s is not None
-        error = ErrorInfo(
-            kind="timeout", type=SENSOR_TIMEOUT,
-            type_mro=(SENSOR_TIMEOUT, "cadenza.core.errors.CadenzaError"),
-            message=f"sensor '{inst.label}' timed out after {spec.timeout_s:g} s waiting for "
-            f"{spec.condition}")
-        inst.ended_at = (out.ended_at if out is not None else None) or clock.now()
-        if out is not None:
-            inst.worker = out.worker
-            out = replace(out, started_at=inst.started_at, error=error,
-                          log_path=out.log_path or self._existing_log(inst))
-        self._must_flush = True
-        if out is None:
-            inst.error = error
-        self._attempt_done(inst, S.FAILED, out)
-        self.active.fail(inst, error)
-
-    def _poke_again(self, inst: Instance) -> None:
-        call = self._build_call(inst)
-        if call is None:
-            return
-        self.in_flight[(inst.node.id, inst.map_index)] = inst
-        self._submit(inst, self._with_attempt(call, inst), first_poke=False)
-
-    def _attempt_done(self, inst: Instance, state: TaskState, out: TaskOutcome | None) -> None:
-        self.batch.attempts.append(
-            AttemptRecord(
-                run_id=self.run_id, task_id=inst.node.id, map_index=inst.map_index,
-                attempt=inst.attempt, state=state, started_at=inst.started_at,
-                ended_at=inst.ended_at, worker=inst.worker,
-                error=out.error if out is not None else inst.error,
-                log_path=out.log_path if out is not None else self._existing_log(inst),
-            )
-        )
-
-    def _existing_log(self, inst: Instance) -> str | None:
-        """The attempt's log file when no outcome says where it is (cancelled, timed out)."""
-        path = attempt_log_path(self.logs_dir, self.run_id, inst.node.id, inst.map_index,
-                                inst.attempt)
-        return path if os.path.exists(path) else None
-
-    # --- what an outcome writes besides its state ---------------------------------------
-    def _succeeded(self, inst: Instance) -> None:
-        """An attempt succeeded: its lineage, asset events and on_success hooks."""
-        self._record_lineage(inst)
-        self.callbacks.add(inst.node.options.on_success, self._cb_ctx(inst, S.SUCCESS))
-        for asset in inst.node.options.outlets:
-            self.batch.asset_events.append(AssetEventRecord(
-                asset=asset, run_id=self.run_id, task_id=inst.node.id,
-                map_index=inst.map_index, attempt=inst.attempt,
-                artifact_sha256=inst.output.sha256 if inst.output is not None else None,
-                created_at=inst.ended_at,
-            ))
-
-    def _on_failed(self, inst: Instance) -> None:
-        log.info("run %s: %s failed: %s", self.run_id, inst.label,
-                 inst.error.first_line() if inst.error is not None else "")
-        self.callbacks.add(inst.node.options.on_failure, self._cb_ctx(inst, S.FAILED))
-
-    def _record_lineage(self, inst: Instance) -> None:
-        """An artifact remembers the task instance that made it and the artifacts it read."""
-        out = inst.output
-        if out is None or out.kind != "artifact" or not out.sha256:
-            return
-        from cadenza.graph.fingerprint import code_fingerprint
-
-        inputs: list[str] = []
-        for value in inst.node.args.values():
-            for marker in iter_markers(value):
-                if type(marker) is TaskOutput:
-                    up = self.nodes[marker.task_id]
-                    for src in (up.children if up.node.is_mapped else [up.summary]):
-                        if src.output is not None and src.output.sha256:
-                            inputs.append(src.output.sha256)
-        if inst.map_index >= 0 and inst.inputs:
-            for name in inst.node.mapped:
-                sha = getattr(inst.inputs.get(name), "sha256", None)
-                if sha:
-                    inputs.append(sha)
-        fingerprint = (inst.cache_detail or {}).get("fingerprint")
-        if not fingerprint:
-            # Once per function per run: the walk over its project code is ~20 us, and a
-            # mapped task would otherwise pay it for every instance.
-            fingerprint = self._code_prints.get(id(inst.node.fn))
-            if fingerprint is None:
-                fingerprint = self._code_prints[id(inst.node.fn)] = code_fingerprint(
-                    inst.node.fn)
-        self.batch.artifacts.append(ArtifactRecord(
-            sha256=out.sha256, uri=out.uri or "", size=out.size, serializer=out.serializer,
-            type_name=out.type_name, run_id=self.run_id, task_id=inst.node.id,
-            map_index=inst.map_index, attempt=inst.attempt, code_fingerprint=fingerprint,
-            input_sha256s=tuple(dict.fromkeys(inputs)), created_at=inst.ended_at,
-        ))
 
     def _load_output(self, ref: ValueRef) -> Any:
         from cadenza.artifacts.store import load_value
@@ -695,44 +530,6 @@ class RunDriver:
         self.callbacks.run_all()
         return state
 
-    # --- experiment tracking -------------------------------------------------------------
-    def _warn(self, message: str) -> None:
-
-        extra = dict(self.run.extra)
-        extra["warnings"] = [*extra.get("warnings", []), message]
-        self.run = replace(self.run, extra=extra)
-        self.batch.run_updates.append(self.run)
-        log.warning("run %s: %s", self.run_id, message)
-
-    def _start_tracking(self) -> bool:
-        """Open the tracking run. False when it failed and the tracker asks to fail."""
-        if self.tracker is None:
-            return True
-        previous = self.run.extra.get("tracking")
-        try:
-            if previous:  # resumed: keep writing to the same tracking run
-                self.tracking_info = dict(previous)
-            else:
-                self.tracking_info = dict(self.tracker.start_run(
-                    pipeline=self.graph.name, run_id=self.run_id, params=dict(self.run.params),
-                    tags=tuple(self.run.tags)))
-        except Exception as exc:  # noqa: BLE001 - reported on the run
-            self._warn(f"experiment tracking is off for this run: {exc}")
-            self.tracker = None
-            return not bool(getattr(self._tracker_config, "fail_on_error", False))
-
-        self.run = replace(self.run, extra={**self.run.extra, "tracking": self.tracking_info})
-        self.batch.run_updates.append(self.run)
-        return True
-
-    def _end_tracking(self, state: RunState) -> None:
-        if self.tracker is None:
-            return
-        try:
-            self.tracker.end_run(run_id=self.run_id, state=str(state), info=self.tracking_info)
-        except Exception as exc:  # noqa: BLE001 - the run's outcome stands
-            self._warn(f"experiment tracking could not close the run: {exc}")
-
     def _flush(self, *, callbacks: bool = True, synchronous: bool = True) -> None:
         batch = self.batch
         batch.synchronous = synchronous
@@ -753,12 +550,6 @@ class RunDriver:
         self._must_flush = False
         if callbacks and self.callbacks:
             self.callbacks.run_all()
-
-    def _cb_ctx(self, inst: Instance, state: TaskState) -> CallbackContext:
-        return CallbackContext(
-            pipeline=self.graph.name, run_id=self.run_id, task_id=inst.node.id,
-            map_index=inst.map_index, attempt=inst.attempt, state=state, error=inst.error,
-        )
 
     # --- used by the cache (issue: data passing) ------------------------------------------
     def serve_cached(self, inst: Instance, output: ValueRef, origin: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from cadenza import Notify, RunState, TaskState, get_context, pipeline, task
-from cadenza.core.records import ErrorInfo
+from cadenza.core.records import ErrorInfo, ErrorKind
 from cadenza.core.settings import Settings
 from cadenza.engine.callbacks import CallbackContext
 
@@ -202,6 +202,6 @@ def test_message_of_a_task_error_without_message() -> None:
 
     ctx = CallbackContext(pipeline="p", run_id="r", task_id="t", map_index=-1, attempt=3,
                           state="failed",
-                          error=ErrorInfo(kind="timeout", type="cadenza.core.errors.TaskTimeout",
+                          error=ErrorInfo(kind=ErrorKind.TIMEOUT, type="cadenza.core.errors.TaskTimeout",
                                           message=""))
     assert render(ctx).body.splitlines()[0] == "Error: TaskTimeout"

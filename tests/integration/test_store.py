@@ -18,6 +18,7 @@ from cadenza.core.errors import CadenzaError, RunNotFound, StoreError
 from cadenza.core.records import (
     AttemptRecord,
     ErrorInfo,
+    ErrorKind,
     MetricRecord,
     PoolRecord,
     RunRecord,
@@ -177,7 +178,7 @@ def test_attempt_round_trips_every_field(store: RunStore) -> None:
         started_at=at(1),
         ended_at=at(2),
         worker="host:42",
-        error=ErrorInfo(kind="timeout", type="cadenza.core.errors.TaskTimeout", message="1 s"),
+        error=ErrorInfo(kind=ErrorKind.TIMEOUT, type="cadenza.core.errors.TaskTimeout", message="1 s"),
         log_path="logs/run/train/0/1.log",
     )
     store.write(WriteBatch(attempts=[a]))

@@ -8,7 +8,7 @@ from itertools import product
 
 import pytest
 
-from cadenza.core.records import ErrorInfo
+from cadenza.core.records import ErrorInfo, ErrorKind
 from cadenza.core.states import TaskState
 from cadenza.engine.rules import (
     Decision,
@@ -190,7 +190,7 @@ def exc_error(exc: BaseException) -> ErrorInfo:
     return describe_exception(exc)
 
 
-def kind_error(kind: str) -> ErrorInfo:
+def kind_error(kind: ErrorKind) -> ErrorInfo:
     return ErrorInfo(kind=kind, type="cadenza.X", message="x")
 
 
@@ -226,9 +226,9 @@ def test_retry_on_matches_by_name_without_the_class() -> None:
     """A worker in another process sends class names, not classes."""
     opts = TaskOptions(retries=1, retry_on=(TransientError,))
     name = f"{TransientError.__module__}.{TransientError.__qualname__}"
-    err = ErrorInfo(kind="exception", type="other.Sub", message="", type_mro=("other.Sub", name))
+    err = ErrorInfo(kind=ErrorKind.EXCEPTION, type="other.Sub", message="", type_mro=("other.Sub", name))
     assert should_retry(opts, 1, err) is True
-    no_mro = ErrorInfo(kind="exception", type=name, message="")
+    no_mro = ErrorInfo(kind=ErrorKind.EXCEPTION, type=name, message="")
     assert should_retry(opts, 1, no_mro) is False
 
 
@@ -239,15 +239,16 @@ def test_retry_on_with_several_classes() -> None:
     assert not should_retry(opts, 1, exc_error(IndexError()))
 
 
-@pytest.mark.parametrize("kind", ["timeout", "worker_lost"])
-def test_timeouts_and_lost_workers_are_retried_regardless_of_retry_on(kind: str) -> None:
+@pytest.mark.parametrize("kind", [ErrorKind.TIMEOUT, ErrorKind.WORKER_LOST])
+def test_timeouts_and_lost_workers_are_retried_regardless_of_retry_on(kind: ErrorKind) -> None:
     opts = TaskOptions(retries=1, retry_on=(KeyError,))
     assert should_retry(opts, 1, kind_error(kind)) is True
     assert should_retry(opts, 2, kind_error(kind)) is False  # but not past the retries
 
 
-@pytest.mark.parametrize("kind", ["serialization", "input", "cancelled", "resources", "branch", "pool"])
-def test_failures_that_retrying_cannot_fix_are_never_retried(kind: str) -> None:
+@pytest.mark.parametrize("kind", [ErrorKind.SERIALIZATION, ErrorKind.INPUT, ErrorKind.CANCELLED,
+                                  ErrorKind.RESOURCES, ErrorKind.BRANCH])
+def test_failures_that_retrying_cannot_fix_are_never_retried(kind: ErrorKind) -> None:
     assert should_retry(TaskOptions(retries=5), 1, kind_error(kind)) is False
     assert should_retry(TaskOptions(retries=5, retry_on=(Exception,)), 1, kind_error(kind)) is False
 

@@ -3,15 +3,26 @@ order the queries select) is the same record, for every field."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cadenza.core.records import AttemptRecord, ErrorInfo, RunRecord, TaskInstanceRecord, ValueRef
+import pytest
+
+from cadenza.core.records import (
+    AttemptRecord,
+    ErrorInfo,
+    ErrorKind,
+    RunRecord,
+    TaskInstanceRecord,
+    ValueRef,
+)
 from cadenza.core.states import RunState, TaskState
 from cadenza.store import codec
 
 T0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
-ERR = ErrorInfo(kind="exception", type="builtins.ValueError", message="bad", traceback="tb",
+ERR = ErrorInfo(kind=ErrorKind.EXCEPTION, type="builtins.ValueError", message="bad", traceback="tb",
                 type_mro=("builtins.ValueError", "builtins.Exception"))
 
 
@@ -52,3 +63,25 @@ def test_attempt_round_trips_through_params_and_row() -> None:
                       state=TaskState.UP_FOR_RETRY, started_at=T0, ended_at=T0, worker="w",
                       error=ERR, log_path="logs/x.log")
     assert codec.attempt_from_row(_row(codec.ATTEMPT_COLUMNS, codec.attempt_params(a))) == a
+
+
+@pytest.mark.parametrize("kind", list(ErrorKind))
+def test_error_kind_is_stored_as_its_plain_string_and_read_back_as_the_member(
+        kind: ErrorKind) -> None:
+    stored = json.loads(json.dumps(replace(ERR, kind=kind).to_json()))
+    assert stored["kind"] == kind.value and type(stored["kind"]) is str
+    back = ErrorInfo.from_json(stored)
+    assert back.kind is kind and back == replace(ERR, kind=kind)
+
+
+def test_error_rows_with_a_kind_this_version_does_not_know_still_read() -> None:
+    row = {**ERR.to_json(), "kind": "quota_exceeded"}  # e.g. written by a newer Cadenza
+    back = ErrorInfo.from_json(row)
+    assert back.kind is ErrorKind.UNKNOWN
+    assert (back.type, back.message, back.traceback) == (ERR.type, "bad", "tb")
+    assert back.first_line() == "ValueError: bad"
+
+
+def test_error_rows_without_a_kind_read_as_an_exception() -> None:
+    row = {k: v for k, v in ERR.to_json().items() if k != "kind"}  # the oldest rows
+    assert ErrorInfo.from_json(row).kind is ErrorKind.EXCEPTION

@@ -6,6 +6,7 @@ keyword-only: cheap to build on the hot path and picklable across processes.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -55,11 +56,35 @@ class ValueRef:
         )
 
 
+class ErrorKind(enum.StrEnum):
+    """What kind of failure an ErrorInfo records. Stored and shown as these strings."""
+
+    EXCEPTION = "exception"  # the task's code raised
+    TIMEOUT = "timeout"  # the attempt ran past its timeout (or a sensor's wait did)
+    CANCELLED = "cancelled"  # the run was cancelled, or the executor shut down, mid-attempt
+    WORKER_LOST = "worker_lost"  # the process running the attempt died
+    INTERRUPTED = "interrupted"  # the driver died mid-attempt; resume found it unfinished
+    SERIALIZATION = "serialization"  # inputs or the return value could not cross processes
+    INPUT = "input"  # an input could not be loaded (artifact missing or corrupted)
+    ARTIFACT_WRITE = "artifact_write"  # the output could not be written to the artifact store
+    RESOURCES = "resources"  # the task asks for more cpu, memory or GPUs than the machine has
+    BRANCH = "branch"  # a branch task returned task ids that are not its downstreams
+    UNKNOWN = "unknown"  # a stored kind this version does not know (read from a newer one)
+
+    @classmethod
+    def parse(cls, text: str) -> ErrorKind:
+        """The member named by a stored string; UNKNOWN for a string this version lacks."""
+        try:
+            return cls(text)
+        except ValueError:
+            return cls.UNKNOWN
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ErrorInfo:
     """A failure, as recorded: enough to render it without the original exception."""
 
-    kind: str  # exception | timeout | worker_lost | cancelled | serialization | resources | ...
+    kind: ErrorKind
     type: str  # qualified exception class name
     message: str
     traceback: str = ""
@@ -77,7 +102,7 @@ class ErrorInfo:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ErrorInfo:
         return cls(
-            kind=data.get("kind", "exception"),
+            kind=ErrorKind.parse(data.get("kind", ErrorKind.EXCEPTION)),
             type=data.get("type", ""),
             message=data.get("message", ""),
             traceback=data.get("traceback", ""),

@@ -28,7 +28,7 @@ from datetime import timedelta
 from typing import Any
 
 from cadenza.core import clock
-from cadenza.core.records import ErrorInfo, TaskInstanceRecord, ValueRef
+from cadenza.core.records import ErrorInfo, ErrorKind, TaskInstanceRecord, ValueRef
 from cadenza.core.states import (
     RunState,
     TaskState,
@@ -304,23 +304,23 @@ class ActiveRun:
                 chosen, err = rules.branch_choice(value, self.downstream[inst.node.id])
                 if chosen is None:
                     self._fail_state(inst, ErrorInfo(
-                        kind="branch", type="cadenza.core.errors.TaskFailed", message=err))
+                        kind=ErrorKind.BRANCH, type="cadenza.core.errors.TaskFailed", message=err))
                     return S.FAILED
                 inst.chosen = chosen
             self.move(inst, S.SUCCESS)
             return S.SUCCESS
-        error = out.error or ErrorInfo(kind="exception", type="Exception", message="failed")
-        if error.kind == "input":
+        error = out.error or ErrorInfo(kind=ErrorKind.EXCEPTION, type="Exception", message="failed")
+        if error.kind is ErrorKind.INPUT:
             run_id = out.run_id
             producers = ", ".join(f"'{u}'" for u in inst.node.data_upstream) or "none"
             error = ErrorInfo(
-                kind="input", type=error.type, traceback=error.traceback,
+                kind=ErrorKind.INPUT, type=error.type, traceback=error.traceback,
                 type_mro=error.type_mro,
                 message=f"{error.message} (produced by task {producers} of run {run_id}; "
                 f"resume the run to compute it again: cadenza resume {run_id})",
             )
         inst.error = error
-        if error.kind == "cancelled" and self.cancel_reason is not None:
+        if error.kind is ErrorKind.CANCELLED and self.cancel_reason is not None:
             self.move(inst, S.CANCELLED, reason=self.cancel_reason)
             return S.CANCELLED
         tries = inst.attempt - inst.retry_base
@@ -479,7 +479,7 @@ class ActiveRun:
         except Exception as exc:  # noqa: BLE001 - becomes the task's error
             self.move(ns.summary, S.SCHEDULED)
             self.fail(ns.summary, ErrorInfo(
-                kind="input", type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+                kind=ErrorKind.INPUT, type=f"{type(exc).__module__}.{type(exc).__qualname__}",
                 message=f"cannot expand task '{node.id}': {exc}"))
             return
         combos = list(itertools.product(*axes)) if axes else []

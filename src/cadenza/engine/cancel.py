@@ -26,7 +26,7 @@ from typing import Any
 
 from cadenza.core import clock
 from cadenza.core.ids import new_driver_id
-from cadenza.core.records import AttemptRecord, ErrorInfo, RunRecord, WriteBatch
+from cadenza.core.records import AttemptRecord, ErrorInfo, ErrorKind, RunRecord, WriteBatch
 from cadenza.core.settings import Settings, get_settings
 from cadenza.core.states import RunState, TaskState, move_run
 from cadenza.engine.active import cancel_rows
@@ -126,7 +126,8 @@ def cancel_undriven(store: Any, run: RunRecord, *, lease_s: float,
                     run_id=run.run_id, task_id=ti.task_id, map_index=ti.map_index,
                     attempt=ti.attempt, state=TaskState.CANCELLED, started_at=ti.started_at,
                     ended_at=now, worker=ti.worker,
-                    error=ErrorInfo(kind="cancelled", type="cadenza.core.errors.TaskCancelled",
+                    error=ErrorInfo(kind=ErrorKind.CANCELLED,
+                                    type="cadenza.core.errors.TaskCancelled",
                                     message="cancelled: the driver running this attempt "
                                     "was gone"),
                 ))

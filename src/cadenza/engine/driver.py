@@ -35,6 +35,7 @@ from cadenza.core.errors import TaskCancelled
 from cadenza.core.logfiles import attempt_log_path
 from cadenza.core.records import (
     ErrorInfo,
+    ErrorKind,
     MetricRecord,
     RunRecord,
     TaskInstanceRecord,
@@ -324,7 +325,8 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
             verdict, granted, why = self.admission.try_acquire(inst.node)
             if verdict == "never":
                 self.active.fail(inst, ErrorInfo(
-                    kind="resources", type="cadenza.core.errors.CadenzaError", message=why))
+                    kind=ErrorKind.RESOURCES, type="cadenza.core.errors.CadenzaError",
+                    message=why))
                 continue
             if verdict == "wait":
                 deferred.append(inst)

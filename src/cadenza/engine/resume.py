@@ -20,7 +20,7 @@ from typing import Any
 from cadenza.core import clock
 from cadenza.core.errors import RunConflict
 from cadenza.core.ids import new_driver_id
-from cadenza.core.records import AttemptRecord, ErrorInfo
+from cadenza.core.records import AttemptRecord, ErrorInfo, ErrorKind
 from cadenza.core.settings import Settings, get_settings
 from cadenza.core.states import RunState, TaskState, reopen_run
 from cadenza.engine.active import KEEP
@@ -127,7 +127,7 @@ def rebuild(driver: Any, rows: list[Any]) -> list[AttemptRecord]:
             run_id=driver.run_id, task_id=row.task_id, map_index=row.map_index,
             attempt=row.attempt, state=S.FAILED, started_at=row.started_at, ended_at=now,
             worker=row.worker,
-            error=ErrorInfo(kind="interrupted", type="cadenza.core.errors.WorkerLost",
+            error=ErrorInfo(kind=ErrorKind.INTERRUPTED, type="cadenza.core.errors.WorkerLost",
                             message="the driver stopped while this attempt ran"),
         )
         for row in active.replay(rows)

@@ -10,7 +10,7 @@ import enum
 import random
 from dataclasses import dataclass
 
-from cadenza.core.records import ErrorInfo
+from cadenza.core.records import ErrorInfo, ErrorKind
 from cadenza.core.states import TaskState
 from cadenza.graph.model import TaskOptions, TriggerRule
 
@@ -94,7 +94,8 @@ def evaluate(rule: TriggerRule, c: UpstreamCounts) -> Decision:
     return Decision.WAIT
 
 
-NOT_RETRIED = frozenset({"serialization", "input", "cancelled", "resources", "branch", "pool"})
+NOT_RETRIED = frozenset({ErrorKind.SERIALIZATION, ErrorKind.INPUT, ErrorKind.CANCELLED,
+                         ErrorKind.RESOURCES, ErrorKind.BRANCH})
 
 
 def should_retry(options: TaskOptions, attempt: int, error: ErrorInfo) -> bool:
@@ -110,7 +111,7 @@ def should_retry(options: TaskOptions, attempt: int, error: ErrorInfo) -> bool:
         return False
     if error.kind in NOT_RETRIED:
         return False
-    if options.retry_on and error.kind == "exception":
+    if options.retry_on and error.kind is ErrorKind.EXCEPTION:
         wanted = options.retry_on_names
         return any(name in wanted for name in error.type_mro)
     return True

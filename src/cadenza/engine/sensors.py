@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from cadenza.core import clock
 from cadenza.core.errors import SENSOR_NOT_READY, SENSOR_TIMEOUT
-from cadenza.core.records import ErrorInfo
+from cadenza.core.records import ErrorInfo, ErrorKind
 from cadenza.core.states import TaskState
 from cadenza.engine.active import ActiveRun, Instance
 from cadenza.executors.base import Executor, TaskCall, TaskOutcome
@@ -97,7 +97,7 @@ class SensorSteps:
         left = self._sensor_time_left(inst)
         # A poke stopped by the executor at the sensor's deadline comes back as a timeout
         # a hair before it (clock granularity): that is the sensor timing out too.
-        stopped = out.error.kind == "timeout"
+        stopped = out.error.kind == ErrorKind.TIMEOUT
         out_of_time = left is not None and left <= (_DEADLINE_SLACK_S if stopped else 0.0)
         if out.error.type != SENSOR_NOT_READY and not (stopped and out_of_time):
             return False  # the poke itself failed: an ordinary failure
@@ -131,7 +131,7 @@ class SensorSteps:
         spec = inst.node.options.sensor
         assert spec is not None and spec.timeout_s is not None
         error = ErrorInfo(
-            kind="timeout", type=SENSOR_TIMEOUT,
+            kind=ErrorKind.TIMEOUT, type=SENSOR_TIMEOUT,
             type_mro=(SENSOR_TIMEOUT, "cadenza.core.errors.CadenzaError"),
             message=f"sensor '{inst.label}' timed out after {spec.timeout_s:g} s waiting for "
             f"{spec.condition}")

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from cadenza.core.errors import ConfigError
-from cadenza.core.records import ErrorInfo, ValueRef
+from cadenza.core.records import ErrorInfo, ErrorKind, ValueRef
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -183,7 +183,8 @@ def shutdown_all() -> None:
         ex.shutdown()
 
 
-def describe_exception(exc: BaseException, *, kind: str = "exception", tb: str = "") -> ErrorInfo:
+def describe_exception(exc: BaseException, *, kind: ErrorKind = ErrorKind.EXCEPTION,
+                       tb: str = "") -> ErrorInfo:
     """An ErrorInfo for `exc`, keeping its class hierarchy by name for retry_on."""
     cls = type(exc)
     mro = tuple(f"{c.__module__}.{c.__qualname__}" for c in cls.__mro__ if c is not object)

@@ -26,7 +26,7 @@ import threading
 from datetime import UTC, datetime
 
 from cadenza.core.errors import TaskTimeout
-from cadenza.core.records import ErrorInfo
+from cadenza.core.records import ErrorInfo, ErrorKind
 from cadenza.executors import worker
 from cadenza.executors.base import Sink, TaskCall, TaskOutcome, describe_exception
 
@@ -135,9 +135,9 @@ class ThreadExecutor:
                 self._spawn_locked()  # the stuck thread no longer counts as the pool's
         call = running.call
         exc = TaskTimeout(f"timed out after {call.timeout_s:g} s")
-        base = describe_exception(exc, kind="timeout")
+        base = describe_exception(exc, kind=ErrorKind.TIMEOUT)
         error = ErrorInfo(
-            kind="timeout",
+            kind=ErrorKind.TIMEOUT,
             type=base.type,
             type_mro=base.type_mro,
             message=(

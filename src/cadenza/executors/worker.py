@@ -31,7 +31,7 @@ from typing import Any
 from cadenza.artifacts.store import load_value, store_value
 from cadenza.core.context import TaskContext, reset_context, set_context
 from cadenza.core.errors import SENSOR_NOT_READY, TaskCancelled, TaskInterrupt, TaskTimeout
-from cadenza.core.records import ErrorInfo, ValueRef
+from cadenza.core.records import ErrorInfo, ErrorKind, ValueRef
 from cadenza.executors.base import TaskCall, TaskOutcome, describe_exception
 
 log = logging.getLogger(__name__)
@@ -438,7 +438,7 @@ def execute(
         try:
             values = {k: _resolve(v, call.artifact_root) for k, v in call.inputs.items()}
         except Exception as exc:  # noqa: BLE001 - becomes the outcome
-            error = describe_exception(exc, kind="input", tb=_trimmed_traceback(exc))
+            error = describe_exception(exc, kind=ErrorKind.INPUT, tb=_trimmed_traceback(exc))
         else:
             args, kwargs = _build_args(call, values)
             try:
@@ -450,18 +450,18 @@ def execute(
                     else:
                         value = call.fn(*args, **kwargs)
             except TaskTimeout as exc:
-                error = describe_exception(exc, kind="timeout")
+                error = describe_exception(exc, kind=ErrorKind.TIMEOUT)
                 error = ErrorInfo(
-                    kind="timeout",
+                    kind=ErrorKind.TIMEOUT,
                     type=error.type,
                     message=_timeout_message(call.timeout_s, called_at),
                     traceback=_trimmed_traceback(exc),
                     type_mro=error.type_mro,
                 )
             except TaskCancelled as exc:
-                error = describe_exception(exc, kind="cancelled")
+                error = describe_exception(exc, kind=ErrorKind.CANCELLED)
                 error = ErrorInfo(
-                    kind="cancelled", type=error.type, message="cancelled",
+                    kind=ErrorKind.CANCELLED, type=error.type, message="cancelled",
                     type_mro=error.type_mro,
                 )
             except Exception as exc:  # noqa: BLE001 - the user boundary
@@ -475,7 +475,7 @@ def execute(
                     raise
                 except OSError as exc:  # disk full, read-only or missing artifact root
                     error = ErrorInfo(
-                        kind="artifact_write",
+                        kind=ErrorKind.ARTIFACT_WRITE,
                         type=f"{type(exc).__module__}.{type(exc).__qualname__}",
                         message=(
                             f"the output of task '{call.label}' could not be written to the "
@@ -488,7 +488,7 @@ def execute(
                 except Exception as exc:  # noqa: BLE001 - becomes the outcome
                     tname = f"{type(value).__module__}.{type(value).__qualname__}"
                     error = ErrorInfo(
-                        kind="serialization",
+                        kind=ErrorKind.SERIALIZATION,
                         type=f"{type(exc).__module__}.{type(exc).__qualname__}",
                         message=(
                             f"the return value of task '{call.label}' (type {tname}) could not be "
@@ -499,7 +499,7 @@ def execute(
                     )
     except TaskInterrupt as exc:
         # An interrupt that landed outside the user's call (while loading or storing).
-        kind = "timeout" if isinstance(exc, TaskTimeout) else "cancelled"
+        kind = ErrorKind.TIMEOUT if isinstance(exc, TaskTimeout) else ErrorKind.CANCELLED
         error = describe_exception(exc, kind=kind)
     finally:
         _capture.buffer = None
@@ -507,7 +507,8 @@ def execute(
             # (an attempt abandoned at its timeout may end after its retry started)
             del _running_threads[key]
         reset_context(token)
-    if error is not None and error.traceback and error.kind in ("exception", "input"):
+    if (error is not None and error.traceback
+            and error.kind in (ErrorKind.EXCEPTION, ErrorKind.INPUT)):
         if error.type == SENSOR_NOT_READY:  # a sensor's "not yet": one line, no traceback
             buffer.write(f"[cadenza] {datetime.now(UTC):%H:%M:%S} {error.message}\n")
         else:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from cadenza.core.records import ErrorInfo
+from cadenza.core.records import ErrorInfo, ErrorKind
 from cadenza.executors.base import TaskCall, TaskOutcome
 from cadenza.executors.processes.main_module import adopt_main_names, stand_in_for_main
 from cadenza.executors.processes.wire import (
@@ -93,7 +93,7 @@ def worker_main(conn: Connection, boot: tuple[Any, ...]) -> None:
                 fail_message(
                     error_info(
                         exc,
-                        "serialization",
+                        ErrorKind.SERIALIZATION,
                         "the inputs of the task could not be unpickled in the worker "
                         f"process: {exc}. Fix: pass only values whose classes are importable "
                         "from the worker (defined at module level of an importable module)",
@@ -123,7 +123,7 @@ def worker_main(conn: Connection, boot: tuple[Any, ...]) -> None:
                 conn.send_bytes(
                     fail_message(
                         ErrorInfo(
-                            kind="serialization",
+                            kind=ErrorKind.SERIALIZATION,
                             type="cadenza.core.errors.CadenzaError",
                             message=f"the function of task '{label}' was not loaded in this "
                             "worker (a Cadenza bug); it will be sent again on the next attempt",
@@ -139,7 +139,7 @@ def worker_main(conn: Connection, boot: tuple[Any, ...]) -> None:
                     fail_message(
                         error_info(
                             exc,
-                            "serialization",
+                            ErrorKind.SERIALIZATION,
                             f"the function of task '{label}' could not be loaded in the "
                             f"worker process: {type(exc).__name__}: {exc}. Fix: make the "
                             "module that defines it importable from the driver's sys.path and "
@@ -159,7 +159,7 @@ def worker_main(conn: Connection, boot: tuple[Any, ...]) -> None:
                 fail_message(
                     error_info(
                         exc,
-                        "exception",
+                        ErrorKind.EXCEPTION,
                         f"task '{label}' ended the worker's call with {type(exc).__name__}: {exc}",
                     )
                 )
@@ -171,7 +171,7 @@ def worker_main(conn: Connection, boot: tuple[Any, ...]) -> None:
             reply = fail_message(
                 error_info(
                     exc,
-                    "serialization",
+                    ErrorKind.SERIALIZATION,
                     f"the outcome of task '{label}' could not be pickled to send it back to the "
                     f"driver: {exc} (a Cadenza bug: outcomes hold plain records only)",
                 )

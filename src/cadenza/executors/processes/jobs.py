@@ -14,7 +14,7 @@ from typing import Any
 
 from cadenza.core import clock
 from cadenza.core.errors import TaskCancelled, TaskTimeout, WorkerLost
-from cadenza.core.records import ErrorInfo
+from cadenza.core.records import ErrorInfo, ErrorKind
 from cadenza.executors.base import Sink, TaskCall, TaskOutcome, describe_exception
 from cadenza.executors.processes.wire import HOSTNAME
 
@@ -162,7 +162,7 @@ def stopped_outcome(job: Job, reason: str) -> TaskOutcome:
     exc: BaseException
     if reason == "timeout":
         exc = TaskTimeout(f"timed out after {call.timeout_s:g} s")
-        error = describe_exception(exc, kind="timeout")
+        error = describe_exception(exc, kind=ErrorKind.TIMEOUT)
     else:
         text = (
             "cancelled while running" + where
@@ -171,7 +171,7 @@ def stopped_outcome(job: Job, reason: str) -> TaskOutcome:
         )
         if reason == "shutdown":
             text += ": the processes executor shut down"
-        error = describe_exception(TaskCancelled(text), kind="cancelled")
+        error = describe_exception(TaskCancelled(text), kind=ErrorKind.CANCELLED)
     outcome = failed_outcome(call, error, started_at=job.started_at)
     if job.worker is None:
         return outcome
@@ -193,7 +193,7 @@ def lost_outcome(
     exc = WorkerLost(message, pipeline=call.pipeline, task=call.label, hint=fix)
     outcome = failed_outcome(
         call,
-        describe_exception(exc, kind="worker_lost"),
+        describe_exception(exc, kind=ErrorKind.WORKER_LOST),
         started_at=job.started_at if job.worker is not None else None,
     )
     return with_worker(outcome, worker) if job.worker is not None else outcome
@@ -206,4 +206,5 @@ def broken_outcome(call: TaskCall, reason: str | None) -> TaskOutcome:
         task=call.label,
         hint=BOOT_HINT,
     )
-    return failed_outcome(call, describe_exception(exc, kind="worker_lost"), started_at=None)
+    return failed_outcome(call, describe_exception(exc, kind=ErrorKind.WORKER_LOST),
+                          started_at=None)

@@ -23,6 +23,7 @@ from typing import Any
 
 from cadenza.core import clock
 from cadenza.core.errors import ConfigError
+from cadenza.core.records import ErrorKind
 from cadenza.executors.base import Sink, TaskCall, TaskOutcome
 from cadenza.executors.processes.child import worker_main
 from cadenza.executors.processes.jobs import (
@@ -587,7 +588,7 @@ class ProcessExecutor:
                 "fail",
                 error_info(
                     exc,
-                    "serialization",
+                    ErrorKind.SERIALIZATION,
                     f"the outcome could not be unpickled in the driver: {exc} (a Cadenza bug)",
                 ),
                 False,

@@ -17,7 +17,7 @@ from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cadenza.core.records import ErrorInfo, ValueRef
+from cadenza.core.records import ErrorInfo, ErrorKind, ValueRef
 from cadenza.executors.base import TaskCall, TaskOutcome, describe_exception
 
 HOSTNAME = socket.gethostname()
@@ -83,7 +83,7 @@ def fail_message(error: ErrorInfo, *, drop_fn: bool = False) -> bytes:
     return pickle.dumps(("fail", error, drop_fn), protocol=PROTOCOL)
 
 
-def error_info(exc: BaseException, kind: str, message: str) -> ErrorInfo:
+def error_info(exc: BaseException, kind: ErrorKind, message: str) -> ErrorInfo:
     base = describe_exception(exc, kind=kind)
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return ErrorInfo(
@@ -116,7 +116,7 @@ def pickle_fn(call: TaskCall) -> bytes:
         raise Unpicklable(
             error_info(
                 exc,
-                "serialization",
+                ErrorKind.SERIALIZATION,
                 f"task '{call.label}' of pipeline '{call.pipeline}': its function {name} "
                 f"cannot be pickled to send it to a worker process: {type(exc).__name__}: "
                 f"{exc}. Fix: define the function at module level, or make the variables "
@@ -148,7 +148,7 @@ def pickle_call(call: TaskCall, wire_key: str) -> bytes:
         raise Unpicklable(
             error_info(
                 exc,
-                "serialization",
+                ErrorKind.SERIALIZATION,
                 f"task '{call.label}' of pipeline '{call.pipeline}': its inputs cannot "
                 f"be pickled to send them to a worker process: {type(exc).__name__}: "
                 f"{exc}. Fix: pass data between tasks as return values (they go through "

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from cadenza.core.errors import CadenzaError
+from cadenza.core.errors import ArtifactNotFound, UsageError
 from cadenza.core.records import ArtifactRecord, AssetEventRecord
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def walk_lineage(
     that looks the same. `depth` limits how many steps away from `start` the walk goes
     (None: all the way).
 
-    Raises CadenzaError (ArtifactNotFound from the store) naming what was not found.
+    Raises ArtifactNotFound naming what was not found, UsageError for a malformed request.
 
     Example:
         >>> tree = walk_lineage(store, "features/user", direction="upstream")
@@ -93,12 +93,12 @@ def walk_lineage(
         └── 77aa01f2c3d4  load_users  run 6b04...  attempt 1  code 01bc77e2  12.0 MiB
     """
     if direction not in _DIRECTIONS:
-        raise CadenzaError(
+        raise UsageError(
             f"unknown lineage direction {direction!r}",
             hint=f"use one of: {', '.join(_DIRECTIONS)}",
         )
     if depth is not None and depth < 0:
-        raise CadenzaError(f"depth must be 0 or more, got {depth}", hint="--depth 3")
+        raise UsageError(f"depth must be 0 or more, got {depth}", hint="--depth 3")
     event = _asset_event(store, start)
     if event is not None:
         if event.artifact_sha256 is None:
@@ -135,7 +135,7 @@ def _asset_event(store: LineageStore, start: str) -> AssetEventRecord | None:
     name, at, version_text = start.rpartition("@")
     if at and name:
         if not version_text.isdigit():
-            raise CadenzaError(
+            raise UsageError(
                 f"'{start}': the version after @ must be a whole number",
                 hint=f"{name}@1 for version 1, or {name} for the newest version",
             )
@@ -143,7 +143,7 @@ def _asset_event(store: LineageStore, start: str) -> AssetEventRecord | None:
         if event is None:
             latest = store.latest_asset_version(name)
             newest = f"its newest is version {latest.version}" if latest else "it has none"
-            raise CadenzaError(
+            raise ArtifactNotFound(
                 f"asset '{name}' has no version {version_text} ({newest})",
                 hint=f"list its versions, or use '{name}' for the newest",
             )

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cadenza.core.errors import CadenzaError
+from cadenza.core.errors import ArtifactError
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +173,7 @@ def get_serializer(name: str) -> Serializer:
     try:
         return _by_name[name]
     except KeyError:
-        raise CadenzaError(
+        raise ArtifactError(
             f"no serializer named '{name}' is registered in this process",
             hint="call register_serializer(...) in the module that defines the task, "
             "so workers register it too",

@@ -26,12 +26,8 @@ from cadenza.artifacts.serializers import (
     get_serializer,
     is_json_value,
 )
-from cadenza.core.errors import CadenzaError, ConfigError
+from cadenza.core.errors import ArtifactError, ConfigError
 from cadenza.core.records import ValueRef
-
-
-class ArtifactError(CadenzaError):
-    """An artifact could not be written or read back intact."""
 
 
 def _type_name(obj: Any) -> str:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 from cadenza.authoring.builder import GraphBuilder
 from cadenza.authoring.refs import ParamRef
 from cadenza.core.cron import PRESETS, expand_preset, is_unknown_preset
-from cadenza.core.errors import CadenzaError, DefinitionError, ParameterError, Problem
+from cadenza.core.errors import CadenzaError, DefinitionError, ParameterError, Problem, UsageError
 from cadenza.core.importing import file_being_imported
 from cadenza.graph.model import ParamSpec as GraphParam
 from cadenza.graph.model import PipelineGraph
@@ -274,8 +274,8 @@ class PipelineDef(Generic[P, R]):
                 hint=f'put the call under `if __name__ == "__main__":` in {importing}, so that '
                 "`python` runs it and `cadenza` commands only read the pipeline")])
         if _runner is None:  # `import cadenza` wires it; only a half-imported package lacks it
-            raise CadenzaError("the engine is not wired: import cadenza first",
-                               pipeline=self.name, hint="import cadenza")
+            raise UsageError("the engine is not wired: import cadenza first",
+                             pipeline=self.name, hint="import cadenza")
         return _runner(self.plan, params, executor)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:

@@ -35,15 +35,15 @@ LISTED = 10
 
 def check_date(value: str, option: str) -> str:
     """`value` if it reads as YYYY-MM-DD or an ISO date-time; a usage error otherwise."""
-    from cadenza.core.errors import CadenzaError
+    from cadenza.core.errors import UsageError
 
     try:
         datetime.fromisoformat(value.strip())
     except ValueError:
-        raise CadenzaError(f"{option} '{value}' is not a date or date-time",
-                           hint=f"use ISO format: {option} 2026-01-31 or {option} "
-                           "2026-01-31T02:00 (naive values are in the pipeline's timezone)"
-                           ) from None
+        raise UsageError(f"{option} '{value}' is not a date or date-time",
+                         hint=f"use ISO format: {option} 2026-01-31 or {option} "
+                         "2026-01-31T02:00 (naive values are in the pipeline's timezone)"
+                         ) from None
     return value.strip()
 
 
@@ -239,23 +239,23 @@ def backfill_command(
     """
     from cadenza.cli.discovery import resolve_pipeline
     from cadenza.cli.run import check_executor
-    from cadenza.core.errors import CadenzaError
+    from cadenza.core.errors import UsageError
     from cadenza.core.settings import get_settings
 
     first = check_date(start, "--start")
     last = check_date(end, "--end")
     lo, hi = datetime.fromisoformat(first), datetime.fromisoformat(last)
     if (lo.tzinfo is None) == (hi.tzinfo is None) and lo > hi:
-        raise CadenzaError(f"--start {first} is after --end {last}",
-                           hint=f"swap them: --start {last} --end {first}")
+        raise UsageError(f"--start {first} is after --end {last}",
+                         hint=f"swap them: --start {last} --end {first}")
     if rerun_failed and no_run:
-        raise CadenzaError("--rerun-failed resumes runs, and --no-run drives none",
-                           hint="drop one of the two options")
+        raise UsageError("--rerun-failed resumes runs, and --no-run drives none",
+                         hint="drop one of the two options")
     settings = get_settings()
     check_executor(executor)
     pipe = resolve_pipeline(target, settings)
     if pipe.schedule is None:
-        raise CadenzaError(
+        raise UsageError(
             "backfill needs a pipeline with a schedule, and this one has none",
             pipeline=pipe.name,
             hint=f'@pipeline(schedule="@daily", start_date="2026-01-01") on {pipe.name}; '

@@ -111,7 +111,7 @@ def render_error(exc: BaseException) -> None:
     from cadenza.core.errors import CadenzaError, DefinitionError
 
     console = err()
-    if isinstance(exc, DefinitionError):
+    if isinstance(exc, DefinitionError) and exc.is_listing:
         console.print(f"[bold red]error:[/] {escape(exc._render())}")
         return
     if isinstance(exc, CadenzaError):

@@ -14,7 +14,13 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cadenza.core.errors import CadenzaError
+from cadenza.core.errors import (
+    CadenzaError,
+    ConfigError,
+    PipelineNotFound,
+    UsageError,
+    UserCodeError,
+)
 from cadenza.core.suggest import did_you_mean
 from cadenza.engine.loading import LoadedFile, load_file
 from cadenza.graph.plan import Plan
@@ -73,7 +79,7 @@ def pipeline_files(paths: list[Path]) -> list[Path]:
 def require_project(settings: Settings) -> list[Path]:
     """The project's pipeline files; a clear error when there is no project to search."""
     if settings.config_file is None:
-        raise CadenzaError(
+        raise ConfigError(
             f"no cadenza.toml in {Path.cwd()} or its parents",
             hint="create a project with `cadenza init`, or name a file: "
             "cadenza run path/to/file.py[:PIPELINE]",
@@ -81,7 +87,7 @@ def require_project(settings: Settings) -> list[Path]:
     paths = project_paths(settings)
     missing = [p for p in paths if not p.exists()]
     if missing and len(missing) == len(paths):
-        raise CadenzaError(
+        raise ConfigError(
             f"{settings.config_file} lists pipelines in {', '.join(display_path(m) for m in missing)}, "
             "which does not exist",
             hint='create that folder, or set pipelines = ["path/to/pipelines/"] in cadenza.toml',
@@ -113,7 +119,7 @@ def _file_error(loaded: LoadedFile, target: str) -> CadenzaError:
         return loaded.exception
     if isinstance(loaded.exception, CadenzaError):
         return loaded.exception
-    return CadenzaError(
+    return UserCodeError(
         f"cannot import {display_path(loaded.path)}: {loaded.error}",
         hint=f"fix the file and try again; `cadenza --debug ...` shows the traceback "
         f"(python {display_path(loaded.path)} reproduces it)",
@@ -132,14 +138,14 @@ def resolve_pipeline(target: str, settings: Settings) -> Plan:
                 hint = f"did you mean {file_part}.py?"
             elif settings.config_file is not None:
                 hint = "check the path, or list the project's pipelines with `cadenza pipelines list`"
-            raise CadenzaError(f"no such file: {file_part}", hint=hint)
+            raise PipelineNotFound(f"no such file: {file_part}", hint=hint)
         return _pick(load_file_or_raise(path, target), name, file_part)
     # A bare name: a pipeline of the project.
     wanted = name or file_part
     if name is not None:
-        raise CadenzaError(f"no such file: {file_part}", hint="check the path")
+        raise PipelineNotFound(f"no such file: {file_part}", hint="check the path")
     if settings.config_file is None:
-        raise CadenzaError(
+        raise PipelineNotFound(
             f"'{wanted}' is not a file, and there is no cadenza.toml to look up a pipeline "
             "of that name",
             hint="name a file: cadenza run path/to/file.py[:PIPELINE], or create a project "
@@ -151,7 +157,7 @@ def resolve_pipeline(target: str, settings: Settings) -> Plan:
         return matches[0][1]
     if len(matches) > 1:
         where = ", ".join(display_path(f.path) for f, _ in matches)
-        raise CadenzaError(
+        raise UsageError(
             f"pipeline '{wanted}' is defined in several files: {where}",
             hint=f"name the file: cadenza run {display_path(matches[0][0].path)}:{wanted}",
         )
@@ -161,7 +167,7 @@ def resolve_pipeline(target: str, settings: Settings) -> Plan:
     if broken:
         extra = (f" ({len(broken)} file(s) failed to import; `cadenza pipelines list` shows "
                  "why)")
-    raise CadenzaError(
+    raise PipelineNotFound(
         f"no pipeline named '{wanted}' in the project{extra}." + did_you_mean(wanted, known),
         hint=f"pipelines: {', '.join(known) or '(none)'}; or name a file: "
         "cadenza run path/to/file.py[:PIPELINE]",
@@ -174,7 +180,7 @@ def _pick(loaded: LoadedFile, name: str | None, file_part: str) -> Plan:
     if name is not None and name not in pipes and name in loaded.imported:
         return loaded.imported[name]
     if not pipes:
-        raise CadenzaError(
+        raise PipelineNotFound(
             f"{file_part} defines no pipeline",
             hint="decorate a function with @pipeline in that file (from cadenza import pipeline)",
         )
@@ -182,13 +188,13 @@ def _pick(loaded: LoadedFile, name: str | None, file_part: str) -> Plan:
         if len(pipes) == 1:
             return next(iter(pipes.values()))
         names = sorted(pipes)
-        raise CadenzaError(
+        raise UsageError(
             f"{file_part} defines {len(pipes)} pipelines: {', '.join(names)}",
             hint=f"pick one: {file_part}:{names[0]}",
         )
     if name in pipes:
         return pipes[name]
-    raise CadenzaError(
+    raise PipelineNotFound(
         f"{file_part} has no pipeline named '{name}'." + did_you_mean(name, sorted(pipes)),
         hint=f"pipelines in that file: {', '.join(sorted(pipes))}",
     )

@@ -45,15 +45,15 @@ def list_events_command(
         "--json", help="Print JSON (a list of messages, with their payloads).")] = False,
 ) -> None:
     """List processed messages, newest first, with their run or validation error."""
-    from cadenza.core.errors import CadenzaError
+    from cadenza.core.errors import UsageError
     from cadenza.core.settings import get_settings
     from cadenza.core.suggest import did_you_mean
     from cadenza.triggers.events import list_events
 
     if status is not None and status not in STATUSES:
-        raise CadenzaError(f"unknown event status '{status}'." + did_you_mean(status,
-                                                                              list(STATUSES)),
-                           hint=f"use one of: {', '.join(STATUSES)}")
+        raise UsageError(f"unknown event status '{status}'."
+                         + did_you_mean(status, list(STATUSES)),
+                         hint=f"use one of: {', '.join(STATUSES)}")
     events = list_events(pipeline=pipeline, status=status, limit=limit,
                          settings=get_settings())
     if json_out:

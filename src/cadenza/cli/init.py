@@ -79,17 +79,17 @@ def init_command(
         "--force", help="Overwrite cadenza.toml and pipelines/example.py if they exist.")] = False,
 ) -> None:
     """Create a project: cadenza.toml, pipelines/example.py, and what to type next."""
-    from cadenza.core.errors import CadenzaError
+    from cadenza.core.errors import UsageError
 
     root = directory
     if root.exists() and not root.is_dir():
-        raise CadenzaError(f"{root} exists and is not a folder",
-                           hint="pick another folder: cadenza init my-project")
+        raise UsageError(f"{root} exists and is not a folder",
+                         hint="pick another folder: cadenza init my-project")
     config = root / "cadenza.toml"
     example = root / "pipelines" / "example.py"
     existing = [p for p in (config, example) if p.exists()]
     if existing and not force:
-        raise CadenzaError(
+        raise UsageError(
             f"{' and '.join(str(p) for p in existing)} already exist"
             if len(existing) > 1 else f"{existing[0]} already exists",
             hint="keep your files, or overwrite them: cadenza init "
@@ -107,8 +107,8 @@ def init_command(
                     fh.write("\n")
                 fh.write(GITIGNORE_LINE + "\n")
     except OSError as exc:
-        raise CadenzaError(f"cannot write the project in {root}: {exc}",
-                           hint="pick a folder you can write to") from exc
+        raise UsageError(f"cannot write the project in {root}: {exc}",
+                         hint="pick a folder you can write to") from exc
     console = out()
     where = "this folder" if str(directory) == "." else str(directory)
     console.print(f"Created a Cadenza project in [bold]{escape(where)}[/]:")

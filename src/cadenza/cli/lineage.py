@@ -42,11 +42,11 @@ def lineage_command(
     Each line: SHA-256 prefix, the task instance that produced it (task, run, attempt),
     its code fingerprint, size and type.
     """
-    from cadenza.core.errors import CadenzaError
+    from cadenza.core.errors import UsageError
 
     if upstream and downstream:
-        raise CadenzaError("--upstream and --downstream exclude each other",
-                           hint="give neither to walk both ways")
+        raise UsageError("--upstream and --downstream exclude each other",
+                         hint="give neither to walk both ways")
     from cadenza.artifacts.lineage import Direction, walk_lineage
 
     direction: Direction = "upstream" if upstream else "downstream" if downstream else "both"

@@ -35,12 +35,12 @@ FINAL = {"success", "cached", "failed", "skipped", "upstream_failed", "cancelled
 def _targets(
     tis: list[TaskInstanceRecord], task: str, map_index: int | None, run_id: str
 ) -> list[TaskInstanceRecord]:
-    from cadenza.core.errors import CadenzaError
+    from cadenza.core.errors import TaskNotFound
 
     rows = [t for t in tis if t.task_id == task]
     if not rows:
         names = sorted({t.task_id for t in tis})
-        raise CadenzaError(
+        raise TaskNotFound(
             f"run {run_id} has no task '{task}'." + did_you_mean(task, names),
             hint=f"tasks of this run: {', '.join(names) or '(none)'}",
         )
@@ -52,14 +52,14 @@ def _targets(
     if summary is not None and summary.map_count is None and not children:
         if map_index < 0:
             return [summary]
-        raise CadenzaError(
+        raise TaskNotFound(
             f"task '{task}' is not mapped, so it has no map index {map_index}",
             hint=f"drop --map-index: cadenza logs {run_id} {task}",
         )
     found = [t for t in children if t.map_index == map_index]
     if not found:
         count = summary.map_count if summary is not None else len(children)
-        raise CadenzaError(
+        raise TaskNotFound(
             f"task '{task}' has no map index {map_index} in run {run_id}",
             hint=f"it has {count} instances: --map-index 0 to {max((count or 1) - 1, 0)}",
         )
@@ -160,7 +160,7 @@ def logs_command(
 ) -> None:
     """Print the captured output (stdout, stderr, logger, traceback) of a task's attempts."""
     from cadenza.cli.runs import open_project_store
-    from cadenza.core.errors import CadenzaError
+    from cadenza.core.errors import TaskNotFound
     from cadenza.core.settings import get_settings
 
     store = open_project_store()
@@ -182,7 +182,7 @@ def logs_command(
                 and (attempt is None or attempt == ti.attempt)]
         if attempt is not None and not found and not live:
             have = sorted({a.attempt for a in store.get_attempts(rid, task)})
-            raise CadenzaError(
+            raise TaskNotFound(
                 f"task '{task}' of run {rid} has no attempt {attempt}",
                 hint=f"attempts recorded: {', '.join(map(str, have)) or 'none yet'}",
             )

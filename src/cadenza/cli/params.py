@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from cadenza.core.errors import CadenzaError
+from cadenza.core.errors import UsageError
 from cadenza.graph.plan import Plan
 
 _NOT_JSON = object()
@@ -25,13 +25,13 @@ def split_pairs(items: list[str], option: str) -> dict[str, str]:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise CadenzaError(
+            raise UsageError(
                 f"{option} expects NAME=VALUE, got '{item}'",
                 hint=f"{option} n=5 (lists and dicts as JSON: {option} sizes='[1, 2]')",
             )
         if key in pairs:
-            raise CadenzaError(f"{option} {key} is given twice",
-                               hint=f"pass each {option} once")
+            raise UsageError(f"{option} {key} is given twice",
+                             hint=f"pass each {option} once")
         pairs[key] = value
     return pairs
 

@@ -93,14 +93,14 @@ def list_pipelines(
     A file that fails to import is listed with its error (exit code 1); the others still load.
     """
     from cadenza.cli.discovery import display_path, load_project
-    from cadenza.core.errors import CadenzaError
+    from cadenza.core.errors import NotFound
     from cadenza.core.settings import get_settings
 
     settings = get_settings()
     if paths:
         missing = [p for p in paths if not p.exists()]
         if missing:
-            raise CadenzaError(f"no such file or folder: {missing[0]}", hint="check the path")
+            raise NotFound(f"no such file or folder: {missing[0]}", hint="check the path")
     files = load_project(settings, [p.resolve() for p in paths] if paths else None)
     rows = [(f, pipe) for f in files for pipe in f.pipelines.values()]
     broken = [f for f in files if f.error is not None]
@@ -167,7 +167,7 @@ def _known_names(name: str, store: Any, settings: Settings) -> tuple[bool, list[
 
 def _set_paused(name: str, paused: bool, *, force: bool) -> None:
     from cadenza.cli.runs import open_project_store
-    from cadenza.core.errors import CadenzaError
+    from cadenza.core.errors import PipelineNotFound
     from cadenza.core.settings import get_settings
     from cadenza.store.scheduling import scheduling_store
     from cadenza.triggers.loop import pause, unpause
@@ -179,7 +179,7 @@ def _set_paused(name: str, paused: bool, *, force: bool) -> None:
     if before is None and not force:
         known, names = _known_names(name, store, settings)
         if not known:
-            raise CadenzaError(
+            raise PipelineNotFound(
                 f"no pipeline named '{name}' has runs or is in the project." +
                 did_you_mean(name, names),
                 hint=f"check the name with `cadenza pipelines list`, or `cadenza pipelines "

@@ -29,13 +29,13 @@ def set_pool(
 ) -> None:
     """Create a pool or change its slots."""
     from cadenza.cli.runs import open_project_store
-    from cadenza.core.errors import CadenzaError
+    from cadenza.core.errors import UsageError
 
     if not name.strip():
-        raise CadenzaError("a pool name cannot be empty", hint="cadenza pools set gpu 2")
+        raise UsageError("a pool name cannot be empty", hint="cadenza pools set gpu 2")
     if slots < 0:
-        raise CadenzaError(f"pool '{name}': slots must be 0 or more, got {slots}",
-                           hint=f"cadenza pools set {name} 4  (0 pauses the pool)")
+        raise UsageError(f"pool '{name}': slots must be 0 or more, got {slots}",
+                         hint=f"cadenza pools set {name} 4  (0 pauses the pool)")
     store = open_project_store()
     before = store.get_pool(name)
     pool = store.set_pool(name, slots, description or (before.description if before else ""))

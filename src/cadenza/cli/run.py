@@ -261,15 +261,9 @@ def resume_command(
     Finished tasks keep their outputs; failed, cancelled and downstream tasks run again.
     Exit code: 0 success, 1 the run failed again, 2 usage error, 130 interrupted.
     """
-    try:
-        from cadenza.engine.resume import resume_run
-    except ImportError:
-        from cadenza.core.errors import CadenzaError
-
-        raise CadenzaError("resume is not available yet in this version of Cadenza",
-                           hint="re-run the pipeline with `cadenza run FILE[:PIPELINE]`") from None
-    from cadenza.core.errors import CadenzaError
+    from cadenza.core.errors import UsageError
     from cadenza.core.settings import get_settings
+    from cadenza.engine.resume import resume_run
     from cadenza.store import open_store
 
     check_executor(executor)
@@ -281,7 +275,7 @@ def resume_command(
                     "nothing to resume.")
         raise typer.Exit(EXIT_OK)
     if run.trigger == "test":
-        raise CadenzaError(
+        raise UsageError(
             f"run {rid} is a task test (cadenza tasks test), which cannot be resumed",
             pipeline=run.pipeline,
             hint="run the test again with `cadenza tasks test FILE:PIPELINE TASK`",

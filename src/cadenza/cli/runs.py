@@ -179,15 +179,15 @@ def list_runs(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON (a list of runs).")] = False,
 ) -> None:
     """List runs, newest first."""
-    from cadenza.core.errors import CadenzaError
+    from cadenza.core.errors import UsageError
     from cadenza.core.states import RunState
 
     run_state = None
     if state is not None:
         valid = [*(s.value for s in RunState), CRASHED]
         if state not in valid:
-            raise CadenzaError(f"unknown run state '{state}'." + did_you_mean(state, valid),
-                               hint=f"use one of: {', '.join(valid)}")
+            raise UsageError(f"unknown run state '{state}'." + did_you_mean(state, valid),
+                             hint=f"use one of: {', '.join(valid)}")
         run_state = None if state == CRASHED else RunState(state)
     store = open_project_store()
     if state == CRASHED:

@@ -66,13 +66,13 @@ def _warn_broken(broken: list[Any]) -> None:
 
 def _project_pipelines(settings: Settings) -> list[Plan]:
     from cadenza.cli.discovery import display_path, load_project, project_paths
-    from cadenza.core.errors import CadenzaError
+    from cadenza.core.errors import ConfigError, PipelineNotFound
 
     if settings.config_file is None:
-        raise CadenzaError(f"no pipelines to watch: no TARGETS given and no cadenza.toml in "
-                           f"{Path.cwd()} or its parents",
-                           hint="name them: cadenza scheduler path/to/file.py[:PIPELINE] or "
-                           "module:pipeline, or create a project with `cadenza init`")
+        raise ConfigError(f"no pipelines to watch: no TARGETS given and no cadenza.toml in "
+                          f"{Path.cwd()} or its parents",
+                          hint="name them: cadenza scheduler path/to/file.py[:PIPELINE] or "
+                          "module:pipeline, or create a project with `cadenza init`")
     files = load_project(settings)
     broken = [f for f in files if f.error is not None]
     pipes = [p for f in files for p in f.pipelines.values()]
@@ -80,8 +80,8 @@ def _project_pipelines(settings: Settings) -> list[Plan]:
         where = ", ".join(display_path(p) for p in project_paths(settings))
         extra = (f" ({len(broken)} file(s) failed to import; `cadenza pipelines list` shows "
                  "why)") if broken else ""
-        raise CadenzaError(f"no pipelines found in {where}{extra}",
-                           hint="define one with @pipeline in a file there, or " + TARGET_HINT)
+        raise PipelineNotFound(f"no pipelines found in {where}{extra}",
+                               hint="define one with @pipeline in a file there, or " + TARGET_HINT)
     if broken:
         _warn_broken(broken)
     return pipes
@@ -89,7 +89,7 @@ def _project_pipelines(settings: Settings) -> list[Plan]:
 
 def _from_folder(path: Path) -> list[Plan]:
     from cadenza.cli.discovery import pipeline_files
-    from cadenza.core.errors import CadenzaError
+    from cadenza.core.errors import PipelineNotFound
     from cadenza.engine.loading import load_file
 
     files = [load_file(f) for f in pipeline_files([path])]
@@ -97,8 +97,8 @@ def _from_folder(path: Path) -> list[Plan]:
     broken = [f for f in files if f.error is not None]
     if not pipes:
         extra = f" ({len(broken)} file(s) failed to import)" if broken else ""
-        raise CadenzaError(f"no pipelines found in {path}{extra}",
-                           hint="define one with @pipeline in a file there, or " + TARGET_HINT)
+        raise PipelineNotFound(f"no pipelines found in {path}{extra}",
+                               hint="define one with @pipeline in a file there, or " + TARGET_HINT)
     if broken:
         _warn_broken(broken)
     return pipes
@@ -107,20 +107,20 @@ def _from_folder(path: Path) -> list[Plan]:
 def _from_file(path: Path, target: str) -> list[Plan]:
     """Every pipeline a file defines (`file.py` without `:PIPELINE`)."""
     from cadenza.cli.discovery import load_file_or_raise
-    from cadenza.core.errors import CadenzaError
+    from cadenza.core.errors import PipelineNotFound
 
     loaded = load_file_or_raise(path, target)
     pipes = loaded.pipelines or loaded.imported
     if not pipes:
-        raise CadenzaError(f"{target} defines no pipeline",
-                           hint="decorate a function with @pipeline in that file "
-                           "(from cadenza import pipeline)")
+        raise PipelineNotFound(f"{target} defines no pipeline",
+                               hint="decorate a function with @pipeline in that file "
+                               "(from cadenza import pipeline)")
     return list(pipes.values())
 
 
 def _from_module(module_name: str, name: str, target: str) -> Plan:
     """The pipeline `name` of an importable module (`module:pipeline`)."""
-    from cadenza.core.errors import CadenzaError
+    from cadenza.core.errors import CadenzaError, PipelineNotFound, UserCodeError
     from cadenza.engine.loading import load_module
 
     try:
@@ -130,21 +130,21 @@ def _from_module(module_name: str, name: str, target: str) -> Plan:
     except ModuleNotFoundError as exc:
         missing = exc.name or module_name
         if module_name == missing or module_name.startswith(missing + "."):
-            raise CadenzaError(
+            raise PipelineNotFound(
                 f"target '{target}': no module named '{module_name}', and no file of that name",
                 hint="name a file (path/to/file.py:PIPELINE), or run from the folder the module "
                 "is importable from (or set PYTHONPATH)") from None
-        raise CadenzaError(f"cannot import {module_name}: {exc}",
-                           hint=f"install '{missing}' in this environment") from exc
+        raise UserCodeError(f"cannot import {module_name}: {exc}",
+                            hint=f"install '{missing}' in this environment") from exc
     except Exception as exc:  # a broken user module is a usage error here
-        raise CadenzaError(f"cannot import {module_name}: {type(exc).__name__}: {exc}",
-                           hint="fix the module; `cadenza --debug scheduler ...` shows the "
-                           "traceback") from exc
+        raise UserCodeError(f"cannot import {module_name}: {type(exc).__name__}: {exc}",
+                            hint="fix the module; `cadenza --debug scheduler ...` shows the "
+                            "traceback") from exc
     value = plans.get(name)
     if value is not None:
         return value
     found = plans.by_name
-    raise CadenzaError(
+    raise PipelineNotFound(
         f"module {module_name} has no pipeline named '{name}'." + did_you_mean(name, sorted(found)),
         hint=f"pipelines in that module: {', '.join(sorted(found)) or '(none)'}")
 
@@ -520,12 +520,12 @@ def scheduler_command(
 
     from cadenza.cli.run import check_executor
     from cadenza.core import clock
-    from cadenza.core.errors import CadenzaError
+    from cadenza.core.errors import UsageError
     from cadenza.core.settings import get_settings
 
     if json_out and not once:
-        raise CadenzaError("--json only goes with --once (the service logs on stderr)",
-                           hint="cadenza scheduler --once --json")
+        raise UsageError("--json only goes with --once (the service logs on stderr)",
+                         hint="cadenza scheduler --once --json")
     settings = get_settings()
     check_executor(executor)
     pipes = find_pipelines(list(targets or []), settings)
@@ -544,8 +544,8 @@ def scheduler_command(
         try:
             serve_metrics(metrics_port)
         except OSError as exc:
-            raise CadenzaError(f"cannot serve metrics on 127.0.0.1:{metrics_port}: {exc}",
-                               hint="choose a free port: --metrics-port 9464") from exc
+            raise UsageError(f"cannot serve metrics on 127.0.0.1:{metrics_port}: {exc}",
+                             hint="choose a free port: --metrics-port 9464") from exc
     if not json_out:
         print_watched(scheduler, executor=executor or settings.executor, once=once)
     if not once:

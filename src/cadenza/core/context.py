@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from cadenza.core.errors import CadenzaError
+from cadenza.core.errors import UsageError
 
 
 @dataclass(slots=True, kw_only=True)
@@ -65,7 +65,7 @@ def get_context() -> TaskContext:
     """
     ctx = _current.get()
     if ctx is None:
-        raise CadenzaError(
+        raise UsageError(
             "get_context() was called outside a running task",
             hint="call it inside a function decorated with @task while a pipeline runs",
         )

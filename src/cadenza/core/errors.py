@@ -64,7 +64,12 @@ class Problem:
 
 
 class DefinitionError(CadenzaError):
-    """A pipeline or task definition is wrong. Lists every problem found at once."""
+    """A pipeline, task, schedule or trigger is defined wrong.
+
+    `DefinitionError(pipeline, problems)` lists every problem a validation found at once.
+    `DefinitionError.single(message, ...)` is one problem found on its own (a schedule, a
+    sensor or a trigger checked when it is built) and reads like any other CadenzaError.
+    """
 
     def __init__(self, pipeline: str | None, problems: list[Problem]) -> None:
         self.problems = problems
@@ -72,11 +77,31 @@ class DefinitionError(CadenzaError):
         noun = "problem" if len(problems) == 1 else "problems"
         where = f" in pipeline '{pipeline}'" if pipeline else ""
         body = "\n".join("  " + p.render() for p in problems)
-        self._text = f"{len(problems)} {noun}{where}:\n{body}"
+        self._text: str | None = f"{len(problems)} {noun}{where}:\n{body}"
         super().__init__(first.message, pipeline=pipeline, task=first.task, hint=first.hint)
 
+    @classmethod
+    def single(
+        cls,
+        message: str,
+        *,
+        pipeline: str | None = None,
+        task: str | None = None,
+        hint: str | None = None,
+    ) -> DefinitionError:
+        err = cls.__new__(cls)
+        err.problems = [Problem(message=message, task=task, hint=hint)]
+        err._text = None
+        CadenzaError.__init__(err, message, pipeline=pipeline, task=task, hint=hint)
+        return err
+
+    @property
+    def is_listing(self) -> bool:
+        """True for the "N problems in pipeline ..." form, False for a single() one."""
+        return self._text is not None
+
     def _render(self) -> str:
-        return self._text
+        return self._text if self._text is not None else super()._render()
 
 
 CadenzaDefinitionError = DefinitionError
@@ -86,8 +111,36 @@ class ParameterError(CadenzaError):
     """Run parameters do not match the pipeline's signature."""
 
 
-class RunNotFound(CadenzaError):
-    pass
+class UsageError(CadenzaError):
+    """A command or call was given something it cannot use: a malformed value, options that
+    exclude each other, an ambiguous id prefix, a request that does not fit the run or
+    pipeline it names. The caller's mistake, fixed by changing the call (HTTP 400)."""
+
+
+class NotFound(CadenzaError):
+    """Something the caller named does not exist (HTTP 404). The subclasses say what."""
+
+
+class RunNotFound(NotFound):
+    """No run has this id (or id prefix)."""
+
+
+class PipelineNotFound(NotFound):
+    """No pipeline of this name in the file, module or project searched."""
+
+
+class TaskNotFound(NotFound):
+    """The pipeline or run has no task (or map index, or attempt) of this name."""
+
+
+class ArtifactNotFound(NotFound):
+    """No artifact in the lineage records has this SHA-256 (or prefix), or no asset has this
+    version."""
+
+
+class UserCodeError(CadenzaError):
+    """The user's own module raised while Cadenza imported it to find its pipelines; the
+    user's exception is `__cause__`. (A task's code failing is TaskFailed.)"""
 
 
 class IllegalTransition(CadenzaError):
@@ -112,6 +165,15 @@ class WorkerLost(CadenzaError):
 
 class StoreError(CadenzaError):
     """The metadata store could not be reached or written."""
+
+
+class ArtifactError(CadenzaError):
+    """An artifact could not be written or read back intact."""
+
+
+class ExecutorError(CadenzaError):
+    """An executor was asked for something it cannot do (its caller's bug, never the
+    task's failure: that comes back as a TaskOutcome)."""
 
 
 class ConfigError(CadenzaError):

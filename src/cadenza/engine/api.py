@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from cadenza.core import clock
-from cadenza.core.errors import CadenzaError
+from cadenza.core.errors import CadenzaError, PipelineNotFound, UsageError
 from cadenza.core.ids import new_driver_id, new_run_id
 from cadenza.core.records import (
     TASK_ORDER,
@@ -82,7 +82,7 @@ class RunResult:
             try:
                 kwargs["pipeline"] = load_pipeline(self._source)
             except CadenzaError as exc:
-                raise CadenzaError(
+                raise PipelineNotFound(
                     f"cannot resume run {self.run_id}: {exc.message}",
                     pipeline=self.pipeline,
                     hint=f"import the pipeline and pass it: result.resume(pipeline="
@@ -112,7 +112,8 @@ class _LazyOutputs(Mapping[str, Any]):
             return self._r._live[key]
         if ti.output is None or not ti.state.is_ok:
             return None
-        from cadenza.artifacts.store import ArtifactError, load_value
+        from cadenza.artifacts.store import load_value
+        from cadenza.core.errors import ArtifactError
 
         try:
             return load_value(ti.output, root=self._r._artifact_root)
@@ -314,9 +315,9 @@ def drive_run(
 
     pipeline = plan_of(pipeline)
     if run.state is not RunState.QUEUED or not run.driver_id:
-        raise CadenzaError(f"run {run.run_id} is {run.state}, not a claimed queued run",
-                           pipeline=run.pipeline,
-                           hint="claim it first (store.claim_queued), or resume it instead")
+        raise UsageError(f"run {run.run_id} is {run.state}, not a claimed queued run",
+                         pipeline=run.pipeline,
+                         hint="claim it first (store.claim_queued), or resume it instead")
     settings = settings or get_settings()
     store = open_store(settings.database_url)
     try:

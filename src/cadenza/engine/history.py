@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from cadenza.core.errors import RunNotFound
+from cadenza.core.errors import RunNotFound, UsageError
 from cadenza.core.settings import Settings, get_settings
 from cadenza.core.states import RunState
 from cadenza.engine.api import RunResult, result_from_store
@@ -44,7 +44,7 @@ def get_run(run_id: str, *, settings: Settings | None = None) -> RunResult:
     list of its instances' outputs, in map order). `resume()` finishes a failed run; it
     loads the pipeline from where the run was started, or takes `pipeline=`.
 
-    Raises RunNotFound (naming the store searched) if no run matches, CadenzaError if the
+    Raises RunNotFound (naming the store searched) if no run matches, UsageError if the
     prefix matches several runs.
 
     Example:
@@ -91,13 +91,12 @@ def get_runs(
 
 
 def _run_state(state: RunState | str) -> RunState:
-    from cadenza.core.errors import CadenzaError
 
     try:
         return RunState(state)
     except ValueError:
-        raise CadenzaError(f"unknown run state '{state}'",
-                           hint=f"use one of {', '.join(s.value for s in RunState)}") from None
+        raise UsageError(f"unknown run state '{state}'",
+                         hint=f"use one of {', '.join(s.value for s in RunState)}") from None
 
 
 __all__ = ["get_run", "get_runs"]

@@ -23,7 +23,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cadenza.core.errors import CadenzaError
+from cadenza.core.errors import PipelineNotFound
 from cadenza.core.importing import importing_file
 from cadenza.graph.plan import Plan, find_plan
 
@@ -80,7 +80,7 @@ def _first_line(exc: BaseException, path: Path) -> str:
         return f"SyntaxError: {exc.msg}{where}"
     from cadenza.core.errors import DefinitionError
 
-    if isinstance(exc, DefinitionError):
+    if isinstance(exc, DefinitionError) and exc.is_listing:
         text = exc._render().splitlines()
         return f"DefinitionError: {text[0].rstrip(':')}: {text[1].strip() if len(text) > 1 else ''}"
     line = None
@@ -137,7 +137,7 @@ def load_file(path: Path) -> LoadedFile:
         loaded.error = _first_line(exc, path)
         from cadenza.core.errors import DefinitionError
 
-        if isinstance(exc, DefinitionError):
+        if isinstance(exc, DefinitionError) and exc.is_listing:
             loaded.detail = exc._render()
         else:
             loaded.detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -189,13 +189,13 @@ def load_source(source: str) -> Plan:
     import raises its own error."""
     target, _, name = source.rpartition(":")
     if not target:
-        raise CadenzaError(f"cannot locate the pipeline of this run (source {source!r})",
-                           hint="resume it from Python: pipeline_def.resume(run_id)")
+        raise PipelineNotFound(f"cannot locate the pipeline of this run (source {source!r})",
+                               hint="resume it from Python: pipeline_def.resume(run_id)")
     if target.endswith(".py") or os.sep in target:
         path = Path(target)
         if not path.is_file():
-            raise CadenzaError(f"the pipeline file {target} no longer exists",
-                               pipeline=name, hint="restore the file, then resume again")
+            raise PipelineNotFound(f"the pipeline file {target} no longer exists",
+                                   pipeline=name, hint="restore the file, then resume again")
         loaded = load_file(path)
         if loaded.exception is not None:
             raise loaded.exception
@@ -203,8 +203,8 @@ def load_source(source: str) -> Plan:
     else:
         plan = load_module(target).get(name)
     if plan is None:
-        raise CadenzaError(f"{target} has no pipeline named '{name}'", pipeline=name,
-                           hint="was the pipeline renamed? resume needs its original name")
+        raise PipelineNotFound(f"{target} has no pipeline named '{name}'", pipeline=name,
+                               hint="was the pipeline renamed? resume needs its original name")
     return plan
 
 

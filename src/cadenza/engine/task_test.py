@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from cadenza.core.errors import CadenzaError
+from cadenza.core.errors import RunNotFound, TaskNotFound, UsageError
 from cadenza.core.records import RunRecord, TaskInstanceRecord, ValueRef
 from cadenza.core.settings import Settings, get_settings
 from cadenza.core.states import TaskState
@@ -57,8 +57,8 @@ def prepare_task_test(
     id; the other upstream outputs come from the newest run where those tasks succeeded.
     Parameters: `params`, over that run's, over the defaults (validated when it runs).
 
-    Raises CadenzaError naming the task and the fix: unknown task or input name, or no run
-    with the upstream outputs it needs.
+    Raises, naming the task and the fix: TaskNotFound for an unknown task, UsageError for an
+    unknown input name, RunNotFound when no run has the upstream outputs it needs.
     """
     from cadenza.core.suggest import did_you_mean
     from cadenza.store import open_store
@@ -68,7 +68,7 @@ def prepare_task_test(
     graph: PipelineGraph = pipeline.graph
     if task_id not in graph.nodes:
         names = list(graph.nodes)
-        raise CadenzaError(f"no task '{task_id}'." + did_you_mean(task_id, names),
+        raise TaskNotFound(f"no task '{task_id}'." + did_you_mean(task_id, names),
                            pipeline=pipeline.name,
                            hint=f"tasks of this pipeline: {', '.join(names)}")
     node = graph.nodes[task_id]
@@ -76,7 +76,7 @@ def prepare_task_test(
     valid = list(node.args) + [u for u in node.data_upstream if u not in node.args]
     for name in given:
         if name not in valid:
-            raise CadenzaError(
+            raise UsageError(
                 f"input '{name}': no argument or upstream task of that name."
                 + did_you_mean(name, valid),
                 pipeline=pipeline.name, task=task_id,
@@ -97,7 +97,7 @@ def prepare_task_test(
         if source_run is None:
             first = min(needed)
             arg = next((a for a, v in node.args.items() if first in _upstreams_in(v)), first)
-            raise CadenzaError(
+            raise RunNotFound(
                 f"no run of pipeline '{pipeline.name}' has a successful '{first}' to take "
                 f"the input '{arg}' of task '{task_id}' from",
                 pipeline=pipeline.name, task=task_id,

@@ -7,9 +7,9 @@ Public API: `open_store()`, `RunStore`, `upgrade_database()`, `ArtifactNotFound`
 
 from __future__ import annotations
 
+from cadenza.core.errors import ArtifactNotFound
 from cadenza.store import retention
 from cadenza.store.db import mask_url, upgrade_database
-from cadenza.store.lineage import ArtifactNotFound
 from cadenza.store.runs import RunStore, open_store
 
 __all__ = ["ArtifactNotFound", "RunStore", "mask_url", "open_store", "retention", "upgrade_database"]

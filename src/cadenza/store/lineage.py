@@ -44,7 +44,7 @@ from sqlalchemy import (
     select,
 )
 
-from cadenza.core.errors import CadenzaError
+from cadenza.core.errors import ArtifactNotFound, UsageError
 from cadenza.core.records import ArtifactRecord, AssetEventRecord
 from cadenza.store.db import dialect_insert
 from cadenza.store.dml import PreparedDml, Step
@@ -60,10 +60,6 @@ _e = asset_events_table
 
 # SQLite allows 32766 host parameters per statement, PostgreSQL 65535; IN lists stay far below.
 _IN_CHUNK = 500
-
-
-class ArtifactNotFound(CadenzaError):
-    """No artifact in the lineage records has this SHA-256 (or prefix)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,7 +302,7 @@ def _not_found(what: str) -> ArtifactNotFound:
 def get_artifact(conn: Connection, sha_or_prefix: str) -> ArtifactRecord:
     wanted = sha_or_prefix.strip().lower()
     if not wanted:
-        raise CadenzaError("empty artifact SHA-256", hint="give a SHA-256 or a unique prefix")
+        raise UsageError("empty artifact SHA-256", hint="give a SHA-256 or a unique prefix")
     row = conn.execute(select(*_ARTIFACT_COLUMNS).where(_a.c.sha256 == wanted)).first()
     if row is None:
         # LIKE alone is case-insensitive on SQLite; substr() makes the match exact.
@@ -324,7 +320,7 @@ def get_artifact(conn: Connection, sha_or_prefix: str) -> ArtifactRecord:
         if len(rows) > 1:
             shown = ", ".join(str(r[0])[:16] for r in rows[:5])
             more = ", ..." if len(rows) > 5 else ""
-            raise CadenzaError(
+            raise UsageError(
                 f"artifact prefix '{sha_or_prefix}' is ambiguous: it matches {shown}{more}",
                 hint="type more characters of the SHA-256",
             )

@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, func, select
 
 from cadenza.core import clock
-from cadenza.core.errors import CadenzaError, RunNotFound
+from cadenza.core.errors import RunNotFound, UsageError
 from cadenza.core.retention import RunsDeleted, RunSelection, StoredArtifact
 from cadenza.core.states import RunState
 from cadenza.store.db import store_error
@@ -129,8 +129,8 @@ def select_runs(
     two is required. Unfinished runs and producers of an asset's newest version are kept and
     listed apart (they count toward `keep_last` like any run)."""
     if older_than is None and keep_last is None:
-        raise CadenzaError("no retention policy given: this would delete nothing",
-                           hint="say what to delete: --older-than 30d, --keep-last 10, or both")
+        raise UsageError("no retention policy given: this would delete nothing",
+                         hint="say what to delete: --older-than 30d, --keep-last 10, or both")
     r = _runs.c
     rank = func.row_number().over(partition_by=r.pipeline,
                                   order_by=(r.created_at.desc(), r.run_id.desc())).label("rank")

@@ -40,7 +40,7 @@ from sqlalchemy import (
 )
 
 from cadenza.core import clock
-from cadenza.core.errors import CadenzaError, RunNotFound
+from cadenza.core.errors import RunNotFound, UsageError
 from cadenza.core.records import (
     ArtifactRecord,
     AssetEventRecord,
@@ -173,7 +173,7 @@ _UNSET = _Unset.UNSET
 
 def _check_slots(name: str, slots: int) -> None:
     if isinstance(slots, bool) or not isinstance(slots, int) or slots < 0:
-        raise CadenzaError(
+        raise UsageError(
             f"pool '{name}': slots must be a whole number >= 0, got {slots!r}",
             hint="give the pool a whole number of slots, 0 or more (0 pauses the pool)",
         )
@@ -306,10 +306,10 @@ class RunStore:
     def resolve_run_id(self, prefix: str) -> str:
         """The one run id starting with `prefix` (an exact id always wins).
 
-        RunNotFound if none matches; CadenzaError listing candidates if several do.
+        RunNotFound if none matches; UsageError listing candidates if several do.
         """
         if not prefix:
-            raise CadenzaError("empty run id", hint="list run ids with `cadenza runs list`")
+            raise UsageError("empty run id", hint="list run ids with `cadenza runs list`")
         with self._read_engine.connect() as conn:
             if conn.execute(_RUN_EXISTS, {"run_id": prefix}).first() is not None:
                 return prefix
@@ -329,7 +329,7 @@ class RunStore:
             raise _run_not_found(prefix)
         if len(found) > 1:
             more = ", ..." if len(found) > 5 else ""
-            raise CadenzaError(
+            raise UsageError(
                 f"run id prefix '{prefix}' is ambiguous: it matches {', '.join(found[:5])}{more}",
                 hint="type more characters of the run id (see `cadenza runs list`)",
             )
@@ -480,7 +480,7 @@ class RunStore:
     def get_artifact(self, sha_or_prefix: str) -> ArtifactRecord:
         """The lineage record of an artifact, by SHA-256 or a unique prefix of it.
 
-        ArtifactNotFound if none matches; CadenzaError listing candidates if several do.
+        ArtifactNotFound if none matches; UsageError listing candidates if several do.
 
         Example:
             >>> store.get_artifact("3f2a9c").task_id

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cadenza.core import clock
-from cadenza.core.errors import CadenzaError
+from cadenza.core.errors import UsageError
 from cadenza.core.ids import new_driver_id
 from cadenza.core.settings import Settings, get_settings
 from cadenza.core.states import RunState
@@ -126,8 +126,8 @@ def backfill(
     pipeline = plan_of(pipeline)
     tt = Timetable.of(pipeline)
     if tt is None:
-        raise CadenzaError("backfill needs a pipeline with a schedule", pipeline=pipeline.name,
-                           hint='@pipeline(schedule="@daily", start_date="2026-01-01")')
+        raise UsageError("backfill needs a pipeline with a schedule", pipeline=pipeline.name,
+                         hint='@pipeline(schedule="@daily", start_date="2026-01-01")')
     settings = settings or get_settings()
     sched = scheduling_store(open_store(settings.database_url))
     now = clock.now()

@@ -60,7 +60,7 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from cadenza.core.cron import expand_preset
-from cadenza.core.errors import CadenzaError
+from cadenza.core.errors import DefinitionError, UsageError
 from cadenza.graph.plan import HasPlan, Plan, plan_of
 from cadenza.triggers.wallclock import (
     FieldsWalk,
@@ -92,13 +92,13 @@ def to_utc(value: Any, tz: str = "UTC") -> datetime:
         try:
             value = datetime.fromisoformat(value.strip())
         except ValueError:
-            raise CadenzaError(f"'{value}' is not a date or date-time",
-                               hint="use ISO format: 2026-01-31 or 2026-01-31T02:00") from None
+            raise UsageError(f"'{value}' is not a date or date-time",
+                             hint="use ISO format: 2026-01-31 or 2026-01-31T02:00") from None
     elif isinstance(value, date) and not isinstance(value, datetime):
         value = datetime(value.year, value.month, value.day)
     if not isinstance(value, datetime):
-        raise CadenzaError(f"{value!r} is not a date or date-time",
-                           hint="use ISO format: 2026-01-31 or 2026-01-31T02:00")
+        raise UsageError(f"{value!r} is not a date or date-time",
+                         hint="use ISO format: 2026-01-31 or 2026-01-31T02:00")
     moment: datetime = value if value.tzinfo is not None else value.replace(tzinfo=zone(tz))
     return moment.astimezone(UTC)
 
@@ -155,8 +155,9 @@ class CronSchedule:
         self.expr = expand_preset(expr.strip())
         fields = self.expr.split()
         if len(fields) != 5 or not croniter.is_valid(self.expr):
-            raise CadenzaError(f"schedule '{expr}' is not a valid 5-field cron expression",
-                               hint='schedule="0 2 * * *" runs daily at 02:00')
+            raise DefinitionError.single(
+                f"schedule '{expr}' is not a valid 5-field cron expression",
+                hint='schedule="0 2 * * *" runs daily at 02:00')
         self.timezone = timezone
         self.tz = zone(timezone)
         # Clock-sweeping (rule 2 in the module docstring) when the hour field sweeps hours.
@@ -291,8 +292,8 @@ class DeltaSchedule:
 
     def __init__(self, delta: timedelta, anchor: datetime) -> None:
         if delta <= timedelta(0):
-            raise CadenzaError(f"schedule interval must be positive, got {delta}",
-                               hint="schedule=timedelta(hours=1)")
+            raise DefinitionError.single(f"schedule interval must be positive, got {delta}",
+                                         hint="schedule=timedelta(hours=1)")
         self.delta = delta
         self.anchor = anchor.astimezone(UTC)
 
@@ -324,8 +325,8 @@ def schedule_of(schedule: Any, timezone: str = "UTC",
         return DeltaSchedule(schedule, anchor)
     if isinstance(schedule, str):
         return CronSchedule(schedule, timezone)
-    raise CadenzaError(f"schedule must be a cron string, a preset or a timedelta, got "
-                       f"{type(schedule).__name__}", hint='schedule="0 2 * * *"')
+    raise DefinitionError.single(f"schedule must be a cron string, a preset or a timedelta, got "
+                                 f"{type(schedule).__name__}", hint='schedule="0 2 * * *"')
 
 
 class Timetable:

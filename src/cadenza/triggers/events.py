@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from cadenza.core.errors import CadenzaError, ParameterError
+from cadenza.core.errors import DefinitionError, ParameterError
 from cadenza.graph.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -78,20 +78,20 @@ class EventTrigger:
         scheme = parts.scheme.lower()
         if scheme in ("redis", "rediss"):
             if not query.get("stream"):
-                raise CadenzaError(f"EventTrigger {self.url!r} names no stream",
-                                   hint="redis://host:6379/0?stream=ml.training")
+                raise DefinitionError.single(f"EventTrigger {self.url!r} names no stream",
+                                             hint="redis://host:6379/0?stream=ml.training")
             return {"kind": "redis", "scheme": scheme, "host": parts.hostname or "127.0.0.1",
                     "port": parts.port or 6379, "db": int((parts.path or "/0").strip("/") or 0),
                     "password": parts.password, "username": parts.username, **query}
         if scheme in ("nats", "tls"):
             if not query.get("subject"):
-                raise CadenzaError(f"EventTrigger {self.url!r} names no subject",
-                                   hint="nats://host:4222?subject=ml.training")
+                raise DefinitionError.single(f"EventTrigger {self.url!r} names no subject",
+                                             hint="nats://host:4222?subject=ml.training")
             return {"kind": "nats", "host": parts.hostname or "127.0.0.1",
                     "port": parts.port or 4222, "scheme": scheme, **query}
-        raise CadenzaError(f"EventTrigger {self.url!r}: unknown scheme '{parts.scheme}'",
-                           hint="use redis://host:6379/0?stream=NAME or "
-                                "nats://host:4222?subject=NAME")
+        raise DefinitionError.single(
+            f"EventTrigger {self.url!r}: unknown scheme '{parts.scheme}'",
+            hint="use redis://host:6379/0?stream=NAME or nats://host:4222?subject=NAME")
 
     @property
     def kind(self) -> str:

@@ -46,7 +46,13 @@ from typing import Any
 
 from cadenza.authoring.assets import AnyOf, Asset
 from cadenza.core import clock
-from cadenza.core.errors import CadenzaError, ParameterError, RunConflict, StoreError
+from cadenza.core.errors import (
+    CadenzaError,
+    DefinitionError,
+    ParameterError,
+    RunConflict,
+    StoreError,
+)
 from cadenza.core.ids import new_driver_id
 from cadenza.core.settings import Settings, get_settings
 from cadenza.engine.api import drive_run, fail_run, new_run
@@ -94,13 +100,13 @@ def trigger_spec(pipeline: Plan | HasPlan) -> TriggerSpec:
         elif isinstance(item, EventTrigger):
             events.append(item)
         else:
-            raise CadenzaError(
+            raise DefinitionError.single(
                 f"triggers: {item!r} is not an Asset, AnyOf, sensor or EventTrigger",
                 pipeline=pipeline.name,
                 hint="triggers=[Asset('features/user')], triggers=AnyOf(a, b), "
                      "triggers=[FileSensor('in/*.csv')] or triggers=[EventTrigger(url)]")
     if assets and any_assets:
-        raise CadenzaError(
+        raise DefinitionError.single(
             "triggers mixes plain assets (all must update) with AnyOf (any may)",
             pipeline=pipeline.name,
             hint="use triggers=[a, b] for all of them, or triggers=AnyOf(a, b) for any")
@@ -186,8 +192,9 @@ class Scheduler:
         self.pipelines: dict[str, Plan] = {}
         for p in map(plan_of, pipelines):
             if p.name in self.pipelines and self.pipelines[p.name] is not p:
-                raise CadenzaError(f"two pipelines are named '{p.name}'", pipeline=p.name,
-                                   hint="give each pipeline a unique name: @pipeline(name=...)")
+                raise DefinitionError.single(
+                    f"two pipelines are named '{p.name}'", pipeline=p.name,
+                    hint="give each pipeline a unique name: @pipeline(name=...)")
             self.pipelines[p.name] = p
         self.timetables: dict[str, Timetable] = {}
         self.specs: dict[str, TriggerSpec] = {}

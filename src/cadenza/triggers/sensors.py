@@ -37,7 +37,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from cadenza.core.errors import CadenzaError, SensorNotReady, SensorTimeout
+from cadenza.core.errors import DefinitionError, SensorNotReady, SensorTimeout
 from cadenza.graph.model import SensorSpec
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,8 @@ def _seconds(value: float | timedelta | None, what: str) -> float | None:
         return None
     seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
     if seconds <= 0:
-        raise CadenzaError(f"{what} must be positive, got {value!r}",
-                           hint=f"{what}=30 (seconds) or timedelta(minutes=1)")
+        raise DefinitionError.single(f"{what} must be positive, got {value!r}",
+                                     hint=f"{what}=30 (seconds) or timedelta(minutes=1)")
     return seconds
 
 
@@ -138,8 +138,8 @@ class FileSensor(Sensor):
                  timeout: float | timedelta | None = None, name: str | None = None,
                  min_count: int = 1) -> None:
         if not isinstance(pattern, str) or not pattern:
-            raise CadenzaError(f"FileSensor needs a glob pattern, got {pattern!r}",
-                               hint='FileSensor("data/incoming/*.csv")')
+            raise DefinitionError.single(f"FileSensor needs a glob pattern, got {pattern!r}",
+                                         hint='FileSensor("data/incoming/*.csv")')
         digest = hashlib.sha256(pattern.encode()).hexdigest()[:8]
         super().__init__(name=name or f"file_sensor_{digest}", poke_interval=poke_interval,
                          timeout=timeout)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cadenza.cli.console import err, escape, is_plain, out, print_json, styled_state
+from cadenza.core.states import RunState
 
 if TYPE_CHECKING:
     from cadenza.triggers.backfill import BackfillProgress, BackfillResult
@@ -198,7 +199,7 @@ def _print_summary(result: BackfillResult, *, start: str, end: str, drive: bool,
                       f"{'them' if k != 1 else 'it'} again: the same backfill with "
                       "--rerun-failed.")
     others = [rid for rid, s in result.states.items()
-              if str(s) != "success" and rid not in {f.run_id for f in failed}]
+              if s is not RunState.SUCCESS and rid not in {f.run_id for f in failed}]
     if others:
         console.print(f"[bold red]{len(others)} run{'s' if len(others) != 1 else ''} did not "
                       f"succeed.[/] See why: cadenza runs show {escape(others[0])}")

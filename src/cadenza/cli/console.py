@@ -17,6 +17,8 @@ import sys
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
 
+from cadenza.core.states import TaskState
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -160,19 +162,23 @@ def format_time(at: datetime | None) -> str:
     return at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
-STATE_STYLES = {
-    "success": "green",
-    "cached": "cyan",
-    "failed": "bold red",
-    "upstream_failed": "red",
-    "cancelled": "yellow",
-    "skipped": "dim",
-    "running": "bold blue",
-    "queued": "blue",
-    "scheduled": "blue",
-    "up_for_retry": "yellow",
-    "pending": "dim",
-    "crashed": "bold magenta",  # shown, never stored: a run whose driver died
+CRASHED = "crashed"  # how surfaces show an unfinished run nobody drives any more
+
+# Task states; run states share their names (a run is queued, running, success, failed or
+# cancelled), so the same table styles both.
+STATE_STYLES: dict[str, str] = {
+    TaskState.SUCCESS: "green",
+    TaskState.CACHED: "cyan",
+    TaskState.FAILED: "bold red",
+    TaskState.UPSTREAM_FAILED: "red",
+    TaskState.CANCELLED: "yellow",
+    TaskState.SKIPPED: "dim",
+    TaskState.RUNNING: "bold blue",
+    TaskState.QUEUED: "blue",
+    TaskState.SCHEDULED: "blue",
+    TaskState.UP_FOR_RETRY: "yellow",
+    TaskState.PENDING: "dim",
+    CRASHED: "bold magenta",  # shown, never stored: a run whose driver died
 }
 
 

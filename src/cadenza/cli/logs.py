@@ -23,13 +23,13 @@ import typer
 from cadenza.cli import console as cli_console
 from cadenza.cli.console import err, escape, label, out
 from cadenza.core.logfiles import attempt_log_path
+from cadenza.core.states import TaskState
 from cadenza.core.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from cadenza.core.records import AttemptRecord, TaskInstanceRecord
 
 FOLLOW_EVERY_S = 0.2
-FINAL = {"success", "cached", "failed", "skipped", "upstream_failed", "cancelled"}
 
 
 def _targets(
@@ -102,22 +102,22 @@ def _print_attempt(a: AttemptRecord, *, headers: bool, logs_dir: str) -> None:
         _write_log(text)
         return
     what = f"{label(a.task_id, a.map_index)} attempt {a.attempt} ({a.state}) wrote no output"
-    if a.error is not None and str(a.state) != "success":
+    if a.error is not None and a.state is not TaskState.SUCCESS:
         what += f"; it ended with {a.error.first_line()}"
     (console if headers else err()).print(f"[dim]{escape(what)}[/]")
 
 
 def _not_run_note(ti: TaskInstanceRecord) -> str:
-    state = str(ti.state)
+    state = ti.state
     who = label(ti.task_id, ti.map_index)
-    if state in ("skipped", "upstream_failed", "cancelled"):
+    if state in (TaskState.SKIPPED, TaskState.UPSTREAM_FAILED, TaskState.CANCELLED):
         why = f": {ti.reason}" if ti.reason else ""
         return f"{who} did not run ({state}{why})"
-    if state == "cached":
+    if state is TaskState.CACHED:
         origin = ti.cache_origin or {}
         return (f"{who} was served from the cache (run {origin.get('run_id', '?')}); see "
                 f"cadenza logs {origin.get('run_id', 'RUN')} {origin.get('task_id', ti.task_id)}")
-    if state == "running":
+    if state is TaskState.RUNNING:
         why = f", {ti.reason}" if ti.reason else ""
         return f"{who} is running (attempt {ti.attempt}{why}) and has written no output yet"
     return f"{who} has not run yet ({state})"
@@ -125,7 +125,7 @@ def _not_run_note(ti: TaskInstanceRecord) -> str:
 
 def _is_live(ti: TaskInstanceRecord, recorded: set[tuple[int, int]]) -> bool:
     """A running attempt (a task, or a sensor step between pokes) with no attempt row yet."""
-    return (str(ti.state) == "running" and ti.map_count is None and ti.attempt >= 1
+    return (ti.state is TaskState.RUNNING and ti.map_count is None and ti.attempt >= 1
             and (ti.map_index, ti.attempt) not in recorded)
 
 
@@ -138,7 +138,7 @@ def _print_live(ti: TaskInstanceRecord, *, headers: bool, logs_dir: str) -> bool
         return False
     if headers:
         out().rule(f"{escape(label(ti.task_id, ti.map_index))} · attempt {ti.attempt} · "
-                   "running", align="left", style="dim")
+                   f"{TaskState.RUNNING}", align="left", style="dim")
     _write_log(text)
     why = f", {ti.reason}" if ti.reason else ""
     err().print(f"[dim]{escape(label(ti.task_id, ti.map_index))} is still running (attempt "
@@ -283,22 +283,22 @@ def _follow(store: Any, rid: str, task: str, map_index: int | None, attempts_now
                 if key not in live_header:
                     live_header.add(key)
                     out().rule(f"{escape(label(ti.task_id, ti.map_index))} · attempt "
-                               f"{ti.attempt} · running", align="left", style="dim")
+                               f"{ti.attempt} · {TaskState.RUNNING}", align="left", style="dim")
                 _write_log(text)
             if map_index is None:
                 watched = [t for t in tis if t.map_index < 0] or tis
             else:
                 watched = [t for t in tis if t.map_index == map_index]
-            if watched and all(str(t.state) in FINAL for t in watched):
+            if watched and all(t.state.is_final for t in watched):
                 if not ended:
                     for t in watched:
                         err().print(escape(_not_run_note(t)))
                 return
-            if str(run.state) in ("success", "failed", "cancelled"):
+            if run.state.is_final:
                 err().print(f"run {escape(rid)} ended ({escape(str(run.state))})")
                 return
             if not announced:
-                state = ", ".join(sorted({str(t.state) for t in watched})) or "pending"
+                state = ", ".join(sorted({str(t.state) for t in watched})) or TaskState.PENDING
                 err().print(f"[dim]following {escape(task)} in run {escape(rid)} ({state}); "
                             "output is printed as the task writes it. Ctrl-C to stop.[/]")
                 announced = True

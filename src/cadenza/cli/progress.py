@@ -25,6 +25,7 @@ from cadenza.cli.console import (
     label,
     styled_state,
 )
+from cadenza.core.states import FINAL_TASK_STATES, RunState, TaskState
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -32,9 +33,8 @@ if TYPE_CHECKING:
     from cadenza.core.records import RunRecord, TaskInstanceRecord
 
 POLL_EVERY_S = 0.2
-FINAL = {"success", "cached", "failed", "skipped", "upstream_failed", "cancelled"}
-DONE_OK = {"success", "cached", "skipped"}
-BAD = {"failed", "upstream_failed", "cancelled"}
+DONE_OK = frozenset({TaskState.SUCCESS, TaskState.CACHED, TaskState.SKIPPED})
+BAD = frozenset({TaskState.FAILED, TaskState.UPSTREAM_FAILED, TaskState.CANCELLED})
 MAX_ROWS = 12
 
 
@@ -48,9 +48,9 @@ def _now() -> datetime:
 
 
 def _elapsed(row: TaskInstanceRecord) -> float | None:
-    if str(row.state) in FINAL:
+    if row.state.is_final:
         return duration_s(row.started_at, row.ended_at)
-    if row.started_at is not None and str(row.state) in ("running", "queued"):
+    if row.started_at is not None and row.state in (TaskState.RUNNING, TaskState.QUEUED):
         return (_now() - row.started_at).total_seconds()
     return None
 
@@ -77,20 +77,20 @@ class PlainView:
         far = datetime.max.replace(tzinfo=UTC)
         changed.sort(key=lambda r: (r.ended_at or r.started_at or far))
         for row in changed:
-            state = str(row.state)
+            state = row.state
             self.seen[(row.task_id, row.map_index)] = state
-            if state in ("pending", "scheduled", "queued"):
+            if state in (TaskState.PENDING, TaskState.SCHEDULED, TaskState.QUEUED):
                 continue
             took = ""
-            if state in FINAL:
+            if state.is_final:
                 took = format_duration(duration_s(row.started_at, row.ended_at))
             parts = [f"{_now().astimezone():%H:%M:%S}", f"{state:<15}", f"{took:>6}",
                      label(row.task_id, row.map_index)]
-            if state == "up_for_retry" and row.error is not None:
+            if state is TaskState.UP_FOR_RETRY and row.error is not None:
                 parts.append(f"attempt {row.attempt} failed: {row.error.first_line()}")
-            elif state == "failed" and row.error is not None:
+            elif state is TaskState.FAILED and row.error is not None:
                 parts.append(row.error.first_line())
-            elif state == "cached" and row.cache_origin:
+            elif state is TaskState.CACHED and row.cache_origin:
                 parts.append(f"from run {row.cache_origin.get('run_id', '?')}")
             self.console.print(escape("  ".join(parts)))
 
@@ -151,13 +151,14 @@ class LiveView:
         from rich.table import Table
 
         rows = leaves(self.rows)
-        states = [str(r.state) for r in rows]
-        done = sum(1 for s in states if s in FINAL)
+        states = [r.state for r in rows]
+        done = sum(1 for s in states if s in FINAL_TASK_STATES)
         counts = []
-        for name, style in (("running", "blue"), ("success", "green"), ("cached", "cyan"),
-                            ("failed", "red"), ("up_for_retry", "yellow"),
-                            ("upstream_failed", "red"), ("skipped", "dim"),
-                            ("cancelled", "yellow")):
+        for name, style in ((TaskState.RUNNING, "blue"), (TaskState.SUCCESS, "green"),
+                            (TaskState.CACHED, "cyan"), (TaskState.FAILED, "red"),
+                            (TaskState.UP_FOR_RETRY, "yellow"),
+                            (TaskState.UPSTREAM_FAILED, "red"), (TaskState.SKIPPED, "dim"),
+                            (TaskState.CANCELLED, "yellow")):
             n = states.count(name)
             if n:
                 counts.append(f"[{style}]{n} {name}[/]")
@@ -166,12 +167,13 @@ class LiveView:
 
         for r in rows:
             key = (r.task_id, r.map_index)
-            if str(r.state) in FINAL and key not in self.finished_order:
+            if r.state.is_final and key not in self.finished_order:
                 self.finished_order.append(key)
         by_key = {(r.task_id, r.map_index): r for r in rows}
-        running = [r for r in rows if str(r.state) in ("running", "queued", "up_for_retry")]
-        bad = [by_key[k] for k in self.finished_order if str(by_key[k].state) in BAD]
-        ok = [by_key[k] for k in self.finished_order if str(by_key[k].state) in DONE_OK]
+        running = [r for r in rows if r.state in (TaskState.RUNNING, TaskState.QUEUED,
+                                                  TaskState.UP_FOR_RETRY)]
+        bad = [by_key[k] for k in self.finished_order if by_key[k].state in BAD]
+        ok = [by_key[k] for k in self.finished_order if by_key[k].state in DONE_OK]
         shown_ok = ok[-max(3, MAX_ROWS - len(running) - len(bad)):] if ok else []
         table = Table(box=None, show_header=True, header_style="bold", pad_edge=False,
                       expand=False)
@@ -184,7 +186,7 @@ class LiveView:
             table.add_row("[dim]…[/]", f"[dim]{hidden_ok} more done[/]", "", "")
         for r in shown_ok:
             extra = ""
-            if str(r.state) == "cached" and r.cache_origin:
+            if r.state is TaskState.CACHED and r.cache_origin:
                 extra = f"[dim]from run {escape(r.cache_origin.get('run_id', '?'))}[/]"
             table.add_row(styled_state(r.state), escape(label(r.task_id, r.map_index)),
                           format_duration(_elapsed(r)), extra)
@@ -196,7 +198,7 @@ class LiveView:
             table.add_row("[dim]…[/]", f"[dim]{len(bad) - MAX_ROWS} more[/]", "", "")
         for r in running[:MAX_ROWS]:
             extra = ""
-            if str(r.state) == "up_for_retry":
+            if r.state is TaskState.UP_FOR_RETRY:
                 extra = f"attempt {r.attempt} failed, retrying"
                 if r.error is not None:
                     extra += f": {r.error.first_line()}"
@@ -277,14 +279,15 @@ def print_summary(
     resumable: bool = True,
 ) -> None:
     """The end of a run: id, state, counts, failed tasks, and what to type next."""
-    state = str(run.state)
+    state = run.state
     leaf_rows = leaves(rows)
     counts: dict[str, int] = {}
     for r in leaf_rows:
         counts[str(r.state)] = counts.get(str(r.state), 0) + 1
     took = format_duration(duration_s(run.started_at, run.ended_at))
-    verdict = {"success": "[bold green]succeeded[/]", "failed": "[bold red]failed[/]",
-               "cancelled": "[bold yellow]was cancelled[/]"}.get(state, styled_state(state))
+    verdict = {RunState.SUCCESS: "[bold green]succeeded[/]",
+               RunState.FAILED: "[bold red]failed[/]",
+               RunState.CANCELLED: "[bold yellow]was cancelled[/]"}.get(state, styled_state(state))
     console.print()
     console.print(f"Run [bold]{escape(run.run_id)}[/] of pipeline [bold]{escape(run.pipeline)}"
                   f"[/] {verdict} in {took}")
@@ -293,7 +296,7 @@ def print_summary(
     console.print(f"  {len(leaf_rows)} {noun}: {escape(summary) or 'none'}")
     if run.error:
         console.print(f"  [red]error:[/] {escape(run.error)}")
-    failed = [r for r in leaf_rows if str(r.state) == "failed"]
+    failed = [r for r in leaf_rows if r.state is TaskState.FAILED]
     if failed:
         console.print("[bold red]Failed:[/]")
         width = max(len(label(r.task_id, r.map_index)) for r in failed[:20])
@@ -310,8 +313,8 @@ def print_summary(
         if first.map_index >= 0:
             cmd += f" --map-index {first.map_index}"
         look.insert(0, cmd)
-    if resumable and (state in ("failed", "cancelled") or interrupted):
+    if resumable and (state in (RunState.FAILED, RunState.CANCELLED) or interrupted):
         look.append(f"cadenza resume {run.run_id}")
-    console.print("Look further:" if state != "success" else "Details:")
+    console.print("Look further:" if state is not RunState.SUCCESS else "Details:")
     for cmd in look:
         console.print(f"  [cyan]{escape(cmd)}[/]")

@@ -30,6 +30,7 @@ import typer
 
 from cadenza.cli import progress
 from cadenza.cli.console import err, escape, is_plain, note, out, print_json
+from cadenza.core.states import RunState
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -55,7 +56,7 @@ class Watched:
             return EXIT_INTERRUPTED
         if self.run is None:
             return EXIT_FAILED
-        return EXIT_OK if str(self.run.state) == "success" else EXIT_FAILED
+        return EXIT_OK if self.run.state is RunState.SUCCESS else EXIT_FAILED
 
 
 def check_executor(name: str | None) -> None:
@@ -270,7 +271,7 @@ def resume_command(
     store = open_store(get_settings().database_url)
     rid = store.resolve_run_id(run_id)
     run = store.get_run(rid)
-    if str(run.state) == "success":
+    if run.state is RunState.SUCCESS:
         out().print(f"Run {escape(rid)} of pipeline {escape(run.pipeline)} already succeeded; "
                     "nothing to resume.")
         raise typer.Exit(EXIT_OK)

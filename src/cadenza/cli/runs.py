@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cadenza.cli.console import (
+    CRASHED,
     duration_s,
     escape,
     format_duration,
@@ -31,6 +32,7 @@ from cadenza.cli.console import (
     print_json,
     styled_state,
 )
+from cadenza.core.states import RunState, TaskState
 from cadenza.core.suggest import did_you_mean
 
 if TYPE_CHECKING:
@@ -70,9 +72,6 @@ def open_project_store() -> Any:
 
 
 # --- JSON shapes -----------------------------------------------------------------------------
-
-
-CRASHED = "crashed"
 
 
 def shown_state(run: RunRecord) -> str:
@@ -180,7 +179,6 @@ def list_runs(
 ) -> None:
     """List runs, newest first."""
     from cadenza.core.errors import UsageError
-    from cadenza.core.states import RunState
 
     run_state = None
     if state is not None:
@@ -221,8 +219,6 @@ def list_runs(
 
 
 def _crashed_runs(store: Any, pipeline: str | None, limit: int) -> list[RunRecord]:
-    from cadenza.core.states import RunState
-
     found = [r for st in (RunState.RUNNING, RunState.QUEUED)
              for r in store.list_runs(pipeline=pipeline, state=st, limit=10_000)
              if shown_state(r) == CRASHED]
@@ -330,15 +326,17 @@ def print_run_detail(run: RunRecord, tis: Sequence[TaskInstanceRecord],
             src = label(str(origin.get("task_id", t.task_id)), int(origin.get("map_index", -1)))
             cache = f"run {origin.get('run_id', '?')} {src}"
         error = ""
-        if t.error is not None and str(t.state) in ("failed", "up_for_retry", "cancelled"):
+        if t.error is not None and t.state in (TaskState.FAILED, TaskState.UP_FOR_RETRY,
+                                               TaskState.CANCELLED):
             error = t.error.first_line()
-        elif str(t.state) in ("upstream_failed", "skipped", "running") and t.reason:
+        elif t.state in (TaskState.UPSTREAM_FAILED, TaskState.SKIPPED,
+                         TaskState.RUNNING) and t.reason:
             error = t.reason  # running: e.g. a sensor step "waiting for a file matching ..."
         attempts = str(t.attempt) if t.map_count is None else "-"
         table.add_row(escape(name), styled_state(t.state), attempts,
                       format_duration(duration_s(t.started_at, t.ended_at)), escape(cache),
                       escape(_output_text(t)),
-                      f"[red]{escape(error)}[/]" if str(t.state) == "failed" else escape(error))
+                      f"[red]{escape(error)}[/]" if t.state is TaskState.FAILED else escape(error))
     console.print(table)
     if metrics:
         console.print()
@@ -390,7 +388,7 @@ def cancel_run_command(
         raise typer.Exit(code)
     console.print(f"Cancelled run {rid} of pipeline {name}.")
     if report.by == "engine":
-        why = ("it was queued and no driver had started it" if report.was.value == "queued"
+        why = ("it was queued and no driver had started it" if report.was is RunState.QUEUED
                and not report.orphaned else "its driver was gone (crashed)")
         console.print(f"  No process was driving it ({why}): "
                       "its unfinished tasks were recorded as cancelled.")

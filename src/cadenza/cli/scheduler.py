@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cadenza.cli.console import err, escape, note, out, print_json, styled_state
+from cadenza.core.states import RunState
 from cadenza.core.suggest import did_you_mean
 from cadenza.graph.plan import Plan
 
@@ -314,7 +315,7 @@ def summarise_tick(scheduler: Scheduler, report: TickReport, *, since: datetime,
     runs: dict[str, RunRecord] = {rid: store.get_run(rid) for rid in ids}
     events = _events_since(scheduler, since)
     driven = [runs[r] for r in dict.fromkeys([*report.started, *report.taken_over])]
-    failed = [r for r in driven if str(r.state) != "success"]
+    failed = [r for r in driven if r.state is not RunState.SUCCESS]
     code = EXIT_FAILED if failed else EXIT_OK
     if json_out:
         print_json({

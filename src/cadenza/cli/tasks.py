@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import typer
 
 from cadenza.cli.console import err, escape, label, out, print_json
+from cadenza.core.states import RunState
 
 app = typer.Typer(name="tasks", help="Work with one task of a pipeline.", no_args_is_help=True)
 
@@ -86,7 +87,7 @@ def test_task(
 
 def _output_value(watched: Any, task: str) -> tuple[bool, Any]:
     result = watched.result
-    if result is None or str(watched.run.state) != "success":
+    if result is None or watched.run.state is not RunState.SUCCESS:
         return False, None
     try:
         return True, result.outputs[task]

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cadenza.core import clock
+from cadenza.core.states import TaskState
 from cadenza.graph.fingerprint import (
     TaskFingerprint,
     Unhashable,
@@ -196,7 +197,7 @@ class CachePolicy:
             return False
         origin = {"run_id": hit.run_id, "task_id": hit.task_id, "map_index": hit.map_index,
                   "attempt": hit.attempt}
-        if inst.state.value == "scheduled":
+        if inst.state is TaskState.SCHEDULED:
             driver.serve_cached(inst, hit.output, origin)
         return True
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cadenza.core.errors import ConfigError
+from cadenza.core.states import RunState, TaskState
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +39,22 @@ _EVENTS = {
 }
 
 
+# A callback's state is a task's or a run's (the two share the names they have in common).
+_FAILURE_STATES = frozenset({TaskState.FAILED, TaskState.UPSTREAM_FAILED, TaskState.CANCELLED,
+                             RunState.FAILED, RunState.CANCELLED})
+_SUCCESS_STATES = frozenset({TaskState.SUCCESS, TaskState.CACHED, RunState.SUCCESS})
+
+
 def _event_of(ctx: Any) -> str:
     explicit = getattr(ctx, "event", None)
     if explicit:
         return str(explicit)
     state = str(getattr(ctx, "state", "") or "").lower()
-    if state in ("failed", "upstream_failed", "cancelled"):
+    if state in _FAILURE_STATES:
         return "failure"
-    if state == "up_for_retry":
+    if state == TaskState.UP_FOR_RETRY:
         return "retry"
-    if state in ("success", "cached"):
+    if state in _SUCCESS_STATES:
         return "success"
     if "sla" in state:
         return "sla_miss"

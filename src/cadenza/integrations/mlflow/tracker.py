@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from cadenza.core.errors import ConfigError, TaskInterrupt
+from cadenza.core.states import RunState
 from cadenza.integrations.errors import TrackingUnavailable
 from cadenza.integrations.mlflow.connect import (
     TaskSink,
@@ -29,7 +30,8 @@ from cadenza.integrations.mlflow.connect import (
 
 log = logging.getLogger(__name__)
 
-_STATUS = {"success": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
+_STATUS: dict[str, str] = {RunState.SUCCESS: "FINISHED", RunState.FAILED: "FAILED",
+                           RunState.CANCELLED: "KILLED"}
 
 
 class MLflow:

@@ -17,7 +17,7 @@ from cadenza.core.errors import (
     ArtifactNotFound,
     CadenzaError,
     DefinitionError,
-    ExecutorError,
+    InternalError,
     NotFound,
     PipelineNotFound,
     Problem,
@@ -25,7 +25,7 @@ from cadenza.core.errors import (
     TaskNotFound,
     UsageError,
 )
-from cadenza.executors.resources import Capacity, ResourceLedger
+from cadenza.engine.resources import Capacity, ResourceLedger
 from cadenza.triggers.cron import CronSchedule, schedule_of, to_utc
 from cadenza.triggers.events import EventTrigger
 from cadenza.triggers.sensors import FileSensor
@@ -95,7 +95,7 @@ def test_every_not_found_is_caught_as_not_found(cls: type[NotFound]) -> None:
     (lambda: get_context(), UsageError, "outside a running task"),
     (lambda: get_serializer("no-such"), ArtifactError, "no serializer named 'no-such'"),
     (lambda: ResourceLedger(Capacity(cpu=1, memory_bytes=0)).acquire(
-        "t", cpu=-1, memory_bytes=0, gpu_count=0), ExecutorError, "negative resource request"),
+        "t", cpu=-1, memory_bytes=0, gpu_count=0), InternalError, "negative resource request"),
 ])
 def test_raise_sites_use_the_subclass_that_names_the_mistake(
         call: object, expected: type[CadenzaError], text: str) -> None:

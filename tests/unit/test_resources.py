@@ -6,7 +6,7 @@ import pytest
 
 from cadenza.core.errors import CadenzaError, ConfigError
 from cadenza.core.units import parse_memory
-from cadenza.executors.resources import (
+from cadenza.engine.resources import (
     Capacity,
     ResourceLedger,
     detect_gpus,

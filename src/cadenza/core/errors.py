@@ -143,7 +143,11 @@ class UserCodeError(CadenzaError):
     user's exception is `__cause__`. (A task's code failing is TaskFailed.)"""
 
 
-class IllegalTransition(CadenzaError):
+class InternalError(CadenzaError):
+    """Cadenza broke one of its own rules: always a bug in Cadenza, never a user error."""
+
+
+class IllegalTransition(InternalError):
     """A move the state table forbids. Always a Cadenza bug, never a user error."""
 
     def __init__(self, task_id: str, map_index: int, old: object, new: object) -> None:
@@ -169,11 +173,6 @@ class StoreError(CadenzaError):
 
 class ArtifactError(CadenzaError):
     """An artifact could not be written or read back intact."""
-
-
-class ExecutorError(CadenzaError):
-    """An executor was asked for something it cannot do (its caller's bug, never the
-    task's failure: that comes back as a TaskOutcome)."""
 
 
 class ConfigError(CadenzaError):

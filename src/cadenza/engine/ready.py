@@ -94,7 +94,7 @@ def shared_admission(pool_slots: dict[str, int]) -> Admission:
     global _shared
     with _shared_lock:
         if _shared is None:
-            from cadenza.executors.resources import ResourceLedger, machine_capacity
+            from cadenza.engine.resources import ResourceLedger, machine_capacity
 
             _shared = Admission(pool_slots, ResourceLedger(machine_capacity()))
         else:

@@ -3,7 +3,7 @@
 What belongs here: starting, feeding, watching, killing and replacing worker processes, and
 shipping functions and calls to them. What does not: running a call (that is
 `executors/worker.py`, which every executor shares), resource admission (the engine, with
-`executors/resources.py`), retries (the engine).
+`engine/resources.py`), retries (the engine).
 
 How it works. Each worker is a long-lived child process with one duplex
 pipe to the driver. `submit` pickles the call without its function (the function travels

@@ -24,7 +24,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from cadenza.core.errors import ExecutorError
+from cadenza.core.errors import InternalError
 
 log = logging.getLogger(__name__)
 
@@ -174,22 +174,22 @@ class ResourceLedger:
     ) -> tuple[str, ...]:
         """Take resources for `holder`; returns the GPU ids assigned to it.
 
-        Raises ExecutorError if `holder` already holds resources, if an amount is negative,
+        Raises InternalError if `holder` already holds resources, if an amount is negative,
         or if the request does not fit now (ask `can_fit` first): all bugs of the caller.
         """
         if holder in self._held:
-            raise ExecutorError(
+            raise InternalError(
                 f"{holder!r} already holds resources",
                 hint="release them before acquiring again (this is a bug in the caller)",
             )
         if cpu < 0 or memory_bytes < 0 or gpu_count < 0:
-            raise ExecutorError(
+            raise InternalError(
                 f"negative resource request for {holder!r}: cpu={cpu}, "
                 f"memory_bytes={memory_bytes}, gpu_count={gpu_count}",
                 hint="declare resources as non-negative amounts",
             )
         if not self.can_fit(cpu, memory_bytes, gpu_count):
-            raise ExecutorError(
+            raise InternalError(
                 f"{holder!r} asked for cpu={cpu:g}, memory_bytes={memory_bytes}, "
                 f"gpu_count={gpu_count}, but only cpu={self.cpu_free:g}, "
                 f"memory_bytes={self.memory_free}, gpus={len(self._free_gpus)} are free",

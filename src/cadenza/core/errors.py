@@ -4,6 +4,21 @@ User-facing errors carry `pipeline`, `task` and `hint`, and read where -> what -
 Errors of third-party libraries are translated at the layer that catches them
 (`raise StoreError(...) from exc`). Cancel and timeout signals derive from BaseException so
 that a user's `except Exception` cannot swallow them.
+
+Catch by what went wrong (the surfaces map these to exit codes and HTTP statuses):
+
+    CadenzaError
+    ├── DefinitionError      a pipeline, task, schedule or trigger is defined wrong
+    ├── ParameterError       run parameters do not match the pipeline's signature
+    ├── UsageError           a command or call got something it cannot use (HTTP 400)
+    ├── NotFound             RunNotFound, PipelineNotFound, TaskNotFound, ArtifactNotFound (404)
+    ├── UserCodeError        importing the user's module raised (the cause is __cause__)
+    ├── ConfigError          settings or cadenza.toml are wrong
+    ├── StoreError, ArtifactError   the metadata or artifact store failed
+    ├── TaskFailed, WorkerLost, SensorTimeout, RunConflict   what happened to a run
+    └── InternalError        a bug in Cadenza (IllegalTransition)
+
+Never raise CadenzaError itself (a unit test checks): pick the class a caller would catch.
 """
 
 from __future__ import annotations

@@ -310,7 +310,7 @@ class ActiveRun:
             self.move(inst, S.SUCCESS)
             return S.SUCCESS
         error = out.error or ErrorInfo(kind=ErrorKind.EXCEPTION, type="Exception", message="failed")
-        if error.kind is ErrorKind.INPUT:
+        if error.kind == ErrorKind.INPUT:
             run_id = out.run_id
             producers = ", ".join(f"'{u}'" for u in inst.node.data_upstream) or "none"
             error = ErrorInfo(
@@ -320,7 +320,7 @@ class ActiveRun:
                 f"resume the run to compute it again: cadenza resume {run_id})",
             )
         inst.error = error
-        if error.kind is ErrorKind.CANCELLED and self.cancel_reason is not None:
+        if error.kind == ErrorKind.CANCELLED and self.cancel_reason is not None:
             self.move(inst, S.CANCELLED, reason=self.cancel_reason)
             return S.CANCELLED
         tries = inst.attempt - inst.retry_base

@@ -111,7 +111,7 @@ def should_retry(options: TaskOptions, attempt: int, error: ErrorInfo) -> bool:
         return False
     if error.kind in NOT_RETRIED:
         return False
-    if options.retry_on and error.kind is ErrorKind.EXCEPTION:
+    if options.retry_on and error.kind == ErrorKind.EXCEPTION:
         wanted = options.retry_on_names
         return any(name in wanted for name in error.type_mro)
     return True

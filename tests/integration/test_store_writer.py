@@ -6,6 +6,8 @@ connection, and dispose() gives it back."""
 from __future__ import annotations
 
 import multiprocessing
+import secrets
+import shutil
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -17,7 +19,8 @@ import pytest
 from cadenza.core.errors import StoreError
 from cadenza.core.records import WriteBatch
 from cadenza.core.states import TaskState
-from cadenza.store import RunStore, open_store
+from cadenza.store import RunStore, dml, open_store
+from tests.fixtures.waiting import wait_for
 from tests.integration.test_store import attempt, make_run, ti
 
 
@@ -184,3 +187,44 @@ def test_dispose_gives_the_kept_connection_back(tmp_path: Path) -> None:
     s.dispose()
     assert s._writer._conn is None
     assert pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+def _rows_in_main_file(store: RunStore, tmp_path: Path, run_id: str) -> int:
+    """Attempts of `run_id` in the database file alone (a copy without its WAL): what
+    checkpoints have moved there."""
+    copy = tmp_path / f"main-only-{secrets.token_hex(3)}.db"
+    shutil.copyfile(_db_path(store), copy)
+    conn = sqlite3.connect(copy)
+    try:
+        return int(conn.execute("SELECT count(*) FROM attempts WHERE run_id = ?",
+                                (run_id,)).fetchone()[0])
+    except sqlite3.OperationalError as e:  # the schema itself is still only in the WAL
+        assert "no such table" in str(e)
+        return 0
+    finally:
+        conn.close()
+
+
+def test_checkpoints_run_off_the_commit_path(
+        sqlite_store: RunStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kept connection never checkpoints inside its COMMIT (wal_autocheckpoint 0); a
+    background thread moves the WAL into the database file every CHECKPOINT_EVERY commits;
+    dispose() stops it and gives the connection back checkpointing on its own again."""
+    monkeypatch.setattr(dml, "CHECKPOINT_EVERY", 5)
+    run = make_run()
+    sqlite_store.create_run(run, [ti(run.run_id, "a", map_index=m) for m in range(20)])
+    kept = sqlite_store._writer._conn
+    assert kept.dbapi_connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    for m in range(20):
+        sqlite_store.write(WriteBatch(
+            task_instance_updates=[ti(run.run_id, "a", map_index=m, state=TaskState.SUCCESS,
+                                      attempt=1)],
+            attempts=[attempt(run.run_id, "a", 1, map_index=m, state=TaskState.SUCCESS)],
+        ))
+    checkpointer = sqlite_store._writer._checkpointer
+    assert checkpointer is not None
+    # The 20th commit asked for a checkpoint: everything up to it reaches the main file.
+    wait_for(lambda: _rows_in_main_file(sqlite_store, tmp_path, run.run_id) == 20)
+    sqlite_store.dispose()
+    assert not checkpointer._thread.is_alive()
+    assert kept.dbapi_connection is None  # closed by dispose (returned, then pool disposed)

@@ -442,13 +442,19 @@ def execute(
         else:
             args, kwargs = _build_args(call, values)
             try:
-                with _environment(call.env), _tracking(call, ctx):
-                    if enforce_timeout:
-                        called_at = time.monotonic()
-                        with _deadline(call.timeout_s):
+                if not call.env and call.tracker is None and not (
+                        enforce_timeout and call.timeout_s and call.timeout_s > 0):
+                    # Nothing to set up around the call: skip three context managers, ~3 us
+                    # each (a chained inline step's whole overhead is ~250 us).
+                    value = call.fn(*args, **kwargs)
+                else:
+                    with _environment(call.env), _tracking(call, ctx):
+                        if enforce_timeout:
+                            called_at = time.monotonic()
+                            with _deadline(call.timeout_s):
+                                value = call.fn(*args, **kwargs)
+                        else:
                             value = call.fn(*args, **kwargs)
-                    else:
-                        value = call.fn(*args, **kwargs)
             except TaskTimeout as exc:
                 error = describe_exception(exc, kind=ErrorKind.TIMEOUT)
                 error = ErrorInfo(

@@ -50,3 +50,17 @@ def test_a_deadline_stops_the_call(tmp_path: Path) -> None:
                  call_kinds={"seconds": "POSITIONAL_OR_KEYWORD"})
     out = worker.execute(call, enforce_timeout=True)
     assert not out.ok and out.error is not None and out.error.kind == "timeout"
+
+
+def test_the_worker_name_is_the_pid_of_the_process_a_fork_included() -> None:
+    import multiprocessing
+
+    assert worker.default_worker_name().startswith(f"pid:{os.getpid()}@")
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        child_name, child_pid = pool.apply(_child_name_and_pid)
+    assert child_pid != os.getpid()
+    assert child_name.startswith(f"pid:{child_pid}@")
+
+
+def _child_name_and_pid() -> tuple[str, int]:
+    return worker.default_worker_name(), os.getpid()

@@ -236,7 +236,7 @@ class Writer:
     checkpoint only moves committed pages into the main file.
     """
 
-    __slots__ = ("_checkpointer", "_commits", "_conn", "_engine", "_keep", "_lock", "_pid",
+    __slots__ = ("_born", "_checkpointer", "_commits", "_conn", "_engine", "_keep", "_lock",
                  "_url")
 
     def __init__(self, engine: Engine, url: str) -> None:
@@ -245,7 +245,7 @@ class Writer:
         self._keep = engine.dialect.name == "sqlite" and not isinstance(engine.pool, StaticPool)
         self._lock = threading.Lock()
         self._conn: Any = None
-        self._pid = os.getpid()
+        self._born = _forks
         self._commits = 0
         self._checkpointer: _Checkpointer | None = None
 
@@ -261,7 +261,7 @@ class Writer:
         4. Any error rolls back; a disconnect also drops the connection.
         All DBAPI errors and parameter conversion errors become StoreError.
         """
-        if not self._keep or os.getpid() != self._pid:
+        if not self._keep or _forks != self._born:
             _transaction(self._engine, self._url, None, steps, action, synchronous=synchronous)
             return
         with self._lock:
@@ -290,7 +290,7 @@ class Writer:
 
     def close(self) -> None:
         """Give the kept connection back to the pool (before the engine is disposed)."""
-        if os.getpid() != self._pid:
+        if _forks != self._born:
             return
         with self._lock:
             conn, self._conn = self._conn, None
@@ -303,6 +303,19 @@ class Writer:
             except self._engine.dialect.loaded_dbapi.Error as e:
                 conn.invalidate(e)
             conn.close()
+
+
+# Forks this process descends from: a Writer made before a fork sees a bigger number in the
+# child (comparing pids instead costs a getpid system call per write).
+_forks = 0
+
+
+def _forked() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 # Commits of a kept SQLite connection between two background checkpoints; SQLite's own

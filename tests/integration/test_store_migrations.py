@@ -33,6 +33,10 @@ TABLES = {
     "run_keys",
     "trigger_events",
     "sla_misses",
+    "users",
+    "api_tokens",
+    "secrets",
+    "audit",
     "alembic_version",
 }
 

@@ -31,6 +31,10 @@ def test_every_table_is_there() -> None:
         "run_keys",
         "trigger_events",
         "sla_misses",
+        "users",
+        "api_tokens",
+        "secrets",
+        "audit",
     }
 
 

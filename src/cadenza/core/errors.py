@@ -11,7 +11,9 @@ Catch by what went wrong (the surfaces map these to exit codes and HTTP statuses
     ├── DefinitionError      a pipeline, task, schedule or trigger is defined wrong
     ├── ParameterError       run parameters do not match the pipeline's signature
     ├── UsageError           a command or call got something it cannot use (HTTP 400)
-    ├── NotFound             RunNotFound, PipelineNotFound, TaskNotFound, ArtifactNotFound (404)
+    ├── NotFound             RunNotFound, PipelineNotFound, TaskNotFound, ArtifactNotFound,
+    │                        UserNotFound, TokenNotFound, SecretNotFound (404)
+    ├── AuthError            NotAuthenticated (401), PermissionDenied (403)
     ├── UserCodeError        importing the user's module raised (the cause is __cause__)
     ├── ConfigError          settings or cadenza.toml are wrong
     ├── StoreError, ArtifactError   the metadata or artifact store failed
@@ -222,3 +224,34 @@ class TaskTimeout(TaskInterrupt):
 
 class TaskCancelled(TaskInterrupt):
     """The run was cancelled while the attempt ran."""
+
+
+# --- auth and secrets (the server's users, API tokens and the secrets tasks read) -------------
+
+
+class AuthError(CadenzaError):
+    """A caller of the API could not be let through. The subclasses say why."""
+
+
+class NotAuthenticated(AuthError):
+    """No credentials, or credentials that do not identify anyone now: a missing, unknown,
+    expired or revoked API token, or a disabled user (HTTP 401)."""
+
+
+class PermissionDenied(AuthError):
+    """The caller is known but their role does not allow this (HTTP 403)."""
+
+
+class UserNotFound(NotFound):
+    """No user has this name."""
+
+
+class TokenNotFound(NotFound):
+    """No API token has this id."""
+
+
+class SecretNotFound(NotFound, KeyError):
+    """No secret has this name (or it cannot be decrypted with this key). A KeyError too, so
+    `get_context().secrets.get(name)` and `name in secrets` behave like a dict's."""
+
+    __str__ = Exception.__str__  # KeyError's would show the message quoted

@@ -186,3 +186,45 @@ class SlaMissRow(Base):
     sla_s: Mapped[float]
     deadline_at: Mapped[datetime]
     detected_at: Mapped[datetime]
+
+
+class UserRow(Base):
+    __table__ = tables.users_table
+
+    name: Mapped[str]
+    role: Mapped[str]
+    password_hash: Mapped[str | None]
+    created_at: Mapped[datetime]
+    disabled: Mapped[bool]
+
+
+class ApiTokenRow(Base):
+    __table__ = tables.api_tokens_table
+
+    id: Mapped[str]
+    user: Mapped[str]
+    token_hash: Mapped[str]
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+
+class SecretRow(Base):
+    __table__ = tables.secrets_table
+
+    name: Mapped[str]
+    ciphertext: Mapped[str]
+    updated_at: Mapped[datetime]
+
+
+class AuditRow(Base):
+    __table__ = tables.audit_table
+
+    id: Mapped[int]
+    at: Mapped[datetime]
+    who: Mapped[str]
+    method: Mapped[str]
+    path: Mapped[str]
+    status: Mapped[int]
+    detail: Mapped[str | None]

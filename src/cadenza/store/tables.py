@@ -41,7 +41,7 @@ from sqlalchemy import (
 
 # The newest Alembic revision. Opening a database whose alembic_version row equals this
 # does no migration work at all (see db.ensure_schema).
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 
 # Alembic's own version table, as Alembic creates it, so that a schema made by
 # `create_all` is indistinguishable from one made by `alembic upgrade head`.
@@ -415,4 +415,59 @@ sla_misses_table = Table(
     PrimaryKeyConstraint("run_id"),
     ForeignKeyConstraint(["run_id"], ["runs.run_id"], ondelete="CASCADE"),
     Index(None, "pipeline", "detected_at"),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Security (revision 0005): users, API tokens, secrets, audit. Written through
+# `store/security.py` by the CLI (`cadenza users|tokens|secrets`) and the API.
+
+# A person or a service that calls the API. `password_hash` is argon2id (None: token-only).
+users_table = Table(
+    "users", metadata,
+    _str("name", length=64),
+    _str("role", length=16),
+    _text("password_hash", nullable=True),
+    _time("created_at"),
+    Column("disabled", Boolean(), nullable=False),
+    PrimaryKeyConstraint("name"),
+)
+
+# An API token: its SHA-256, never the token. `id` is its short public name (list, revoke).
+api_tokens_table = Table(
+    "api_tokens", metadata,
+    _str("id", length=32),
+    _str("user", length=64),
+    _str("token_hash", length=64),
+    _time("created_at"),
+    _time("expires_at", nullable=True),
+    _time("revoked_at", nullable=True),
+    _time("last_used_at", nullable=True),
+    PrimaryKeyConstraint("id"),
+    ForeignKeyConstraint(["user"], ["users.name"], ondelete="CASCADE"),
+    UniqueConstraint("token_hash"),
+    Index(None, "user"),
+)
+
+# A secret a task reads with get_context().secrets[name]: Fernet ciphertext of its value.
+secrets_table = Table(
+    "secrets", metadata,
+    _str("name", length=128),
+    _text("ciphertext"),
+    _time("updated_at"),
+    PrimaryKeyConstraint("name"),
+)
+
+# Every mutating API call (POST/PUT/PATCH/DELETE under /api/v1): who, what, how it ended.
+audit_table = Table(
+    "audit", metadata,
+    Column("id", BigId, nullable=False, autoincrement=True),
+    _time("at"),
+    _str("who", length=64),
+    _str("method", length=16),
+    _text("path"),
+    _int("status"),
+    _text("detail", nullable=True),
+    PrimaryKeyConstraint("id"),
+    Index(None, "at"),
 )

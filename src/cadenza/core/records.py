@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from cadenza.core.states import RunState, TaskState
 
@@ -286,3 +286,25 @@ class WriteBatch:
             or self.artifacts
             or self.asset_events
         )
+
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class Slice(Generic[_T]):
+    """One page of a keyset-paginated list (store/browse.py): the items, and the sort key
+    after which the next page starts (None: this is the last page)."""
+
+    items: list[_T]
+    after: tuple[Any, ...] | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssetSummary:
+    """An asset with at least one version: how many, the newest, and when it was made."""
+
+    name: str
+    latest_version: int
+    versions: int
+    updated_at: datetime | None

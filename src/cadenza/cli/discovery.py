@@ -22,14 +22,16 @@ from cadenza.core.errors import (
     UserCodeError,
 )
 from cadenza.core.suggest import did_you_mean
-from cadenza.engine.loading import LoadedFile, load_file
+from cadenza.engine.loading import (
+    LoadedFile,
+    load_file,
+    pipeline_files,
+    project_paths,
+)
 from cadenza.graph.plan import Plan
 
 if TYPE_CHECKING:
     from cadenza.core.settings import Settings
-
-DEFAULT_PIPELINES_DIR = "pipelines/"
-
 
 def display_path(path: Path) -> str:
     """`path` relative to the current folder when it is below it."""
@@ -46,34 +48,6 @@ def split_target(target: str) -> tuple[str, str | None]:
         if head and tail and "/" not in tail and os.sep not in tail:
             return head, tail
     return target, None
-
-
-def project_paths(settings: Settings) -> list[Path]:
-    """The files and folders cadenza.toml's `pipelines` lists (default: pipelines/)."""
-    root = settings.project_root
-    entries = list(settings.pipelines) or [DEFAULT_PIPELINES_DIR]
-    return [(root / e).resolve() if not Path(e).is_absolute() else Path(e) for e in entries]
-
-
-def pipeline_files(paths: list[Path]) -> list[Path]:
-    """Every .py file under `paths` (folders searched recursively), sorted, without
-    `_private.py`, `__init__.py`, hidden folders and `__pycache__`."""
-    files: list[Path] = []
-    for p in paths:
-        if p.is_file():
-            files.append(p.resolve())
-            continue
-        if not p.is_dir():
-            continue
-        for f in sorted(p.rglob("*.py")):
-            rel = f.relative_to(p).parts
-            if any(part.startswith((".", "_")) for part in rel[:-1]):
-                continue
-            if f.name.startswith("_"):
-                continue
-            files.append(f.resolve())
-    seen: dict[Path, None] = dict.fromkeys(files)
-    return list(seen)
 
 
 def require_project(settings: Settings) -> list[Path]:

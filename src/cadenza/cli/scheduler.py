@@ -66,8 +66,9 @@ def _warn_broken(broken: list[Any]) -> None:
 
 
 def _project_pipelines(settings: Settings) -> list[Plan]:
-    from cadenza.cli.discovery import display_path, load_project, project_paths
+    from cadenza.cli.discovery import display_path, load_project
     from cadenza.core.errors import ConfigError, PipelineNotFound
+    from cadenza.engine.loading import project_paths
 
     if settings.config_file is None:
         raise ConfigError(f"no pipelines to watch: no TARGETS given and no cadenza.toml in "
@@ -89,9 +90,8 @@ def _project_pipelines(settings: Settings) -> list[Plan]:
 
 
 def _from_folder(path: Path) -> list[Plan]:
-    from cadenza.cli.discovery import pipeline_files
     from cadenza.core.errors import PipelineNotFound
-    from cadenza.engine.loading import load_file
+    from cadenza.engine.loading import load_file, pipeline_files
 
     files = [load_file(f) for f in pipeline_files([path])]
     pipes = [p for f in files for p in f.pipelines.values()]

@@ -14,6 +14,7 @@ Catch by what went wrong (the surfaces map these to exit codes and HTTP statuses
     ├── NotFound             RunNotFound, PipelineNotFound, TaskNotFound, ArtifactNotFound,
     │                        UserNotFound, TokenNotFound, SecretNotFound (404)
     ├── AuthError            NotAuthenticated (401), PermissionDenied (403)
+    ├── StateConflict        an action the run's current state does not allow (HTTP 409)
     ├── UserCodeError        importing the user's module raised (the cause is __cause__)
     ├── ConfigError          settings or cadenza.toml are wrong
     ├── StoreError, ArtifactError   the metadata or artifact store failed
@@ -153,6 +154,12 @@ class TaskNotFound(NotFound):
 class ArtifactNotFound(NotFound):
     """No artifact in the lineage records has this SHA-256 (or prefix), or no asset has this
     version."""
+
+
+class StateConflict(CadenzaError):
+    """An action the current state does not allow: cancelling a run that has ended, retrying
+    a task that has not failed, resuming a run that is still running. The message says why
+    (the state it is in); the caller may try again once the state has changed (HTTP 409)."""
 
 
 class UserCodeError(CadenzaError):

@@ -22,10 +22,14 @@ import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cadenza.core.errors import PipelineNotFound
 from cadenza.core.importing import importing_file
 from cadenza.graph.plan import Plan, find_plan
+
+if TYPE_CHECKING:
+    from cadenza.core.settings import Settings
 
 
 @dataclass(slots=True)
@@ -42,6 +46,37 @@ class LoadedFile:
 
 
 _loaded: dict[Path, LoadedFile] = {}
+
+# Where a project keeps its pipelines when cadenza.toml does not say (`pipelines = [...]`).
+DEFAULT_PIPELINES_DIR = "pipelines/"
+
+
+def project_paths(settings: Settings) -> list[Path]:
+    """The files and folders cadenza.toml's `pipelines` lists (default: pipelines/)."""
+    root = settings.project_root
+    entries = list(settings.pipelines) or [DEFAULT_PIPELINES_DIR]
+    return [(root / e).resolve() if not Path(e).is_absolute() else Path(e) for e in entries]
+
+
+def pipeline_files(paths: list[Path]) -> list[Path]:
+    """Every .py file under `paths` (folders searched recursively), sorted, without
+    `_private.py`, `__init__.py`, hidden folders and `__pycache__`."""
+    files: list[Path] = []
+    for p in paths:
+        if p.is_file():
+            files.append(p.resolve())
+            continue
+        if not p.is_dir():
+            continue
+        for f in sorted(p.rglob("*.py")):
+            rel = f.relative_to(p).parts
+            if any(part.startswith((".", "_")) for part in rel[:-1]):
+                continue
+            if f.name.startswith("_"):
+                continue
+            files.append(f.resolve())
+    seen: dict[Path, None] = dict.fromkeys(files)
+    return list(seen)
 
 
 def _module_name_for(path: Path) -> tuple[str, Path]:
@@ -208,4 +243,5 @@ def load_source(source: str) -> Plan:
     return plan
 
 
-__all__ = ["LoadedFile", "ModulePlans", "load_file", "load_module", "load_source", "plans_of"]
+__all__ = ["DEFAULT_PIPELINES_DIR", "LoadedFile", "ModulePlans", "load_file", "load_module", "load_source", "pipeline_files", "plans_of",
+           "project_paths"]

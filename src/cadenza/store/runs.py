@@ -695,6 +695,13 @@ class RunStore:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
+    @translated("reaching the store")
+    def ping(self) -> None:
+        """Round-trip to the database (what a server's /readyz asks); StoreError if it
+        does not answer."""
+        with self._read_engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
     def dispose(self) -> None:
         """Close pooled connections and forget this store in the process cache.
 

@@ -1,0 +1,91 @@
+"""The app factory: `create_app(settings)` builds the FastAPI app `cadenza server` serves.
+
+No globals at import: each app opens its store from its settings once (kept on
+`app.state`), loads the project's pipelines on first use, and mounts the routers of
+`routes/` under `/api/v1` (OpenAPI at `/api/v1/openapi.json`, docs at `/api/v1/docs`).
+`/healthz` (the process answers) and `/readyz` (the store answers) are at the root.
+
+Adding a resource: write `routes/<resource>.py` with `router = APIRouter(prefix=...,
+tags=[...])`, and add it to `ROUTERS` below (one line each, so merges stay trivial).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI, Request
+
+from cadenza.api import auth
+from cadenza.api.catalog import CatalogHolder
+from cadenza.api.deps import NextRunFn
+from cadenza.api.errors import install_handlers
+from cadenza.api.routes import pipelines, runs
+from cadenza.api.schemas import ErrorOut, HealthOut, ReadyOut
+from cadenza.core.settings import Settings, get_settings
+from cadenza.store import mask_url, open_store
+
+API_PREFIX = "/api/v1"
+
+ROUTERS: tuple[APIRouter, ...] = (
+    pipelines.router,
+    runs.router,
+)
+
+# Shown in OpenAPI for every route: what an error body looks like.
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorOut, "description": "The request cannot be used as it is."},
+    404: {"model": ErrorOut, "description": "No such pipeline, run or task."},
+    409: {"model": ErrorOut, "description": "Not allowed in the current state; says why."},
+    503: {"model": ErrorOut, "description": "The metadata store cannot be reached."},
+}
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    paths: list[Path] | None = None,
+    next_run_at: NextRunFn | None = None,
+    authenticate: Callable[[Request], auth.Principal] | None = None,
+) -> FastAPI:
+    """The API app on `settings`' store (default: the process's settings).
+
+    `paths`: pipeline files or folders instead of cadenza.toml's `pipelines`.
+    `next_run_at`: the scheduler's next-fire function (see `deps.NextRunFn`).
+    `authenticate`: who a request comes from (default: everyone is the anonymous admin).
+
+    Example:
+        >>> import uvicorn
+        >>> uvicorn.run(create_app(), host="127.0.0.1", port=8321)
+    """
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="Cadenza",
+        version="1",
+        summary="Pipelines, runs, task instances, assets and pools of a Cadenza project.",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.store = open_store(settings.database_url)
+    app.state.catalog = CatalogHolder(settings, paths)
+    app.state.next_run_at = next_run_at
+    app.state.authenticate = authenticate or auth.anonymous
+    install_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> HealthOut:
+        """The server process answers."""
+        return HealthOut(status="ok")
+
+    @app.get("/readyz", tags=["health"], responses={503: {"model": ErrorOut}})
+    def readyz(request: Request) -> ReadyOut:
+        """The metadata store answers (503 with the reason when it does not: StoreError)."""
+        store = request.app.state.store
+        store.ping()
+        return ReadyOut(status="ok", store=mask_url(store.url))
+
+    return app

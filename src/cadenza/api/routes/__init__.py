@@ -1,0 +1,1 @@
+"""One router module per resource (pipelines, runs, ...); `api/app.py` mounts them."""

@@ -1,0 +1,146 @@
+"""`/api/v1/runs` and `/api/v1/pipelines/{name}/runs`: list runs (filters, keyset pages),
+a run with its task instances.
+
+Reads only: states are the engine's (STYLE §4); actions on runs ask the engine.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+
+from cadenza.api.auth import RequireViewer
+from cadenza.api.deps import StoreDep
+from cadenza.api.errors import FieldError
+from cadenza.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, encode_cursor
+from cadenza.api.schemas import (
+    MapSummaryOut,
+    Page,
+    RunDetailOut,
+    RunOut,
+    TaskErrorOut,
+    TaskInstanceOut,
+)
+from cadenza.core.records import RunRecord, TaskInstanceRecord
+from cadenza.core.states import RunState, TaskState
+from cadenza.store import RunStore
+from cadenza.store.run_views import RunFilter, run_tasks, runs_page
+
+router = APIRouter(tags=["runs"])
+
+RunId = Annotated[str, Path(description="The run's id.", max_length=200)]
+
+
+def _duration(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return max((end - start).total_seconds(), 0.0)
+
+
+def run_out(run: RunRecord) -> RunOut:
+    return RunOut(**_run_fields(run))
+
+
+def _run_fields(run: RunRecord) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id, "pipeline": run.pipeline, "state": run.state,
+        "trigger": run.trigger, "params": run.params, "tags": list(run.tags),
+        "created_at": run.created_at, "started_at": run.started_at, "ended_at": run.ended_at,
+        "duration_s": _duration(run.started_at, run.ended_at),
+        "logical_date": run.logical_date, "data_interval_start": run.data_interval_start,
+        "data_interval_end": run.data_interval_end, "executor": run.executor,
+        "error": run.error, "cancel_requested_at": run.cancel_requested_at,
+    }
+
+
+def ti_out(ti: TaskInstanceRecord, map_states: dict[TaskState, int] | None = None
+           ) -> TaskInstanceOut:
+    summary = None
+    if ti.map_count is not None:
+        summary = MapSummaryOut(count=ti.map_count,
+                                states={str(s): n for s, n in (map_states or {}).items()})
+    error = None
+    if ti.error is not None:
+        error = TaskErrorOut(kind=str(ti.error.kind), type=ti.error.type,
+                             message=ti.error.message)
+    return TaskInstanceOut(
+        task_id=ti.task_id, map_index=ti.map_index, state=ti.state, attempts=ti.attempt,
+        pool=ti.pool, queued_at=ti.queued_at, started_at=ti.started_at, ended_at=ti.ended_at,
+        duration_s=_duration(ti.started_at, ti.ended_at), next_retry_at=ti.next_retry_at,
+        cache_origin=ti.cache_origin, error=error, reason=ti.reason, worker=ti.worker,
+        map_summary=summary)
+
+
+def run_detail(store: RunStore, run: RunRecord) -> RunDetailOut:
+    tasks = run_tasks(store, run.run_id)
+    order = {task_id: i for i, task_id in enumerate(run.task_order)}
+    instances = sorted(tasks.instances, key=lambda t: (order.get(t.task_id, len(order)),
+                                                       t.task_id))
+    return RunDetailOut(**_run_fields(run), task_instances=[
+        ti_out(ti, tasks.map_states.get(ti.task_id)) for ti in instances])
+
+
+def _page(store: RunStore, where: RunFilter, cursor: str | None, limit: int) -> Page[RunOut]:
+    after = None
+    if cursor:
+        at, run_id = decode_cursor(cursor, (datetime, str))
+        if at is None:
+            raise FieldError([("query", "cursor")], "not a cursor of this list")
+        after = (at, run_id)
+    runs = runs_page(store, where, after=after, limit=limit + 1)
+    page = runs[:limit]
+    nxt = (encode_cursor(page[-1].created_at, page[-1].run_id)
+           if len(runs) > limit and page else None)
+    return Page[RunOut](items=[run_out(r) for r in page], next_cursor=nxt)
+
+
+def _check_range(lo: datetime | None, hi: datetime | None, names: tuple[str, str]) -> None:
+    for name, value in zip(names, (lo, hi), strict=True):
+        if value is not None and value.tzinfo is None:
+            raise FieldError([("query", name)], "give a time zone (e.g. 2026-01-01T00:00Z)")
+    if lo is not None and hi is not None and lo > hi:
+        raise FieldError([("query", names[0])], f"{names[0]} is after {names[1]}")
+
+
+Since = Annotated[datetime | None, Query(description="Created at or after (ISO 8601 with a "
+                                         "time zone).")]
+Until = Annotated[datetime | None, Query(description="Created at or before.")]
+LogicalFrom = Annotated[datetime | None, Query(description="Logical date at or after.")]
+LogicalTo = Annotated[datetime | None, Query(description="Logical date at or before.")]
+States = Annotated[list[RunState] | None, Query(description="Only runs in these states "
+                                                "(repeat the parameter for several).")]
+
+
+def _filter(pipeline: str | None, state: list[RunState] | None, created_from: datetime | None,
+            created_to: datetime | None, logical_from: datetime | None,
+            logical_to: datetime | None) -> RunFilter:
+    _check_range(created_from, created_to, ("created_from", "created_to"))
+    _check_range(logical_from, logical_to, ("logical_from", "logical_to"))
+    return RunFilter(pipeline=pipeline, states=tuple(state or ()), created_from=created_from,
+                     created_to=created_to, logical_from=logical_from, logical_to=logical_to)
+
+
+@router.get("/runs", dependencies=[RequireViewer])
+def list_runs(
+    store: StoreDep,
+    pipeline: Annotated[str | None, Query(description="Only this pipeline's runs.")] = None,
+    state: States = None,
+    created_from: Since = None,
+    created_to: Until = None,
+    logical_from: LogicalFrom = None,
+    logical_to: LogicalTo = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[RunOut]:
+    """Runs, newest first, filtered by pipeline, state, creation time and logical date."""
+    where = _filter(pipeline, state, created_from, created_to, logical_from, logical_to)
+    return _page(store, where, cursor, limit)
+
+
+@router.get("/runs/{run_id}", dependencies=[RequireViewer])
+def get_run(run_id: RunId, store: StoreDep) -> RunDetailOut:
+    """A run with its task instances (state, attempts, durations, cache origin; mapped
+    tasks by their summary with counts per state)."""
+    return run_detail(store, store.get_run(run_id))

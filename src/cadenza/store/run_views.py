@@ -1,0 +1,130 @@
+"""Run reads for browsing surfaces (the REST API, the UI): pages of runs, the newest runs of
+each pipeline, a run's task instances without its mapped children. (`browse.py` pages
+pools, assets, events, SLA misses and attempts.)
+
+What belongs here: keyset-paginated, index-backed reads that take and return core
+records. What does not: writes, or the engine's reads (`runs.py`).
+
+Every list is ordered by a unique key and read "after" the previous page's last key (seek
+pagination): the runs list is newest first by (created_at, run_id), which the indexes
+(created_at), (pipeline, created_at) and (state, created_at) of `runs` answer without
+reading the rows of earlier pages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, func, or_, select
+
+from cadenza.core.records import RunRecord, TaskInstanceRecord
+from cadenza.core.states import RunState, TaskState
+from cadenza.store.codec import RUN_COLUMNS, TI_COLUMNS, run_from_row, ti_from_row
+from cadenza.store.db import translated
+from cadenza.store.runs import RunStore
+from cadenza.store.tables import runs_table, task_instances_table
+
+_runs = runs_table
+_tis = task_instances_table
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunFilter:
+    """Which runs a list shows (every field optional; ranges are inclusive)."""
+
+    pipeline: str | None = None
+    states: Collection[RunState] = ()
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    logical_from: datetime | None = None
+    logical_to: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunBrief:
+    run_id: str
+    pipeline: str
+    state: RunState
+    created_at: datetime
+    logical_date: datetime | None
+
+
+@translated("listing runs")
+def runs_page(store: RunStore, where: RunFilter, *, after: tuple[datetime, str] | None,
+              limit: int) -> list[RunRecord]:
+    """Up to `limit` runs matching `where`, newest first by (created_at, run_id), starting
+    after the key `after` (the last run of the previous page)."""
+    r = _runs.c
+    q = select(*RUN_COLUMNS)
+    if where.pipeline is not None:
+        q = q.where(r.pipeline == where.pipeline)
+    if where.states:
+        q = q.where(r.state.in_([RunState(s).value for s in where.states]))
+    if where.created_from is not None:
+        q = q.where(r.created_at >= where.created_from)
+    if where.created_to is not None:
+        q = q.where(r.created_at <= where.created_to)
+    if where.logical_from is not None:
+        q = q.where(r.logical_date >= where.logical_from)
+    if where.logical_to is not None:
+        q = q.where(r.logical_date <= where.logical_to)
+    if after is not None:
+        at, run_id = after
+        # The plain upper bound lets the index range-scan; the OR breaks ties on run_id.
+        q = q.where(r.created_at <= at,
+                    or_(r.created_at < at, and_(r.created_at == at, r.run_id < run_id)))
+    q = q.order_by(r.created_at.desc(), r.run_id.desc()).limit(limit)
+    with store._read_engine.connect() as conn:
+        return [run_from_row(row) for row in conn.execute(q)]
+
+
+@translated("reading recent runs")
+def recent_runs(store: RunStore, pipelines: Sequence[str], per_pipeline: int
+                ) -> dict[str, list[RunBrief]]:
+    """The newest `per_pipeline` runs of each pipeline, newest first: one indexed read of
+    (pipeline, created_at) per pipeline, on one connection."""
+    r = _runs.c
+    out: dict[str, list[RunBrief]] = {}
+    if per_pipeline <= 0:
+        return {name: [] for name in pipelines}
+    with store._read_engine.connect() as conn:
+        for name in pipelines:
+            rows = conn.execute(
+                select(r.run_id, r.state, r.created_at, r.logical_date)
+                .where(r.pipeline == name)
+                .order_by(r.created_at.desc(), r.run_id.desc())
+                .limit(per_pipeline))
+            out[name] = [RunBrief(run_id=row[0], pipeline=name, state=RunState(row[1]),
+                                  created_at=row[2], logical_date=row[3]) for row in rows]
+    return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunTasks:
+    """A run's task instances without mapped children (map index -1 rows: plain tasks and
+    mapped tasks' summaries), and per mapped task how many children are in each state."""
+
+    instances: list[TaskInstanceRecord]
+    map_states: dict[str, dict[TaskState, int]]
+
+
+@translated("reading task instances")
+def run_tasks(store: RunStore, run_id: str) -> RunTasks:
+    t = _tis.c
+    with store._read_engine.connect() as conn:
+        rows = conn.execute(select(*TI_COLUMNS).where(t.run_id == run_id, t.map_index == -1)
+                            .order_by(t.task_id))
+        instances = [ti_from_row(row) for row in rows]
+        counts: dict[str, dict[TaskState, int]] = {}
+        if any(ti.map_count is not None for ti in instances):
+            for task_id, state, n in conn.execute(
+                    select(t.task_id, t.state, func.count())
+                    .where(t.run_id == run_id, t.map_index >= 0)
+                    .group_by(t.task_id, t.state)):
+                counts.setdefault(task_id, {})[TaskState(state)] = int(n)
+    return RunTasks(instances=instances, map_states=counts)
+
+
+__all__ = ["RunBrief", "RunFilter", "RunTasks", "recent_runs", "run_tasks", "runs_page"]

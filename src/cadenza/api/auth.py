@@ -17,7 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
+
+from cadenza.core.errors import PermissionDenied
 
 
 class Role(enum.StrEnum):
@@ -64,10 +66,9 @@ def require(role: Role) -> Callable[..., Principal]:
 
     def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
         if not principal.role.allows(role):
-            raise HTTPException(
-                status_code=403,
-                detail=f"'{principal.name}' is a {principal.role}; this needs {role} or higher",
-            )
+            raise PermissionDenied(
+                f"'{principal.name}' is a {principal.role}; this needs {role} or higher",
+                hint=f"ask an admin for a token of a user with the {role} role")
         return principal
 
     check.__name__ = f"require_{role.value}"

@@ -3,6 +3,7 @@
     NotFound (RunNotFound, PipelineNotFound, TaskNotFound, ArtifactNotFound)  -> 404
     FieldError, ParameterError, request validation                            -> 422
     StateConflict, RunConflict (an action the current state does not allow)   -> 409
+    NotAuthenticated -> 401 (with WWW-Authenticate: Bearer), PermissionDenied -> 403
     UsageError and other caller mistakes                                      -> 400
     StoreError (the metadata store cannot be reached)                         -> 503
     anything else                                                             -> 500 (a bug)
@@ -25,8 +26,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cadenza.core.errors import (
     CadenzaError,
+    NotAuthenticated,
     NotFound,
     ParameterError,
+    PermissionDenied,
     RunConflict,
     StateConflict,
     StoreError,
@@ -55,6 +58,10 @@ class FieldError(Exception):
 
 
 def status_of(exc: CadenzaError) -> int:
+    if isinstance(exc, NotAuthenticated):
+        return 401
+    if isinstance(exc, PermissionDenied):
+        return 403
     if isinstance(exc, NotFound):
         return 404
     if isinstance(exc, (StateConflict, RunConflict)):
@@ -76,7 +83,8 @@ async def _cadenza_error(request: Request, exc: Exception) -> JSONResponse:
     status = status_of(exc)
     if status >= 500:
         log.error("%s %s: %s", request.method, request.url.path, exc)
-    return JSONResponse(error_body(exc), status_code=status)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(error_body(exc), status_code=status, headers=headers)
 
 
 async def _field_error(request: Request, exc: Exception) -> JSONResponse:

@@ -23,7 +23,7 @@ from typing import Annotated
 import typer
 
 from cadenza.cli import console as cli_console
-from cadenza.cli import db, events, pipelines, pools, runs, tasks
+from cadenza.cli import db, events, pipelines, pools, runs, secrets, tasks, tokens, users
 from cadenza.cli.backfill import backfill_command
 from cadenza.cli.gc import gc_command, runs_delete_command
 from cadenza.cli.init import init_command
@@ -114,6 +114,9 @@ app.add_typer(tasks.app, name="tasks")
 app.add_typer(pools.app, name="pools")
 app.add_typer(events.app, name="events")
 app.add_typer(db.app, name="db")
+app.add_typer(users.app, name="users")
+app.add_typer(tokens.app, name="tokens")
+app.add_typer(secrets.app, name="secrets")
 
 
 @app.command("version")

@@ -10,9 +10,12 @@ import contextvars
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cadenza.core.errors import UsageError
+
+if TYPE_CHECKING:  # core.security is imported only when a task reads a secret
+    from cadenza.core.security import Secrets
 
 
 @dataclass(slots=True, kw_only=True)
@@ -29,6 +32,23 @@ class TaskContext:
     extra: dict[str, Any] = field(default_factory=dict)
     _metrics: list[tuple[str, float | str, str]] = field(default_factory=list)
     sinks: list[Any] = field(default_factory=list)  # experiment trackers (MLflow, ...)
+    _secrets: Secrets | None = None
+
+    @property
+    def secrets(self) -> Secrets:
+        """The secrets set with `cadenza secrets set`, by name; their values are masked as
+        `***` in this task's log and error.
+
+        Example:
+            @task
+            def call_api():
+                key = get_context().secrets["OPENAI_API_KEY"]
+        """
+        if self._secrets is None:
+            from cadenza.core.security import NO_SECRETS
+
+            return NO_SECRETS
+        return self._secrets
 
     def log_metric(self, name: str, value: float) -> None:
         """Record a numeric metric for this task instance (kept with the run, and sent to

@@ -13,14 +13,10 @@ Only the standard library here: core imports no third-party package but pydantic
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
-import hashlib
 import logging
 import os
 import re
-import secrets as _random
 import stat
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -102,11 +98,15 @@ TOKEN_PREFIX: Final = "cdz_"
 def new_token() -> tuple[str, str]:
     """(id, token): a short public id to list and revoke it by, and the secret token that is
     shown once."""
-    return _random.token_hex(6), TOKEN_PREFIX + _random.token_urlsafe(32)
+    import secrets
+
+    return secrets.token_hex(6), TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
 def token_digest(token: str) -> str:
     """The SHA-256 (hex) the store keeps of a token and looks it up by."""
+    import hashlib
+
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
@@ -248,6 +248,9 @@ class SecretInfo:
 
 
 def _check_key(raw: bytes, where: str) -> bytes:
+    import base64
+    import binascii
+
     key = raw.strip()
     try:
         ok = len(base64.urlsafe_b64decode(key)) == 32
@@ -295,7 +298,9 @@ def secret_key(home: Path, *, create: bool, environ: Mapping[str, str] | None = 
 
 
 def _create_key_file(path: Path) -> bytes:
-    key = base64.urlsafe_b64encode(_random.token_bytes(32))
+    import base64
+
+    key = base64.urlsafe_b64encode(os.urandom(32))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from cadenza.core import clock
-from cadenza.core.errors import CadenzaError, PipelineNotFound, UsageError
+from cadenza.core.errors import CadenzaError, ConfigError, PipelineNotFound, UsageError
 from cadenza.core.ids import new_driver_id, new_run_id
 from cadenza.core.records import (
     TASK_ORDER,
@@ -24,6 +24,7 @@ from cadenza.core.records import (
     ValueRef,
     WriteBatch,
 )
+from cadenza.core.security import Secrets, secret_key
 from cadenza.core.settings import Settings, get_settings
 from cadenza.core.states import RunState, TaskState, move_run
 from cadenza.graph.plan import HasPlan, Plan, plan_of
@@ -389,7 +390,29 @@ def make_driver(pipeline: Plan | HasPlan, run: RunRecord, values: dict[str, Any]
         cache=_cache_for(store, settings),
         tracker=pipeline.tracking,
         pipeline_callbacks=pipeline.callbacks.as_dict(),
+        secrets=secrets_for(store, settings),
     )
+
+
+def secrets_for(store: Any, settings: Settings) -> Secrets | None:
+    """The secrets a run hands its tasks (`get_context().secrets`), decrypted here in the
+    driver's process, or None when none are stored. One SELECT per run; the key is read and
+    cryptography imported only when there are secrets.
+
+    How a `processes` worker gets them: inside each TaskCall's context, pickled over the pipe
+    to its worker process (multiprocessing's Connection, memory only); no plaintext is ever
+    written to disk or put in the environment, and the worker never needs the key."""
+    from cadenza.store.security import security_store
+
+    def key() -> bytes | None:
+        try:
+            return secret_key(settings.home, create=False)
+        except ConfigError as exc:  # a broken key fails the tasks that read a secret only
+            log.warning("secrets cannot be decrypted: %s", exc)
+            return None
+
+    secrets = security_store(store).load_secrets(key)
+    return secrets if (len(secrets) or secrets.unavailable) else None
 
 
 def warn_advisory_timeouts(pipeline: Plan, executor: Any) -> str | None:

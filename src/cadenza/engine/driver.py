@@ -42,6 +42,7 @@ from cadenza.core.records import (
     ValueRef,
     WriteBatch,
 )
+from cadenza.core.security import Secrets
 from cadenza.core.states import RunState, TaskState, move_run
 from cadenza.engine.active import ActiveRun, Instance
 from cadenza.engine.callbacks import CallbackContext, CallbackQueue
@@ -86,6 +87,7 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
         pipeline_callbacks: dict[str, tuple[Callable[..., Any], ...]] | None = None,
         cache: Any = None,
         tracker: Any = None,
+        secrets: Secrets | None = None,
     ) -> None:
         self.graph = graph
         self.run = run
@@ -102,6 +104,7 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
         self.cache = cache
         self.tracker = tracker
         self._tracker_config = tracker
+        self.secrets = secrets  # handed to every task in its context (engine/api.secrets_for)
         self.tracking_info: dict[str, Any] = {}
         self.in_process = bool(getattr(executor, "in_process", False))
 
@@ -370,7 +373,7 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
         node = inst.node
         if inst.inputs is None:
             inst.inputs = {k: substitute(v, self.active.input_for) for k, v in node.args.items()}
-        ctx = {
+        ctx: dict[str, Any] = {
             "logical_date": self.run.logical_date,
             "data_interval": (
                 (self.run.data_interval_start, self.run.data_interval_end)
@@ -382,6 +385,8 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
         trigger = self.run.extra.get("trigger")
         if trigger is not None:  # what started a scheduled, asset, sensor or event run
             ctx["extra"] = {"trigger": trigger}
+        if self.secrets is not None:
+            ctx["secrets"] = self.secrets
         return TaskCall(
             run_id=self.run_id,
             pipeline=self.graph.name,

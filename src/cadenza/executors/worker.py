@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import dataclasses
 import heapq
 import io
 import logging
@@ -32,6 +33,7 @@ from cadenza.artifacts.store import load_value, store_value
 from cadenza.core.context import TaskContext, reset_context, set_context
 from cadenza.core.errors import SENSOR_NOT_READY, TaskCancelled, TaskInterrupt, TaskTimeout
 from cadenza.core.records import ErrorInfo, ErrorKind, ValueRef
+from cadenza.core.security import Masker, Secrets
 from cadenza.executors.base import TaskCall, TaskOutcome, describe_exception
 
 log = logging.getLogger(__name__)
@@ -366,16 +368,19 @@ class _AttemptLog:
     that `cadenza logs --follow` sees output while the task runs. (A plain class: building
     an io.TextIOBase cost ~2 us of every attempt, and only write/close are used.)"""
 
-    __slots__ = ("_failed", "_fh", "path")
+    __slots__ = ("_failed", "_fh", "_masker", "path")
 
-    def __init__(self, path: str | None) -> None:
+    def __init__(self, path: str | None, masker: Masker | None = None) -> None:
         self.path = path
         self._fh: Any = None
         self._failed = False
+        self._masker = masker  # set when the run has secrets: their values become ***
 
     def write(self, text: str) -> int:
         if not text:
             return 0
+        if self._masker is not None:
+            text = self._masker.mask(text)
         if self._fh is None:
             if self._failed or not self.path:
                 return len(text)
@@ -433,7 +438,9 @@ def execute(
     called_at = time.monotonic()  # reset just before the call when a deadline is enforced
     worker = worker or default_worker_name()
     started = datetime.now(UTC)
-    buffer = _AttemptLog(call.log_path)
+    secrets: Secrets | None = call.context.get("secrets")
+    masker = secrets.masker() if secrets is not None else None
+    buffer = _AttemptLog(call.log_path, masker or None)
     ctx = TaskContext(
         run_id=call.run_id,
         pipeline=call.pipeline,
@@ -445,6 +452,7 @@ def execute(
         params=dict(call.context.get("params") or {}),
         logger=logging.getLogger(f"{TASK_LOGGER}.{call.task_id}"),
         extra=dict(call.context.get("extra") or {}),
+        _secrets=secrets,
     )
     token = set_context(ctx)
     key = (call.run_id, call.task_id, call.map_index)
@@ -532,6 +540,9 @@ def execute(
             # (an attempt abandoned at its timeout may end after its retry started)
             del _running_threads[key]
         reset_context(token)
+    if error is not None and masker:  # what is stored and shown never holds a secret
+        error = dataclasses.replace(error, message=masker.mask(error.message),
+                                    traceback=masker.mask(error.traceback))
     if (error is not None and error.traceback
             and error.kind in (ErrorKind.EXCEPTION, ErrorKind.INPUT)):
         if error.type == SENSOR_NOT_READY:  # a sensor's "not yet": one line, no traceback

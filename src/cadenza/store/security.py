@@ -21,7 +21,7 @@ the records of `cadenza.core.security`; SQLAlchemy errors become StoreError.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -315,11 +315,13 @@ class SecurityStore:
                                      hint="see the names with `cadenza secrets list`")
 
     @translated("reading secrets")
-    def load_secrets(self, key: bytes | None, names: Sequence[str] | None = None) -> Secrets:
+    def load_secrets(self, key: bytes | None | Callable[[], bytes | None],
+                     names: Sequence[str] | None = None) -> Secrets:
         """The secrets' values, decrypted (what a run hands its tasks). One SELECT; with no
-        secrets stored, cryptography is not even imported. A secret that `key` cannot decrypt
-        (or with no key at all) is listed as unavailable with the reason, so only a task
-        that reads it fails."""
+        secrets stored, the key is not read (`key` may be a function returning it) and
+        cryptography not even imported. A secret that `key` cannot decrypt (or with no key
+        at all) is listed as unavailable with the reason, so only a task that reads it
+        fails."""
         query = select(_secrets.c.name, _secrets.c.ciphertext)
         if names is not None:
             query = query.where(_secrets.c.name.in_(list(names)))
@@ -327,6 +329,8 @@ class SecurityStore:
             rows = conn.execute(query).all()
         if not rows:
             return Secrets()
+        if callable(key):
+            key = key()
         if key is None:
             reason = ("no secret key here: CADENZA_SECRET_KEY is unset and there is no "
                       "secret.key in CADENZA_HOME")

@@ -20,7 +20,7 @@ from cadenza.api import auth
 from cadenza.api.catalog import CatalogHolder
 from cadenza.api.deps import NextRunFn
 from cadenza.api.errors import install_handlers
-from cadenza.api.routes import pipelines, runs
+from cadenza.api.routes import assets, events, pipelines, pools, runs, task_instances
 from cadenza.api.schemas import ErrorOut, HealthOut, ReadyOut
 from cadenza.core.settings import Settings, get_settings
 from cadenza.store import mask_url, open_store
@@ -30,6 +30,10 @@ API_PREFIX = "/api/v1"
 ROUTERS: tuple[APIRouter, ...] = (
     pipelines.router,
     runs.router,
+    task_instances.router,
+    assets.router,
+    pools.router,
+    events.router,
 )
 
 # Shown in OpenAPI for every route: what an error body looks like.

@@ -205,3 +205,249 @@ class RetryIn(BaseModel):
 class RetryOut(BaseModel):
     run: RunOut
     cleared: list[str] = Field(description="Task ids reset to run again.")
+
+
+# -- task instances, artifacts, lineage (routes/task_instances.py) --------------------------------
+
+
+class ErrorDetailOut(BaseModel):
+    """A failure with its traceback (Cadenza's own frames trimmed)."""
+
+    kind: str = Field(description="exception, timeout, cancelled, worker_lost, interrupted, "
+                      "serialization, input, artifact_write, resources, branch or unknown.")
+    type: str = Field(description="The exception's qualified class name.")
+    message: str
+    traceback: str = ""
+
+
+class ValueRefOut(BaseModel):
+    """Where a value is: inline JSON (`value`) or an artifact (`sha256`, `uri`, ...)."""
+
+    kind: str = Field(description="json (the value is inline) or artifact.")
+    value: Any = None
+    sha256: str | None = None
+    uri: str | None = None
+    serializer: str | None = None
+    size_bytes: int | None = None
+    type_name: str | None = None
+
+
+class AttemptOut(BaseModel):
+    attempt: int = Field(description="Numbered from 1.")
+    state: TaskState
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    duration_s: float | None = None
+    worker: str | None = None
+    error: ErrorDetailOut | None = None
+    has_log: bool = Field(description="A log file exists for it.")
+    live: bool = Field(False, description="Running now: its log is still growing.")
+
+
+class InputOut(BaseModel):
+    """One input of a task instance (see `source`)."""
+
+    name: str = Field(description="The task's parameter name.")
+    index: int = Field(description="Position among the inputs under this name (a structure "
+                       "may hold several upstream outputs); pass it to the preview.")
+    source: str = Field(description="task (an upstream output), param (a pipeline parameter) "
+                        "or literal (a value written in the pipeline).")
+    task_id: str | None = None
+    map_index: int = -1
+    param: str | None = None
+    element: int | None = Field(None, description="For a mapped instance: the index of the "
+                                "element of the upstream list or parameter it received.")
+    ref: ValueRefOut | None = Field(None, description="Null when the upstream has no output.")
+
+
+class TaskInstanceDetailOut(BaseModel):
+    run_id: str
+    pipeline: str
+    task_id: str
+    map_index: int = -1
+    state: TaskState
+    attempt: int = Field(description="Attempts started so far.")
+    pool: str
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    duration_s: float | None = None
+    next_retry_at: datetime | None = None
+    reason: str = ""
+    worker: str | None = None
+    map_count: int | None = Field(None, description="For a mapped task's summary (map index "
+                                  "-1): how many instances it expanded to.")
+    cache_key: str | None = None
+    cache_origin: dict[str, Any] | None = Field(
+        None, description="For a cached instance: the run and task instance it reused.")
+    error: ErrorDetailOut | None = None
+    output: ValueRefOut | None = None
+    inputs: list[InputOut] = Field(
+        description="From the pipeline's code when the server has loaded it; otherwise the "
+        "input artifacts the lineage recorded (named 'input N').")
+    inputs_from: str = Field(description="plan, lineage or none: where `inputs` came from.")
+    attempts: list[AttemptOut] = Field(description="Every attempt, in order (the running one "
+                                       "last, with live=true).")
+
+
+class ColumnOut(BaseModel):
+    name: str
+    dtype: str
+
+
+class PreviewOut(BaseModel):
+    """A bounded look at a value (never the whole of a large one).
+
+    kind: json (`value`, or `text` for a JSON artifact too large to parse), dataframe or
+    table (`columns`, `rows` as records, `shape`), array (`shape`, `dtype`, first `values`
+    in storage order), opaque (a pickled or custom-serialized value: only its type and size;
+    the server never unpickles), missing (the artifact is gone from the artifact store).
+    """
+
+    kind: str
+    type_name: str | None = None
+    serializer: str | None = None
+    size_bytes: int | None = None
+    truncated: bool = False
+    value: Any = None
+    text: str | None = None
+    columns: list[ColumnOut] = []
+    rows: list[dict[str, Any]] = []
+    shape: list[int] | None = None
+    dtype: str | None = None
+    values: list[Any] = []
+    note: str = ""
+
+
+class LogChunkOut(BaseModel):
+    """Bytes [offset, next_offset) of an attempt's log as UTF-8 text. Ask again from
+    `next_offset` for more; `complete` once the attempt has ended and all was read."""
+
+    run_id: str
+    task_id: str
+    map_index: int
+    attempt: int
+    offset: int
+    next_offset: int
+    size: int = Field(description="The log's size in bytes when it was read.")
+    text: str
+    live: bool = Field(description="The attempt is running: the log may still grow.")
+    complete: bool
+
+
+class ArtifactOut(BaseModel):
+    """An artifact and the task instance that first produced it."""
+
+    sha256: str
+    uri: str
+    size_bytes: int | None = None
+    serializer: str | None = None
+    type_name: str | None = None
+    run_id: str
+    task_id: str
+    map_index: int
+    attempt: int
+    code_fingerprint: str | None = None
+    input_sha256s: list[str] = []
+    created_at: datetime | None = None
+
+
+class LineageNodeOut(BaseModel):
+    """An artifact in a lineage tree: what it was computed from (`upstream`) and what was
+    computed from it (`downstream`). `repeated`: shown elsewhere in the tree already;
+    `truncated`: more lineage beyond the requested depth."""
+
+    sha256: str | None
+    artifact: ArtifactOut | None = Field(None, description="Null when the SHA-256 has no "
+                                         "lineage record.")
+    upstream: list[LineageNodeOut] = []
+    downstream: list[LineageNodeOut] = []
+    repeated: bool = False
+    truncated: bool = False
+
+
+# -- assets ---------------------------------------------------------------------------------------
+
+
+class AssetOut(BaseModel):
+    name: str
+    latest_version: int
+    versions: int = Field(description="How many versions it has.")
+    updated_at: datetime | None = Field(None, description="When its newest version was made.")
+
+
+class AssetVersionOut(BaseModel):
+    """A version of an asset: made by a successful task instance with the asset in its
+    outlets."""
+
+    asset: str
+    version: int
+    run_id: str
+    task_id: str
+    map_index: int
+    attempt: int
+    artifact_sha256: str | None = Field(None, description="Null when the producing task's "
+                                        "output was stored inline (small JSON).")
+    created_at: datetime | None = None
+
+
+class AssetRunOut(BaseModel):
+    """A run an asset version triggered."""
+
+    run_id: str
+    pipeline: str
+    state: RunState
+    created_at: datetime
+
+
+class AssetLineageOut(BaseModel):
+    """Both ways from one asset version: what produced it (the task instance, and the
+    artifacts its output was computed from) and what consumed it (artifacts computed from it,
+    and the first page of runs it triggered)."""
+
+    version: AssetVersionOut
+    produced_by: LineageNodeOut | None = Field(
+        None, description="The version's artifact with its upstream lineage (null when the "
+        "output was stored inline).")
+    consumed_by: list[LineageNodeOut] = Field(
+        [], description="Artifacts computed from it, with their downstream lineage.")
+    triggered_runs: Page[AssetRunOut]
+
+
+# -- pools, events, SLA misses --------------------------------------------------------------------
+
+
+class PoolOut(BaseModel):
+    name: str
+    slots: int = Field(description="How many task instances of the pool may run at once (0 "
+                       "pauses the pool).")
+    description: str = ""
+
+
+class PoolIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    slots: int = Field(ge=0, le=1_000_000, description="0 or more; 0 pauses the pool.")
+    description: str = Field("", max_length=2000)
+
+
+class TriggerEventOut(BaseModel):
+    """A message an event trigger processed: the run it created, or why it created none."""
+
+    id: int
+    pipeline: str
+    source: str
+    message_id: str
+    status: str = Field(description="run (a run was created) or invalid (see error).")
+    run_id: str | None = None
+    error: str | None = None
+    payload: dict[str, Any] | None = None
+    received_at: datetime | None = None
+
+
+class SlaMissOut(BaseModel):
+    run_id: str
+    pipeline: str
+    sla_s: float
+    deadline_at: datetime
+    detected_at: datetime

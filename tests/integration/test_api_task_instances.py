@@ -1,0 +1,371 @@
+"""The task-instance, artifact, asset, pool, event and SLA endpoints over HTTP (a live
+uvicorn server, SQLite and PostgreSQL) after real runs of tests/pipelines/inspect_tasks.py:
+detail with attempts, error and traceback, inputs and outputs with previews, logs as byte
+ranges and as a live SSE follow, lineage both ways, cursor pages, 404s and 422s."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cadenza.api import create_app
+from cadenza.core import settings as settings_mod
+from cadenza.core.records import RunRecord, TaskInstanceRecord
+from cadenza.core.scheduling import SlaMissRecord, TriggerEventRecord
+from cadenza.core.states import RunState
+from cadenza.engine.api import RunResult, run_pipeline
+from cadenza.store import RunStore, open_store
+from cadenza.store.scheduling import scheduling_store
+from tests.fixtures.server import make_api_project, project_settings_for, serve
+from tests.fixtures.waiting import wait_for
+
+PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
+V1 = "/api/v1"
+
+
+@dataclass
+class Server:
+    client: httpx.Client
+    settings: settings_mod.Settings
+    store: RunStore
+    app: Any
+    base_url: str
+
+    def run(self, name: str, **params: Any) -> RunResult:
+        plan = self.app.state.catalog.get().get(name)
+        return run_pipeline(plan, params, executor="inline", settings=self.settings)
+
+    def get(self, path: str, **params: Any) -> Any:
+        r = self.client.get(V1 + path, params=params)
+        assert r.status_code == 200, (r.status_code, r.text)
+        return r.json()
+
+
+@pytest.fixture
+def server(db_url: str, tmp_path: Path) -> Iterator[Server]:
+    text = (PIPELINES / "inspect_tasks.py").read_text(encoding="utf-8")
+    root = make_api_project(tmp_path / "proj", files={"inspect_tasks.py": text})
+    home = tmp_path / "home"
+    home.mkdir()
+    settings = project_settings_for(root, db_url, home)
+    settings_mod.set_settings(settings)
+    try:
+        app = create_app(settings)
+        with serve(app) as base_url, httpx.Client(base_url=base_url, timeout=60) as client:
+            yield Server(client=client, settings=settings, store=open_store(db_url), app=app,
+                         base_url=base_url)
+    finally:
+        settings_mod.set_settings(None)
+
+
+def all_items(server: Server, path: str, limit: int, **params: Any) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    cursor = None
+    for _ in range(100):
+        page = server.get(path, limit=limit, **params, **({"cursor": cursor} if cursor else {}))
+        assert len(page["items"]) <= limit
+        items.extend(page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return items
+    raise AssertionError("more than 100 pages")
+
+
+def test_task_instance_detail_inputs_outputs_and_previews(server: Server) -> None:
+    rid = server.run("data_pipe", n=25, xs=[3, 4, 5]).run_id
+    frame = server.get(f"/runs/{rid}/tasks/make_frame")
+    assert frame["state"] == "success" and frame["pipeline"] == "data_pipe"
+    assert frame["output"]["kind"] == "artifact" and frame["output"]["serializer"] == "parquet-pandas"
+    assert [a["attempt"] for a in frame["attempts"]] == [1] and frame["attempts"][0]["has_log"]
+    assert frame["inputs"] == [{"name": "n", "index": 0, "source": "param", "task_id": None,
+                                "map_index": -1, "param": "n", "element": None,
+                                "ref": {"kind": "json", "value": 25, "sha256": None, "uri": None,
+                                        "serializer": None, "size_bytes": None,
+                                        "type_name": None}}]
+    preview = server.get(f"/runs/{rid}/tasks/make_frame/output/preview", rows=3)
+    assert preview["kind"] == "dataframe" and preview["shape"] == [25, 3]
+    assert [c["name"] for c in preview["columns"]] == ["id", "score", "name"]
+    assert preview["rows"] == [{"id": i, "score": i / 10, "name": f"n{i}"} for i in range(3)]
+    assert preview["truncated"] is True
+
+    array = server.get(f"/runs/{rid}/tasks/make_array/output/preview")
+    assert (array["kind"], array["shape"], array["dtype"]) == ("array", [25, 4], "float64")
+    assert array["values"][:5] == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+    combine = server.get(f"/runs/{rid}/tasks/combine")
+    assert combine["inputs_from"] == "plan"
+    assert [(i["name"], i["task_id"]) for i in combine["inputs"]] == [
+        ("frame", "make_frame"), ("arr", "make_array")]
+    assert combine["output"] == {"kind": "json", "value": {"rows": 25, "cells": 100},
+                                 "sha256": None, "uri": None, "serializer": None,
+                                 "size_bytes": None, "type_name": None}
+    arr_in = server.get(f"/runs/{rid}/tasks/combine/inputs/arr/preview")
+    assert arr_in["kind"] == "array" and arr_in["shape"] == [25, 4]
+
+    mapped = server.get(f"/runs/{rid}/tasks/square")
+    assert mapped["map_count"] == 3 and mapped["attempts"] == []
+    second = server.get(f"/runs/{rid}/tasks/square", map_index=1)
+    assert second["inputs"][0]["element"] == 1 and second["inputs"][0]["ref"]["value"] == 4
+    assert server.get(f"/runs/{rid}/tasks/square/output/preview", map_index=2)["value"] == 25
+
+
+def test_failed_task_error_traceback_attempts_and_logs(server: Server) -> None:
+    rid = server.run("failing", n=7).run_id
+    ti = server.get(f"/runs/{rid}/tasks/explode")
+    assert ti["state"] == "failed"
+    assert ti["error"]["type"] == "builtins.ValueError" and ti["error"]["message"] == "bad value 7"
+    assert "ValueError: bad value 7" in ti["error"]["traceback"]
+    assert [(a["attempt"], a["state"]) for a in ti["attempts"]] == [
+        (1, "up_for_retry"), (2, "failed")]
+    assert all("bad value 7" in a["error"]["traceback"] for a in ti["attempts"])
+    page = all_items(server, f"/runs/{rid}/tasks/explode/attempts", 1)
+    assert [a["attempt"] for a in page] == [1, 2]
+
+    whole = server.get(f"/runs/{rid}/tasks/explode/logs", attempt=1)
+    assert "attempt 1: about to fail" in whole["text"] and whole["complete"]
+    assert whole["offset"] == 0 and whole["next_offset"] == whole["size"] and not whole["live"]
+    newest = server.get(f"/runs/{rid}/tasks/explode/logs")
+    assert newest["attempt"] == 2 and "attempt 2: about to fail" in newest["text"]
+    # Byte ranges: read attempt 2 five bytes at a time; the pieces make the whole.
+    text, offset = "", 0
+    for _ in range(10_000):
+        part = server.get(f"/runs/{rid}/tasks/explode/logs", attempt=2, offset=offset, limit=5)
+        text += part["text"]
+        offset = part["next_offset"]
+        if part["complete"]:
+            break
+    assert text == newest["text"]
+    tail = server.get(f"/runs/{rid}/tasks/explode/logs", attempt=2, offset=-10)
+    assert tail["text"] == newest["text"][-10:] and tail["offset"] == newest["size"] - 10
+    # The log of a failure ends with its traceback.
+    assert "ValueError: bad value 7" in newest["text"]
+
+
+def test_live_follow_streams_a_running_attempt_until_it_ends(server: Server,
+                                                             tmp_path: Path) -> None:
+    folder = tmp_path / "gate"
+    folder.mkdir()
+    result: list[RunResult] = []
+    runner = threading.Thread(target=lambda: result.append(
+        server.run("slow_logger", folder=str(folder))))
+    runner.start()
+    try:
+        wait_for(lambda: (folder / "started").exists(), what="the task to start")
+        run = server.store.list_runs(pipeline="slow_logger", limit=1)[0]
+        live = server.get(f"/runs/{run.run_id}/tasks/chatty/logs")
+        assert live["live"] and not live["complete"] and "first line" in live["text"]
+        events: list[tuple[str, dict[str, Any], str | None]] = []
+        url = f"{V1}/runs/{run.run_id}/tasks/chatty/logs/follow"
+        with server.client.stream("GET", url) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            for event in _sse_events(response.iter_lines()):
+                events.append(event)
+                if event[0] == "log" and "first line" in event[1]["text"]:
+                    (folder / "release").write_text("go")  # only now does it write more
+                if event[0] == "end":
+                    break
+    finally:
+        (folder / "release").write_text("go")
+        runner.join(timeout=120)
+    logs = [e for e in events if e[0] == "log"]
+    text = "".join(e[1]["text"] for e in logs)
+    assert "first line" in text and "second line" in text
+    assert text.index("first line") < text.index("second line")
+    assert [e[2] for e in logs] == [str(e[1]["next_offset"]) for e in logs]  # id = offset
+    end = events[-1]
+    assert end[0] == "end" and end[1]["state"] == "success" and end[1]["attempt"] == 1
+    # Resuming from an event id replays nothing before it.
+    first_id = logs[0][2]
+    with server.client.stream("GET", url, headers={"Last-Event-ID": str(first_id)}) as again:
+        rest = list(_sse_events(again.iter_lines()))
+    assert "".join(e[1]["text"] for e in rest if e[0] == "log") == text[int(str(first_id)):]
+    assert rest[-1][0] == "end"
+
+
+def _sse_events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any], str | None]]:
+    event, data, id_ = "message", "", None
+    for line in lines:
+        if line == "":
+            if data:
+                yield event, json.loads(data), id_
+            event, data, id_ = "message", "", None
+        elif line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            data += line[6:]
+        elif line.startswith("id: "):
+            id_ = line[4:]
+
+
+def test_follow_of_a_finished_attempt_sends_the_whole_log_then_end(server: Server) -> None:
+    rid = server.run("failing", n=3).run_id
+    url = f"{V1}/runs/{rid}/tasks/explode/logs/follow"
+    with server.client.stream("GET", url, params={"attempt": 1}) as response:
+        events = list(_sse_events(response.iter_lines()))
+    assert events[-1][0] == "end" and events[-1][1]["state"] == "up_for_retry"
+    assert "attempt 1: about to fail" in "".join(e[1]["text"] for e in events[:-1])
+    cached_rid = server.run("data_pipe", n=2, xs=[1]).run_id
+    with server.client.stream("GET", f"{V1}/runs/{cached_rid}/tasks/square/logs/follow") as r:
+        (only,) = list(_sse_events(r.iter_lines()))  # a mapped summary never runs itself
+    assert only[0] == "end" and only[1]["state"] == "success"
+
+
+def test_lineage_of_outputs_artifacts_and_asset_versions_both_ways(server: Server) -> None:
+    first = server.run("data_pipe", n=10, xs=[1]).run_id
+    server.run("data_pipe", n=12, xs=[1])
+    published = server.get(f"/runs/{first}/tasks/publish")
+    sha = published["output"]["sha256"]
+    tree = server.get(f"/runs/{first}/tasks/publish/lineage")
+    assert tree["sha256"] == sha and tree["artifact"]["task_id"] == "publish"
+    assert [n["artifact"]["task_id"] for n in tree["upstream"]] == ["make_frame"]
+    assert [n["artifact"]["task_id"] for n in tree["downstream"]] == ["summarize"]
+    up_only = server.get(f"/artifacts/{sha[:12]}/lineage", direction="upstream")
+    assert up_only["downstream"] == [] and up_only["upstream"]
+    assert server.get(f"/artifacts/{sha}")["run_id"] == first
+    assert server.get(f"/artifacts/{sha}/preview")["kind"] == "dataframe"
+    assert server.get(f"/artifacts/{sha}/lineage", depth=0)["truncated"] is True
+
+    assets = all_items(server, "/assets", 1)
+    assert [(a["name"], a["latest_version"], a["versions"]) for a in assets] == [
+        ("inspect/frames", 2, 2)]
+    assert server.get("/assets/inspect/frames")["latest_version"] == 2
+    versions = all_items(server, "/assets/inspect/frames/versions", 1)
+    assert [v["version"] for v in versions] == [2, 1]
+    v1 = server.get("/assets/inspect/frames/versions/1")
+    assert v1["run_id"] == first and v1["task_id"] == "publish" and v1["artifact_sha256"] == sha
+    lineage = server.get("/assets/inspect/frames/versions/1/lineage")
+    assert lineage["version"]["version"] == 1
+    assert lineage["produced_by"]["artifact"]["task_id"] == "publish"
+    assert [n["artifact"]["task_id"] for n in lineage["produced_by"]["upstream"]] == ["make_frame"]
+    assert [n["artifact"]["task_id"] for n in lineage["consumed_by"]] == ["summarize"]
+    assert lineage["triggered_runs"] == {"items": [], "next_cursor": None}
+
+
+def test_runs_an_asset_version_triggered(server: Server) -> None:
+    from cadenza.triggers.loop import Scheduler
+
+    consumer = server.app.state.catalog.get().get("frames_consumer")
+    sched = Scheduler([consumer], max_runs=0)  # creates queued runs; nobody drives them
+    sched.tick()
+    server.run("data_pipe", n=4, xs=[1])
+    (created,) = sched.tick().created
+    runs = server.get("/assets/inspect/frames/versions/1/runs")
+    assert [(r["run_id"], r["pipeline"]) for r in runs["items"]] == [(created, "frames_consumer")]
+    lineage = server.get("/assets/inspect/frames/versions/1/lineage")
+    assert [r["run_id"] for r in lineage["triggered_runs"]["items"]] == [created]
+
+
+def test_pools_list_get_and_set(server: Server) -> None:
+    for i in range(5):
+        r = server.client.put(f"{V1}/pools/p{i}", json={"slots": i, "description": f"pool {i}"})
+        assert r.status_code == 200 and r.json() == {"name": f"p{i}", "slots": i,
+                                                       "description": f"pool {i}"}
+    names = [p["name"] for p in all_items(server, "/pools", 2)]
+    assert names == sorted(names) and {f"p{i}" for i in range(5)} <= set(names)
+    assert server.get("/pools/p3")["slots"] == 3
+    assert server.client.put(f"{V1}/pools/p3", json={"slots": 9}).json()["slots"] == 9
+    assert server.store.get_pool("p3").slots == 9  # type: ignore[union-attr]
+    bad = server.client.put(f"{V1}/pools/p3", json={"slots": -1})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "slots"]
+    extra = server.client.put(f"{V1}/pools/p3", json={"slots": 1, "color": "red"})
+    assert extra.status_code == 422
+    missing = server.client.get(f"{V1}/pools/p33")
+    assert missing.status_code == 404 and "no pool named 'p33'" in missing.json()["detail"]
+
+
+def test_pool_set_needs_an_admin(db_url: str, tmp_path: Path) -> None:
+    from cadenza.api.auth import Principal, Role
+
+    def operator(request: Any) -> Principal:
+        return Principal(name="olga", role=Role.OPERATOR)
+
+    root = make_api_project(tmp_path / "proj", files={})
+    home = tmp_path / "home"
+    home.mkdir()
+    app = create_app(project_settings_for(root, db_url, home), authenticate=operator)
+    with serve(app) as base, httpx.Client(base_url=base) as client:
+        assert client.get(f"{V1}/pools").status_code == 200
+        denied = client.put(f"{V1}/pools/gpu", json={"slots": 2})
+        assert denied.status_code == 403 and "admin" in denied.json()["detail"]
+
+
+def test_events_and_sla_misses_pages_and_filters(server: Server) -> None:
+    sched = scheduling_store(server.store)
+    t0 = datetime(2026, 2, 1, tzinfo=UTC)
+    for i in range(5):
+        sched.record_event(TriggerEventRecord(
+            pipeline="a" if i % 2 else "b", source="redis://h/0?stream=s", message_id=f"m{i}",
+            status="invalid" if i == 2 else "run", error="bad payload" if i == 2 else None,
+            payload={"i": i}, received_at=t0 + timedelta(minutes=i)))
+    got = all_items(server, "/events", 2)
+    assert [e["message_id"] for e in got] == ["m4", "m3", "m2", "m1", "m0"]
+    assert [e["message_id"] for e in server.get("/events", pipeline="a")["items"]] == ["m3", "m1"]
+    invalid = server.get("/events", status="invalid")["items"]
+    assert [(e["message_id"], e["error"], e["payload"]) for e in invalid] == [
+        ("m2", "bad payload", {"i": 2})]
+    window = server.get("/events", since="2026-02-01T00:01:00Z", until="2026-02-01T00:03:00Z")
+    assert [e["message_id"] for e in window["items"]] == ["m2", "m1"]
+    r = server.client.get(f"{V1}/events", params={"status": "maybe"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "status"]
+    r = server.client.get(f"{V1}/events", params={"since": "2026-02-01T00:00:00"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "since"]
+
+    for i in range(3):
+        server.store.create_run(RunRecord(run_id=f"s{i}", pipeline="p", state=RunState.RUNNING,
+                                          created_at=t0), [TaskInstanceRecord(run_id=f"s{i}",
+                                                                              task_id="t")])
+        sched.record_sla_miss(SlaMissRecord(run_id=f"s{i}", pipeline="p" if i else "q",
+                                            sla_s=30.0, deadline_at=t0,
+                                            detected_at=t0 + timedelta(seconds=i)))
+    misses = all_items(server, "/sla-misses", 2)
+    assert [m["run_id"] for m in misses] == ["s2", "s1", "s0"] and misses[0]["sla_s"] == 30.0
+    assert [m["run_id"] for m in server.get("/sla-misses", pipeline="q")["items"]] == ["s0"]
+
+
+def test_unknown_things_are_404_with_a_message_and_bad_input_422(server: Server) -> None:
+    rid = server.run("failing", n=1).run_id
+    c = server.client
+    cases = {
+        f"{V1}/runs/nope/tasks/explode": "nope",
+        f"{V1}/runs/{rid}/tasks/explod": "Did you mean 'explode'",
+        f"{V1}/runs/{rid}/tasks/explode?map_index=3": "not mapped",
+        f"{V1}/runs/{rid}/tasks/explode/logs?attempt=9": "no attempt 9",
+        f"{V1}/runs/{rid}/tasks/explode/logs/follow?attempt=9": "no attempt 9",
+        f"{V1}/runs/{rid}/tasks/explode/output/preview": "has no output",
+        f"{V1}/runs/{rid}/tasks/explode/inputs/m/preview": "its inputs: n",
+        f"{V1}/runs/{rid}/tasks/explode/lineage": "has no output",
+        f"{V1}/artifacts/abcdef0123": "no artifact",
+        f"{V1}/assets/nothing": "no asset named 'nothing'",
+        f"{V1}/assets/nothing/versions": "no asset named 'nothing'",
+        f"{V1}/assets/nothing/versions/1/lineage": "no asset named 'nothing'",
+    }
+    for url, words in cases.items():
+        r = c.get(url)
+        assert r.status_code == 404, (url, r.status_code, r.text)
+        assert words in r.json()["detail"] + (r.json().get("hint") or ""), (url, r.json())
+    bad = {
+        f"{V1}/runs/{rid}/tasks/explode?map_index=-2": ["query", "map_index"],
+        f"{V1}/runs/{rid}/tasks/explode/logs?limit=-1": ["query", "limit"],
+        f"{V1}/runs/{rid}/tasks/explode/attempts?cursor=zzz": ["query", "cursor"],
+        f"{V1}/artifacts/not-hex": ["path", "sha256"],
+        f"{V1}/pools?limit=0": ["query", "limit"],
+        f"{V1}/assets?cursor=WyJhIiwxXQ": ["query", "cursor"],
+        f"{V1}/runs/{rid}/tasks/explode/lineage?direction=sideways": ["query", "direction"],
+    }
+    for url, loc in bad.items():
+        r = c.get(url)
+        assert r.status_code == 422, (url, r.status_code, r.text)
+        assert r.json()["detail"][0]["loc"] == loc, (url, r.json())
+    for not_an_offset in ("twelve", "²".encode()):
+        r = c.get(f"{V1}/runs/{rid}/tasks/explode/logs/follow",
+                  headers={"Last-Event-ID": not_an_offset})
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"][0]["loc"] == ["header", "last-event-id"]

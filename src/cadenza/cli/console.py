@@ -17,7 +17,7 @@ import sys
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
 
-from cadenza.core.states import TaskState
+from cadenza.core.states import STATE_COLOURS, TaskState
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -165,20 +165,12 @@ def format_time(at: datetime | None) -> str:
 CRASHED = "crashed"  # how surfaces show an unfinished run nobody drives any more
 
 # Task states; run states share their names (a run is queued, running, success, failed or
-# cancelled), so the same table styles both.
+# cancelled), so the same table styles both. The colours are core/states.py's STATE_COLOURS,
+# the ones the web UI draws with.
+_BOLD = {TaskState.FAILED, TaskState.RUNNING, CRASHED}
 STATE_STYLES: dict[str, str] = {
-    TaskState.SUCCESS: "green",
-    TaskState.CACHED: "cyan",
-    TaskState.FAILED: "bold red",
-    TaskState.UPSTREAM_FAILED: "red",
-    TaskState.CANCELLED: "yellow",
-    TaskState.SKIPPED: "dim",
-    TaskState.RUNNING: "bold blue",
-    TaskState.QUEUED: "blue",
-    TaskState.SCHEDULED: "blue",
-    TaskState.UP_FOR_RETRY: "yellow",
-    TaskState.PENDING: "dim",
-    CRASHED: "bold magenta",  # shown, never stored: a run whose driver died
+    str(state): f"bold {colour}" if state in _BOLD else colour
+    for state, colour in STATE_COLOURS.items()
 }
 
 

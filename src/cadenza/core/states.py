@@ -215,3 +215,24 @@ def run_state_of(states: Iterable[TaskState]) -> RunState:
     if seen & {TaskState.FAILED, TaskState.UPSTREAM_FAILED, TaskState.CANCELLED}:
         return RunState.FAILED
     return RunState.SUCCESS
+
+
+# One colour per state, defined here once: the CLI styles states with it (cli/console.py) and
+# the web UI's graph, grid, Gantt and badges use it through frontend/src/states.gen.ts, which
+# frontend/scripts/states.py generates from this table (tests/unit/test_ui_static.py checks
+# the committed file matches). Run states share task state names. Mid-tone colours that read
+# on both the light and the dark theme. "crashed" is shown, never stored: a run nobody drives.
+STATE_COLOURS: Final[Mapping[str, str]] = {
+    TaskState.PENDING: "#9ca3af",
+    TaskState.SCHEDULED: "#a5b4fc",
+    TaskState.QUEUED: "#60a5fa",
+    TaskState.RUNNING: "#2563eb",
+    TaskState.UP_FOR_RETRY: "#eab308",
+    TaskState.SUCCESS: "#16a34a",
+    TaskState.CACHED: "#0891b2",
+    TaskState.FAILED: "#dc2626",
+    TaskState.SKIPPED: "#f472b6",
+    TaskState.UPSTREAM_FAILED: "#f97316",
+    TaskState.CANCELLED: "#b45309",
+    "crashed": "#a21caf",
+}

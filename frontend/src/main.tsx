@@ -1,0 +1,27 @@
+import { StrictMode } from "react";
+import { createRoot } from "react-dom/client";
+import { createBrowserRouter, RouterProvider } from "react-router";
+import { Layout, NotFoundPage } from "./App";
+import { PipelinesPage } from "./pages/PipelinesPage";
+import "./styles.css";
+import { applyTheme, initialTheme } from "./theme";
+
+applyTheme(initialTheme());
+
+// Every view has a URL (STYLE §11): the server answers any non-API path with index.html.
+const router = createBrowserRouter([
+  {
+    path: "/",
+    element: <Layout />,
+    children: [
+      { index: true, element: <PipelinesPage /> },
+      { path: "*", element: <NotFoundPage /> },
+    ],
+  },
+]);
+
+createRoot(document.getElementById("root")!).render(
+  <StrictMode>
+    <RouterProvider router={router} />
+  </StrictMode>,
+);

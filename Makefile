@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench install install-test lock clean
+.PHONY: demo test bench install install-test lock clean ui ui-types
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Cadenza needs Python 3.11 or newer"'
@@ -51,6 +51,17 @@ test: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/overhead.py
+
+# The web UI (frontend/, TypeScript): rebuild src/cadenza/ui/static/ (committed, so pip users
+# need no Node); `ui-types` regenerates what the frontend takes from the Python side first
+# (the API's OpenAPI types and the state colours of core/states.py).
+ui:
+	cd frontend && npm ci --no-audit --no-fund && npm run build
+
+ui-types: $(VENV)/.installed-test
+	$(BIN)/python frontend/scripts/openapi.py
+	$(BIN)/python frontend/scripts/states.py > frontend/src/states.gen.ts
+	cd frontend && npm ci --no-audit --no-fund && npm run gen:api
 
 # Re-pin what `make demo` and `make test` install (run after changing dependencies).
 lock: $(BIN)/python

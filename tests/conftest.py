@@ -10,7 +10,7 @@ import pytest
 
 from cadenza.core import settings as settings_mod
 
-pytest_plugins = ["tests.fixtures.store", "tests.fixtures.server"]
+pytest_plugins = ["tests.fixtures.store", "tests.fixtures.server", "tests.fixtures.browser"]
 
 EXECUTORS = ["inline", "threads", "processes"]
 

@@ -22,6 +22,7 @@ from cadenza.api.deps import NextRunFn
 from cadenza.api.errors import install_handlers
 from cadenza.api.routes import assets, events, pipelines, pools, runs, task_instances
 from cadenza.api.schemas import ErrorOut, HealthOut, ReadyOut
+from cadenza.api.ui import mount_ui
 from cadenza.core.settings import Settings, get_settings
 from cadenza.store import mask_url, open_store
 
@@ -92,4 +93,5 @@ def create_app(
         store.ping()
         return ReadyOut(status="ok", store=mask_url(store.url))
 
+    mount_ui(app)  # the web UI at / for paths no route takes
     return app

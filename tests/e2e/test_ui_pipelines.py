@@ -1,0 +1,96 @@
+"""Web UI, pipelines page (issue 14), in headless Chromium against a live server and store
+holding real runs: schedule human-readable and as cron, next run, last runs as coloured
+squares linking to their runs, the paused switch (through the API), search and tag filter
+in the URL, both themes. No console errors (the ui_page fixture fails on any)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cadenza.engine.api import run_pipeline
+from tests.fixtures.browser import shot
+from tests.fixtures.server import LiveServer
+
+pytestmark = pytest.mark.browser
+
+
+def run_now(server: LiveServer, name: str, **params: Any) -> str:
+    plan = server.app.state.catalog.get().get(name)
+    return run_pipeline(plan, params, executor="inline", settings=server.settings).run_id
+
+
+def test_pipelines_page_shows_schedules_runs_and_toggles_pause(
+        ui_server: LiveServer, ui_page: Any, tmp_path: Path) -> None:
+    ok = run_now(ui_server, "nightly_report", days=3)
+    failed = run_now(ui_server, "flaky", gate=str(tmp_path / "never"))
+    page = ui_page
+    page.goto(ui_server.base_url + "/")
+
+    table = page.get_by_test_id("pipelines")
+    row = table.locator('tr[data-pipeline="nightly_report"]')
+    row.wait_for()
+    names = table.locator("tbody tr").evaluate_all("rows => rows.map(r => r.dataset.pipeline)")
+    assert sorted(names) == ["etl", "flaky", "gated", "nightly_report", "plain"]
+
+    # Schedule in words and as cron; the next run from the scheduler's timetable.
+    assert "At 06:00, Monday through Friday" in row.inner_text()
+    assert row.locator("code").inner_text() == "0 6 * * 1-5"
+    assert re.search(r"\bin \d+ (s|min|h|d)\b", row.locator("td").nth(3).inner_text())
+    assert "manual" in table.locator('tr[data-pipeline="plain"]').inner_text()
+
+    # Last runs: one square per run, in its state's colour, linking to the run.
+    square = row.locator(".square")
+    assert square.count() == 1 and square.get_attribute("data-state") == "success"
+    assert square.get_attribute("href") == f"/runs/{ok}"
+    flaky_square = table.locator('tr[data-pipeline="flaky"] .square')
+    assert flaky_square.get_attribute("data-state") == "failed"
+    assert flaky_square.get_attribute("href") == f"/runs/{failed}"
+    colour = flaky_square.evaluate("e => getComputedStyle(e).backgroundColor")
+    assert colour == "rgb(220, 38, 38)"  # core/states.py STATE_COLOURS["failed"]
+    shot(page, tmp_path, "pipelines-light")
+
+    # Pause through the switch: the API says paused, the next run goes away.
+    switch = row.get_by_role("switch")
+    assert switch.is_checked()
+    row.locator(".switch").click()
+    page.wait_for_function(
+        "() => !document.querySelector('tr[data-pipeline=\"nightly_report\"] input').checked")
+    detail = ui_server.client.get("/api/v1/pipelines/nightly_report").json()
+    assert detail["paused"] is True and detail["next_run_at"] is None
+    page.reload()
+    assert not page.locator('tr[data-pipeline="nightly_report"]').get_by_role("switch").is_checked()
+    row.locator(".switch").click()
+    page.wait_for_function(
+        "() => document.querySelector('tr[data-pipeline=\"nightly_report\"] input').checked")
+    assert ui_server.client.get("/api/v1/pipelines/nightly_report").json()["paused"] is False
+
+    # Search (kept in the URL) and the tag filter (a server-side filter).
+    page.get_by_label("Search pipelines").fill("flak")
+    page.wait_for_function("() => document.querySelectorAll('tbody tr').length === 1")
+    assert "q=flak" in page.url
+    assert table.locator("tbody tr").get_attribute("data-pipeline") == "flaky"
+    page.get_by_label("Search pipelines").fill("")
+    row.locator(".chip", has_text="reports").click()
+    page.wait_for_url(re.compile(r"tag=reports"))
+    page.wait_for_function("() => document.querySelectorAll('tbody tr').length === 1")
+    assert table.locator("tbody tr").get_attribute("data-pipeline") == "nightly_report"
+
+    # The dark theme sticks across a reload.
+    page.get_by_role("button", name="Toggle theme").click()
+    page.reload()
+    assert page.evaluate("document.documentElement.dataset.theme") == "dark"
+    page.get_by_test_id("pipelines").locator("tbody tr").first.wait_for()
+    shot(page, tmp_path, "pipelines-dark")
+
+
+def test_a_client_side_url_loads_directly_and_unknown_views_say_so(
+        ui_server: LiveServer, ui_page: Any) -> None:
+    ui_page.goto(ui_server.base_url + "/no/such/view")
+    assert ui_page.get_by_role("heading", name="Not found").is_visible()
+    ui_page.get_by_role("link", name="Pipelines").click()
+    ui_page.locator('tr[data-pipeline="etl"]').wait_for()
+    assert ui_page.url == ui_server.base_url + "/"

@@ -1,0 +1,70 @@
+"""UI fixture project (tests/fixtures/browser.py copies it beside api_project.py).
+
+- `nightly_report`: a cron schedule on weekdays (shown human-readable), tags, a fan-out and
+  a fan-in, a mapped task, and parameters of every JSON-schema type the trigger form draws.
+- `flaky`: `step` fails until the file named by `gate` exists (a failed run, then a retry).
+Self-contained (imports only cadenza).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cadenza import pipeline, task
+
+
+@task
+def extract(days: int) -> list[int]:
+    return list(range(days))
+
+
+@task
+def clean(rows: list[int]) -> list[int]:
+    return [r for r in rows if r >= 0]
+
+
+@task
+def score(row: int, threshold: float) -> float:
+    return row * threshold
+
+
+@task
+def summarise(scores: list[float], rows: list[int]) -> dict[str, float]:
+    return {"total": sum(scores), "rows": float(len(rows))}
+
+
+@task
+def publish(summary: dict[str, float], region: str, dry_run: bool) -> str:
+    return f"{region}: {summary} (dry run: {dry_run})"
+
+
+@pipeline(schedule="0 6 * * 1-5", start_date="2024-01-01", catchup=False,
+          tags=["reports", "ui"])
+def nightly_report(days: int = 4, threshold: float = 0.5, region: str = "eu",
+                   dry_run: bool = False):
+    """Scores the last few days of rows and publishes a summary."""
+    rows = clean(extract(days))
+    scores = score.partial(threshold=threshold).expand(row=rows)
+    publish(summarise(scores, rows), region, dry_run)
+
+
+@task
+def prepare() -> str:
+    return "ready"
+
+
+@task
+def step(value: str, gate: str) -> str:
+    if gate and not Path(gate).exists():
+        raise ValueError(f"the gate file {gate} does not exist yet")
+    return value
+
+
+@task
+def finish(value: str) -> str:
+    return value + "!"
+
+
+@pipeline(tags=["ui"])
+def flaky(gate: str = ""):
+    finish(step(prepare(), gate))

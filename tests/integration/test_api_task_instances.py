@@ -369,3 +369,38 @@ def test_unknown_things_are_404_with_a_message_and_bad_input_422(server: Server)
                   headers={"Last-Event-ID": not_an_offset})
         assert r.status_code == 422, r.text
         assert r.json()["detail"][0]["loc"] == ["header", "last-event-id"]
+
+
+def test_a_mapped_tasks_instances_in_pages_and_by_state(server: Server) -> None:
+    rid = server.run("data_pipe", n=2, xs=list(range(7))).run_id
+    items = all_items(server, f"/runs/{rid}/tasks/square/instances", 3)
+    assert [(i["map_index"], i["state"]) for i in items] == [(i, "success") for i in range(7)]
+    assert server.get(f"/runs/{rid}/tasks/square/instances", state="failed")["items"] == []
+    both = server.get(f"/runs/{rid}/tasks/square/instances", state=["failed", "success"])
+    assert len(both["items"]) == 7
+    (one,) = server.get(f"/runs/{rid}/tasks/make_frame/instances")["items"]
+    assert (one["task_id"], one["map_index"], one["state"]) == ("make_frame", -1, "success")
+    r = server.client.get(f"{V1}/runs/{rid}/tasks/square/instances", params={"state": "done"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "state", 0]
+    assert server.client.get(f"{V1}/runs/{rid}/tasks/squar/instances").status_code == 404
+
+
+def test_out_of_range_times_and_cursor_numbers_are_422_not_5xx(server: Server) -> None:
+    from cadenza.api.pagination import encode_cursor
+
+    cases = [
+        ("/events", {"since": "0001-01-01T00:00:00+05:00"}, ["query", "since"]),
+        ("/sla-misses", {"until": "9999-12-31T23:59:59-05:00"}, ["query", "until"]),
+        ("/assets/x/versions", {"cursor": encode_cursor(10**30)}, ["query", "cursor"]),
+        ("/events", {"cursor": encode_cursor("2026-01-01T00:00:00+00:00", 10**30)},
+         ["query", "cursor"]),
+        ("/events", {"cursor": encode_cursor("0001-01-01T00:00:00+05:00", 1)},
+         ["query", "cursor"]),
+        ("/sla-misses", {"cursor": encode_cursor(None, "r")}, ["query", "cursor"]),
+        ("/assets/x/versions/1/runs", {"cursor": encode_cursor("then", "r")},
+         ["query", "cursor"]),
+    ]
+    for path, params, loc in cases:
+        r = server.client.get(V1 + path, params=params)
+        assert r.status_code == 422, (path, params, r.status_code, r.text)
+        assert r.json()["detail"][0]["loc"] == loc

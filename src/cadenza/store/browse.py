@@ -1,5 +1,6 @@
 """Keyset-paginated reads for the surfaces (API, UI): pools, assets and their versions, the
-runs an asset version triggered, trigger events, SLA misses, attempts.
+runs an asset version triggered, trigger events, SLA misses, a mapped task's instances,
+attempts.
 
 What belongs here: read-only queries that page by the sort key (never OFFSET: a page deep
 in a long list costs the same as the first, and rows inserted meanwhile neither repeat nor
@@ -29,13 +30,16 @@ from cadenza.core.records import (
     PoolRecord,
     RunRecord,
     Slice,
+    TaskInstanceRecord,
 )
 from cadenza.core.scheduling import SlaMissRecord, TriggerEventRecord
 from cadenza.store.codec import (
     ATTEMPT_COLUMNS,
     RUN_COLUMNS,
+    TI_COLUMNS,
     attempt_from_row,
     run_from_row,
+    ti_from_row,
     trigger_event_from_row,
 )
 from cadenza.store.db import translated
@@ -48,6 +52,7 @@ from cadenza.store.tables import (
     run_keys_table,
     runs_table,
     sla_misses_table,
+    task_instances_table,
     trigger_events_table,
 )
 
@@ -60,6 +65,7 @@ _sla = sla_misses_table
 _keys = run_keys_table
 _runs = runs_table
 _attempts = attempts_table
+_tis = task_instances_table
 
 
 def _slice(rows: Sequence[T], limit: int, key: Any) -> Slice[T]:
@@ -201,6 +207,27 @@ class BrowseStore:
             rows = [SlaMissRecord(run_id=r[0], pipeline=r[1], sla_s=r[2], deadline_at=r[3],
                                   detected_at=r[4]) for r in conn.execute(q)]
         return _slice(rows, limit, lambda m: (m.detected_at.isoformat(), m.run_id))
+
+    # -- task instances -----------------------------------------------------------------------
+
+    @translated("listing task instances")
+    def task_instances_page(self, run_id: str, task_id: str, *, mapped: bool,
+                            after: tuple[Any, ...] | None = None, limit: int = 50,
+                            states: Sequence[str] = ()) -> Slice[TaskInstanceRecord]:
+        """One task's instances by map index: a mapped task's instances (0, 1, ...), or
+        with `mapped=False` the task's one instance. `states` keeps those in these states.
+        The primary key (run_id, task_id, map_index) answers it without a sort."""
+        t = _tis.c
+        q = select(*TI_COLUMNS).where(t.run_id == run_id, t.task_id == task_id,
+                                      t.map_index >= 0 if mapped else t.map_index == -1)
+        if states:
+            q = q.where(t.state.in_(list(states)))
+        if after is not None:
+            q = q.where(t.map_index > int(after[0]))
+        q = q.order_by(t.map_index).limit(limit + 1)
+        with self._read_engine.connect() as conn:
+            rows = [ti_from_row(r) for r in conn.execute(q)]
+        return _slice(rows, limit, lambda x: (x.map_index,))
 
     # -- attempts -----------------------------------------------------------------------------
 

@@ -9,13 +9,14 @@ with the more specific routes (`.../versions...`) declared first.
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
 from cadenza.api.auth import RequireViewer
 from cadenza.api.deps import StoreDep
-from cadenza.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, encode_cursor
+from cadenza.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_after, encode_cursor
 from cadenza.api.routes.task_instances import lineage_out
 from cadenza.api.schemas import (
     AssetLineageOut,
@@ -76,9 +77,8 @@ def _version(store: RunStore, name: str, version: int) -> AssetEventRecord:
                            f"{latest.version})", hint=f"versions are 1 to {latest.version}")
 
 
-def _runs_page(store: RunStore, name: str, version: int, cursor: str | None,
+def _runs_page(store: RunStore, name: str, version: int, after: tuple[Any, ...] | None,
                limit: int) -> Page[AssetRunOut]:
-    after = tuple(decode_cursor(cursor, (str, str))) if cursor else None
     got: Slice[RunRecord] = browse_store(store).runs_triggered_by(name, version, after=after,
                                                                   limit=limit)
     return Page[AssetRunOut](items=[_asset_run(r) for r in got.items],
@@ -90,7 +90,7 @@ def list_assets(store: StoreDep, prefix: Annotated[str | None, Query(
         max_length=500, description="Only names starting with this.")] = None,
         limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Page[AssetOut]:
     """Assets with at least one version, by name: newest version, how many, when updated."""
-    after = tuple(decode_cursor(cursor, (str,))) if cursor else None
+    after = decode_after(cursor, (str,))
     got = browse_store(store).assets_page(after=after, limit=limit, prefix=prefix)
     return Page[AssetOut](items=[asset_out(a) for a in got.items],
                           next_cursor=encode_cursor(*got.after) if got.after else None)
@@ -119,8 +119,9 @@ def version_lineage(name: AssetName, version: Version, store: StoreDep, depth: D
 def version_runs(name: AssetName, version: Version, store: StoreDep,
                  limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Page[AssetRunOut]:
     """The runs this version triggered (asset-triggered pipelines), oldest first."""
+    after = decode_after(cursor, (datetime, str))  # 422 for a bad cursor before any 404
     _version(store, name, version)
-    return _runs_page(store, name, version, cursor, limit)
+    return _runs_page(store, name, version, after, limit)
 
 
 @router.get("/{name:path}/versions/{version}", dependencies=[RequireViewer])
@@ -133,7 +134,7 @@ def get_version(name: AssetName, version: Version, store: StoreDep) -> AssetVers
 def list_versions(name: AssetName, store: StoreDep, limit: Limit = DEFAULT_LIMIT,
                   cursor: Cursor = None) -> Page[AssetVersionOut]:
     """An asset's versions, newest first."""
-    after = tuple(decode_cursor(cursor, (int,))) if cursor else None
+    after = decode_after(cursor, (int,))
     got = browse_store(store).asset_versions_page(name, after=after, limit=limit)
     if not got.items and after is None:
         raise _no_asset(store, name)

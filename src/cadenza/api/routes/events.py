@@ -4,7 +4,7 @@ newest first, filtered."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query
 from cadenza.api.auth import RequireViewer
 from cadenza.api.deps import StoreDep
 from cadenza.api.errors import FieldError
-from cadenza.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, encode_cursor
+from cadenza.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_after, encode_cursor
 from cadenza.api.schemas import Page, SlaMissOut, TriggerEventOut
 from cadenza.core.scheduling import SlaMissRecord, TriggerEventRecord
 from cadenza.store.browse import browse_store
@@ -25,12 +25,24 @@ Since = Annotated[datetime | None, Query(description="At or after (ISO 8601 with
 Until = Annotated[datetime | None, Query(description="Before (ISO 8601 with a time zone).")]
 
 
-def _check_range(since: datetime | None, until: datetime | None) -> None:
-    for name, value in (("since", since), ("until", until)):
-        if value is not None and value.tzinfo is None:
-            raise FieldError([("query", name)], "give a time zone (e.g. 2026-01-01T00:00Z)")
+def utc_query(name: str, value: datetime | None) -> datetime | None:
+    """A query parameter's time in UTC; 422 on `name` without a time zone or out of range."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise FieldError([("query", name)], "give a time zone (e.g. 2026-01-01T00:00Z)")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # year 1 at +05:00, year 9999 at -05:00
+        raise FieldError([("query", name)], "the time is out of range") from exc
+
+
+def _check_range(since: datetime | None, until: datetime | None
+                 ) -> tuple[datetime | None, datetime | None]:
+    since, until = utc_query("since", since), utc_query("until", until)
     if since is not None and until is not None and since > until:
         raise FieldError([("query", "since")], "since is after until")
+    return since, until
 
 
 def event_out(e: TriggerEventRecord) -> TriggerEventOut:
@@ -61,8 +73,8 @@ def list_events(
     cursor: Cursor = None,
 ) -> Page[TriggerEventOut]:
     """Messages event triggers processed, newest first."""
-    _check_range(since, until)
-    after = tuple(decode_cursor(cursor, (datetime, int))) if cursor else None
+    since, until = _check_range(since, until)
+    after = decode_after(cursor, (datetime, int))
     got = browse_store(store).events_page(after=after, limit=limit, pipeline=pipeline,
                                           status=status, source=source, run_id=run_id,
                                           since=since, until=until)
@@ -75,8 +87,8 @@ def list_sla_misses(store: StoreDep, pipeline: Pipeline = None, since: Since = N
                     until: Until = None, limit: Limit = DEFAULT_LIMIT,
                     cursor: Cursor = None) -> Page[SlaMissOut]:
     """Runs that did not finish within their pipeline's `sla`, newest detection first."""
-    _check_range(since, until)
-    after = tuple(decode_cursor(cursor, (datetime, str))) if cursor else None
+    since, until = _check_range(since, until)
+    after = decode_after(cursor, (datetime, str))
     got = browse_store(store).sla_misses_page(after=after, limit=limit, pipeline=pipeline,
                                               since=since, until=until)
     return Page[SlaMissOut](items=[sla_out(m) for m in got.items],

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path
 
 from cadenza.api.auth import RequireAdmin, RequireViewer
 from cadenza.api.deps import StoreDep
-from cadenza.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, encode_cursor
+from cadenza.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_after, encode_cursor
 from cadenza.api.schemas import Page, PoolIn, PoolOut
 from cadenza.core.errors import NotFound
 from cadenza.core.records import PoolRecord
@@ -30,7 +30,7 @@ def pool_out(p: PoolRecord) -> PoolOut:
 def list_pools(store: StoreDep, limit: Limit = DEFAULT_LIMIT,
                cursor: Cursor = None) -> Page[PoolOut]:
     """Pools by name."""
-    after = tuple(decode_cursor(cursor, (str,))) if cursor else None
+    after = decode_after(cursor, (str,))
     got = browse_store(store).pools_page(after=after, limit=limit)
     return Page[PoolOut](items=[pool_out(p) for p in got.items],
                          next_cursor=encode_cursor(*got.after) if got.after else None)

@@ -28,7 +28,8 @@ from starlette.concurrency import run_in_threadpool
 from cadenza.api.auth import RequireViewer
 from cadenza.api.deps import CatalogDep, SettingsDep, StoreDep
 from cadenza.api.errors import FieldError
-from cadenza.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, encode_cursor
+from cadenza.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_after, encode_cursor
+from cadenza.api.routes.runs import ti_out
 from cadenza.api.schemas import (
     ArtifactOut,
     AttemptOut,
@@ -40,6 +41,7 @@ from cadenza.api.schemas import (
     Page,
     PreviewOut,
     TaskInstanceDetailOut,
+    TaskInstanceOut,
     ValueRefOut,
 )
 from cadenza.artifacts.lineage import Direction, LineageNode, walk_lineage
@@ -47,6 +49,7 @@ from cadenza.artifacts.preview import Preview, preview_value
 from cadenza.core.errors import ArtifactNotFound, CadenzaError, TaskNotFound
 from cadenza.core.logfiles import MAX_READ_BYTES, read_log_range
 from cadenza.core.records import ArtifactRecord, ErrorInfo, TaskInstanceRecord, ValueRef
+from cadenza.core.states import TaskState
 from cadenza.engine.inspect import (
     AttemptView,
     InputRef,
@@ -57,6 +60,7 @@ from cadenza.engine.inspect import (
 )
 from cadenza.graph.plan import Plan
 from cadenza.store import RunStore
+from cadenza.store.browse import browse_store
 
 router = APIRouter(tags=["task instances"])
 
@@ -193,13 +197,30 @@ def get_task_instance(run_id: RunId, task_id: TaskId, store: StoreDep, catalog: 
         attempts=[attempt_out(a) for a in attempts])
 
 
+@router.get("/runs/{run_id}/tasks/{task_id}/instances", dependencies=[RequireViewer])
+def list_instances(run_id: RunId, task_id: TaskId, store: StoreDep,
+                   state: Annotated[list[TaskState] | None, Query(
+                       description="Only instances in these states (repeat for several).")
+                   ] = None,
+                   limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Page[TaskInstanceOut]:
+    """A mapped task's instances by map index (a task that is not mapped: its one
+    instance), optionally only those in some states (e.g. the failed ones of 10,000)."""
+    task = find_task_instance(store, run_id, task_id, -1)
+    after = decode_after(cursor, (int,))
+    got = browse_store(store).task_instances_page(
+        run_id, task_id, mapped=task.map_count is not None, after=after, limit=limit,
+        states=[TaskState(s).value for s in state or ()])
+    return Page[TaskInstanceOut](items=[ti_out(t) for t in got.items],
+                                 next_cursor=encode_cursor(*got.after) if got.after else None)
+
+
 @router.get("/runs/{run_id}/tasks/{task_id}/attempts", dependencies=[RequireViewer])
 def list_attempts(run_id: RunId, task_id: TaskId, store: StoreDep, settings: SettingsDep,
                   map_index: MapIndex = -1, limit: Limit = DEFAULT_LIMIT,
                   cursor: Cursor = None) -> Page[AttemptOut]:
     """A task instance's attempts in order, the running one last (live=true)."""
     ti = _ti(store, run_id, task_id, map_index)
-    after = decode_cursor(cursor, (int,))[0] if cursor else 0
+    after = (decode_after(cursor, (int,)) or (0,))[0]
     views = [a for a in attempts_of(store, ti, logs_dir=str(settings.logs_dir))
              if a.attempt > after]
     page = views[:limit]

@@ -11,16 +11,20 @@ tags=[...])`, and add it to `ROUTERS` below (one line each, so merges stay trivi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request, Response
 
 from cadenza.api import auth
 from cadenza.api.catalog import CatalogHolder
 from cadenza.api.deps import NextRunFn
 from cadenza.api.errors import install_handlers
-from cadenza.api.routes import assets, events, pipelines, pools, runs, task_instances
+from cadenza.api.live import RunFeeds
+from cadenza.api.metrics import metrics_registry, render
+from cadenza.api.routes import assets, events, pipelines, pools, run_events, runs, task_instances
 from cadenza.api.schemas import ErrorOut, HealthOut, ReadyOut
 from cadenza.api.ui import mount_ui
 from cadenza.core.settings import Settings, get_settings
@@ -34,6 +38,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     task_instances.router,
     assets.router,
     pools.router,
+    run_events.router,
     events.router,
 )
 
@@ -52,12 +57,15 @@ def create_app(
     paths: list[Path] | None = None,
     next_run_at: NextRunFn | None = None,
     authenticate: Callable[[Request], auth.Principal] | None = None,
+    metrics_collectors: Sequence[Any] = (),
 ) -> FastAPI:
     """The API app on `settings`' store (default: the process's settings).
 
     `paths`: pipeline files or folders instead of cadenza.toml's `pipelines`.
     `next_run_at`: the scheduler's next-fire function (see `deps.NextRunFn`).
     `authenticate`: who a request comes from (default: everyone is the anonymous admin).
+    `metrics_collectors`: prometheus_client collectors `/metrics` serves after the store's
+    (`cadenza server --scheduler` hands in the scheduler's).
 
     Example:
         >>> import uvicorn
@@ -71,9 +79,12 @@ def create_app(
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=f"{API_PREFIX}/docs",
         redoc_url=None,
+        lifespan=_lifespan,
     )
     app.state.settings = settings
     app.state.store = open_store(settings.database_url)
+    app.state.feeds = RunFeeds(app.state.store)
+    app.state.metrics = metrics_registry(app.state.store, extra=metrics_collectors)
     app.state.catalog = CatalogHolder(settings, paths)
     app.state.next_run_at = next_run_at
     app.state.authenticate = authenticate or auth.anonymous
@@ -93,5 +104,18 @@ def create_app(
         store.ping()
         return ReadyOut(status="ok", store=mask_url(store.url))
 
+    @app.get("/metrics", tags=["health"], response_class=Response,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+    def metrics(request: Request) -> Response:
+        """Prometheus metrics, text format (api/metrics.py lists them)."""
+        body, content_type = render(request.app.state.metrics)
+        return Response(body, media_type=content_type)
+
     mount_ui(app)  # the web UI at / for paths no route takes
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    await app.state.feeds.close()  # live streams end; their pollers stop

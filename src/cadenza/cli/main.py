@@ -32,6 +32,7 @@ from cadenza.cli.logs import logs_command
 from cadenza.cli.plan import plan_command
 from cadenza.cli.run import resume_command, run_command
 from cadenza.cli.scheduler import scheduler_command
+from cadenza.cli.server import server_command
 
 app = typer.Typer(
     name="cadenza",
@@ -106,6 +107,7 @@ app.command("plan")(plan_command)
 app.command("lineage")(lineage_command)
 app.command("backfill")(backfill_command)
 app.command("scheduler")(scheduler_command)
+app.command("server")(server_command)
 app.command("gc")(gc_command)
 app.add_typer(pipelines.app, name="pipelines")
 runs.app.command("delete")(runs_delete_command)  # kept in cli/gc.py with `gc`

@@ -1,0 +1,206 @@
+"""`cadenza server` as the real executable on a free port, in a temporary project with its own
+SQLite store: it serves /healthz and /metrics and stops cleanly on SIGTERM or SIGINT; with
+--scheduler a run triggered over HTTP is executed to success in the same process while its
+live events stream in order; a non-loopback bind without auth is refused with the fix."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.test_cli_support import Project, make_project, strip_ansi
+from tests.fixtures.waiting import wait_for
+
+# `hold` waits for the file `release` in the project folder, so the test sees it running.
+STEPS = '''
+import time
+from pathlib import Path
+
+from cadenza import pipeline, task
+
+
+@task
+def first(n: int) -> int:
+    return n + 1
+
+
+@task
+def hold(value: int) -> int:
+    deadline = time.monotonic() + 120
+    while not Path("release").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the test never released the task")
+        time.sleep(0.02)
+    return value * 2
+
+
+@task
+def last(value: int) -> int:
+    return value + 100
+
+
+@pipeline
+def steps(n: int = 1):
+    last(hold(first(n)))
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@contextmanager
+def server(p: Project, *args: str) -> Iterator[tuple[httpx.Client, subprocess.Popen[str]]]:
+    port = free_port()
+    proc = p.popen("server", "--port", str(port), *args)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: proc.poll() is not None or answers(f"{base}/healthz"), timeout_s=60,
+                 what="cadenza server to answer /healthz")
+        assert proc.poll() is None, proc.communicate()
+        with httpx.Client(base_url=base, timeout=60) as client:
+            yield client, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def stop(proc: subprocess.Popen[str], sig: int) -> tuple[int, str, str]:
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    return proc.returncode, strip_ansi(out), strip_ansi(err)
+
+
+def metrics(client: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(response.text)
+            for s in family.samples}
+
+
+def sse_events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+    fields: dict[str, str] = {}
+    for line in lines:
+        if line == "":
+            if "event" in fields:
+                yield {"id": fields["id"], "event": fields["event"], **json.loads(fields["data"])}
+            fields = {}
+        elif not line.startswith(":") and ": " in line:
+            key, _, value = line.partition(": ")
+            fields[key] = value
+
+
+def trigger(client: httpx.Client, p: Project, name: str, params: dict[str, Any]) -> str:
+    """A queued run of `name`: over HTTP (POST /api/v1/pipelines/{name}/runs) when the
+    server has that route, else created through the engine as the route would."""
+    spec = client.get("/api/v1/openapi.json").json()
+    if "post" in spec["paths"].get("/api/v1/pipelines/{name}/runs", {}):
+        created = client.post(f"/api/v1/pipelines/{name}/runs", json={"params": params})
+        assert created.status_code in (200, 201, 202), created.text
+        return str(created.json()["run_id"])
+    from cadenza.engine.api import new_run
+    from cadenza.engine.loading import load_file
+    from cadenza.store import open_store
+
+    plan = load_file(p.pipelines / f"{name}.py").pipelines[name]
+    run, tis = new_run(plan, params, trigger="manual")
+    open_store(p.env["CADENZA_DATABASE_URL"]).create_run(run, tis)
+    return run.run_id
+
+
+def test_the_server_serves_health_and_metrics_and_stops_cleanly_on_sigterm(tmp_path):
+    p = make_project(tmp_path, files={"pipelines/steps.py": STEPS})
+    with server(p) as (client, proc):
+        assert client.get("/healthz").json()["status"] == "ok"
+        got = metrics(client)
+        assert got[("cadenza_runs", (("state", "running"),))] == 0
+        code, out, err = stop(proc, signal.SIGTERM)
+
+    assert code == 0, err
+    assert "stopped" in out
+    assert "Traceback" not in err
+
+
+def test_with_the_scheduler_a_run_triggered_over_http_streams_its_events_and_succeeds(tmp_path):
+    p = make_project(tmp_path, executor="threads", files={"pipelines/steps.py": STEPS})
+    with server(p, "--scheduler") as (client, proc):
+        run_id = trigger(client, p, "steps", {"n": 4})
+
+        seen: list[dict[str, Any]] = []
+        with client.stream("GET", f"/api/v1/runs/{run_id}/events") as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            for event in sse_events(stream.iter_lines()):
+                seen.append(event)
+                if event.get("task_id") == "hold" and event["state"] == "running":
+                    (p.root / "release").write_text("go")
+        # The stream ended by itself after the run's final state.
+        states = [("run" if e["event"] == "run" else e["task_id"], e["state"]) for e in seen]
+        assert states[-1] == ("run", "success"), states
+        assert states.index(("hold", "running")) < states.index(("hold", "success"))
+        assert states.index(("first", "success")) < states.index(("hold", "success"))
+        assert states.index(("hold", "success")) < states.index(("last", "success"))
+
+        got = metrics(client)
+        assert got[("cadenza_runs", (("state", "success"),))] == 1
+        assert got[("cadenza_task_duration_seconds_count",
+                    (("pipeline", "steps"), ("task", "hold")))] == 1
+        assert got[("cadenza_scheduler_ticks_total", ())] >= 1
+        code, out, err = stop(proc, signal.SIGINT)
+
+    assert code == 0, err
+    assert "stopped" in out
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+def test_a_non_loopback_bind_without_auth_is_refused_with_the_fix(tmp_path, host):
+    p = make_project(tmp_path, files={"pipelines/steps.py": STEPS})
+
+    proc = p.cli("server", "--host", host, "--port", str(free_port()), timeout=60)
+
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    text = " ".join(strip_ansi(proc.stderr).split())
+    assert f"refusing to serve on {host}" in text
+    assert "cadenza users create" in text and "cadenza tokens create" in text
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_port_in_use_is_a_usage_error_naming_the_fix(tmp_path):
+    p = make_project(tmp_path, files={"pipelines/steps.py": STEPS})
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = p.cli("server", "--port", str(port), timeout=60)
+
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert f"cannot serve on 127.0.0.1:{port}" in " ".join(strip_ansi(proc.stderr).split())
+
+
+def test_server_help_names_the_options(tmp_path: Path):
+    p = make_project(tmp_path, files={"pipelines/steps.py": STEPS})
+    text = strip_ansi(p.ok("server", "--help").stdout)
+    for option in ("--host", "--port", "--scheduler", "--workers"):
+        assert option in text

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +33,16 @@ def parse(chunk: bytes) -> list[dict[str, Any]]:
     return events
 
 
-async def take_until(stream: AsyncIterator[bytes], done: Any) -> list[dict[str, Any]]:
+async def take_until(stream: Any, done: Any) -> list[dict[str, Any]]:
+    """Events of `stream` until `done(events)`; then the client goes away."""
     got: list[dict[str, Any]] = []
-    async for chunk in stream:
-        got.extend(parse(chunk))
-        if done(got):
-            break
+    try:
+        async for chunk in stream:
+            got.extend(parse(chunk))
+            if done(got):
+                break
+    finally:
+        await stream.aclose()
     return got
 
 
@@ -64,8 +67,8 @@ def test_a_feed_streams_a_runs_changes_in_order_and_resumes_after_an_id(cadenza_
         stream = await feeds.open(run_id, last_event_id=None)
         assert stream is not None
         # The first events: the run, then every instance; 'hold' waits for the test.
+        # The client goes away mid-run ...
         first = await take_until(stream, lambda got: ("hold", "running") in states(got))
-        await stream.aclose()  # the client goes away mid-run ...
         (tmp_path / "release").write_text("go")
         # ... and comes back with the last id it saw.
         again = await feeds.open(run_id, last_event_id=first[-1]["id"])
@@ -103,3 +106,30 @@ def test_an_unknown_run_is_not_found_before_anything_streams(cadenza_env):
             await feeds.open("no-such-run", last_event_id=None)
 
     asyncio.run(scenario())
+
+
+def test_a_dropped_log_replays_the_whole_story_and_then_recognises_its_own_end(cadenza_env,
+                                                                               tmp_path):
+    (tmp_path / "release").write_text("go")
+    ids = [cancellable.held.run(folder=str(tmp_path), executor="inline").run_id
+           for _ in range(2)]
+    is_end = lambda got: got and got[-1]["event"] == "run"
+
+    async def scenario() -> tuple[list[dict[str, Any]], ...]:
+        feeds = RunFeeds(open_store(), poll_s=0.05, keep=1)
+        one = await take_until(await feeds.open(ids[0], last_event_id=None), is_end)
+        await take_until(await feeds.open(ids[1], last_event_id=None), is_end)  # drops ids[0]
+        # The old id is from a log this server no longer has: the whole story again, ...
+        again = await take_until(await feeds.open(ids[0], last_event_id=one[-1]["id"]),
+                                 is_end)
+        # ... whose last id this server knows: nothing more (-> 204).
+        done = await feeds.open(ids[0], last_event_id=again[-1]["id"])
+        await feeds.close()
+        return one, again, [] if done is None else [{"not": "done"}]
+
+    one, again, done = asyncio.run(scenario())
+
+    assert states(again) == states(one)
+    assert states(one)[-1] == ("run", "success") and len(states(one)) == 4
+    assert again[0]["id"].split(".")[0] != one[0]["id"].split(".")[0]
+    assert done == []

@@ -6,7 +6,8 @@ heartbeats. What does not: diffing and ids (`events.py`), the route (`routes/eve
 
 Cost: one poll (`LiveStore.run_progress`: the run row and its task instances' state columns,
 one primary-key range) per watched run every `poll_s`, however many clients watch it; none
-when nobody does. The store read runs in a worker thread, off the event loop.
+when nobody does. A run whose read takes long (tens of thousands of mapped instances) is
+polled less often, so that reading takes at most BUSY_SHARE of its poller's time. The store read runs in a worker thread, off the event loop.
 
 A feed lives in this process (a bounded LRU of `keep` runs): its poller runs while it has
 clients and stops when the last one leaves or the run has ended; its log stays, so a client
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 
@@ -29,6 +31,9 @@ from cadenza.store import RunStore
 from cadenza.store.live import live_store
 
 log = logging.getLogger(__name__)
+
+# The largest share of a poller's time spent reading the store (see RunFeeds._poll).
+BUSY_SHARE = 0.2
 
 
 class _Feed:
@@ -52,7 +57,7 @@ class RunFeeds:
     """
 
     def __init__(self, store: RunStore, *, poll_s: float = 0.25, heartbeat_s: float = 15.0,
-                 keep: int = 256) -> None:
+                 keep: int = 64) -> None:
         self._live = live_store(store)
         self.poll_s = poll_s
         self.heartbeat_s = heartbeat_s
@@ -72,11 +77,16 @@ class RunFeeds:
 
     async def _poll(self, feed: _Feed) -> None:
         """Poll while the feed has clients and the run has not ended."""
+        took = 0.0
         try:
             while feed.clients > 0 and not feed.log.is_final and not self._closed:
-                await asyncio.sleep(self.poll_s)
+                # A big run's read takes longer: poll it less often, so one poller spends
+                # at most a fifth of its time reading (BUSY_SHARE).
+                await asyncio.sleep(max(self.poll_s, took * (1 / BUSY_SHARE - 1)))
+                started = time.monotonic()
                 try:
                     await self._read(feed)
+                    took = time.monotonic() - started
                 except RunNotFound:
                     feed.gone = True
                 except CadenzaError as exc:  # the store is unreachable: say so, try again

@@ -43,7 +43,7 @@ def test_pipelines_list_shows_schedule_tags_pause_state_and_newest_runs(api_serv
     first = run_now(api_server, "etl", n=2)
     second = run_now(api_server, "etl", n=4)
     page = api_server.client.get("/api/v1/pipelines").json()
-    assert [p["name"] for p in page["items"]] == ["etl", "gated", "plain"]
+    assert [p["name"] for p in page["items"]] == ["etl", "gated", "pair", "plain"]
     assert page["next_cursor"] is None and page["import_errors"] == []
     etl = page["items"][0]
     assert etl["schedule"] == "@daily" and etl["tags"] == ["api", "daily"]
@@ -52,9 +52,10 @@ def test_pipelines_list_shows_schedule_tags_pause_state_and_newest_runs(api_serv
     assert etl["description"].startswith("Squares the first n numbers")
     assert [(r["run_id"], r["state"]) for r in etl["last_runs"]] == [
         (second, "success"), (first, "success")]
-    assert page["items"][2]["last_runs"] == [] and page["items"][2]["schedule"] is None
-    # No next-run function given to this app: null rather than a guess.
-    assert etl["next_run_at"] is None
+    assert page["items"][3]["last_runs"] == [] and page["items"][3]["schedule"] is None
+    # The scheduler's rule (triggers.cron.next_run_at): nothing created yet, so the first
+    # interval from start_date (2024-01-01) is due (at its end) now.
+    assert etl["next_run_at"].startswith("2024-01-02T00:00:00")
     one = api_server.client.get("/api/v1/pipelines", params={"last_runs": 1}).json()
     assert [r["run_id"] for r in one["items"][0]["last_runs"]] == [second]
 
@@ -72,7 +73,7 @@ def test_pipelines_list_pages_by_cursor_and_filters_by_tag(api_server: LiveServe
         cursor = page["next_cursor"]
         if cursor is None:
             break
-    assert names == ["etl", "gated", "plain"]
+    assert names == ["etl", "gated", "pair", "plain"]
     tagged = c.get("/api/v1/pipelines", params={"tag": "api"}).json()
     assert [p["name"] for p in tagged["items"]] == ["etl", "gated"]
 
@@ -112,7 +113,7 @@ def test_unknown_pipeline_is_a_404_naming_it_and_the_near_miss(api_server: LiveS
     assert r.status_code == 404
     body = r.json()
     assert "no pipeline named 'elt'" in body["detail"] and "etl" in body["detail"]
-    assert body["type"] == "PipelineNotFound" and "etl, gated, plain" in body["hint"]
+    assert body["type"] == "PipelineNotFound" and "etl, gated, pair, plain" in body["hint"]
     for verb in ("pause", "unpause"):
         assert api_server.client.post(f"/api/v1/pipelines/elt/{verb}").status_code == 404
 
@@ -127,7 +128,7 @@ def test_pause_and_unpause_write_the_schedule_state_every_scheduler_reads(
     assert [p["name"] for p in c.get("/api/v1/pipelines", params={"paused": True}).json()[
         "items"]] == ["etl"]
     assert [p["name"] for p in c.get("/api/v1/pipelines", params={"paused": False}).json()[
-        "items"]] == ["gated", "plain"]
+        "items"]] == ["gated", "pair", "plain"]
     assert c.get("/api/v1/pipelines/etl").json()["paused"] is True
     r = c.post("/api/v1/pipelines/etl/unpause")
     assert r.status_code == 200 and r.json()["paused"] is False
@@ -152,7 +153,7 @@ def test_a_broken_file_is_listed_with_its_error_and_the_others_still_load(
     app = create_app(settings, next_run_at=next_run_at)
     with serve(app) as url, httpx.Client(base_url=url) as c:
         page = c.get("/api/v1/pipelines").json()
-        assert [p["name"] for p in page["items"]] == ["etl", "gated", "plain"]
+        assert [p["name"] for p in page["items"]] == ["etl", "gated", "pair", "plain"]
         [err] = page["import_errors"]
         assert err["file"] == "pipelines/broken.py"
         assert "RuntimeError: no config for the broken file" in err["error"]

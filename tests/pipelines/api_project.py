@@ -4,6 +4,7 @@
 - `gated`: a -> check -> report; `check` fails until the file named by `gate` exists, so a
   test can make a failed run and then retry it successfully.
 - `plain`: one task, no schedule, no parameters.
+- `pair`: two independent gated checks (tasks check and check__1).
 Self-contained (imports only cadenza).
 """
 
@@ -71,3 +72,10 @@ def hello() -> str:
 @pipeline
 def plain():
     hello()
+
+
+@pipeline
+def pair(gate: str = ""):
+    """Two independent gated checks: retrying one leaves the other failed."""
+    check(start("l"), gate)
+    check(start("r"), gate)

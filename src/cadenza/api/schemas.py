@@ -202,9 +202,19 @@ class RetryIn(BaseModel):
     downstream: bool = False
 
 
-class RetryOut(BaseModel):
+class RerunOut(BaseModel):
+    """A retried or resumed run, queued again: a scheduler drives it and reruns `tasks`."""
+
     run: RunOut
-    cleared: list[str] = Field(description="Task ids reset to run again.")
+    tasks: list[str] = Field(description="The task ids that run again.")
+
+
+class CancelOut(BaseModel):
+    """`outcome`: cancelled (it has ended cancelled) or requested (its driver stops it at
+    its next heartbeat; the run then ends cancelled)."""
+
+    run: RunOut
+    outcome: str
 
 
 # -- task instances, artifacts, lineage (routes/task_instances.py) --------------------------------

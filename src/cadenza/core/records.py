@@ -148,6 +148,10 @@ class RunRecord:
 
 # Key of RunRecord.extra holding the task ids in graph order (engine.api.new_run writes it).
 TASK_ORDER = "task_order"
+# Key of RunRecord.extra on a run requeued by a retry or resume (engine/rerun.py): {"tasks":
+# [task ids to run again]} or {"tasks": None} (everything not finished well, as resume does).
+# The driver that claims the run replays its rows with it and drops the key.
+RERUN = "rerun"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

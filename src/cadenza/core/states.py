@@ -199,6 +199,15 @@ def reopen_run(run: RunRecord, **changes: Any) -> RunRecord:
     return replace(run, state=RunState.RUNNING, **changes)
 
 
+def requeue_run(run: RunRecord, **changes: Any) -> RunRecord:
+    """The one way back to QUEUED for a run that ended: a retry or resume asked from another
+    process (the API). A scheduler claims it like any queued run and drives it again,
+    rerunning what `run.extra[RERUN]` names (`engine/rerun.py`)."""
+    if not run.state.is_final:
+        raise IllegalTransition(f"run {run.run_id}", -1, run.state, RunState.QUEUED)
+    return replace(run, state=RunState.QUEUED, **changes)
+
+
 def run_state_of(states: Iterable[TaskState]) -> RunState:
     """A run's state, computed from its task states by this one function.
 

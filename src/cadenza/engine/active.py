@@ -171,6 +171,7 @@ class ActiveRun:
         self.stopped_as: RunState | None = None
         self.on_failed: Callable[[Instance], None] = _no_hook  # e.g. on_failure callbacks
         self.cancel_reason: str | None = None  # set once the run is being cancelled
+        self.rerun: frozenset[str] | None = None  # replay(rerun=...): the tasks retried
         for node in graph:
             blocking = frozenset(_blocking(node))
             data = frozenset(node.data_upstream)
@@ -189,31 +190,45 @@ class ActiveRun:
         self.unfinished = len(self.nodes)
         return [ns.summary.record(run_id) for ns in self.nodes.values()]
 
-    def replay(self, rows: Iterable[TaskInstanceRecord]) -> list[TaskInstanceRecord]:
+    def replay(self, rows: Iterable[TaskInstanceRecord], *,
+               rerun: frozenset[str] | None = None) -> list[TaskInstanceRecord]:
         """Load a stored run's rows; what must run again goes back to PENDING (through the
         table). Returns the rows as they were of instances a dead driver left queued or
         running (their attempts were interrupted). Call `settle_kept()` after, once any
-        further `reset()` (e.g. of a broken artifact) is done."""
+        further `reset()` (e.g. of a broken artifact) is done.
+
+        `rerun` None (resume): every instance not in KEEP runs again. A set of task ids (a
+        retry of chosen tasks, `engine/rerun.py`): exactly those tasks run again, whatever
+        their state; every other task keeps its stored final state, failed ones included,
+        and its end reaches its downstream as if it had just ended."""
+        self.rerun = rerun
         by_key = {(r.task_id, r.map_index): r for r in rows}
         interrupted: list[TaskInstanceRecord] = []
         for ns in self.nodes.values():
             row = by_key.get((ns.node.id, -1))
             if row is None:
                 continue
-            self._adopt(ns.summary, row, interrupted)
+            again = self._runs_again(ns.node.id, row.state)
+            self._adopt(ns.summary, row, interrupted, again=again)
             if ns.node.is_mapped and row.map_count is not None:
                 children = []
                 for i in range(row.map_count):
                     child = Instance(node=ns.node, map_index=i)
                     child_row = by_key.get((ns.node.id, i))
                     if child_row is not None:
-                        self._adopt(child, child_row, interrupted)
+                        self._adopt(child, child_row, interrupted,
+                                    again=self._runs_again(ns.node.id, child_row.state))
                     children.append(child)
                 ns.children = children
         return interrupted
 
+    def _runs_again(self, task_id: str, state: TaskState) -> bool:
+        if self.rerun is None:
+            return state not in KEEP
+        return task_id in self.rerun
+
     def _adopt(self, inst: Instance, row: TaskInstanceRecord,
-               interrupted: list[TaskInstanceRecord]) -> None:
+               interrupted: list[TaskInstanceRecord], *, again: bool) -> None:
         inst.state = row.state  # the stored state, as it was committed: not a move
         inst.attempt = inst.retry_base = row.attempt
         inst.queued_at, inst.started_at, inst.ended_at = row.queued_at, row.started_at, row.ended_at
@@ -223,8 +238,8 @@ class ActiveRun:
         inst.persisted = True
         if row.state in (S.RUNNING, S.QUEUED) and row.attempt > 0 and row.map_count is None:
             interrupted.append(row)
-        if row.state not in KEEP:
-            self.reset(inst, reason="resumed")
+        if again:
+            self.reset(inst, reason="resumed" if self.rerun is None else "retried")
 
     def reset(self, inst: Instance, *, reason: str) -> None:
         """`inst` runs again: back to PENDING, its result forgotten."""
@@ -243,7 +258,11 @@ class ActiveRun:
 
     def settle_kept(self) -> None:
         """After `replay`: what was kept is decided, and its end reaches its downstream."""
-        kept = [ns for ns in self.nodes.values() if ns.summary.state in KEEP]
+        if self.rerun is None:
+            kept = [ns for ns in self.nodes.values() if ns.summary.state in KEEP]
+        else:
+            kept = [ns for ns in self.nodes.values()
+                    if ns.node.id not in self.rerun and ns.summary.state.is_final]
         for ns in kept:
             ns.decided = True
         self.unfinished = len(self.nodes) - len(kept)

@@ -17,6 +17,7 @@ from cadenza.core import clock
 from cadenza.core.errors import CadenzaError, ConfigError, PipelineNotFound, UsageError
 from cadenza.core.ids import new_driver_id, new_run_id
 from cadenza.core.records import (
+    RERUN,
     TASK_ORDER,
     ErrorInfo,
     RunRecord,
@@ -332,8 +333,20 @@ def drive_run(
     run = move_run(run, RunState.RUNNING, started_at=now, executor=executor_name,
                    heartbeat_at=now)
     ex = _executor_for(executor_name) if error is None else None
+    rerun = run.extra.get(RERUN)
+    if rerun is not None:
+        # Requeued by a retry or resume (engine/rerun.py): the stored rows are its history.
+        run = replace(run, extra={k: v for k, v in run.extra.items() if k != RERUN})
     driver = make_driver(pipeline, run, values, store=store, settings=settings, executor=ex)
-    driver.initial_rows()  # the task instance rows were written with the queued run
+    if rerun is None:
+        driver.initial_rows()  # the task instance rows were written with the queued run
+    else:
+        from cadenza.engine.resume import rebuild
+
+        tasks = rerun.get("tasks")
+        driver.batch.attempts.extend(rebuild(
+            driver, store.get_task_instances(run.run_id),
+            rerun=None if tasks is None else frozenset(tasks)))
     driver.batch.run_updates.append(run)
     if error is not None:
         log.error("run %s of %s: %s", run.run_id, pipeline.name, error)

@@ -114,9 +114,11 @@ def resume_run(
     return result
 
 
-def rebuild(driver: Any, rows: list[Any]) -> list[AttemptRecord]:
+def rebuild(driver: Any, rows: list[Any], *,
+            rerun: frozenset[str] | None = None) -> list[AttemptRecord]:
     """Replay stored rows into the driver's state owner (`engine/active.py`); what must run
-    again goes back to pending there, through the state table.
+    again goes back to pending there, through the state table (`rerun`: only these tasks,
+    see `ActiveRun.replay`).
 
     Returns attempt records for attempts a dead driver left running (marked interrupted).
     """
@@ -130,7 +132,7 @@ def rebuild(driver: Any, rows: list[Any]) -> list[AttemptRecord]:
             error=ErrorInfo(kind=ErrorKind.INTERRUPTED, type="cadenza.core.errors.WorkerLost",
                             message="the driver stopped while this attempt ran"),
         )
-        for row in active.replay(rows)
+        for row in active.replay(rows, rerun=rerun)
     ]
     _distrust_broken_inputs(driver)
     active.settle_kept()

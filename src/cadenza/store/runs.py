@@ -658,6 +658,30 @@ class RunStore:
         with self._engine.begin() as conn:
             conn.execute(stmt)
 
+    @translated("requeueing a run")
+    def requeue_run(self, run: RunRecord, *, expected: RunState) -> bool:
+        """Write `run` (the engine's requeued record: state queued, no driver) over the
+        stored run if that is still in state `expected` (a final one); True if it was.
+
+        One conditional UPDATE, so of two concurrent retries of one run exactly one wins.
+        Clears heartbeat_at and cancel_requested_at: a cancel asked of the run's previous
+        life must not stop the new one. RunNotFound if there is no such run.
+        """
+        r = _runs.c
+        values = run_update_params(run)
+        values.pop("k_run_id", None)
+        values.pop("hb_at", None)
+        values.update(heartbeat_at=None, cancel_requested_at=None)
+        stmt = (update(_runs)
+                .where(r.run_id == run.run_id, r.state == RunState(expected).value)
+                .values(**values))
+        with self._engine.begin() as conn:
+            if conn.execute(stmt).rowcount == 1:
+                return True
+            if conn.execute(_RUN_EXISTS, {"run_id": run.run_id}).first() is None:
+                raise _run_not_found(run.run_id)
+        return False
+
     # -- cancel requests ------------------------------------------------------------------------
 
     @translated("requesting a cancel")

@@ -498,3 +498,16 @@ class Timetable:
                 return
             yield Interval(start=cur, end=nxt)
             cur = nxt
+
+
+def next_run_at(pipeline: Plan | HasPlan, state: Any, now: datetime) -> datetime | None:
+    """When the scheduler creates the pipeline's next scheduled run (None: it has no time
+    schedule, or its end_date has passed), given its schedule state (`last_logical_date`:
+    the newest interval created; None if none). A time at or before `now` means a run is
+    due and the next tick creates it. What `cadenza server` hands the API as `next_run_at`
+    (the API may not import the scheduler's time rules)."""
+    timetable = Timetable.of(pipeline)
+    if timetable is None:
+        return None
+    after = getattr(state, "last_logical_date", None) if state is not None else None
+    return timetable.next_due_at(after, now)

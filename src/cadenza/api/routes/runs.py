@@ -1,30 +1,43 @@
 """`/api/v1/runs` and `/api/v1/pipelines/{name}/runs`: list runs (filters, keyset pages),
-a run with its task instances.
+a run with its task instances; trigger, cancel, resume and retry.
 
-Reads only: states are the engine's (STYLE §4); actions on runs ask the engine.
+The API writes no state itself (STYLE §4): a trigger creates a *queued* run with the
+engine's `new_run` (a scheduler claims and drives it); cancel is `engine.cancel.cancel_run`
+(a run nobody drives is cancelled at once, a driven one at its driver's next heartbeat);
+resume and retry requeue an ended run through `engine/rerun.py` for a scheduler to drive.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Body, Path, Query
 
-from cadenza.api.auth import RequireViewer
-from cadenza.api.deps import StoreDep
+from cadenza.api.auth import RequireOperator, RequireViewer
+from cadenza.api.deps import CatalogDep, SettingsDep, StoreDep
 from cadenza.api.errors import FieldError
 from cadenza.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, encode_cursor
 from cadenza.api.schemas import (
+    CancelOut,
     MapSummaryOut,
     Page,
+    RerunOut,
+    RetryIn,
     RunDetailOut,
     RunOut,
     TaskErrorOut,
     TaskInstanceOut,
+    TriggerIn,
 )
+from cadenza.core.errors import StateConflict
 from cadenza.core.records import RunRecord, TaskInstanceRecord
 from cadenza.core.states import RunState, TaskState
+from cadenza.engine.api import new_run
+from cadenza.engine.cancel import cancel_run
+from cadenza.engine.rerun import request_resume, request_retry
+from cadenza.graph.plan import Plan
 from cadenza.store import RunStore
 from cadenza.store.run_views import RunFilter, run_tasks, runs_page
 
@@ -144,3 +157,102 @@ def get_run(run_id: RunId, store: StoreDep) -> RunDetailOut:
     """A run with its task instances (state, attempts, durations, cache origin; mapped
     tasks by their summary with counts per state)."""
     return run_detail(store, store.get_run(run_id))
+
+
+PipelineName = Annotated[str, Path(description="The pipeline's name.", max_length=200)]
+
+
+@router.get("/pipelines/{name}/runs", dependencies=[RequireViewer])
+def list_pipeline_runs(
+    name: PipelineName,
+    store: StoreDep,
+    catalog: CatalogDep,
+    state: States = None,
+    created_from: Since = None,
+    created_to: Until = None,
+    logical_from: LogicalFrom = None,
+    logical_to: LogicalTo = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[RunOut]:
+    """The pipeline's runs, newest first (as `GET /runs?pipeline=NAME`; 404 for a pipeline
+    the project does not have)."""
+    catalog.get(name)
+    where = _filter(name, state, created_from, created_to, logical_from, logical_to)
+    return _page(store, where, cursor, limit)
+
+
+def _check_params(plan: Plan, params: dict[str, object]) -> None:
+    """422 naming each parameter that is unknown or does not validate (FastAPI's shape)."""
+    from pydantic import ValidationError
+
+    from cadenza.core.suggest import did_you_mean
+
+    known = plan.parameters.names
+    errors: list[dict[str, object]] = [
+        {"loc": ["body", "params", k], "type": "extra_forbidden",
+         "msg": f"unknown parameter '{k}' of pipeline '{plan.name}'."
+                + did_you_mean(k, sorted(known)) + f" Parameters: {', '.join(known) or '(none)'}"}
+        for k in params if k not in known]
+    if errors:
+        raise FieldError.many(errors)
+    try:
+        plan.parameters.model.model_validate(params)
+    except ValidationError as exc:
+        raise FieldError.many([
+            {"loc": ["body", "params", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors()]) from None
+
+
+@router.post("/pipelines/{name}/runs", status_code=201, dependencies=[RequireOperator])
+def trigger_run(name: PipelineName, store: StoreDep, catalog: CatalogDep,
+                body: Annotated[TriggerIn | None, Body()] = None) -> RunOut:
+    """Create a run of the pipeline with these parameters, queued: a scheduler (`cadenza
+    scheduler`, or `cadenza server --scheduler`) starts it. 422 names each bad parameter."""
+    body = body or TriggerIn()
+    plan = catalog.get(name)
+    _check_params(plan, body.params)
+    if body.logical_date is not None and body.logical_date.tzinfo is None:
+        raise FieldError([("body", "logical_date")], "give a time zone (e.g. 2026-01-01T00:00Z)")
+    run, tis = new_run(plan, body.params, trigger="manual", logical_date=body.logical_date)
+    if body.tags:
+        run = replace(run, tags=tuple(dict.fromkeys([*run.tags, *body.tags])))
+    store.create_run(run, tis)
+    return run_out(run)
+
+
+@router.post("/runs/{run_id}/cancel", dependencies=[RequireOperator])
+def cancel(run_id: RunId, store: StoreDep, settings: SettingsDep) -> CancelOut:
+    """Cancel the run. A run nobody drives (queued) is cancelled at once; a running one is
+    stopped by its driver at its next heartbeat (`outcome: requested`). 409 if it has
+    ended. The run stays resumable."""
+    run = store.get_run(run_id)  # exact id: 404 otherwise (cancel_run accepts prefixes)
+    report = cancel_run(run.run_id, settings=settings, wait_s=0)
+    if report.outcome == "finished":
+        raise StateConflict(
+            f"run {run_id} has already ended {report.state}: nothing to cancel",
+            pipeline=run.pipeline, hint="resume or retry it to run its failed tasks again")
+    return CancelOut(run=run_out(store.get_run(run_id)), outcome=report.outcome)
+
+
+@router.post("/runs/{run_id}/resume", dependencies=[RequireOperator])
+def resume(run_id: RunId, store: StoreDep) -> RerunOut:
+    """Queue the ended run again to go on from its point of failure: a scheduler reruns its
+    failed, upstream_failed and cancelled task instances; finished ones keep their outputs.
+    409 if it succeeded or has not ended."""
+    req = request_resume(store, run_id)
+    return RerunOut(run=run_out(req.run), tasks=list(req.tasks))
+
+
+@router.post("/runs/{run_id}/retry", dependencies=[RequireOperator])
+def retry(run_id: RunId, store: StoreDep, catalog: CatalogDep,
+          body: Annotated[RetryIn | None, Body()] = None) -> RerunOut:
+    """Retry (clear) task instances of an ended run: one task (with its downstream tasks
+    that could not run), a task and everything downstream of it (`downstream: true`,
+    successful ones too), or, without `task_id`, every failed one. The run is queued again
+    for a scheduler. 409 says why when the run or task's state does not allow it."""
+    body = body or RetryIn()
+    run = store.get_run(run_id)
+    req = request_retry(store, run_id, catalog.get(run.pipeline), task_id=body.task_id,
+                        downstream=body.downstream)
+    return RerunOut(run=run_out(req.run), tasks=list(req.tasks))

@@ -204,3 +204,25 @@ def test_server_help_names_the_options(tmp_path: Path):
     text = strip_ansi(p.ok("server", "--help").stdout)
     for option in ("--host", "--port", "--scheduler", "--workers"):
         assert option in text
+
+
+def test_several_workers_serve_the_api_and_stop_cleanly(tmp_path):
+    p = make_project(tmp_path, files={"pipelines/steps.py": STEPS})
+    with server(p, "--workers", "2") as (client, proc):
+        names = [x["name"] for x in client.get("/api/v1/pipelines").json()["items"]]
+        assert names == ["steps"]
+        assert ("cadenza_runs", (("state", "success"),)) in metrics(client)
+        code, out, err = stop(proc, signal.SIGTERM)
+
+    assert code == 0, err
+    assert "stopped" in out
+
+
+def test_the_scheduler_without_pipelines_is_a_usage_error(tmp_path):
+    p = make_project(tmp_path, files={"pipelines/README.txt": "no pipelines here"})
+
+    proc = p.cli("server", "--scheduler", "--port", str(free_port()), timeout=60)
+
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "no pipelines found" in strip_ansi(proc.stderr)
+    assert "Traceback" not in proc.stderr

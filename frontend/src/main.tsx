@@ -2,7 +2,9 @@ import { StrictMode } from "react";
 import { createRoot } from "react-dom/client";
 import { createBrowserRouter, RouterProvider } from "react-router";
 import { Layout, NotFoundPage } from "./App";
+import { PipelinePage } from "./pages/PipelinePage";
 import { PipelinesPage } from "./pages/PipelinesPage";
+import { RunsPage } from "./pages/RunsPage";
 import "./styles.css";
 import { applyTheme, initialTheme } from "./theme";
 
@@ -15,6 +17,10 @@ const router = createBrowserRouter([
     element: <Layout />,
     children: [
       { index: true, element: <PipelinesPage /> },
+      { path: "pipelines/:name", element: <PipelinePage tab="graph" /> },
+      { path: "pipelines/:name/runs", element: <PipelinePage tab="runs" /> },
+      { path: "pipelines/:name/trigger", element: <PipelinePage tab="trigger" /> },
+      { path: "runs", element: <RunsPage /> },
       { path: "*", element: <NotFoundPage /> },
     ],
   },

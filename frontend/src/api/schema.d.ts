@@ -4,6 +4,209 @@
  */
 
 export interface paths {
+    "/api/v1/artifacts/{sha256}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Artifact
+         * @description An artifact (by SHA-256 or a unique prefix) and the task instance that produced it.
+         */
+        get: operations["get_artifact_api_v1_artifacts__sha256__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/artifacts/{sha256}/lineage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Artifact Lineage
+         * @description What an artifact was computed from (upstream) and what was computed from it
+         *     (downstream), as a tree.
+         */
+        get: operations["artifact_lineage_api_v1_artifacts__sha256__lineage_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/artifacts/{sha256}/preview": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Preview Artifact
+         * @description A bounded preview of an artifact (see the task output preview).
+         */
+        get: operations["preview_artifact_api_v1_artifacts__sha256__preview_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/assets": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Assets
+         * @description Assets with at least one version, by name: newest version, how many, when updated.
+         */
+        get: operations["list_assets_api_v1_assets_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/assets/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Asset
+         * @description An asset: its newest version, how many it has, when it was last updated.
+         */
+        get: operations["get_asset_api_v1_assets__name__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/assets/{name}/versions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Versions
+         * @description An asset's versions, newest first.
+         */
+        get: operations["list_versions_api_v1_assets__name__versions_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/assets/{name}/versions/{version}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Version
+         * @description One version: the task instance that made it and its artifact.
+         */
+        get: operations["get_version_api_v1_assets__name__versions__version__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/assets/{name}/versions/{version}/lineage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Version Lineage
+         * @description Both ways from one version: the artifact that is the version with what it was
+         *     computed from (`produced_by`), the artifacts computed from it (`consumed_by`), and the
+         *     first page of runs it triggered (more at `.../versions/{version}/runs`).
+         */
+        get: operations["version_lineage_api_v1_assets__name__versions__version__lineage_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/assets/{name}/versions/{version}/runs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Version Runs
+         * @description The runs this version triggered (asset-triggered pipelines), oldest first.
+         */
+        get: operations["version_runs_api_v1_assets__name__versions__version__runs_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Events
+         * @description Messages event triggers processed, newest first.
+         */
+        get: operations["list_events_api_v1_events_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/pipelines": {
         parameters: {
             query?: never;
@@ -87,6 +290,50 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/pools": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Pools
+         * @description Pools by name.
+         */
+        get: operations["list_pools_api_v1_pools_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/pools/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Pool
+         * @description One pool.
+         */
+        get: operations["get_pool_api_v1_pools__name__get"];
+        /**
+         * Set Pool
+         * @description Create or replace a pool (admin). 0 slots pauses it: its task instances wait.
+         */
+        put: operations["set_pool_api_v1_pools__name__put"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/runs": {
         parameters: {
             query?: never;
@@ -120,6 +367,177 @@ export interface paths {
          *     tasks by their summary with counts per state).
          */
         get: operations["get_run_api_v1_runs__run_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/tasks/{task_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Task Instance
+         * @description A task instance: state, timings, every attempt (with its error and traceback),
+         *     cache origin, its output's reference and its inputs' references (preview them with
+         *     `.../output/preview` and `.../inputs/{name}/preview`).
+         */
+        get: operations["get_task_instance_api_v1_runs__run_id__tasks__task_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/tasks/{task_id}/attempts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Attempts
+         * @description A task instance's attempts in order, the running one last (live=true).
+         */
+        get: operations["list_attempts_api_v1_runs__run_id__tasks__task_id__attempts_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/tasks/{task_id}/inputs/{name}/preview": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Preview Input
+         * @description A bounded preview of one input of the task instance (see the output preview).
+         */
+        get: operations["preview_input_api_v1_runs__run_id__tasks__task_id__inputs__name__preview_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/tasks/{task_id}/lineage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Task Output Lineage
+         * @description The lineage of the task instance's output artifact: what it was computed from and
+         *     what was computed from it.
+         */
+        get: operations["task_output_lineage_api_v1_runs__run_id__tasks__task_id__lineage_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/tasks/{task_id}/logs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Read Logs
+         * @description A byte range of an attempt's log (stdout, stderr, the task logger, the traceback of a
+         *     failure). Read on from `next_offset`; `complete` once the attempt ended and all is read.
+         *     A running attempt's log can be read while it grows (or followed: `.../logs/follow`).
+         */
+        get: operations["read_logs_api_v1_runs__run_id__tasks__task_id__logs_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/tasks/{task_id}/logs/follow": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Follow Logs
+         * @description Stream an attempt's log as it is written, as Server-Sent Events, until the attempt
+         *     ends (then an `end` event with its state). Without `attempt`: the newest one, or, when
+         *     none has started yet, the first one once it starts (the stream ends with the task
+         *     instance's state if it ends without running, e.g. served from the cache or skipped).
+         *     Reconnecting with `Last-Event-ID` resumes at that byte.
+         */
+        get: operations["follow_logs_api_v1_runs__run_id__tasks__task_id__logs_follow_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/tasks/{task_id}/output/preview": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Preview Output
+         * @description A bounded preview of the task instance's output: first rows of a DataFrame with its
+         *     columns, dtypes and shape; shape, dtype and first values of an array; JSON cut to size;
+         *     type and size of anything else (pickled values are never loaded by the server).
+         */
+        get: operations["preview_output_api_v1_runs__run_id__tasks__task_id__output_preview_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/sla-misses": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Sla Misses
+         * @description Runs that did not finish within their pipeline's `sla`, newest detection first.
+         */
+        get: operations["list_sla_misses_api_v1_sla_misses_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -172,6 +590,152 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * ArtifactOut
+         * @description An artifact and the task instance that first produced it.
+         */
+        ArtifactOut: {
+            /** Attempt */
+            attempt: number;
+            /** Code Fingerprint */
+            code_fingerprint?: string | null;
+            /** Created At */
+            created_at?: string | null;
+            /**
+             * Input Sha256S
+             * @default []
+             */
+            input_sha256s: string[];
+            /** Map Index */
+            map_index: number;
+            /** Run Id */
+            run_id: string;
+            /** Serializer */
+            serializer?: string | null;
+            /** Sha256 */
+            sha256: string;
+            /** Size Bytes */
+            size_bytes?: number | null;
+            /** Task Id */
+            task_id: string;
+            /** Type Name */
+            type_name?: string | null;
+            /** Uri */
+            uri: string;
+        };
+        /**
+         * AssetLineageOut
+         * @description Both ways from one asset version: what produced it (the task instance, and the
+         *     artifacts its output was computed from) and what consumed it (artifacts computed from it,
+         *     and the first page of runs it triggered).
+         */
+        AssetLineageOut: {
+            /**
+             * Consumed By
+             * @description Artifacts computed from it, with their downstream lineage.
+             * @default []
+             */
+            consumed_by: components["schemas"]["LineageNodeOut"][];
+            /** @description The version's artifact with its upstream lineage (null when the output was stored inline). */
+            produced_by?: components["schemas"]["LineageNodeOut"] | null;
+            triggered_runs: components["schemas"]["Page_AssetRunOut_"];
+            version: components["schemas"]["AssetVersionOut"];
+        };
+        /** AssetOut */
+        AssetOut: {
+            /** Latest Version */
+            latest_version: number;
+            /** Name */
+            name: string;
+            /**
+             * Updated At
+             * @description When its newest version was made.
+             */
+            updated_at?: string | null;
+            /**
+             * Versions
+             * @description How many versions it has.
+             */
+            versions: number;
+        };
+        /**
+         * AssetRunOut
+         * @description A run an asset version triggered.
+         */
+        AssetRunOut: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Pipeline */
+            pipeline: string;
+            /** Run Id */
+            run_id: string;
+            state: components["schemas"]["RunState"];
+        };
+        /**
+         * AssetVersionOut
+         * @description A version of an asset: made by a successful task instance with the asset in its
+         *     outlets.
+         */
+        AssetVersionOut: {
+            /**
+             * Artifact Sha256
+             * @description Null when the producing task's output was stored inline (small JSON).
+             */
+            artifact_sha256?: string | null;
+            /** Asset */
+            asset: string;
+            /** Attempt */
+            attempt: number;
+            /** Created At */
+            created_at?: string | null;
+            /** Map Index */
+            map_index: number;
+            /** Run Id */
+            run_id: string;
+            /** Task Id */
+            task_id: string;
+            /** Version */
+            version: number;
+        };
+        /** AttemptOut */
+        AttemptOut: {
+            /**
+             * Attempt
+             * @description Numbered from 1.
+             */
+            attempt: number;
+            /** Duration S */
+            duration_s?: number | null;
+            /** Ended At */
+            ended_at?: string | null;
+            error?: components["schemas"]["ErrorDetailOut"] | null;
+            /**
+             * Has Log
+             * @description A log file exists for it.
+             */
+            has_log: boolean;
+            /**
+             * Live
+             * @description Running now: its log is still growing.
+             * @default false
+             */
+            live: boolean;
+            /** Started At */
+            started_at?: string | null;
+            state: components["schemas"]["TaskState"];
+            /** Worker */
+            worker?: string | null;
+        };
+        /** ColumnOut */
+        ColumnOut: {
+            /** Dtype */
+            dtype: string;
+            /** Name */
+            name: string;
+        };
         /** EdgeOut */
         EdgeOut: {
             /**
@@ -188,6 +752,29 @@ export interface components {
             kind: string;
             /** Upstream */
             upstream: string;
+        };
+        /**
+         * ErrorDetailOut
+         * @description A failure with its traceback (Cadenza's own frames trimmed).
+         */
+        ErrorDetailOut: {
+            /**
+             * Kind
+             * @description exception, timeout, cancelled, worker_lost, interrupted, serialization, input, artifact_write, resources, branch or unknown.
+             */
+            kind: string;
+            /** Message */
+            message: string;
+            /**
+             * Traceback
+             * @default
+             */
+            traceback: string;
+            /**
+             * Type
+             * @description The exception's qualified class name.
+             */
+            type: string;
         };
         /**
          * ErrorOut
@@ -231,6 +818,108 @@ export interface components {
             file: string;
         };
         /**
+         * InputOut
+         * @description One input of a task instance (see `source`).
+         */
+        InputOut: {
+            /**
+             * Element
+             * @description For a mapped instance: the index of the element of the upstream list or parameter it received.
+             */
+            element?: number | null;
+            /**
+             * Index
+             * @description Position among the inputs under this name (a structure may hold several upstream outputs); pass it to the preview.
+             */
+            index: number;
+            /**
+             * Map Index
+             * @default -1
+             */
+            map_index: number;
+            /**
+             * Name
+             * @description The task's parameter name.
+             */
+            name: string;
+            /** Param */
+            param?: string | null;
+            /** @description Null when the upstream has no output. */
+            ref?: components["schemas"]["ValueRefOut"] | null;
+            /**
+             * Source
+             * @description task (an upstream output), param (a pipeline parameter) or literal (a value written in the pipeline).
+             */
+            source: string;
+            /** Task Id */
+            task_id?: string | null;
+        };
+        /**
+         * LineageNodeOut
+         * @description An artifact in a lineage tree: what it was computed from (`upstream`) and what was
+         *     computed from it (`downstream`). `repeated`: shown elsewhere in the tree already;
+         *     `truncated`: more lineage beyond the requested depth.
+         */
+        LineageNodeOut: {
+            /** @description Null when the SHA-256 has no lineage record. */
+            artifact?: components["schemas"]["ArtifactOut"] | null;
+            /**
+             * Downstream
+             * @default []
+             */
+            downstream: components["schemas"]["LineageNodeOut"][];
+            /**
+             * Repeated
+             * @default false
+             */
+            repeated: boolean;
+            /** Sha256 */
+            sha256: string | null;
+            /**
+             * Truncated
+             * @default false
+             */
+            truncated: boolean;
+            /**
+             * Upstream
+             * @default []
+             */
+            upstream: components["schemas"]["LineageNodeOut"][];
+        };
+        /**
+         * LogChunkOut
+         * @description Bytes [offset, next_offset) of an attempt's log as UTF-8 text. Ask again from
+         *     `next_offset` for more; `complete` once the attempt has ended and all was read.
+         */
+        LogChunkOut: {
+            /** Attempt */
+            attempt: number;
+            /** Complete */
+            complete: boolean;
+            /**
+             * Live
+             * @description The attempt is running: the log may still grow.
+             */
+            live: boolean;
+            /** Map Index */
+            map_index: number;
+            /** Next Offset */
+            next_offset: number;
+            /** Offset */
+            offset: number;
+            /** Run Id */
+            run_id: string;
+            /**
+             * Size
+             * @description The log's size in bytes when it was read.
+             */
+            size: number;
+            /** Task Id */
+            task_id: string;
+            /** Text */
+            text: string;
+        };
+        /**
          * MapSummaryOut
          * @description A mapped task's instances: how many, and how many in each state.
          */
@@ -245,10 +934,59 @@ export interface components {
                 [key: string]: number;
             };
         };
+        /** Page[AssetOut] */
+        Page_AssetOut_: {
+            /** Items */
+            items: components["schemas"]["AssetOut"][];
+            /** Next Cursor */
+            next_cursor?: string | null;
+        };
+        /** Page[AssetRunOut] */
+        Page_AssetRunOut_: {
+            /** Items */
+            items: components["schemas"]["AssetRunOut"][];
+            /** Next Cursor */
+            next_cursor?: string | null;
+        };
+        /** Page[AssetVersionOut] */
+        Page_AssetVersionOut_: {
+            /** Items */
+            items: components["schemas"]["AssetVersionOut"][];
+            /** Next Cursor */
+            next_cursor?: string | null;
+        };
+        /** Page[AttemptOut] */
+        Page_AttemptOut_: {
+            /** Items */
+            items: components["schemas"]["AttemptOut"][];
+            /** Next Cursor */
+            next_cursor?: string | null;
+        };
+        /** Page[PoolOut] */
+        Page_PoolOut_: {
+            /** Items */
+            items: components["schemas"]["PoolOut"][];
+            /** Next Cursor */
+            next_cursor?: string | null;
+        };
         /** Page[RunOut] */
         Page_RunOut_: {
             /** Items */
             items: components["schemas"]["RunOut"][];
+            /** Next Cursor */
+            next_cursor?: string | null;
+        };
+        /** Page[SlaMissOut] */
+        Page_SlaMissOut_: {
+            /** Items */
+            items: components["schemas"]["SlaMissOut"][];
+            /** Next Cursor */
+            next_cursor?: string | null;
+        };
+        /** Page[TriggerEventOut] */
+        Page_TriggerEventOut_: {
+            /** Items */
+            items: components["schemas"]["TriggerEventOut"][];
             /** Next Cursor */
             next_cursor?: string | null;
         };
@@ -413,6 +1151,88 @@ export interface components {
             /** Next Cursor */
             next_cursor?: string | null;
         };
+        /** PoolIn */
+        PoolIn: {
+            /**
+             * Description
+             * @default
+             */
+            description: string;
+            /**
+             * Slots
+             * @description 0 or more; 0 pauses the pool.
+             */
+            slots: number;
+        };
+        /** PoolOut */
+        PoolOut: {
+            /**
+             * Description
+             * @default
+             */
+            description: string;
+            /** Name */
+            name: string;
+            /**
+             * Slots
+             * @description How many task instances of the pool may run at once (0 pauses the pool).
+             */
+            slots: number;
+        };
+        /**
+         * PreviewOut
+         * @description A bounded look at a value (never the whole of a large one).
+         *
+         *     kind: json (`value`, or `text` for a JSON artifact too large to parse), dataframe or
+         *     table (`columns`, `rows` as records, `shape`), array (`shape`, `dtype`, first `values`
+         *     in storage order), opaque (a pickled or custom-serialized value: only its type and size;
+         *     the server never unpickles), missing (the artifact is gone from the artifact store).
+         */
+        PreviewOut: {
+            /**
+             * Columns
+             * @default []
+             */
+            columns: components["schemas"]["ColumnOut"][];
+            /** Dtype */
+            dtype?: string | null;
+            /** Kind */
+            kind: string;
+            /**
+             * Note
+             * @default
+             */
+            note: string;
+            /**
+             * Rows
+             * @default []
+             */
+            rows: {
+                [key: string]: unknown;
+            }[];
+            /** Serializer */
+            serializer?: string | null;
+            /** Shape */
+            shape?: number[] | null;
+            /** Size Bytes */
+            size_bytes?: number | null;
+            /** Text */
+            text?: string | null;
+            /**
+             * Truncated
+             * @default false
+             */
+            truncated: boolean;
+            /** Type Name */
+            type_name?: string | null;
+            /** Value */
+            value?: unknown;
+            /**
+             * Values
+             * @default []
+             */
+            values: unknown[];
+        };
         /** ReadyOut */
         ReadyOut: {
             /** Status */
@@ -542,6 +1362,25 @@ export interface components {
          * @enum {string}
          */
         RunState: "queued" | "running" | "success" | "failed" | "cancelled";
+        /** SlaMissOut */
+        SlaMissOut: {
+            /**
+             * Deadline At
+             * Format: date-time
+             */
+            deadline_at: string;
+            /**
+             * Detected At
+             * Format: date-time
+             */
+            detected_at: string;
+            /** Pipeline */
+            pipeline: string;
+            /** Run Id */
+            run_id: string;
+            /** Sla S */
+            sla_s: number;
+        };
         /** TaskErrorOut */
         TaskErrorOut: {
             /** Kind */
@@ -550,6 +1389,76 @@ export interface components {
             message: string;
             /** Type */
             type: string;
+        };
+        /** TaskInstanceDetailOut */
+        TaskInstanceDetailOut: {
+            /**
+             * Attempt
+             * @description Attempts started so far.
+             */
+            attempt: number;
+            /**
+             * Attempts
+             * @description Every attempt, in order (the running one last, with live=true).
+             */
+            attempts: components["schemas"]["AttemptOut"][];
+            /** Cache Key */
+            cache_key?: string | null;
+            /**
+             * Cache Origin
+             * @description For a cached instance: the run and task instance it reused.
+             */
+            cache_origin?: {
+                [key: string]: unknown;
+            } | null;
+            /** Duration S */
+            duration_s?: number | null;
+            /** Ended At */
+            ended_at?: string | null;
+            error?: components["schemas"]["ErrorDetailOut"] | null;
+            /**
+             * Inputs
+             * @description From the pipeline's code when the server has loaded it; otherwise the input artifacts the lineage recorded (named 'input N').
+             */
+            inputs: components["schemas"]["InputOut"][];
+            /**
+             * Inputs From
+             * @description plan, lineage or none: where `inputs` came from.
+             */
+            inputs_from: string;
+            /**
+             * Map Count
+             * @description For a mapped task's summary (map index -1): how many instances it expanded to.
+             */
+            map_count?: number | null;
+            /**
+             * Map Index
+             * @default -1
+             */
+            map_index: number;
+            /** Next Retry At */
+            next_retry_at?: string | null;
+            output?: components["schemas"]["ValueRefOut"] | null;
+            /** Pipeline */
+            pipeline: string;
+            /** Pool */
+            pool: string;
+            /** Queued At */
+            queued_at?: string | null;
+            /**
+             * Reason
+             * @default
+             */
+            reason: string;
+            /** Run Id */
+            run_id: string;
+            /** Started At */
+            started_at?: string | null;
+            state: components["schemas"]["TaskState"];
+            /** Task Id */
+            task_id: string;
+            /** Worker */
+            worker?: string | null;
         };
         /** TaskInstanceOut */
         TaskInstanceOut: {
@@ -639,6 +1548,35 @@ export interface components {
          * @enum {string}
          */
         TaskState: "pending" | "scheduled" | "queued" | "running" | "up_for_retry" | "success" | "cached" | "failed" | "skipped" | "upstream_failed" | "cancelled";
+        /**
+         * TriggerEventOut
+         * @description A message an event trigger processed: the run it created, or why it created none.
+         */
+        TriggerEventOut: {
+            /** Error */
+            error?: string | null;
+            /** Id */
+            id: number;
+            /** Message Id */
+            message_id: string;
+            /** Payload */
+            payload?: {
+                [key: string]: unknown;
+            } | null;
+            /** Pipeline */
+            pipeline: string;
+            /** Received At */
+            received_at?: string | null;
+            /** Run Id */
+            run_id?: string | null;
+            /** Source */
+            source: string;
+            /**
+             * Status
+             * @description run (a run was created) or invalid (see error).
+             */
+            status: string;
+        };
         /** ValidationError */
         ValidationError: {
             /** Context */
@@ -652,6 +1590,29 @@ export interface components {
             /** Error Type */
             type: string;
         };
+        /**
+         * ValueRefOut
+         * @description Where a value is: inline JSON (`value`) or an artifact (`sha256`, `uri`, ...).
+         */
+        ValueRefOut: {
+            /**
+             * Kind
+             * @description json (the value is inline) or artifact.
+             */
+            kind: string;
+            /** Serializer */
+            serializer?: string | null;
+            /** Sha256 */
+            sha256?: string | null;
+            /** Size Bytes */
+            size_bytes?: number | null;
+            /** Type Name */
+            type_name?: string | null;
+            /** Uri */
+            uri?: string | null;
+            /** Value */
+            value?: unknown;
+        };
     };
     responses: never;
     parameters: never;
@@ -661,6 +1622,733 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    get_artifact_api_v1_artifacts__sha256__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description An artifact's SHA-256, or a unique prefix of it. */
+                sha256: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ArtifactOut"];
+                };
+            };
+            /** @description The request cannot be used as it is. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such pipeline, run or task. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed in the current state; says why. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The metadata store cannot be reached. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    artifact_lineage_api_v1_artifacts__sha256__lineage_get: {
+        parameters: {
+            query?: {
+                /** @description both, upstream (what it was computed from) or downstream (what was computed from it). */
+                direction?: "both" | "upstream" | "downstream";
+                /** @description At most this many steps away (default: all the way). */
+                depth?: number | null;
+            };
+            header?: never;
+            path: {
+                /** @description An artifact's SHA-256, or a unique prefix of it. */
+                sha256: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LineageNodeOut"];
+                };
+            };
+            /** @description The request cannot be used as it is. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such pipeline, run or task. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed in the current state; says why. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The metadata store cannot be reached. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    preview_artifact_api_v1_artifacts__sha256__preview_get: {
+        parameters: {
+            query?: {
+                /** @description At most this many rows of a table. */
+                rows?: number;
+            };
+            header?: never;
+            path: {
+                /** @description An artifact's SHA-256, or a unique prefix of it. */
+                sha256: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PreviewOut"];
+                };
+            };
+            /** @description The request cannot be used as it is. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such pipeline, run or task. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed in the current state; says why. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The metadata store cannot be reached. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    list_assets_api_v1_assets_get: {
+        parameters: {
+            query?: {
+                /** @description Only names starting with this. */
+                prefix?: string | null;
+                /** @description Items per page (1-500). */
+                limit?: number;
+                /** @description Where the page starts: the `next_cursor` of the previous page. */
+                cursor?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_AssetOut_"];
+                };
+            };
+            /** @description The request cannot be used as it is. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such pipeline, run or task. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed in the current state; says why. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The metadata store cannot be reached. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    get_asset_api_v1_assets__name__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The asset's name (may contain '/'). */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AssetOut"];
+                };
+            };
+            /** @description The request cannot be used as it is. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such pipeline, run or task. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed in the current state; says why. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The metadata store cannot be reached. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    list_versions_api_v1_assets__name__versions_get: {
+        parameters: {
+            query?: {
+                /** @description Items per page (1-500). */
+                limit?: number;
+                /** @description Where the page starts: the `next_cursor` of the previous page. */
+                cursor?: string | null;
+            };
+            header?: never;
+            path: {
+                /** @description The asset's name (may contain '/'). */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_AssetVersionOut_"];
+                };
+            };
+            /** @description The request cannot be used as it is. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such pipeline, run or task. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed in the current state; says why. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The metadata store cannot be reached. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    get_version_api_v1_assets__name__versions__version__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The asset's name (may contain '/'). */
+                name: string;
+                /** @description The version (from 1). */
+                version: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AssetVersionOut"];
+                };
+            };
+            /** @description The request cannot be used as it is. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such pipeline, run or task. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed in the current state; says why. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The metadata store cannot be reached. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    version_lineage_api_v1_assets__name__versions__version__lineage_get: {
+        parameters: {
+            query?: {
+                /** @description At most this many steps away. */
+                depth?: number;
+                /** @description Items per page (1-500). */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The asset's name (may contain '/'). */
+                name: string;
+                /** @description The version (from 1). */
+                version: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AssetLineageOut"];
+                };
+            };
+            /** @description The request cannot be used as it is. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such pipeline, run or task. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed in the current state; says why. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The metadata store cannot be reached. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    version_runs_api_v1_assets__name__versions__version__runs_get: {
+        parameters: {
+            query?: {
+                /** @description Items per page (1-500). */
+                limit?: number;
+                /** @description Where the page starts: the `next_cursor` of the previous page. */
+                cursor?: string | null;
+            };
+            header?: never;
+            path: {
+                /** @description The asset's name (may contain '/'). */
+                name: string;
+                /** @description The version (from 1). */
+                version: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_AssetRunOut_"];
+                };
+            };
+            /** @description The request cannot be used as it is. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such pipeline, run or task. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed in the current state; says why. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The metadata store cannot be reached. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    list_events_api_v1_events_get: {
+        parameters: {
+            query?: {
+                /** @description Only this pipeline's. */
+                pipeline?: string | null;
+                /** @description run: a run was created; invalid: none was (see error). */
+                status?: ("run" | "invalid") | null;
+                /** @description Only messages from this trigger URL. */
+                source?: string | null;
+                /** @description The message that created this run. */
+                run_id?: string | null;
+                /** @description At or after (ISO 8601 with a time zone). */
+                since?: string | null;
+                /** @description Before (ISO 8601 with a time zone). */
+                until?: string | null;
+                /** @description Items per page (1-500). */
+                limit?: number;
+                /** @description Where the page starts: the `next_cursor` of the previous page. */
+                cursor?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_TriggerEventOut_"];
+                };
+            };
+            /** @description The request cannot be used as it is. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such pipeline, run or task. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed in the current state; says why. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The metadata store cannot be reached. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
     list_pipelines_api_v1_pipelines_get: {
         parameters: {
             query?: {
@@ -944,6 +2632,216 @@ export interface operations {
             };
         };
     };
+    list_pools_api_v1_pools_get: {
+        parameters: {
+            query?: {
+                /** @description Items per page (1-500). */
+                limit?: number;
+                /** @description Where the page starts: the `next_cursor` of the previous page. */
+                cursor?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_PoolOut_"];
+                };
+            };
+            /** @description The request cannot be used as it is. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such pipeline, run or task. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed in the current state; says why. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The metadata store cannot be reached. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    get_pool_api_v1_pools__name__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The pool's name. */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PoolOut"];
+                };
+            };
+            /** @description The request cannot be used as it is. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such pipeline, run or task. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed in the current state; says why. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The metadata store cannot be reached. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    set_pool_api_v1_pools__name__put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The pool's name. */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PoolIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PoolOut"];
+                };
+            };
+            /** @description The request cannot be used as it is. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such pipeline, run or task. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed in the current state; says why. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The metadata store cannot be reached. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
     list_runs_api_v1_runs_get: {
         parameters: {
             query?: {
@@ -1045,6 +2943,621 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["RunDetailOut"];
+                };
+            };
+            /** @description The request cannot be used as it is. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such pipeline, run or task. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed in the current state; says why. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The metadata store cannot be reached. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    get_task_instance_api_v1_runs__run_id__tasks__task_id__get: {
+        parameters: {
+            query?: {
+                /** @description A mapped task's instance (0, 1, ...); -1 (default) is the task itself, or a mapped task's summary. */
+                map_index?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The run's id. */
+                run_id: string;
+                /** @description The task's id. */
+                task_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TaskInstanceDetailOut"];
+                };
+            };
+            /** @description The request cannot be used as it is. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such pipeline, run or task. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed in the current state; says why. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The metadata store cannot be reached. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    list_attempts_api_v1_runs__run_id__tasks__task_id__attempts_get: {
+        parameters: {
+            query?: {
+                /** @description A mapped task's instance (0, 1, ...); -1 (default) is the task itself, or a mapped task's summary. */
+                map_index?: number;
+                /** @description Items per page (1-500). */
+                limit?: number;
+                /** @description Where the page starts: the `next_cursor` of the previous page. */
+                cursor?: string | null;
+            };
+            header?: never;
+            path: {
+                /** @description The run's id. */
+                run_id: string;
+                /** @description The task's id. */
+                task_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_AttemptOut_"];
+                };
+            };
+            /** @description The request cannot be used as it is. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such pipeline, run or task. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed in the current state; says why. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The metadata store cannot be reached. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    preview_input_api_v1_runs__run_id__tasks__task_id__inputs__name__preview_get: {
+        parameters: {
+            query?: {
+                /** @description A mapped task's instance (0, 1, ...); -1 (default) is the task itself, or a mapped task's summary. */
+                map_index?: number;
+                /** @description Which input under this name (see `index` in the inputs). */
+                index?: number;
+                /** @description At most this many rows of a table. */
+                rows?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The run's id. */
+                run_id: string;
+                /** @description The task's id. */
+                task_id: string;
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PreviewOut"];
+                };
+            };
+            /** @description The request cannot be used as it is. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such pipeline, run or task. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed in the current state; says why. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The metadata store cannot be reached. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    task_output_lineage_api_v1_runs__run_id__tasks__task_id__lineage_get: {
+        parameters: {
+            query?: {
+                /** @description A mapped task's instance (0, 1, ...); -1 (default) is the task itself, or a mapped task's summary. */
+                map_index?: number;
+                /** @description both, upstream (what it was computed from) or downstream (what was computed from it). */
+                direction?: "both" | "upstream" | "downstream";
+                /** @description At most this many steps away (default: all the way). */
+                depth?: number | null;
+            };
+            header?: never;
+            path: {
+                /** @description The run's id. */
+                run_id: string;
+                /** @description The task's id. */
+                task_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LineageNodeOut"];
+                };
+            };
+            /** @description The request cannot be used as it is. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such pipeline, run or task. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed in the current state; says why. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The metadata store cannot be reached. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    read_logs_api_v1_runs__run_id__tasks__task_id__logs_get: {
+        parameters: {
+            query?: {
+                /** @description A mapped task's instance (0, 1, ...); -1 (default) is the task itself, or a mapped task's summary. */
+                map_index?: number;
+                /** @description The attempt (from 1); default: the newest. */
+                attempt?: number | null;
+                /** @description Byte offset to read from; negative counts from the end (-65536: the last 64 KiB). */
+                offset?: number;
+                /** @description At most this many bytes. */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The run's id. */
+                run_id: string;
+                /** @description The task's id. */
+                task_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LogChunkOut"];
+                };
+            };
+            /** @description The request cannot be used as it is. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such pipeline, run or task. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed in the current state; says why. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The metadata store cannot be reached. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    follow_logs_api_v1_runs__run_id__tasks__task_id__logs_follow_get: {
+        parameters: {
+            query?: {
+                /** @description A mapped task's instance (0, 1, ...); -1 (default) is the task itself, or a mapped task's summary. */
+                map_index?: number;
+                /** @description The attempt (from 1); default: the newest. */
+                attempt?: number | null;
+                /** @description Byte offset to start at. */
+                offset?: number;
+            };
+            header?: {
+                /** @description Resume after this event (a byte offset), as EventSource sends on reconnecting. */
+                "last-event-id"?: string | null;
+            };
+            path: {
+                /** @description The run's id. */
+                run_id: string;
+                /** @description The task's id. */
+                task_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Server-Sent Events: `log` events (data: JSON {attempt, offset, next_offset, text}; id: next_offset) while the attempt writes, then one `end` event (data: {attempt, state, next_offset}). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": unknown;
+                };
+            };
+            /** @description The request cannot be used as it is. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such pipeline, run or task. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed in the current state; says why. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The metadata store cannot be reached. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    preview_output_api_v1_runs__run_id__tasks__task_id__output_preview_get: {
+        parameters: {
+            query?: {
+                /** @description A mapped task's instance (0, 1, ...); -1 (default) is the task itself, or a mapped task's summary. */
+                map_index?: number;
+                /** @description At most this many rows of a table. */
+                rows?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The run's id. */
+                run_id: string;
+                /** @description The task's id. */
+                task_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PreviewOut"];
+                };
+            };
+            /** @description The request cannot be used as it is. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such pipeline, run or task. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed in the current state; says why. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The metadata store cannot be reached. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    list_sla_misses_api_v1_sla_misses_get: {
+        parameters: {
+            query?: {
+                /** @description Only this pipeline's. */
+                pipeline?: string | null;
+                /** @description At or after (ISO 8601 with a time zone). */
+                since?: string | null;
+                /** @description Before (ISO 8601 with a time zone). */
+                until?: string | null;
+                /** @description Items per page (1-500). */
+                limit?: number;
+                /** @description Where the page starts: the `next_cursor` of the previous page. */
+                cursor?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_SlaMissOut_"];
                 };
             };
             /** @description The request cannot be used as it is. */

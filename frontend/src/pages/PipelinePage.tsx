@@ -1,0 +1,117 @@
+// One pipeline: its graph (/pipelines/:name), its runs (/runs) and the trigger form
+// (/trigger), each a URL. Mapped tasks are one stacked node.
+import { useState } from "react";
+import { Link, NavLink, useNavigate, useParams } from "react-router";
+import { api, ApiError, enc, type PipelineDetailOut, type RunOut } from "../api/client";
+import { useApi } from "../api/hooks";
+import { ErrorBox } from "../components/ErrorBox";
+import { Graph, type GEdge, type GNode } from "../components/Graph";
+import { ParamForm, type FieldErrors, type ParamSchema } from "../components/ParamForm";
+import { RunSquares } from "../components/State";
+import { RunsTable } from "../components/RunsTable";
+import { fmtDate, fmtRelative, humanSchedule } from "../format";
+
+export function graphOf(p: PipelineDetailOut): { nodes: GNode[]; edges: GEdge[] } {
+  const nodes = (p.nodes ?? []).map((n) => ({
+    id: n.id,
+    title: n.task,
+    subtitle: n.mapped
+      ? `mapped over ${(n.mapped_args ?? []).join(", ")}`
+      : n.is_branch
+        ? "branch"
+        : n.function.split(":").pop() !== n.task
+          ? n.function.split(":").pop()
+          : "",
+    mapped: n.mapped,
+  }));
+  const edges = (p.edges ?? []).map((e) => ({ from: e.upstream, to: e.downstream, kind: e.kind }));
+  return { nodes, edges };
+}
+
+export function PipelinePage({ tab }: { tab: "graph" | "runs" | "trigger" }) {
+  const { name = "" } = useParams();
+  const pipeline = useApi<PipelineDetailOut>(`/pipelines/${enc(name)}`);
+  const p = pipeline.data;
+  const base = `/pipelines/${enc(name)}`;
+  return (
+    <div className="page">
+      <div className="page-head">
+        <h1>{name}</h1>
+        {p?.paused && <span className="badge" style={{ background: "#6b7280" }}>paused</span>}
+        {p && <RunSquares runs={p.last_runs} />}
+        <div className="toolbar">
+          <Link to={`${base}/trigger`}><button className="primary">Trigger</button></Link>
+        </div>
+      </div>
+      <ErrorBox error={pipeline.error} />
+      {p && (
+        <div className="panel">
+          <dl className="kv">
+            {p.description && (<><dt>About</dt><dd>{p.description}</dd></>)}
+            <dt>Schedule</dt>
+            <dd>
+              {p.schedule ? (
+                <>
+                  {humanSchedule(p.schedule) ?? p.schedule} <code className="muted">{p.schedule}</code> {p.timezone}
+                </>
+              ) : (p.triggers ?? []).length ? (p.triggers ?? []).join(", ") : "manual"}
+            </dd>
+            <dt>Next run</dt>
+            <dd>{p.next_run_at ? `${fmtRelative(p.next_run_at)} (${fmtDate(p.next_run_at)})` : "–"}</dd>
+            <dt>Defined in</dt>
+            <dd><code>{p.file ?? p.source}</code></dd>
+            {(p.tags ?? []).length > 0 && (<><dt>Tags</dt><dd>{(p.tags ?? []).join(", ")}</dd></>)}
+          </dl>
+        </div>
+      )}
+      <nav className="tabs">
+        <NavLink to={base} end>Graph</NavLink>
+        <NavLink to={`${base}/runs`}>Runs</NavLink>
+        <NavLink to={`${base}/trigger`}>Trigger</NavLink>
+      </nav>
+      {p && tab === "graph" && <Graph {...graphOf(p)} />}
+      {tab === "runs" && <RunsTable query={`pipeline=${enc(name)}`} showPipeline={false} />}
+      {p && tab === "trigger" && <TriggerPanel pipeline={p} />}
+    </div>
+  );
+}
+
+function fieldErrorsOf(e: ApiError, names: string[]): FieldErrors {
+  const out: FieldErrors = {};
+  for (const f of e.fields) {
+    const hit = [...f.loc].reverse().find((l) => typeof l === "string" && (names.includes(l) || l === "logical_date"));
+    if (typeof hit === "string") out[hit] = f.msg;
+  }
+  return out;
+}
+
+function TriggerPanel({ pipeline }: { pipeline: PipelineDetailOut }) {
+  const navigate = useNavigate();
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<Error | null>(null);
+  const [fieldErrors, setFieldErrors] = useState<FieldErrors>({});
+  const schema = (pipeline.params_schema ?? {}) as ParamSchema;
+  const names = Object.keys(schema.properties ?? {});
+  const trigger = async (params: Record<string, unknown>, extra: { logicalDate: string; tags: string[] }) => {
+    setBusy(true);
+    setError(null);
+    setFieldErrors({});
+    try {
+      const run = await api<RunOut>(`/pipelines/${enc(pipeline.name)}/runs`, {
+        method: "POST",
+        json: { params, tags: extra.tags, ...(extra.logicalDate ? { logical_date: extra.logicalDate } : {}) },
+      });
+      navigate(`/runs/${run.run_id}`);
+    } catch (e) {
+      setError(e as Error);
+      if (e instanceof ApiError) setFieldErrors(fieldErrorsOf(e, names));
+      setBusy(false);
+    }
+  };
+  return (
+    <div className="panel">
+      <ErrorBox error={error} />
+      <ParamForm schema={schema} serverErrors={fieldErrors} busy={busy} onSubmit={trigger} />
+    </div>
+  );
+}

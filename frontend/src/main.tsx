@@ -4,6 +4,7 @@ import { createBrowserRouter, RouterProvider } from "react-router";
 import { Layout, NotFoundPage } from "./App";
 import { PipelinePage } from "./pages/PipelinePage";
 import { PipelinesPage } from "./pages/PipelinesPage";
+import { RunPage } from "./pages/RunPage";
 import { RunsPage } from "./pages/RunsPage";
 import "./styles.css";
 import { applyTheme, initialTheme } from "./theme";
@@ -21,6 +22,9 @@ const router = createBrowserRouter([
       { path: "pipelines/:name/runs", element: <PipelinePage tab="runs" /> },
       { path: "pipelines/:name/trigger", element: <PipelinePage tab="trigger" /> },
       { path: "runs", element: <RunsPage /> },
+      { path: "runs/:runId", element: <RunPage tab="graph" /> },
+      { path: "runs/:runId/gantt", element: <RunPage tab="gantt" /> },
+      { path: "runs/:runId/tasks", element: <RunPage tab="tasks" /> },
       { path: "*", element: <NotFoundPage /> },
     ],
   },

@@ -48,7 +48,7 @@ export function RunsTable({ query, showPipeline = true }: { query: string; showP
               {showPipeline && <td><Link to={`/pipelines/${encodeURIComponent(r.pipeline)}`}>{r.pipeline}</Link></td>}
               <td><StateBadge state={r.state} /></td>
               <td className="muted">{r.trigger}</td>
-              <td>{fmtDate(r.created_at)}</td>
+              <td className="nowrap">{fmtDate(r.created_at)}</td>
               <td>{r.logical_date ? fmtDate(r.logical_date) : <span className="muted">–</span>}</td>
               <td className="num">{fmtDuration(r.duration_s)}</td>
             </tr>

@@ -87,3 +87,26 @@ def test_unknown_runs_tasks_and_map_indexes_say_what_exists(store: RunStore) -> 
     with pytest.raises(TaskNotFound, match="no map index 7") as info:
         find_task_instance(store, result.run_id, "square", 7)
     assert "0 to 1" in (info.value.hint or "")
+
+
+class _Counting:
+    """The store, counting what input_refs reads."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        self.calls.append(name)
+        return getattr(self.store, name)
+
+
+def test_inputs_of_one_mapped_instance_read_only_the_rows_they_need(store: RunStore) -> None:
+    result = P.data_pipe.run(executor="inline", n=3, xs=list(range(40)))
+    run = store.get_run(result.run_id)
+    ti = find_task_instance(store, result.run_id, "square", 17)
+    counting = _Counting(store)
+    (x,) = input_refs(counting, run, ti, P.data_pipe.plan)  # type: ignore[arg-type]
+    assert x.element == 17 and x.ref is not None and x.ref.value == 17
+    assert "get_task_instances" not in counting.calls  # not the whole run's 40+ rows
+    assert len(counting.calls) <= 2

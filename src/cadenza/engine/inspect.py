@@ -179,7 +179,7 @@ def input_refs(store: InspectStore, run: RunRecord, ti: TaskInstanceRecord,
     node = plan.tasks.get(ti.task_id) if plan is not None else None
     if node is None:
         return _inputs_from_lineage(store, ti)  # cases 2, 3
-    tis = {(t.task_id, t.map_index): t for t in store.get_task_instances(ti.run_id)}
+    tis = _Lookup(store, ti.run_id)
     elements = _elements(node.mapped, node.args, ti.map_index, tis, run.params)
     out: list[InputRef] = []
     for name, value in node.args.items():
@@ -196,8 +196,24 @@ def input_refs(store: InspectStore, run: RunRecord, ti: TaskInstanceRecord,
     return out
 
 
+class _Lookup:
+    """Task instances of one run by (task id, map index), read one by one when first asked
+    for and kept: an instance's inputs need a few upstream rows, and reading the whole run
+    (10,000 mapped instances) for them would make one detail page cost a run's size."""
+
+    def __init__(self, store: InspectStore, run_id: str) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.rows: dict[tuple[str, int], TaskInstanceRecord | None] = {}
+
+    def get(self, key: tuple[str, int]) -> TaskInstanceRecord | None:
+        if key not in self.rows:
+            self.rows[key] = self.store.get_task_instance(self.run_id, key[0], key[1])
+        return self.rows[key]
+
+
 def _marker_ref(name: str, marker: TaskOutput | ParamValue, element: int | None,
-                tis: Mapping[tuple[str, int], TaskInstanceRecord],
+                tis: _Lookup,
                 params: Mapping[str, Any]) -> InputRef:
     if isinstance(marker, ParamValue):
         value = params.get(marker.name)
@@ -215,7 +231,7 @@ def _marker_ref(name: str, marker: TaskOutput | ParamValue, element: int | None,
 
 
 def _elements(mapped: Sequence[str], args: Mapping[str, Any], map_index: int,
-              tis: Mapping[tuple[str, int], TaskInstanceRecord],
+              tis: _Lookup,
               params: Mapping[str, Any]) -> dict[str, int | None]:
     """For a mapped instance: which element of each mapped argument it got. The instances
     are the cartesian product of the axes in `mapped` order (the last varies fastest), so
@@ -236,7 +252,7 @@ def _elements(mapped: Sequence[str], args: Mapping[str, Any], map_index: int,
     return out
 
 
-def _axis_length(value: Any, tis: Mapping[tuple[str, int], TaskInstanceRecord],
+def _axis_length(value: Any, tis: _Lookup,
                  params: Mapping[str, Any]) -> int | None:
     if isinstance(value, TaskOutput):
         up = tis.get((value.task_id, -1))

@@ -110,3 +110,18 @@ def test_inputs_of_one_mapped_instance_read_only_the_rows_they_need(store: RunSt
     assert x.element == 17 and x.ref is not None and x.ref.value == 17
     assert "get_task_instances" not in counting.calls  # not the whole run's 40+ rows
     assert len(counting.calls) <= 2
+
+
+def test_lineage_trees_are_bounded_by_max_nodes(store: RunStore) -> None:
+    from cadenza.artifacts.lineage import walk_lineage
+
+    result = P.fan_out.run(executor="inline")
+    arr = find_task_instance(store, result.run_id, "make_array").output
+    assert arr is not None and arr.sha256
+    whole = walk_lineage(store, arr.sha256, direction="downstream")
+    assert len(whole.downstream) == 8 and not whole.truncated
+    assert {n.artifact.task_id for n in whole.downstream if n.artifact} == {"scale"}
+    cut = walk_lineage(store, arr.sha256, direction="downstream", max_nodes=5)
+    assert len(cut.downstream) == 5 and cut.truncated
+    assert len(cut.walk()) == 6  # the root and five
+    assert walk_lineage(store, arr.sha256, max_nodes=0).downstream == ()

@@ -92,3 +92,13 @@ def chatty(folder: str) -> int:
 @pipeline
 def slow_logger(folder: str):
     chatty(folder)
+
+
+@task
+def scale(arr: np.ndarray, k: int) -> np.ndarray:
+    return arr * k
+
+
+@pipeline
+def fan_out(n: int = 3, ks: list[int] = [2, 3, 4, 5, 6, 7, 8, 9]):  # noqa: B006 - JSON default
+    scale.partial(arr=make_array(n)).expand(k=ks)

@@ -75,13 +75,15 @@ def walk_lineage(
     *,
     direction: Direction = "both",
     depth: int | None = None,
+    max_nodes: int | None = None,
 ) -> LineageNode:
     """The lineage tree around `start`.
 
     `start` is an artifact SHA-256 or a unique prefix of one, an asset name (its newest
     version's artifact), or "asset@N" (version N). An asset name wins over a SHA-256 prefix
     that looks the same. `depth` limits how many steps away from `start` the walk goes
-    (None: all the way).
+    (None: all the way). `max_nodes` bounds the tree's size (the API's responses): once that
+    many nodes are in it, the rest are left out and the node they were under is `truncated`.
 
     Raises ArtifactNotFound naming what was not found, UsageError for a malformed request.
 
@@ -99,6 +101,8 @@ def walk_lineage(
         )
     if depth is not None and depth < 0:
         raise UsageError(f"depth must be 0 or more, got {depth}", hint="--depth 3")
+    if max_nodes is not None and max_nodes < 0:
+        raise UsageError(f"max_nodes must be 0 or more, got {max_nodes}", hint="max_nodes=500")
     event = _asset_event(store, start)
     if event is not None:
         if event.artifact_sha256 is None:
@@ -109,7 +113,7 @@ def walk_lineage(
     else:
         root_artifact = store.get_artifact(start)
         sha = root_artifact.sha256
-    walker = _Walker(store, depth)
+    walker = _Walker(store, depth, max_nodes)
     upstream: tuple[LineageNode, ...] = ()
     downstream: tuple[LineageNode, ...] = ()
     truncated = False
@@ -154,11 +158,21 @@ def _asset_event(store: LineageStore, start: str) -> AssetEventRecord | None:
 class _Walker:
     """Expands nodes breadth by depth, remembering what it has shown in each direction."""
 
-    def __init__(self, store: LineageStore, depth: int | None) -> None:
+    def __init__(self, store: LineageStore, depth: int | None,
+                 max_nodes: int | None = None) -> None:
         self.store = store
         self.depth = depth
         self.seen_up: set[str] = set()
         self.seen_down: set[str] = set()
+        self.left = max_nodes if max_nodes is not None else -1  # -1: no bound
+
+    def _full(self) -> bool:
+        """The node budget is spent (and takes one from it when it is not)."""
+        if self.left == 0:
+            return True
+        if self.left > 0:
+            self.left -= 1
+        return False
 
     def _beyond(self, level: int) -> bool:
         return self.depth is not None and level > self.depth
@@ -175,6 +189,8 @@ class _Walker:
         records = self.store.get_artifacts(list(shas))
         nodes: list[LineageNode] = []
         for sha in shas:
+            if self._full():
+                return tuple(nodes), True
             rec = records.get(sha)
             if sha in path or sha in self.seen_up:  # a cycle, or shown already
                 nodes.append(LineageNode(sha256=sha, artifact=rec, repeated=True))
@@ -198,6 +214,8 @@ class _Walker:
             return (), True
         nodes: list[LineageNode] = []
         for rec in found:
+            if self._full():
+                return tuple(nodes), True
             child = rec.sha256
             if child in path or child in self.seen_down:
                 nodes.append(LineageNode(sha256=child, artifact=rec, repeated=True))

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Path, Query
 from cadenza.api.auth import RequireViewer
 from cadenza.api.deps import StoreDep
 from cadenza.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_after, encode_cursor
-from cadenza.api.routes.task_instances import lineage_out
+from cadenza.api.routes.task_instances import MAX_LINEAGE_NODES, lineage_out
 from cadenza.api.schemas import (
     AssetLineageOut,
     AssetOut,
@@ -106,7 +106,8 @@ def version_lineage(name: AssetName, version: Version, store: StoreDep, depth: D
     produced: LineageNodeOut | None = None
     consumed: list[LineageNodeOut] = []
     if event.artifact_sha256 is not None:
-        tree = walk_lineage(store, f"{name}@{version}", direction="both", depth=depth)
+        tree = walk_lineage(store, f"{name}@{version}", direction="both", depth=depth,
+                            max_nodes=MAX_LINEAGE_NODES)
         node = lineage_out(tree)
         consumed = node.downstream
         produced = node.model_copy(update={"downstream": []})

@@ -80,7 +80,10 @@ Sha = Annotated[str, Path(description="An artifact's SHA-256, or a unique prefix
                           min_length=4, max_length=64, pattern="^[0-9a-fA-F]+$")]
 
 FOLLOW_POLL_S = 0.2  # how often a live follow looks at the log file and the attempt's state
-KEEPALIVE_S = 15.0  # a comment line this often, so proxies keep an idle stream open
+KEEPALIVE_S = 15.0
+# A lineage tree in a response has at most this many nodes; cut ones mark their parent
+# `truncated` (a fan-out to 10,000 mapped consumers would otherwise be one huge response).
+MAX_LINEAGE_NODES = 500  # a comment line this often, so proxies keep an idle stream open
 
 
 # ---------------------------------------------------------------------------------------------
@@ -419,7 +422,8 @@ def task_output_lineage(run_id: RunId, task_id: TaskId, store: StoreDep,
         raise ArtifactNotFound(f"task '{task_id}' of run {run_id}: {why}", task=task_id,
                                hint="lineage is recorded for outputs stored in the artifact "
                                "store (DataFrames, arrays, large or non-JSON values)")
-    return lineage_out(walk_lineage(store, out.sha256, direction=direction, depth=depth))
+    return lineage_out(walk_lineage(store, out.sha256, direction=direction, depth=depth,
+                                    max_nodes=MAX_LINEAGE_NODES))
 
 
 @router.get("/artifacts/{sha256}", dependencies=[RequireViewer])
@@ -442,5 +446,6 @@ def artifact_lineage(sha256: Sha, store: StoreDep, direction: DirectionQ = "both
                      depth: Depth = None) -> LineageNodeOut:
     """What an artifact was computed from (upstream) and what was computed from it
     (downstream), as a tree."""
-    return lineage_out(walk_lineage(store, sha256, direction=direction, depth=depth))
+    return lineage_out(walk_lineage(store, sha256, direction=direction, depth=depth,
+                                    max_nodes=MAX_LINEAGE_NODES))
 

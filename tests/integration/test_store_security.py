@@ -12,6 +12,7 @@ from cadenza.core import clock
 from cadenza.core.errors import (
     NotAuthenticated,
     SecretNotFound,
+    StateConflict,
     TokenNotFound,
     UsageError,
     UserNotFound,
@@ -44,7 +45,7 @@ def test_users_are_created_listed_and_their_passwords_hashed(store: RunStore) ->
     assert sec.check_password("ana", "wrong") is None
     assert sec.check_password("bot", "") is None
 
-    with pytest.raises(UsageError, match="already exists"):
+    with pytest.raises(StateConflict, match="already exists"):
         sec.create_user("ana", Role.ADMIN, password="x1234")
     with pytest.raises(UsageError, match="cannot be a user name"):
         sec.create_user("-bad name", Role.ADMIN, password="x1234")

@@ -19,12 +19,25 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request, Response
 
 from cadenza.api import auth
+from cadenza.api.audit import AuditMiddleware
 from cadenza.api.catalog import CatalogHolder
 from cadenza.api.deps import NextRunFn
 from cadenza.api.errors import install_handlers
 from cadenza.api.live import RunFeeds
 from cadenza.api.metrics import metrics_registry, render
-from cadenza.api.routes import assets, events, pipelines, pools, run_events, runs, task_instances
+from cadenza.api.routes import (
+    assets,
+    audit,
+    events,
+    pipelines,
+    pools,
+    run_events,
+    runs,
+    secrets,
+    task_instances,
+    tokens,
+    users,
+)
 from cadenza.api.schemas import ErrorOut, HealthOut, ReadyOut
 from cadenza.api.ui import mount_ui
 from cadenza.core.settings import Settings, get_settings
@@ -40,11 +53,18 @@ ROUTERS: tuple[APIRouter, ...] = (
     pools.router,
     run_events.router,
     events.router,
+    users.router,
+    tokens.router,
+    secrets.router,
+    audit.router,
 )
 
 # Shown in OpenAPI for every route: what an error body looks like.
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorOut, "description": "The request cannot be used as it is."},
+    401: {"model": ErrorOut, "description": "No API token, or one that is unknown, expired "
+          "or revoked (auth is on once a user exists)."},
+    403: {"model": ErrorOut, "description": "The token's role is too low for this."},
     404: {"model": ErrorOut, "description": "No such pipeline, run or task."},
     409: {"model": ErrorOut, "description": "Not allowed in the current state; says why."},
     503: {"model": ErrorOut, "description": "The metadata store cannot be reached."},
@@ -63,7 +83,8 @@ def create_app(
 
     `paths`: pipeline files or folders instead of cadenza.toml's `pipelines`.
     `next_run_at`: the scheduler's next-fire function (see `deps.NextRunFn`).
-    `authenticate`: who a request comes from (default: everyone is the anonymous admin).
+    `authenticate`: who a request comes from (default: `auth.Authenticator`, bearer tokens
+    once a user exists; `auth.anonymous` lets everyone in as the admin).
     `metrics_collectors`: prometheus_client collectors `/metrics` serves after the store's
     (`cadenza server --scheduler` hands in the scheduler's).
 
@@ -87,10 +108,14 @@ def create_app(
     app.state.metrics = metrics_registry(app.state.store, extra=metrics_collectors)
     app.state.catalog = CatalogHolder(settings, paths)
     app.state.next_run_at = next_run_at
-    app.state.authenticate = authenticate or auth.anonymous
+    app.state.authenticate = authenticate or auth.Authenticator(
+        app.state.store, force=auth.is_auth_forced(settings))
     install_handlers(app)
+    app.add_middleware(AuditMiddleware, prefix=API_PREFIX)
     for router in ROUTERS:
-        app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+        # RequireViewer on every router: a route that forgets its role still needs a token.
+        app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES,
+                           dependencies=[auth.RequireViewer])
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> HealthOut:

@@ -461,3 +461,88 @@ class SlaMissOut(BaseModel):
     sla_s: float
     deadline_at: datetime
     detected_at: datetime
+
+
+# --- users, tokens, secrets, audit (admin; api/routes/users.py, tokens.py, secrets.py, audit.py)
+
+
+class MeOut(BaseModel):
+    """Who the caller is (the anonymous admin while auth is not configured)."""
+
+    name: str
+    role: str = Field(description="viewer, operator or admin")
+    anonymous: bool
+    token_id: str | None = None
+
+
+class UserIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
+    role: str = Field(pattern=r"^(viewer|operator|admin)$")
+    password: str | None = Field(default=None, min_length=1, max_length=1000,
+                                 description="Left out: a token-only user.")
+
+
+class UserPatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: str | None = Field(default=None, pattern=r"^(viewer|operator|admin)$")
+    disabled: bool | None = None
+    password: str | None = Field(default=None, min_length=1, max_length=1000)
+
+
+class UserOut(BaseModel):
+    name: str
+    role: str
+    disabled: bool
+    has_password: bool
+    created_at: datetime
+
+
+class TokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user: str = Field(min_length=1, max_length=64)
+    expires_in_s: int | None = Field(default=None, ge=1, le=10 * 365 * 86400,
+                                     description="Lifetime in seconds (left out: never "
+                                     "expires).")
+
+
+class TokenOut(BaseModel):
+    """An API token, never its value."""
+
+    id: str
+    user: str
+    status: str = Field(description="active, expired or revoked")
+    created_at: datetime
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+class TokenCreatedOut(TokenOut):
+    token: str = Field(description="The token: shown this once, only its SHA-256 is kept.")
+
+
+class SecretIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    value: str = Field(min_length=1, max_length=65536)
+
+
+class SecretOut(BaseModel):
+    """A secret's name; its value is never sent back."""
+
+    name: str
+    updated_at: datetime
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: datetime
+    who: str
+    method: str
+    path: str
+    status: int
+    detail: str | None = None

@@ -31,6 +31,7 @@ from cadenza.core import clock
 from cadenza.core.errors import (
     NotAuthenticated,
     SecretNotFound,
+    StateConflict,
     TokenNotFound,
     UsageError,
     UserNotFound,
@@ -136,7 +137,7 @@ class SecurityStore:
         now = clock.now()
         with self._engine.begin() as conn:
             if conn.execute(select(_users.c.name).where(_users.c.name == name)).first():
-                raise UsageError(f"user '{name}' already exists",
+                raise StateConflict(f"user '{name}' already exists",
                                  hint="pick another name, or see `cadenza users list`")
             conn.execute(insert(_users).values(name=name, role=role.value, password_hash=hashed,
                                                created_at=now, disabled=False))

@@ -274,7 +274,13 @@ def test_secrets_are_set_by_name_and_masked_in_api_responses(db_url: str, tmp_pa
             run = c.get(f"/api/v1/runs/{result.run_id}")
             assert run.status_code == 200 and run.json()["state"] == "failed"
             assert SECRET not in run.text
-            everything = [run.text]
+            logs = c.get(f"/api/v1/runs/{result.run_id}/tasks/leaky/logs")
+            assert logs.status_code == 200
+            assert "the key is ***" in logs.json()["text"]
+            assert "RuntimeError: the service refused ***" in logs.json()["text"]
+            detail = c.get(f"/api/v1/runs/{result.run_id}/tasks/leaky")
+            assert detail.status_code == 200 and "the service refused ***" in detail.text
+            everything = [run.text, logs.text, detail.text]
             for path in _task_paths(c, result.run_id, "leaky"):
                 got = c.get(path)
                 if got.status_code == 200:

@@ -52,3 +52,11 @@ export function humanSchedule(schedule: string | null | undefined): string | nul
 export function shortId(id: string): string {
   return id.length > 12 ? id.slice(0, 8) : id;
 }
+
+/** When a pipeline's next scheduled run comes: "paused", "due now" (the scheduler's next
+ * tick creates it), "in 5 h", or "–" when it has no time schedule. */
+export function nextRunText(nextRunAt: string | null | undefined, paused: boolean | undefined, now: number = Date.now()): string {
+  if (paused) return "paused";
+  if (!nextRunAt) return "–";
+  return Date.parse(nextRunAt) <= now ? "due now" : fmtRelative(nextRunAt, now);
+}

@@ -3,11 +3,14 @@
 - `nightly_report`: a cron schedule on weekdays (shown human-readable), tags, a fan-out and
   a fan-in, a mapped task, and parameters of every JSON-schema type the trigger form draws.
 - `flaky`: `step` fails until the file named by `gate` exists (a failed run, then a retry).
+- `live_demo`: `hold` runs until the file named by `gate` exists, so a browser test can see
+  it running live and then turn green.
 Self-contained (imports only cadenza).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from cadenza import pipeline, task
@@ -68,3 +71,29 @@ def finish(value: str) -> str:
 @pipeline(tags=["ui"])
 def flaky(gate: str = ""):
     finish(step(prepare(), gate))
+
+
+@task
+def begin() -> int:
+    return 1
+
+
+@task
+def hold(value: int, gate: str) -> int:
+    """Runs until the file `gate` exists (a condition the test sets; at most 60 s)."""
+    deadline = time.monotonic() + 60
+    while not Path(gate).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the gate file {gate} did not appear within 60 s")
+        time.sleep(0.02)
+    return value + 1
+
+
+@task
+def end(value: int) -> int:
+    return value * 10
+
+
+@pipeline(tags=["ui"])
+def live_demo(gate: str):
+    end(hold(begin(), gate))

@@ -270,6 +270,32 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/pipelines/{name}/runs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Pipeline Runs
+         * @description The pipeline's runs, newest first (as `GET /runs?pipeline=NAME`; 404 for a pipeline
+         *     the project does not have).
+         */
+        get: operations["list_pipeline_runs_api_v1_pipelines__name__runs_get"];
+        put?: never;
+        /**
+         * Trigger Run
+         * @description Create a run of the pipeline with these parameters, queued: a scheduler (`cadenza
+         *     scheduler`, or `cadenza server --scheduler`) starts it. 422 names each bad parameter.
+         */
+        post: operations["trigger_run_api_v1_pipelines__name__runs_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/pipelines/{name}/unpause": {
         parameters: {
             query?: never;
@@ -375,6 +401,101 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/runs/{run_id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Cancel
+         * @description Cancel the run. A run nobody drives (queued) is cancelled at once; a running one is
+         *     stopped by its driver at its next heartbeat (`outcome: requested`). 409 if it has
+         *     ended. The run stays resumable.
+         */
+        post: operations["cancel_api_v1_runs__run_id__cancel_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Stream a run's state changes (Server-Sent Events)
+         * @description Server-Sent Events, one per state change of the run or of one of its task instances, in
+         *     commit order: first the run's state and every task instance's, then each change as the
+         *     engine commits it. `event:` is `run` or `task_instance`; `data:` is one line of JSON
+         *     (`run_id`, `state`, and for a task instance `task_id`, `map_index`, `attempt`, `queued_at`,
+         *     `started_at`, `ended_at`, `reason`). Every event has an `id:`: reconnect with
+         *     `Last-Event-ID` to get exactly the events after it (an id this server does not know gets the
+         *     stream from its start). The stream ends after the run's final state; a client that has seen
+         *     it and reconnects gets 204. While nothing changes, a comment line keeps the connection open.
+         *     A quick task's `running` may not be seen on its own when its end is committed at once.
+         */
+        get: operations["run_events_api_v1_runs__run_id__events_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/resume": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Resume
+         * @description Queue the ended run again to go on from its point of failure: a scheduler reruns its
+         *     failed, upstream_failed and cancelled task instances; finished ones keep their outputs.
+         *     409 if it succeeded or has not ended.
+         */
+        post: operations["resume_api_v1_runs__run_id__resume_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/retry": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Retry
+         * @description Retry (clear) task instances of an ended run: one task (with its downstream tasks
+         *     that could not run), a task and everything downstream of it (`downstream: true`,
+         *     successful ones too), or, without `task_id`, every failed one. The run is queued again
+         *     for a scheduler. 409 says why when the run or task's state does not allow it.
+         */
+        post: operations["retry_api_v1_runs__run_id__retry_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/runs/{run_id}/tasks/{task_id}": {
         parameters: {
             query?: never;
@@ -429,6 +550,27 @@ export interface paths {
          * @description A bounded preview of one input of the task instance (see the output preview).
          */
         get: operations["preview_input_api_v1_runs__run_id__tasks__task_id__inputs__name__preview_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/tasks/{task_id}/instances": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Instances
+         * @description A mapped task's instances by map index (a task that is not mapped: its one
+         *     instance), optionally only those in some states (e.g. the failed ones of 10,000).
+         */
+        get: operations["list_instances_api_v1_runs__run_id__tasks__task_id__instances_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -558,6 +700,26 @@ export interface paths {
          * @description The server process answers.
          */
         get: operations["healthz_healthz_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Metrics
+         * @description Prometheus metrics, text format (api/metrics.py lists them).
+         */
+        get: operations["metrics_metrics_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -728,6 +890,16 @@ export interface components {
             state: components["schemas"]["TaskState"];
             /** Worker */
             worker?: string | null;
+        };
+        /**
+         * CancelOut
+         * @description `outcome`: cancelled (it has ended cancelled) or requested (its driver stops it at
+         *     its next heartbeat; the run then ends cancelled).
+         */
+        CancelOut: {
+            /** Outcome */
+            outcome: string;
+            run: components["schemas"]["RunOut"];
         };
         /** ColumnOut */
         ColumnOut: {
@@ -980,6 +1152,13 @@ export interface components {
         Page_SlaMissOut_: {
             /** Items */
             items: components["schemas"]["SlaMissOut"][];
+            /** Next Cursor */
+            next_cursor?: string | null;
+        };
+        /** Page[TaskInstanceOut] */
+        Page_TaskInstanceOut_: {
+            /** Items */
+            items: components["schemas"]["TaskInstanceOut"][];
             /** Next Cursor */
             next_cursor?: string | null;
         };
@@ -1242,6 +1421,32 @@ export interface components {
              * @description The metadata store's URL, password masked.
              */
             store: string;
+        };
+        /**
+         * RerunOut
+         * @description A retried or resumed run, queued again: a scheduler drives it and reruns `tasks`.
+         */
+        RerunOut: {
+            run: components["schemas"]["RunOut"];
+            /**
+             * Tasks
+             * @description The task ids that run again.
+             */
+            tasks: string[];
+        };
+        /**
+         * RetryIn
+         * @description Which failed task instances to run again: `task_id` (with `downstream`, its
+         *     downstream tasks too), or, without `task_id`, every failed one.
+         */
+        RetryIn: {
+            /**
+             * Downstream
+             * @default false
+             */
+            downstream: boolean;
+            /** Task Id */
+            task_id?: string | null;
         };
         /** RunBriefOut */
         RunBriefOut: {
@@ -1576,6 +1781,26 @@ export interface components {
              * @description run (a run was created) or invalid (see error).
              */
             status: string;
+        };
+        /**
+         * TriggerIn
+         * @description A run to create: parameters as JSON (validated against the pipeline's).
+         */
+        TriggerIn: {
+            /** Logical Date */
+            logical_date?: string | null;
+            /**
+             * Params
+             * @default {}
+             */
+            params: {
+                [key: string]: unknown;
+            };
+            /**
+             * Tags
+             * @default []
+             */
+            tags: string[];
         };
         /** ValidationError */
         ValidationError: {
@@ -2564,6 +2789,161 @@ export interface operations {
             };
         };
     };
+    list_pipeline_runs_api_v1_pipelines__name__runs_get: {
+        parameters: {
+            query?: {
+                /** @description Only runs in these states (repeat the parameter for several). */
+                state?: components["schemas"]["RunState"][] | null;
+                /** @description Created at or after (ISO 8601 with a time zone). */
+                created_from?: string | null;
+                /** @description Created at or before. */
+                created_to?: string | null;
+                /** @description Logical date at or after. */
+                logical_from?: string | null;
+                /** @description Logical date at or before. */
+                logical_to?: string | null;
+                /** @description Items per page (1-500). */
+                limit?: number;
+                /** @description Where the page starts: the `next_cursor` of the previous page. */
+                cursor?: string | null;
+            };
+            header?: never;
+            path: {
+                /** @description The pipeline's name. */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_RunOut_"];
+                };
+            };
+            /** @description The request cannot be used as it is. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such pipeline, run or task. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed in the current state; says why. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The metadata store cannot be reached. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    trigger_run_api_v1_pipelines__name__runs_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The pipeline's name. */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["TriggerIn"] | null;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunOut"];
+                };
+            };
+            /** @description The request cannot be used as it is. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such pipeline, run or task. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed in the current state; says why. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The metadata store cannot be reached. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
     unpause_pipeline_api_v1_pipelines__name__unpause_post: {
         parameters: {
             query?: never;
@@ -2992,6 +3372,291 @@ export interface operations {
             };
         };
     };
+    cancel_api_v1_runs__run_id__cancel_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The run's id. */
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CancelOut"];
+                };
+            };
+            /** @description The request cannot be used as it is. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such pipeline, run or task. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed in the current state; says why. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The metadata store cannot be reached. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    run_events_api_v1_runs__run_id__events_get: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The id of the last event the client received. */
+                "last-event-id"?: string | null;
+            };
+            path: {
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The event stream. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+            /** @description The run has ended and the client has seen its last event. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description The request cannot be used as it is. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such pipeline, run or task. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed in the current state; says why. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The metadata store cannot be reached. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    resume_api_v1_runs__run_id__resume_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The run's id. */
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RerunOut"];
+                };
+            };
+            /** @description The request cannot be used as it is. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such pipeline, run or task. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed in the current state; says why. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The metadata store cannot be reached. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    retry_api_v1_runs__run_id__retry_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The run's id. */
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["RetryIn"] | null;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RerunOut"];
+                };
+            };
+            /** @description The request cannot be used as it is. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such pipeline, run or task. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed in the current state; says why. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The metadata store cannot be reached. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
     get_task_instance_api_v1_runs__run_id__tasks__task_id__get: {
         parameters: {
             query?: {
@@ -3171,6 +3836,83 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["PreviewOut"];
+                };
+            };
+            /** @description The request cannot be used as it is. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such pipeline, run or task. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed in the current state; says why. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The metadata store cannot be reached. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    list_instances_api_v1_runs__run_id__tasks__task_id__instances_get: {
+        parameters: {
+            query?: {
+                /** @description Only instances in these states (repeat for several). */
+                state?: components["schemas"]["TaskState"][] | null;
+                /** @description Items per page (1-500). */
+                limit?: number;
+                /** @description Where the page starts: the `next_cursor` of the previous page. */
+                cursor?: string | null;
+            };
+            header?: never;
+            path: {
+                /** @description The run's id. */
+                run_id: string;
+                /** @description The task's id. */
+                task_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_TaskInstanceOut_"];
                 };
             };
             /** @description The request cannot be used as it is. */
@@ -3623,6 +4365,26 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HealthOut"];
+                };
+            };
+        };
+    };
+    metrics_metrics_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": string;
                 };
             };
         };

@@ -9,7 +9,7 @@ import { Graph, type GEdge, type GNode } from "../components/Graph";
 import { ParamForm, type FieldErrors, type ParamSchema } from "../components/ParamForm";
 import { RunSquares } from "../components/State";
 import { RunsTable } from "../components/RunsTable";
-import { fmtDate, fmtRelative, humanSchedule } from "../format";
+import { fmtDate, humanSchedule, nextRunText } from "../format";
 
 export function graphOf(p: PipelineDetailOut): { nodes: GNode[]; edges: GEdge[] } {
   const nodes = (p.nodes ?? []).map((n) => ({
@@ -57,7 +57,7 @@ export function PipelinePage({ tab }: { tab: "graph" | "runs" | "trigger" }) {
               ) : (p.triggers ?? []).length ? (p.triggers ?? []).join(", ") : "manual"}
             </dd>
             <dt>Next run</dt>
-            <dd>{p.next_run_at ? `${fmtRelative(p.next_run_at)} (${fmtDate(p.next_run_at)})` : "–"}</dd>
+            <dd>{nextRunText(p.next_run_at, p.paused)}{p.next_run_at && !p.paused ? ` (${fmtDate(p.next_run_at)})` : ""}</dd>
             <dt>Defined in</dt>
             <dd><code>{p.file ?? p.source}</code></dd>
             {(p.tags ?? []).length > 0 && (<><dt>Tags</dt><dd>{(p.tags ?? []).join(", ")}</dd></>)}

@@ -6,7 +6,7 @@ import { api, enc, type PipelineOut, type PipelinePage } from "../api/client";
 import { useApi } from "../api/hooks";
 import { ErrorBox } from "../components/ErrorBox";
 import { RunSquares } from "../components/State";
-import { fmtDate, fmtRelative, humanSchedule } from "../format";
+import { fmtDate, humanSchedule, nextRunText } from "../format";
 
 export function PipelinesPage() {
   const [params, setParams] = useSearchParams();
@@ -120,8 +120,8 @@ export function PipelinesPage() {
                     <span className="slider" />
                   </label>
                 </td>
-                <td title={fmtDate(p.next_run_at)}>
-                  {p.next_run_at ? fmtRelative(p.next_run_at) : <span className="muted">–</span>}
+                <td title={fmtDate(p.next_run_at)} className={p.paused || !p.next_run_at ? "muted" : ""} data-testid="next-run">
+                  {nextRunText(p.next_run_at, p.paused)}
                 </td>
                 <td>
                   {p.last_runs.length ? <RunSquares runs={p.last_runs} /> : <span className="muted">no runs</span>}

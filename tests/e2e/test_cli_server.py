@@ -55,6 +55,21 @@ def steps(n: int = 1):
 '''
 
 
+NIGHTLY = '''
+from cadenza import pipeline, task
+
+
+@task
+def stamp() -> int:
+    return 1
+
+
+@pipeline(schedule="@daily", start_date="2024-01-01", catchup=False)
+def nightly():
+    stamp()
+'''
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -112,28 +127,23 @@ def sse_events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
             fields[key] = value
 
 
-def trigger(client: httpx.Client, p: Project, name: str, params: dict[str, Any]) -> str:
-    """A queued run of `name`: over HTTP (POST /api/v1/pipelines/{name}/runs) when the
-    server has that route, else created through the engine as the route would."""
-    spec = client.get("/api/v1/openapi.json").json()
-    if "post" in spec["paths"].get("/api/v1/pipelines/{name}/runs", {}):
-        created = client.post(f"/api/v1/pipelines/{name}/runs", json={"params": params})
-        assert created.status_code in (200, 201, 202), created.text
-        return str(created.json()["run_id"])
-    from cadenza.engine.api import new_run
-    from cadenza.engine.loading import load_file
-    from cadenza.store import open_store
-
-    plan = load_file(p.pipelines / f"{name}.py").pipelines[name]
-    run, tis = new_run(plan, params, trigger="manual")
-    open_store(p.env["CADENZA_DATABASE_URL"]).create_run(run, tis)
-    return run.run_id
+def trigger(client: httpx.Client, name: str, params: dict[str, Any]) -> str:
+    """A queued run of `name`, over HTTP."""
+    created = client.post(f"/api/v1/pipelines/{name}/runs", json={"params": params})
+    assert created.status_code in (200, 201, 202), created.text
+    assert created.json()["state"] == "queued"
+    return str(created.json()["run_id"])
 
 
 def test_the_server_serves_health_and_metrics_and_stops_cleanly_on_sigterm(tmp_path):
-    p = make_project(tmp_path, files={"pipelines/steps.py": STEPS})
+    p = make_project(tmp_path, files={"pipelines/steps.py": STEPS,
+                                      "pipelines/nightly.py": NIGHTLY})
     with server(p) as (client, proc):
         assert client.get("/healthz").json()["status"] == "ok"
+        # The scheduler's time rules reach the API: a scheduled pipeline has a next run.
+        pipes = {x["name"]: x for x in client.get("/api/v1/pipelines").json()["items"]}
+        assert pipes["nightly"]["next_run_at"] is not None
+        assert pipes["steps"]["next_run_at"] is None
         got = metrics(client)
         assert got[("cadenza_runs", (("state", "running"),))] == 0
         code, out, err = stop(proc, signal.SIGTERM)
@@ -146,7 +156,7 @@ def test_the_server_serves_health_and_metrics_and_stops_cleanly_on_sigterm(tmp_p
 def test_with_the_scheduler_a_run_triggered_over_http_streams_its_events_and_succeeds(tmp_path):
     p = make_project(tmp_path, executor="threads", files={"pipelines/steps.py": STEPS})
     with server(p, "--scheduler") as (client, proc):
-        run_id = trigger(client, p, "steps", {"n": 4})
+        run_id = trigger(client, "steps", {"n": 4})
 
         seen: list[dict[str, Any]] = []
         with client.stream("GET", f"/api/v1/runs/{run_id}/events") as stream:

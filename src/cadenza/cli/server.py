@@ -3,8 +3,9 @@
 What belongs here: composing the API app (`api.create_app`) with uvicorn and, with
 `--scheduler`, the scheduler loop (`triggers.loop.Scheduler`, as `cadenza scheduler` runs it)
 in the same process: one command for a whole local deployment. The scheduler's Prometheus
-metrics reach the app's `/metrics` as an extra collector handed to `create_app` (the api
-never imports triggers). What does not: routes (`api/`), what a scheduler tick does.
+metrics reach the app's `/metrics` as an extra collector handed to `create_app`, and its
+time rules (`triggers.cron.next_run_at`) give the pipelines' next run (the api never imports
+triggers). What does not: routes (`api/`), what a scheduler tick does.
 
 Binding: loopback by default. Any other address needs auth configured (a user exists):
 without it every caller would be an anonymous admin, so the command refuses to start and
@@ -93,9 +94,11 @@ def _scheduler_collectors() -> list[Any]:
 def build_app(settings: Settings, paths: list[Path] | None, *, scheduler: bool) -> FastAPI:
     """The app `cadenza server` serves (also in each worker process)."""
     from cadenza.api.app import create_app
+    from cadenza.triggers.cron import next_run_at
 
     extra = _scheduler_collectors() if scheduler else []
-    return create_app(settings, paths=paths or None, metrics_collectors=extra)
+    return create_app(settings, paths=paths or None, next_run_at=next_run_at,
+                      metrics_collectors=extra)
 
 
 def worker_app() -> FastAPI:

@@ -24,14 +24,17 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, Select, exc
+from sqlalchemy import Connection, Engine, Select, Update, exc
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.dml import UpdateBase
 
 from cadenza.core.errors import StoreError
 from cadenza.store.db import dialect_insert, store_error
+
+if TYPE_CHECKING:
+    from cadenza.store.pgwrite import PgStatement, PgWriteConnection
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +45,25 @@ class PreparedDml:
     """One INSERT/UPDATE (or a SELECT run for its effect, such as taking a lock) compiled for
     one dialect, with its parameter conversion."""
 
-    __slots__ = ("_procs", "_to_dbapi", "sql", "what")
+    __slots__ = ("_procs", "_to_dbapi", "checked_sql", "pg", "pg_checked", "sql", "what")
 
     def __init__(self, stmt: UpdateBase | Select[Any], engine: Engine, what: str) -> None:
         dialect = engine.dialect
         compiled = stmt.compile(dialect=dialect)
         self.sql = compiled.string
         self.what = what
+        # PostgreSQL: the statement in the form a Writer's one-trip write sends it, and for
+        # an UPDATE, the form that fails when it matches no row (store/pgwrite.py).
+        self.checked_sql: str | None = None
+        self.pg: PgStatement | None = None
+        self.pg_checked: PgStatement | None = None
+        if dialect.name == "postgresql":
+            from cadenza.store.pgwrite import PgStatement, checked_update
+
+            self.pg = PgStatement(self.sql)
+            if isinstance(stmt, Update):
+                self.checked_sql = checked_update(self.sql)
+                self.pg_checked = PgStatement(self.checked_sql)
         positional = compiled.positiontup
         names: list[str] = list(positional) if positional is not None else list(compiled.binds)
         procs: list[tuple[str, Processor]] = []
@@ -209,12 +224,19 @@ def run_transaction(engine: Engine, url: str, steps: Sequence[Step], action: str
 
 
 class Writer:
-    """Runs a store's write transactions (`run`); on a SQLite file, on one connection it keeps.
+    """Runs a store's write transactions (`run`); on a SQLite file or PostgreSQL, on one
+    connection it keeps.
 
     Why keep one: a chained step writes once per task, and checking a connection out of
     SQLAlchemy's pool and back in costs ~25 us of the ~130 us such a write costs (SQLite WAL,
     2 slow cores), with no gain: SQLite lets one transaction write at a time anyway. The
-    kept connection also keeps its page cache between writes.
+    kept connection also keeps its page cache (SQLite) and its prepared statements
+    (PostgreSQL: the pool handed out its connections in turn, so each one prepared every
+    statement again) between writes.
+
+    PostgreSQL: the kept connection is in autocommit mode and a write is ONE round trip:
+    BEGIN, the statements and COMMIT go out in one libpq pipeline with one Sync
+    (store/pgwrite.py). Through the pool it took three (BEGIN, the statements, COMMIT).
 
     Threads: the driver's thread and the watch thread of an inline run both write, so a
     lock holds the connection for one whole transaction at a time (a second thread waits
@@ -223,13 +245,13 @@ class Writer:
     hold it at the fork); a write in a forked child through this Writer checks a connection
     out per transaction as before (`open_store` gives a child its own store anyway).
     A failed transaction rolls back; a connection that cannot (or was lost) is dropped and
-    the next write takes a new one. PostgreSQL and in-memory SQLite (one shared connection
-    for every thread, `StaticPool`) check a connection out per transaction, as before.
+    the next write takes a new one. In-memory SQLite (one shared connection for every
+    thread, `StaticPool`) checks a connection out per transaction, as before.
 
-    Checkpoints: SQLite copies the WAL back into the database file (and fsyncs both) inside
-    the COMMIT that crosses `wal_autocheckpoint` pages, about one commit in 100 of a chain:
-    measured on the loaded 2-core VM, the median commit took 35 us and those took 7-28 ms,
-    ~60% of the mean commit. The kept connection turns that off and every
+    Checkpoints (SQLite): SQLite copies the WAL back into the database file (and fsyncs
+    both) inside the COMMIT that crosses `wal_autocheckpoint` pages, about one commit in 100
+    of a chain: measured on the loaded 2-core VM, the median commit took 35 us and those
+    took 7-28 ms, ~60% of the mean commit. The kept connection turns that off and every
     `CHECKPOINT_EVERY` commits wakes a thread that runs the same PASSIVE checkpoint on
     another connection, in parallel (SQLite releases the GIL), without the write lock.
     Durability is unchanged: a commit is in the WAL when COMMIT returns, as before; the
@@ -237,14 +259,19 @@ class Writer:
     """
 
     __slots__ = ("_born", "_checkpointer", "_commits", "_conn", "_engine", "_keep", "_lock",
-                 "_url")
+                 "_pg", "_postgres", "_url")
 
     def __init__(self, engine: Engine, url: str) -> None:
         self._engine = engine
         self._url = url
-        self._keep = engine.dialect.name == "sqlite" and not isinstance(engine.pool, StaticPool)
+        name = engine.dialect.name
+        self._postgres = (name == "postgresql" and engine.dialect.driver == "psycopg"
+                          and _pipelines_supported())
+        self._keep = self._postgres or (name == "sqlite"
+                                        and not isinstance(engine.pool, StaticPool))
         self._lock = threading.Lock()
         self._conn: Any = None
+        self._pg: PgWriteConnection | None = None  # PostgreSQL: the kept connection's state
         self._born = _forks
         self._commits = 0
         self._checkpointer: _Checkpointer | None = None
@@ -253,9 +280,8 @@ class Writer:
         """Execute `steps` in one transaction.
 
         1. SQLite: `BEGIN IMMEDIATE` first, so the write lock is taken (waiting on
-           busy_timeout) before anything is read; PostgreSQL opens its transaction on the
-           first statement, `SET LOCAL synchronous_commit = off` when not `synchronous`
-           (see WriteBatch).
+           busy_timeout) before anything is read; PostgreSQL: BEGIN, then
+           `SET LOCAL synchronous_commit = off` when not `synchronous` (see WriteBatch).
         2. Each step is one execute (one row) or executemany (several).
         3. An update that matched fewer rows than it was given raises StoreError.
         4. Any error rolls back; a disconnect also drops the connection.
@@ -269,10 +295,12 @@ class Writer:
                 self._conn = self._connect(action)
             try:
                 _transaction(self._engine, self._url, self._conn, steps, action,
-                             synchronous=synchronous)
+                             synchronous=synchronous, one_trip=self._pg)
             finally:
                 if not self._conn.is_valid:  # invalidated by the failure: take a new one next
-                    self._conn = None
+                    self._conn = self._pg = None
+            if self._postgres:
+                return
             self._commits += 1
             if self._commits % CHECKPOINT_EVERY == 0:
                 if self._checkpointer is None:
@@ -282,7 +310,15 @@ class Writer:
     def _connect(self, action: str) -> Any:
         conn = _checkout(self._engine, self._url, action)
         try:
-            conn.dbapi_connection.execute("PRAGMA wal_autocheckpoint = 0")
+            if self._postgres:
+                from cadenza.store.pgwrite import PgWriteConnection
+
+                pg = conn.driver_connection
+                pg.autocommit = True
+                pg.prepare_threshold = None  # see store/pgwrite.py
+                self._pg = PgWriteConnection(pg)
+            else:
+                conn.dbapi_connection.execute("PRAGMA wal_autocheckpoint = 0")
         except self._engine.dialect.loaded_dbapi.Error as e:
             conn.invalidate(e)
             raise store_error(e, self._url, action) from e
@@ -293,16 +329,29 @@ class Writer:
         if _forks != self._born:
             return
         with self._lock:
-            conn, self._conn = self._conn, None
+            conn, self._conn, self._pg = self._conn, None, None
             checkpointer, self._checkpointer = self._checkpointer, None
         if checkpointer is not None:
             checkpointer.stop()
         if conn is not None:
-            try:  # back to the pool as it came: checkpointing on its own commits
-                conn.dbapi_connection.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT}")
+            try:  # back to the pool as it came: in transactions (PostgreSQL), checkpointing
+                # on its own commits (SQLite)
+                if self._postgres:
+                    pg = conn.driver_connection
+                    pg.autocommit = False
+                    pg.prepare_threshold = 5  # psycopg's default
+                else:
+                    conn.dbapi_connection.execute(
+                        f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT}")
             except self._engine.dialect.loaded_dbapi.Error as e:
                 conn.invalidate(e)
             conn.close()
+
+
+def _pipelines_supported() -> bool:
+    import psycopg
+
+    return bool(psycopg.Pipeline.is_supported())
 
 
 # Forks this process descends from: a Writer made before a fork sees a bigger number in the
@@ -372,8 +421,9 @@ def _checkout(engine: Engine, url: str, action: str) -> Any:
 
 
 def _transaction(engine: Engine, url: str, kept: Any, steps: Sequence[Step], action: str, *,
-                 synchronous: bool) -> None:
-    """One transaction of `steps` on `kept`, or on a connection checked out for it."""
+                 synchronous: bool, one_trip: PgWriteConnection | None = None) -> None:
+    """One transaction of `steps` on `kept`, or on a connection checked out for it;
+    PostgreSQL's `kept` in one round trip through `one_trip`."""
     try:
         prepared = [(dml, dml.parameters(rows), rows, check) for dml, rows, check in steps]
     except (TypeError, ValueError) as e:
@@ -383,7 +433,10 @@ def _transaction(engine: Engine, url: str, kept: Any, steps: Sequence[Step], act
     conn = kept if kept is not None else _checkout(engine, url, action)
     cursor = None
     try:
-        if dialect.name == "postgresql":
+        if one_trip is not None:  # autocommit: BEGIN ... COMMIT in one round trip
+            one_trip.run([(_pg_statement(dml, check), rows)
+                          for dml, _params, rows, check in prepared], synchronous=synchronous)
+        elif dialect.name == "postgresql":
             _execute_pipelined(conn.driver_connection, prepared, synchronous=synchronous)
         else:
             cursor = conn.cursor()
@@ -399,6 +452,10 @@ def _transaction(engine: Engine, url: str, kept: Any, steps: Sequence[Step], act
         conn.commit()
     except dbapi_error as e:
         _rollback(conn, dialect, e, cursor)
+        if one_trip is not None and _is_missing_row(e) and conn.is_valid:
+            missing = _diagnose_missing_rows(conn, prepared)
+            if missing is not None:
+                raise missing from None
         raise store_error(e, url, action) from e
     except (TypeError, ValueError) as e:  # psycopg serialises JSON only while executing
         _rollback(conn, dialect, None, cursor)
@@ -507,6 +564,47 @@ def _execute_pipelined(pg: Any, prepared: list[tuple[PreparedDml, list[Any], Any
                 raise _missing_rows(cur.rowcount, rows, dml.what)
     finally:
         for cur in cursors:
+            cur.close()
+
+
+def _pg_statement(dml: PreparedDml, check: bool) -> PgStatement:
+    stmt = dml.pg_checked if check else dml.pg
+    assert stmt is not None, dml.what  # PostgreSQL statements have both; only UPDATEs are checked
+    return stmt
+
+
+def _is_missing_row(e: BaseException) -> bool:
+    from cadenza.store.pgwrite import is_missing_row
+
+    return is_missing_row(e)
+
+
+def _diagnose_missing_rows(conn: Any, prepared: list[tuple[PreparedDml, list[Any], Any, bool]]
+                           ) -> StoreError | None:
+    """After a one-trip write failed on a missing row (and was rolled back): run its
+    statements again in a transaction that is always rolled back, checking the counts one
+    step at a time, for the error that names the rows. None if it does not find them."""
+    import psycopg
+
+    cur = conn.driver_connection.cursor()
+    try:
+        cur.execute(b"BEGIN")
+        for dml, params, rows, check in prepared:
+            if len(params) == 1:
+                cur.execute(dml.sql, params[0])
+            else:
+                cur.executemany(dml.sql, params)
+            if check and cur.rowcount >= 0 and cur.rowcount != len(params):
+                return _missing_rows(cur.rowcount, rows, dml.what)
+        return None
+    except psycopg.Error:  # the caller reports the first error
+        return None
+    finally:
+        try:
+            cur.execute(b"ROLLBACK")
+        except psycopg.Error as e:
+            conn.invalidate(e)
+        finally:
             cur.close()
 
 

@@ -1,0 +1,146 @@
+"""PostgreSQL's write transaction in one round trip, on the connection a store's Writer keeps.
+
+What belongs here: sending one write transaction (BEGIN, the statements, COMMIT) to
+PostgreSQL as one libpq pipeline with one Sync, preparing each statement once per
+connection, and turning the server's answer into success or the first error. What does
+not: which statements a write runs and how values are converted (`runs.py`, `dml.py`), nor
+the connection's lifecycle (`dml.Writer`).
+
+Why: a chained step writes once per task and waits for the write before it dispatches the
+next task. Through a pooled connection and psycopg's cursor the write took three round
+trips (BEGIN; the statements; COMMIT), and psycopg's pipeline machinery ran ~24 generator
+steps and 8 waits per write in Python. Here the statements are prepared once (named
+server-side statements, Parse sent in the same pipeline the first time), each execution is
+one `send_query_prepared` with text parameters dumped by psycopg's Transformer (C), and the
+whole transaction is one flush and one read of the results.
+
+A checked UPDATE cannot be checked by the client before COMMIT (COMMIT is already on the
+wire), so it runs as `checked_sql`, which fails on the server when it matches no row; the
+error aborts the transaction and the server skips everything up to the Sync, COMMIT
+included.
+
+The connection is in autocommit mode (the Writer sets it), psycopg's own automatic
+preparing is off on it (`prepare_threshold = None`: psycopg would otherwise DEALLOCATE ALL
+on a rollback, ours included), and only the Writer's lock holder uses it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg import Connection, errors, pq
+from psycopg.adapt import PyFormat, Transformer
+from psycopg.generators import fetch_many, send
+
+_COMMAND_OK = pq.ExecStatus.COMMAND_OK
+_FATAL = pq.ExecStatus.FATAL_ERROR
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%")
+_names = itertools.count()
+
+
+class PgStatement:
+    """One statement in PostgreSQL's numbered form ($1, $2 ...), with the order in which
+    its named parameters fill those numbers and the name it is prepared under."""
+
+    __slots__ = ("name", "names", "sql")
+
+    def __init__(self, pyformat_sql: str) -> None:
+        order: dict[str, int] = {}
+
+        def number(m: re.Match[str]) -> str:
+            if m.group(0) == "%%":
+                return "%"
+            return f"${order.setdefault(m.group(1), len(order) + 1)}"
+
+        self.sql = _PLACEHOLDER.sub(number, pyformat_sql).encode()
+        self.names = tuple(order)
+        self.name = f"cadenza_w{next(_names)}".encode()
+
+
+class PgWriteConnection:
+    """A kept autocommit psycopg connection and the statements prepared on it."""
+
+    __slots__ = ("_formats", "_prepared", "_tx", "pg")
+
+    def __init__(self, pg: Connection[Any]) -> None:
+        self.pg = pg
+        self._tx = Transformer(pg)
+        self._prepared: set[bytes] = set()
+        self._formats: dict[int, list[PyFormat]] = {}
+
+    def run(self, steps: Sequence[tuple[PgStatement, list[dict[str, Any]]]], *,
+            synchronous: bool) -> None:
+        """BEGIN; [SET LOCAL synchronous_commit = off;] every row of every step; COMMIT,
+        as one pipeline: one flush, one read. Raises the first error the server reported
+        (a psycopg error); the transaction is then aborted and waits for a ROLLBACK."""
+        pgconn = self.pg.pgconn
+        tx = self._tx
+        # Every value is dumped before anything is queued: a value psycopg cannot dump
+        # raises here, with nothing sent.
+        queries: list[tuple[bytes, Sequence[Any]]] = []
+        prepares: list[PgStatement] = []
+        for stmt, rows in steps:
+            if stmt.name not in self._prepared and stmt not in prepares:
+                prepares.append(stmt)
+            names = stmt.names
+            formats = self._formats.get(len(names))
+            if formats is None:
+                formats = self._formats[len(names)] = [PyFormat.TEXT] * len(names)
+            for row in rows:
+                queries.append((stmt.name, tx.dump_sequence([row[n] for n in names], formats)))
+        pgconn.enter_pipeline_mode()
+        try:
+            for stmt in prepares:
+                pgconn.send_prepare(stmt.name, stmt.sql)
+            pgconn.send_query_params(b"BEGIN", None)
+            if not synchronous:
+                pgconn.send_query_params(b"SET LOCAL synchronous_commit = off", None)
+            for name, params in queries:
+                pgconn.send_query_prepared(name, params)
+            pgconn.send_query_params(b"COMMIT", None)
+            pgconn.pipeline_sync()
+            wait = self.pg.wait
+            wait(send(pgconn))
+            error: pq.abc.PGresult | None = None
+            for stmt in prepares:
+                for res in wait(fetch_many(pgconn)):
+                    if res.status == _FATAL:
+                        error = error or res
+                    elif res.status == _COMMAND_OK:
+                        self._prepared.add(stmt.name)
+            for _ in range(len(queries) + (3 if not synchronous else 2)):
+                for res in wait(fetch_many(pgconn)):
+                    if res.status == _FATAL and error is None:
+                        error = res
+            wait(fetch_many(pgconn))  # the Sync's PIPELINE_SYNC
+            pgconn.exit_pipeline_mode()
+        except BaseException:
+            # Results left unread (an interrupt, a lost connection): this connection's
+            # protocol state is unknown. Closing it makes the caller's rollback fail, and
+            # that drops the connection from the pool.
+            if pgconn.pipeline_status != pq.PipelineStatus.OFF:
+                self.pg.close()
+            raise
+        if error is not None:
+            raise errors.error_from_result(error, encoding=self.pg.info.encoding)
+
+
+# The error a checked UPDATE raises when it matched no row: casting this text (with the
+# count appended, so the planner cannot evaluate the cast ahead of time) to an integer.
+_MISSING_ROW_MARK = "cadenza: the row to update does not exist "
+
+
+def checked_update(sql: str) -> str:
+    """`sql`, an UPDATE of one row by its primary key, as a statement that fails on the
+    server when it matches no row."""
+    return (f"WITH cadenza_updated AS ({sql} RETURNING 1) "
+            f"SELECT CAST('{_MISSING_ROW_MARK}' || count(*) AS INTEGER) "
+            "FROM cadenza_updated HAVING count(*) = 0")
+
+
+def is_missing_row(e: BaseException) -> bool:
+    """`e` is the error of a checked UPDATE that matched no row."""
+    return getattr(e, "sqlstate", None) == "22P02" and _MISSING_ROW_MARK in str(e)

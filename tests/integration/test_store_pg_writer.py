@@ -1,0 +1,221 @@
+"""PostgreSQL's writer (store/dml.py `Writer`, store/pgwrite.py): a store keeps one
+autocommit connection for its writes and sends each write transaction (BEGIN, statements,
+COMMIT) as one round trip, with statements prepared once per connection; updates are still
+checked (on the server), a failed write rolls back and leaves the connection usable, and
+dispose() gives the connection back as it came.
+
+Round trips are counted by a TCP relay between the store and the server: a client burst is
+data the client sends after the server last sent (or first), i.e. one request/response
+exchange."""
+
+from __future__ import annotations
+
+import itertools
+import select
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from cadenza.core.errors import StoreError
+from cadenza.core.records import WriteBatch
+from cadenza.core.states import TaskState
+from cadenza.store import RunStore, open_store
+from tests.integration.test_store import attempt, make_run, ti
+
+pytestmark = pytest.mark.postgres
+
+
+class Relay:
+    """Forwards TCP connections from a local port to PostgreSQL and counts, over all of
+    them, the client's bursts (one per request/response exchange)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self.bursts = 0
+        self._closing = False
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def _accept(self) -> None:
+        while not self._closing:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self._target)
+            for s in (client, server):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            t = threading.Thread(target=self._pump, args=(client, server), daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def _pump(self, client: socket.socket, server: socket.socket) -> None:
+        last = ""
+        try:
+            while not self._closing:
+                ready, _, _ = select.select([client, server], [], [], 0.2)
+                for sock in ready:
+                    data = sock.recv(1 << 16)
+                    if not data:
+                        return
+                    if sock is client:
+                        if last != "client":
+                            with self._lock:
+                                self.bursts += 1
+                            last = "client"
+                        server.sendall(data)
+                    else:
+                        last = "server"
+                        client.sendall(data)
+        except OSError:
+            return
+        finally:
+            client.close()
+            server.close()
+
+    def close(self) -> None:
+        self._closing = True
+        self._listener.close()
+        for t in self._threads:
+            t.join(5)
+
+
+@pytest.fixture
+def relayed(db_url: str) -> Iterator[tuple[RunStore, Relay]]:
+    u = make_url(db_url)
+    relay = Relay(u.host or "127.0.0.1", u.port or 5432)
+    store = open_store(u.set(host="127.0.0.1", port=relay.port)
+                       .render_as_string(hide_password=False))
+    try:
+        yield store, relay
+    finally:
+        store.dispose()
+        relay.close()
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_write_is_one_round_trip_on_the_kept_connection(
+        relayed: tuple[RunStore, Relay]) -> None:
+    """A chained step's write (the finished task's update and attempt, the next task's
+    start) is ONE exchange with the server; through the pool it was three (BEGIN; the
+    statements; COMMIT). Also when the statements are prepared (first write) and with
+    synchronous_commit off."""
+    store, relay = relayed
+    run = make_run()
+    names = [f"t{i}" for i in range(4)]
+    store.create_run(run, [ti(run.run_id, n) for n in names])
+    kept = store._writer._conn
+    before = relay.bursts
+    for i, (done, nxt) in enumerate(itertools.pairwise(names)):
+        store.write(WriteBatch(
+            task_instance_updates=[ti(run.run_id, done, state=TaskState.SUCCESS, attempt=1),
+                                   ti(run.run_id, nxt, state=TaskState.RUNNING, attempt=1)],
+            attempts=[attempt(run.run_id, done, 1, state=TaskState.SUCCESS)],
+            synchronous=i % 2 == 1,
+        ))
+    assert relay.bursts - before == 3
+    assert store._writer._conn is kept
+    states = {t.task_id: t.state for t in store.get_task_instances(run.run_id)}
+    assert states == {"t0": TaskState.SUCCESS, "t1": TaskState.SUCCESS,
+                      "t2": TaskState.SUCCESS, "t3": TaskState.RUNNING}
+    assert len(store.get_attempts(run.run_id)) == 3
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_statements_are_prepared_once_per_connection(store: RunStore) -> None:
+    run = make_run()
+    store.create_run(run, [ti(run.run_id, "a", map_index=m) for m in range(5)])
+    for m in range(5):
+        store.write(WriteBatch(
+            task_instance_updates=[ti(run.run_id, "a", map_index=m, state=TaskState.SUCCESS,
+                                      attempt=1)],
+            attempts=[attempt(run.run_id, "a", 1, map_index=m, state=TaskState.SUCCESS)],
+        ))
+    pg = store._writer._conn.driver_connection
+    rows = pg.execute("SELECT statement, generic_plans + custom_plans FROM "
+                      "pg_prepared_statements WHERE name LIKE 'cadenza_w%'").fetchall()
+    runs = {what: sorted(n for stmt, n in rows if stmt.startswith(start))
+            for what, start in [("run insert", "INSERT INTO runs"),
+                                ("checked update", "WITH cadenza_updated AS (UPDATE task_inst"),
+                                ("attempt insert", "INSERT INTO attempts")]}
+    # create_run's run and task instance inserts, then the 5 writes' two statements: each
+    # prepared once on the kept connection, and run that many times.
+    assert runs == {"run insert": [1], "checked update": [5], "attempt insert": [5]}
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_failed_write_rolls_back_and_the_connection_stays_usable(store: RunStore) -> None:
+    from psycopg.pq import TransactionStatus
+
+    run = make_run()
+    store.create_run(run, [ti(run.run_id, "a"), ti(run.run_id, "b")])
+    kept = store._writer._conn
+    with pytest.raises(StoreError):  # a duplicate attempt key: the server refuses
+        store.write(WriteBatch(
+            task_instance_updates=[ti(run.run_id, "a", state=TaskState.QUEUED)],
+            attempts=[attempt(run.run_id, "a", 1), attempt(run.run_id, "a", 1)],
+        ))
+    with pytest.raises(StoreError, match="1 of 2 task instances updated"):  # checked update
+        store.write(WriteBatch(
+            task_instance_updates=[ti(run.run_id, "b", state=TaskState.QUEUED),
+                                   ti(run.run_id, "ghost", state=TaskState.QUEUED)],
+            synchronous=False,
+        ))
+    assert store._writer._conn is kept
+    pg: Any = kept.driver_connection
+    assert pg.info.transaction_status is TransactionStatus.IDLE
+    states = {t.task_id: t.state for t in store.get_task_instances(run.run_id)}
+    assert states == {"a": TaskState.PENDING, "b": TaskState.PENDING}
+    assert store.get_attempts(run.run_id) == []
+    store.write(WriteBatch(
+        task_instance_updates=[ti(run.run_id, "a", state=TaskState.SUCCESS, attempt=1)],
+        attempts=[attempt(run.run_id, "a", 1, state=TaskState.SUCCESS)],
+    ))
+    done = store.get_task_instance(run.run_id, "a")
+    assert done is not None and done.state is TaskState.SUCCESS
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_lost_connection_fails_one_write_and_the_next_takes_a_new_one(
+        store: RunStore) -> None:
+    run = make_run()
+    store.create_run(run, [ti(run.run_id, "a")])
+    kept = store._writer._conn
+    pid = kept.driver_connection.info.backend_pid
+    other = store._engine.raw_connection()
+    try:
+        cur = other.cursor()
+        cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        cur.close()
+    finally:
+        other.close()
+    with pytest.raises(StoreError):
+        store.write(WriteBatch(task_instance_updates=[
+            ti(run.run_id, "a", state=TaskState.RUNNING, attempt=1)]))
+    store.write(WriteBatch(task_instance_updates=[
+        ti(run.run_id, "a", state=TaskState.RUNNING, attempt=1)]))
+    assert store._writer._conn is not kept
+    got = store.get_task_instance(run.run_id, "a")
+    assert got is not None and got.state is TaskState.RUNNING
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_dispose_gives_the_kept_connection_back_in_transaction_mode(store: RunStore) -> None:
+    run = make_run()
+    store.create_run(run, [])
+    kept = store._writer._conn
+    pg = kept.driver_connection
+    assert pg.autocommit
+    pool = store._engine.pool
+    assert pool.checkedout() == 1  # type: ignore[attr-defined]
+    store._writer.close()
+    assert store._writer._conn is None
+    assert not pg.autocommit and pg.prepare_threshold == 5
+    assert pool.checkedout() == 0  # type: ignore[attr-defined]

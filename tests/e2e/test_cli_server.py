@@ -197,6 +197,21 @@ def test_a_non_loopback_bind_without_auth_is_refused_with_the_fix(tmp_path, host
     assert "Traceback" not in proc.stderr
 
 
+def test_with_a_user_the_server_binds_every_address_and_wants_a_token(tmp_path):
+    p = make_project(tmp_path, files={"pipelines/steps.py": STEPS})
+    p.ok("users", "create", "ana", "--role", "viewer", "--password", "pw-for-the-test")
+    token = json.loads(p.ok("tokens", "create", "--user", "ana", "--json").stdout)["token"]
+
+    with server(p, "--host", "0.0.0.0") as (client, proc):
+        assert client.get("/api/v1/pipelines").status_code == 401
+        auth = {"Authorization": f"Bearer {token}"}
+        names = [x["name"] for x in client.get("/api/v1/pipelines", headers=auth).json()["items"]]
+        assert names == ["steps"]
+        code, _, err = stop(proc, signal.SIGTERM)
+
+    assert code == 0, err
+
+
 def test_a_port_in_use_is_a_usage_error_naming_the_fix(tmp_path):
     p = make_project(tmp_path, files={"pipelines/steps.py": STEPS})
     with socket.socket() as taken:

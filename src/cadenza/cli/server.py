@@ -7,9 +7,10 @@ metrics reach the app's `/metrics` as an extra collector handed to `create_app`,
 time rules (`triggers.cron.next_run_at`) give the pipelines' next run (the api never imports
 triggers). What does not: routes (`api/`), what a scheduler tick does.
 
-Binding: loopback by default. Any other address needs auth configured (a user exists):
-without it every caller would be an anonymous admin, so the command refuses to start and
-says how to create a user and a token (exit 2, before anything listens).
+Binding: loopback by default. Any other address needs auth configured (a user exists, or
+settings force it; `api.auth.check_bind`): without it every caller would be an anonymous
+admin, so the command refuses to start and says how to create a user and a token (exit 2,
+before anything listens).
 
 Stopping, by case:
   1. SIGINT (Ctrl-C) or SIGTERM -> live event streams end, uvicorn stops accepting and
@@ -53,15 +54,6 @@ DEFAULT_PORT = 8321
 GRACEFUL_S = 10
 # Worker processes (--workers > 1) rebuild the app from these.
 _PATHS_ENV = "CADENZA_SERVER_PATHS"
-
-
-def _check_bind(host: str, store: Any) -> None:
-    """Refuse a non-loopback address while auth is not configured (no user exists): the
-    rule is core.security's; the store says whether a user exists."""
-    from cadenza.core.security import check_bind_host
-    from cadenza.store.security import security_store
-
-    check_bind_host(host, auth_configured=security_store(store).count_users() > 0)
 
 
 def _paths(targets: list[str]) -> list[Path]:
@@ -214,7 +206,9 @@ def server_command(
     check_executor(executor)
     paths = _paths(list(targets or []))
     store = open_store(settings.database_url)
-    _check_bind(host, store)
+    from cadenza.api.auth import check_bind
+
+    check_bind(host, store, settings=settings)
 
     sched: Scheduler | None = None
     thread: threading.Thread | None = None

@@ -6,6 +6,7 @@ import { PipelinePage } from "./pages/PipelinePage";
 import { PipelinesPage } from "./pages/PipelinesPage";
 import { RunPage } from "./pages/RunPage";
 import { RunsPage } from "./pages/RunsPage";
+import { TaskInstancePage } from "./pages/TaskInstancePage";
 import "./styles.css";
 import { applyTheme, initialTheme } from "./theme";
 
@@ -25,6 +26,7 @@ const router = createBrowserRouter([
       { path: "runs/:runId", element: <RunPage tab="graph" /> },
       { path: "runs/:runId/gantt", element: <RunPage tab="gantt" /> },
       { path: "runs/:runId/tasks", element: <RunPage tab="tasks" /> },
+      { path: "runs/:runId/tasks/:taskId", element: <TaskInstancePage /> },
       { path: "*", element: <NotFoundPage /> },
     ],
   },

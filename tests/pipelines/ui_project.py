@@ -1,6 +1,6 @@
 """UI fixture project (tests/fixtures/browser.py copies it beside api_project.py).
 
-- `nightly_report`: a cron schedule on weekdays (shown human-readable), tags, a fan-out and
+- `nightly_report`: (`extract` is cached across runs) a cron schedule on weekdays (shown human-readable), tags, a fan-out and
   a fan-in, a mapped task, and parameters of every JSON-schema type the trigger form draws.
 - `flaky`: `step` fails until the file named by `gate` exists (a failed run, then a retry).
 - `live_demo`: `hold` runs until the file named by `gate` exists, so a browser test can see
@@ -16,7 +16,7 @@ from pathlib import Path
 from cadenza import pipeline, task
 
 
-@task
+@task(cache=True)
 def extract(days: int) -> list[int]:
     return list(range(days))
 
@@ -53,6 +53,7 @@ def nightly_report(days: int = 4, threshold: float = 0.5, region: str = "eu",
 
 @task
 def prepare() -> str:
+    print("\x1b[1;32mready\x1b[0m to go, \x1b[31mred\x1b[0m and plain", flush=True)
     return "ready"
 
 

@@ -70,6 +70,26 @@ def nightly():
 '''
 
 
+# Each run of `count` appends one line to ran.txt in the project folder.
+COUNT = '''
+import os
+
+from cadenza import pipeline, task
+
+
+@task
+def record(i: int) -> int:
+    with open("ran.txt", "a") as fh:
+        fh.write(f"{i} {os.getpid()}\\n")
+    return i
+
+
+@pipeline
+def count(i: int = 0):
+    record(i)
+'''
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -210,6 +230,33 @@ def test_with_a_user_the_server_binds_every_address_and_wants_a_token(tmp_path):
         code, _, err = stop(proc, signal.SIGTERM)
 
     assert code == 0, err
+
+
+@pytest.mark.postgres
+def test_two_servers_with_schedulers_on_one_postgresql_store_run_each_run_once(
+        tmp_path, postgres_database):
+    from tests.fixtures.store import drop_postgres_schema, new_postgres_schema
+
+    url = new_postgres_schema(postgres_database)
+    p = make_project(tmp_path, executor="threads", files={"pipelines/count.py": COUNT})
+    p.env["CADENZA_DATABASE_URL"] = url
+    try:
+        with server(p, "--scheduler") as (a, pa), server(p, "--scheduler") as (b, pb):
+            ids = [trigger(a if i % 2 else b, "count", {"i": i}) for i in range(12)]
+
+            def states() -> list[str]:
+                return [a.get(f"/api/v1/runs/{r}").json()["state"] for r in ids]
+
+            wait_for(lambda: all(s == "success" for s in states()), timeout_s=120,
+                     what="the 12 runs to succeed")
+            for proc in (pa, pb):
+                code, _, err = stop(proc, signal.SIGTERM)
+                assert code == 0, err
+    finally:
+        drop_postgres_schema(url)
+
+    lines = (p.root / "ran.txt").read_text().splitlines()
+    assert sorted(int(line.split()[0]) for line in lines) == list(range(12))  # once each
 
 
 def test_a_port_in_use_is_a_usage_error_naming_the_fix(tmp_path):

@@ -30,7 +30,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, exc, select, te
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
-from cadenza.core.errors import StoreError
+from cadenza.core.errors import StoreError, UsageError
 from cadenza.store.tables import SCHEMA_REVISION, metadata, version_metadata, version_table
 
 log = logging.getLogger(__name__)
@@ -78,12 +78,18 @@ def _hint_for(url: str | URL) -> str:
     return "Cadenza supports sqlite:/// and postgresql+psycopg:// URLs; set CADENZA_DATABASE_URL"
 
 
-def store_error(exc_: BaseException, url: str | URL, action: str) -> StoreError:
-    """Translate a SQLAlchemy/DBAPI error raised while doing `action` into a StoreError."""
+def store_error(exc_: BaseException, url: str | URL, action: str) -> StoreError | UsageError:
+    """Translate a SQLAlchemy/DBAPI error raised while doing `action` into a StoreError, or
+    into a UsageError when the caller's value is what the database refuses (PostgreSQL
+    stores no NUL character in text or JSON: that is bad input, not a store outage)."""
     orig = getattr(exc_, "orig", None) or exc_
     detail = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
     kinds = {c.__name__ for c in type(orig).__mro__} | {type(exc_).__name__}
     lowered = detail.lower()
+    if "DataError" in kinds and ("nul (0x00)" in lowered or "\\u0000" in str(orig).lower()):
+        return UsageError(f"{action}: a value holds a NUL character (\\x00), which the "
+                          "metadata store (PostgreSQL) cannot keep",
+                          hint="remove the NUL character from the name or value")
     if "IntegrityError" in kinds:
         hint = (
             "a row with this key already exists, or refers to a row that does not; "

@@ -70,6 +70,30 @@ def nightly():
 '''
 
 
+# `check` fails until the file `gate` exists in the project folder.
+GATED = '''
+from pathlib import Path
+
+from cadenza import pipeline, task
+
+
+@task
+def check() -> str:
+    if not Path("gate").exists():
+        raise ValueError("the gate is closed")
+    return "open"
+
+
+@task
+def after(value: str) -> str:
+    return value.upper()
+
+
+@pipeline
+def gated():
+    after(check())
+'''
+
 # Each run of `count` appends one line to ran.txt in the project folder.
 COUNT = '''
 import os
@@ -155,6 +179,10 @@ def trigger(client: httpx.Client, name: str, params: dict[str, Any]) -> str:
     return str(created.json()["run_id"])
 
 
+def labels(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [("run" if e["event"] == "run" else e["task_id"], e["state"]) for e in events]
+
+
 def test_the_server_serves_health_and_metrics_and_stops_cleanly_on_sigterm(tmp_path):
     p = make_project(tmp_path, files={"pipelines/steps.py": STEPS,
                                       "pipelines/nightly.py": NIGHTLY})
@@ -230,6 +258,30 @@ def test_with_a_user_the_server_binds_every_address_and_wants_a_token(tmp_path):
         code, _, err = stop(proc, signal.SIGTERM)
 
     assert code == 0, err
+
+
+def test_a_retried_run_streams_on_after_its_end_for_a_client_that_saw_it(tmp_path):
+    p = make_project(tmp_path, executor="threads", files={"pipelines/gated.py": GATED})
+    with server(p, "--scheduler") as (client, proc):
+        run_id = trigger(client, "gated", {})
+        url = f"/api/v1/runs/{run_id}/events"
+        with client.stream("GET", url) as stream:
+            first = list(sse_events(stream.iter_lines()))  # ends with the run's failure
+        assert labels(first)[-1] == ("run", "failed")
+        assert ("after", "upstream_failed") in labels(first)
+
+        (p.root / "gate").write_text("open")
+        assert client.post(f"/api/v1/runs/{run_id}/retry", json={}).status_code == 200
+        with client.stream("GET", url, headers={"Last-Event-ID": first[-1]["id"]}) as stream:
+            assert stream.status_code == 200
+            rest = list(sse_events(stream.iter_lines()))
+        code, _, err = stop(proc, signal.SIGTERM)
+
+    assert code == 0, err
+    assert labels(rest)[-1] == ("run", "success")
+    assert labels(rest).index(("check", "success")) < labels(rest).index(("after", "success"))
+    ids = [int(e["id"].rsplit(".", 1)[1]) for e in first + rest]
+    assert ids == list(range(1, len(ids) + 1))  # the same log, going on
 
 
 @pytest.mark.postgres

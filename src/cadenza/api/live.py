@@ -11,7 +11,9 @@ polled less often, so that reading takes at most BUSY_SHARE of its poller's time
 
 A feed lives in this process (a bounded LRU of `keep` runs): its poller runs while it has
 clients and stops when the last one leaves or the run has ended; its log stays, so a client
-that reconnects within the LRU's reach resumes exactly where it was. `close()` (server
+that reconnects within the LRU's reach resumes exactly where it was. Opening a feed whose
+poller is not running reads the run again, so an ended run that was retried or resumed
+since goes on in the same log. `close()` (server
 shutdown) ends every stream, so uvicorn's graceful shutdown is not held up by open streams.
 """
 
@@ -117,8 +119,14 @@ class RunFeeds:
             self._evict()
         else:
             self._feeds.move_to_end(run_id)
-            if not feed.log.is_final and feed.poller is None:
-                await self._read(feed)
+            if feed.poller is None:
+                # Also how an ended run that was retried or resumed since comes back to life.
+                try:
+                    await self._read(feed)
+                except RunNotFound:
+                    if self._feeds.get(run_id) is feed:
+                        del self._feeds[run_id]
+                    raise
         if feed.log.is_done_for(last_event_id):
             return None
         return self._stream(feed, feed.log.start(last_event_id))

@@ -24,7 +24,8 @@ engine commits it. `event:` is `run` or `task_instance`; `data:` is one line of 
 `started_at`, `ended_at`, `reason`). Every event has an `id:`: reconnect with
 `Last-Event-ID` to get exactly the events after it (an id this server does not know gets the
 stream from its start). The stream ends after the run's final state; a client that has seen
-it and reconnects gets 204. While nothing changes, a comment line keeps the connection open.
+it and reconnects gets 204, unless the run was retried or resumed since: then the stream goes
+on from there. While nothing changes, a comment line keeps the connection open.
 A quick task's `running` may not be seen on its own when its end is committed at once.
 """
 

@@ -421,3 +421,18 @@ def test_a_nul_character_in_a_name_or_value_is_bad_input_not_a_store_outage(
         if db_url.startswith("postgresql"):  # SQLite keeps NUL characters: 404 / 200 there
             assert r.status_code == 400, (r.request.url, r.text)
             assert "NUL character" in r.json()["detail"]
+
+
+def test_every_attempt_of_a_run_in_pages(server: Server) -> None:
+    rid = server.run("data_pipe", n=2, xs=[1, 2, 3]).run_id
+    got = all_items(server, f"/runs/{rid}/attempts", 3)
+    keys = [(a["task_id"], a["map_index"], a["attempt"]) for a in got]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys) == 8
+    assert ("square", 2, 1) in keys and ("square", -1, 1) not in keys  # a summary never runs
+    assert all(a["state"] == "success" and a["has_log"] is not None for a in got)
+    failed = server.run("failing", n=1).run_id
+    both = server.get(f"/runs/{failed}/attempts")["items"]
+    assert [(a["task_id"], a["attempt"], a["state"]) for a in both] == [
+        ("explode", 1, "up_for_retry"), ("explode", 2, "failed")]
+    assert "bad value 1" in both[1]["error"]["traceback"]
+    assert server.client.get(f"{V1}/runs/nope/attempts").status_code == 404

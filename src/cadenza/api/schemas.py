@@ -254,6 +254,13 @@ class AttemptOut(BaseModel):
     live: bool = Field(False, description="Running now: its log is still growing.")
 
 
+class RunAttemptOut(AttemptOut):
+    """An ended attempt of some task instance of a run."""
+
+    task_id: str
+    map_index: int = -1
+
+
 class InputOut(BaseModel):
     """One input of a task instance (see `source`)."""
 

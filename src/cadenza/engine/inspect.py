@@ -112,7 +112,8 @@ def find_task_instance(store: InspectStore, run_id: str, task_id: str,
 def attempts_of(store: InspectStore, ti: TaskInstanceRecord, *,
                 logs_dir: str) -> list[AttemptView]:
     """The ended attempts of `ti` in order, then the running one if it is running."""
-    views = [_view(a, logs_dir) for a in store.get_attempts(ti.run_id, ti.task_id, ti.map_index)]
+    rows = store.get_attempts(ti.run_id, ti.task_id, ti.map_index)
+    views = [attempt_view(a, logs_dir=logs_dir) for a in rows]
     recorded = {v.attempt for v in views}
     if is_running_attempt(ti, recorded):
         path = attempt_log_path(logs_dir, ti.run_id, ti.task_id, ti.map_index, ti.attempt)
@@ -149,7 +150,9 @@ def find_attempt(store: InspectStore, ti: TaskInstanceRecord, attempt: int | Non
                        hint=f"its attempts: {have}")
 
 
-def _view(a: AttemptRecord, logs_dir: str) -> AttemptView:
+def attempt_view(a: AttemptRecord, *, logs_dir: str) -> AttemptView:
+    """An ended attempt as shown, with its log file (found where the worker writes it when
+    the row names none)."""
     # No log_path on the row (a cancelled or timed-out attempt): the file may still be where
     # the worker writes it.
     path = a.log_path

@@ -231,6 +231,24 @@ class BrowseStore:
 
     # -- attempts -----------------------------------------------------------------------------
 
+    @translated("listing a run's attempts")
+    def run_attempts_page(self, run_id: str, *, after: tuple[Any, ...] | None = None,
+                          limit: int = 50) -> Slice[AttemptRecord]:
+        """Every ended attempt of a run, by (task id, map index, attempt): the primary key's
+        order, so each page is one index range (a Gantt chart of a run in a few requests)."""
+        a = _attempts.c
+        q = select(*ATTEMPT_COLUMNS).where(a.run_id == run_id)
+        if after is not None:
+            task_id, map_index, attempt = str(after[0]), int(after[1]), int(after[2])
+            q = q.where(or_(a.task_id > task_id,
+                            and_(a.task_id == task_id, a.map_index > map_index),
+                            and_(a.task_id == task_id, a.map_index == map_index,
+                                 a.attempt > attempt)))
+        q = q.order_by(a.task_id, a.map_index, a.attempt).limit(limit + 1)
+        with self._read_engine.connect() as conn:
+            rows = [attempt_from_row(r) for r in conn.execute(q)]
+        return _slice(rows, limit, lambda x: (x.task_id, x.map_index, x.attempt))
+
     @translated("listing attempts")
     def attempts_page(self, run_id: str, task_id: str, map_index: int, *,
                       after: tuple[Any, ...] | None = None,

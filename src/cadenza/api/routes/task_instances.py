@@ -28,7 +28,14 @@ from starlette.concurrency import run_in_threadpool
 from cadenza.api.auth import RequireViewer
 from cadenza.api.deps import CatalogDep, SettingsDep, StoreDep
 from cadenza.api.errors import FieldError
-from cadenza.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_after, encode_cursor
+from cadenza.api.pagination import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    Cursor,
+    Limit,
+    decode_after,
+    encode_cursor,
+)
 from cadenza.api.routes.runs import ti_out
 from cadenza.api.schemas import (
     ArtifactOut,
@@ -40,6 +47,7 @@ from cadenza.api.schemas import (
     LogChunkOut,
     Page,
     PreviewOut,
+    RunAttemptOut,
     TaskInstanceDetailOut,
     TaskInstanceOut,
     ValueRefOut,
@@ -53,6 +61,7 @@ from cadenza.core.states import TaskState
 from cadenza.engine.inspect import (
     AttemptView,
     InputRef,
+    attempt_view,
     attempts_of,
     find_attempt,
     find_task_instance,
@@ -198,6 +207,24 @@ def get_task_instance(run_id: RunId, task_id: TaskId, store: StoreDep, catalog: 
         cache_origin=ti.cache_origin, error=error_out(ti.error), output=ref_out(ti.output),
         inputs=_inputs_out(refs), inputs_from=inputs_from,
         attempts=[attempt_out(a) for a in attempts])
+
+
+@router.get("/runs/{run_id}/attempts", dependencies=[RequireViewer])
+def list_run_attempts(run_id: RunId, store: StoreDep, settings: SettingsDep,
+                      limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = MAX_LIMIT,
+                      cursor: Cursor = None) -> Page[RunAttemptOut]:
+    """Every ended attempt of a run, by task id, map index and attempt (for a Gantt chart:
+    retried tasks' earlier attempts included). A running attempt has no row until it ends:
+    it is the task instance's `attempts`-th, running since its `started_at`."""
+    after = decode_after(cursor, (str, int, int))
+    store.get_run(run_id)  # 404 for an unknown run
+    logs_dir = str(settings.logs_dir)
+    got = browse_store(store).run_attempts_page(run_id, after=after, limit=limit)
+    items = [RunAttemptOut(task_id=a.task_id, map_index=a.map_index,
+                           **attempt_out(attempt_view(a, logs_dir=logs_dir)).model_dump())
+             for a in got.items]
+    return Page[RunAttemptOut](items=items,
+                               next_cursor=encode_cursor(*got.after) if got.after else None)
 
 
 @router.get("/runs/{run_id}/tasks/{task_id}/instances", dependencies=[RequireViewer])

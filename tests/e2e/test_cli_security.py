@@ -79,6 +79,15 @@ def test_users_and_tokens_from_the_cli(proj: Project) -> None:
     users = proj.json("users", "list")
     assert [(u["name"], u["role"], u["has_password"]) for u in users] == [
         ("ana", "operator", True), ("bot", "viewer", False)]
+    again = proj.ok("users", "create", "ana", "--role", "admin", "--password", "x", code=2)
+    assert "user 'ana' already exists" in again.stderr
+
+    updated = proj.ok("users", "update", "bot", "--role", "operator", "--password", "pw-654321")
+    assert "User bot: role operator and a new password." in updated.stdout
+    assert [u["role"] for u in proj.json("users", "list")] == ["operator", "operator"]
+    proj.ok("users", "disable", "bot")
+    assert [u["disabled"] for u in proj.json("users", "list")] == [False, True]
+    proj.ok("users", "delete", "bot")
 
     token = proj.ok("tokens", "create", "--user", "ana", "--expires", "30d")
     value = token.stdout.strip()
@@ -100,6 +109,8 @@ def test_users_and_tokens_from_the_cli(proj: Project) -> None:
     (["tokens", "create", "--user", "nobody"], "no user named 'nobody'"),
     (["tokens", "create", "--user", "nobody", "--expires", "soon"], "'soon' is not a duration"),
     (["tokens", "revoke", "abc"], "no API token has the id 'abc'"),
+    (["users", "update", "nobody", "--role", "admin"], "no user named 'nobody'"),
+    (["users", "update", "nobody"], "nothing to change"),
     (["secrets", "delete", "NOPE"], "no secret named 'NOPE'"),
     (["secrets", "set", "bad name", "v"], "cannot be a secret name"),
 ])

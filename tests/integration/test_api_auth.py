@@ -221,11 +221,40 @@ def test_every_route_declares_its_role(tmp_path: Path) -> None:
     for route in app.routes:
         if not isinstance(route, APIRoute) or not route.path.startswith("/api/v1"):
             continue
+        if route.path == "/api/v1/auth/login":  # public: how a caller gets a token
+            assert not route.dependant.dependencies or all(
+                getattr(d.call, "__name__", "") not in names
+                for d in route.dependant.dependencies)
+            continue
         ranks = [names[d.call.__name__] for d in route.dependant.dependencies
                  if getattr(d.call, "__name__", "") in names]
         assert ranks, f"{route.path} has no role dependency"
         if route.methods & {"POST", "PUT", "PATCH", "DELETE"}:
             assert max(ranks) >= 1, f"{sorted(route.methods)} {route.path} lets viewers in"
+
+
+def test_a_user_logs_in_with_a_password_for_an_expiring_token(api_server: LiveServer,
+                                                              team: Team) -> None:
+    c = api_server.client
+    team.sec.update_user("otto", password="correct horse")
+    got = c.post("/api/v1/auth/login", json={"name": "otto", "password": "correct horse",
+                                              "expires_in_s": 3600})
+    assert got.status_code == 200, got.text
+    token = got.json()["token"]
+    assert got.json()["user"] == "otto" and got.json()["expires_at"] is not None
+    assert c.get("/api/v1/me", headers=bearer(token)).json()["name"] == "otto"
+    for body in ({"name": "otto", "password": "wrong"}, {"name": "nobody", "password": "x"},
+                 {"name": "vera", "password": "x"}):  # vera has no password
+        refused = c.post("/api/v1/auth/login", json=body)
+        assert refused.status_code == 401
+        assert refused.json()["detail"].startswith("wrong user name or password")
+    team.sec.update_user("otto", disabled=True)
+    assert c.post("/api/v1/auth/login", json={"name": "otto", "password": "correct horse"}
+                  ).status_code == 401
+    audit = c.get("/api/v1/audit", headers=team.h("ada")).json()["items"]
+    assert [(a["who"], a["status"]) for a in audit if a["path"] == "/api/v1/auth/login"] == [
+        ("-", 401), ("-", 401), ("-", 401), ("-", 401), ("otto", 200)]
+    assert "correct horse" not in str(audit)
 
 
 SECRET = "sk-live-5be1a8c2d4"

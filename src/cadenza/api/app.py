@@ -29,6 +29,7 @@ from cadenza.api.routes import (
     assets,
     audit,
     events,
+    login,
     pipelines,
     pools,
     run_events,
@@ -116,6 +117,8 @@ def create_app(
         # RequireViewer on every router: a route that forgets its role still needs a token.
         app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES,
                            dependencies=[auth.RequireViewer])
+    # The one public /api/v1 route: a name and password for a token.
+    app.include_router(login.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> HealthOut:

@@ -553,3 +553,12 @@ class AuditOut(BaseModel):
     path: str
     status: int
     detail: str | None = None
+
+
+class LoginIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1000)
+    expires_in_s: int = Field(default=12 * 3600, ge=60, le=30 * 86400,
+                              description="The token's lifetime in seconds (default 12 h).")

@@ -97,6 +97,32 @@ def list_users(
     console.print(table)
 
 
+@app.command("update")
+def update_user(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    role: Annotated[str | None, typer.Option("--role", "-r", help="The new role.")] = None,
+    password: Annotated[str | None, typer.Option(
+        "--password", "-p", help="The new password.")] = None,
+    ask_password: Annotated[bool, typer.Option(
+        "--ask-password", help="Ask for the new password without echo.")] = False,
+) -> None:
+    """Change a user's role or password (their tokens follow within seconds)."""
+    from cadenza.core.errors import UsageError
+    from cadenza.core.security import Role
+
+    parsed = Role.parse(role) if role is not None else None
+    if ask_password:
+        password = _ask_password(name)
+    if parsed is None and password is None:
+        raise UsageError(f"user '{name}': nothing to change",
+                         hint=f"cadenza users update {name} --role operator  (or --password)")
+    user = security().update_user(name, role=parsed, password=password)
+    changed = [f"role {user.role.value}"] if parsed is not None else []
+    if password is not None:
+        changed.append("a new password")
+    out().print(f"User [bold]{escape(user.name)}[/]: {' and '.join(changed)}.")
+
+
 @app.command("disable")
 def disable_user(name: Annotated[str, typer.Argument(help="User name.")]) -> None:
     """Disable a user: their tokens stop working at once (enable brings them back)."""

@@ -103,6 +103,18 @@ def hash_password(password: str) -> str:
     return str(_hasher().hash(password))
 
 
+_dummy: list[str] = []
+
+
+def _dummy_hash() -> str:
+    """A hash no password matches in practice, verified in place of a missing one."""
+    if not _dummy:
+        import secrets
+
+        _dummy.append(str(_hasher().hash(secrets.token_urlsafe(32))))
+    return _dummy[0]
+
+
 def _fernet(key: bytes) -> Any:
     from cryptography.fernet import Fernet
 
@@ -195,16 +207,19 @@ class SecurityStore:
 
     @translated("checking a password")
     def check_password(self, name: str, password: str) -> UserRecord | None:
-        """The user if `password` is theirs and they are enabled, else None."""
+        """The user if `password` is theirs and they are enabled, else None. An unknown or
+        password-less user costs the same argon2 verification, so the time taken does not
+        tell which names exist."""
         from argon2.exceptions import InvalidHashError, VerificationError
 
         with self._read_engine.connect() as conn:
             row = conn.execute(select(*_USER_COLUMNS).where(_users.c.name == name)).first()
-        if row is None or row.password_hash is None or row.disabled:
-            return None
+        stored = row.password_hash if row is not None and row.password_hash else _dummy_hash()
         try:
-            _hasher().verify(row.password_hash, password)
+            _hasher().verify(stored, password)
         except (VerificationError, InvalidHashError):
+            return None
+        if row is None or row.password_hash is None or row.disabled:
             return None
         return _user_from_row(row)
 

@@ -729,6 +729,51 @@ def test_find_cached_sees_updates_written_by_write(store: RunStore) -> None:
     assert hit is not None and hit.run_id == run.run_id
 
 
+def test_find_cached_reads_the_partial_cache_key_index(store: RunStore) -> None:
+    """The cache-key index holds only task instances with a key (migration 0006), and
+    find_cached's query (captured as it runs) still uses it on both databases (PostgreSQL
+    with sequential scans priced out, as a tiny table would otherwise be scanned)."""
+    from sqlalchemy import event
+
+    key = "key-" + secrets.token_hex(4)
+    run = make_run()
+    store.create_run(run, [ti(run.run_id, f"t{i}") for i in range(50)]
+                     + [ti(run.run_id, "k", state=TaskState.SUCCESS, cache_key=key,
+                           ended_at=at(1))])
+    seen: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, sql: str, params: Any, context: Any,
+                executemany: bool) -> None:
+        if "cache_key" in sql:
+            seen.append((sql, params))
+
+    engine = store._engine
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        assert store.find_cached(key) is not None
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    assert len(seen) == 1
+    sql, params = seen[0]
+    name = "ix_task_instances_cache_key_state_ended_at"
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        if engine.dialect.name == "sqlite":
+            ddl = raw.execute("SELECT sql FROM sqlite_master WHERE name = ?", (name,)).fetchone()
+            plan = " ".join(str(r) for r in raw.execute("EXPLAIN QUERY PLAN " + sql, params))
+            with_key = raw.execute(f"SELECT count(*) FROM task_instances INDEXED BY {name} "
+                                   "WHERE cache_key IS NOT NULL").fetchone()[0]
+            assert with_key == 1
+        else:
+            ddl = raw.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s",
+                              (name,)).fetchone()
+            raw.execute("SET enable_seqscan = off")
+            plan = " ".join(r[0] for r in raw.execute("EXPLAIN " + sql, params))
+            raw.rollback()
+    assert "WHERE" in ddl[0] and "cache_key IS NOT NULL" in ddl[0]
+    assert name in plan, plan
+
+
 # --- pools -----------------------------------------------------------------------------------
 
 

@@ -37,11 +37,12 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 
 # The newest Alembic revision. Opening a database whose alembic_version row equals this
 # does no migration work at all (see db.ensure_schema).
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 
 # Alembic's own version table, as Alembic creates it, so that a schema made by
 # `create_all` is indistinguishable from one made by `alembic upgrade head`.
@@ -233,8 +234,12 @@ task_instances_table = Table(
     _json("cache_detail", nullable=True),
     PrimaryKeyConstraint("run_id", "task_id", "map_index"),
     ForeignKeyConstraint(["run_id"], ["runs.run_id"], ondelete="CASCADE"),
-    # find_cached: newest success for a cache key.
-    Index(None, "cache_key", "state", "ended_at"),
+    # find_cached: newest success for a cache key. Partial: most task instances have no
+    # cache key, and then their state changes write no entry here (SQLite, chained step:
+    # 5.15 -> 2.23 WAL pages per commit; PostgreSQL: one index insert less per row update).
+    Index(None, "cache_key", "state", "ended_at",
+          sqlite_where=text("cache_key IS NOT NULL"),
+          postgresql_where=text("cache_key IS NOT NULL")),
     **_CLUSTERED,
 )
 

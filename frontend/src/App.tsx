@@ -1,8 +1,28 @@
 import { useEffect, useState } from "react";
 import { NavLink, Outlet } from "react-router";
+import { AuthProvider, useAuth } from "./auth";
 import { applyTheme, initialTheme, type Theme } from "./theme";
 
 export function Layout() {
+  return (
+    <AuthProvider>
+      <Shell />
+    </AuthProvider>
+  );
+}
+
+function UserMenu() {
+  const { me, signOut } = useAuth();
+  if (!me || me.anonymous) return null;
+  return (
+    <span className="user" data-testid="user">
+      {me.name} <span className="muted">({me.role})</span>{" "}
+      <button className="ghost" onClick={signOut}>Sign out</button>
+    </span>
+  );
+}
+
+function Shell() {
   const [theme, setTheme] = useState<Theme>(initialTheme);
   useEffect(() => applyTheme(theme), [theme]);
   return (
@@ -14,6 +34,7 @@ export function Layout() {
           <NavLink to="/runs">Runs</NavLink>
         </nav>
         <span className="spacer" />
+        <UserMenu />
         <button
           className="ghost"
           aria-label="Toggle theme"

@@ -60,3 +60,9 @@ export function nextRunText(nextRunAt: string | null | undefined, paused: boolea
   if (!nextRunAt) return "–";
   return Date.parse(nextRunAt) <= now ? "due now" : fmtRelative(nextRunAt, now);
 }
+
+/** A pipeline's non-time trigger as the API names it ("Asset(name='x')") in words. */
+export function triggerText(trigger: string): string {
+  const asset = /^Asset\(name='([^']*)'/.exec(trigger);
+  return asset ? `on asset ${asset[1]}` : trigger;
+}

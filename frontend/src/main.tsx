@@ -2,6 +2,7 @@ import { StrictMode } from "react";
 import { createRoot } from "react-dom/client";
 import { createBrowserRouter, RouterProvider } from "react-router";
 import { Layout, NotFoundPage } from "./App";
+import { LoginPage } from "./pages/LoginPage";
 import { PipelinePage } from "./pages/PipelinePage";
 import { PipelinesPage } from "./pages/PipelinesPage";
 import { RunPage } from "./pages/RunPage";
@@ -19,6 +20,7 @@ const router = createBrowserRouter([
     element: <Layout />,
     children: [
       { index: true, element: <PipelinesPage /> },
+      { path: "login", element: <LoginPage /> },
       { path: "pipelines/:name", element: <PipelinePage tab="graph" /> },
       { path: "pipelines/:name/runs", element: <PipelinePage tab="runs" /> },
       { path: "pipelines/:name/trigger", element: <PipelinePage tab="trigger" /> },

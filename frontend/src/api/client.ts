@@ -52,6 +52,7 @@ export async function api<T>(path: string, init: RequestInit & { json?: unknown 
     headers: { ...headers, ...(rest.headers as Record<string, string> | undefined) },
     body: json !== undefined ? JSON.stringify(json) : rest.body,
   });
+  if (res.status === 401) window.dispatchEvent(new Event("cadenza:unauthorized"));
   if (!res.ok) {
     let detail: unknown = res.statusText;
     let hint: string | null = null;

@@ -8,8 +8,9 @@ import { ErrorBox } from "../components/ErrorBox";
 import { Graph, type GEdge, type GNode } from "../components/Graph";
 import { ParamForm, type FieldErrors, type ParamSchema } from "../components/ParamForm";
 import { RunSquares } from "../components/State";
+import { useCanOperate } from "../auth";
 import { RunsTable } from "../components/RunsTable";
-import { fmtDate, humanSchedule, nextRunText } from "../format";
+import { fmtDate, humanSchedule, nextRunText, triggerText } from "../format";
 
 export function graphOf(p: PipelineDetailOut): { nodes: GNode[]; edges: GEdge[] } {
   const nodes = (p.nodes ?? []).map((n) => ({
@@ -33,15 +34,18 @@ export function PipelinePage({ tab }: { tab: "graph" | "runs" | "trigger" }) {
   const pipeline = useApi<PipelineDetailOut>(`/pipelines/${enc(name)}`);
   const p = pipeline.data;
   const base = `/pipelines/${enc(name)}`;
+  const canOperate = useCanOperate();
   return (
     <div className="page">
       <div className="page-head">
         <h1>{name}</h1>
         {p?.paused && <span className="badge" style={{ background: "#6b7280" }}>paused</span>}
         {p && <RunSquares runs={p.last_runs} />}
-        <div className="toolbar">
-          <Link to={`${base}/trigger`}><button className="primary">Trigger</button></Link>
-        </div>
+        {canOperate && (
+          <div className="toolbar">
+            <Link to={`${base}/trigger`}><button className="primary">Trigger</button></Link>
+          </div>
+        )}
       </div>
       <ErrorBox error={pipeline.error} />
       {p && (
@@ -54,7 +58,7 @@ export function PipelinePage({ tab }: { tab: "graph" | "runs" | "trigger" }) {
                 <>
                   {humanSchedule(p.schedule) ?? p.schedule} <code className="muted">{p.schedule}</code> {p.timezone}
                 </>
-              ) : (p.triggers ?? []).length ? (p.triggers ?? []).join(", ") : "manual"}
+              ) : (p.triggers ?? []).length ? (p.triggers ?? []).map(triggerText).join(", ") : "manual"}
             </dd>
             <dt>Next run</dt>
             <dd>{nextRunText(p.next_run_at, p.paused)}{p.next_run_at && !p.paused ? ` (${fmtDate(p.next_run_at)})` : ""}</dd>
@@ -67,11 +71,11 @@ export function PipelinePage({ tab }: { tab: "graph" | "runs" | "trigger" }) {
       <nav className="tabs">
         <NavLink to={base} end>Graph</NavLink>
         <NavLink to={`${base}/runs`}>Runs</NavLink>
-        <NavLink to={`${base}/trigger`}>Trigger</NavLink>
+        {canOperate && <NavLink to={`${base}/trigger`}>Trigger</NavLink>}
       </nav>
       {p && tab === "graph" && <Graph {...graphOf(p)} />}
       {tab === "runs" && <RunsTable query={`pipeline=${enc(name)}`} showPipeline={false} />}
-      {p && tab === "trigger" && <TriggerPanel pipeline={p} />}
+      {p && tab === "trigger" && (canOperate ? <TriggerPanel pipeline={p} /> : <p className="muted">Triggering a run needs the operator role.</p>)}
     </div>
   );
 }

@@ -6,7 +6,8 @@ import { api, enc, type PipelineOut, type PipelinePage } from "../api/client";
 import { useApi } from "../api/hooks";
 import { ErrorBox } from "../components/ErrorBox";
 import { RunSquares } from "../components/State";
-import { fmtDate, humanSchedule, nextRunText } from "../format";
+import { useCanOperate } from "../auth";
+import { fmtDate, humanSchedule, nextRunText, triggerText } from "../format";
 
 export function PipelinesPage() {
   const [params, setParams] = useSearchParams();
@@ -15,6 +16,7 @@ export function PipelinesPage() {
   const path = `/pipelines?limit=500&last_runs=20${tag ? `&tag=${enc(tag)}` : ""}`;
   const page = useApi<PipelinePage>(path);
   const [actionError, setActionError] = useState<Error | null>(null);
+  const canOperate = useCanOperate();
 
   const items = useMemo(() => {
     const needle = q.trim().toLowerCase();
@@ -103,7 +105,7 @@ export function PipelinesPage() {
                       {p.timezone && p.timezone !== "UTC" && <span className="muted small"> {p.timezone}</span>}
                     </>
                   ) : (p.triggers ?? []).length ? (
-                    <span className="muted">{(p.triggers ?? []).join(", ")}</span>
+                    <span className="muted">{(p.triggers ?? []).map(triggerText).join(", ")}</span>
                   ) : (
                     <span className="muted">manual</span>
                   )}
@@ -115,6 +117,7 @@ export function PipelinesPage() {
                       role="switch"
                       aria-label={`${p.name} active`}
                       checked={!p.paused}
+                      disabled={!canOperate}
                       onChange={() => togglePaused(p)}
                     />
                     <span className="slider" />

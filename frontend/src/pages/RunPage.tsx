@@ -11,6 +11,7 @@ import { Gantt, type AttemptSpan } from "../components/Gantt";
 import { Graph, type GNode } from "../components/Graph";
 import { Legend, StateBadge, stateColour } from "../components/State";
 import { fmtDate, fmtDuration } from "../format";
+import { useCanOperate } from "../auth";
 import { TASK_STATES } from "../states.gen";
 
 type Tab = "graph" | "gantt" | "tasks";
@@ -37,6 +38,7 @@ export function RunPage({ tab }: { tab: Tab }) {
     }
   };
 
+  const canOperate = useCanOperate();
   const final = run ? RUN_FINAL.has(run.state) : false;
   const anyFailed = live.tasks.some((t) => ["failed", "upstream_failed", "cancelled"].includes(t.state));
 
@@ -49,16 +51,16 @@ export function RunPage({ tab }: { tab: Tab }) {
         </h1>
         {run && <StateBadge state={run.state} />}
         {live.live && <span className="live-dot" title="Following the run's events">live</span>}
-        <div className="toolbar">
-          {run && !final && (
+        <div className="toolbar" data-testid="run-actions">
+          {canOperate && run && !final && (
             <button className="danger" disabled={busy || Boolean(run.cancel_requested_at)} onClick={() => act("cancel")}>
               {run.cancel_requested_at ? "Cancelling…" : "Cancel run"}
             </button>
           )}
-          {run && final && run.state !== "success" && (
+          {canOperate && run && final && run.state !== "success" && (
             <button disabled={busy} onClick={() => act("resume")}>Resume</button>
           )}
-          {run && final && anyFailed && (
+          {canOperate && run && final && anyFailed && (
             <button className="primary" disabled={busy} onClick={() => act("retry", {})}>Retry failed</button>
           )}
         </div>
@@ -91,7 +93,7 @@ export function RunPage({ tab }: { tab: Tab }) {
       {run && tab === "graph" && pipeline.data && <RunGraph runId={runId} pipeline={pipeline.data} tasks={live.tasks} />}
       {run && tab === "gantt" && <RunGantt runId={runId} tasks={live.tasks} running={!final} />}
       {run && tab === "tasks" && (
-        <TaskList runId={runId} tasks={live.tasks} final={final} onClear={(task, downstream) => act("retry", { task_id: task, downstream })} busy={busy} />
+        <TaskList runId={runId} tasks={live.tasks} final={final && canOperate} onClear={(task, downstream) => act("retry", { task_id: task, downstream })} busy={busy} />
       )}
     </div>
   );

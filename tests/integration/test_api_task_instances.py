@@ -436,3 +436,24 @@ def test_every_attempt_of_a_run_in_pages(server: Server) -> None:
         ("explode", 1, "up_for_retry"), ("explode", 2, "failed")]
     assert "bad value 1" in both[1]["error"]["traceback"]
     assert server.client.get(f"{V1}/runs/nope/attempts").status_code == 404
+
+
+def test_secrets_a_task_returned_are_masked_in_values_the_api_shows(server: Server) -> None:
+    from cadenza.core.security import secret_key
+    from cadenza.store.security import security_store
+
+    token = "tok-9f8e7d6c5b4a"
+    key = secret_key(server.settings.home, create=True)
+    security_store(server.store).set_secret("API_TOKEN", token, key=key)
+    rid = server.run("leaky").run_id
+    detail = server.client.get(f"{V1}/runs/{rid}/tasks/leak")
+    assert detail.status_code == 200 and token not in detail.text
+    assert detail.json()["output"]["value"] == {"token": "***", "rows": 2}
+    value = server.get(f"/runs/{rid}/tasks/leak/output/preview")
+    assert value["value"] == {"token": "***", "rows": 2}
+    frame = server.client.get(f"{V1}/runs/{rid}/tasks/leak_frame/output/preview")
+    assert token not in frame.text and frame.json()["rows"] == [{"k": "***"}, {"k": "plain"}]
+    sha = server.get(f"/runs/{rid}/tasks/leak_frame")["output"]["sha256"]
+    assert token not in server.client.get(f"{V1}/artifacts/{sha}/preview").text
+    log = server.client.get(f"{V1}/runs/{rid}/tasks/leak/logs")
+    assert token not in log.text and "using ***" in log.json()["text"]  # masked by the worker

@@ -102,3 +102,21 @@ def scale(arr: np.ndarray, k: int) -> np.ndarray:
 @pipeline
 def fan_out(n: int = 3, ks: list[int] = [2, 3, 4, 5, 6, 7, 8, 9]):  # noqa: B006 - JSON default
     scale.partial(arr=make_array(n)).expand(k=ks)
+
+
+@task
+def leak() -> dict:
+    token = get_context().secrets["API_TOKEN"]
+    print(f"using {token}")
+    return {"token": token, "rows": 2}
+
+
+@task
+def leak_frame() -> pd.DataFrame:
+    return pd.DataFrame({"k": [get_context().secrets["API_TOKEN"], "plain"]})
+
+
+@pipeline
+def leaky():
+    leak()
+    leak_frame()

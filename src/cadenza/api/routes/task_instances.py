@@ -57,7 +57,10 @@ from cadenza.artifacts.preview import Preview, preview_value
 from cadenza.core.errors import ArtifactNotFound, CadenzaError, TaskNotFound
 from cadenza.core.logfiles import MAX_READ_BYTES, read_log_range
 from cadenza.core.records import ArtifactRecord, ErrorInfo, TaskInstanceRecord, ValueRef
+from cadenza.core.security import Masker
+from cadenza.core.settings import Settings
 from cadenza.core.states import TaskState
+from cadenza.engine.api import secrets_for
 from cadenza.engine.inspect import (
     AttemptView,
     InputRef,
@@ -112,11 +115,11 @@ def error_out(error: ErrorInfo | None) -> ErrorDetailOut | None:
                           traceback=error.traceback)
 
 
-def ref_out(ref: ValueRef | None) -> ValueRefOut | None:
+def ref_out(ref: ValueRef | None, masker: Masker | None = None) -> ValueRefOut | None:
     if ref is None:
         return None
-    if ref.kind == "json":
-        return ValueRefOut(kind="json", value=preview_value(ref).value)  # bounded, JSON-safe
+    if ref.kind == "json":  # bounded and JSON-safe through the preview, secrets masked
+        return ValueRefOut(kind="json", value=_masked(preview_value(ref).value, masker))
     return ValueRefOut(kind=ref.kind, sha256=ref.sha256, uri=ref.uri, serializer=ref.serializer,
                        size_bytes=ref.size, type_name=ref.type_name)
 
@@ -134,12 +137,38 @@ def _is_file(path: str | None) -> bool:
     return bool(path) and os.path.isfile(path)  # type: ignore[arg-type]
 
 
-def preview_out(p: Preview) -> PreviewOut:
+def preview_out(p: Preview, masker: Masker | None = None) -> PreviewOut:
     return PreviewOut(kind=p.kind, type_name=p.type_name, serializer=p.serializer,
-                      size_bytes=p.size_bytes, truncated=p.truncated, value=p.value, text=p.text,
+                      size_bytes=p.size_bytes, truncated=p.truncated,
+                      value=_masked(p.value, masker), text=_masked(p.text, masker),
                       columns=[ColumnOut(name=c.name, dtype=c.dtype) for c in p.columns],
-                      rows=p.rows, shape=list(p.shape) if p.shape is not None else None,
-                      dtype=p.dtype, values=p.values, note=p.note)
+                      rows=_masked(p.rows, masker),
+                      shape=list(p.shape) if p.shape is not None else None,
+                      dtype=p.dtype, values=_masked(p.values, masker), note=p.note)
+
+
+def secret_masker(store: RunStore, settings: Settings) -> Masker | None:
+    """What hides the project's secrets in values the API shows (a task may return one):
+    None when no secret is stored. Logs and errors were masked when the worker wrote them;
+    stored outputs are what the task returned, so previews are masked here, per request
+    (one SELECT; the key is read and values decrypted only when secrets exist)."""
+    secrets = secrets_for(store, settings)
+    if secrets is None:
+        return None
+    masker = secrets.masker()
+    return masker if masker else None
+
+
+def _masked(value: Any, masker: Masker | None) -> Any:
+    if masker is None:
+        return value
+    if isinstance(value, str):
+        return masker.mask(value)
+    if isinstance(value, list):
+        return [_masked(v, masker) for v in value]
+    if isinstance(value, dict):
+        return {masker.mask(k): _masked(v, masker) for k, v in value.items()}
+    return value
 
 
 def artifact_out(a: ArtifactRecord) -> ArtifactOut:
@@ -159,7 +188,7 @@ def lineage_out(node: LineageNode) -> LineageNodeOut:
         repeated=node.repeated, truncated=node.truncated)
 
 
-def _inputs_out(refs: list[InputRef]) -> list[InputOut]:
+def _inputs_out(refs: list[InputRef], masker: Masker | None) -> list[InputOut]:
     seen: dict[str, int] = {}
     out = []
     for r in refs:
@@ -167,7 +196,7 @@ def _inputs_out(refs: list[InputRef]) -> list[InputOut]:
         seen[r.name] = index + 1
         out.append(InputOut(name=r.name, index=index, source=r.source, task_id=r.task_id,
                             map_index=r.map_index, param=r.param, element=r.element,
-                            ref=ref_out(r.ref)))
+                            ref=ref_out(r.ref, masker)))
     return out
 
 
@@ -198,14 +227,16 @@ def get_task_instance(run_id: RunId, task_id: TaskId, store: StoreDep, catalog: 
     refs = input_refs(store, run, ti, plan)
     inputs_from = "plan" if plan is not None else ("lineage" if refs else "none")
     attempts = attempts_of(store, ti, logs_dir=str(settings.logs_dir))
+    masker = secret_masker(store, settings)
     return TaskInstanceDetailOut(
         run_id=ti.run_id, pipeline=run.pipeline, task_id=ti.task_id, map_index=ti.map_index,
         state=ti.state, attempt=ti.attempt, pool=ti.pool, queued_at=ti.queued_at,
         started_at=ti.started_at, ended_at=ti.ended_at,
         duration_s=_duration(ti.started_at, ti.ended_at), next_retry_at=ti.next_retry_at,
         reason=ti.reason, worker=ti.worker, map_count=ti.map_count, cache_key=ti.cache_key,
-        cache_origin=ti.cache_origin, error=error_out(ti.error), output=ref_out(ti.output),
-        inputs=_inputs_out(refs), inputs_from=inputs_from,
+        cache_origin=ti.cache_origin, error=error_out(ti.error),
+        output=ref_out(ti.output, masker), inputs=_inputs_out(refs, masker),
+        inputs_from=inputs_from,
         attempts=[attempt_out(a) for a in attempts])
 
 
@@ -259,8 +290,8 @@ def list_attempts(run_id: RunId, task_id: TaskId, store: StoreDep, settings: Set
 
 
 @router.get("/runs/{run_id}/tasks/{task_id}/output/preview", dependencies=[RequireViewer])
-def preview_output(run_id: RunId, task_id: TaskId, store: StoreDep, map_index: MapIndex = -1,
-                   rows: Rows = 20) -> PreviewOut:
+def preview_output(run_id: RunId, task_id: TaskId, store: StoreDep, settings: SettingsDep,
+                   map_index: MapIndex = -1, rows: Rows = 20) -> PreviewOut:
     """A bounded preview of the task instance's output: first rows of a DataFrame with its
     columns, dtypes and shape; shape, dtype and first values of an array; JSON cut to size;
     type and size of anything else (pickled values are never loaded by the server)."""
@@ -270,13 +301,14 @@ def preview_output(run_id: RunId, task_id: TaskId, store: StoreDep, map_index: M
             f"task '{task_id}' of run {run_id} has no output ({ti.state})",
             task=task_id, hint="an output exists once the task instance has succeeded "
             "(or was served from the cache)")
-    return preview_out(preview_value(ti.output, max_rows=rows))
+    return preview_out(preview_value(ti.output, max_rows=rows), secret_masker(store, settings))
 
 
 @router.get("/runs/{run_id}/tasks/{task_id}/inputs/{name}/preview",
             dependencies=[RequireViewer])
 def preview_input(run_id: RunId, task_id: TaskId, name: Annotated[str, Path(max_length=200)],
-                  store: StoreDep, catalog: CatalogDep, map_index: MapIndex = -1,
+                  store: StoreDep, catalog: CatalogDep, settings: SettingsDep,
+                  map_index: MapIndex = -1,
                   index: Annotated[int, Query(ge=0, le=10_000, description="Which input under "
                                               "this name (see `index` in the inputs).")] = 0,
                   rows: Rows = 20) -> PreviewOut:
@@ -297,7 +329,7 @@ def preview_input(run_id: RunId, task_id: TaskId, name: Annotated[str, Path(max_
         raise TaskNotFound(f"input '{name}' of task '{task_id}' has no value: its upstream "
                            "has no output", task=task_id,
                            hint="see the upstream task instance's state and error")
-    return preview_out(preview_value(ref, max_rows=rows))
+    return preview_out(preview_value(ref, max_rows=rows), secret_masker(store, settings))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -460,12 +492,13 @@ def get_artifact(sha256: Sha, store: StoreDep) -> ArtifactOut:
 
 
 @router.get("/artifacts/{sha256}/preview", dependencies=[RequireViewer])
-def preview_artifact(sha256: Sha, store: StoreDep, rows: Rows = 20) -> PreviewOut:
+def preview_artifact(sha256: Sha, store: StoreDep, settings: SettingsDep,
+                     rows: Rows = 20) -> PreviewOut:
     """A bounded preview of an artifact (see the task output preview)."""
     a = store.get_artifact(sha256)
     ref = ValueRef(kind="artifact", uri=a.uri, sha256=a.sha256, serializer=a.serializer,
                    size=a.size, type_name=a.type_name)
-    return preview_out(preview_value(ref, max_rows=rows))
+    return preview_out(preview_value(ref, max_rows=rows), secret_masker(store, settings))
 
 
 @router.get("/artifacts/{sha256}/lineage", dependencies=[RequireViewer])

@@ -1,6 +1,7 @@
-"""Web UI with auth on (issue 14): the login page takes an API token (a wrong one is
-refused with the reason), a viewer sees no actions (no trigger, a disabled pause switch, no
-retry/resume/clear), an operator does, signing out returns to the login page."""
+"""Web UI with auth on (issue 14): the login page takes an API token or a user name and
+password (wrong ones are refused with the reason), a viewer sees no actions (no trigger, a
+disabled pause switch, no retry/resume/clear), an operator does, signing out returns to the
+login page."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def make_tokens(server: LiveServer) -> dict[str, str]:
     sec = security_store(server.store)
     tokens = {}
     for name, role in (("vera", Role.VIEWER), ("otto", Role.OPERATOR)):
-        sec.create_user(name, role, password=None)
+        sec.create_user(name, role, password=f"{name}-secret")
         tokens[name] = sec.create_token(name, expires_in=timedelta(days=1)).token
     wait_for(lambda: server.client.get("/api/v1/pipelines").status_code == 401,
              timeout_s=30, what="the server to notice that users exist")
@@ -39,6 +40,7 @@ def signed_in_as(page: Any, who: str) -> None:
 
 
 def sign_in(page: Any, token: str) -> None:
+    page.get_by_role("link", name="API token").click()
     page.get_by_label("API token").fill(token)
     page.get_by_role("button", name="Sign in").click()
 
@@ -80,7 +82,13 @@ def test_viewer_sees_no_actions_and_operator_does(ui_server: LiveServer, ui_page
 
     page.get_by_role("button", name="Sign out").click()
     page.wait_for_url(re.compile(r"/login$"))
-    sign_in(page, tokens["otto"])
+    # The operator signs in with a password (POST /auth/login makes the token).
+    page.get_by_label("User").fill("otto")
+    page.get_by_label("Password").fill("wrong")
+    page.get_by_role("button", name="Sign in").click()
+    assert "Wrong user name or password" in page.get_by_role("alert").inner_text()
+    page.get_by_label("Password").fill("otto-secret")
+    page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(ui_server.base_url + "/")
     signed_in_as(page, "otto (operator)")
     page.locator('tr[data-pipeline="flaky"] input[role="switch"]:enabled').wait_for(

@@ -208,6 +208,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/auth/login": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Login
+         * @description A new token for the user whose name and password these are.
+         */
+        post: operations["login_api_v1_auth_login_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/events": {
         parameters: {
             query?: never;
@@ -443,6 +463,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/runs/{run_id}/attempts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Run Attempts
+         * @description Every ended attempt of a run, by task id, map index and attempt (for a Gantt chart:
+         *     retried tasks' earlier attempts included). A running attempt has no row until it ends:
+         *     it is the task instance's `attempts`-th, running since its `started_at`.
+         */
+        get: operations["list_run_attempts_api_v1_runs__run_id__attempts_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/runs/{run_id}/cancel": {
         parameters: {
             query?: never;
@@ -481,7 +523,8 @@ export interface paths {
          *     `started_at`, `ended_at`, `reason`). Every event has an `id:`: reconnect with
          *     `Last-Event-ID` to get exactly the events after it (an id this server does not know gets the
          *     stream from its start). The stream ends after the run's final state; a client that has seen
-         *     it and reconnects gets 204. While nothing changes, a comment line keeps the connection open.
+         *     it and reconnects gets 204, unless the run was retried or resumed since: then the stream goes
+         *     on from there. While nothing changes, a comment line keeps the connection open.
          *     A quick task's `running` may not be seen on its own when its end is committed at once.
          */
         get: operations["run_events_api_v1_runs__run_id__events_get"];
@@ -1289,6 +1332,19 @@ export interface components {
             /** Text */
             text: string;
         };
+        /** LoginIn */
+        LoginIn: {
+            /**
+             * Expires In S
+             * @description The token's lifetime in seconds (default 12 h).
+             * @default 43200
+             */
+            expires_in_s: number;
+            /** Name */
+            name: string;
+            /** Password */
+            password: string;
+        };
         /**
          * MapSummaryOut
          * @description A mapped task's instances: how many, and how many in each state.
@@ -1360,6 +1416,13 @@ export interface components {
         Page_PoolOut_: {
             /** Items */
             items: components["schemas"]["PoolOut"][];
+            /** Next Cursor */
+            next_cursor?: string | null;
+        };
+        /** Page[RunAttemptOut] */
+        Page_RunAttemptOut_: {
+            /** Items */
+            items: components["schemas"]["RunAttemptOut"][];
             /** Next Cursor */
             next_cursor?: string | null;
         };
@@ -1690,6 +1753,45 @@ export interface components {
             downstream: boolean;
             /** Task Id */
             task_id?: string | null;
+        };
+        /**
+         * RunAttemptOut
+         * @description An ended attempt of some task instance of a run.
+         */
+        RunAttemptOut: {
+            /**
+             * Attempt
+             * @description Numbered from 1.
+             */
+            attempt: number;
+            /** Duration S */
+            duration_s?: number | null;
+            /** Ended At */
+            ended_at?: string | null;
+            error?: components["schemas"]["ErrorDetailOut"] | null;
+            /**
+             * Has Log
+             * @description A log file exists for it.
+             */
+            has_log: boolean;
+            /**
+             * Live
+             * @description Running now: its log is still growing.
+             * @default false
+             */
+            live: boolean;
+            /**
+             * Map Index
+             * @default -1
+             */
+            map_index: number;
+            /** Started At */
+            started_at?: string | null;
+            state: components["schemas"]["TaskState"];
+            /** Task Id */
+            task_id: string;
+            /** Worker */
+            worker?: string | null;
         };
         /** RunBriefOut */
         RunBriefOut: {
@@ -3106,6 +3208,91 @@ export interface operations {
             };
         };
     };
+    login_api_v1_auth_login_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LoginIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TokenCreatedOut"];
+                };
+            };
+            /** @description The request cannot be used as it is. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Wrong user name or password. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description The token's role is too low for this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such pipeline, run or task. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed in the current state; says why. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The metadata store cannot be reached. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
     list_events_api_v1_events_get: {
         parameters: {
             query?: {
@@ -4209,6 +4396,96 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["RunDetailOut"];
+                };
+            };
+            /** @description The request cannot be used as it is. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No API token, or one that is unknown, expired or revoked (auth is on once a user exists). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description The token's role is too low for this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such pipeline, run or task. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed in the current state; says why. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The metadata store cannot be reached. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    list_run_attempts_api_v1_runs__run_id__attempts_get: {
+        parameters: {
+            query?: {
+                limit?: number;
+                /** @description Where the page starts: the `next_cursor` of the previous page. */
+                cursor?: string | null;
+            };
+            header?: never;
+            path: {
+                /** @description The run's id. */
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_RunAttemptOut_"];
                 };
             };
             /** @description The request cannot be used as it is. */

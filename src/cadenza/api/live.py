@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 # The largest share of a poller's time spent reading the store (see RunFeeds._poll).
 BUSY_SHARE = 0.2
+# After a failed read, the next comes after STORE_DOWN_S / BUSY_SHARE - STORE_DOWN_S (4 s).
+STORE_DOWN_S = 1.0
 
 
 class _Feed:
@@ -93,6 +95,7 @@ class RunFeeds:
                     feed.gone = True
                 except CadenzaError as exc:  # the store is unreachable: say so, try again
                     log.warning("live events of run %s: %s", feed.log.run_id, exc)
+                    took = STORE_DOWN_S  # a few seconds between tries, not a log line per poll
                     continue
                 if feed.gone:
                     break

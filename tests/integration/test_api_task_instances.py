@@ -457,3 +457,26 @@ def test_secrets_a_task_returned_are_masked_in_values_the_api_shows(server: Serv
     assert token not in server.client.get(f"{V1}/artifacts/{sha}/preview").text
     log = server.client.get(f"{V1}/runs/{rid}/tasks/leak/logs")
     assert token not in log.text and "using ***" in log.json()["text"]  # masked by the worker
+
+
+def test_follow_of_a_task_not_started_yet_waits_for_its_first_attempt(server: Server,
+                                                                       tmp_path: Path) -> None:
+    folder = tmp_path / "gate2"
+    folder.mkdir()
+    runner = threading.Thread(target=lambda: server.run("slow_logger", folder=str(folder)))
+    runner.start()
+    try:
+        wait_for(lambda: (folder / "started").exists(), what="the upstream task to start")
+        run = server.store.list_runs(pipeline="slow_logger", limit=1)[0]
+        assert server.get(f"/runs/{run.run_id}/tasks/after_chatty")["state"] == "pending"
+        url = f"{V1}/runs/{run.run_id}/tasks/after_chatty/logs/follow"
+        with server.client.stream("GET", url) as response:
+            assert response.status_code == 200
+            (folder / "release").write_text("go")  # the stream is open and waiting
+            events = list(_sse_events(response.iter_lines()))
+    finally:
+        (folder / "release").write_text("go")
+        runner.join(timeout=120)
+    assert "after chatty: 1" in "".join(e[1]["text"] for e in events if e[0] == "log")
+    assert events[-1][0] == "end" and events[-1][1] == {
+        "attempt": 1, "state": "success", "next_offset": events[-1][1]["next_offset"]}

@@ -89,9 +89,15 @@ def chatty(folder: str) -> int:
     return 1
 
 
+@task
+def after_chatty(x: int) -> int:
+    print(f"after chatty: {x}", flush=True)
+    return x + 1
+
+
 @pipeline
 def slow_logger(folder: str):
-    chatty(folder)
+    after_chatty(chatty(folder))
 
 
 @task

@@ -56,6 +56,12 @@ def team(api_server: LiveServer) -> Team:
 
 def test_without_users_every_caller_is_the_anonymous_admin(api_server: LiveServer) -> None:
     c = api_server.client
+    schema = c.get("/api/v1/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["bearer"] == {
+        "type": "http", "scheme": "bearer", "description": schema["components"][
+            "securitySchemes"]["bearer"]["description"]}
+    assert schema["paths"]["/api/v1/runs"]["get"]["security"] == [{"bearer": []}]
+    assert "security" not in schema["paths"]["/api/v1/auth/login"]["post"]
     assert c.get("/api/v1/me").json() == {"name": "anonymous", "role": "admin",
                                           "anonymous": True, "token_id": None}
     assert c.post("/api/v1/pipelines/etl/pause").status_code == 200

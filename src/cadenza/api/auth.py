@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cadenza.core.errors import NotAuthenticated, PermissionDenied
 from cadenza.core.security import Principal, Role, check_bind_host, token_digest
@@ -143,7 +144,17 @@ def bearer_token(request: Request) -> str:
     return token
 
 
-def current_principal(request: Request) -> Principal:
+# Declares the bearer scheme in OpenAPI (the docs' "Authorize" button, generated clients);
+# the header itself is read by the authenticator, which knows whether auth is on.
+_bearer_scheme = HTTPBearer(auto_error=False, scheme_name="bearer",
+                            description="An API token: `cadenza tokens create --user NAME` or "
+                            "POST /api/v1/auth/login. Needed once a user exists.")
+
+
+def current_principal(
+    request: Request,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)] = None,
+) -> Principal:
     """The caller, as `app.state.authenticate` says (401 from it when it cannot tell).
     Kept on `request.state.principal` for the audit log."""
     cached: Principal | None = getattr(request.state, "principal", None)

@@ -480,3 +480,29 @@ def test_follow_of_a_task_not_started_yet_waits_for_its_first_attempt(server: Se
     assert "after chatty: 1" in "".join(e[1]["text"] for e in events if e[0] == "log")
     assert events[-1][0] == "end" and events[-1][1] == {
         "attempt": 1, "state": "success", "next_offset": events[-1][1]["next_offset"]}
+
+
+def test_a_huge_error_message_is_cut_in_the_detail_and_a_mapped_summary_points_at_instances(
+        server: Server) -> None:
+    from dataclasses import replace
+
+    from cadenza.api.routes.task_instances import MAX_ERROR_CHARS
+    from cadenza.core.records import ErrorInfo, ErrorKind, WriteBatch
+    from cadenza.core.states import TaskState
+
+    rid = server.run("failing", n=5).run_id
+    ti = server.store.get_task_instance(rid, "explode")
+    assert ti is not None
+    huge = ErrorInfo(kind=ErrorKind.EXCEPTION, type="builtins.ValueError",
+                     message="x" * (3 * MAX_ERROR_CHARS), traceback="t" * (2 * MAX_ERROR_CHARS))
+    server.store.write(WriteBatch(task_instance_updates=[replace(ti, error=huge,
+                                                                 state=TaskState.FAILED)]))
+    error = server.get(f"/runs/{rid}/tasks/explode")["error"]
+    assert error["message"].startswith("x" * MAX_ERROR_CHARS)
+    assert f"{2 * MAX_ERROR_CHARS} more characters of this message" in error["message"]
+    assert len(error["traceback"]) < MAX_ERROR_CHARS + 200
+
+    mapped = server.run("data_pipe", n=2, xs=[1, 2]).run_id
+    r = server.client.get(f"{V1}/runs/{mapped}/tasks/square/output/preview")
+    assert r.status_code == 404 and "is mapped" in r.json()["detail"]
+    assert r.json()["hint"] == "preview one with ?map_index=0 to 1"

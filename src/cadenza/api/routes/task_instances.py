@@ -108,11 +108,25 @@ def _duration(start: datetime | None, end: datetime | None) -> float | None:
     return max((end - start).total_seconds(), 0.0)
 
 
+# An error's message and traceback in a response are cut to this many characters (a
+# message may hold a huge repr); the attempt's log has the whole traceback.
+MAX_ERROR_CHARS = 20_000
+
+
+def _cap(text: str, what: str) -> str:
+    if len(text) <= MAX_ERROR_CHARS:
+        return text
+    rest = len(text) - MAX_ERROR_CHARS
+    return (text[:MAX_ERROR_CHARS] + f"\n… ({rest} more characters of this {what}; the "
+            "attempt's log has all of it)")
+
+
 def error_out(error: ErrorInfo | None) -> ErrorDetailOut | None:
     if error is None:
         return None
-    return ErrorDetailOut(kind=str(error.kind), type=error.type, message=error.message,
-                          traceback=error.traceback)
+    return ErrorDetailOut(kind=str(error.kind), type=error.type,
+                          message=_cap(error.message, "message"),
+                          traceback=_cap(error.traceback, "traceback"))
 
 
 def ref_out(ref: ValueRef | None, masker: Masker | None = None) -> ValueRefOut | None:
@@ -297,6 +311,11 @@ def preview_output(run_id: RunId, task_id: TaskId, store: StoreDep, settings: Se
     type and size of anything else (pickled values are never loaded by the server)."""
     ti = _ti(store, run_id, task_id, map_index)
     if ti.output is None:
+        if ti.map_count:
+            raise TaskNotFound(
+                f"task '{task_id}' of run {run_id} is mapped: each of its {ti.map_count} "
+                "instances has its own output", task=task_id,
+                hint=f"preview one with ?map_index=0 to {ti.map_count - 1}")
         raise TaskNotFound(
             f"task '{task_id}' of run {run_id} has no output ({ti.state})",
             task=task_id, hint="an output exists once the task instance has succeeded "

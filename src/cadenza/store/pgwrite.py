@@ -10,7 +10,8 @@ Why: a chained step writes once per task and waits for the write before it dispa
 next task. Through a pooled connection and psycopg's cursor the write took three round
 trips (BEGIN; the statements; COMMIT), and psycopg's pipeline machinery ran ~24 generator
 steps and 8 waits per write in Python. Here the statements are prepared once (named
-server-side statements, Parse sent in the same pipeline the first time), each execution is
+server-side statements, Parse sent in the same pipeline the first time; BEGIN, SET LOCAL and
+COMMIT too, which were parsed again on every write), each execution is
 one `send_query_prepared` with text parameters dumped by psycopg's Transformer (C), and the
 whole transaction is one flush and one read of the results.
 
@@ -60,6 +61,13 @@ class PgStatement:
         self.name = f"cadenza_w{next(_names)}".encode()
 
 
+# The transaction's own statements, prepared like the others (no parse per write).
+_BEGIN = PgStatement("BEGIN")
+_NOT_WAITING = PgStatement("SET LOCAL synchronous_commit = off")
+_COMMIT = PgStatement("COMMIT")
+_CONTROL = (_BEGIN, _NOT_WAITING, _COMMIT)
+
+
 class PgWriteConnection:
     """A kept autocommit psycopg connection and the statements prepared on it."""
 
@@ -91,16 +99,19 @@ class PgWriteConnection:
                 formats = self._formats[len(names)] = [PyFormat.TEXT] * len(names)
             for row in rows:
                 queries.append((stmt.name, tx.dump_sequence([row[n] for n in names], formats)))
+        for stmt in _CONTROL:
+            if stmt.name not in self._prepared:
+                prepares.append(stmt)
         pgconn.enter_pipeline_mode()
         try:
             for stmt in prepares:
                 pgconn.send_prepare(stmt.name, stmt.sql)
-            pgconn.send_query_params(b"BEGIN", None)
+            pgconn.send_query_prepared(_BEGIN.name, None)
             if not synchronous:
-                pgconn.send_query_params(b"SET LOCAL synchronous_commit = off", None)
+                pgconn.send_query_prepared(_NOT_WAITING.name, None)
             for name, params in queries:
                 pgconn.send_query_prepared(name, params)
-            pgconn.send_query_params(b"COMMIT", None)
+            pgconn.send_query_prepared(_COMMIT.name, None)
             pgconn.pipeline_sync()
             wait = self.pg.wait
             wait(send(pgconn))

@@ -27,11 +27,12 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from cadenza.core.errors import NotAuthenticated, PermissionDenied
 from cadenza.core.security import Principal, Role, check_bind_host, token_digest
@@ -151,25 +152,32 @@ _bearer_scheme = HTTPBearer(auto_error=False, scheme_name="bearer",
                             "POST /api/v1/auth/login. Needed once a user exists.")
 
 
-def current_principal(
+async def current_principal(
     request: Request,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)] = None,
 ) -> Principal:
     """The caller, as `app.state.authenticate` says (401 from it when it cannot tell).
-    Kept on `request.state.principal` for the audit log."""
+    Kept on `request.state.principal` for the audit log.
+
+    Async, so the role check costs no threadpool hop of its own (a sync dependency runs in
+    the threadpool); an authenticator other than `anonymous` may read the store, so it runs
+    there."""
     cached: Principal | None = getattr(request.state, "principal", None)
     if cached is not None:
         return cached
     authenticate: Callable[[Request], Principal] = request.app.state.authenticate
-    principal = authenticate(request)
+    if authenticate is anonymous:
+        principal = ANONYMOUS_ADMIN
+    else:
+        principal = await run_in_threadpool(authenticate, request)
     request.state.principal = principal
     return principal
 
 
-def require(role: Role) -> Callable[..., Principal]:
+def require(role: Role) -> Callable[..., Awaitable[Principal]]:
     """A dependency that lets callers with `role` or higher through, 403 for the others."""
 
-    def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    async def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
         if not principal.role.allows(role):
             raise PermissionDenied(
                 f"user '{principal.name}' is a {principal.role}; this needs the {role} role "

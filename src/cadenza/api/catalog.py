@@ -94,6 +94,11 @@ class CatalogHolder:
         self._lock = threading.Lock()
         self._catalog: Catalog | None = None
 
+    @property
+    def loaded(self) -> Catalog | None:
+        """The catalog if it has been loaded (never blocks)."""
+        return self._catalog
+
     def get(self) -> Catalog:
         with self._lock:
             if self._catalog is None:

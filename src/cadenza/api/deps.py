@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from cadenza.api.catalog import Catalog
 from cadenza.core.scheduling import ScheduleState
@@ -26,22 +27,29 @@ from cadenza.store import RunStore
 NextRunFn = Callable[[Plan, ScheduleState | None, datetime], datetime | None]
 
 
-def get_settings(request: Request) -> Settings:
+# The dependencies are async: a sync one would cost a threadpool hop per request each.
+
+
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_store(request: Request) -> RunStore:
+async def get_store(request: Request) -> RunStore:
     store: RunStore = request.app.state.store
     return store
 
 
-def get_catalog(request: Request) -> Catalog:
-    catalog: Catalog = request.app.state.catalog.get()
+async def get_catalog(request: Request) -> Catalog:
+    holder = request.app.state.catalog
+    loaded: Catalog | None = holder.loaded
+    if loaded is not None:
+        return loaded
+    catalog: Catalog = await run_in_threadpool(holder.get)  # imports the project's files once
     return catalog
 
 
-def get_next_run(request: Request) -> NextRunFn | None:
+async def get_next_run(request: Request) -> NextRunFn | None:
     fn: NextRunFn | None = request.app.state.next_run_at
     return fn
 

@@ -13,21 +13,34 @@ reading the rows of earlier pages.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Connection, and_, func, or_, select
 
 from cadenza.core.records import RunRecord, TaskInstanceRecord
 from cadenza.core.states import RunState, TaskState
 from cadenza.store.codec import RUN_COLUMNS, TI_COLUMNS, run_from_row, ti_from_row
 from cadenza.store.db import translated
-from cadenza.store.runs import RunStore
+from cadenza.store.runs import RunStore, _run_not_found
 from cadenza.store.tables import runs_table, task_instances_table
 
 _runs = runs_table
 _tis = task_instances_table
+
+
+@contextmanager
+def _reading(store: RunStore) -> Iterator[Connection]:
+    """A connection for one request's reads. On PostgreSQL in autocommit: each statement
+    is its own snapshot either way (READ COMMITTED), and no BEGIN/ROLLBACK travels to the
+    server (a run's detail: 4 round trips -> 2, counted as psycopg waits). SQLite keeps its
+    read transaction: one snapshot across the statements, and BEGIN costs no round trip."""
+    with store._read_engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        yield conn
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,7 +89,7 @@ def runs_page(store: RunStore, where: RunFilter, *, after: tuple[datetime, str] 
         q = q.where(r.created_at <= at,
                     or_(r.created_at < at, and_(r.created_at == at, r.run_id < run_id)))
     q = q.order_by(r.created_at.desc(), r.run_id.desc()).limit(limit)
-    with store._read_engine.connect() as conn:
+    with _reading(store) as conn:
         return [run_from_row(row) for row in conn.execute(q)]
 
 
@@ -89,7 +102,7 @@ def recent_runs(store: RunStore, pipelines: Sequence[str], per_pipeline: int
     out: dict[str, list[RunBrief]] = {}
     if per_pipeline <= 0:
         return {name: [] for name in pipelines}
-    with store._read_engine.connect() as conn:
+    with _reading(store) as conn:
         for name in pipelines:
             rows = conn.execute(
                 select(r.run_id, r.state, r.created_at, r.logical_date)
@@ -110,13 +123,18 @@ class RunTasks:
     map_states: dict[str, dict[TaskState, int]]
 
 
-@translated("reading task instances")
-def run_tasks(store: RunStore, run_id: str) -> RunTasks:
-    t = _tis.c
-    with store._read_engine.connect() as conn:
+@translated("reading a run")
+def run_with_tasks(store: RunStore, run_id: str) -> tuple[RunRecord, RunTasks]:
+    """The run and its task instances (as `RunTasks`), on one connection; RunNotFound if
+    there is no such run."""
+    r, t = _runs.c, _tis.c
+    with _reading(store) as conn:
+        row = conn.execute(select(*RUN_COLUMNS).where(r.run_id == run_id)).first()
+        if row is None:
+            raise _run_not_found(run_id)
         rows = conn.execute(select(*TI_COLUMNS).where(t.run_id == run_id, t.map_index == -1)
                             .order_by(t.task_id))
-        instances = [ti_from_row(row) for row in rows]
+        instances = [ti_from_row(ti) for ti in rows]
         counts: dict[str, dict[TaskState, int]] = {}
         if any(ti.map_count is not None for ti in instances):
             for task_id, state, n in conn.execute(
@@ -124,7 +142,7 @@ def run_tasks(store: RunStore, run_id: str) -> RunTasks:
                     .where(t.run_id == run_id, t.map_index >= 0)
                     .group_by(t.task_id, t.state)):
                 counts.setdefault(task_id, {})[TaskState(state)] = int(n)
-    return RunTasks(instances=instances, map_states=counts)
+    return run_from_row(row), RunTasks(instances=instances, map_states=counts)
 
 
-__all__ = ["RunBrief", "RunFilter", "RunTasks", "recent_runs", "run_tasks", "runs_page"]
+__all__ = ["RunBrief", "RunFilter", "RunTasks", "recent_runs", "run_with_tasks", "runs_page"]

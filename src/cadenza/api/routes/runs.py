@@ -13,11 +13,11 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Path, Query, Response
 
 from cadenza.api.auth import RequireOperator, RequireViewer
 from cadenza.api.deps import CatalogDep, SettingsDep, StoreDep
-from cadenza.api.errors import FieldError
+from cadenza.api.errors import FieldError, json_response
 from cadenza.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, encode_cursor
 from cadenza.api.schemas import (
     CancelOut,
@@ -39,7 +39,7 @@ from cadenza.engine.cancel import cancel_run
 from cadenza.engine.rerun import request_resume, request_retry
 from cadenza.graph.plan import Plan
 from cadenza.store import RunStore
-from cadenza.store.run_views import RunFilter, run_tasks, runs_page
+from cadenza.store.run_views import RunFilter, RunTasks, run_with_tasks, runs_page
 
 router = APIRouter(tags=["runs"])
 
@@ -86,8 +86,7 @@ def ti_out(ti: TaskInstanceRecord, map_states: dict[TaskState, int] | None = Non
         map_summary=summary)
 
 
-def run_detail(store: RunStore, run: RunRecord) -> RunDetailOut:
-    tasks = run_tasks(store, run.run_id)
+def run_detail(run: RunRecord, tasks: RunTasks) -> RunDetailOut:
     order = {task_id: i for i, task_id in enumerate(run.task_order)}
     instances = sorted(tasks.instances, key=lambda t: (order.get(t.task_id, len(order)),
                                                        t.task_id))
@@ -135,7 +134,7 @@ def _filter(pipeline: str | None, state: list[RunState] | None, created_from: da
                      created_to=created_to, logical_from=logical_from, logical_to=logical_to)
 
 
-@router.get("/runs", dependencies=[RequireViewer])
+@router.get("/runs", dependencies=[RequireViewer], response_model=Page[RunOut])
 def list_runs(
     store: StoreDep,
     pipeline: Annotated[str | None, Query(description="Only this pipeline's runs.")] = None,
@@ -146,23 +145,24 @@ def list_runs(
     logical_to: LogicalTo = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
-) -> Page[RunOut]:
+) -> Response:
     """Runs, newest first, filtered by pipeline, state, creation time and logical date."""
     where = _filter(pipeline, state, created_from, created_to, logical_from, logical_to)
-    return _page(store, where, cursor, limit)
+    return json_response(_page(store, where, cursor, limit))
 
 
-@router.get("/runs/{run_id}", dependencies=[RequireViewer])
-def get_run(run_id: RunId, store: StoreDep) -> RunDetailOut:
+@router.get("/runs/{run_id}", dependencies=[RequireViewer], response_model=RunDetailOut)
+def get_run(run_id: RunId, store: StoreDep) -> Response:
     """A run with its task instances (state, attempts, durations, cache origin; mapped
     tasks by their summary with counts per state)."""
-    return run_detail(store, store.get_run(run_id))
+    return json_response(run_detail(*run_with_tasks(store, run_id)))
 
 
 PipelineName = Annotated[str, Path(description="The pipeline's name.", max_length=200)]
 
 
-@router.get("/pipelines/{name}/runs", dependencies=[RequireViewer])
+@router.get("/pipelines/{name}/runs", dependencies=[RequireViewer],
+            response_model=Page[RunOut])
 def list_pipeline_runs(
     name: PipelineName,
     store: StoreDep,
@@ -174,12 +174,12 @@ def list_pipeline_runs(
     logical_to: LogicalTo = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
-) -> Page[RunOut]:
+) -> Response:
     """The pipeline's runs, newest first (as `GET /runs?pipeline=NAME`; 404 for a pipeline
     the project does not have)."""
     catalog.get(name)
     where = _filter(name, state, created_from, created_to, logical_from, logical_to)
-    return _page(store, where, cursor, limit)
+    return json_response(_page(store, where, cursor, limit))
 
 
 def _check_params(plan: Plan, params: dict[str, object]) -> None:

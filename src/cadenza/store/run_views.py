@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy import Connection, func, select, tuple_
 
 from cadenza.core.records import RunRecord, TaskInstanceRecord
 from cadenza.core.states import RunState, TaskState
@@ -85,9 +85,9 @@ def runs_page(store: RunStore, where: RunFilter, *, after: tuple[datetime, str] 
         q = q.where(r.logical_date <= where.logical_to)
     if after is not None:
         at, run_id = after
-        # The plain upper bound lets the index range-scan; the OR breaks ties on run_id.
-        q = q.where(r.created_at <= at,
-                    or_(r.created_at < at, and_(r.created_at == at, r.run_id < run_id)))
+        # The row value seeks the (..., created_at, run_id) index; the plain bound helps
+        # planners that do not range-scan on row values.
+        q = q.where(r.created_at <= at, tuple_(r.created_at, r.run_id) < tuple_(at, run_id))
     q = q.order_by(r.created_at.desc(), r.run_id.desc()).limit(limit)
     with _reading(store) as conn:
         return [run_from_row(row) for row in conn.execute(q)]

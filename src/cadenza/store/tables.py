@@ -204,9 +204,12 @@ runs_table = Table(
     # Set by `cadenza runs cancel` (any process); the run's driver polls it (engine/lease.py).
     _time("cancel_requested_at", nullable=True),
     PrimaryKeyConstraint("run_id"),
-    Index(None, "created_at"),
-    Index(None, "pipeline", "created_at"),
-    Index(None, "state", "created_at"),
+    # Runs lists (newest first by (created_at, run_id), optionally by pipeline or state)
+    # read and page straight off these: revision 0006 added run_id and logical_date.
+    Index(None, "created_at", "run_id"),
+    Index(None, "pipeline", "created_at", "run_id"),
+    Index(None, "state", "created_at", "run_id"),
+    Index(None, "logical_date"),
     **_CLUSTERED,
 )
 

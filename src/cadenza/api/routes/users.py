@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
 
-from cadenza.api.auth import RequireAdmin, RequireViewer, current_principal, forget_credentials
+from cadenza.api.auth import Principal, RequireAdmin, RequireViewer, forget_credentials
 from cadenza.api.deps import StoreDep
 from cadenza.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, encode_cursor
 from cadenza.api.schemas import MeOut, Page, UserIn, UserOut, UserPatchIn
@@ -27,11 +27,10 @@ def user_out(user: UserRecord) -> UserOut:
                    has_password=user.has_password, created_at=user.created_at)
 
 
-@router.get("/me", dependencies=[RequireViewer])
-def get_me(request: Request) -> MeOut:
+@router.get("/me")
+def get_me(who: Annotated[Principal, RequireViewer]) -> MeOut:
     """Who the caller is: the token's user and role (the anonymous admin while no user
     exists)."""
-    who = current_principal(request)
     return MeOut(name=who.name, role=who.role.value, anonymous=who.is_anonymous,
                  token_id=who.token_id)
 

@@ -42,7 +42,7 @@ from sqlalchemy import (
 
 # The newest Alembic revision. Opening a database whose alembic_version row equals this
 # does no migration work at all (see db.ensure_schema).
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
 
 # Alembic's own version table, as Alembic creates it, so that a schema made by
 # `create_all` is indistinguishable from one made by `alembic upgrade head`.
@@ -205,7 +205,7 @@ runs_table = Table(
     _time("cancel_requested_at", nullable=True),
     PrimaryKeyConstraint("run_id"),
     # Runs lists (newest first by (created_at, run_id), optionally by pipeline or state)
-    # read and page straight off these: revision 0006 added run_id and logical_date.
+    # read and page straight off these: revision 0007 added run_id and logical_date.
     Index(None, "created_at", "run_id"),
     Index(None, "pipeline", "created_at", "run_id"),
     Index(None, "state", "created_at", "run_id"),

@@ -1,8 +1,8 @@
 """Run list indexes: the runs' (created_at), (pipeline, created_at) and (state, created_at)
 indexes end with run_id; a new index on logical_date.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-06
 
 Must stay equivalent to the schema in `tables.py` at this revision (a test compares them).
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0006"
-down_revision: str | Sequence[str] | None = "0005"
+revision: str = "0007"
+down_revision: str | Sequence[str] | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -197,3 +197,8 @@ def test_a_secret_set_with_another_key_fails_only_the_task_reading_it(proj: Proj
     run = proj.ok("run", "pipelines/uses_secret.py:uses_secret", code=1, env=env)
     text = " ".join(strip_ansi(run.stdout + run.stderr).split())
     assert "secret 'API_KEY' cannot be read: it was encrypted with another secret key" in text
+    broken = dict(proj.env, CADENZA_SECRET_KEY="not-a-key")
+    run = proj.ok("run", "pipelines/uses_secret.py:uses_secret", code=1, env=broken)
+    text = " ".join(strip_ansi(run.stdout + run.stderr).split())
+    assert ("secret 'API_KEY' cannot be read: the secret key in CADENZA_SECRET_KEY is not a "
+            "Fernet key") in text

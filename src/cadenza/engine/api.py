@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from cadenza.core import clock
-from cadenza.core.errors import CadenzaError, ConfigError, PipelineNotFound, UsageError
+from cadenza.core.errors import CadenzaError, PipelineNotFound, UsageError
 from cadenza.core.ids import new_driver_id, new_run_id
 from cadenza.core.records import (
     RERUN,
@@ -417,14 +417,9 @@ def secrets_for(store: Any, settings: Settings) -> Secrets | None:
     written to disk or put in the environment, and the worker never needs the key."""
     from cadenza.store.security import security_store
 
-    def key() -> bytes | None:
-        try:
-            return secret_key(settings.home, create=False)
-        except ConfigError as exc:  # a broken key fails the tasks that read a secret only
-            log.warning("secrets cannot be decrypted: %s", exc)
-            return None
-
-    secrets = security_store(store).load_secrets(key)
+    # Read only when secrets exist; a broken key fails only the tasks that read a secret.
+    secrets = security_store(store).load_secrets(lambda: secret_key(settings.home,
+                                                                    create=False))
     return secrets if (len(secrets) or secrets.unavailable) else None
 
 

@@ -29,6 +29,7 @@ from sqlalchemy import delete, func, insert, select, update
 
 from cadenza.core import clock
 from cadenza.core.errors import (
+    ConfigError,
     NotAuthenticated,
     SecretNotFound,
     StateConflict,
@@ -345,11 +346,15 @@ class SecurityStore:
             rows = conn.execute(query).all()
         if not rows:
             return Secrets()
+        reason = ("no secret key here: CADENZA_SECRET_KEY is unset and there is no "
+                  "secret.key in CADENZA_HOME")
         if callable(key):
-            key = key()
+            try:
+                key = key()
+            except ConfigError as exc:  # a broken key fails only the tasks reading a secret
+                log.warning("secrets cannot be decrypted: %s", exc)
+                key, reason = None, exc.message
         if key is None:
-            reason = ("no secret key here: CADENZA_SECRET_KEY is unset and there is no "
-                      "secret.key in CADENZA_HOME")
             return Secrets(unavailable={r.name: reason for r in rows})
         from cryptography.fernet import InvalidToken
 

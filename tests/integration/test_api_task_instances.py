@@ -506,3 +506,15 @@ def test_a_huge_error_message_is_cut_in_the_detail_and_a_mapped_summary_points_a
     r = server.client.get(f"{V1}/runs/{mapped}/tasks/square/output/preview")
     assert r.status_code == 404 and "is mapped" in r.json()["detail"]
     assert r.json()["hint"] == "preview one with ?map_index=0 to 1"
+
+
+def test_pool_names_as_the_cli_takes_them(server: Server) -> None:
+    server.store.set_pool("team a/gpu", 2)
+    assert server.get("/pools/team a/gpu")["slots"] == 2
+    r = server.client.put(f"{V1}/pools/team b/cpu", json={"slots": 3})
+    assert r.status_code == 200 and server.store.get_pool("team b/cpu").slots == 3  # type: ignore[union-attr]
+    r = server.client.put(f"{V1}/pools/%20%20", json={"slots": 1})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["path", "name"], r.text
+    for control in ("a%0Ab", "a%07b"):  # no route matches a newline; the pattern refuses BEL
+        r = server.client.put(f"{V1}/pools/{control}", json={"slots": 1})
+        assert r.status_code in (404, 422), r.text

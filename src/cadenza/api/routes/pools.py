@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path
 
 from cadenza.api.auth import RequireAdmin, RequireViewer
 from cadenza.api.deps import StoreDep
+from cadenza.api.errors import FieldError
 from cadenza.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_after, encode_cursor
 from cadenza.api.schemas import Page, PoolIn, PoolOut
 from cadenza.core.errors import NotFound
@@ -18,8 +19,10 @@ from cadenza.store.browse import browse_store
 
 router = APIRouter(prefix="/pools", tags=["pools"])
 
+# Any name `@task(pool=...)` and `cadenza pools set` take (spaces and '/' included), without
+# control characters.
 PoolName = Annotated[str, Path(description="The pool's name.", min_length=1, max_length=200,
-                               pattern=r"^[A-Za-z0-9_.\-]+$")]
+                               pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 def pool_out(p: PoolRecord) -> PoolOut:
@@ -36,7 +39,7 @@ def list_pools(store: StoreDep, limit: Limit = DEFAULT_LIMIT,
                          next_cursor=encode_cursor(*got.after) if got.after else None)
 
 
-@router.get("/{name}", dependencies=[RequireViewer])
+@router.get("/{name:path}", dependencies=[RequireViewer])
 def get_pool(name: PoolName, store: StoreDep) -> PoolOut:
     """One pool."""
     pool = store.get_pool(name)
@@ -48,7 +51,9 @@ def get_pool(name: PoolName, store: StoreDep) -> PoolOut:
     return pool_out(pool)
 
 
-@router.put("/{name}", dependencies=[RequireAdmin])
+@router.put("/{name:path}", dependencies=[RequireAdmin])
 def set_pool(name: PoolName, body: PoolIn, store: StoreDep) -> PoolOut:
     """Create or replace a pool (admin). 0 slots pauses it: its task instances wait."""
+    if not name.strip():
+        raise FieldError([("path", "name")], "a pool name cannot be blank")
     return pool_out(store.set_pool(name, body.slots, body.description))

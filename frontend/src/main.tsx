@@ -22,6 +22,7 @@ const router = createBrowserRouter([
       { index: true, element: <PipelinesPage /> },
       { path: "login", element: <LoginPage /> },
       { path: "pipelines/:name", element: <PipelinePage tab="graph" /> },
+      { path: "pipelines/:name/grid", element: <PipelinePage tab="grid" /> },
       { path: "pipelines/:name/runs", element: <PipelinePage tab="runs" /> },
       { path: "pipelines/:name/trigger", element: <PipelinePage tab="trigger" /> },
       { path: "runs", element: <RunsPage /> },

@@ -311,6 +311,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/pipelines/{name}/grid": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Pipeline Grid
+         * @description The newest `limit` runs of the pipeline and each one's task states, tasks in the
+         *     pipeline's graph order (tasks only older runs had come last).
+         */
+        get: operations["pipeline_grid_api_v1_pipelines__name__grid_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/pipelines/{name}/pause": {
         parameters: {
             query?: never;
@@ -1207,6 +1228,31 @@ export interface components {
              * @default
              */
             type: string;
+        };
+        /**
+         * GridOut
+         * @description A pipeline's runs x tasks (the grid view): `runs` newest first, `tasks` in graph
+         *     order, and per run one string of one character per task: `codes[k]` is the state whose
+         *     code is the k-th letter `a`, `b`, ... (`.`: the run has no such task). Compact on
+         *     purpose: 1,000 runs x 200 tasks is 200 kB, not megabytes of JSON.
+         */
+        GridOut: {
+            /**
+             * Cells
+             * @description One string per run (as `runs`), one letter per task (as `tasks`).
+             */
+            cells: string[];
+            /**
+             * Codes
+             * @description cells' letters a, b, c, ... in this order.
+             */
+            codes: components["schemas"]["TaskState"][];
+            /** Next Cursor */
+            next_cursor?: string | null;
+            /** Runs */
+            runs: components["schemas"]["RunBriefOut"][];
+            /** Tasks */
+            tasks: string[];
         };
         /** HTTPValidationError */
         HTTPValidationError: {
@@ -3583,6 +3629,96 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["PipelineDetailOut"];
+                };
+            };
+            /** @description The request cannot be used as it is. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No API token, or one that is unknown, expired or revoked (auth is on once a user exists). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description The token's role is too low for this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such pipeline, run or task. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed in the current state; says why. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The metadata store cannot be reached. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    pipeline_grid_api_v1_pipelines__name__grid_get: {
+        parameters: {
+            query?: {
+                /** @description Runs per page. */
+                limit?: number;
+                /** @description Where the page starts: the `next_cursor` of the previous page. */
+                cursor?: string | null;
+            };
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GridOut"];
                 };
             };
             /** @description The request cannot be used as it is. */

@@ -1,11 +1,14 @@
 // One pipeline: its graph (/pipelines/:name), its runs (/runs) and the trigger form
 // (/trigger), each a URL. Mapped tasks are one stacked node.
-import { useState } from "react";
+import { useEffect, useState } from "react";
 import { Link, NavLink, useNavigate, useParams } from "react-router";
 import { api, ApiError, enc, type PipelineDetailOut, type RunOut } from "../api/client";
 import { useApi } from "../api/hooks";
 import { ErrorBox } from "../components/ErrorBox";
 import { Graph, type GEdge, type GNode } from "../components/Graph";
+import { Grid, type GridData } from "../components/Grid";
+import { Legend } from "../components/State";
+import { TASK_STATES } from "../states.gen";
 import { ParamForm, type FieldErrors, type ParamSchema } from "../components/ParamForm";
 import { RunSquares } from "../components/State";
 import { useCanOperate } from "../auth";
@@ -29,7 +32,7 @@ export function graphOf(p: PipelineDetailOut): { nodes: GNode[]; edges: GEdge[] 
   return { nodes, edges };
 }
 
-export function PipelinePage({ tab }: { tab: "graph" | "runs" | "trigger" }) {
+export function PipelinePage({ tab }: { tab: "graph" | "grid" | "runs" | "trigger" }) {
   const { name = "" } = useParams();
   const pipeline = useApi<PipelineDetailOut>(`/pipelines/${enc(name)}`);
   const p = pipeline.data;
@@ -70,10 +73,12 @@ export function PipelinePage({ tab }: { tab: "graph" | "runs" | "trigger" }) {
       )}
       <nav className="tabs">
         <NavLink to={base} end>Graph</NavLink>
+        <NavLink to={`${base}/grid`}>Grid</NavLink>
         <NavLink to={`${base}/runs`}>Runs</NavLink>
         {canOperate && <NavLink to={`${base}/trigger`}>Trigger</NavLink>}
       </nav>
       {p && tab === "graph" && <Graph {...graphOf(p)} />}
+      {tab === "grid" && <GridPanel name={name} />}
       {tab === "runs" && <RunsTable query={`pipeline=${enc(name)}`} showPipeline={false} />}
       {p && tab === "trigger" && (canOperate ? <TriggerPanel pipeline={p} /> : <p className="muted">Triggering a run needs the operator role.</p>)}
     </div>
@@ -118,4 +123,44 @@ function TriggerPanel({ pipeline }: { pipeline: PipelineDetailOut }) {
       <ParamForm schema={schema} serverErrors={fieldErrors} busy={busy} onSubmit={trigger} />
     </div>
   );
+}
+
+type GridPage = GridData & { next_cursor?: string | null };
+
+function GridPanel({ name }: { name: string }) {
+  const [data, setData] = useState<GridPage | null>(null);
+  const [error, setError] = useState<Error | null>(null);
+  const load = (cursor: string | null) =>
+    api<GridPage>(`/pipelines/${enc(name)}/grid?limit=200${cursor ? `&cursor=${enc(cursor)}` : ""}`).then(
+      (page) =>
+        setData((old) =>
+          old && cursor
+            ? { ...page, tasks: old.tasks, runs: [...old.runs, ...page.runs], cells: [...old.cells, ...regrid(old.tasks, page)] }
+            : page,
+        ),
+      (e: Error) => setError(e),
+    );
+  useEffect(() => {
+    setData(null);
+    load(null);
+  }, [name]); // eslint-disable-line react-hooks/exhaustive-deps
+  return (
+    <div>
+      <ErrorBox error={error} />
+      <div className="toolbar" style={{ marginBottom: 8 }}>
+        <Legend states={TASK_STATES} />
+        <span className="spacer" />
+        {data?.next_cursor && <button onClick={() => load(data.next_cursor ?? null)}>Load older runs</button>}
+      </div>
+      {data && (data.runs.length ? <Grid data={data} /> : <p className="muted">No runs yet.</p>)}
+    </div>
+  );
+}
+
+/** A later page's rows laid out on the first page's task columns (tasks only older runs
+ * had are appended to a page's list, so a later page can have more). */
+function regrid(tasks: string[], page: GridPage): string[] {
+  if (page.tasks.length === tasks.length && page.tasks.every((t, i) => t === tasks[i])) return page.cells;
+  const at = new Map(page.tasks.map((t, i) => [t, i]));
+  return page.cells.map((row) => tasks.map((t) => (at.has(t) ? row[at.get(t)!] : ".")).join(""));
 }

@@ -29,6 +29,7 @@ from cadenza.api.routes import (
     assets,
     audit,
     events,
+    grid,
     login,
     pipelines,
     pools,
@@ -58,6 +59,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     tokens.router,
     secrets.router,
     audit.router,
+    grid.router,
 )
 
 # Shown in OpenAPI for every route: what an error body looks like.

@@ -562,3 +562,20 @@ class LoginIn(BaseModel):
     password: str = Field(min_length=1, max_length=1000)
     expires_in_s: int = Field(default=12 * 3600, ge=60, le=30 * 86400,
                               description="The token's lifetime in seconds (default 12 h).")
+
+
+# -- grid (api/routes/grid.py) -------------------------------------------------------------------
+
+
+class GridOut(BaseModel):
+    """A pipeline's runs x tasks (the grid view): `runs` newest first, `tasks` in graph
+    order, and per run one string of one character per task: `codes[k]` is the state whose
+    code is the k-th letter `a`, `b`, ... (`.`: the run has no such task). Compact on
+    purpose: 1,000 runs x 200 tasks is 200 kB, not megabytes of JSON."""
+
+    tasks: list[str]
+    runs: list[RunBriefOut]
+    codes: list[TaskState] = Field(description="cells' letters a, b, c, ... in this order.")
+    cells: list[str] = Field(description="One string per run (as `runs`), one letter per "
+                             "task (as `tasks`).")
+    next_cursor: str | None = None

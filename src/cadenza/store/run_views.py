@@ -145,4 +145,21 @@ def run_with_tasks(store: RunStore, run_id: str) -> tuple[RunRecord, RunTasks]:
     return run_from_row(row), RunTasks(instances=instances, map_states=counts)
 
 
-__all__ = ["RunBrief", "RunFilter", "RunTasks", "recent_runs", "run_with_tasks", "runs_page"]
+@translated("reading task states of runs")
+def task_states(store: RunStore, run_ids: Collection[str]) -> dict[str, dict[str, TaskState]]:
+    """For each run, its tasks' states (a mapped task by its summary row): what a runs x
+    tasks grid draws. One query on the primary key's (run_id, ...) prefix, three columns."""
+    t = _tis.c
+    out: dict[str, dict[str, TaskState]] = {run_id: {} for run_id in run_ids}
+    if not out:
+        return out
+    with _reading(store) as conn:
+        rows = conn.execute(select(t.run_id, t.task_id, t.state)
+                            .where(t.run_id.in_(list(out)), t.map_index == -1))
+        for run_id, task_id, state in rows:
+            out[run_id][task_id] = TaskState(state)
+    return out
+
+
+__all__ = ["RunBrief", "RunFilter", "RunTasks", "recent_runs", "run_with_tasks", "runs_page",
+           "task_states"]

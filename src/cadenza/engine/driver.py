@@ -131,6 +131,10 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
         self._seq = itertools.count()
         self._code_prints: dict[int, str] = {}  # id(fn) -> code fingerprint (lineage)
         self._dirty_since: float | None = None
+        # The run's part of every call's context, and the run record and secrets it was
+        # built from (_call_context).
+        self._context: dict[str, Any] | None = None
+        self._context_of: tuple[RunRecord, Any] | None = None
         self._must_flush = False
         self._poller: Executor | None = None  # threads that poke sensor steps
         # (monotonic deadline, seq, sensor instance, attempt): fail a poke that outlives it
@@ -306,11 +310,11 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
         calls: list[tuple[Instance, TaskCall]] = []
         while self.ready_sensors:  # polled by the engine: no executor slot, no pool slot
             inst = self.ready_sensors.popleft()
-            call = self._build_call(inst) if inst.state is S.SCHEDULED else None
-            if call is not None:
+            if inst.state is S.SCHEDULED:
+                self._resolve_inputs(inst)
                 self.active.start_attempt(inst)
                 self.in_flight[(inst.node.id, inst.map_index)] = inst
-                calls.append((inst, self._with_attempt(call, inst)))
+                calls.append((inst, self._build_call(inst)))
         if not self.ready:
             return calls
         free = self.executor.free_slots()
@@ -335,14 +339,10 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
                 deferred.append(inst)
                 continue
             inst.granted = granted
-            call = self._build_call(inst)
-            if call is None:
-                self.admission.release(inst.node, granted)
-                inst.granted = None
-                continue
+            self._resolve_inputs(inst)
             self.active.start_attempt(inst)  # inlined: this runs once per task
             self.in_flight[(inst.node.id, inst.map_index)] = inst
-            calls.append((inst, self._with_attempt(call, inst)))
+            calls.append((inst, self._build_call(inst)))
             free -= 1
         if deferred:
             self.ready.extendleft(reversed(deferred))
@@ -359,34 +359,19 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
             return
         self._submit_sensor(inst, call, first_poke=first_poke)
 
-    def _with_attempt(self, call: TaskCall, inst: Instance) -> TaskCall:
-
-        log_path = attempt_log_path(self.logs_dir, self.run_id, inst.node.id, inst.map_index,
-                                    inst.attempt)
-        env = dict(call.env)
-        gpus = getattr(inst.granted, "gpus", ())
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
-        return replace(call, attempt=inst.attempt, log_path=log_path, env=env)
-
-    def _build_call(self, inst: Instance) -> TaskCall | None:
-        node = inst.node
+    def _resolve_inputs(self, inst: Instance) -> None:
         if inst.inputs is None:
-            inst.inputs = {k: substitute(v, self.active.input_for) for k, v in node.args.items()}
-        ctx: dict[str, Any] = {
-            "logical_date": self.run.logical_date,
-            "data_interval": (
-                (self.run.data_interval_start, self.run.data_interval_end)
-                if self.run.data_interval_start
-                else None
-            ),
-            "params": self.run.params,
-        }
-        trigger = self.run.extra.get("trigger")
-        if trigger is not None:  # what started a scheduled, asset, sensor or event run
-            ctx["extra"] = {"trigger": trigger}
-        if self.secrets is not None:
-            ctx["secrets"] = self.secrets
+            inst.inputs = {k: substitute(v, self.active.input_for)
+                           for k, v in inst.node.args.items()}
+
+    def _build_call(self, inst: Instance) -> TaskCall:
+        """The call of `inst`'s current attempt (its inputs resolved, its attempt started).
+
+        Built once per attempt (it was built, then copied with `dataclasses.replace` to set
+        the attempt: ~11 us of a frozen 17-field dataclass on the loaded VM), with the run's
+        context shared by every call of the run (workers only read it)."""
+        node = inst.node
+        gpus = getattr(inst.granted, "gpus", ())
         return TaskCall(
             run_id=self.run_id,
             pipeline=self.graph.name,
@@ -395,15 +380,42 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
             attempt=inst.attempt,
             fn=node.fn,
             fn_key=node.fn_key,
-            inputs=inst.inputs,
+            inputs=inst.inputs if inst.inputs is not None else {},
             call_kinds=node.call_kinds,
             timeout_s=node.options.timeout_s,
+            env={"CUDA_VISIBLE_DEVICES": ",".join(gpus)} if gpus else {},
+            log_path=attempt_log_path(self.logs_dir, self.run_id, node.id, inst.map_index,
+                                      inst.attempt),
             artifact_root=self.artifact_root,
             inline_limit_bytes=self.inline_limit,
-            context=ctx,
+            context=self._call_context(),
             tracker=self.tracker,
             tracking_info=self.tracking_info,
         )
+
+    def _call_context(self) -> dict[str, Any]:
+        """What get_context() shows of the run, built again only when the run record was
+        replaced."""
+        run = self.run
+        of = self._context_of
+        if of is not None and of[0] is run and of[1] is self.secrets and self._context:
+            return self._context
+        ctx: dict[str, Any] = {
+            "logical_date": run.logical_date,
+            "data_interval": (
+                (run.data_interval_start, run.data_interval_end)
+                if run.data_interval_start
+                else None
+            ),
+            "params": run.params,
+        }
+        trigger = run.extra.get("trigger")
+        if trigger is not None:  # what started a scheduled, asset, sensor or event run
+            ctx["extra"] = {"trigger": trigger}
+        if self.secrets is not None:
+            ctx["secrets"] = self.secrets
+        self._context, self._context_of = ctx, (run, self.secrets)
+        return ctx
 
     # --- outcomes ------------------------------------------------------------------------
     def _fold(self, out: TaskOutcome) -> None:

@@ -51,8 +51,7 @@ class SensorSteps:
         def _attempt_done(self, inst: Instance, state: TaskState,
                           out: TaskOutcome | None) -> None: ...
         def _existing_log(self, inst: Instance) -> str | None: ...
-        def _build_call(self, inst: Instance) -> TaskCall | None: ...
-        def _with_attempt(self, call: TaskCall, inst: Instance) -> TaskCall: ...
+        def _build_call(self, inst: Instance) -> TaskCall: ...
         def _submit(self, inst: Instance, call: TaskCall, *,
                     first_poke: bool = True) -> None: ...
 
@@ -147,9 +146,6 @@ class SensorSteps:
         self.active.fail(inst, error)
 
     def _poke_again(self, inst: Instance) -> None:
-        call = self._build_call(inst)
-        if call is None:
-            return
         self.in_flight[(inst.node.id, inst.map_index)] = inst
-        self._submit(inst, self._with_attempt(call, inst), first_poke=False)
+        self._submit(inst, self._build_call(inst), first_poke=False)
 

@@ -15,7 +15,7 @@ $(BIN)/python:
 	$(PIP) install --quiet --upgrade pip
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
-	$(PIP) install --quiet -c constraints.txt -e '.[ml]'
+	$(PIP) install --quiet -c constraints.txt -e '.[ml,server]'
 	@touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
@@ -42,6 +42,10 @@ demo: $(VENV)/.installed
 	@echo "  $(BIN)/mlflow ui --backend-store-uri sqlite:///.cadenza/mlflow/mlflow.db   the MLflow runs"
 	@echo "  $(BIN)/python examples/quickstart.py      a smaller, dependency-free pipeline"
 	@echo "  $(BIN)/python examples/features_to_training.py   two pipelines chained by an asset, started by the scheduler"
+	@echo
+	@echo "The web UI (pipelines, graph, grid, live runs, Gantt, logs) and the REST API, with the scheduler:"
+	@echo "  $(BIN)/cadenza server --scheduler examples/fraud_detection.py"
+	@echo "  then open http://127.0.0.1:8321/"
 
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench examples

@@ -31,11 +31,13 @@ def test_grid_draws_each_run_and_task_in_its_state_colour(
     failed = run_now(ui_server, "flaky", gate=str(gate))
     gate.write_text("open")
     ok = run_now(ui_server, "flaky", gate=str(gate))
+    for i in range(10):  # more history, so the grid (and its README picture) has a pattern
+        run_now(ui_server, "flaky", gate=str(gate if i % 3 else tmp_path / "closed"))
     page = ui_page
     page.goto(f"{ui_server.base_url}/pipelines/flaky/grid")
     grid = page.get_by_test_id("grid")
     grid.wait_for()
-    assert (grid.get_attribute("data-runs"), grid.get_attribute("data-tasks")) == ("2", "3")
+    assert (grid.get_attribute("data-runs"), grid.get_attribute("data-tasks")) == ("12", "3")
 
     def colour_at(col: int, row: int) -> str:
         return grid.locator("canvas").evaluate(  # type: ignore[no-any-return]

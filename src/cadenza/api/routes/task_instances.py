@@ -91,7 +91,8 @@ DirectionQ = Annotated[Direction, Query(description="both, upstream (what it was
 Sha = Annotated[str, Path(description="An artifact's SHA-256, or a unique prefix of it.",
                           min_length=4, max_length=64, pattern="^[0-9a-fA-F]+$")]
 
-FOLLOW_POLL_S = 0.2  # how often a live follow looks at the log file and the attempt's state
+FOLLOW_POLL_S = 0.2  # how often a live follow looks at the log file
+STATE_POLL_S = 1.0  # ... and at the attempt's state in the store (2 indexed reads)
 KEEPALIVE_S = 15.0
 # A lineage tree in a response has at most this many nodes; cut ones mark their parent
 # `truncated` (a fan-out to 10,000 mapped consumers would otherwise be one huge response).
@@ -435,7 +436,7 @@ def _current(store: RunStore, ti: TaskInstanceRecord, attempt: int | None,
 
 async def _follow(request: Request, store: RunStore, ti: TaskInstanceRecord,
                   attempt: int | None, offset: int, logs_dir: str) -> AsyncIterator[bytes]:
-    """Cases, each poll:
+    """Cases, each poll (the store is read every STATE_POLL_S, the file every FOLLOW_POLL_S):
       1. the attempt has not started: wait (or end with the task instance's state, if it
          ended without it: cached, skipped, upstream failed, cancelled);
       2. it runs: send the whole lines added since `offset`;
@@ -443,21 +444,24 @@ async def _follow(request: Request, store: RunStore, ti: TaskInstanceRecord,
     """
     loop = asyncio.get_running_loop()
     quiet_since = loop.time()
+    next_check = 0.0
+    view: AttemptView | None = None
     while True:
         if await request.is_disconnected():
             return
-        try:
-            now, view = await run_in_threadpool(_current, store, ti, attempt, logs_dir)
-        except CadenzaError as exc:  # the run was deleted meanwhile
-            yield _sse("end", {"attempt": attempt, "state": None, "next_offset": offset,
-                               "error": exc.message})
-            return
-        if view is None:  # case 1
-            if now.state.is_final:
+        if loop.time() >= next_check:  # the store, less often than the file
+            try:
+                now, view = await run_in_threadpool(_current, store, ti, attempt, logs_dir)
+            except CadenzaError as exc:  # the run was deleted meanwhile
+                yield _sse("end", {"attempt": attempt, "state": None, "next_offset": offset,
+                                   "error": exc.message})
+                return
+            next_check = loop.time() + STATE_POLL_S
+            if view is None and now.state.is_final:  # case 1, ended without the attempt
                 yield _sse("end", {"attempt": None, "state": str(now.state),
                                    "next_offset": offset})
                 return
-        else:
+        if view is not None:
             attempt = view.attempt
             ended = not view.live
             while True:  # cases 2 and 3: read what is there, in chunks

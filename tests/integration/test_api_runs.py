@@ -6,13 +6,19 @@ drives them (claim_queued + drive_run) on the inline executor."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
+
+from cadenza.api import create_app
 from cadenza.core.ids import new_driver_id
 from cadenza.engine.api import drive_run
 from cadenza.store.scheduling import scheduling_store
-from tests.fixtures.server import LiveServer
+from tests.fixtures.server import LiveServer, make_api_project, project_settings_for, serve
+from tests.fixtures.waiting import wait_for
 
 
 def plan_of(server: LiveServer, name: str) -> Any:
@@ -262,3 +268,57 @@ def test_a_cancelled_run_resumed_through_the_api_is_not_cancelled_again(
     assert r.json()["run"]["cancel_requested_at"] is None
     drive_queued(api_server, "plain")
     assert c.get(f"/api/v1/runs/{run_id}").json()["state"] == "success"
+
+
+HOLD = '''
+import time
+from pathlib import Path
+
+from cadenza import pipeline, task
+
+
+@task
+def hold(gate: str) -> str:
+    while not Path(gate).exists():
+        time.sleep(0.02)
+    return "released"
+
+
+@pipeline
+def holding(gate: str):
+    hold(gate)
+'''
+
+
+def test_cancelling_a_running_run_is_requested_and_its_driver_stops_it(
+        tmp_path: Path, db_url: str) -> None:
+    root = make_api_project(tmp_path / "proj", files={"holding.py": HOLD})
+    (tmp_path / "home").mkdir()
+    settings = project_settings_for(root, db_url, tmp_path / "home")
+    app = create_app(settings)
+    store = app.state.store
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as c:
+        r = c.post("/api/v1/pipelines/holding/runs",
+                   json={"params": {"gate": str(tmp_path / "never-opened")}})
+        run_id = r.json()["run_id"]
+        [run] = scheduling_store(store).claim_queued(new_driver_id(), {"holding": None})
+        plan = app.state.catalog.get().get("holding")
+        driver = threading.Thread(target=drive_run, args=(run, plan),
+                                  kwargs={"executor": "threads", "settings": settings})
+        driver.start()
+        try:
+            wait_for(lambda: store.get_task_instance(run_id, "hold").state.value == "running",
+                     what="the task to start")
+            r = c.post(f"/api/v1/runs/{run_id}/cancel")
+            assert r.status_code == 200, r.text
+            assert r.json()["outcome"] == "requested"
+            assert r.json()["run"]["cancel_requested_at"] is not None
+            wait_for(lambda: store.get_run(run_id).state.is_final, what="the run to end")
+        finally:
+            (tmp_path / "never-opened").write_text("")  # never leave the task looping
+            driver.join(timeout=60)
+        detail = c.get(f"/api/v1/runs/{run_id}").json()
+        assert detail["state"] == "cancelled"
+        assert detail["task_instances"][0]["state"] == "cancelled"
+        again = c.post(f"/api/v1/runs/{run_id}/cancel")
+        assert again.status_code == 409 and "already ended cancelled" in again.json()["detail"]

@@ -32,6 +32,9 @@ function Shell() {
         <nav>
           <NavLink to="/" end>Pipelines</NavLink>
           <NavLink to="/runs">Runs</NavLink>
+          <NavLink to="/assets">Assets</NavLink>
+          <NavLink to="/pools">Pools</NavLink>
+          <NavLink to="/sla-misses">SLA misses</NavLink>
         </nav>
         <span className="spacer" />
         <UserMenu />

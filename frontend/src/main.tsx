@@ -2,6 +2,7 @@ import { StrictMode } from "react";
 import { createRoot } from "react-dom/client";
 import { createBrowserRouter, RouterProvider } from "react-router";
 import { Layout, NotFoundPage } from "./App";
+import { AssetPage, AssetsPage, PoolsPage, SlaMissesPage } from "./pages/AssetsPages";
 import { LoginPage } from "./pages/LoginPage";
 import { PipelinePage } from "./pages/PipelinePage";
 import { PipelinesPage } from "./pages/PipelinesPage";
@@ -21,6 +22,10 @@ const router = createBrowserRouter([
     children: [
       { index: true, element: <PipelinesPage /> },
       { path: "login", element: <LoginPage /> },
+      { path: "assets", element: <AssetsPage /> },
+      { path: "assets/*", element: <AssetPage /> },
+      { path: "pools", element: <PoolsPage /> },
+      { path: "sla-misses", element: <SlaMissesPage /> },
       { path: "pipelines/:name", element: <PipelinePage tab="graph" /> },
       { path: "pipelines/:name/grid", element: <PipelinePage tab="grid" /> },
       { path: "pipelines/:name/runs", element: <PipelinePage tab="runs" /> },

@@ -1,7 +1,7 @@
 // One pipeline: its graph (/pipelines/:name), its runs (/runs) and the trigger form
 // (/trigger), each a URL. Mapped tasks are one stacked node.
 import { useEffect, useState } from "react";
-import { Link, NavLink, useNavigate, useParams } from "react-router";
+import { Link, NavLink, useNavigate, useParams, useSearchParams } from "react-router";
 import { api, ApiError, enc, type PipelineDetailOut, type RunOut } from "../api/client";
 import { useApi } from "../api/hooks";
 import { ErrorBox } from "../components/ErrorBox";
@@ -128,10 +128,13 @@ function TriggerPanel({ pipeline }: { pipeline: PipelineDetailOut }) {
 type GridPage = GridData & { next_cursor?: string | null };
 
 function GridPanel({ name }: { name: string }) {
+  const [params] = useSearchParams();
+  // Runs per page (?runs=, at most the API's 1,000).
+  const perPage = Math.min(1000, Math.max(1, Number(params.get("runs")) || 200));
   const [data, setData] = useState<GridPage | null>(null);
   const [error, setError] = useState<Error | null>(null);
   const load = (cursor: string | null) =>
-    api<GridPage>(`/pipelines/${enc(name)}/grid?limit=200${cursor ? `&cursor=${enc(cursor)}` : ""}`).then(
+    api<GridPage>(`/pipelines/${enc(name)}/grid?limit=${perPage}${cursor ? `&cursor=${enc(cursor)}` : ""}`).then(
       (page) =>
         setData((old) =>
           old && cursor
@@ -143,7 +146,7 @@ function GridPanel({ name }: { name: string }) {
   useEffect(() => {
     setData(null);
     load(null);
-  }, [name]); // eslint-disable-line react-hooks/exhaustive-deps
+  }, [name, perPage]); // eslint-disable-line react-hooks/exhaustive-deps
   return (
     <div>
       <ErrorBox error={error} />

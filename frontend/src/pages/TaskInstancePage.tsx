@@ -250,7 +250,7 @@ function InputsPanel({ base, mapIndex, inputs, runId }: { base: string; mapIndex
   );
 }
 
-function LineageTree({ node, dir, depth = 0 }: { node: LineageNode; dir: "upstream" | "downstream"; depth?: number }) {
+export function LineageTree({ node, dir, depth = 0 }: { node: LineageNode; dir: "upstream" | "downstream"; depth?: number }) {
   const kids = (dir === "upstream" ? node.upstream : node.downstream) ?? [];
   return (
     <ul className="lineage">

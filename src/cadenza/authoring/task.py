@@ -18,6 +18,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 from cadenza.authoring.builder import current_builder
 from cadenza.authoring.refs import OutputRef, _Wirable
 from cadenza.core.errors import ConfigError, DefinitionError, Problem
+from cadenza.graph.envspec import check_python, check_requirements
 from cadenza.graph.model import Resources, TaskOptions, TriggerRule
 from cadenza.graph.validate import check_trigger_rule
 
@@ -127,6 +128,10 @@ def build_options(name: str, raw: dict[str, Any]) -> tuple[TaskOptions, list[Pro
         except (TypeError, ValueError, ConfigError) as exc:
             bad(f"resources are not valid: {getattr(exc, 'message', exc)}",
                 '@task(resources={"cpu": 2, "memory": "4GiB", "gpu": 1})')
+    requirements, req_problems = check_requirements(raw.get("requirements"))
+    python, py_problems = check_python(raw.get("python"))
+    for message, hint in req_problems + py_problems:
+        bad(message, hint)
     pool = raw.get("pool") or "default"
     if not isinstance(pool, str):
         bad(f"pool must be a pool name, got {pool!r}", '@task(pool="gpu")')
@@ -149,7 +154,8 @@ def build_options(name: str, raw: dict[str, Any]) -> tuple[TaskOptions, list[Pro
         outlets=tuple(_asset_name(a) for a in raw.get("outlets") or ()),
         trigger_rule=TriggerRule(rule),
         is_branch=bool(raw.get("is_branch", False)),
-        requirements=tuple(raw.get("requirements") or ()),
+        requirements=requirements,
+        python=python,
         on_success=_callbacks(raw.get("on_success")),
         on_failure=_callbacks(raw.get("on_failure")),
         on_retry=_callbacks(raw.get("on_retry")),
@@ -161,7 +167,7 @@ def build_options(name: str, raw: dict[str, Any]) -> tuple[TaskOptions, list[Pro
 TASK_OPTIONS = frozenset({
     "retries", "retry_delay", "retry_backoff", "max_retry_delay", "retry_jitter", "retry_on",
     "timeout", "cache", "cache_expiration", "version", "resources", "pool", "outlets",
-    "trigger_rule", "is_branch", "requirements", "on_success", "on_failure", "on_retry",
+    "trigger_rule", "is_branch", "requirements", "python", "on_success", "on_failure", "on_retry",
     "sensor",
 })
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from cadenza.core import clock
 from cadenza.core.states import TaskState
+from cadenza.graph.envspec import env_spec
 from cadenza.graph.fingerprint import (
     TaskFingerprint,
     Unhashable,
@@ -64,6 +65,13 @@ def cache_key_parts(
     }
     if fp.values:
         parts["values"] = dict(fp.values)
+    # The requirement set, not the resolved lock: the lock is known only once the environment
+    # is built, in the executor, after the key was looked up (executors/envs.py records it on
+    # the attempt). An environment is built once per requirement set and kept, so the same
+    # set means the same lock on one machine until its env cache is cleared.
+    env = env_spec(node.options.requirements, node.options.python)
+    if env is not None:
+        parts["env"] = env
     return parts
 
 
@@ -74,6 +82,7 @@ def key_from_parts(parts: Mapping[str, Any]) -> str:
         version=parts["version"],
         inputs=parts["inputs"],
         values=parts.get("values"),
+        env=parts.get("env"),
     )
 
 

@@ -391,6 +391,8 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
             context=self._call_context(),
             tracker=self.tracker,
             tracking_info=self.tracking_info,
+            requirements=node.options.requirements,
+            python=node.options.python,
         )
 
     def _call_context(self) -> dict[str, Any]:

@@ -375,6 +375,8 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
                 out.append(f"{name} changed{_versions(before[name], after[name])}")
     if old.get("version") != new.get("version"):
         out.append("version changed")
+    if old.get("env") != new.get("env"):
+        out.append("environment changed (requirements or python)")
     before, after = old.get("inputs") or {}, new.get("inputs") or {}
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     if changed:

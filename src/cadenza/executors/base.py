@@ -51,6 +51,15 @@ class TaskCall:
     # The pipeline's experiment tracker and what its start_run returned (core.tracking).
     tracker: Any = None
     tracking_info: Mapping[str, Any] = field(default_factory=dict)
+    # The task's own environment (`@task(requirements=..., python=...)`): when either is set,
+    # every executor runs the call in a child process on that environment's interpreter
+    # (`executors/envs.py`) instead of its usual worker.
+    requirements: tuple[str, ...] = ()
+    python: str | None = None
+
+    @property
+    def isolated(self) -> bool:
+        return bool(self.requirements) or self.python is not None
 
     @property
     def label(self) -> str:

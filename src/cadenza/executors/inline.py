@@ -8,6 +8,7 @@ blocking call finishes first (the run says so at start, `timeout_note`).
 
 from __future__ import annotations
 
+import sys
 import threading
 
 from cadenza.executors import worker
@@ -38,10 +39,17 @@ class InlineExecutor:
         return 1
 
     def submit(self, call: TaskCall, sink: Sink) -> None:
+        if call.isolated:  # its own interpreter: a child process, still in this thread
+            from cadenza.executors.envs import run_isolated
+
+            sink(run_isolated(call))
+            return
         sink(worker.execute(call, enforce_timeout=True, keep_value=True))
 
     def cancel(self, run_id: str, task_id: str, map_index: int) -> None:
         worker.interrupt(run_id, task_id, map_index)
+        if "cadenza.executors.envs" in sys.modules:
+            sys.modules["cadenza.executors.envs"].cancel(run_id, task_id, map_index)
 
     def shutdown(self) -> None:
         pass

@@ -22,6 +22,7 @@ import functools
 import logging
 import os
 import queue
+import sys
 import threading
 from datetime import UTC, datetime
 
@@ -96,6 +97,9 @@ class ThreadExecutor:
             if item is None:
                 return
             call, sink = item
+            if call.isolated:  # a child process on its env's python, which enforces timeouts
+                self._run_isolated(call, sink)
+                continue
             running = _Running(call, sink, name)
             token = None
             if call.timeout_s is not None and call.timeout_s > 0:
@@ -121,6 +125,16 @@ class ThreadExecutor:
                 )
                 return
             sink(outcome)
+
+    def _run_isolated(self, call: TaskCall, sink: Sink) -> None:
+        from cadenza.executors.envs import run_isolated
+
+        try:
+            outcome = run_isolated(call)
+        finally:
+            with self._lock:
+                self._busy -= 1
+        sink(outcome)
 
     def _abandon(self, running: _Running) -> None:
         """Case 2, on the deadline thread: the call is stuck past its deadline."""
@@ -164,6 +178,9 @@ class ThreadExecutor:
 
     def cancel(self, run_id: str, task_id: str, map_index: int) -> None:
         worker.interrupt(run_id, task_id, map_index)
+        envs = sys.modules.get("cadenza.executors.envs")  # loaded once a call was isolated
+        if envs is not None:
+            envs.cancel(run_id, task_id, map_index)
 
     def shutdown(self) -> None:
         with self._lock:

@@ -620,15 +620,19 @@ def cache_key(
     version: str | None,
     inputs: Mapping[str, str],
     values: Mapping[str, str] | None = None,
+    env: Mapping[str, Any] | None = None,
 ) -> str:
     """Key = code fingerprint + version + input digests (parameters are inputs too) + the
-    digests of the values the code reads.
+    digests of the values the code reads + the task's isolated environment (its normalised
+    requirement set and python version, `graph/envspec.env_spec`), if it has one.
 
     Nothing about the run (its id, its pipeline, the time) is in the key, so any run of any
     pipeline that calls the same code on the same inputs shares the entry. A task that reads
-    no values keeps the key it had before values were keyed.
+    no values (or has no environment of its own) keeps the key it had before they were keyed.
     """
     body: dict[str, Any] = {"f": fingerprint, "v": version, "i": dict(sorted(inputs.items()))}
     if values:
         body["g"] = dict(sorted(values.items()))
+    if env:
+        body["e"] = dict(env)
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()

@@ -80,10 +80,16 @@ class TaskOptions:
     trigger_rule: TriggerRule = TriggerRule.ALL_SUCCESS
     is_branch: bool = False
     requirements: tuple[str, ...] = ()
+    python: str | None = None  # the interpreter version of the task's environment ("3.11")
     on_success: tuple[Callable[..., Any], ...] = ()
     on_failure: tuple[Callable[..., Any], ...] = ()
     on_retry: tuple[Callable[..., Any], ...] = ()
     sensor: SensorSpec | None = None  # set by the sensors of cadenza.triggers
+
+    @property
+    def isolated(self) -> bool:
+        """The task runs in its own environment (`executors/envs.py`)."""
+        return bool(self.requirements) or self.python is not None
 
     @property
     def retry_on_names(self) -> frozenset[str]:

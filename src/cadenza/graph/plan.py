@@ -255,6 +255,7 @@ def describe_options(o: TaskOptions) -> dict[str, Any]:
         "trigger_rule": o.trigger_rule.value,
         "is_branch": o.is_branch,
         "requirements": list(o.requirements),
+        "python": o.python,
         "callbacks": {k: [_callable_name(h) for h in v] for k, v in
                       (("on_success", o.on_success), ("on_failure", o.on_failure),
                        ("on_retry", o.on_retry)) if v},

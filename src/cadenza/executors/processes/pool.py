@@ -142,6 +142,7 @@ class ProcessExecutor:
         self._fn_cache: OrderedDict[str, tuple[Callable[..., Any], str, bytes]] = OrderedDict()
         self._fn_versions: dict[str, int] = {}
         # Counters, for tests and bench/.
+        self._isolated: set[tuple[str, str, int]] = set()  # calls in envs (executors/envs.py)
         self.fn_sends = 0
         self.workers_started = 0
         self.start_latencies_s: deque[float] = deque(maxlen=64)
@@ -193,6 +194,13 @@ class ProcessExecutor:
             self._stopping = True
             collector = self._collector
         atexit.unregister(self.shutdown)
+        with self._lock:
+            isolated = list(self._isolated)
+        if isolated:
+            from cadenza.executors import envs
+
+            for key in isolated:
+                envs.cancel(*key, reason="shutdown")
         self._wake()
         if collector is not None and collector is not threading.current_thread():
             collector.join(timeout=SHUTDOWN_GRACE_S)
@@ -260,6 +268,9 @@ class ProcessExecutor:
             return max(0, len(self._idle) - len(self._backlog))
 
     def submit(self, call: TaskCall, sink: Sink) -> None:
+        if call.isolated:
+            self._submit_isolated(call, sink)
+            return
         if not self._started:
             self.start()
         if log.isEnabledFor(logging.DEBUG):
@@ -301,8 +312,35 @@ class ProcessExecutor:
         if wake:
             self._wake()
 
+    def _submit_isolated(self, call: TaskCall, sink: Sink) -> None:
+        """A call with its own environment runs in a child process on that env's python
+        (`executors/envs.py`), watched by a thread of its own; its outcome reaches the sink
+        through the collector like every other."""
+        if not self._started:
+            self.start()
+        from cadenza.executors import envs
+
+        def run() -> None:
+            try:
+                outcome = envs.run_isolated(call)
+            finally:
+                with self._lock:
+                    self._isolated.discard(key)
+            self._deliver_later(sink, outcome)
+
+        key = (call.run_id, call.task_id, call.map_index)
+        with self._lock:
+            self._isolated.add(key)
+        threading.Thread(target=run, name=f"cadenza-env-{call.label}", daemon=True).start()
+
     def cancel(self, run_id: str, task_id: str, map_index: int) -> None:
         """Cancel queued or running calls of that task instance (no-op if none)."""
+        with self._lock:
+            isolated = (run_id, task_id, map_index) in self._isolated
+        if isolated:
+            from cadenza.executors import envs
+
+            envs.cancel(run_id, task_id, map_index)
         found = False
         with self._lock:
             if self._stopping:

@@ -1,0 +1,641 @@
+"""Per-task isolated environments: `@task(requirements=[...], python="3.11")`.
+
+What belongs here: building virtual environments with uv and keeping them (the env cache),
+and running one call in a child process on such an environment's interpreter (parent side
+`run_isolated`, child side `child_main`). Every executor hands its isolated calls here
+(`TaskCall.isolated`): `processes` from a thread of its own, `threads` from its pool thread,
+`inline` in the caller's thread; the task runs in a child process in all three, since a
+task whose pins conflict with the driver's cannot run in the driver's interpreter. What does
+not belong here: the requirement set's normal form and definition-time checks
+(`graph/envspec.py`), running the call itself (`executors/worker.py`, here in the child).
+
+The env cache. One environment per (normalised requirement set, interpreter, platform),
+under `CADENZA_HOME/envs/<key>` (or `CADENZA_ENVS_DIR`), shared by every task and run that
+asks for the same set. Building:
+  1. fast path: `<key>/cadenza-env.json` exists -> the env is complete (it is written before
+     the env is renamed into place), use it;
+  2. else take `<key>.lock` (fcntl, so two processes building the same env wait for each
+     other) and look again; the first one builds, the others find it done;
+  3. build in `.build-<key>-<pid>-<random>` (`uv venv --relocatable`, `uv pip install`,
+     `uv pip freeze` for the lock), write the marker, `rename()` it to `<key>` (atomic: a
+     reader sees no env or a complete one), append one line to `builds.log`.
+uv's output streams to the attempt's log and to this module's logger as progress. A build
+that fails (a requirement that does not resolve, an interpreter that is not there) fails the
+attempt with uv's own message and the fix, no traceback; the run goes on per trigger rules.
+
+The child. The env's `bin/python` runs a bootstrap that appends the driver's `sys.path`
+(and processes its site-packages' .pth files) *after* the env's own site-packages, then
+imports Cadenza's worker from the driver's installation. Appending rather than installing
+Cadenza into each env is what lets conflicting pins work: the env's pins come first on
+`sys.path`, so a task pinning `six==1.15.0` imports that six even if the driver has 1.17,
+while Cadenza and its pure-Python runtime needs (cloudpickle, fsspec) are found after it.
+Installing Cadenza into the env would make uv resolve its dependencies together with the
+user's pins, so a pin that conflicts with one of Cadenza's own would fail the build. The
+worker's import path is standard library + Cadenza (+ cloudpickle for functions sent by
+value), so an env on another Python minor version works too, for tasks whose functions are
+importable by module (functions of `__main__` travel as bytecode, which is per version).
+
+The call goes to the child on stdin (length-prefixed pickle), its outcome comes back on a
+pipe of its own (the task may write to fd 1 and 2; those go to a file whose tail explains a
+child that died). The parent keeps stdin open: a watchdog thread in the child kills the
+child's process group when it reads EOF, so a driver killed with `kill -9` leaves no task
+running. A timeout (counted from the task's start in its env, not from the build) or a
+cancel kills the child's process group (SIGTERM, then SIGKILL); a child that dies without an
+outcome is a lost worker, retried per the task's policy.
+
+The attempt records its env (metrics rows of kind "env": `env` the key, `env.python` the
+interpreter version, `env.lock` the `uv pip freeze` of the env). The task's cache key holds
+the requirement set and python version (`engine/cache.py`), not the lock, which is known only
+after the build.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import pickle
+import platform
+import secrets
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from cadenza.core.errors import CadenzaError, TaskCancelled, TaskTimeout, WorkerLost
+from cadenza.core.records import ErrorInfo, ErrorKind
+from cadenza.executors.base import TaskCall, TaskOutcome, describe_exception
+
+log = logging.getLogger("cadenza.executors.envs")
+
+ENVS_DIR_ENV = "CADENZA_ENVS_DIR"
+MARKER = "cadenza-env.json"
+BUILDS_LOG = "builds.log"
+KILL_GRACE_S = 2.0
+_TAIL_CHARS = 4000  # of a dead child's stdout/stderr, in its error
+
+
+class EnvBuildError(CadenzaError):
+    """A task's environment could not be built (uv failed); the message holds uv's own."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Env:
+    """A built environment."""
+
+    key: str
+    path: Path
+    python: Path  # its interpreter
+    python_version: str
+    lock: str  # `uv pip freeze` of the env
+    built: bool = False  # this call built it (False: found in the cache)
+
+
+# -- the env cache --------------------------------------------------------------------------
+
+
+def envs_root() -> Path:
+    """Where environments are kept: CADENZA_ENVS_DIR, else CADENZA_HOME/envs."""
+    explicit = os.environ.get(ENVS_DIR_ENV)
+    if explicit:
+        return Path(explicit)
+    from cadenza.core.settings import get_settings
+
+    return get_settings().home / "envs"
+
+
+def uv_binary() -> str:
+    try:
+        import uv  # type: ignore[import-untyped,unused-ignore]
+    except ImportError:  # a dependency of cadenza; missing only in a broken install
+        found = shutil.which("uv")
+        if found:
+            return found
+        raise EnvBuildError("uv is not installed, and tasks with requirements are built with "
+                            "it", hint="pip install uv") from None
+    return str(uv.find_uv_bin())
+
+
+def env_key(requirements: tuple[str, ...], python: str | None) -> str:
+    """The env's cache key: normalised requirements + interpreter + platform."""
+    from cadenza.graph.envspec import normalize_requirements
+
+    interpreter = (f"request {python}" if python is not None
+                   else f"{os.path.realpath(sys.executable)} {sys.version}")
+    body = {
+        "requirements": list(normalize_requirements(requirements)),
+        "interpreter": interpreter,
+        "platform": f"{sys.platform}-{platform.machine()}",
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _read_env(path: Path, key: str) -> Env | None:
+    try:
+        data = json.loads((path / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return Env(key=key, path=path, python=path / "bin" / "python",
+               python_version=str(data.get("python_version", "")), lock=str(data.get("lock", "")))
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path, say: Callable[[str], None]) -> Iterator[None]:
+    import fcntl
+
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say("another process is building this environment; waiting for it")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_env(requirements: tuple[str, ...], python: str | None, *,
+               say: Callable[[str], None] = lambda line: None,
+               root: Path | None = None) -> Env:
+    """The environment for this requirement set, built once (see the module docstring).
+
+    Raises EnvBuildError with uv's message when it cannot be built.
+    """
+    root = root or envs_root()
+    key = env_key(requirements, python)
+    final = root / key
+    found = _read_env(final, key)  # case 1
+    if found is not None:
+        return found
+    root.mkdir(parents=True, exist_ok=True)
+    with _file_lock(root / f"{key}.lock", say):  # case 2
+        found = _read_env(final, key)
+        if found is not None:
+            say(f"environment {key} was built by another process")
+            return found
+        for stale in root.glob(f".build-{key}-*"):  # left by a builder that died
+            shutil.rmtree(stale, ignore_errors=True)
+        return _build(root, key, requirements, python, say)  # case 3
+
+
+def _build(root: Path, key: str, requirements: tuple[str, ...], python: str | None,
+           say: Callable[[str], None]) -> Env:
+    from cadenza.graph.envspec import normalize_requirements
+
+    reqs = normalize_requirements(requirements)
+    tmp = root / f".build-{key}-{os.getpid()}-{secrets.token_hex(3)}"
+    uv = uv_binary()
+    interpreter = python if python is not None else sys.executable
+    began = time.monotonic()
+    say(f"building environment {key} (python {python or 'of the driver'}): "
+        f"{' '.join(reqs) or 'no requirements'}")
+    try:
+        _uv(uv, ["venv", "--relocatable", "--no-project", "--python", interpreter, str(tmp)],
+            say, what=f"create a python {interpreter} environment")
+        env_python = tmp / "bin" / "python"
+        if reqs:
+            req_file = tmp / "cadenza-requirements.txt"
+            req_file.write_text("\n".join(reqs) + "\n")
+            _uv(uv, ["pip", "install", "--python", str(env_python), "-r", str(req_file)],
+                say, what="install the requirements")
+        lock = _uv(uv, ["pip", "freeze", "--python", str(env_python)], None,
+                   what="list the installed packages")
+        version = _pyvenv_version(tmp)
+        elapsed = time.monotonic() - began
+        marker = {"key": key, "requirements": list(reqs), "python_request": python,
+                  "python_version": version, "lock": lock,
+                  "built_at": datetime.now(UTC).isoformat(), "build_s": round(elapsed, 3)}
+        (tmp / MARKER).write_text(json.dumps(marker, indent=2))
+        os.rename(tmp, root / key)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    with open(root / BUILDS_LOG, "a") as fh:
+        fh.write(json.dumps({"key": key, "requirements": list(reqs), "python": version,
+                             "build_s": round(elapsed, 3), "pid": os.getpid()}) + "\n")
+    say(f"environment {key} built in {elapsed:.1f} s (python {version}); "
+        f"{len(lock.splitlines())} packages")
+    return Env(key=key, path=root / key, python=root / key / "bin" / "python",
+               python_version=version, lock=lock, built=True)
+
+
+def _pyvenv_version(env: Path) -> str:
+    try:
+        for line in (env / "pyvenv.cfg").read_text().splitlines():
+            name, _, value = line.partition("=")
+            if name.strip() in ("version_info", "version"):
+                return value.strip()
+    except OSError:
+        pass
+    return ""
+
+
+def _uv(uv: str, args: list[str], say: Callable[[str], None] | None, *, what: str) -> str:
+    """Run uv; stream its stderr lines to `say`; return its stdout. EnvBuildError with uv's
+    own message when it fails."""
+    env = {**os.environ, "NO_COLOR": "1", "UV_NO_PROGRESS": "1"}
+    env.pop("VIRTUAL_ENV", None)  # `--python` says which env; never the driver's
+    proc = subprocess.Popen([uv, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, text=True, env=env)
+    out_chunks: list[str] = []
+    reader = threading.Thread(target=lambda: out_chunks.append(proc.stdout.read() if proc.stdout
+                                                               else ""), daemon=True)
+    reader.start()
+    errors: list[str] = []
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        line = line.rstrip()
+        if not line:
+            continue
+        errors.append(line)
+        if say is not None:
+            say(line)
+    rc = proc.wait()
+    reader.join()
+    if rc != 0:
+        detail = "\n".join(ln for ln in errors if not ln.startswith("Using "))
+        raise EnvBuildError(f"could not {what}: uv says:\n{detail or f'exit status {rc}'}")
+    return "".join(out_chunks)
+
+
+# -- running a call in an environment (parent side) -----------------------------------------
+
+
+class _Child:
+    """An isolated call in flight: its process once started, and why it is being stopped."""
+
+    __slots__ = ("call", "proc", "stop_reason")
+
+    def __init__(self, call: TaskCall) -> None:
+        self.call = call
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.stop_reason: str | None = None
+
+
+_running: dict[tuple[str, str, int], _Child] = {}
+_running_lock = threading.Lock()
+
+
+def cancel(run_id: str, task_id: str, map_index: int, *, reason: str = "cancelled") -> bool:
+    """Stop an isolated call of that task instance, building or running. True if found."""
+    with _running_lock:
+        child = _running.get((run_id, task_id, map_index))
+        if child is None:
+            return False
+        if child.stop_reason is None:
+            child.stop_reason = reason
+        proc = child.proc
+    if proc is not None:
+        _kill(proc)
+    return True
+
+
+def cancel_all(reason: str = "shutdown") -> None:
+    """Stop every isolated call of this process (an executor shutting down)."""
+    with _running_lock:
+        keys = list(_running)
+    for key in keys:
+        cancel(*key, reason=reason)
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the child's process group, SIGKILL it KILL_GRACE_S later if still there."""
+    def send(sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+
+    def force() -> None:
+        if proc.poll() is None:
+            send(signal.SIGKILL)
+
+    send(signal.SIGTERM)
+    timer = threading.Timer(KILL_GRACE_S, force)
+    timer.daemon = True
+    timer.start()
+
+
+class _AttemptLog:
+    """Build progress into the attempt's log (the worker appends the task's output after)."""
+
+    def __init__(self, call: TaskCall) -> None:
+        self.path = call.log_path
+        self.label = f"run {call.run_id}, task {call.label}"
+        self.written = False
+
+    def say(self, line: str) -> None:
+        log.info("%s: %s", self.label, line)
+        if not self.path:
+            return
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(f"[cadenza env] {line}\n")
+            self.written = True
+        except OSError as exc:
+            log.warning("could not write task log %s: %s", self.path, exc)
+
+
+def _outcome(call: TaskCall, error: ErrorInfo, started_at: datetime | None,
+             worker: str | None = None) -> TaskOutcome:
+    return TaskOutcome(run_id=call.run_id, task_id=call.task_id, map_index=call.map_index,
+                       attempt=call.attempt, ok=False, error=error, started_at=started_at,
+                       ended_at=datetime.now(UTC), worker=worker)
+
+
+def _build_failed(call: TaskCall, exc: EnvBuildError) -> ErrorInfo:
+    reqs = ", ".join(f'"{r}"' for r in call.requirements)
+    failure = EnvBuildError(
+        f"its environment could not be built: {exc.message}",
+        pipeline=call.pipeline, task=call.label,
+        hint=exc.hint or (f"correct @task(requirements=[{reqs}]"
+                          + (f', python="{call.python}"' if call.python else "")
+                          + "): each name must exist on the package index (PyPI unless "
+                          "UV_INDEX_URL says otherwise) with a version matching its pin, and "
+                          "the pins must agree with each other; `uv pip install --dry-run "
+                          "REQUIREMENTS` shows the same error faster"),
+    )
+    return describe_exception(failure)
+
+
+def _parent_paths() -> tuple[list[str], list[str]]:
+    """(sys.path entries for the child, the site dirs among them), the standard library and
+    the empty entry left out: the child has its own."""
+    paths = sysconfig.get_paths()
+    stdlib = tuple(p for p in {paths.get("stdlib"), paths.get("platstdlib")} if p)
+    out: list[str] = []
+    for p in sys.path:
+        if not p or p in out:
+            continue
+        if stdlib and (p.startswith(stdlib) and "site-packages" not in p) or p.endswith(".zip"):
+            continue
+        out.append(p)
+    import site
+
+    own = str(Path(__file__).resolve().parents[2])  # the folder holding the cadenza package
+    if own not in out:
+        out.append(own)
+    candidates = set(site.getsitepackages())
+    with contextlib.suppress(Exception):
+        candidates.add(site.getusersitepackages())
+    return out, [p for p in out if p in candidates]
+
+
+BOOT = (
+    "import pickle,site,struct,sys\n"
+    "n=struct.unpack('>Q',sys.stdin.buffer.read(8))[0]\n"
+    "paths,sitedirs,fn_blob,call_blob=pickle.loads(sys.stdin.buffer.read(n))\n"
+    "sys.path.extend(p for p in paths if p not in sys.path)\n"
+    "for d in sitedirs: site.addsitedir(d)\n"
+    "from cadenza.executors.envs import child_main\n"
+    "child_main(int(sys.argv[1]),fn_blob,call_blob)\n"
+)
+
+
+def run_isolated(call: TaskCall) -> TaskOutcome:
+    """Run `call` in its environment (built first if needed) in a child process; return how
+    the attempt ended. Blocks the calling thread; `cancel()` from any other thread stops it.
+
+    How it can end:
+      1. the env cannot be built -> failed, uv's message and the fix (no traceback);
+      2. the child returns an outcome (success, or whatever the task raised);
+      3. the timeout passes -> the child is killed, kind="timeout";
+      4. cancel() -> the build is abandoned or the child killed, kind="cancelled";
+      5. the child dies without an outcome -> kind="worker_lost" (retried per policy).
+    """
+    key = (call.run_id, call.task_id, call.map_index)
+    child = _Child(call)
+    with _running_lock:
+        _running[key] = child
+    try:
+        return _run(call, child)
+    finally:
+        with _running_lock:
+            if _running.get(key) is child:
+                del _running[key]
+
+
+def _run(call: TaskCall, child: _Child) -> TaskOutcome:
+    from cadenza.executors.processes.wire import (
+        Unpicklable,
+        decode_outcome,
+        pickle_call,
+        pickle_fn,
+    )
+
+    logfile = _AttemptLog(call)
+    began = datetime.now(UTC)
+    try:
+        env = ensure_env(call.requirements, call.python, say=logfile.say)
+    except EnvBuildError as exc:
+        logfile.say(f"build failed: {exc.message}")
+        return _logged(_outcome(call, _build_failed(call, exc), began), logfile)
+    env_metrics = (("env", env.key, "env"), ("env.python", env.python_version, "env"),
+                   ("env.lock", env.lock, "env"))
+    if not env.built:
+        logfile.say(f"using environment {env.key} (python {env.python_version}), "
+                    f"{len(env.lock.splitlines())} packages, from the cache")
+    try:
+        payload = pickle.dumps((*_parent_paths(), pickle_fn(call),
+                                pickle_call(call, call.fn_key)), protocol=4)
+    except Unpicklable as exc:
+        return _with_env(_outcome(call, exc.error, began), env_metrics, logfile)
+    result_r, result_w = os.pipe()
+    out_path = Path(env.path) / ".children" / f"{os.getpid()}-{secrets.token_hex(4)}.out"
+    out_path.parent.mkdir(exist_ok=True)
+    child_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    child_env["VIRTUAL_ENV"] = str(env.path)
+    child_env["PATH"] = f"{env.path / 'bin'}{os.pathsep}{child_env.get('PATH', '')}"
+    with _running_lock:
+        stopped = child.stop_reason
+    if stopped is not None:
+        os.close(result_r)
+        os.close(result_w)
+        return _with_env(_stopped(call, stopped, began, None), env_metrics, logfile)
+    with open(out_path, "wb") as out_fh:
+        try:
+            proc = subprocess.Popen(
+                [str(env.python), "-c", BOOT, str(result_w)], stdin=subprocess.PIPE,
+                stdout=out_fh, stderr=subprocess.STDOUT, pass_fds=(result_w,),
+                start_new_session=True, env=child_env,
+            )
+        except OSError as exc:
+            os.close(result_r)
+            os.close(result_w)
+            error = describe_exception(WorkerLost(
+                f"could not start the environment's python {env.python}: {exc}",
+                pipeline=call.pipeline, task=call.label,
+                hint=f"delete {env.path} so that it is built again"), kind=ErrorKind.WORKER_LOST)
+            return _with_env(_outcome(call, error, began), env_metrics, logfile)
+    os.close(result_w)
+    started = datetime.now(UTC)
+    worker = f"pid:{proc.pid}@{platform.node()} env:{env.key}"
+    with _running_lock:
+        child.proc = proc
+        stopped = child.stop_reason
+    if stopped is not None:  # cancelled while starting
+        _kill(proc)
+    timer = None
+    if call.timeout_s is not None and call.timeout_s > 0:
+        timer = threading.Timer(call.timeout_s, cancel,
+                                args=(call.run_id, call.task_id, call.map_index),
+                                kwargs={"reason": "timeout"})
+        timer.daemon = True
+        timer.start()
+    try:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(struct.pack(">Q", len(payload)) + payload)
+            proc.stdin.flush()
+        except OSError:
+            pass  # it died at once: its exit says why
+        data = _read_all(result_r)
+        proc.wait()
+    finally:
+        if timer is not None:
+            timer.cancel()
+        with contextlib.suppress(OSError):
+            if proc.stdin is not None:
+                proc.stdin.close()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # what the task started goes with it
+    tail = _tail(out_path)
+    with contextlib.suppress(OSError):
+        out_path.unlink()
+    with _running_lock:
+        stopped = child.stop_reason
+    if stopped is not None:
+        return _with_env(_stopped(call, stopped, started, worker), env_metrics, logfile)
+    if data:
+        try:
+            msg = pickle.loads(data)
+            if msg[0] == "ok":
+                return _with_env(replace(decode_outcome(msg[1]), worker=worker), env_metrics,
+                                 logfile)
+            return _with_env(_outcome(call, msg[1], started, worker), env_metrics, logfile)
+        except Exception as exc:  # noqa: BLE001 - a truncated message: the child died writing
+            log.debug("unreadable outcome from %s: %s", worker, exc)
+    from cadenza.executors.processes.jobs import describe_exit
+
+    what, fix = describe_exit(proc.returncode)
+    said = f"; its last output:\n{tail}" if tail else ""
+    error = describe_exception(WorkerLost(
+        f"the process running the task in environment {env.key} {what}{said}",
+        pipeline=call.pipeline, task=call.label, hint=fix), kind=ErrorKind.WORKER_LOST)
+    return _with_env(_outcome(call, error, started, worker), env_metrics, logfile)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    try:
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def _tail(path: Path) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - _TAIL_CHARS))
+            return fh.read().decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def _stopped(call: TaskCall, reason: str, started: datetime | None,
+             worker: str | None) -> TaskOutcome:
+    if reason == "timeout":
+        error = describe_exception(TaskTimeout(f"timed out after {call.timeout_s:g} s"),
+                                   kind=ErrorKind.TIMEOUT)
+    else:
+        text = "cancelled while running" if worker else "cancelled before it started"
+        if reason == "shutdown":
+            text += ": the executor shut down"
+        error = describe_exception(TaskCancelled(text), kind=ErrorKind.CANCELLED)
+    return _outcome(call, error, started, worker)
+
+
+def _logged(outcome: TaskOutcome, logfile: _AttemptLog) -> TaskOutcome:
+    if logfile.written and outcome.log_path is None:
+        return replace(outcome, log_path=logfile.path)
+    return outcome
+
+
+def _with_env(outcome: TaskOutcome, metrics: tuple[tuple[str, float | str, str], ...],
+              logfile: _AttemptLog) -> TaskOutcome:
+    return _logged(replace(outcome, metrics=tuple(outcome.metrics) + metrics), logfile)
+
+
+# -- the child ------------------------------------------------------------------------------
+
+
+def _watch_stdin(stdin: IO[bytes]) -> None:
+    """Child watchdog: the parent holds our stdin open; EOF means it is gone (or done with
+    us): take the task and whatever it started down."""
+    with contextlib.suppress(OSError, ValueError):
+        while stdin.read(1):
+            pass
+    with contextlib.suppress(OSError):
+        os.killpg(0, signal.SIGKILL)
+    os._exit(1)
+
+
+def child_main(result_fd: int, fn_blob: bytes, call_blob: bytes) -> None:
+    """The child's main, after BOOT set up sys.path: run the call, write its outcome."""
+    from cadenza.executors import worker
+    from cadenza.executors.processes.main_module import adopt_main_names
+    from cadenza.executors.processes.wire import (
+        CALL_FIELDS,
+        PROTOCOL,
+        encode_outcome,
+        error_info,
+        fail_message,
+    )
+
+    threading.Thread(target=_watch_stdin, args=(sys.stdin.buffer,), name="cadenza-watchdog",
+                     daemon=True).start()
+
+    def send(data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(result_fd, view):]
+        os.close(result_fd)
+
+    try:
+        fn: Any = pickle.loads(fn_blob)
+        if getattr(fn, "__module__", None) == "__main__":
+            adopt_main_names(fn)
+        _, _, values = pickle.loads(call_blob)
+        call = TaskCall(fn=fn, **dict(zip(CALL_FIELDS, values, strict=True)))
+    except Exception as exc:  # noqa: BLE001 - reported as the call's outcome
+        send(fail_message(error_info(
+            exc, ErrorKind.SERIALIZATION,
+            f"the task could not be loaded in its environment ({sys.executable}, python "
+            f"{platform.python_version()}): {type(exc).__name__}: {exc}. Fix: define the task "
+            "in an importable module (functions of a script travel as bytecode, which only "
+            "the same Python version reads), or pin what it needs in requirements=")))
+        os._exit(0)
+    outcome = worker.execute(call, enforce_timeout=False,
+                             worker=f"pid:{os.getpid()}@{platform.node()}")
+    send(pickle.dumps(("ok", encode_outcome(outcome)), protocol=PROTOCOL))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -1,0 +1,122 @@
+"""Per-task uv environments with real uv and packages from the index (SPEC §2).
+
+Tiny pure-Python pins (`six` 1.16.0 and 1.15.0; the driver itself has another six), real
+environment builds under the test's CADENZA_HOME, real child processes. Builds are counted
+by the lines of `envs/builds.log` (one per build), never by timing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from cadenza.core.settings import Settings
+from cadenza.core.states import TaskState
+from cadenza.store import open_store
+from tests.pipelines import envs as pipes
+
+pytestmark = pytest.mark.slow
+
+
+def builds(home: Path) -> list[dict[str, object]]:
+    path = home / "envs" / "builds.log"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def env_rows(settings: Settings, run_id: str, task_id: str) -> dict[str, str]:
+    return {m.name: str(m.value) for m in open_store(settings.database_url).get_metrics(run_id)
+            if m.task_id == task_id and m.kind == "env"}
+
+
+@pytest.mark.parametrize("executor", ["inline", "threads", "processes"])
+def test_conflicting_pins_in_one_pipeline_each_task_sees_its_own(
+        sqlite_env: Settings, executor: str) -> None:
+    import six  # the driver's own, neither of the pins
+
+    assert six.__version__ not in ("1.16.0", "1.15.0")
+    result = pipes.conflicting_pins.run(executor=executor)
+    assert result.state == "success", result.error
+    assert result.outputs["both"] == ["1.16.0", "1.15.0"]
+    envs_dir = sqlite_env.home / "envs"
+    new, old = result.outputs["six_new"], result.outputs["six_old"]
+    assert Path(new["file"]).is_relative_to(envs_dir)
+    assert Path(old["python"]).parent.parent != Path(new["python"]).parent.parent
+    assert len(builds(sqlite_env.home)) == 2
+    # The resolved lock is recorded on each attempt.
+    assert "six==1.16.0" in env_rows(sqlite_env, result.run_id, "six_new")["env.lock"]
+    rows = env_rows(sqlite_env, result.run_id, "six_old")
+    assert rows["env.lock"].split() == ["six==1.15.0"]
+    assert rows["env.python"].startswith(f"{sys.version_info[0]}.{sys.version_info[1]}")
+    # The task without requirements ran in the driver's environment: no env recorded.
+    assert env_rows(sqlite_env, result.run_id, "both") == {}
+
+
+def test_second_run_uses_the_cached_envs_without_building_and_caches_the_task(
+        sqlite_env: Settings) -> None:
+    first = pipes.conflicting_pins.run(executor="processes")
+    assert first.state == "success", first.error
+    assert len(builds(sqlite_env.home)) == 2
+    second = pipes.conflicting_pins.run(executor="processes")
+    assert second.state == "success", second.error
+    assert second.outputs["both"] == ["1.16.0", "1.15.0"]
+    assert len(builds(sqlite_env.home)) == 2  # no rebuild
+    assert (env_rows(sqlite_env, first.run_id, "six_new")
+            == env_rows(sqlite_env, second.run_id, "six_new"))
+    attempt = next(a for a in open_store(sqlite_env.database_url).get_attempts(second.run_id)
+                   if a.task_id == "six_new")
+    assert attempt.log_path is not None
+    assert "from the cache" in Path(attempt.log_path).read_text()
+
+    # A cached task with requirements: its second run is a cache hit.
+    hit = [pipes.cached_env.run(executor="processes") for _ in range(2)][1]
+    assert hit.task_states["cached_six"] is TaskState.CACHED
+    assert hit.outputs["cached_six"] == "1.16.0"
+
+
+def test_a_requirement_that_cannot_resolve_fails_the_task_with_uvs_message_and_the_fix(
+        sqlite_env: Settings) -> None:
+    result = pipes.broken_requirement.run(executor="processes")
+    assert result.state == "failed"
+    assert result.task_states["broken"] is TaskState.FAILED
+    assert result.task_states["after_broken"] is TaskState.SUCCESS  # trigger rules go on
+    ti = next(t for t in open_store(sqlite_env.database_url).get_task_instances(result.run_id)
+              if t.task_id == "broken")
+    assert ti.error is not None
+    message = ti.error.message
+    assert "pipeline 'broken_requirement', task 'broken'" in message
+    assert "cadenza-no-such-package-zz" in message and "uv says" in message
+    assert "Fix: correct @task(requirements=" in message
+    assert ti.error.traceback == ""  # a user error: no traceback
+    assert builds(sqlite_env.home) == []
+    assert list((sqlite_env.home / "envs").glob(".build-*")) == []  # nothing half-built left
+
+
+def test_two_processes_building_one_env_build_it_once(tmp_path: Path) -> None:
+    root = tmp_path / "envs"
+    script = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from cadenza.executors.envs import ensure_env
+        env = ensure_env(("six==1.15.0",), None, root=Path({str(root)!r}))
+        import subprocess
+        out = subprocess.run([str(env.python), "-c", "import six; print(six.__version__)"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        print(env.key, env.built, out)
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    lines = [o[0].split() for o in outs]
+    assert lines[0][0] == lines[1][0]
+    assert sorted(line[1] for line in lines) == ["False", "True"]  # one built, one waited
+    assert [line[2] for line in lines] == ["1.15.0", "1.15.0"]
+    assert len((root / "builds.log").read_text().splitlines()) == 1
+    assert [p.name for p in root.iterdir() if p.is_dir()] == [lines[0][0]]

@@ -121,7 +121,19 @@ def test_lineage_trees_are_bounded_by_max_nodes(store: RunStore) -> None:
     whole = walk_lineage(store, arr.sha256, direction="downstream")
     assert len(whole.downstream) == 8 and not whole.truncated
     assert {n.artifact.task_id for n in whole.downstream if n.artifact} == {"scale"}
-    cut = walk_lineage(store, arr.sha256, direction="downstream", max_nodes=5)
+    read: list[int] = []
+
+    class Recording:  # the real store, noting how many consumers each read returned
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(store, name)
+
+        def consumers_of(self, sha: str, *, limit: int | None = None) -> list:  # type: ignore[type-arg]
+            found = store.consumers_of(sha, limit=limit)
+            read.append(len(found))
+            return found
+
+    cut = walk_lineage(Recording(), arr.sha256, direction="downstream", max_nodes=5)  # type: ignore[arg-type]
     assert len(cut.downstream) == 5 and cut.truncated
     assert len(cut.walk()) == 6  # the root and five
+    assert read and max(read) <= 6  # never all 8 consumers read for a budget of 5
     assert walk_lineage(store, arr.sha256, max_nodes=0).downstream == ()

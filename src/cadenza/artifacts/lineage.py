@@ -35,7 +35,7 @@ class LineageStore(Protocol):
 
     def get_artifacts(self, sha256s: Sequence[str]) -> dict[str, ArtifactRecord]: ...
 
-    def consumers_of(self, sha256: str) -> list[ArtifactRecord]: ...
+    def consumers_of(self, sha256: str, *, limit: int | None = None) -> list[ArtifactRecord]: ...
 
     def latest_asset_version(self, asset: str) -> AssetEventRecord | None: ...
 
@@ -207,7 +207,9 @@ class _Walker:
         self, sha: str, level: int, path: frozenset[str]
     ) -> tuple[tuple[LineageNode, ...], bool]:
         """(nodes for the artifacts computed from `sha`, whether they were cut off by depth)."""
-        found = self.store.consumers_of(sha)
+        # With a node budget, no more consumers are read than it can still show (+1 to know
+        # that some were left out).
+        found = self.store.consumers_of(sha, limit=self.left + 1 if self.left >= 0 else None)
         if not found:
             return (), False
         if self._beyond(level):

@@ -346,13 +346,15 @@ def artifacts_produced_by(
     return _with_inputs(conn, conn.execute(q).all())
 
 
-def consumers_of(conn: Connection, sha256: str) -> list[ArtifactRecord]:
+def consumers_of(conn: Connection, sha256: str, limit: int | None = None) -> list[ArtifactRecord]:
     q = (
         select(*_ARTIFACT_COLUMNS)
         .join(_ai, _ai.c.artifact_sha256 == _a.c.sha256)
         .where(_ai.c.input_sha256 == sha256)
         .order_by(_a.c.created_at, _a.c.sha256)
     )
+    if limit is not None:
+        q = q.limit(limit)
     return _with_inputs(conn, conn.execute(q).all())
 
 

@@ -505,10 +505,10 @@ class RunStore:
             return lineage.artifacts_produced_by(conn, run_id, task_id)
 
     @translated("reading artifact consumers")
-    def consumers_of(self, sha256: str) -> list[ArtifactRecord]:
+    def consumers_of(self, sha256: str, *, limit: int | None = None) -> list[ArtifactRecord]:
         """Artifacts computed from this one (that list it among their inputs), oldest first."""
         with self._read_engine.connect() as conn:
-            return lineage.consumers_of(conn, sha256)
+            return lineage.consumers_of(conn, sha256, limit)
 
     @translated("listing asset events")
     def list_asset_events(self, asset: str, *, limit: int = 50) -> list[AssetEventRecord]:

@@ -68,6 +68,17 @@ def test_a_finished_run_in_graph_gantt_and_task_list(ui_server: LiveServer, ui_p
     assert painted > 50
     shot(page, tmp_path, "run-gantt")
 
+    # Drill down: the mapped task's name opens its instances' rows (kept in the URL); an
+    # instance's row opens that instance.
+    box = gantt.bounding_box()
+    head, row = 28, 24  # frontend/src/components/Gantt.tsx
+    page.mouse.click(box["x"] + 40, box["y"] + head + 2 * row + row / 2)  # "score ×3"
+    page.wait_for_url(re.compile(r"/gantt\?open=score$"))
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=gantt]').dataset.rows === '8'")
+    page.mouse.click(box["x"] + 40, box["y"] + head + 4 * row + row / 2)  # "[1]"
+    page.wait_for_url(re.compile(rf"/runs/{run_id}/tasks/score\?map_index=1$"))
+
 
 def test_a_failed_run_filters_its_tasks_by_state(ui_server: LiveServer, ui_page: Any,
                                                  tmp_path: Path) -> None:
@@ -93,3 +104,10 @@ def test_a_failed_run_filters_its_tasks_by_state(ui_server: LiveServer, ui_page:
     page.reload()
     table.locator('tr[data-task="finish"]').wait_for()
     assert table.locator("tbody tr").count() == 2
+
+    # The runs page filters by state through the URL too.
+    page.goto(f"{ui_server.base_url}/runs?state=failed")
+    page.get_by_test_id("runs").locator(f'tr[data-run="{run_id}"]').wait_for()
+    page.get_by_label("Run state").select_option("success")
+    page.wait_for_url(re.compile(r"state=success"))
+    page.get_by_text("No runs yet.").wait_for()

@@ -36,11 +36,16 @@ export function Gantt({
   rows,
   attempts,
   running,
+  expanded,
+  onToggle,
 }: {
   runId: string;
   rows: TaskInstanceOut[];
   attempts: Map<string, AttemptSpan[]>;
   running: boolean;
+  /** Mapped tasks shown with their instances' rows (click a mapped task's name). */
+  expanded?: Set<string>;
+  onToggle?: (task: string) => void;
 }) {
   const wrap = useRef<HTMLDivElement>(null);
   const canvas = useRef<HTMLCanvasElement>(null);
@@ -141,11 +146,12 @@ export function Gantt({
       g.fillStyle = text;
       g.font = "12px system-ui, sans-serif";
       const mapped = r.map_summary ? ` ×${r.map_summary.count}` : "";
-      let label = r.task_id + mapped;
+      const open = r.map_summary ? (expanded?.has(r.task_id) ? "▾ " : "▸ ") : "";
+      let label = r.map_index >= 0 ? `   [${r.map_index}]` : open + r.task_id + mapped;
       while (g.measureText(label).width > LABEL - 16 && label.length > 4) label = label.slice(0, -2);
       g.fillText(label, 8, y + ROW / 2);
       // earlier attempts and the retry gaps between them
-      const spans = attempts.get(r.task_id) ?? [];
+      const spans = r.map_index >= 0 ? [] : attempts.get(r.task_id) ?? [];
       let prevEnd = NaN;
       for (const a of spans) {
         const s = t(a.started_at);
@@ -207,13 +213,17 @@ export function Gantt({
         setTip({
           x: e.clientX + 12,
           y: e.clientY + 12,
-          text: `${r.task_id} · ${r.state} · ran ${fmtDuration(r.duration_s)}${wait !== null ? ` · queued ${fmtDuration(wait)}` : ""}${r.attempts > 1 ? ` · ${r.attempts} attempts` : ""}`,
+          text: `${r.task_id}${r.map_index >= 0 ? `[${r.map_index}]` : ""} · ${r.state} · ran ${fmtDuration(r.duration_s)}${wait !== null ? ` · queued ${fmtDuration(wait)}` : ""}${r.attempts > 1 ? ` · ${r.attempts} attempts` : ""}`,
         });
       }}
       onMouseLeave={() => setTip(null)}
       onClick={(e) => {
         const r = rowAt(e.clientY);
-        if (r) navigate(`/runs/${runId}/tasks/${encodeURIComponent(r.task_id)}`);
+        if (!r) return;
+        const x = e.clientX - wrap.current!.getBoundingClientRect().left;
+        if (r.map_summary && r.map_index < 0 && x < LABEL && onToggle) return onToggle(r.task_id);
+        const at = r.map_index >= 0 ? `?map_index=${r.map_index}` : "";
+        navigate(`/runs/${runId}/tasks/${encodeURIComponent(r.task_id)}${at}`);
       }}
     >
       <canvas ref={canvas} style={{ position: "sticky", top: 0, left: 0 }} />

@@ -139,7 +139,37 @@ function RunGantt({ runId, tasks, running }: { runId: string; tasks: TaskInstanc
       alive = false;
     };
   }, [runId, retried]);
-  return <Gantt runId={runId} rows={tasks} attempts={attempts} running={running} />;
+  // Mapped tasks opened into their instances (?open=task,task), the first 500 of each.
+  const [params, setParams] = useSearchParams();
+  const open = useMemo(() => new Set((params.get("open") ?? "").split(",").filter(Boolean)), [params]);
+  const [instances, setInstances] = useState(new Map<string, TaskInstanceOut[]>());
+  const openKey = [...open].sort().join(",");
+  useEffect(() => {
+    let alive = true;
+    const want = openKey.split(",").filter(Boolean);
+    Promise.all(
+      want.map((task) =>
+        api<Page<TaskInstanceOut>>(`/runs/${runId}/tasks/${enc(task)}/instances?limit=500`).then(
+          (p) => [task, p.items] as const,
+          () => [task, [] as TaskInstanceOut[]] as const,
+        ),
+      ),
+    ).then((pairs) => alive && setInstances(new Map(pairs)));
+    return () => {
+      alive = false;
+    };
+  }, [runId, openKey, running]); // instance rows: read when opened and when the run ends
+  const rows = tasks.flatMap((t) => (open.has(t.task_id) ? [t, ...(instances.get(t.task_id) ?? [])] : [t]));
+  const toggle = (task: string) => {
+    const next = new Set(open);
+    if (next.has(task)) next.delete(task);
+    else next.add(task);
+    const p = new URLSearchParams(params);
+    if (next.size) p.set("open", [...next].join(","));
+    else p.delete("open");
+    setParams(p, { replace: true });
+  };
+  return <Gantt runId={runId} rows={rows} attempts={attempts} running={running} expanded={open} onToggle={toggle} />;
 }
 
 function TaskList({

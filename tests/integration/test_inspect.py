@@ -87,6 +87,10 @@ def test_unknown_runs_tasks_and_map_indexes_say_what_exists(store: RunStore) -> 
     with pytest.raises(TaskNotFound, match="no map index 7") as info:
         find_task_instance(store, result.run_id, "square", 7)
     assert "0 to 1" in (info.value.hint or "")
+    summary = find_task_instance(store, result.run_id, "square")
+    with pytest.raises(TaskNotFound, match="is mapped: each of its 2 instances") as info:
+        find_attempt(store, summary, None, logs_dir="/nonexistent")
+    assert info.value.hint == "pick one with map index 0 to 1"
 
 
 class _Counting:

@@ -141,6 +141,10 @@ def find_attempt(store: InspectStore, ti: TaskInstanceRecord, attempt: int | Non
             return v
     who = ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"
     have = ", ".join(str(v.attempt) for v in views)
+    if not views and ti.map_count is not None:
+        raise TaskNotFound(f"task '{who}' of run {ti.run_id} is mapped: each of its "
+                           f"{ti.map_count} instances has its own attempts and logs",
+                           hint=f"pick one with map index 0 to {max(ti.map_count - 1, 0)}")
     if not views:
         why = (f"it was served from the cache (run {(ti.cache_origin or {}).get('run_id')})"
                if ti.state is TaskState.CACHED else f"it is {ti.state}")

@@ -8,16 +8,19 @@ by the lines of `envs/builds.log` (one per build), never by timing.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import psutil
 import pytest
 
 from cadenza.core.settings import Settings
 from cadenza.core.states import TaskState
 from cadenza.store import open_store
+from tests.fixtures.waiting import wait_for
 from tests.pipelines import envs as pipes
 
 pytestmark = pytest.mark.slow
@@ -120,3 +123,71 @@ def test_two_processes_building_one_env_build_it_once(tmp_path: Path) -> None:
     assert [line[2] for line in lines] == ["1.15.0", "1.15.0"]
     assert len((root / "builds.log").read_text().splitlines()) == 1
     assert [p.name for p in root.iterdir() if p.is_dir()] == [lines[0][0]]
+
+
+def _pid_in(path: Path) -> int:
+    text = path.read_text() if path.exists() else ""
+    return int(text) if text.strip() else 0
+
+
+def test_a_timed_out_task_in_an_env_is_killed(sqlite_env: Settings, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    result = pipes.env_timeout.run(executor="processes", pid_file=str(pid_file))
+    assert result.state == "failed"
+    ti = open_store(sqlite_env.database_url).get_task_instances(result.run_id)[0]
+    assert ti.error is not None and ti.error.kind == "timeout", ti.error
+    pid = _pid_in(pid_file)
+    assert pid
+    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie",
+             timeout_s=10, what="the timed-out task's process to be gone")
+
+
+def test_a_task_whose_env_process_dies_is_retried(sqlite_env: Settings) -> None:
+    result = pipes.env_worker_lost.run(executor="processes")
+    assert result.state == "success", result.error
+    assert result.outputs["dies_once"] == "attempt 2"
+    attempts = [a for a in open_store(sqlite_env.database_url).get_attempts(result.run_id)]
+    assert [a.error.kind for a in attempts if a.error is not None] == ["worker_lost"]
+    first = next(a for a in attempts if a.attempt == 1)
+    assert first.error is not None and "SIGKILL" in first.error.message
+
+
+def test_a_driver_killed_with_sigkill_leaves_no_env_task_running(
+        sqlite_env: Settings, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+        from tests.pipelines import envs
+        envs.env_sleeper.run(executor="processes", pid_file={str(pid_file)!r})
+    """)
+    driver = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path)
+    try:
+        pid = wait_for(lambda: _pid_in(pid_file), timeout_s=120, what="the task to start")
+        assert psutil.pid_exists(pid)
+    finally:
+        driver.kill()
+        driver.wait()
+    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie",
+             timeout_s=10, what="the env task's process to die with its driver")
+
+
+def test_python_version_is_the_envs_interpreter(sqlite_env: Settings) -> None:
+    result = pipes.explicit_python.run(executor="threads")
+    assert result.state == "success", result.error
+    assert result.outputs["which_python"].startswith("3.11.")
+    rows = env_rows(sqlite_env, result.run_id, "which_python")
+    assert rows["env.python"].startswith("3.11.") and rows["env.lock"] == ""
+
+
+def test_the_cli_shows_environment_builds_as_progress(sqlite_env: Settings,
+                                                      tmp_path: Path) -> None:
+    env = {**os.environ, "CADENZA_HOME": str(sqlite_env.home), "NO_COLOR": "1"}
+    target = f"{Path(pipes.__file__).resolve()}:conflicting_pins"
+    done = subprocess.run([sys.executable, "-m", "cadenza", "run", target, "-e", "processes"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    notes = [line for line in done.stdout.splitlines() if "building environment" in line]
+    assert len(notes) == 2 and any("six==1.15.0" in n for n in notes), done.stdout
+    assert sum("built in" in line for line in done.stdout.splitlines()) == 2

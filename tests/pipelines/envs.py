@@ -62,3 +62,64 @@ def after_broken(value: str | None = None) -> str:
 @pipeline
 def broken_requirement() -> None:
     after_broken(broken())
+
+
+@task(requirements=["six==1.16.0"], timeout=1.0)
+def sleeps_past_timeout(pid_file: str) -> str:
+    import os
+    import time
+
+    with open(pid_file, "w") as fh:
+        fh.write(str(os.getpid()))
+    time.sleep(120)
+    return "woke"
+
+
+@pipeline
+def env_timeout(pid_file: str) -> None:
+    sleeps_past_timeout(pid_file)
+
+
+@task(requirements=["six==1.16.0"], retries=1)
+def dies_once(marker: str) -> str:
+    import os
+    import signal
+
+    from cadenza import get_context
+
+    if get_context().attempt == 1:
+        os.kill(os.getpid(), signal.SIGKILL)  # the process dies; no outcome comes back
+    return f"attempt {get_context().attempt}"
+
+
+@pipeline
+def env_worker_lost(marker: str = "") -> None:
+    dies_once(marker)
+
+
+@task(requirements=["six==1.16.0"])
+def sleeps(pid_file: str) -> str:
+    import os
+    import time
+
+    with open(pid_file, "w") as fh:
+        fh.write(str(os.getpid()))
+    time.sleep(600)
+    return "woke"
+
+
+@pipeline
+def env_sleeper(pid_file: str) -> None:
+    sleeps(pid_file)
+
+
+@task(python="3.11")
+def which_python() -> str:
+    import platform
+
+    return platform.python_version()
+
+
+@pipeline
+def explicit_python() -> None:
+    which_python()

@@ -12,6 +12,7 @@ one indexed query per tick; the driver is never slowed down or locked by the dis
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -230,6 +231,30 @@ class LiveView:
             self.live.stop()
 
 
+# The logger of per-task environment builds (executors/envs.py), by name: the CLI never
+# imports executors. Its INFO records carry the run id.
+ENVS_LOGGER = "cadenza.executors.envs"
+
+
+class _EnvNotes(logging.Handler):
+    """While a run is watched: its environment builds (INFO records of ENVS_LOGGER with its
+    run id) become notes of the view; the logger's other warnings go on to Cadenza's handlers."""
+
+    def __init__(self, run_id: str, view: PlainView | LiveView) -> None:
+        super().__init__(logging.INFO)
+        self.run_id = run_id
+        self.view = view
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "run_id", None) == self.run_id:
+            try:
+                self.view.note(record.getMessage())
+            except Exception:  # noqa: BLE001 - logging must never break the run
+                self.handleError(record)
+        elif record.levelno >= logging.WARNING:
+            logging.getLogger("cadenza").handle(record)
+
+
 class RunWatcher:
     """Reads a run's task instances from the store every POLL_EVERY_S on a daemon thread."""
 
@@ -240,8 +265,16 @@ class RunWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="cadenza-cli-progress",
                                         daemon=True)
+        self._notes = _EnvNotes(run_id, view)
+        self._saved: tuple[int, bool] | None = None
 
     def start(self) -> None:
+        envs_log = logging.getLogger(ENVS_LOGGER)
+        self._saved = (envs_log.level, envs_log.propagate)
+        envs_log.addHandler(self._notes)
+        if not envs_log.isEnabledFor(logging.INFO):
+            envs_log.setLevel(logging.INFO)
+        envs_log.propagate = False
         self._thread.start()
 
     def _poll(self) -> None:
@@ -263,6 +296,12 @@ class RunWatcher:
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         self._poll()
+        envs_log = logging.getLogger(ENVS_LOGGER)
+        envs_log.removeHandler(self._notes)
+        if self._saved is not None:
+            envs_log.setLevel(self._saved[0])
+            envs_log.propagate = self._saved[1]
+            self._saved = None
         self.view.stop()
 
 

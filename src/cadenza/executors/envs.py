@@ -19,7 +19,9 @@ asks for the same set. Building:
   3. build in `.build-<key>-<pid>-<random>` (`uv venv --relocatable`, `uv pip install`,
      `uv pip freeze` for the lock), write the marker, `rename()` it to `<key>` (atomic: a
      reader sees no env or a complete one), append one line to `builds.log`.
-uv's output streams to the attempt's log and to this module's logger as progress. A build
+uv's output streams to the attempt's log (and this module's logger at DEBUG); the build's
+start and end are INFO records carrying the run's id (`extra={"run_id": ...}`), which the
+CLI's live progress shows as notes (`cli/progress.RunWatcher`). A build
 that fails (a requirement that does not resolve, an interpreter that is not there) fails the
 attempt with uv's own message and the fix, no traceback; the run goes on per trigger rules.
 
@@ -84,6 +86,9 @@ MARKER = "cadenza-env.json"
 BUILDS_LOG = "builds.log"
 KILL_GRACE_S = 2.0
 _TAIL_CHARS = 4000  # of a dead child's stdout/stderr, in its error
+
+
+Say = Callable[..., None]  # say(line, summary=False): one line of build progress
 
 
 class EnvBuildError(CadenzaError):
@@ -151,14 +156,14 @@ def _read_env(path: Path, key: str) -> Env | None:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path, say: Callable[[str], None]) -> Iterator[None]:
+def _file_lock(path: Path, say: Say) -> Iterator[None]:
     import fcntl
 
     with open(path, "a") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            say("another process is building this environment; waiting for it")
+            say("another process is building this environment; waiting for it", True)
             fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -167,7 +172,7 @@ def _file_lock(path: Path, say: Callable[[str], None]) -> Iterator[None]:
 
 
 def ensure_env(requirements: tuple[str, ...], python: str | None, *,
-               say: Callable[[str], None] = lambda line: None,
+               say: Say = lambda line, summary=False: None,
                root: Path | None = None) -> Env:
     """The environment for this requirement set, built once (see the module docstring).
 
@@ -183,7 +188,7 @@ def ensure_env(requirements: tuple[str, ...], python: str | None, *,
     with _file_lock(root / f"{key}.lock", say):  # case 2
         found = _read_env(final, key)
         if found is not None:
-            say(f"environment {key} was built by another process")
+            say(f"environment {key} was built by another process", True)
             return found
         for stale in root.glob(f".build-{key}-*"):  # left by a builder that died
             shutil.rmtree(stale, ignore_errors=True)
@@ -191,7 +196,7 @@ def ensure_env(requirements: tuple[str, ...], python: str | None, *,
 
 
 def _build(root: Path, key: str, requirements: tuple[str, ...], python: str | None,
-           say: Callable[[str], None]) -> Env:
+           say: Say) -> Env:
     from cadenza.graph.envspec import normalize_requirements
 
     reqs = normalize_requirements(requirements)
@@ -200,7 +205,7 @@ def _build(root: Path, key: str, requirements: tuple[str, ...], python: str | No
     interpreter = python if python is not None else sys.executable
     began = time.monotonic()
     say(f"building environment {key} (python {python or 'of the driver'}): "
-        f"{' '.join(reqs) or 'no requirements'}")
+        f"{' '.join(reqs) or 'no requirements'}", True)
     try:
         _uv(uv, ["venv", "--relocatable", "--no-project", "--python", interpreter, str(tmp)],
             say, what=f"create a python {interpreter} environment")
@@ -226,9 +231,14 @@ def _build(root: Path, key: str, requirements: tuple[str, ...], python: str | No
         fh.write(json.dumps({"key": key, "requirements": list(reqs), "python": version,
                              "build_s": round(elapsed, 3), "pid": os.getpid()}) + "\n")
     say(f"environment {key} built in {elapsed:.1f} s (python {version}); "
-        f"{len(lock.splitlines())} packages")
+        f"{_packages(lock)}", True)
     return Env(key=key, path=root / key, python=root / key / "bin" / "python",
                python_version=version, lock=lock, built=True)
+
+
+def _packages(lock: str) -> str:
+    count = len(lock.splitlines())
+    return f"{count} package{'' if count == 1 else 's'}"
 
 
 def _pyvenv_version(env: Path) -> str:
@@ -242,7 +252,7 @@ def _pyvenv_version(env: Path) -> str:
     return ""
 
 
-def _uv(uv: str, args: list[str], say: Callable[[str], None] | None, *, what: str) -> str:
+def _uv(uv: str, args: list[str], say: Say | None, *, what: str) -> str:
     """Run uv; stream its stderr lines to `say`; return its stdout. EnvBuildError with uv's
     own message when it fails."""
     env = {**os.environ, "NO_COLOR": "1", "UV_NO_PROGRESS": "1"}
@@ -265,8 +275,10 @@ def _uv(uv: str, args: list[str], say: Callable[[str], None] | None, *, what: st
     rc = proc.wait()
     reader.join()
     if rc != 0:
-        detail = "\n".join(ln for ln in errors if not ln.startswith("Using "))
-        raise EnvBuildError(f"could not {what}: uv says:\n{detail or f'exit status {rc}'}")
+        # One line, so that the first line of the task's error (what run summaries show)
+        # holds uv's reason; uv's own line breaks are continuation indents.
+        detail = " ".join(ln.strip() for ln in errors if not ln.startswith("Using "))
+        raise EnvBuildError(f"could not {what}; uv says: {detail or f'exit status {rc}'}")
     return "".join(out_chunks)
 
 
@@ -331,11 +343,13 @@ class _AttemptLog:
 
     def __init__(self, call: TaskCall) -> None:
         self.path = call.log_path
-        self.label = f"run {call.run_id}, task {call.label}"
+        self.run_id = call.run_id
+        self.label = f"task {call.label}"
         self.written = False
 
-    def say(self, line: str) -> None:
-        log.info("%s: %s", self.label, line)
+    def say(self, line: str, summary: bool = False) -> None:
+        log.log(logging.INFO if summary else logging.DEBUG, "%s: %s", self.label, line,
+                extra={"run_id": self.run_id})
         if not self.path:
             return
         try:
@@ -439,13 +453,13 @@ def _run(call: TaskCall, child: _Child) -> TaskOutcome:
     try:
         env = ensure_env(call.requirements, call.python, say=logfile.say)
     except EnvBuildError as exc:
-        logfile.say(f"build failed: {exc.message}")
+        logfile.say(f"its environment could not be built: {exc.message}")
         return _logged(_outcome(call, _build_failed(call, exc), began), logfile)
     env_metrics = (("env", env.key, "env"), ("env.python", env.python_version, "env"),
                    ("env.lock", env.lock, "env"))
     if not env.built:
         logfile.say(f"using environment {env.key} (python {env.python_version}), "
-                    f"{len(env.lock.splitlines())} packages, from the cache")
+                    f"{_packages(env.lock)}, from the cache")
     try:
         payload = pickle.dumps((*_parent_paths(), pickle_fn(call),
                                 pickle_call(call, call.fn_key)), protocol=4)

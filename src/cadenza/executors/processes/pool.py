@@ -265,7 +265,10 @@ class ProcessExecutor:
             if not self._started or (self._broken_reason is not None and not self._workers):
                 # Not started, or gave up after boot failures: a submit (re)starts workers.
                 return self.max_workers
-            return max(0, len(self._idle) - len(self._backlog))
+            # A call in its own environment runs in a child of its own, not on a worker, but
+            # counts against max_workers like one: a map over 100 env tasks runs 2 at a time
+            # on 2 workers, not 100 interpreters at once.
+            return max(0, len(self._idle) - len(self._backlog) - len(self._isolated))
 
     def submit(self, call: TaskCall, sink: Sink) -> None:
         if call.isolated:

@@ -31,7 +31,13 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
 from cadenza.core.errors import StoreError, UsageError
-from cadenza.store.tables import SCHEMA_REVISION, metadata, version_metadata, version_table
+from cadenza.store.tables import (
+    SCHEMA_REVISION,
+    metadata,
+    use_dialect,
+    version_metadata,
+    version_table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +163,10 @@ def create_store_engine(url: str) -> Engine:
     backend = u.get_backend_name()
     try:
         if backend == "sqlite":
+            use_dialect("sqlite")
             return _create_sqlite_engine(u)
         if backend == "postgresql":
+            use_dialect("postgresql")
             args: dict[str, Any] = {}
             if "connect_timeout" not in u.query:
                 args["connect_timeout"] = POSTGRES_CONNECT_TIMEOUT_S

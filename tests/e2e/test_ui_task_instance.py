@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from cadenza.core.states import STATE_COLOURS
 from cadenza.engine.api import run_pipeline
 from tests.fixtures.browser import shot
 from tests.fixtures.server import LiveServer
@@ -75,6 +76,21 @@ def test_failed_attempts_error_traceback_and_log_search(
     assert page.get_by_test_id("log").locator(".log-line").count() == 1
     assert page.get_by_test_id("log").locator("mark").inner_text() == "about to"
     shot(page, tmp_path, "task-instance-failed")
+
+    # The Gantt draws both attempts: the first in up_for_retry's colour, the second failed.
+    page.goto(f"{ui_server.base_url}/runs/{run_id}/gantt")
+    canvas = page.get_by_test_id("gantt").locator("canvas")
+    canvas.wait_for()
+    count = """(c, colour) => {
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        const [r, g, b] = [1, 3, 5].map(i => parseInt(colour.slice(i, i + 2), 16));
+        let n = 0;
+        for (let i = 0; i < d.length; i += 4) if (d[i] === r && d[i+1] === g && d[i+2] === b) n++;
+        return n;
+    }"""
+    page.wait_for_function(f"""() => ({count})(document.querySelector('canvas'),
+                                               '{STATE_COLOURS["up_for_retry"]}') > 20""")
+    assert canvas.evaluate(count, STATE_COLOURS["failed"]) > 20
 
 
 def test_ansi_colours_and_cache_origin_link(ui_server: LiveServer, ui_page: Any,

@@ -167,7 +167,7 @@ export function Gantt({
           g.setLineDash([]);
         }
         g.fillStyle = stateColour(a.state);
-        g.fillRect(x(s), y + 5, Math.max(2, x(e) - x(s)), ROW - 10);
+        g.fillRect(x(s), y + 5, Math.max(3, x(e) - x(s)), ROW - 10);
         prevEnd = e;
       }
       // the wait in the queue, then the (latest) attempt
@@ -182,7 +182,7 @@ export function Gantt({
       }
       if (!Number.isNaN(s) && spans.length === 0) {
         g.fillStyle = stateColour(r.state);
-        g.fillRect(x(s), y + 5, Math.max(2, x(e) - x(s)), ROW - 10);
+        g.fillRect(x(s), y + 5, Math.max(3, x(e) - x(s)), ROW - 10);
       }
       g.restore();
     }

@@ -207,7 +207,8 @@ def test_a_lost_connection_fails_one_write_and_the_next_takes_a_new_one(
 
 
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
-def test_dispose_gives_the_kept_connection_back_in_transaction_mode(store: RunStore) -> None:
+def test_close_gives_the_kept_connection_back_and_a_later_write_takes_it_again(
+        store: RunStore) -> None:
     run = make_run()
     store.create_run(run, [])
     kept = store._writer._conn
@@ -219,3 +220,9 @@ def test_dispose_gives_the_kept_connection_back_in_transaction_mode(store: RunSt
     assert store._writer._conn is None
     assert not pg.autocommit and pg.prepare_threshold == 5
     assert pool.checkedout() == 0  # type: ignore[attr-defined]
+    # The pool's one connection is taken again by the next write, with the statements the
+    # first Writer prepared on it still there: they count as prepared (no second Parse).
+    again = make_run()
+    store.create_run(again, [ti(again.run_id, "a")])
+    assert store._writer._conn.driver_connection is pg
+    assert store.get_run(again.run_id).run_id == again.run_id

@@ -76,7 +76,13 @@ class PgWriteConnection:
     def __init__(self, pg: Connection[Any]) -> None:
         self.pg = pg
         self._tx = Transformer(pg)
-        self._prepared: set[bytes] = set()
+        # A statement's name stands for the same SQL for the whole process (a counter), so
+        # the names already prepared on this connection (by an earlier Writer that gave it
+        # back to the pool) count as prepared here: preparing one again would fail.
+        cur = pg.execute("SELECT name FROM pg_prepared_statements "
+                         "WHERE name LIKE 'cadenza\\_w%'")
+        self._prepared: set[bytes] = {name.encode() for (name,) in cur.fetchall()}
+        cur.close()
         self._formats: dict[int, list[PyFormat]] = {}
 
     def run(self, steps: Sequence[tuple[PgStatement, list[dict[str, Any]]]], *,

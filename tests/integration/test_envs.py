@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import psutil
@@ -191,3 +192,33 @@ def test_the_cli_shows_environment_builds_as_progress(sqlite_env: Settings,
     notes = [line for line in done.stdout.splitlines() if "building environment" in line]
     assert len(notes) == 2 and any("six==1.15.0" in n for n in notes), done.stdout
     assert sum("built in" in line for line in done.stdout.splitlines()) == 2
+
+
+@pytest.mark.parametrize("executor", ["threads", "processes"])
+def test_mapped_instances_share_one_env_built_once(sqlite_env: Settings, executor: str) -> None:
+    result = pipes.mapped_env.run(executor=executor)
+    assert result.state == "success", result.error
+    assert result.outputs["six_of"] == ["0:1.15.0", "1:1.15.0", "2:1.15.0", "3:1.15.0"]
+    assert len(builds(sqlite_env.home)) == 1  # four instances at once, one build (the lock)
+
+
+@pytest.mark.parametrize("executor", ["threads", "processes"])
+def test_cancelling_a_run_kills_its_env_task(sqlite_env: Settings, tmp_path: Path,
+                                             executor: str) -> None:
+    from cadenza.core.states import RunState
+    from cadenza.engine.cancel import cancel_run
+
+    pid_file = tmp_path / "pid"
+    box: dict[str, object] = {}
+    driver = threading.Thread(target=lambda: box.setdefault("result", pipes.env_sleeper.run(
+        executor=executor, pid_file=str(pid_file))), daemon=True)
+    driver.start()
+    pid = wait_for(lambda: _pid_in(pid_file), timeout_s=120, what="the task to start")
+    run_id = open_store(sqlite_env.database_url).list_runs(limit=1)[0].run_id
+    report = cancel_run(run_id, wait_s=60)
+    assert report.state is RunState.CANCELLED
+    driver.join(60)
+    ti = open_store(sqlite_env.database_url).get_task_instances(run_id)[0]
+    assert ti.state is TaskState.CANCELLED
+    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie",
+             timeout_s=10, what="the cancelled task's process to be gone")

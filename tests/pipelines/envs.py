@@ -123,3 +123,15 @@ def which_python() -> str:
 @pipeline
 def explicit_python() -> None:
     which_python()
+
+
+@task(requirements=["six==1.15.0"])
+def six_of(i: int) -> str:
+    import six
+
+    return f"{i}:{six.__version__}"
+
+
+@pipeline
+def mapped_env() -> None:
+    six_of.expand(i=[0, 1, 2, 3])

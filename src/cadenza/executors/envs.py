@@ -60,6 +60,7 @@ import logging
 import os
 import pickle
 import platform
+import re
 import secrets
 import shutil
 import signal
@@ -86,6 +87,7 @@ MARKER = "cadenza-env.json"
 BUILDS_LOG = "builds.log"
 KILL_GRACE_S = 2.0
 _TAIL_CHARS = 4000  # of a dead child's stdout/stderr, in its error
+_CREDENTIALS = re.compile(r"://[^/@\s]+@")
 
 
 Say = Callable[..., None]  # say(line, summary=False): one line of build progress
@@ -348,6 +350,7 @@ class _AttemptLog:
         self.written = False
 
     def say(self, line: str, summary: bool = False) -> None:
+        line = _CREDENTIALS.sub("://***@", line)  # https://user:token@host/... in a URL
         log.log(logging.INFO if summary else logging.DEBUG, "%s: %s", self.label, line,
                 extra={"run_id": self.run_id})
         if not self.path:

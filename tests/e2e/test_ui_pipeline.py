@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from cadenza.engine.api import run_pipeline
-from tests.fixtures.browser import shot
+from tests.fixtures.browser import allow_console, shot
 from tests.fixtures.server import LiveServer
 
 pytestmark = pytest.mark.browser
@@ -65,3 +65,28 @@ def test_pipeline_graph_runs_and_trigger_form(ui_server: LiveServer, ui_page: An
     shot(page, tmp_path, "pipeline-trigger-invalid")
     runs = ui_server.client.get("/api/v1/runs", params={"pipeline": "nightly_report"}).json()
     assert [r["run_id"] for r in runs["items"]] == [run_id]  # nothing was triggered
+
+
+def test_trigger_form_json_fields_and_server_field_errors(ui_server: LiveServer, ui_page: Any,
+                                                          tmp_path: Path) -> None:
+    page = ui_page
+    page.goto(ui_server.base_url + "/pipelines/data_pipe/trigger")
+    form = page.get_by_test_id("trigger-form")
+    xs = form.get_by_label("xs")
+    assert xs.evaluate("e => e.tagName") == "TEXTAREA" and xs.input_value() == "[1,2,3]"
+    xs.fill("[4, 5")
+    form.get_by_role("button", name="Trigger run").click()
+    assert form.locator('[data-field-error="xs"]').inner_text().startswith("must be a JSON list")
+    xs.fill("[4, 5]")
+    # A logical date the server cannot read: its 422 is shown on the field it names.
+    allow_console(page, r"status of 422")  # the browser's own line for that answer
+    form.get_by_label("logical date").fill("not a date")
+    form.get_by_role("button", name="Trigger run").click()
+    form.locator('[data-field-error="logical_date"]').wait_for()
+    assert page.get_by_role("alert").first.is_visible()
+    shot(page, tmp_path, "pipeline-trigger-server-error")
+    form.get_by_label("logical date").fill("2026-01-31T00:00:00Z")
+    form.get_by_role("button", name="Trigger run").click()
+    page.wait_for_url(re.compile(r"/runs/[0-9a-f]+$"))
+    run = ui_server.client.get(f"/api/v1/runs/{page.url.rsplit('/', 1)[1]}").json()
+    assert run["params"]["xs"] == [4, 5] and run["logical_date"].startswith("2026-01-31")

@@ -151,7 +151,7 @@ export function ParamForm({
                 />
               )}
               <div className="desc">
-                {t === "json" ? "JSON" : t}
+                {t === "json" ? "JSON" : t === "array" ? "list, as JSON" : t === "object" ? "object, as JSON" : t}
                 {p.default !== undefined && p.default !== null ? ` · default ${JSON.stringify(p.default)}` : ""}
                 {p.description ? ` · ${p.description}` : ""}
               </div>

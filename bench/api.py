@@ -1,8 +1,8 @@
 """The REST API under load on a big PostgreSQL store (issue 13's load acceptance).
 
     python bench/api.py [--runs 100000] [--tasks-per-run 10] [--clients 200]
-                        [--duration 30] [--triggers 1000] [--workers 1] [--keep]
-                        [--postgres URL]
+                        [--duration 30] [--interval 1] [--triggers 1000] [--workers 1]
+                        [--client-procs 2] [--keep] [--postgres URL]
 
 1. Creates a database `cadenza_bench_<random>` on the server of --postgres (default
    postgresql+psycopg://postgres@127.0.0.1:5432/test) and bulk-loads it with COPY:
@@ -10,9 +10,11 @@
    minute, half with a logical date) and --tasks-per-run task instances each.
 2. Starts `uvicorn cadenza.api.app:create_app --factory --workers N` as another process, in
    a temporary project whose pipelines/ holds the `bench_trigger` pipeline.
-3. --clients concurrent clients poll for --duration seconds, each in turn: the runs list
-   (page 1; one pipeline; one state; page 2 through `next_cursor`) and a run's detail (a
-   random run with its task instances). Prints p50/p95/p99 per request kind and the errors.
+3. --clients concurrent clients poll for --duration seconds, each once per --interval (a UI
+   polling; 0 = a closed loop, which measures throughput: its latency is then queueing,
+   clients / throughput by Little's law): the runs list (page 1; one pipeline; one state;
+   page 2 through `next_cursor`) and a run's detail (a random run with its task
+   instances). Prints p50/p95/p99 per request kind, the errors and the throughput.
 4. --triggers runs triggered over HTTP at once (`POST /api/v1/pipelines/bench_trigger/runs`):
    prints how many runs the store holds for that pipeline afterwards (must equal it).
 The database is dropped at the end unless --keep. A printed table, not a timed test: the
@@ -166,6 +168,21 @@ def start_server(url: str, workers: int) -> tuple[subprocess.Popen[bytes], str, 
     return proc, base, project
 
 
+def server_cpu_s(proc: subprocess.Popen[bytes]) -> float:
+    """CPU seconds (user + system) the server and its worker processes have used so far."""
+    import psutil
+
+    total = 0.0
+    root = psutil.Process(proc.pid)
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -174,7 +191,8 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[k]
 
 
-async def poll(base: str, ids: list[str], clients: int, duration_s: float, *, seed: int = 0
+async def poll(base: str, ids: list[str], clients: int, duration_s: float, *, seed: int = 0,
+               interval_s: float = 1.0
                ) -> tuple[dict[str, list[float]], dict[str, int], dict[str, str]]:
     import httpx
 
@@ -205,7 +223,15 @@ async def poll(base: str, ids: list[str], clients: int, duration_s: float, *, se
         async def client_loop(n: int) -> None:
             rng = random.Random(seed + n)
             i = 0
+            # A UI polls: each client asks for a list and a detail once per interval
+            # (starts staggered over the first interval). 0: as fast as answers come.
+            next_at = time.monotonic() + rng.random() * interval_s
             while time.monotonic() < deadline:
+                if interval_s > 0:
+                    delay = next_at - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)  # pacing the load, not waiting on a result
+                    next_at = max(next_at + interval_s, time.monotonic())
                 variant = i % 4
                 if variant == 0:
                     await timed("runs list, page 1", "/api/v1/runs")
@@ -229,14 +255,17 @@ async def poll(base: str, ids: list[str], clients: int, duration_s: float, *, se
     return latencies, errors, first_error
 
 
-def _poll_process(base: str, ids: list[str], clients: int, duration_s: float, seed: int
+def _poll_process(base: str, ids: list[str], clients: int, duration_s: float, seed: int,
+                  interval_s: float
                   ) -> tuple[dict[str, list[float]], dict[str, int], dict[str, str]]:
     random.seed(seed)
-    lat, err, first = asyncio.run(poll(base, ids, clients, duration_s, seed=seed))
+    lat, err, first = asyncio.run(poll(base, ids, clients, duration_s, seed=seed,
+                                       interval_s=interval_s))
     return dict(lat), dict(err), first
 
 
-def poll_in_processes(base: str, ids: list[str], clients: int, duration_s: float, procs: int
+def poll_in_processes(base: str, ids: list[str], clients: int, duration_s: float, procs: int,
+                      interval_s: float
                       ) -> tuple[dict[str, list[float]], dict[str, int], dict[str, str]]:
     import concurrent.futures as cf
     import multiprocessing
@@ -247,7 +276,7 @@ def poll_in_processes(base: str, ids: list[str], clients: int, duration_s: float
     errors: dict[str, int] = defaultdict(int)
     first: dict[str, str] = {}
     with cf.ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("spawn")) as ex:
-        futures = [ex.submit(_poll_process, base, ids, n, duration_s, i * 1000)
+        futures = [ex.submit(_poll_process, base, ids, n, duration_s, i * 1000, interval_s)
                    for i, n in enumerate(shares)]
         for f in futures:
             lat, err, fe = f.result()
@@ -293,6 +322,9 @@ def main() -> None:
     ap.add_argument("--tasks-per-run", type=int, default=10)
     ap.add_argument("--clients", type=int, default=200)
     ap.add_argument("--duration", type=float, default=30.0)
+    ap.add_argument("--interval", type=float, default=1.0,
+                    help="each client polls (a runs list and a run detail) once per this many "
+                    "seconds; 0 = closed loop, as fast as answers come (a throughput test)")
     ap.add_argument("--triggers", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     ap.add_argument("--client-procs", type=int, default=2,
@@ -308,9 +340,11 @@ def main() -> None:
         ids = load(url, database, args.runs, args.tasks_per_run)
         proc, base, _ = start_server(url, args.workers)
         print(f"server {base} (uvicorn, {args.workers} worker(s)); {args.clients} clients "
-              f"in {args.client_procs} process(es) for {args.duration:g} s")
+              f"in {args.client_procs} process(es) for {args.duration:g} s, polling "
+              + (f"every {args.interval:g} s" if args.interval > 0 else "in a closed loop"))
+        cpu_before = server_cpu_s(proc)
         latencies, errors, first = poll_in_processes(base, ids, args.clients, args.duration,
-                                                     args.client_procs)
+                                                     args.client_procs, args.interval)
         print()
         print(f"{'request':<26}{'count':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}")
         for kind in sorted(latencies):
@@ -321,6 +355,10 @@ def main() -> None:
         print(f"{'all':<26}{len(every):>8}{percentile(every, 50):>9.1f}"
               f"{percentile(every, 95):>9.1f}{percentile(every, 99):>9.1f}"
               f"{sum(errors.values()):>8}")
+        cpu = server_cpu_s(proc) - cpu_before
+        print(f"throughput {len(every) / args.duration:.0f} requests/s; the server used "
+              f"{cpu:.1f} CPU s: {cpu / max(len(every), 1) * 1000:.2f} CPU ms a request "
+              f"(a core to itself would answer ~{len(every) / cpu if cpu else 0:.0f}/s)")
         for kind, text in first.items():
             print(f"  first error of {kind}: {text}")
         if args.triggers:

@@ -90,3 +90,4 @@ def test_trigger_form_json_fields_and_server_field_errors(ui_server: LiveServer,
     page.wait_for_url(re.compile(r"/runs/[0-9a-f]+$"))
     run = ui_server.client.get(f"/api/v1/runs/{page.url.rsplit('/', 1)[1]}").json()
     assert run["params"]["xs"] == [4, 5] and run["logical_date"].startswith("2026-01-31")
+    page.locator(".kv", has_text="Logical date").get_by_text("2026").first.wait_for()

@@ -47,6 +47,9 @@ def test_a_finished_run_in_graph_gantt_and_task_list(ui_server: LiveServer, ui_p
         '{"days":3,"threshold":0.5,"region":"us","dry_run":false}')
     assert page.locator(".badge").first.inner_text() == "success"
     shot(page, tmp_path, "run-graph")
+    page.get_by_role("button", name="Toggle theme").click()
+    shot(page, tmp_path, "run-graph-dark")
+    page.get_by_role("button", name="Toggle theme").click()
 
     # Clicking a node opens its task instance's URL.
     graph.locator('[data-node="summarise"]').click()

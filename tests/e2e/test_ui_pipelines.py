@@ -82,6 +82,10 @@ def test_pipelines_page_shows_schedules_runs_and_toggles_pause(
     page.wait_for_function("() => document.querySelectorAll('tbody tr').length === 1")
     assert table.locator("tbody tr").get_attribute("data-pipeline") == "nightly_report"
 
+    # A new run shows up without a reload (the list is read again while the page is open).
+    newer = run_now(ui_server, "nightly_report", days=1)
+    page.locator(f'tr[data-pipeline="nightly_report"] .square[href="/runs/{newer}"]').wait_for()
+
     # The dark theme sticks across a reload.
     page.get_by_role("button", name="Toggle theme").click()
     page.reload()

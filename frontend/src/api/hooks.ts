@@ -9,8 +9,10 @@ export type Loaded<T> = {
   set: (data: T) => void;
 };
 
-/** GET `path` (null: nothing yet) and keep the answer; `reload()` fetches it again. */
-export function useApi<T>(path: string | null): Loaded<T> {
+/** GET `path` (null: nothing yet) and keep the answer; `reload()` fetches it again.
+ * `everyMs`: read it again that often while the page is visible (list pages stay current
+ * without a reload; a run's page follows its event stream instead). */
+export function useApi<T>(path: string | null, everyMs?: number): Loaded<T> {
   const [data, setData] = useState<T | undefined>(undefined);
   const [error, setError] = useState<ApiError | Error | undefined>(undefined);
   const [loading, setLoading] = useState(path !== null);
@@ -36,6 +38,14 @@ export function useApi<T>(path: string | null): Loaded<T> {
       alive = false;
     };
   }, [path, tick]);
+  useEffect(() => {
+    if (path === null || !everyMs) return;
+    const timer = setInterval(() => {
+      if (document.visibilityState !== "visible") return;
+      api<T>(path).then(setData, () => undefined); // a failed refresh keeps what is shown
+    }, everyMs);
+    return () => clearInterval(timer);
+  }, [path, everyMs]);
   const reload = useCallback(() => setTick((t) => t + 1), []);
   return { data, error, loading, reload, set: setData };
 }

@@ -25,6 +25,13 @@ export function RunsTable({ query, showPipeline = true }: { query: string; showP
     );
   };
   useEffect(() => load(null, true), [query]); // eslint-disable-line react-hooks/exhaustive-deps
+  // The first page stays current (new runs, changed states) until the user pages on.
+  const paged = runs.length > 50;
+  useEffect(() => {
+    if (paged) return;
+    const timer = setInterval(() => document.visibilityState === "visible" && load(null, true), 5000);
+    return () => clearInterval(timer);
+  }, [query, paged]); // eslint-disable-line react-hooks/exhaustive-deps
 
   return (
     <>

@@ -34,7 +34,7 @@ export function graphOf(p: PipelineDetailOut): { nodes: GNode[]; edges: GEdge[] 
 
 export function PipelinePage({ tab }: { tab: "graph" | "grid" | "runs" | "trigger" }) {
   const { name = "" } = useParams();
-  const pipeline = useApi<PipelineDetailOut>(`/pipelines/${enc(name)}`);
+  const pipeline = useApi<PipelineDetailOut>(`/pipelines/${enc(name)}`, 5000);
   const p = pipeline.data;
   const base = `/pipelines/${enc(name)}`;
   const canOperate = useCanOperate();

@@ -14,7 +14,7 @@ export function PipelinesPage() {
   const q = params.get("q") ?? "";
   const tag = params.get("tag");
   const path = `/pipelines?limit=500&last_runs=20${tag ? `&tag=${enc(tag)}` : ""}`;
-  const page = useApi<PipelinePage>(path);
+  const page = useApi<PipelinePage>(path, 5000);
   const [actionError, setActionError] = useState<Error | null>(null);
   const canOperate = useCanOperate();
 

@@ -222,3 +222,16 @@ def test_cancelling_a_run_kills_its_env_task(sqlite_env: Settings, tmp_path: Pat
     assert ti.state is TaskState.CANCELLED
     wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie",
              timeout_s=10, what="the cancelled task's process to be gone")
+
+
+def test_env_workers_are_kept_for_the_next_task_of_their_env(sqlite_env: Settings) -> None:
+    def workers(run_id: str) -> set[str]:
+        return {str(a.worker) for a in open_store(sqlite_env.database_url).get_attempts(run_id)}
+
+    first = pipes.mapped_env.run(executor="inline")  # one at a time: one worker
+    assert first.state == "success", first.error
+    assert len(workers(first.run_id)) == 1 and "env:" in next(iter(workers(first.run_id)))
+    second = pipes.mapped_env.run(executor="inline")
+    assert workers(second.run_id) == workers(first.run_id)  # the same process again
+    pid = int(next(iter(workers(first.run_id))).split("@")[0].removeprefix("pid:"))
+    assert psutil.pid_exists(pid)

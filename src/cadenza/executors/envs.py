@@ -1,11 +1,11 @@
 """Per-task isolated environments: `@task(requirements=[...], python="3.11")`.
 
 What belongs here: building virtual environments with uv and keeping them (the env cache),
-and running one call in a child process on such an environment's interpreter (parent side
-`run_isolated`, child side `child_main`). Every executor hands its isolated calls here
+and running calls in worker processes on such an environment's interpreter (parent side
+`run_isolated`, worker side `child_loop`). Every executor hands its isolated calls here
 (`TaskCall.isolated`): `processes` from a thread of its own, `threads` from its pool thread,
-`inline` in the caller's thread; the task runs in a child process in all three, since a
-task whose pins conflict with the driver's cannot run in the driver's interpreter. What does
+`inline` in the caller's thread; the task runs in an env worker process in all three, since
+a task whose pins conflict with the driver's cannot run in the driver's interpreter. What does
 not belong here: the requirement set's normal form and definition-time checks
 (`graph/envspec.py`), running the call itself (`executors/worker.py`, here in the child).
 
@@ -25,7 +25,7 @@ CLI's live progress shows as notes (`cli/progress.RunWatcher`). A build
 that fails (a requirement that does not resolve, an interpreter that is not there) fails the
 attempt with uv's own message and the fix, no traceback; the run goes on per trigger rules.
 
-The child. The env's `bin/python` runs a bootstrap that appends the driver's `sys.path`
+The env worker. The env's `bin/python` runs a bootstrap that appends the driver's `sys.path`
 (and processes its site-packages' .pth files) *after* the env's own site-packages, then
 imports Cadenza's worker from the driver's installation. Appending rather than installing
 Cadenza into each env is what lets conflicting pins work: the env's pins come first on
@@ -37,13 +37,18 @@ worker's import path is standard library + Cadenza (+ cloudpickle for functions 
 value), so an env on another Python minor version works too, for tasks whose functions are
 importable by module (functions of `__main__` travel as bytecode, which is per version).
 
-The call goes to the child on stdin (length-prefixed pickle), its outcome comes back on a
-pipe of its own (the task may write to fd 1 and 2; those go to a file whose tail explains a
-child that died). The parent keeps stdin open: a watchdog thread in the child kills the
-child's process group when it reads EOF, so a driver killed with `kill -9` leaves no task
-running. A timeout (counted from the task's start in its env, not from the build) or a
-cancel kills the child's process group (SIGTERM, then SIGKILL); a child that dies without an
-outcome is a lost worker, retried per the task's policy.
+Workers are kept: after a call a worker goes back to its env's idle workers (up to
+MAX_IDLE_PER_ENV per env folder) and runs the next call of that env, so the interpreter
+start and Cadenza's import (~250 ms) are paid once per worker, not per call (bench/envs.py:
+~520 ms per call with a new process each time, ~1.4 ms with a kept worker, 0.4 ms on a
+`processes` pool worker). Calls go to a worker on its stdin (length-prefixed pickles);
+outcomes come back on a pipe of their own (the task may write to fd 1 and 2; those go to a
+file whose tail explains a worker that died). A third pipe is never written: a watchdog thread
+in the worker kills the worker's process group at its EOF, so a driver killed with `kill -9`
+leaves no task running. A timeout (counted from the call reaching the worker, not from the
+build) or a cancel kills the worker's process group (SIGTERM, then SIGKILL) and the worker is
+not kept; one that dies without an outcome is a lost worker, retried per the task's policy.
+Executors' shutdown (and the process's exit) stops idle workers.
 
 The attempt records its env (metrics rows of kind "env": `env` the key, `env.python` the
 interpreter version, `env.lock` the `uv pip freeze` of the env). The task's cache key holds
@@ -53,6 +58,7 @@ after the build.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
@@ -74,7 +80,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from cadenza.core.errors import CadenzaError, TaskCancelled, TaskTimeout, WorkerLost
 from cadenza.core.records import ErrorInfo, ErrorKind
@@ -409,27 +415,133 @@ def _parent_paths() -> tuple[list[str], list[str]]:
     return out, [p for p in out if p in candidates]
 
 
+# The child's bootstrap: the first message carries the paths to add before Cadenza can be
+# imported; `child_loop` then runs that call and every later one.
 BOOT = (
     "import pickle,site,struct,sys\n"
     "n=struct.unpack('>Q',sys.stdin.buffer.read(8))[0]\n"
-    "paths,sitedirs,fn_blob,call_blob=pickle.loads(sys.stdin.buffer.read(n))\n"
-    "sys.path.extend(p for p in paths if p not in sys.path)\n"
-    "for d in sitedirs: site.addsitedir(d)\n"
-    "from cadenza.executors.envs import child_main\n"
-    "child_main(int(sys.argv[1]),fn_blob,call_blob)\n"
+    "first=pickle.loads(sys.stdin.buffer.read(n))\n"
+    "sys.path.extend(p for p in first[0] if p not in sys.path)\n"
+    "for d in first[1]: site.addsitedir(d)\n"
+    "from cadenza.executors.envs import child_loop\n"
+    "child_loop(int(sys.argv[1]),int(sys.argv[2]),first)\n"
 )
 
 
+class _EnvWorker:
+    """A persistent child process on one env's interpreter: runs calls one at a time, kept
+    idle between them (per env key) so that the interpreter start and Cadenza's import
+    (~250 ms on the bench VM) are paid once per worker, not once per call."""
+
+    def __init__(self, env: Env) -> None:
+        self.env = env
+        self.out_path = env.path / ".children" / f"{os.getpid()}-{secrets.token_hex(4)}.out"
+        self.out_path.parent.mkdir(exist_ok=True)
+        child_env = {k: v for k, v in os.environ.items()
+                     if k not in ("PYTHONPATH", "PYTHONHOME")}  # the env's packages come first
+        child_env["VIRTUAL_ENV"] = str(env.path)
+        child_env["PATH"] = f"{env.path / 'bin'}{os.pathsep}{child_env.get('PATH', '')}"
+        result_r, result_w = os.pipe()
+        life_r, self._life_w = os.pipe()  # never written: its EOF tells the child we are gone
+        try:
+            with open(self.out_path, "wb") as out_fh:
+                self.proc = subprocess.Popen(
+                    [str(env.python), "-c", BOOT, str(result_w), str(life_r)],
+                    stdin=subprocess.PIPE, stdout=out_fh, stderr=subprocess.STDOUT,
+                    pass_fds=(result_w, life_r), start_new_session=True, env=child_env)
+        except BaseException:
+            for fd in (result_r, self._life_w):
+                os.close(fd)
+            raise
+        finally:
+            os.close(result_w)
+            os.close(life_r)
+        self._result = os.fdopen(result_r, "rb")
+        self.name = f"pid:{self.proc.pid}@{platform.node()} env:{env.key}"
+
+    def call(self, payload: bytes) -> bytes | None:
+        """Send one call, wait for its reply; None when the worker died first."""
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(struct.pack(">Q", len(payload)) + payload)
+            self.proc.stdin.flush()
+        except OSError:
+            return None  # it died: its exit says why
+        header = self._result.read(8)
+        if len(header) < 8:
+            return None
+        (size,) = struct.unpack(">Q", header)
+        data = self._result.read(size)
+        return data if len(data) == size else None
+
+    def discard(self) -> str:
+        """Kill it and what its task started; return the tail of its stdout/stderr."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        for closing in (self._result.close, lambda: os.close(self._life_w)):
+            with contextlib.suppress(OSError):
+                closing()
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        tail = _tail(self.out_path)
+        with contextlib.suppress(OSError):
+            self.out_path.unlink()
+        return tail
+
+
+# env folder -> idle workers, the warmest last. By folder, not key: one key under two homes
+# (two test stores, two projects in one process) is two environments.
+_idle: dict[str, list[_EnvWorker]] = {}
+MAX_IDLE_PER_ENV = 4  # more idle workers of one env than this are stopped, not kept
+
+
+def _take_worker(env: Env) -> _EnvWorker:
+    while True:
+        with _running_lock:
+            stack = _idle.get(str(env.path))
+            worker = stack.pop() if stack else None
+        if worker is None:
+            return _EnvWorker(env)
+        if worker.proc.poll() is None:
+            return worker
+        worker.discard()  # died while idle (OOM killer, kill): start another
+
+
+def _give_back(worker: _EnvWorker) -> None:
+    with _running_lock:
+        stack = _idle.setdefault(str(worker.env.path), [])
+        if len(stack) < MAX_IDLE_PER_ENV:
+            stack.append(worker)
+            return
+    worker.discard()
+
+
+def stop_idle_workers() -> None:
+    """Stop the idle env workers of this process (an executor shutting down)."""
+    with _running_lock:
+        workers = [w for stack in _idle.values() for w in stack]
+        _idle.clear()
+    for worker in workers:
+        worker.discard()
+
+
+atexit.register(stop_idle_workers)
+
+
 def run_isolated(call: TaskCall) -> TaskOutcome:
-    """Run `call` in its environment (built first if needed) in a child process; return how
-    the attempt ended. Blocks the calling thread; `cancel()` from any other thread stops it.
+    """Run `call` in its environment (built first if needed) on a worker process of that
+    environment; return how the attempt ended. Blocks the calling thread; `cancel()` from any
+    other thread stops it.
 
     How it can end:
       1. the env cannot be built -> failed, uv's message and the fix (no traceback);
-      2. the child returns an outcome (success, or whatever the task raised);
-      3. the timeout passes -> the child is killed, kind="timeout";
-      4. cancel() -> the build is abandoned or the child killed, kind="cancelled";
-      5. the child dies without an outcome -> kind="worker_lost" (retried per policy).
+      2. the worker returns an outcome (success, or whatever the task raised); the worker
+         goes back to the env's idle workers;
+      3. the timeout passes -> the worker is killed, kind="timeout";
+      4. cancel() -> the build is abandoned or the worker killed, kind="cancelled";
+      5. the worker dies without an outcome -> kind="worker_lost" (retried per policy).
     """
     key = (call.run_id, call.task_id, call.map_index)
     child = _Child(call)
@@ -468,41 +580,24 @@ def _run(call: TaskCall, child: _Child) -> TaskOutcome:
                                 pickle_call(call, call.fn_key)), protocol=4)
     except Unpicklable as exc:
         return _with_env(_outcome(call, exc.error, began), env_metrics, logfile)
-    result_r, result_w = os.pipe()
-    out_path = Path(env.path) / ".children" / f"{os.getpid()}-{secrets.token_hex(4)}.out"
-    out_path.parent.mkdir(exist_ok=True)
-    child_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    child_env["VIRTUAL_ENV"] = str(env.path)
-    child_env["PATH"] = f"{env.path / 'bin'}{os.pathsep}{child_env.get('PATH', '')}"
     with _running_lock:
         stopped = child.stop_reason
     if stopped is not None:
-        os.close(result_r)
-        os.close(result_w)
         return _with_env(_stopped(call, stopped, began, None), env_metrics, logfile)
-    with open(out_path, "wb") as out_fh:
-        try:
-            proc = subprocess.Popen(
-                [str(env.python), "-c", BOOT, str(result_w)], stdin=subprocess.PIPE,
-                stdout=out_fh, stderr=subprocess.STDOUT, pass_fds=(result_w,),
-                start_new_session=True, env=child_env,
-            )
-        except OSError as exc:
-            os.close(result_r)
-            os.close(result_w)
-            error = describe_exception(WorkerLost(
-                f"could not start the environment's python {env.python}: {exc}",
-                pipeline=call.pipeline, task=call.label,
-                hint=f"delete {env.path} so that it is built again"), kind=ErrorKind.WORKER_LOST)
-            return _with_env(_outcome(call, error, began), env_metrics, logfile)
-    os.close(result_w)
+    try:
+        worker = _take_worker(env)
+    except OSError as exc:
+        error = describe_exception(WorkerLost(
+            f"could not start the environment's python {env.python}: {exc}",
+            pipeline=call.pipeline, task=call.label,
+            hint=f"delete {env.path} so that it is built again"), kind=ErrorKind.WORKER_LOST)
+        return _with_env(_outcome(call, error, began), env_metrics, logfile)
     started = datetime.now(UTC)
-    worker = f"pid:{proc.pid}@{platform.node()} env:{env.key}"
     with _running_lock:
-        child.proc = proc
+        child.proc = worker.proc
         stopped = child.stop_reason
     if stopped is not None:  # cancelled while starting
-        _kill(proc)
+        _kill(worker.proc)
     timer = None
     if call.timeout_s is not None and call.timeout_s > 0:
         timer = threading.Timer(call.timeout_s, cancel,
@@ -511,59 +606,37 @@ def _run(call: TaskCall, child: _Child) -> TaskOutcome:
         timer.daemon = True
         timer.start()
     try:
-        assert proc.stdin is not None
-        try:
-            proc.stdin.write(struct.pack(">Q", len(payload)) + payload)
-            proc.stdin.flush()
-        except OSError:
-            pass  # it died at once: its exit says why
-        data = _read_all(result_r)
-        proc.wait()
+        data = worker.call(payload)
     finally:
         if timer is not None:
             timer.cancel()
-        with contextlib.suppress(OSError):
-            if proc.stdin is not None:
-                proc.stdin.close()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)  # what the task started goes with it
-    tail = _tail(out_path)
-    with contextlib.suppress(OSError):
-        out_path.unlink()
     with _running_lock:
         stopped = child.stop_reason
+        child.proc = None
     if stopped is not None:
-        return _with_env(_stopped(call, stopped, started, worker), env_metrics, logfile)
-    if data:
+        worker.discard()
+        return _with_env(_stopped(call, stopped, started, worker.name), env_metrics, logfile)
+    if data is not None:
         try:
             msg = pickle.loads(data)
+        except Exception as exc:  # noqa: BLE001 - a garbled reply: the worker is not trusted
+            log.debug("unreadable outcome from %s: %s", worker.name, exc)
+        else:
+            _give_back(worker)
             if msg[0] == "ok":
-                return _with_env(replace(decode_outcome(msg[1]), worker=worker), env_metrics,
-                                 logfile)
-            return _with_env(_outcome(call, msg[1], started, worker), env_metrics, logfile)
-        except Exception as exc:  # noqa: BLE001 - a truncated message: the child died writing
-            log.debug("unreadable outcome from %s: %s", worker, exc)
+                return _with_env(replace(decode_outcome(msg[1]), worker=worker.name),
+                                 env_metrics, logfile)
+            return _with_env(_outcome(call, msg[1], started, worker.name), env_metrics,
+                             logfile)
+    tail = worker.discard()
     from cadenza.executors.processes.jobs import describe_exit
 
-    what, fix = describe_exit(proc.returncode)
+    what, fix = describe_exit(worker.proc.returncode)
     said = f"; its last output:\n{tail}" if tail else ""
     error = describe_exception(WorkerLost(
         f"the process running the task in environment {env.key} {what}{said}",
         pipeline=call.pipeline, task=call.label, hint=fix), kind=ErrorKind.WORKER_LOST)
-    return _with_env(_outcome(call, error, started, worker), env_metrics, logfile)
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    try:
-        while True:
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    return b"".join(chunks)
+    return _with_env(_outcome(call, error, started, worker.name), env_metrics, logfile)
 
 
 def _tail(path: Path) -> str:
@@ -604,19 +677,19 @@ def _with_env(outcome: TaskOutcome, metrics: tuple[tuple[str, float | str, str],
 # -- the child ------------------------------------------------------------------------------
 
 
-def _watch_stdin(stdin: IO[bytes]) -> None:
-    """Child watchdog: the parent holds our stdin open; EOF means it is gone (or done with
-    us): take the task and whatever it started down."""
-    with contextlib.suppress(OSError, ValueError):
-        while stdin.read(1):
+def _watch_parent(life_fd: int) -> None:
+    """Child watchdog: the parent holds the other end of `life_fd` and never writes it; EOF
+    means it is gone: take the task and whatever it started down."""
+    with contextlib.suppress(OSError):
+        while os.read(life_fd, 1):
             pass
     with contextlib.suppress(OSError):
         os.killpg(0, signal.SIGKILL)
     os._exit(1)
 
 
-def child_main(result_fd: int, fn_blob: bytes, call_blob: bytes) -> None:
-    """The child's main, after BOOT set up sys.path: run the call, write its outcome."""
+def child_loop(result_fd: int, life_fd: int, first: tuple[Any, ...]) -> None:
+    """The worker's main, after BOOT set up sys.path: run calls until stdin closes."""
     from cadenza.executors import worker
     from cadenza.executors.processes.main_module import adopt_main_names
     from cadenza.executors.processes.wire import (
@@ -627,32 +700,42 @@ def child_main(result_fd: int, fn_blob: bytes, call_blob: bytes) -> None:
         fail_message,
     )
 
-    threading.Thread(target=_watch_stdin, args=(sys.stdin.buffer,), name="cadenza-watchdog",
+    threading.Thread(target=_watch_parent, args=(life_fd,), name="cadenza-watchdog",
                      daemon=True).start()
+    ident = f"pid:{os.getpid()}@{platform.node()}"
+    stdin = sys.stdin.buffer
 
     def send(data: bytes) -> None:
-        view = memoryview(data)
+        view = memoryview(struct.pack(">Q", len(data)) + data)
         while view:
             view = view[os.write(result_fd, view):]
-        os.close(result_fd)
 
-    try:
-        fn: Any = pickle.loads(fn_blob)
-        if getattr(fn, "__module__", None) == "__main__":
-            adopt_main_names(fn)
-        _, _, values = pickle.loads(call_blob)
-        call = TaskCall(fn=fn, **dict(zip(CALL_FIELDS, values, strict=True)))
-    except Exception as exc:  # noqa: BLE001 - reported as the call's outcome
-        send(fail_message(error_info(
-            exc, ErrorKind.SERIALIZATION,
-            f"the task could not be loaded in its environment ({sys.executable}, python "
-            f"{platform.python_version()}): {type(exc).__name__}: {exc}. Fix: define the task "
-            "in an importable module (functions of a script travel as bytecode, which only "
-            "the same Python version reads), or pin what it needs in requirements=")))
-        os._exit(0)
-    outcome = worker.execute(call, enforce_timeout=False,
-                             worker=f"pid:{os.getpid()}@{platform.node()}")
-    send(pickle.dumps(("ok", encode_outcome(outcome)), protocol=PROTOCOL))
+    message: tuple[Any, ...] | None = first
+    while message is not None:
+        paths, _sitedirs, fn_blob, call_blob = message
+        sys.path.extend(p for p in paths if p not in sys.path)  # a server may add folders
+        try:
+            fn: Any = pickle.loads(fn_blob)
+            if getattr(fn, "__module__", None) == "__main__":
+                adopt_main_names(fn)
+            _, _, values = pickle.loads(call_blob)
+            call = TaskCall(fn=fn, **dict(zip(CALL_FIELDS, values, strict=True)))
+        except Exception as exc:  # noqa: BLE001 - reported as the call's outcome
+            send(fail_message(error_info(
+                exc, ErrorKind.SERIALIZATION,
+                f"the task could not be loaded in its environment ({sys.executable}, python "
+                f"{platform.python_version()}): {type(exc).__name__}: {exc}. Fix: define the "
+                "task in an importable module (functions of a script travel as bytecode, "
+                "which only the same Python version reads), or pin what it needs in "
+                "requirements=")))
+        else:
+            outcome = worker.execute(call, enforce_timeout=False, worker=ident)
+            send(pickle.dumps(("ok", encode_outcome(outcome)), protocol=PROTOCOL))
+        header = stdin.read(8)
+        if len(header) < 8:
+            break  # the parent is done with us
+        (size,) = struct.unpack(">Q", header)
+        message = pickle.loads(stdin.read(size))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)

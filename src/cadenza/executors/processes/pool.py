@@ -196,11 +196,11 @@ class ProcessExecutor:
         atexit.unregister(self.shutdown)
         with self._lock:
             isolated = list(self._isolated)
-        if isolated:
-            from cadenza.executors import envs
-
+        envs = sys.modules.get("cadenza.executors.envs")  # loaded once a call was isolated
+        if envs is not None:
             for key in isolated:
                 envs.cancel(*key, reason="shutdown")
+            envs.stop_idle_workers()
         self._wake()
         if collector is not None and collector is not threading.current_thread():
             collector.join(timeout=SHUTDOWN_GRACE_S)

@@ -4,7 +4,7 @@ uvicorn server (tests/fixtures/server.py) on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +53,11 @@ def test_pipelines_list_shows_schedule_tags_pause_state_and_newest_runs(api_serv
     assert [(r["run_id"], r["state"]) for r in etl["last_runs"]] == [
         (second, "success"), (first, "success")]
     assert page["items"][3]["last_runs"] == [] and page["items"][3]["schedule"] is None
-    # The scheduler's rule (triggers.cron.next_run_at): nothing created yet, so the first
-    # interval from start_date (2024-01-01) is due (at its end) now.
-    assert etl["next_run_at"].startswith("2024-01-02T00:00:00")
+    # The scheduler's rule (triggers.cron.next_run_at): nothing created yet and no catchup,
+    # so the latest daily interval is due: since the last midnight (UTC) before now.
+    due = datetime.fromisoformat(etl["next_run_at"])
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    assert due in (midnight, midnight - timedelta(days=1)), due  # a test across midnight
     one = api_server.client.get("/api/v1/pipelines", params={"last_runs": 1}).json()
     assert [r["run_id"] for r in one["items"][0]["last_runs"]] == [second]
 

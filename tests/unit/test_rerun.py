@@ -61,6 +61,11 @@ def daily_job():
     tick()
 
 
+@pipeline(schedule="@daily", start_date="2026-01-01", catchup=True)
+def catching_up():
+    tick()
+
+
 @pipeline
 def unscheduled_job():
     tick()
@@ -72,5 +77,11 @@ def test_next_run_is_the_end_of_the_interval_after_the_newest_created_one() -> N
                           last_logical_date=datetime(2026, 12, 5, tzinfo=UTC))
     assert next_run_at(daily_job, state, now) == datetime(2026, 12, 7, tzinfo=UTC)
     assert next_run_at(unscheduled_job, None, now) is None
-    # Nothing created yet: the first interval (from start_date) is due at once.
-    assert next_run_at(daily_job, None, now) == datetime(2026, 1, 2, tzinfo=UTC)
+    # Nothing created yet and no catchup: the latest interval is due (since midnight).
+    assert next_run_at(daily_job, None, now) == datetime(2026, 12, 6, tzinfo=UTC)
+    # With catchup, the oldest missing one: the first interval from start_date.
+    assert next_run_at(catching_up, None, now) == datetime(2026, 1, 2, tzinfo=UTC)
+    # An old newest interval without catchup: the latest again, not the one after it.
+    stale = ScheduleState(pipeline="daily_job",
+                          last_logical_date=datetime(2026, 11, 1, tzinfo=UTC))
+    assert next_run_at(daily_job, stale, now) == datetime(2026, 12, 6, tzinfo=UTC)

@@ -510,4 +510,11 @@ def next_run_at(pipeline: Plan | HasPlan, state: Any, now: datetime) -> datetime
     if timetable is None:
         return None
     after = getattr(state, "last_logical_date", None) if state is not None else None
-    return timetable.next_due_at(after, now)
+    due = timetable.next_due_at(after, now)
+    if due is None or due > now or timetable.catchup:
+        return due  # catchup: the oldest missing interval comes first
+    # Without catchup the next tick creates only the latest due interval, not older ones.
+    latest = timetable.latest_due(now)
+    if latest is not None and (after is None or latest.start > after):
+        return latest.end
+    return due

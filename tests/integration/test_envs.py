@@ -235,3 +235,15 @@ def test_env_workers_are_kept_for_the_next_task_of_their_env(sqlite_env: Setting
     assert workers(second.run_id) == workers(first.run_id)  # the same process again
     pid = int(next(iter(workers(first.run_id))).split("@")[0].removeprefix("pid:"))
     assert psutil.pid_exists(pid)
+
+
+def test_a_python_that_is_not_there_fails_the_task_saying_how_to_get_it(
+        sqlite_env: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UV_PYTHON_DOWNLOADS", "never")  # no download attempt: uv answers at once
+    result = pipes.missing_python.run(executor="threads")
+    assert result.task_states["far_future"] is TaskState.FAILED
+    ti = open_store(sqlite_env.database_url).get_task_instances(result.run_id)[0]
+    assert ti.error is not None and ti.error.traceback == ""
+    assert "task 'far_future'" in ti.error.message
+    assert "could not create a python 3.99 environment; uv says:" in ti.error.message
+    assert "Fix: install Python 3.99 on this machine" in ti.error.message

@@ -135,3 +135,13 @@ def six_of(i: int) -> str:
 @pipeline
 def mapped_env() -> None:
     six_of.expand(i=[0, 1, 2, 3])
+
+
+@task(python="3.99")
+def far_future() -> str:
+    return "never"
+
+
+@pipeline
+def missing_python() -> None:
+    far_future()

@@ -216,7 +216,11 @@ def _build(root: Path, key: str, requirements: tuple[str, ...], python: str | No
         f"{' '.join(reqs) or 'no requirements'}", True)
     try:
         _uv(uv, ["venv", "--relocatable", "--no-project", "--python", interpreter, str(tmp)],
-            say, what=f"create a python {interpreter} environment")
+            say, what=f"create a python {interpreter} environment",
+            hint=None if python is None else (
+                f"install Python {python} on this machine (uv finds it on PATH, or runs "
+                f"`uv python install {python}` itself where it may download), or set "
+                "python= to a version that is installed (`uv python list --only-installed`)"))
         env_python = tmp / "bin" / "python"
         if reqs:
             req_file = tmp / "cadenza-requirements.txt"
@@ -260,7 +264,8 @@ def _pyvenv_version(env: Path) -> str:
     return ""
 
 
-def _uv(uv: str, args: list[str], say: Say | None, *, what: str) -> str:
+def _uv(uv: str, args: list[str], say: Say | None, *, what: str,
+        hint: str | None = None) -> str:
     """Run uv; stream its stderr lines to `say`; return its stdout. EnvBuildError with uv's
     own message when it fails."""
     env = {**os.environ, "NO_COLOR": "1", "UV_NO_PROGRESS": "1"}
@@ -285,8 +290,10 @@ def _uv(uv: str, args: list[str], say: Say | None, *, what: str) -> str:
     if rc != 0:
         # One line, so that the first line of the task's error (what run summaries show)
         # holds uv's reason; uv's own line breaks are continuation indents.
-        detail = " ".join(ln.strip() for ln in errors if not ln.startswith("Using "))
-        raise EnvBuildError(f"could not {what}; uv says: {detail or f'exit status {rc}'}")
+        detail = _CREDENTIALS.sub("://***@", " ".join(
+            ln.strip() for ln in errors if not ln.startswith("Using ")))
+        raise EnvBuildError(f"could not {what}; uv says: {detail or f'exit status {rc}'}",
+                            hint=hint)
     return "".join(out_chunks)
 
 

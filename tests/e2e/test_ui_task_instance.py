@@ -142,3 +142,20 @@ def test_a_running_attempts_log_is_followed_live(ui_server: LiveServer, ui_page:
         (folder / "release").write_text("go")
         thread.join(timeout=60)
     assert done == [run_id]
+
+
+def test_a_secret_is_masked_in_the_log_and_the_error(ui_server: LiveServer, ui_page: Any,
+                                                     tmp_path: Path) -> None:
+    secret = "s3cr3t-value-4711"
+    assert ui_server.client.put("/api/v1/secrets/SERVICE_KEY",
+                                json={"value": secret}).status_code == 200
+    run_id = run_now(ui_server, "with_secret")
+    page = ui_page
+    page.goto(f"{ui_server.base_url}/runs/{run_id}/tasks/call_service")
+    page.get_by_test_id("log").get_by_text("calling the service with ***").wait_for()
+    assert "the service refused ***" in page.get_by_test_id("ti-error").inner_text()
+    assert secret not in page.content()
+    page.goto(f"{ui_server.base_url}/runs/{run_id}/tasks")
+    page.get_by_test_id("task-list").locator('tr[data-task="call_service"]').wait_for()
+    assert secret not in page.content()
+    shot(page, tmp_path, "task-instance-secret-masked")

@@ -3,6 +3,7 @@
 - `nightly_report`: (`extract` is cached across runs) a cron schedule on weekdays (shown human-readable), tags, a fan-out and
   a fan-in, a mapped task, and parameters of every JSON-schema type the trigger form draws.
 - `flaky`: `step` fails until the file named by `gate` exists (a failed run, then a retry).
+- `with_secret`: prints and raises with the secret SERVICE_KEY (masked everywhere).
 - `live_demo`: `hold` runs until the file named by `gate` exists, so a browser test can see
   it running live and then turn green.
 Self-contained (imports only cadenza).
@@ -13,7 +14,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from cadenza import pipeline, task
+from cadenza import get_context, pipeline, task
 
 
 @task(cache=True)
@@ -98,3 +99,16 @@ def end(value: int) -> int:
 @pipeline(tags=["ui"])
 def live_demo(gate: str):
     end(hold(begin(), gate))
+
+
+@task
+def call_service() -> str:
+    key = get_context().secrets["SERVICE_KEY"]
+    print(f"calling the service with {key}", flush=True)
+    raise RuntimeError(f"the service refused {key}")
+
+
+@pipeline(tags=["ui"])
+def with_secret():
+    """Reads the secret SERVICE_KEY (set it first): its value must never reach the UI."""
+    call_service()

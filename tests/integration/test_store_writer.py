@@ -228,3 +228,37 @@ def test_checkpoints_run_off_the_commit_path(
     sqlite_store.dispose()
     assert not checkpointer._thread.is_alive()
     assert kept.dbapi_connection is None  # closed by dispose (returned, then pool disposed)
+
+
+def test_none_is_bound_as_null_through_a_registered_adapter(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SQLite store registers sqlite3's adapter for None (store/db.py
+    `_bind_none_directly`: the adapter protocol raised and cleared an AttributeError per
+    None otherwise); values are still stored as NULL, and an adapter registered before is
+    kept."""
+    key = (type(None), sqlite3.PrepareProtocol)
+    monkeypatch.delitem(sqlite3.adapters, key, raising=False)
+    s = open_store(f"sqlite:///{tmp_path / 'n.db'}")
+    try:
+        assert key in sqlite3.adapters and sqlite3.adapters[key](None) is None
+        run = make_run()
+        s.create_run(run, [ti(run.run_id, "a")])  # worker, cache_key, error ... are None
+        raw = sqlite3.connect(_db_path(s))
+        try:
+            row = raw.execute("SELECT worker IS NULL, cache_key IS NULL, error IS NULL "
+                              "FROM task_instances WHERE run_id = ?", (run.run_id,)).fetchone()
+        finally:
+            raw.close()
+        assert row == (1, 1, 1)
+    finally:
+        s.dispose()
+
+    def mine(value: None) -> None:
+        return value
+
+    monkeypatch.setitem(sqlite3.adapters, key, mine)
+    other = open_store(f"sqlite:///{tmp_path / 'm.db'}")
+    try:
+        assert sqlite3.adapters[key] is mine
+    finally:
+        other.dispose()

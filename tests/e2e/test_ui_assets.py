@@ -32,9 +32,12 @@ def test_asset_versions_and_lineage(ui_server: LiveServer, ui_page: Any, tmp_pat
     lineage.get_by_text("Version 2").wait_for()
     assert lineage.get_by_role("link", name="publish").get_attribute("href") == (
         f"/runs/{second}/tasks/publish")
-    # computed from make_frame's output; summarize consumed it
-    lineage.get_by_role("link", name="make_frame").wait_for()
-    lineage.get_by_role("link", name="summarize").first.wait_for()
+    # The lineage graph: computed from make_frame's output (left), summarize consumed it.
+    graph = lineage.get_by_test_id("graph")
+    graph.locator("[data-node]", has_text="summarize").wait_for()
+    xs = {n: graph.locator("[data-node]", has_text=n).bounding_box()["x"]
+          for n in ("make_frame", "inspect/frames v2", "summarize")}
+    assert xs["make_frame"] < xs["inspect/frames v2"] < xs["summarize"]
     shot(page, tmp_path, "asset")
     page.get_by_test_id("asset-versions").get_by_role("button", name="v1").click()
     page.wait_for_url(re.compile(r"version=1"))

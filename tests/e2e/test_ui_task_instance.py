@@ -42,8 +42,14 @@ def test_dataframe_output_log_lineage_and_mapped_instances(
     log = page.get_by_test_id("log")
     log.get_by_text("making a frame of 12 rows").wait_for()
     lineage = page.get_by_test_id("lineage")
-    lineage.get_by_role("link", name="publish").wait_for()
+    # The lineage graph: this output, then what was computed from it, each node a link.
+    lineage.locator("[data-node]", has_text="summarize").wait_for()
+    xs = {n: lineage.locator("[data-node]", has_text=n).bounding_box()["x"]
+          for n in ("this output", "publish", "summarize")}
+    assert xs["this output"] < xs["publish"] < xs["summarize"]
     shot(page, tmp_path, "task-instance-frame")
+    lineage.locator("[data-node]", has_text="publish").click()
+    page.wait_for_url(re.compile(rf"/runs/{run_id}/tasks/publish$"))
 
     # A mapped task: its instances, each a link to its own URL.
     page.goto(f"{ui_server.base_url}/runs/{run_id}/tasks/square")

@@ -10,7 +10,7 @@ import { useAuth } from "../auth";
 import { ErrorBox } from "../components/ErrorBox";
 import { StateBadge } from "../components/State";
 import { fmtDate, fmtDuration, shortId } from "../format";
-import { LineageTree } from "./TaskInstancePage";
+import { LineageGraph } from "../components/LineageGraph";
 
 type S = components["schemas"];
 
@@ -61,25 +61,11 @@ export function AssetPage() {
                 made by <Link to={`/runs/${l.version.run_id}/tasks/${enc(l.version.task_id)}${l.version.map_index >= 0 ? `?map_index=${l.version.map_index}` : ""}`}>{l.version.task_id}</Link>{" "}
                 in run <Link className="mono" to={`/runs/${l.version.run_id}`}>{shortId(l.version.run_id)}</Link>, {fmtDate(l.version.created_at)}
               </p>
-              <div className="cols2">
-                <div>
-                  <div className="muted small">computed from</div>
-                  {l.produced_by && (l.produced_by.upstream ?? []).length ? <LineageTree node={l.produced_by} dir="upstream" /> : <p className="muted">no upstream artifacts</p>}
-                </div>
-                <div>
-                  <div className="muted small">consumed by</div>
-                  {l.consumed_by.length ? (
-                    <ul className="lineage">
-                      {l.consumed_by.map((c, i) => (
-                        <li key={i}>
-                          {c.artifact ? <Link to={`/runs/${c.artifact.run_id}/tasks/${enc(c.artifact.task_id)}`}>{c.artifact.task_id}</Link> : "unknown"}
-                          <LineageTree node={c} dir="downstream" />
-                        </li>
-                      ))}
-                    </ul>
-                  ) : <p className="muted">no artifact computed from it yet</p>}
-                </div>
-              </div>
+              <LineageGraph
+                center={{ id: "asset", title: `${name} v${l.version.version}`, subtitle: l.version.task_id, state: "success" }}
+                upstream={l.produced_by ? [l.produced_by] : []}
+                downstream={l.consumed_by}
+              />
               <h2>Runs it triggered</h2>
               {l.triggered_runs.items.length ? (
                 <table className="table compact" data-testid="triggered-runs">

@@ -10,6 +10,7 @@ import { useApi } from "../api/hooks";
 import { follow } from "../api/sse";
 import { AnsiLine } from "../components/Ansi";
 import { ErrorBox } from "../components/ErrorBox";
+import { LineageGraph } from "../components/LineageGraph";
 import { Preview } from "../components/Preview";
 import { StateBadge, stateColour } from "../components/State";
 import { fmtDate, fmtDuration, shortId } from "../format";
@@ -250,26 +251,6 @@ function InputsPanel({ base, mapIndex, inputs, runId }: { base: string; mapIndex
   );
 }
 
-export function LineageTree({ node, dir, depth = 0 }: { node: LineageNode; dir: "upstream" | "downstream"; depth?: number }) {
-  const kids = (dir === "upstream" ? node.upstream : node.downstream) ?? [];
-  return (
-    <ul className="lineage">
-      {kids.map((k, i) => (
-        <li key={`${k.sha256}-${i}`}>
-          {k.artifact ? (
-            <Link to={`/runs/${k.artifact.run_id}/tasks/${enc(k.artifact.task_id)}${k.artifact.map_index >= 0 ? `?map_index=${k.artifact.map_index}` : ""}`}>
-              {k.artifact.task_id}
-            </Link>
-          ) : <span className="muted">unknown</span>}{" "}
-          <span className="mono muted small">{(k.sha256 ?? "").slice(0, 10)}</span>
-          {k.repeated && <span className="muted small"> (shown above)</span>}
-          {depth < 6 && <LineageTree node={k} dir={dir} depth={depth + 1} />}
-        </li>
-      ))}
-    </ul>
-  );
-}
-
 function LineagePanel({ base, q }: { base: string; q: string }) {
   const l = useApi<LineageNode>(`${base}/lineage?${q}&depth=4`);
   return (
@@ -277,10 +258,14 @@ function LineagePanel({ base, q }: { base: string; q: string }) {
       <h2 style={{ marginTop: 0 }}>Lineage</h2>
       <ErrorBox error={l.error} />
       {l.data && (
-        <div className="cols2">
-          <div><div className="muted small">computed from</div>{(l.data.upstream ?? []).length ? <LineageTree node={l.data} dir="upstream" /> : <p className="muted">no upstream artifacts</p>}</div>
-          <div><div className="muted small">used by</div>{(l.data.downstream ?? []).length ? <LineageTree node={l.data} dir="downstream" /> : <p className="muted">nothing yet</p>}</div>
-        </div>
+        <>
+          <div className="muted small">computed from (left) · this output · used by (right)</div>
+          <LineageGraph
+            center={{ id: l.data.sha256 ?? "this", title: "this output", subtitle: (l.data.sha256 ?? "").slice(0, 12), state: "success" }}
+            upstream={l.data.upstream ?? []}
+            downstream={l.data.downstream ?? []}
+          />
+        </>
       )}
     </div>
   );

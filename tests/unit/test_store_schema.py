@@ -86,3 +86,31 @@ def test_a_run_never_imports_the_orm(tmp_path) -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          check=True, cwd=tmp_path, env=env)
     assert out.stdout.strip() == "[]"
+
+
+def test_sqlite_datetimes_are_stored_as_naive_utc_text_in_sqlalchemys_format() -> None:
+    """tables._sqlite_bind cuts the '+00:00' off the aware UTC datetime's ISO text instead
+    of formatting a naive copy: the stored text must stay exactly what SQLAlchemy's SQLite
+    DATETIME writes ('YYYY-MM-DD HH:MM:SS.ffffff', UTC), whatever the zone given."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    import pytest
+    from sqlalchemy.dialects import sqlite
+
+    from cadenza.store.tables import UTCDateTime
+
+    bind = UTCDateTime().bind_processor(sqlite.dialect())
+    assert bind is not None
+    cases = [
+        datetime(2026, 12, 6, 18, 0, 0, tzinfo=UTC),
+        datetime(2026, 12, 6, 18, 0, 0, 123456, tzinfo=UTC),
+        datetime(1999, 1, 2, 3, 4, 5, 6, tzinfo=timezone(timedelta(hours=-5, minutes=-30))),
+        datetime(2026, 3, 29, 1, 30, tzinfo=timezone(timedelta(hours=2))),
+    ]
+    for value in cases:
+        expected = value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+        assert bind(value) == expected
+    assert bind(cases[0]) == "2026-12-06 18:00:00.000000"
+    assert bind(None) is None
+    with pytest.raises(ValueError, match="naive datetime"):
+        bind(datetime(2026, 1, 1))

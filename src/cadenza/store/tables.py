@@ -108,7 +108,10 @@ def _sqlite_bind(value: datetime | None) -> str | None:
         raise ValueError(f"naive datetime {value!r}: the store needs UTC-aware datetimes")
     if tz is not UTC:
         value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    # The UTC offset's "+00:00" cut off the text: the same string as formatting the naive
+    # `value.replace(tzinfo=None)`, without building that datetime (replace() parses its
+    # keyword argument: ~2x the cost of the whole conversion, ~8 values per chained step).
+    return value.isoformat(" ", "microseconds")[:-6]
 
 
 def _sqlite_result(value: str | datetime | None) -> datetime | None:

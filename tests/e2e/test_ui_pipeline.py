@@ -91,3 +91,18 @@ def test_trigger_form_json_fields_and_server_field_errors(ui_server: LiveServer,
     run = ui_server.client.get(f"/api/v1/runs/{page.url.rsplit('/', 1)[1]}").json()
     assert run["params"]["xs"] == [4, 5] and run["logical_date"].startswith("2026-01-31")
     page.locator(".kv", has_text="Logical date").get_by_text("2026").first.wait_for()
+
+
+def test_a_big_graph_is_laid_out_in_a_worker(ui_server: LiveServer, ui_page: Any,
+                                             tmp_path: Path) -> None:
+    page = ui_page
+    page.goto(ui_server.base_url + "/pipelines/big_graph")
+    graph = page.locator('[data-testid=graph][data-layout="worker"]')
+    graph.locator("[data-node]").first.wait_for()
+    assert graph.locator("[data-node]").count() == 200
+    assert graph.locator("path.edge").count() == 180  # 20 chains of 10
+    # Each chain is laid out left to right: link, link__1, ... in one row of layers.
+    first = graph.locator('[data-node="link"]').bounding_box()
+    second = graph.locator('[data-node="link__1"]').bounding_box()
+    assert first["x"] < second["x"] and abs(first["y"] - second["y"]) < 1
+    shot(page, tmp_path, "pipeline-big-graph")

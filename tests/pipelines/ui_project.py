@@ -4,6 +4,7 @@
   a fan-in, a mapped task, and parameters of every JSON-schema type the trigger form draws.
 - `flaky`: `step` fails until the file named by `gate` exists (a failed run, then a retry).
 - `with_secret`: prints and raises with the secret SERVICE_KEY (masked everywhere).
+- `big_graph`: 200 tasks (the UI lays out graphs that big in a Web Worker).
 - `live_demo`: `hold` runs until the file named by `gate` exists, so a browser test can see
   it running live and then turn green.
 Self-contained (imports only cadenza).
@@ -112,3 +113,17 @@ def call_service() -> str:
 def with_secret():
     """Reads the secret SERVICE_KEY (set it first): its value must never reach the UI."""
     call_service()
+
+
+@task
+def link(value: int) -> int:
+    return value + 1
+
+
+@pipeline(tags=["ui"])
+def big_graph():
+    """20 chains of 10 tasks: a graph big enough to be laid out in a Web Worker."""
+    for chain in range(20):
+        value = link(chain)
+        for _ in range(9):
+            value = link(value)

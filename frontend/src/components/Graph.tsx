@@ -3,9 +3,9 @@
 // states, never one node per instance, so a map over 10,000 stays a handful of nodes.
 // Layout depends only on the structure (ids and edges), so live state changes repaint
 // nodes without laying out again.
-import dagre from "@dagrejs/dagre";
-import { useMemo } from "react";
+import { useEffect, useMemo, useState } from "react";
 import { useNavigate } from "react-router";
+import { layout, NODE_H as H, NODE_W as W, type LayoutIn, type LayoutOut } from "./layout";
 import { stateColour } from "./State";
 
 export type GNode = {
@@ -20,30 +20,25 @@ export type GNode = {
 };
 export type GEdge = { from: string; to: string; kind?: string };
 
-const W = 172;
-const H = 56;
+// Above this many nodes the layout runs in a Web Worker (a few hundred nodes take dagre
+// tens of milliseconds to hundreds on a slow machine).
+const WORKER_ABOVE = 150;
 
-type Laid = { x: number; y: number };
-
-function layout(nodes: GNode[], edges: GEdge[]) {
-  const g = new dagre.graphlib.Graph();
-  g.setGraph({ rankdir: "LR", nodesep: 24, ranksep: 56, marginx: 24, marginy: 24 });
-  g.setDefaultEdgeLabel(() => ({}));
-  for (const n of nodes) g.setNode(n.id, { width: W, height: H });
-  for (const e of edges) if (g.hasNode(e.from) && g.hasNode(e.to)) g.setEdge(e.from, e.to);
-  dagre.layout(g);
-  const pos = new Map<string, Laid>();
-  for (const id of g.nodes()) {
-    const n = g.node(id);
-    pos.set(id, { x: n.x - W / 2, y: n.y - H / 2 });
-  }
-  const paths = g.edges().map((e) => ({
-    from: e.v,
-    to: e.w,
-    points: g.edge(e).points as { x: number; y: number }[],
-  }));
-  const graph = g.graph();
-  return { pos, paths, width: (graph.width ?? 0) + 8, height: (graph.height ?? 0) + 8 };
+/** The layout of `input`: computed here for small graphs, in a worker for big ones (null
+ * until it arrives). */
+function useLayout(input: LayoutIn, key: string): { laid: LayoutOut | null; where: string } {
+  const big = input.ids.length > WORKER_ABOVE;
+  const small = useMemo(() => (big ? null : layout(input)), [key]); // eslint-disable-line react-hooks/exhaustive-deps
+  const [fromWorker, setFromWorker] = useState<{ key: string; out: LayoutOut } | null>(null);
+  useEffect(() => {
+    if (!big) return;
+    const worker = new Worker(new URL("./layout.worker.ts", import.meta.url), { type: "module" });
+    worker.onmessage = (e: MessageEvent<{ key: string; out: LayoutOut }>) => setFromWorker(e.data);
+    worker.postMessage({ key, input });
+    return () => worker.terminate();
+  }, [key]); // eslint-disable-line react-hooks/exhaustive-deps
+  if (!big) return { laid: small, where: "main" };
+  return { laid: fromWorker && fromWorker.key === key ? fromWorker.out : null, where: "worker" };
 }
 
 function pathOf(points: { x: number; y: number }[]): string {
@@ -79,11 +74,17 @@ function CountBar({ counts, total, width }: { counts: Record<string, number>; to
 export function Graph({ nodes, edges, kindOf }: { nodes: GNode[]; edges: GEdge[]; kindOf?: (e: GEdge) => string }) {
   const navigate = useNavigate();
   const structure = nodes.map((n) => n.id).join("|") + "#" + edges.map((e) => `${e.from}>${e.to}`).join("|");
-  // eslint-disable-next-line react-hooks/exhaustive-deps
-  const laid = useMemo(() => layout(nodes, edges), [structure]);
+  const { laid, where } = useLayout({ ids: nodes.map((n) => n.id), edges: edges.map((e) => [e.from, e.to]) }, structure);
+  if (!laid) {
+    return (
+      <div className="graph-wrap" data-testid="graph" data-layout="pending">
+        <p className="muted" style={{ padding: 16 }}>Laying out {nodes.length} tasks…</p>
+      </div>
+    );
+  }
   const kinds = new Map(edges.map((e) => [`${e.from}>${e.to}`, kindOf ? kindOf(e) : e.kind ?? "data"]));
   return (
-    <div className="graph-wrap" data-testid="graph">
+    <div className="graph-wrap" data-testid="graph" data-layout={where}>
       <svg width={laid.width} height={laid.height} role="img" aria-label="task graph">
         <defs>
           <marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto">
@@ -99,7 +100,7 @@ export function Graph({ nodes, edges, kindOf }: { nodes: GNode[]; edges: GEdge[]
           />
         ))}
         {nodes.map((n) => {
-          const at = laid.pos.get(n.id);
+          const at = laid.pos[n.id];
           if (!at) return null;
           const colour = n.state ? stateColour(n.state) : "var(--border)";
           return (

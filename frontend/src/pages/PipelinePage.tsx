@@ -18,7 +18,7 @@ import { fmtDate, humanSchedule, nextRunText, triggerText } from "../format";
 export function graphOf(p: PipelineDetailOut): { nodes: GNode[]; edges: GEdge[] } {
   const nodes = (p.nodes ?? []).map((n) => ({
     id: n.id,
-    title: n.task,
+    title: n.id,
     subtitle: n.mapped
       ? `mapped over ${(n.mapped_args ?? []).join(", ")}`
       : n.is_branch

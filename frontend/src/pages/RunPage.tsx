@@ -106,7 +106,7 @@ function RunGraph({ runId, pipeline, tasks }: { runId: string; pipeline: Pipelin
     const state = ti?.state ?? "pending";
     return {
       id: n.id,
-      title: n.task,
+      title: n.id,
       mapped: n.mapped,
       state,
       counts: ti?.map_summary?.states,

@@ -113,4 +113,4 @@ def test_a_failed_run_filters_its_tasks_by_state(ui_server: LiveServer, ui_page:
     page.get_by_test_id("runs").locator(f'tr[data-run="{run_id}"]').wait_for()
     page.get_by_label("Run state").select_option("success")
     page.wait_for_url(re.compile(r"state=success"))
-    page.get_by_text("No runs yet.").wait_for()
+    page.get_by_text("No run in this state.").wait_for()

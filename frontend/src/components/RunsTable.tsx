@@ -62,7 +62,7 @@ export function RunsTable({ query, showPipeline = true }: { query: string; showP
           ))}
         </tbody>
       </table>
-      {loaded && runs.length === 0 && <p className="muted">No runs yet.</p>}
+      {loaded && runs.length === 0 && <p className="muted">{/state=/.test(query) ? "No run in this state." : "No runs yet."}</p>}
       {cursor && (
         <p><button onClick={() => load(cursor, false)}>Load more</button></p>
       )}

@@ -80,3 +80,22 @@ def test_options_are_kept_on_the_node_and_shown_in_the_plan() -> None:
     assert node.options.requirements == ("six==1.16.0",)
     assert node.options.python == "3.11"
     assert node.options.isolated and not node_of().options.isolated
+
+
+def test_the_threads_timeout_warning_leaves_out_env_tasks_which_are_killed() -> None:
+    from cadenza.engine.api import warn_advisory_timeouts
+    from cadenza.executors.threads import ThreadExecutor
+
+    def timed(**options: object) -> object:
+        t = task(timeout=5, **options)(noop)  # type: ignore[call-overload]
+
+        @pipeline
+        def one() -> None:
+            t()
+
+        return one
+
+    threads = ThreadExecutor(max_workers=1)
+    assert warn_advisory_timeouts(timed(), threads) is not None  # type: ignore[arg-type]
+    assert warn_advisory_timeouts(timed(requirements=["six==1.16.0"]),  # type: ignore[arg-type]
+                                  threads) is None

@@ -432,7 +432,8 @@ def warn_advisory_timeouts(pipeline: Plan, executor: Any) -> str | None:
         return None
     timed = [n for n in pipeline.graph
              if n.options.timeout_s is not None and n.options.timeout_s > 0
-             and n.options.sensor is None]
+             and n.options.sensor is None
+             and not n.options.isolated]  # env tasks run in a worker process that is killed
     if not timed:
         return None
     tasks = ", ".join(f"'{n.id}' ({n.options.timeout_s:g} s)" for n in timed)

@@ -329,14 +329,6 @@ def cancel(run_id: str, task_id: str, map_index: int, *, reason: str = "cancelle
     return True
 
 
-def cancel_all(reason: str = "shutdown") -> None:
-    """Stop every isolated call of this process (an executor shutting down)."""
-    with _running_lock:
-        keys = list(_running)
-    for key in keys:
-        cancel(*key, reason=reason)
-
-
 def _kill(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM the child's process group, SIGKILL it KILL_GRACE_S later if still there."""
     def send(sig: int) -> None:

@@ -247,3 +247,20 @@ def test_a_python_that_is_not_there_fails_the_task_saying_how_to_get_it(
     assert "task 'far_future'" in ti.error.message
     assert "could not create a python 3.99 environment; uv says:" in ti.error.message
     assert "Fix: install Python 3.99 on this machine" in ti.error.message
+
+
+def test_idle_env_workers_past_their_idle_timeout_are_stopped(
+        sqlite_env: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cadenza.executors import envs
+
+    first = pipes.mapped_env.run(executor="inline")
+    (name,) = {str(a.worker) for a in open_store(sqlite_env.database_url).get_attempts(
+        first.run_id)}
+    pid = int(name.split("@")[0].removeprefix("pid:"))
+    monkeypatch.setattr(envs, "IDLE_TIMEOUT_S", -1.0)  # every idle worker is past it
+    second = pipes.mapped_env.run(executor="inline")
+    assert second.state == "success", second.error
+    assert not psutil.pid_exists(pid)  # stopped (and reaped) when the next call swept
+    workers = {str(a.worker) for a in open_store(sqlite_env.database_url).get_attempts(
+        second.run_id)}
+    assert name not in workers

@@ -38,7 +38,7 @@ value), so an env on another Python minor version works too, for tasks whose fun
 importable by module (functions of `__main__` travel as bytecode, which is per version).
 
 Workers are kept: after a call a worker goes back to its env's idle workers (up to
-MAX_IDLE_PER_ENV per env folder) and runs the next call of that env, so the interpreter
+MAX_IDLE_PER_ENV per env folder, each for up to IDLE_TIMEOUT_S) and runs the next call of that env, so the interpreter
 start and Cadenza's import (~250 ms) are paid once per worker, not per call (bench/envs.py:
 ~520 ms per call with a new process each time, ~1.4 ms with a kept worker, 0.4 ms on a
 `processes` pool worker). Calls go to a worker on its stdin (length-prefixed pickles);
@@ -457,6 +457,7 @@ class _EnvWorker:
             os.close(life_r)
         self._result = os.fdopen(result_r, "rb")
         self.name = f"pid:{self.proc.pid}@{platform.node()} env:{env.key}"
+        self.idle_since = time.monotonic()
 
     def call(self, payload: bytes) -> bytes | None:
         """Send one call, wait for its reply; None when the worker died first."""
@@ -494,13 +495,31 @@ class _EnvWorker:
 # (two test stores, two projects in one process) is two environments.
 _idle: dict[str, list[_EnvWorker]] = {}
 MAX_IDLE_PER_ENV = 4  # more idle workers of one env than this are stopped, not kept
+IDLE_TIMEOUT_S = 300.0  # an idle worker older than this is stopped at the next take/give
+
+
+def _expired_locked(now: float) -> list[_EnvWorker]:
+    """Take out the workers idle for longer than IDLE_TIMEOUT_S (swept at every take and give
+    back, so a long-lived process that stopped using an env does not keep its workers)."""
+    gone: list[_EnvWorker] = []
+    for path, stack in list(_idle.items()):
+        keep = [w for w in stack if now - w.idle_since <= IDLE_TIMEOUT_S]
+        gone.extend(w for w in stack if now - w.idle_since > IDLE_TIMEOUT_S)
+        if keep:
+            _idle[path] = keep
+        else:
+            del _idle[path]
+    return gone
 
 
 def _take_worker(env: Env) -> _EnvWorker:
     while True:
         with _running_lock:
+            expired = _expired_locked(time.monotonic())
             stack = _idle.get(str(env.path))
             worker = stack.pop() if stack else None
+        for old in expired:
+            old.discard()
         if worker is None:
             return _EnvWorker(env)
         if worker.proc.poll() is None:
@@ -509,12 +528,16 @@ def _take_worker(env: Env) -> _EnvWorker:
 
 
 def _give_back(worker: _EnvWorker) -> None:
+    now = time.monotonic()
+    worker.idle_since = now
     with _running_lock:
+        expired = _expired_locked(now)
         stack = _idle.setdefault(str(worker.env.path), [])
-        if len(stack) < MAX_IDLE_PER_ENV:
+        kept = len(stack) < MAX_IDLE_PER_ENV
+        if kept:
             stack.append(worker)
-            return
-    worker.discard()
+    for old in expired if kept else [*expired, worker]:
+        old.discard()
 
 
 def stop_idle_workers() -> None:

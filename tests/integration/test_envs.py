@@ -264,3 +264,32 @@ def test_idle_env_workers_past_their_idle_timeout_are_stopped(
     workers = {str(a.worker) for a in open_store(sqlite_env.database_url).get_attempts(
         second.run_id)}
     assert name not in workers
+
+
+def test_a_task_defined_in_the_script_that_runs_it_works_in_its_env(tmp_path: Path) -> None:
+    script = tmp_path / "script_env.py"
+    script.write_text(textwrap.dedent("""
+        from cadenza import pipeline, task
+
+        OFFSET = 10
+
+        def helper(v: str) -> str:
+            return f"{v}+{OFFSET}"
+
+        @task(requirements=["six==1.15.0"])
+        def in_env() -> str:
+            import six
+            return helper(six.__version__)
+
+        @pipeline
+        def from_script() -> None:
+            in_env()
+
+        result = from_script.run(executor="processes")
+        print("RESULT", result.state, result.outputs["in_env"])
+    """))
+    env = {**os.environ, "CADENZA_HOME": str(tmp_path / "home")}
+    env.pop("CADENZA_DATABASE_URL", None)
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert "RESULT success 1.15.0+10" in done.stdout, done.stdout + done.stderr

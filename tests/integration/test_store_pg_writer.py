@@ -11,7 +11,7 @@ exchange."""
 from __future__ import annotations
 
 import itertools
-import select
+import selectors
 import socket
 import threading
 from collections.abc import Iterator
@@ -58,10 +58,15 @@ class Relay:
 
     def _pump(self, client: socket.socket, server: socket.socket) -> None:
         last = ""
+        # selectors (epoll), not select.select: a pytest-xdist worker late in the suite may
+        # hold more than 1024 descriptors, past what select() can watch.
+        sel = selectors.DefaultSelector()
+        sel.register(client, selectors.EVENT_READ)
+        sel.register(server, selectors.EVENT_READ)
         try:
             while not self._closing:
-                ready, _, _ = select.select([client, server], [], [], 0.2)
-                for sock in ready:
+                for key, _ in sel.select(0.2):
+                    sock = client if key.fileobj is client else server
                     data = sock.recv(1 << 16)
                     if not data:
                         return
@@ -77,6 +82,7 @@ class Relay:
         except OSError:
             return
         finally:
+            sel.close()
             client.close()
             server.close()
 

@@ -134,6 +134,10 @@ def test_runs_list_filters_and_pages_newest_first_without_gaps_or_repeats(
     r = c.get("/api/v1/runs", params={"created_from": "2026-03-02T00:00Z",
                                       "created_to": "2026-03-01T00:00Z"})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "created_from"]
+    for name in ("created_from", "created_to", "logical_from", "logical_to"):
+        # year 1 at +05:00 is before datetime.min in UTC: a 422 on the field, not a 5xx
+        r = c.get("/api/v1/runs", params={name: "0001-01-01T00:00:00+05:00"})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", name]
     r = c.get("/api/v1/runs", params={"state": "sleeping"})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "state", 0]
     r = c.get("/api/v1/runs", params={"cursor": "WyJ4Il0"})  # ["x"]: not a runs cursor

@@ -96,3 +96,15 @@ def decode_after(cursor: str | None, kinds: tuple[type, ...]) -> tuple[Any, ...]
         raise FieldError([_LOC], "not a cursor of this list (a value is null); pass the "
                          "`next_cursor` of the previous page, or leave it out for page 1")
     return tuple(key)
+
+
+def utc_query(name: str, value: datetime | None) -> datetime | None:
+    """A query parameter's time in UTC; 422 on `name` without a time zone or out of range."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise FieldError([("query", name)], "give a time zone (e.g. 2026-01-01T00:00Z)")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # year 1 at +05:00, year 9999 at -05:00
+        raise FieldError([("query", name)], "the time is out of range") from exc

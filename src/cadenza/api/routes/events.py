@@ -4,7 +4,7 @@ newest first, filtered."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
@@ -12,7 +12,14 @@ from fastapi import APIRouter, Query
 from cadenza.api.auth import RequireViewer
 from cadenza.api.deps import StoreDep
 from cadenza.api.errors import FieldError
-from cadenza.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_after, encode_cursor
+from cadenza.api.pagination import (
+    DEFAULT_LIMIT,
+    Cursor,
+    Limit,
+    decode_after,
+    encode_cursor,
+    utc_query,
+)
 from cadenza.api.schemas import Page, SlaMissOut, TriggerEventOut
 from cadenza.core.scheduling import SlaMissRecord, TriggerEventRecord
 from cadenza.store.browse import browse_store
@@ -23,18 +30,6 @@ Pipeline = Annotated[str | None, Query(max_length=200, description="Only this pi
 Since = Annotated[datetime | None, Query(description="At or after (ISO 8601 with a time "
                                          "zone).")]
 Until = Annotated[datetime | None, Query(description="Before (ISO 8601 with a time zone).")]
-
-
-def utc_query(name: str, value: datetime | None) -> datetime | None:
-    """A query parameter's time in UTC; 422 on `name` without a time zone or out of range."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise FieldError([("query", name)], "give a time zone (e.g. 2026-01-01T00:00Z)")
-    try:
-        return value.astimezone(UTC)
-    except OverflowError as exc:  # year 1 at +05:00, year 9999 at -05:00
-        raise FieldError([("query", name)], "the time is out of range") from exc
 
 
 def _check_range(since: datetime | None, until: datetime | None

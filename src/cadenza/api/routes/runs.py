@@ -18,7 +18,14 @@ from fastapi import APIRouter, Body, Path, Query, Response
 from cadenza.api.auth import RequireOperator, RequireViewer
 from cadenza.api.deps import CatalogDep, SettingsDep, StoreDep
 from cadenza.api.errors import FieldError, json_response
-from cadenza.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, encode_cursor
+from cadenza.api.pagination import (
+    DEFAULT_LIMIT,
+    Cursor,
+    Limit,
+    decode_cursor,
+    encode_cursor,
+    utc_query,
+)
 from cadenza.api.schemas import (
     CancelOut,
     MapSummaryOut,
@@ -108,12 +115,14 @@ def _page(store: RunStore, where: RunFilter, cursor: str | None, limit: int) -> 
     return Page[RunOut](items=[run_out(r) for r in page], next_cursor=nxt)
 
 
-def _check_range(lo: datetime | None, hi: datetime | None, names: tuple[str, str]) -> None:
-    for name, value in zip(names, (lo, hi), strict=True):
-        if value is not None and value.tzinfo is None:
-            raise FieldError([("query", name)], "give a time zone (e.g. 2026-01-01T00:00Z)")
+def _check_range(lo: datetime | None, hi: datetime | None, names: tuple[str, str]
+                 ) -> tuple[datetime | None, datetime | None]:
+    """Both ends in UTC (422 on the field without a time zone or out of range, e.g. year 1
+    at +05:00), and in order."""
+    lo, hi = utc_query(names[0], lo), utc_query(names[1], hi)
     if lo is not None and hi is not None and lo > hi:
         raise FieldError([("query", names[0])], f"{names[0]} is after {names[1]}")
+    return lo, hi
 
 
 Since = Annotated[datetime | None, Query(description="Created at or after (ISO 8601 with a "
@@ -128,8 +137,10 @@ States = Annotated[list[RunState] | None, Query(description="Only runs in these 
 def _filter(pipeline: str | None, state: list[RunState] | None, created_from: datetime | None,
             created_to: datetime | None, logical_from: datetime | None,
             logical_to: datetime | None) -> RunFilter:
-    _check_range(created_from, created_to, ("created_from", "created_to"))
-    _check_range(logical_from, logical_to, ("logical_from", "logical_to"))
+    created_from, created_to = _check_range(created_from, created_to,
+                                            ("created_from", "created_to"))
+    logical_from, logical_to = _check_range(logical_from, logical_to,
+                                            ("logical_from", "logical_to"))
     return RunFilter(pipeline=pipeline, states=tuple(state or ()), created_from=created_from,
                      created_to=created_to, logical_from=logical_from, logical_to=logical_to)
 

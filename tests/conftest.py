@@ -3,6 +3,7 @@ temporary CADENZA_HOME, and the executors by name."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,27 @@ from cadenza.core import settings as settings_mod
 pytest_plugins = ["tests.fixtures.store", "tests.fixtures.server", "tests.fixtures.browser"]
 
 EXECUTORS = ["inline", "threads", "processes"]
+
+
+@pytest.fixture(autouse=True)
+def _dispose_test_stores() -> Iterator[None]:
+    """Dispose the stores a test opened (open_store caches one per URL for the process's
+    life): each test's database URL is new, so without this every SQLite test left its
+    engine, pooled connection and the Writer's kept connection open (db and WAL files),
+    and an xdist worker went past 1024 descriptors late in the suite."""
+    from cadenza.store.db import store_cache
+
+    before = set(store_cache.urls())
+    yield
+    for key in set(store_cache.urls()) - before:
+        store = store_cache.peek(key)
+        if store is not None:
+            store.dispose()
+    # Idle env workers (executors/envs.py) wait IDLE_TIMEOUT_S for the next task of their env;
+    # each test's envs are new, so stop them now (their pipes would add up the same way).
+    envs = sys.modules.get("cadenza.executors.envs")
+    if envs is not None:
+        envs.stop_idle_workers()
 
 
 @pytest.fixture

@@ -378,6 +378,11 @@ class ProcessCache:
     def _reset_lock(self) -> None:
         self._lock = threading.Lock()
 
+    def urls(self) -> list[str]:
+        """The URLs with an object cached in this process."""
+        pid = os.getpid()
+        return [url for url, owner in list(self._items) if owner == pid]
+
     def peek(self, url: str) -> Any:
         """The cached object for `url` in this process, or None (creates nothing)."""
         return self._items.get((url, os.getpid()))

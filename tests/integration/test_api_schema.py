@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance
@@ -27,6 +28,7 @@ from tests.fixtures.waiting import wait_for
 EXAMPLES = 25
 
 
+@pytest.mark.response_cache
 def test_no_5xx_and_every_response_matches_the_schema(api_server: LiveServer) -> None:
     plans = api_server.app.state.catalog.get()
     run_pipeline(plans.get("etl"), {"n": 2}, executor="inline", settings=api_server.settings)

@@ -20,6 +20,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 
 from cadenza.api import auth
 from cadenza.api.audit import AuditMiddleware
+from cadenza.api.cache import DEFAULT_TTL_S, ResponseCache, ResponseCacheMiddleware
 from cadenza.api.catalog import CatalogHolder
 from cadenza.api.deps import NextRunFn
 from cadenza.api.errors import install_handlers
@@ -81,6 +82,7 @@ def create_app(
     next_run_at: NextRunFn | None = None,
     authenticate: Callable[[Request], auth.Principal] | None = None,
     metrics_collectors: Sequence[Any] = (),
+    cache_ttl_s: float | None = None,
 ) -> FastAPI:
     """The API app on `settings`' store (default: the process's settings).
 
@@ -90,6 +92,8 @@ def create_app(
     once a user exists; `auth.anonymous` lets everyone in as the admin).
     `metrics_collectors`: prometheus_client collectors `/metrics` serves after the store's
     (`cadenza server --scheduler` hands in the scheduler's).
+    `cache_ttl_s`: how long polled lists and run details are answered from the response
+    cache (api/cache.py; default `api_cache_ttl_s` in cadenza.toml, else 1 s; 0: off).
 
     Example:
         >>> import uvicorn
@@ -100,6 +104,12 @@ def create_app(
         title="Cadenza",
         version="1",
         summary="Pipelines, runs, task instances, assets and pools of a Cadenza project.",
+        description="Polled reads (the runs lists, a run's detail, a pipeline's runs, the "
+        "pipelines list) may be answered from a short-lived cache: up to 1 s old by default "
+        "(`api_cache_ttl_s` in cadenza.toml); your own changes through this server show at "
+        "once. For live state follow `GET /api/v1/runs/{run_id}/events` (Server-Sent "
+        "Events). They carry an `ETag`: send it back as `If-None-Match` to get a 304 "
+        "without a body when nothing changed.",
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=f"{API_PREFIX}/docs",
         redoc_url=None,
@@ -115,6 +125,11 @@ def create_app(
         app.state.store, force=auth.is_auth_forced(settings))
     install_handlers(app)
     app.add_middleware(AuditMiddleware, prefix=API_PREFIX)
+    ttl = cache_ttl_s if cache_ttl_s is not None else float(
+        settings.extra.get("api_cache_ttl_s", DEFAULT_TTL_S))
+    app.state.response_cache = ResponseCache(ttl)
+    app.add_middleware(ResponseCacheMiddleware, prefix=API_PREFIX,
+                       cache=app.state.response_cache, known=_known(app.state.authenticate))
     for router in ROUTERS:
         # RequireViewer on every router: a route that forgets its role still needs a token.
         app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES,
@@ -143,6 +158,16 @@ def create_app(
 
     mount_ui(app)  # the web UI at / for paths no route takes
     return app
+
+
+def _known(authenticate: Callable[[Request], auth.Principal]
+           ) -> Callable[[bytes | None], auth.Principal | None]:
+    """Who a request comes from when that needs no store read (the response cache's key)."""
+    if authenticate is auth.anonymous:
+        return lambda _header: auth.ANONYMOUS_ADMIN
+    if isinstance(authenticate, auth.Authenticator):
+        return authenticate.known
+    return lambda _header: None
 
 
 @asynccontextmanager

@@ -110,6 +110,26 @@ class Authenticator:
             self._tokens.clear()
         self._users_checked_at = float("-inf")
 
+    def known(self, authorization: bytes | None) -> Principal | None:
+        """The caller with this Authorization header if that needs no store read (auth
+        off and the user count fresh, or a token cached and fresh); None otherwise (then
+        `__call__` decides, 401 included). For the response cache (api/cache.py)."""
+        now = time.monotonic()
+        if not self._configured:
+            if now - self._users_checked_at < USERS_TTL_S:
+                return ANONYMOUS_ADMIN
+            return None
+        if not authorization:
+            return None
+        scheme, _, token = authorization.decode("latin-1").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            return None
+        cached = self._tokens.get(token_digest(token))
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        return None
+
     def __call__(self, request: Request) -> Principal:
         if not self.is_configured():
             return ANONYMOUS_ADMIN

@@ -2,7 +2,7 @@
 
     python bench/api.py [--runs 100000] [--tasks-per-run 10] [--clients 200]
                         [--duration 30] [--interval 1] [--triggers 1000] [--workers 1]
-                        [--client-procs 2] [--keep] [--postgres URL]
+                        [--client-procs 2] [--cache-ttl S] [--keep] [--postgres URL]
 
 1. Creates a database `cadenza_bench_<random>` on the server of --postgres (default
    postgresql+psycopg://postgres@127.0.0.1:5432/test) and bulk-loads it with COPY:
@@ -139,11 +139,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(url: str, workers: int) -> tuple[subprocess.Popen[bytes], str, Path]:
+def start_server(url: str, workers: int, cache_ttl_s: float | None = None
+                 ) -> tuple[subprocess.Popen[bytes], str, Path]:
     project = Path(tempfile.mkdtemp(prefix="cadenza-bench-api-"))
     (project / "pipelines").mkdir()
     (project / "pipelines" / "bench_trigger.py").write_text(TRIGGER_PIPELINE)
-    (project / "cadenza.toml").write_text('pipelines = ["pipelines/"]\n')
+    (project / "cadenza.toml").write_text(
+        'pipelines = ["pipelines/"]\n'
+        + (f"api_cache_ttl_s = {cache_ttl_s}\n" if cache_ttl_s is not None else ""))
     port = free_port()
     env = {**os.environ, "CADENZA_DATABASE_URL": url, "CADENZA_HOME": str(project / ".cadenza")}
     proc = subprocess.Popen(
@@ -330,6 +333,9 @@ def main() -> None:
     ap.add_argument("--client-procs", type=int, default=2,
                     help="processes the clients are spread over (one Python process cannot "
                     "drive 200 HTTP clients without becoming the bottleneck itself)")
+    ap.add_argument("--cache-ttl", type=float, default=None,
+                    help="the server's response cache TTL in seconds (api_cache_ttl_s; "
+                    "default: the server's, 1 s; 0: off)")
     ap.add_argument("--keep", action="store_true", help="keep the database (its URL is printed)")
     args = ap.parse_args()
 
@@ -338,7 +344,7 @@ def main() -> None:
     proc = None
     try:
         ids = load(url, database, args.runs, args.tasks_per_run)
-        proc, base, _ = start_server(url, args.workers)
+        proc, base, _ = start_server(url, args.workers, args.cache_ttl)
         print(f"server {base} (uvicorn, {args.workers} worker(s)); {args.clients} clients "
               f"in {args.client_procs} process(es) for {args.duration:g} s, polling "
               + (f"every {args.interval:g} s" if args.interval > 0 else "in a closed loop"))

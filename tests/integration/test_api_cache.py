@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from cadenza.api import create_app
+from cadenza.core.errors import ConfigError
 from cadenza.core.security import Role
 from cadenza.engine.api import new_run
 from cadenza.store import open_store
@@ -136,3 +138,13 @@ def test_the_cache_never_skips_authentication(db_url: str, tmp_path: Path) -> No
             assert client.get(path, headers={"If-None-Match": '"planted"'}).status_code == 401
         # An admin-only read stays refused to the viewer (it is not a cached path at all).
         assert client.get("/api/v1/audit", headers=tokens[Role.VIEWER]).status_code == 403
+
+
+def test_a_bad_cache_ttl_is_a_config_error_naming_the_setting(db_url: str,
+                                                              tmp_path: Path) -> None:
+    root = make_api_project(tmp_path / "proj")
+    (root / "cadenza.toml").write_text('pipelines = ["pipelines/"]\napi_cache_ttl_s = "soon"\n',
+                                       encoding="utf-8")
+    with pytest.raises(ConfigError, match="api_cache_ttl_s must be a number") as caught:
+        create_app(project_settings_for(root, db_url, tmp_path / "home"))
+    assert "cadenza.toml" in (caught.value.hint or "")

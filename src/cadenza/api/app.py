@@ -43,6 +43,7 @@ from cadenza.api.routes import (
 )
 from cadenza.api.schemas import ErrorOut, HealthOut, ReadyOut
 from cadenza.api.ui import mount_ui
+from cadenza.core.errors import ConfigError
 from cadenza.core.settings import Settings, get_settings
 from cadenza.store import mask_url, open_store
 
@@ -125,8 +126,7 @@ def create_app(
         app.state.store, force=auth.is_auth_forced(settings))
     install_handlers(app)
     app.add_middleware(AuditMiddleware, prefix=API_PREFIX)
-    ttl = cache_ttl_s if cache_ttl_s is not None else float(
-        settings.extra.get("api_cache_ttl_s", DEFAULT_TTL_S))
+    ttl = cache_ttl_s if cache_ttl_s is not None else _cache_ttl(settings)
     app.state.response_cache = ResponseCache(ttl)
     app.add_middleware(ResponseCacheMiddleware, prefix=API_PREFIX,
                        cache=app.state.response_cache, known=_known(app.state.authenticate))
@@ -158,6 +158,15 @@ def create_app(
 
     mount_ui(app)  # the web UI at / for paths no route takes
     return app
+
+
+def _cache_ttl(settings: Settings) -> float:
+    raw = settings.extra.get("api_cache_ttl_s", DEFAULT_TTL_S)
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool) and 0 <= raw <= 60:
+        return float(raw)
+    raise ConfigError(
+        f"api_cache_ttl_s must be a number of seconds from 0 to 60, not {raw!r}",
+        hint="set api_cache_ttl_s in cadenza.toml to e.g. 1 (0 turns the response cache off)")
 
 
 def _known(authenticate: Callable[[Request], auth.Principal]

@@ -70,15 +70,23 @@ _PAGE_KEYS = ("pipeline", "states", "created_from", "created_to", "logical_from"
               "after")
 
 
+# What a runs list shows of a run, in this order (`runs_list_rows`): not `extra` (the task
+# order, which can be long), `source`, the driver's id or its heartbeat.
+RUN_LIST_FIELDS = ("run_id", "pipeline", "state", "trigger", "params", "tags", "created_at",
+                   "started_at", "ended_at", "logical_date", "data_interval_start",
+                   "data_interval_end", "executor", "error", "cancel_requested_at")
+_RUN_LIST_COLUMNS = tuple(_runs.c[name] for name in RUN_LIST_FIELDS)
+
+
 @functools.lru_cache(maxsize=128)
-def _page_statement(shape: tuple[bool, ...]) -> Select[Any]:
+def _page_statement(shape: tuple[bool, ...], brief: bool = False) -> Select[Any]:
     """The runs page query for a filter shape (which of _PAGE_KEYS are set), with bound
     parameters. Built once per shape: a statement built per request cost more Python than
     the rest of the request (SQLAlchemy's cache key and result column map, ~0.85 ms of CPU
     a call on the CI VM; cProfile)."""
     r = _runs.c
     on = dict(zip(_PAGE_KEYS, shape, strict=True))
-    q = select(*RUN_COLUMNS)
+    q = select(*(_RUN_LIST_COLUMNS if brief else RUN_COLUMNS))
     if on["pipeline"]:
         q = q.where(r.pipeline == bindparam("pipeline"))
     if on["states"]:
@@ -105,6 +113,25 @@ def runs_page(store: RunStore, where: RunFilter, *, after: tuple[datetime, str] 
               limit: int) -> list[RunRecord]:
     """Up to `limit` runs matching `where`, newest first by (created_at, run_id), starting
     after the key `after` (the last run of the previous page)."""
+    statement, values = _page_query(where, after, limit, brief=False)
+    with _reading(store) as conn:
+        return [run_from_row(row) for row in conn.execute(statement, values)]
+
+
+@translated("listing runs")
+def runs_list_rows(store: RunStore, where: RunFilter, *, after: tuple[datetime, str] | None,
+                   limit: int) -> list[tuple[Any, ...]]:
+    """As `runs_page`, but only what a runs list shows, as plain tuples of RUN_LIST_FIELDS
+    (state as its string value; params and tags decoded): the API's runs lists serialise
+    them straight to JSON. No RunRecord per row and no `extra` decoded (cProfile, a 50-run
+    page on PostgreSQL, read and serialised: 5,247 Python calls -> 3,722)."""
+    statement, values = _page_query(where, after, limit, brief=True)
+    with _reading(store) as conn:
+        return [tuple(row) for row in conn.execute(statement, values)]
+
+
+def _page_query(where: RunFilter, after: tuple[datetime, str] | None, limit: int, *,
+                brief: bool) -> tuple[Select[Any], dict[str, Any]]:
     params: dict[str, Any] = {
         "pipeline": where.pipeline,
         "states": [RunState(s).value for s in where.states] or None,
@@ -118,8 +145,7 @@ def runs_page(store: RunStore, where: RunFilter, *, after: tuple[datetime, str] 
         params["after_at"], params["after_id"] = after
     values = {k: v for k, v in params.items() if v is not None}
     values["limit"] = limit
-    with _reading(store) as conn:
-        return [run_from_row(row) for row in conn.execute(_page_statement(shape), values)]
+    return _page_statement(shape, brief), values
 
 
 _RECENT = (select(_runs.c.run_id, _runs.c.state, _runs.c.created_at, _runs.c.logical_date)
@@ -195,5 +221,5 @@ def task_states(store: RunStore, run_ids: Collection[str]) -> dict[str, dict[str
     return out
 
 
-__all__ = ["RunBrief", "RunFilter", "RunTasks", "recent_runs", "run_with_tasks", "runs_page",
-           "task_states"]
+__all__ = ["RUN_LIST_FIELDS", "RunBrief", "RunFilter", "RunTasks", "recent_runs",
+           "run_with_tasks", "runs_list_rows", "runs_page", "task_states"]

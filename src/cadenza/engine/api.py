@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cadenza.core import clock
 from cadenza.core.errors import CadenzaError, PipelineNotFound, UsageError
@@ -29,6 +29,9 @@ from cadenza.core.security import Secrets, secret_key
 from cadenza.core.settings import Settings, get_settings
 from cadenza.core.states import RunState, TaskState, move_run
 from cadenza.graph.plan import HasPlan, Plan, plan_of
+
+if TYPE_CHECKING:
+    from cadenza.executors.base import Executor
 
 log = logging.getLogger(__name__)
 
@@ -350,8 +353,7 @@ def drive_run(
     driver.batch.run_updates.append(run)
     if error is not None:
         log.error("run %s of %s: %s", run.run_id, pipeline.name, error)
-        driver._cancel_everything(error, run_state=RunState.FAILED)  # nobody cancelled it
-        driver._finish(error=error)
+        driver.fail(error)  # nobody cancelled it
         return result_from_store(store, run.run_id, settings.artifact_root)
     return _drive(driver, pipeline, store, settings, on_start)
 
@@ -382,7 +384,7 @@ def fail_run(run: RunRecord, *, error: str, settings: Settings | None = None) ->
 
 
 def make_driver(pipeline: Plan | HasPlan, run: RunRecord, values: dict[str, Any], *, store: Any,
-                settings: Settings, executor: Any) -> Any:
+                settings: Settings, executor: Executor | None) -> Any:
     """A RunDriver for `run` of `pipeline` with the settings' store, cache and pools."""
     from cadenza.engine.driver import RunDriver
 
@@ -423,12 +425,11 @@ def secrets_for(store: Any, settings: Settings) -> Secrets | None:
     return secrets if (len(secrets) or secrets.unavailable) else None
 
 
-def warn_advisory_timeouts(pipeline: Plan, executor: Any) -> str | None:
+def warn_advisory_timeouts(pipeline: Plan, executor: Executor | None) -> str | None:
     """Say once, at run start, which `timeout=`s the executor cannot enforce by stopping the
     task (`timeout_note()` of threads and inline; processes kills). Returns the warning."""
-    note_of = getattr(executor, "timeout_note", None)
-    note = note_of() if note_of is not None else None
-    if not note:
+    note = executor.timeout_note() if executor is not None else None
+    if executor is None or not note:
         return None
     timed = [n for n in pipeline.graph
              if n.options.timeout_s is not None and n.options.timeout_s > 0

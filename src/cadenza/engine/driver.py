@@ -31,7 +31,7 @@ from dataclasses import replace
 from typing import Any
 
 from cadenza.core import clock
-from cadenza.core.errors import TaskCancelled
+from cadenza.core.errors import InternalError, TaskCancelled
 from cadenza.core.logfiles import attempt_log_path
 from cadenza.core.records import (
     ErrorInfo,
@@ -78,7 +78,7 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
         run: RunRecord,
         param_values: dict[str, Any],
         store: Any,
-        executor: Executor,
+        executor: Executor | None,
         artifact_root: str,
         logs_dir: str,
         inline_limit_bytes: int,
@@ -94,7 +94,8 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
         self.run_id = run.run_id
         self.params = param_values
         self.store = store
-        self.executor = executor
+        # None only for a driver that ends a run without starting it (`fail`).
+        self._executor = executor
         self.artifact_root = artifact_root
         self.logs_dir = logs_dir
         self.inline_limit = inline_limit_bytes
@@ -106,7 +107,8 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
         self._tracker_config = tracker
         self.secrets = secrets  # handed to every task in its context (engine/api.secrets_for)
         self.tracking_info: dict[str, Any] = {}
-        self.in_process = bool(getattr(executor, "in_process", False))
+        self.in_process = executor is not None and executor.in_process
+        self.runs_in_caller = executor is not None and executor.runs_in_caller
 
         # The run's scheduling view and the only mover of its states (engine/active.py);
         # its sets are aliased here, so the loop reads them without another attribute hop.
@@ -143,7 +145,14 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
         # the task's 'running' row while it runs (engine/watch.py).
         self._watch = (CallerThreadWatch(lambda: self._flush(callbacks=False),
                                          after_s=GROUP_COMMIT_S)
-                       if getattr(executor, "runs_in_caller", False) else None)
+                       if self.runs_in_caller else None)
+
+    @property
+    def executor(self) -> Executor:
+        if self._executor is None:
+            raise InternalError(f"run {self.run_id}: this driver has no executor; it can only "
+                                "end the run (RunDriver.fail)")
+        return self._executor
 
     # --- setup ---------------------------------------------------------------------------
     def initial_rows(self) -> list[TaskInstanceRecord]:
@@ -168,6 +177,13 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
             except Exception as exc:  # noqa: BLE001 - the loop cancels what is left
                 log.warning("run %s: could not interrupt %s: %s", self.run_id, inst.label, exc)
         self.outcomes.put(None)
+
+    def fail(self, error: str) -> RunState:
+        """End the run `failed` with `error` instead of driving it (it cannot start, or its
+        tracking is unavailable): every unfinished task instance is cancelled, the run's end
+        is committed and its on_failure callbacks run. Returns the run's final state."""
+        self._cancel_everything(error, run_state=RunState.FAILED)
+        return self._finish(error=error)
 
     def drive(self) -> RunState:
         """Run until every task instance is final. Returns the run's final state."""
@@ -485,7 +501,7 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
                 self._attempt_done(inst, S.CANCELLED, None)
                 active.cancel(inst, reason=reason)
         # The inline executor's call died with the interrupt itself: no outcome will come.
-        wait_s = 0.0 if getattr(self.executor, "runs_in_caller", False) else 10.0
+        wait_s = 0.0 if self.runs_in_caller else 10.0
         deadline = time.monotonic() + wait_s
         while self.in_flight and time.monotonic() < deadline:
             try:

@@ -37,7 +37,9 @@ class SensorSteps:
     if TYPE_CHECKING:
         run_id: str
         active: ActiveRun
-        executor: Executor
+
+        @property
+        def executor(self) -> Executor: ...
         in_flight: dict[tuple[str, int], Instance]
         retry_heap: list[tuple[float, int, Instance]]
         outcomes: queue.SimpleQueue[TaskOutcome | None]

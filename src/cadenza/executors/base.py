@@ -92,9 +92,22 @@ Sink = Callable[[TaskOutcome], None]
 
 
 class Executor(Protocol):
-    """What the engine needs from an executor."""
+    """What the engine needs from an executor.
+
+    Besides the methods, each executor declares its capabilities as class attributes; the
+    engine reads them (never with getattr) to choose how it waits and what it keeps:
+
+    - `in_process`: calls run in the driver's interpreter, so an outcome may hand back the
+      live value (`TaskOutcome.value`) and the driver keeps it instead of reading the
+      artifact store again (inline, threads).
+    - `runs_in_caller`: `submit()` runs the call to its end in the caller's thread before it
+      returns (inline). The driver then commits the task's 'running' row from a watch thread
+      while the call runs, and after a cancel expects no outcome from the interrupted call.
+    """
 
     name: str
+    in_process: bool
+    runs_in_caller: bool
 
     def start(self) -> None:
         """Start workers (idempotent)."""
@@ -111,9 +124,11 @@ class Executor(Protocol):
     def shutdown(self) -> None:
         """Stop all workers."""
 
-    # Optional: `timeout_note() -> str | None` says how `TaskCall.timeout_s` is enforced when
-    # the executor cannot stop every call at its deadline (threads, inline off the main
-    # thread); the engine prints it once at run start for the tasks that have a timeout.
+    def timeout_note(self) -> str | None:
+        """None when every call is stopped at its `TaskCall.timeout_s` deadline (processes
+        kills the worker). Otherwise how the deadline is enforced when it cannot be (threads,
+        inline off the main thread): the engine prints it once at run start for the tasks
+        that have a timeout."""
 
 
 _REGISTRY: dict[str, str] = {

@@ -61,6 +61,7 @@ class _Running:
 class ThreadExecutor:
     name = "threads"
     in_process = True
+    runs_in_caller = False
 
     def __init__(self, max_workers: int | None = None) -> None:
         self.max_workers = max_workers or min(32, (os.cpu_count() or 1) * 4)

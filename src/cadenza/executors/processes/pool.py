@@ -106,6 +106,7 @@ class ProcessExecutor:
 
     name = "processes"
     in_process = False
+    runs_in_caller = False
 
     def __init__(self, max_workers: int | None = None, start_method: str | None = None) -> None:
         if max_workers is not None and max_workers < 1:
@@ -259,6 +260,9 @@ class ProcessExecutor:
         self._deliver(delivered)
 
     # -- the protocol --------------------------------------------------------------------
+
+    def timeout_note(self) -> str | None:
+        return None  # a call past its deadline has its worker killed
 
     def free_slots(self) -> int:
         with self._lock:

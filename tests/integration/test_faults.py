@@ -63,12 +63,27 @@ def test_worker_killed_mid_task_is_retried_and_the_run_succeeds(cadenza_env, cou
     assert again.state is RunState.SUCCESS
 
 
-def test_worker_killed_without_retries_fails_with_a_clear_reason(cadenza_env):
-    result = faults.kill_no_retry.run(executor="processes")
+def test_a_worker_lost_once_costs_no_retry(cadenza_env, counter_dir):
+    # retries=0, yet the run succeeds: the first lost worker is not the task's fault
+    # (engine.rules.FREE_LOST_WORKER_RETRIES).
+    result = faults.oom_killed_once.run(folder=str(counter_dir), executor="processes")
+
+    assert result.state is RunState.SUCCESS
+    assert result.outputs["killed_once_no_retries"] == "survived on attempt 2"
+    attempts = open_store(cadenza_env.database_url).get_attempts(
+        result.run_id, "killed_once_no_retries", -1)
+    assert [(a.attempt, a.state, a.error and a.error.kind) for a in attempts] == [
+        (1, S.UP_FOR_RETRY, "worker_lost"), (2, S.SUCCESS, None)]
+
+
+def test_worker_killed_every_time_fails_with_a_clear_reason(cadenza_env, counter_dir):
+    result = faults.kill_no_retry.run(folder=str(counter_dir), executor="processes")
 
     err = result.failed["killed_always"]
     assert err.kind == "worker_lost"
     assert "killed_always" in err.message
+    assert "SIGKILL" in err.message
+    assert count(counter_dir, "killed_always") == 2  # the free attempt, then no retries left
 
 
 def test_unpicklable_output_fails_naming_the_task_type_and_fix(cadenza_env, executor):

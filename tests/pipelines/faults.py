@@ -62,13 +62,27 @@ def kill_pipeline(folder: str):
 
 
 @task
-def killed_always() -> None:
+def killed_always(folder: str) -> None:
+    bump(folder, "killed_always")
     os.kill(os.getpid(), signal.SIGKILL)
 
 
 @pipeline
-def kill_no_retry():
-    killed_always()
+def kill_no_retry(folder: str):
+    killed_always(folder)
+
+
+@task  # retries=0: a lost worker's attempt is tried again without spending a retry
+def killed_once_no_retries(folder: str) -> str:
+    n = bump(folder, "killed_once_no_retries")
+    if n == 1:
+        os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would
+    return f"survived on attempt {n}"
+
+
+@pipeline
+def oom_killed_once(folder: str):
+    killed_once_no_retries(folder)
 
 
 @task

@@ -136,12 +136,14 @@ class Harness:
                 self.active.start_attempt(inst)
                 self.in_flight.append(inst)
 
-    def finish(self, index: int = 0, *, cancel: bool = False) -> TaskState:
-        """The attempt of in-flight instance number `index` ends (as the oracle says)."""
+    def finish(self, index: int = 0, *, cancel: bool = False, kind: str = "exception"
+               ) -> TaskState:
+        """The attempt of in-flight instance number `index` ends (as the oracle says; a
+        failure of `kind`)."""
         inst = self.in_flight.pop(index)
         ok, value = (False, None) if cancel else self.oracle(inst)
         error = None if ok else ErrorInfo(
-            kind="cancelled" if cancel else "exception", type="builtins.ValueError",
+            kind="cancelled" if cancel else kind, type="builtins.ValueError",
             message="cancelled" if cancel else "boom")
         out = TaskOutcome(run_id="r1", task_id=inst.node.id, map_index=inst.map_index,
                           attempt=inst.attempt, ok=ok, error=error,
@@ -241,6 +243,26 @@ def test_retries_run_out_then_the_task_fails_and_all_failed_runs() -> None:
     assert [i.node.id for i in h.in_flight] == ["on_all_failed"]
     assert h.run_to_end() is RunState.FAILED
     assert h.states()["on_all_failed"] is S.SUCCESS
+
+
+def test_a_lost_worker_costs_no_retry_once_then_counts() -> None:
+    # `source` has retries=0: its first attempt lost with the worker is tried again free;
+    # the second loss fails it as any failure would.
+    h = Harness(chain.graph, failing("source"), params={"n": 3})
+    assert h.finish(kind="worker_lost") is S.UP_FOR_RETRY
+    assert [(i.label, i.attempt) for i in h.in_flight] == [("source", 2)]
+    assert h.finish(kind="worker_lost") is S.FAILED
+    assert h.run_to_end() is RunState.FAILED
+
+
+def test_the_free_attempt_after_a_lost_worker_leaves_the_retries_whole() -> None:
+    # `flaky` has retries=1: lost (free), failed (its one retry), failed -> FAILED at 3.
+    h = Harness(retrying.graph, failing("flaky"), params={"n": 1})
+    h.finish()  # source
+    assert h.finish(kind="worker_lost") is S.UP_FOR_RETRY
+    assert h.finish() is S.UP_FOR_RETRY
+    assert h.in_flight[0].attempt == 3
+    assert h.finish() is S.FAILED
 
 
 def test_a_branch_skips_what_it_did_not_choose_and_all_done_still_runs() -> None:

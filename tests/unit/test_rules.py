@@ -11,10 +11,12 @@ import pytest
 from cadenza.core.records import ErrorInfo, ErrorKind
 from cadenza.core.states import TaskState
 from cadenza.engine.rules import (
+    FREE_LOST_WORKER_RETRIES,
     Decision,
     UpstreamCounts,
     branch_choice,
     evaluate,
+    lost_worker_is_free,
     retry_delay_s,
     should_retry,
     summarize_mapped,
@@ -355,3 +357,11 @@ def test_branch_returning_a_non_string_is_an_error(value: object) -> None:
     assert chosen is None
     assert "must return a task id or a list of task ids" in message
     assert type(value).__name__ in message
+
+
+def test_only_the_first_lost_worker_is_free() -> None:
+    lost = kind_error(ErrorKind.WORKER_LOST)
+    assert lost_worker_is_free(lost, 0) is True
+    assert lost_worker_is_free(lost, FREE_LOST_WORKER_RETRIES) is False
+    assert lost_worker_is_free(kind_error(ErrorKind.TIMEOUT), 0) is False
+    assert lost_worker_is_free(kind_error(ErrorKind.EXCEPTION), 0) is False

@@ -81,6 +81,7 @@ class Instance:
     granted: Any = None  # what Admission gave it (pool slot, resources, GPU ids)
     retry_in_s: float = 0.0  # after UP_FOR_RETRY: seconds until its next attempt
     retry_base: int = 0  # attempts made before this driver took over (resume)
+    free_tries: int = 0  # attempts lost with their worker that did not count (rules)
     wait_since: Any = None  # a sensor step's first poke here: its timeout counts from it
     chosen: list[str] | None = None  # a branch task's choice, once it succeeded
 
@@ -306,7 +307,9 @@ class ActiveRun:
            is kept in `inst.chosen`); any other value -> FAILED (kind "branch").
         3. failed with a cancel while the run is being cancelled (`cancel_reason` set) ->
            CANCELLED: the rest is cancelled by `stop()`, not called upstream_failed.
-        4. failed, and `rules.should_retry` says so -> UP_FOR_RETRY (`inst.retry_in_s`).
+        4. failed, and `rules.should_retry` says so -> UP_FOR_RETRY (`inst.retry_in_s`); the
+           first attempt of an instance lost with its worker does not count against its
+           retries (`rules.lost_worker_is_free`).
         5. failed otherwise -> FAILED.
         For SUCCESS and FAILED call `conclude(inst)` next (after writing what the outcome
         carries); CANCELLED and UP_FOR_RETRY need nothing more.
@@ -342,7 +345,9 @@ class ActiveRun:
         if error.kind == ErrorKind.CANCELLED and self.cancel_reason is not None:
             self.move(inst, S.CANCELLED, reason=self.cancel_reason)
             return S.CANCELLED
-        tries = inst.attempt - inst.retry_base
+        if rules.lost_worker_is_free(error, inst.free_tries):
+            inst.free_tries += 1
+        tries = inst.attempt - inst.retry_base - inst.free_tries
         if rules.should_retry(inst.node.options, tries, error):
             delay = rules.retry_delay_s(inst.node.options, tries)
             inst.retry_in_s = delay

@@ -121,13 +121,22 @@ class Heartbeats:
                 self._renew(run_id, h)
         self._check_cancels(held)
 
-    @staticmethod
-    def _renew(run_id: str, h: _Held) -> None:
+    def _renew(self, run_id: str, h: _Held) -> None:
+        """Renew one lease. A renewal that matches no row is not always a lost lease: the
+        run may have ended (its final commit releases it) while this beat was on its way.
+        Only a run still held here whose row names another driver was taken."""
         try:
-            if not h.store.renew_lease(run_id, h.driver_id):
-                log.warning("run %s: lease taken by another driver", run_id)
+            if h.store.renew_lease(run_id, h.driver_id):
+                return
+            with self._lock:
+                if self._held.get(run_id) is not h:
+                    return  # the run ended and let go of its lease after this beat began
+            holder = h.store.get_run(run_id).driver_id
         except Exception as exc:  # noqa: BLE001 - retried at the next beat
             log.warning("run %s: could not renew lease: %s", run_id, exc)
+            return
+        if holder is not None and holder != h.driver_id:
+            log.warning("run %s: lease taken by another driver (%s)", run_id, holder)
 
     def _check_cancels(self, held: list[tuple[str, _Held]]) -> None:
         by_store: dict[int, tuple[Any, list[tuple[str, _Held]]]] = {}

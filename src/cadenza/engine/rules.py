@@ -98,8 +98,22 @@ NOT_RETRIED = frozenset({ErrorKind.SERIALIZATION, ErrorKind.INPUT, ErrorKind.CAN
                          ErrorKind.RESOURCES, ErrorKind.BRANCH})
 
 
+FREE_LOST_WORKER_RETRIES = 1
+"""Attempts per task instance whose worker was lost (killed from outside: the OOM killer, a
+node gone, `kill -9`) that do not count against the task's `retries`: the task did nothing
+wrong, so even a task with `retries=0` gets one more attempt. A second loss counts as usual
+(a task that kills its worker every time, e.g. by running out of memory, then fails naming
+the signal). Ray's split of system failures from application errors is the same idea."""
+
+
+def lost_worker_is_free(error: ErrorInfo, free_used: int) -> bool:
+    """Does this failed attempt not count against `retries` (see FREE_LOST_WORKER_RETRIES)?"""
+    return error.kind == ErrorKind.WORKER_LOST and free_used < FREE_LOST_WORKER_RETRIES
+
+
 def should_retry(options: TaskOptions, attempt: int, error: ErrorInfo) -> bool:
-    """Retry after failed attempt number `attempt` (1-based)?
+    """Retry after failed attempt number `attempt` (1-based, counting only the attempts that
+    count against `retries`: not a free one after a lost worker, `lost_worker_is_free`)?
 
     1. No retries left (attempt > retries) -> no.
     2. The failure cannot change by retrying (bad output type, missing input, cancel) -> no.

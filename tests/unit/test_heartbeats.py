@@ -1,0 +1,71 @@
+"""The lease heartbeat warns of a taken lease only when another driver holds the run: a
+renewal racing the run's own end (its final commit releases the lease) says nothing."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from cadenza.engine.lease import Heartbeats
+
+
+@dataclass
+class Row:
+    driver_id: str | None
+
+
+@dataclass
+class Store:
+    """The two calls the heartbeat makes, on a dict of rows; `during_renew` runs inside
+    renew_lease, where a real run's final commit can land."""
+
+    rows: dict[str, Row]
+    during_renew: Any = None
+    renewed: list[str] = field(default_factory=list)
+
+    def renew_lease(self, run_id: str, driver_id: str) -> bool:
+        if self.during_renew is not None:
+            self.during_renew()
+        self.renewed.append(run_id)
+        return self.rows[run_id].driver_id == driver_id
+
+    def get_run(self, run_id: str) -> Row:
+        return self.rows[run_id]
+
+
+WARNING = "lease taken by another driver"
+
+
+def beat_while(beats: Heartbeats, store: Store, caplog: pytest.LogCaptureFixture) -> str:
+    with caplog.at_level(logging.WARNING, logger="cadenza"), beats.holding(store, "r1", "d1"):
+        beats._held["r1"].next_renew = 0.0  # due now
+        beats._beat()
+    return caplog.text
+
+
+def test_a_run_that_ends_during_the_renewal_is_not_called_taken(caplog) -> None:
+    beats = Heartbeats(renew_every_s=3600)
+    store = Store({"r1": Row("d1")})
+
+    def run_ends() -> None:  # the final commit releases the lease; the run lets go
+        store.rows["r1"].driver_id = None
+        beats._held.pop("r1")
+
+    store.during_renew = run_ends
+    assert WARNING not in beat_while(beats, store, caplog)
+    assert store.renewed == ["r1"]
+
+
+def test_a_released_run_still_held_here_is_not_called_taken(caplog) -> None:
+    beats = Heartbeats(renew_every_s=3600)
+    store = Store({"r1": Row(None)})  # final commit done, holding() not yet left
+    assert WARNING not in beat_while(beats, store, caplog)
+
+
+def test_a_run_another_driver_holds_is_called_taken(caplog) -> None:
+    beats = Heartbeats(renew_every_s=3600)
+    store = Store({"r1": Row("d2")})
+    assert f"{WARNING} (d2)" in beat_while(beats, store, caplog)

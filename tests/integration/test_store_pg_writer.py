@@ -188,11 +188,7 @@ def test_a_failed_write_rolls_back_and_the_connection_stays_usable(store: RunSto
     assert done is not None and done.state is TaskState.SUCCESS
 
 
-@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
-def test_a_lost_connection_fails_one_write_and_the_next_takes_a_new_one(
-        store: RunStore) -> None:
-    run = make_run()
-    store.create_run(run, [ti(run.run_id, "a")])
+def _terminate_kept(store: RunStore) -> Any:
     kept = store._writer._conn
     pid = kept.driver_connection.info.backend_pid
     other = store._engine.raw_connection()
@@ -202,14 +198,37 @@ def test_a_lost_connection_fails_one_write_and_the_next_takes_a_new_one(
         cur.close()
     finally:
         other.close()
-    with pytest.raises(StoreError):
-        store.write(WriteBatch(task_instance_updates=[
-            ti(run.run_id, "a", state=TaskState.RUNNING, attempt=1)]))
+    return kept
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_lost_connection_is_replaced_and_the_write_goes_through(store: RunStore) -> None:
+    """A write on a dead kept connection is written again on a new one when that is safe
+    (store/lost_commit.py; tests/integration/test_lost_commit.py has the mid-commit cases)."""
+    run = make_run()
+    store.create_run(run, [ti(run.run_id, "a")])
+    kept = _terminate_kept(store)
     store.write(WriteBatch(task_instance_updates=[
         ti(run.run_id, "a", state=TaskState.RUNNING, attempt=1)]))
     assert store._writer._conn is not kept
     got = store.get_task_instance(run.run_id, "a")
     assert got is not None and got.state is TaskState.RUNNING
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_lost_connection_fails_an_unsafe_write_and_the_next_takes_a_new_one(
+        store: RunStore) -> None:
+    from cadenza.core.records import MetricRecord
+
+    run = make_run()
+    store.create_run(run, [ti(run.run_id, "a")])
+    kept = _terminate_kept(store)
+    with pytest.raises(StoreError):  # metrics only: landed or not cannot be told
+        store.write(WriteBatch(metrics=[MetricRecord(
+            run_id=run.run_id, task_id="a", map_index=-1, attempt=1, name="m", value=1.0)]))
+    store.write(WriteBatch(task_instance_updates=[
+        ti(run.run_id, "a", state=TaskState.RUNNING, attempt=1)]))
+    assert store._writer._conn is not kept
 
 
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)

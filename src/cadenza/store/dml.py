@@ -259,7 +259,7 @@ class Writer:
     """
 
     __slots__ = ("_born", "_checkpointer", "_commits", "_conn", "_engine", "_keep", "_lock",
-                 "_pg", "_postgres", "_url")
+                 "_pg", "_postgres", "_url", "lost")
 
     def __init__(self, engine: Engine, url: str) -> None:
         self._engine = engine
@@ -275,6 +275,9 @@ class Writer:
         self._born = _forks
         self._commits = 0
         self._checkpointer: _Checkpointer | None = None
+        # The last run() failed because its kept connection was lost (dropped by the
+        # server, a network cut): whether its COMMIT happened is unknown (store/lost_commit.py).
+        self.lost = False
 
     def run(self, steps: Sequence[Step], action: str, *, synchronous: bool = True) -> None:
         """Execute `steps` in one transaction.
@@ -291,6 +294,7 @@ class Writer:
             _transaction(self._engine, self._url, None, steps, action, synchronous=synchronous)
             return
         with self._lock:
+            self.lost = False
             if self._conn is None:
                 self._conn = self._connect(action)
             try:
@@ -299,6 +303,7 @@ class Writer:
             finally:
                 if not self._conn.is_valid:  # invalidated by the failure: take a new one next
                     self._conn = self._pg = None
+                    self.lost = True
             if self._postgres:
                 return
             self._commits += 1

@@ -40,7 +40,7 @@ from sqlalchemy import (
 )
 
 from cadenza.core import clock
-from cadenza.core.errors import RunNotFound, UsageError
+from cadenza.core.errors import RunNotFound, StoreError, UsageError
 from cadenza.core.records import (
     ArtifactRecord,
     AssetEventRecord,
@@ -247,6 +247,16 @@ class RunStore:
         """
         if not batch:
             return
+        try:
+            self._writer.run(self._steps(batch), "writing a batch",
+                             synchronous=batch.synchronous)
+        except StoreError:
+            if not self._writer.lost or not self._write_again(batch):
+                raise
+
+    def _steps(self, batch: WriteBatch) -> list[Step]:
+        """The statements of `write(batch)`, with their parameters (built anew each time:
+        a write consumes them)."""
         steps: list[Step] = []
         if batch.new_runs:
             steps.append((self._insert_run, [run_params(r) for r in batch.new_runs], False))
@@ -274,7 +284,33 @@ class RunStore:
             steps.append((self._insert_metric, [metric_params(m) for m in batch.metrics], False))
         if batch.artifacts or batch.asset_events:
             steps.extend(self._lineage.steps(batch.artifacts, batch.asset_events, clock.now()))
-        self._writer.run(steps, "writing a batch", synchronous=batch.synchronous)
+        return steps
+
+    def _write_again(self, batch: WriteBatch) -> bool:
+        """The connection was lost during `batch`'s commit (store/lost_commit.py): True once
+        the batch is known written (it had landed, or it was written again on a new
+        connection); False when that cannot be known safely (the caller raises)."""
+        from cadenza.store import lost_commit
+
+        query = lost_commit.probe(batch)
+        if query is None and not lost_commit.idempotent(batch):
+            return False
+        if query is not None:
+            from sqlalchemy.exc import SQLAlchemyError
+
+            try:
+                with self._engine.connect() as conn:
+                    landed = bool(conn.execute(query).scalar())
+            except SQLAlchemyError:
+                return False  # the database is still out of reach: the caller raises
+            if landed:
+                log.warning("metadata store: the connection was lost during a commit, "
+                            "which had landed")
+                return True
+        log.warning("metadata store: the connection was lost during a commit, which had not "
+                    "landed; writing it again on a new connection")
+        self._writer.run(self._steps(batch), "writing a batch again", synchronous=True)
+        return True
 
     @translated("deleting a run")
     def delete_run(self, run_id: str) -> None:

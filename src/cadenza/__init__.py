@@ -16,6 +16,7 @@ Example:
 
 from cadenza.artifacts.serializers import register_serializer
 from cadenza.authoring.assets import AnyOf, Asset
+from cadenza.authoring.kinds import http_task, sql_task, use_runtimes
 from cadenza.authoring.pipeline import PipelineDef, pipeline, use_runner
 from cadenza.authoring.task import TaskDef, task
 from cadenza.core.context import TaskContext, get_context
@@ -53,6 +54,29 @@ def _run(plan: "Plan", params: "Mapping[str, Any]", executor: str | None) -> "Ru
 
 use_runner(_run)
 
+
+# The task kinds of SPEC §9 run through cadenza.integrations (authoring may not import it);
+# each runtime module is imported in the worker on a kind's first call, not here.
+def _run_shell(command: "Any", config: "Mapping[str, Any]") -> "Any":
+    from cadenza.integrations.shell import run_shell
+
+    return run_shell(command, config)
+
+
+def _run_sql(request: "Any", config: "Mapping[str, Any]") -> "Any":
+    from cadenza.integrations.sql import run_sql
+
+    return run_sql(request, config)
+
+
+def _run_http(request: "Any", config: "Mapping[str, Any]") -> "Any":
+    from cadenza.integrations.http import run_http
+
+    return run_http(request, config)
+
+
+use_runtimes(shell=_run_shell, sql=_run_sql, http=_run_http)
+
 __all__ = [
     "AnyOf",
     "ArtifactError",
@@ -79,8 +103,10 @@ __all__ = [
     "UserCodeError",
     "WorkerLost",
     "get_context",
+    "http_task",
     "pipeline",
     "register_serializer",
+    "sql_task",
     "task",
 ]
 

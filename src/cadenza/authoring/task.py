@@ -369,6 +369,43 @@ class _TaskDecorator:
         return self(fn, name=name, **options)
 
 
+    def shell(self, fn: Any = None, /, *, name: str | None = None, **options: Any) -> Any:
+        """A task whose function returns a command to run (SPEC §9); see authoring/kinds.py.
+
+        Example:
+            @task.shell(env={"MODE": "fast"}, cwd="jobs/", timeout=600, retries=2)
+            def export(day: str) -> str:
+                return f"./export.sh --day {day}"
+        """
+        from cadenza.authoring.kinds import shell
+
+        return shell(fn, name=name, **options)
+
+    def sql(self, fn: Any = None, /, *, name: str | None = None, **options: Any) -> Any:
+        """A task whose function returns a SQL query, run on `url=` (SPEC §9).
+
+        Example:
+            @task.sql(url="secret://WAREHOUSE_URL")
+            def daily_users(day: str):
+                return "SELECT * FROM users WHERE day = :day", {"day": day}
+        """
+        from cadenza.authoring.kinds import sql
+
+        return sql(fn, name=name, **options)
+
+    def http(self, fn: Any = None, /, *, name: str | None = None, **options: Any) -> Any:
+        """A task whose function returns a URL or request fields, fetched with httpx (SPEC §9).
+
+        Example:
+            @task.http(method="POST", retries=3)
+            def score(rows: list) -> dict:
+                return {"url": "http://scorer:8000/score", "json": {"rows": rows}}
+        """
+        from cadenza.authoring.kinds import http
+
+        return http(fn, name=name, **options)
+
+
 task = _TaskDecorator()
 
 

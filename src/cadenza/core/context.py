@@ -92,6 +92,21 @@ def get_context() -> TaskContext:
     return ctx
 
 
+def current_context() -> TaskContext | None:
+    """The running task's context, or None outside a task (no error)."""
+    return _current.get()
+
+
+def task_where() -> dict[str, str | None]:
+    """`pipeline=` and `task=` of the running task (None outside one), for the errors a
+    task kind raises: `CommandFailed(msg, **task_where(), hint=...)`."""
+    ctx = _current.get()
+    if ctx is None:
+        return {"pipeline": None, "task": None}
+    label = ctx.task_id if ctx.map_index < 0 else f"{ctx.task_id}[{ctx.map_index}]"
+    return {"pipeline": ctx.pipeline, "task": label}
+
+
 def set_context(ctx: TaskContext | None) -> contextvars.Token[TaskContext | None]:
     return _current.set(ctx)
 

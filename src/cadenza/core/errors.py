@@ -19,6 +19,10 @@ Catch by what went wrong (the surfaces map these to exit codes and HTTP statuses
     ├── ConfigError          settings or cadenza.toml are wrong
     ├── StoreError, ArtifactError   the metadata or artifact store failed
     ├── TaskFailed, WorkerLost, SensorTimeout, RunConflict   what happened to a run
+    ├── ExternalError        a task's shell command, SQL query or HTTP request failed:
+    │                        CommandFailed, QueryFailed (DatabaseUnavailable),
+    │                        HttpFailed (HttpUnavailable); the message says it all, so the
+    │                        attempt keeps no traceback of Cadenza's frames
     └── InternalError        a bug in Cadenza (IllegalTransition)
 
 Never raise CadenzaError itself (a unit test checks): pick the class a caller would catch.
@@ -214,6 +218,34 @@ class SensorNotReady(Exception):
 
 class SensorTimeout(CadenzaError):
     """A sensor's condition did not hold within its timeout."""
+
+
+class ExternalError(CadenzaError):
+    """What a shell, SQL or HTTP task ran failed (SPEC §9). Raised inside the task by
+    Cadenza with the pipeline, the task, what failed and the fix; the worker records its
+    message without a traceback (the frames would be Cadenza's, not the user's)."""
+
+
+class CommandFailed(ExternalError):
+    """A shell task's command exited with a non-zero code (or could not start)."""
+
+
+class QueryFailed(ExternalError):
+    """A SQL task's query failed (bad SQL, a constraint, a missing table...)."""
+
+
+class DatabaseUnavailable(QueryFailed):
+    """A SQL task could not reach its database, or lost the connection. Retried by
+    default (`retry_on`), unlike a QueryFailed."""
+
+
+class HttpFailed(ExternalError):
+    """An HTTP task's request failed for good: a 4xx answer or an unusable body."""
+
+
+class HttpUnavailable(HttpFailed):
+    """An HTTP task's server answered 5xx (or 408/429) or could not be reached. Retried by
+    default (`retry_on`), unlike an HttpFailed."""
 
 
 # How an outcome names them (ErrorInfo.type): the engine and the worker compare against these.

@@ -31,7 +31,13 @@ from typing import Any
 
 from cadenza.artifacts.store import load_value, store_value
 from cadenza.core.context import TaskContext, reset_context, set_context
-from cadenza.core.errors import SENSOR_NOT_READY, TaskCancelled, TaskInterrupt, TaskTimeout
+from cadenza.core.errors import (
+    SENSOR_NOT_READY,
+    ExternalError,
+    TaskCancelled,
+    TaskInterrupt,
+    TaskTimeout,
+)
 from cadenza.core.records import ErrorInfo, ErrorKind, ValueRef
 from cadenza.core.security import Masker, Secrets
 from cadenza.executors.base import TaskCall, TaskOutcome, describe_exception
@@ -497,6 +503,10 @@ def execute(
                     kind=ErrorKind.CANCELLED, type=error.type, message="cancelled",
                     type_mro=error.type_mro,
                 )
+            except ExternalError as exc:  # a shell/SQL/HTTP task: its message says it all
+                error = describe_exception(
+                    exc, tb=_trimmed_traceback(exc) if os.environ.get("CADENZA_VERBOSE") else "")
+                buffer.write(f"[cadenza] {datetime.now(UTC):%H:%M:%S} {exc}\n")
             except Exception as exc:  # noqa: BLE001 - the user boundary
                 error = describe_exception(exc, tb=_trimmed_traceback(exc))
             else:

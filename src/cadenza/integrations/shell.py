@@ -1,0 +1,269 @@
+"""The runtime of `@task.shell` (SPEC §9): run a command inside the worker.
+
+What belongs here: starting the command, streaming its output into the attempt's log line by
+line while it runs, and stopping it and everything it started. What does not: the decorator
+(authoring/kinds.py) and the attempt's timeout and cancel (the executor's, as for any task).
+
+How the command is contained. It does not run as a child of the worker directly: a small
+supervisor (a `python -I -S` with no imports beyond os/signal, ~10 ms) starts it in a process
+group of its own and holds the read end of a pipe whose write end only the task holds. The
+supervisor stops the whole group (SIGTERM, then SIGKILL after `STOP_GRACE_S`) when that pipe
+reaches end-of-file: the task closed it (timeout or cancel on the inline and threads
+executors, where the interrupt reaches our loop) or the task's process died (the processes
+executor kills its worker at the deadline; the driver was killed with -9). Once the command
+itself exits, whatever it left running in its group is killed too: a shell task leaves
+nothing behind. The supervisor is in a session of its own, so a kill of the worker's group
+never takes it down before it has done its job.
+
+Output. stdout and stderr are read on the task's own thread (selectors, no extra threads),
+cut into lines and written to `sys.stdout`/`sys.stderr`, which the worker routes into the
+attempt log, with the run's secrets masked. The last `STDERR_TAIL` lines of stderr go into
+the error of a failed command.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from typing import IO, Any
+
+from cadenza.core.context import current_context, task_where
+from cadenza.core.errors import CommandFailed
+from cadenza.integrations.references import resolve
+
+STDERR_TAIL = 20
+STOP_GRACE_S = 3.0
+_LINE_LIMIT = 64 * 1024  # a "line" longer than this is written as it comes
+
+# Runs as `python -I -S -c SUPERVISOR GRACE ARGV...`; fd 0 is the task's pipe. Exit status: the
+# command's (128+N when signal N ended it), 126/127 when it could not be started.
+SUPERVISOR = r"""
+import os, signal, sys
+class Done(Exception): pass
+def on_child(signum, frame): raise Done
+grace = float(sys.argv[1]); argv = sys.argv[2:]
+signal.signal(signal.SIGCHLD, on_child)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+pid = os.fork()
+if pid == 0:
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+    null = os.open(os.devnull, os.O_RDONLY); os.dup2(null, 0); os.close(null)
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as exc:
+        os.write(2, ("cannot run %r: %s\n" % (argv[0], exc.strerror)).encode())
+        os._exit(126 if isinstance(exc, PermissionError) else 127)
+try:
+    os.setpgid(pid, pid)
+except OSError:
+    pass
+def kill(sig):
+    try:
+        os.killpg(pid, sig)
+    except OSError:
+        pass
+stop = False
+try:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+    while os.read(0, 4096):
+        pass
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    stop = True
+except Done:
+    pass
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+if stop:
+    class Late(Exception): pass
+    def on_alarm(signum, frame): raise Late
+    signal.signal(signal.SIGALRM, on_alarm)
+    kill(signal.SIGTERM)
+    signal.setitimer(signal.ITIMER_REAL, grace)
+    try:
+        os.waitpid(pid, 0)
+    except (Late, ChildProcessError):
+        pass
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    kill(signal.SIGKILL)
+    os._exit(128 + signal.SIGTERM)
+status = os.waitpid(pid, 0)[1]
+kill(signal.SIGKILL)
+code = os.waitstatus_to_exitcode(status)
+os._exit(code if code >= 0 else 128 - code)
+"""
+
+
+def _resolve_env(env: Mapping[str, str]) -> dict[str, str]:
+    """`secret://NAME` and `env://NAME` values resolved (integrations/references.py)."""
+    return {k: resolve(v, f"env {k}", CommandFailed) for k, v in env.items()}
+
+
+def _argv(command: Any, shell: str | None) -> tuple[list[str], str]:
+    """The argv to run and how to show the command."""
+    if isinstance(command, str):
+        if not command.strip():
+            raise ValueError("an empty command")
+        sh = shell or shutil.which("bash") or "/bin/sh"
+        return [sh, "-c", command], command
+    if isinstance(command, (list, tuple)) and command and all(
+            isinstance(a, (str, os.PathLike, int, float)) and not isinstance(a, bool)
+            for a in command):
+        argv = [os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in command]
+        import shlex
+
+        return argv, shlex.join(argv)
+    raise ValueError(f"{type(command).__name__} {command!r}"[:200])
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _Lines:
+    """Cuts one stream's bytes into lines and writes each to `sink` as it completes."""
+
+    def __init__(self, sink: IO[str], keep: collections.deque[str] | list[str] | None) -> None:
+        self.sink = sink
+        self.keep = keep
+        self.partial = b""
+
+    def feed(self, data: bytes) -> None:
+        self.partial += data
+        if b"\n" not in self.partial and len(self.partial) < _LINE_LIMIT:
+            return
+        *lines, self.partial = self.partial.split(b"\n")
+        if len(self.partial) >= _LINE_LIMIT:
+            lines.append(self.partial)
+            self.partial = b""
+        for raw in lines:
+            self._emit(raw.decode("utf-8", "replace"))
+
+    def close(self) -> None:
+        if self.partial:
+            self._emit(self.partial.decode("utf-8", "replace"))
+            self.partial = b""
+
+    def _emit(self, line: str) -> None:
+        line = line.rstrip("\r")
+        self.sink.write(line + "\n")
+        if self.keep is not None:
+            self.keep.append(line)
+
+
+def run_shell(command: Any, config: Mapping[str, Any]) -> Any:
+    """Run what a `@task.shell` function returned; see the module docstring.
+
+    Outcomes, by case:
+      1. exit code 0 -> the output the task asked for (`last_line`, `stdout` or None);
+      2. exit code != 0 (or the command cannot start) -> CommandFailed with the code and the
+         last lines of stderr; retried by the task's `retries` like any failure;
+      3. the attempt is interrupted (timeout, cancel) -> the command's group is stopped
+         before the interrupt goes on;
+      4. the function returned no usable command -> CommandFailed naming what it returned.
+    """
+    where = task_where()
+    try:
+        argv, shown = _argv(command, config.get("shell"))
+    except ValueError as exc:
+        raise CommandFailed(f"the function returned {exc}, not a command", **where,
+                            hint='return a string ("ls -l data/") or a list of arguments '
+                            '(["ls", "-l", "data/"])') from None
+    env = {**os.environ, **_resolve_env(config.get("env") or {})}
+    cwd = config.get("cwd")
+    output = config.get("output", "last_line")
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", SUPERVISOR, str(STOP_GRACE_S), *argv],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env, cwd=cwd, start_new_session=True, close_fds=True,
+        )
+    except OSError as exc:  # the cwd does not exist or is not a folder
+        raise CommandFailed(f"`{_short(shown)}` could not start: {exc}", **where,
+                            hint="check the task's cwd= (it is relative to the worker's "
+                            "current folder, the project's)") from None
+    stdout: list[str] = []
+    last: collections.deque[str] = collections.deque(maxlen=1)
+    tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
+    try:
+        _pump(proc, _Lines(sys.stdout, stdout if output == "stdout" else last),
+              _Lines(sys.stderr, tail))
+        code = proc.wait()
+    except BaseException:
+        # Timeout, cancel, Ctrl-C: closing the pipe tells the supervisor to stop the group.
+        _stop(proc)
+        raise
+    if code != 0:
+        detail = ""
+        if code > 128 and code - 128 in signal.Signals._value2member_map_:
+            detail = f" ({signal.Signals(code - 128).name} ended it)"
+        lines = [ln for ln in tail if ln.strip()]
+        message = f"`{_short(shown)}` exited with code {code}{detail}"
+        if not lines:
+            message += " and wrote nothing to stderr"
+        else:  # the last line first: it is the one a one-line summary shows
+            message += f": {_short(lines[-1], 200)}"
+            if len(lines) > 1:
+                message += "\n  last lines of stderr:\n" + "\n".join(f"    {ln}" for ln in lines)
+        ctx = current_context()
+        hint = (f"see the whole output with `cadenza logs {ctx.run_id} {ctx.task_id}`"
+                if ctx is not None else "see the command's output above")
+        raise CommandFailed(message, **where, hint=hint)
+    if output == "stdout":
+        return "\n".join(stdout) + ("\n" if stdout else "")
+    if output == "last_line":
+        lines_out = [ln for ln in last if ln.strip()]
+        return lines_out[-1] if lines_out else None
+    return None
+
+
+def _pump(proc: subprocess.Popen[bytes], out: _Lines, err: _Lines) -> None:
+    """Copy both streams line by line until both end. Off the main thread the wait wakes
+    every 0.2 s, so an interrupt raised into this thread (timeout, cancel) lands promptly;
+    on the main thread SIGALRM interrupts the wait itself."""
+    import selectors
+
+    assert proc.stdout is not None and proc.stderr is not None
+    wake = None if threading.current_thread() is threading.main_thread() else 0.2
+    streams = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
+    with selectors.DefaultSelector() as sel:
+        for fd in streams:
+            os.set_blocking(fd, False)
+            sel.register(fd, selectors.EVENT_READ)
+        while streams:
+            for key, _ in sel.select(wake):
+                fd = int(key.fd)
+                try:
+                    data = os.read(fd, 65536)
+                except BlockingIOError:
+                    continue
+                if data:
+                    streams[fd].feed(data)
+                else:
+                    streams.pop(fd).close()
+                    sel.unregister(fd)
+    proc.stdout.close()
+    proc.stderr.close()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Make the supervisor stop the command's group, and wait until it has."""
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError:
+                pass
+    try:
+        proc.wait(timeout=STOP_GRACE_S + 5)
+    except subprocess.TimeoutExpired:  # the supervisor itself is stuck: end it
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -11,7 +11,8 @@ import pytest
 
 from cadenza.core import settings as settings_mod
 
-pytest_plugins = ["tests.fixtures.store", "tests.fixtures.server", "tests.fixtures.browser"]
+pytest_plugins = ["tests.fixtures.store", "tests.fixtures.server", "tests.fixtures.browser",
+                  "tests.fixtures.sqldbs"]
 
 EXECUTORS = ["inline", "threads", "processes"]
 

@@ -117,12 +117,17 @@ def build_options(name: str, raw: dict[str, Any]) -> tuple[TaskOptions, list[Pro
     else:
         try:
             custom = {
-                str(k): float(v) for k, v in res_raw.items() if k not in ("cpu", "memory", "gpu")
+                str(k): float(v) for k, v in res_raw.items()
+                if k not in ("cpu", "memory", "gpu", "gpu_type")
             }
+            gpu_type = res_raw.get("gpu_type")
+            if gpu_type is not None and not (isinstance(gpu_type, str) and gpu_type):
+                raise ValueError(f"gpu_type must be an accelerator name, got {gpu_type!r}")
             resources = Resources(
                 cpu=float(res_raw.get("cpu", 0) or 0),
                 memory_bytes=_memory_bytes(res_raw.get("memory", 0) or 0),
                 gpu=int(res_raw.get("gpu", 0) or 0),
+                gpu_type=gpu_type,
                 custom=custom,
             )
         except (TypeError, ValueError, ConfigError) as exc:

@@ -25,6 +25,7 @@ import typer
 from cadenza.cli import console as cli_console
 from cadenza.cli import db, events, pipelines, pools, runs, secrets, tasks, tokens, users
 from cadenza.cli.backfill import backfill_command
+from cadenza.cli.compile import compile_command
 from cadenza.cli.gc import gc_command, runs_delete_command
 from cadenza.cli.init import init_command
 from cadenza.cli.lineage import lineage_command
@@ -33,6 +34,7 @@ from cadenza.cli.plan import plan_command
 from cadenza.cli.run import resume_command, run_command
 from cadenza.cli.scheduler import scheduler_command
 from cadenza.cli.server import server_command
+from cadenza.cli.task_run import runs_import_command, task_run_command
 
 app = typer.Typer(
     name="cadenza",
@@ -109,8 +111,11 @@ app.command("backfill")(backfill_command)
 app.command("scheduler")(scheduler_command)
 app.command("server")(server_command)
 app.command("gc")(gc_command)
+app.command("compile")(compile_command)
+app.command("task-run")(task_run_command)
 app.add_typer(pipelines.app, name="pipelines")
 runs.app.command("delete")(runs_delete_command)  # kept in cli/gc.py with `gc`
+runs.app.command("import")(runs_import_command)  # kept in cli/task_run.py with `task-run`
 app.add_typer(runs.app, name="runs")
 app.add_typer(tasks.app, name="tasks")
 app.add_typer(pools.app, name="pools")

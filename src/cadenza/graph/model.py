@@ -45,6 +45,9 @@ class Resources:
     cpu: float = 0.0
     memory_bytes: int = 0
     gpu: int = 0
+    # The accelerator kind a cluster schedules the GPUs on ("nvidia-tesla-a100"): KFP's
+    # accelerator type (graph/kfp.py); local executors only count GPUs.
+    gpu_type: str | None = None
     custom: Mapping[str, float] = field(default_factory=dict)
 
     @property

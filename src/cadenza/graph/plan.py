@@ -249,6 +249,7 @@ def describe_options(o: TaskOptions) -> dict[str, Any]:
         "cache_expiration_s": o.cache_expiration_s,
         "version": o.version,
         "resources": {"cpu": r.cpu, "memory_bytes": r.memory_bytes, "gpu": r.gpu,
+                      "gpu_type": r.gpu_type,
                       "custom": dict(r.custom)},
         "pool": o.pool,
         "outlets": list(o.outlets),

@@ -1,0 +1,156 @@
+"""Each step of a compiled Kubeflow pipeline, run here as a cluster would run it (issue 16).
+
+`cadenza compile` writes the KFP spec of examples/quickstart.py (fan-out over a literal
+list, an element-wise map over a mapped output, a fan-in, a branch); tests/fixtures/
+kfp_local.py walks that spec and runs every step it reaches as `cadenza task-run ...`
+subprocesses, in dependency order, against PostgreSQL and a moto S3 artifact root. The
+run they record must equal a local `run()` of the same pipeline: same task states, same
+outputs. Without a reachable metadata store the steps write records to S3 instead, and
+`cadenza runs import` loads the same run. A local artifact root is refused with the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.kfp_local import LocalKfp
+from tests.fixtures.s3 import S3Bucket, s3_bucket, s3_endpoint  # noqa: F401 - fixtures
+
+pytestmark = [pytest.mark.postgres, pytest.mark.kfp_steps, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+CADENZA = str(Path(sys.executable).parent / "cadenza")
+SOURCE = "examples/quickstart.py"
+
+
+def _env(home: Path, root: str, bucket: S3Bucket, db_url: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CADENZA_")}
+    env.update(bucket.env, CADENZA_HOME=str(home), CADENZA_ARTIFACT_ROOT=root,
+               PYTHONPATH=str(ROOT))
+    if db_url is not None:
+        env["CADENZA_DATABASE_URL"] = db_url
+    return env
+
+
+def _compile(tmp_path: Path) -> Path:
+    out = tmp_path / "quickstart.yaml"
+    subprocess.run([CADENZA, "compile", SOURCE, "--format", "kfp", "-o", str(out),
+                    "--image", "registry.example/quickstart:1"], cwd=ROOT, check=True,
+                   capture_output=True, text=True)
+    return out
+
+
+def _outputs(result: Any) -> dict[str, Any]:
+    return {tid: result.outputs[tid] for tid, state in result.task_states.items()
+            if state in ("success", "cached")}
+
+
+@pytest.fixture
+def pg_url(postgres_database: str) -> Any:
+    from tests.fixtures.store import drop_postgres_schema, new_postgres_schema
+
+    url = new_postgres_schema(postgres_database)
+    yield url
+    from cadenza.store.db import store_cache
+
+    cached = store_cache.peek(url)
+    if cached is not None:
+        cached.dispose()
+    drop_postgres_schema(url)
+
+
+def _local_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The same pipeline run in this process (inline), on its own SQLite store."""
+    from cadenza.core import settings as settings_mod
+    from examples.quickstart import quickstart
+
+    monkeypatch.setenv("CADENZA_HOME", str(tmp_path / "local-home"))
+    monkeypatch.setenv("CADENZA_DATABASE_URL", f"sqlite:///{tmp_path / 'local.db'}")
+    monkeypatch.delenv("CADENZA_ARTIFACT_ROOT", raising=False)
+    settings_mod.set_settings(settings_mod.load_settings(tmp_path))
+    try:
+        result = quickstart.run(executor="inline")
+        return result.task_states, _outputs(result)
+    finally:
+        settings_mod.set_settings(None)
+
+
+def test_the_steps_of_a_compiled_example_recorded_in_postgres_equal_a_local_run(
+        tmp_path: Path, s3_bucket: S3Bucket, pg_url: str,  # noqa: F811 - fixture
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = _compile(tmp_path)
+    run_id = f"kfp-{secrets.token_hex(6)}"
+    root = s3_bucket.root("artifacts")
+    runner = LocalKfp.from_file(spec, command_prefix=[CADENZA],
+                                env=_env(tmp_path / "pod-home", root, s3_bucket, pg_url),
+                                cwd=ROOT, run_id=run_id)
+    runner.run()
+    failed = [s for s in runner.steps if s.returncode != 0]
+    assert not failed, "\n".join(f"{s.task}: {s.stderr[-2000:]}" for s in failed)
+    ran = [s.task for s in runner.steps]
+    # Every task's step ran (each mapped instance its own), the -map step and the finaliser.
+    assert ran.count("train") == 4 and ran.count("evaluate") == 4
+    assert "evaluate-map" in ran and ran[-1] == "cadenza-finalize"
+    assert ran.count("deploy") + ran.count("alert") == 1
+
+    from cadenza.engine.api import result_from_store
+    from cadenza.store import open_store
+
+    store = open_store(pg_url)
+    cluster = result_from_store(store, run_id, root)
+    local_states, local_outputs = _local_run(tmp_path, monkeypatch)
+    assert cluster.state == "success"
+    assert cluster.task_states == local_states
+    assert _outputs(cluster) == local_outputs
+    # One row per mapped instance, under the summary that finalize wrote.
+    rows = {(t.task_id, t.map_index): t for t in store.get_task_instances(run_id)}
+    assert rows[("train", -1)].map_count == 4
+    assert [rows[("evaluate", i)].state for i in range(4)] == ["success"] * 4
+    assert store.get_attempts(run_id, "make_data")[0].attempt == 1
+
+
+def test_without_the_metadata_store_steps_record_to_s3_and_runs_import_loads_the_run(
+        tmp_path: Path, s3_bucket: S3Bucket, pg_url: str,  # noqa: F811 - fixture
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = _compile(tmp_path)
+    run_id = f"kfp-{secrets.token_hex(6)}"
+    root = s3_bucket.root("artifacts")
+    runner = LocalKfp.from_file(spec, command_prefix=[CADENZA],
+                                env=_env(tmp_path / "pod-home", root, s3_bucket, None),
+                                cwd=ROOT, run_id=run_id)
+    runner.run()
+    assert all(s.returncode == 0 for s in runner.steps), [s.stderr for s in runner.steps]
+
+    env = _env(tmp_path / "laptop", root, s3_bucket, pg_url)
+    for _ in range(2):  # importing twice changes nothing
+        done = subprocess.run([CADENZA, "runs", "import", run_id], cwd=ROOT, env=env,
+                              capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+    assert "(success, 15 task instances)" in done.stdout
+
+    from cadenza.engine.api import result_from_store
+    from cadenza.store import open_store
+
+    cluster = result_from_store(open_store(pg_url), run_id, root)
+    local_states, local_outputs = _local_run(tmp_path, monkeypatch)
+    assert cluster.task_states == local_states
+    assert _outputs(cluster) == local_outputs
+
+
+def test_a_local_artifact_root_is_refused_with_the_fix(
+        tmp_path: Path, s3_bucket: S3Bucket) -> None:  # noqa: F811 - fixture
+    env = _env(tmp_path / "home", str(tmp_path / "artifacts"), s3_bucket, None)
+    done = subprocess.run([CADENZA, "task-run", "--pipeline", f"{SOURCE}:quickstart",
+                           "--task", "make_data", "--run-id", "r1"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert "a folder only this pod can see" in done.stderr
+    assert "CADENZA_ARTIFACT_ROOT=s3://" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -175,7 +175,8 @@ def test_describe_is_json_ready_with_markers_options_and_edges() -> None:
     assert tasks["load"]["args"] == {"n": {"param": "n"}}
     opts = tasks["score"]["options"]
     assert opts["retries"] == 2 and opts["timeout_s"] == 30.0 and opts["cache"] is True
-    assert opts["resources"] == {"cpu": 2.0, "memory_bytes": GiB, "gpu": 1, "custom": {}}
+    assert opts["resources"] == {"cpu": 2.0, "memory_bytes": GiB, "gpu": 1, "gpu_type": None,
+                                 "custom": {}}
     assert opts["trigger_rule"] == "all_done" and opts["pool"] == "gpu"
     assert opts["requirements"] == ["numpy>=2"]
     assert {"upstream": "total", "downstream": "notify", "kind": "order", "args": []} in d["edges"]

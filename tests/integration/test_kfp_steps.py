@@ -68,8 +68,9 @@ def pg_url(postgres_database: str) -> Any:
 
 def _local_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The same pipeline run in this process (inline), on its own SQLite store."""
-    from cadenza.core import settings as settings_mod
     from examples.quickstart import quickstart
+
+    from cadenza.core import settings as settings_mod
 
     monkeypatch.setenv("CADENZA_HOME", str(tmp_path / "local-home"))
     monkeypatch.setenv("CADENZA_DATABASE_URL", f"sqlite:///{tmp_path / 'local.db'}")

@@ -12,7 +12,7 @@ import pytest
 from cadenza.core import settings as settings_mod
 
 pytest_plugins = ["tests.fixtures.store", "tests.fixtures.server", "tests.fixtures.browser",
-                  "tests.fixtures.sqldbs"]
+                  "tests.fixtures.sqldbs", "tests.fixtures.brokers"]
 
 EXECUTORS = ["inline", "threads", "processes"]
 

@@ -143,7 +143,7 @@ def test_event_trigger_urls_are_checked_and_keep_no_credentials() -> None:
     with pytest.raises(CadenzaError, match="names no stream"):
         EventTrigger("redis://localhost:6379/0")
     with pytest.raises(CadenzaError, match="unknown scheme"):
-        EventTrigger("kafka://localhost:9092?topic=x")
+        EventTrigger("zmq://localhost:5555?topic=x")
 
 
 # -- Redis -----------------------------------------------------------------------------------
@@ -199,7 +199,7 @@ def test_redis_invalid_message_makes_no_run_is_acked_and_recorded(cadenza_env, r
 
 def test_redis_redelivery_after_a_crash_between_commit_and_ack_makes_no_second_run(
         cadenza_env, redis_stream):
-    from cadenza.triggers.events import RedisConsumer
+    from cadenza.triggers.events.redis import RedisConsumer
 
     stream, client = redis_stream
     url = f"redis://{REDIS}/0?stream={stream}"
@@ -304,7 +304,7 @@ def nats_consumer_info(stream: str, durable: str):
 
 def test_nats_redelivery_after_a_failure_before_ack_makes_no_second_run(
         cadenza_env, nats_subject):
-    from cadenza.triggers.events import NatsConsumer
+    from cadenza.triggers.events.nats import NatsConsumer
 
     url = f"nats://{NATS}?subject={nats_subject}&ack_wait=1"
     pipe = event_pipeline(url, "nats_redeliver")

@@ -89,7 +89,7 @@ def test_every_not_found_is_caught_as_not_found(cls: type[NotFound]) -> None:
     (lambda: schedule_of(3), DefinitionError, "schedule must be a cron string"),
     (lambda: FileSensor(""), DefinitionError, "FileSensor needs a glob pattern"),
     (lambda: FileSensor("*.csv", poke_interval=0), DefinitionError, "must be positive"),
-    (lambda: EventTrigger("kafka://h/t"), DefinitionError, "unknown scheme"),
+    (lambda: EventTrigger("zmq://h/t"), DefinitionError, "unknown scheme"),
     (lambda: to_utc("yesterday"), UsageError, "is not a date or date-time"),
     (lambda: split_pairs(["n"], "--param"), UsageError, "expects NAME=VALUE"),
     (lambda: get_context(), UsageError, "outside a running task"),

@@ -73,12 +73,13 @@ ERROR_MIN = 30
 
 
 def _short_source(source: str) -> str:
-    """`redis://host:6379/0?stream=orders` -> `redis:orders` (--json has the full source)."""
+    """`redis://host:6379/0?stream=orders` -> `redis:orders`, `kafka://h:9092?topic=t` -> `kafka:t`
+    (--json has the full source)."""
     from urllib.parse import parse_qs, urlsplit
 
     parts = urlsplit(source)
     query = parse_qs(parts.query)
-    for key in ("stream", "subject"):
+    for key in ("stream", "subject", "topic", "queue"):
         if query.get(key):
             return f"{parts.scheme}:{query[key][0]}"
     return source

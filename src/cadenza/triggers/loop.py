@@ -3,7 +3,7 @@ events, watches SLAs, and drives queued runs on its executor.
 
 What belongs here: the `Scheduler` (one per `cadenza scheduler` process), what one tick
 does, and the plain functions the CLI wires (`pause`, `unpause`). What does not:
-schedule arithmetic (`cron.py`), message handling (`events.py`), exactly-once in the store
+schedule arithmetic (`cron.py`), message handling (`events/`), exactly-once in the store
 (`store/scheduling.py`), driving a run (`engine.api.drive_run`).
 
 One tick (`Scheduler.tick()`), in order:
@@ -569,6 +569,8 @@ class Scheduler:
                                              consumer=self.id, claim_idle_ms=self.claim_idle_ms)
                     try:
                         consumer.prepare()  # so messages from now on are delivered to us
+                    except CadenzaError as exc:  # names the pipeline, trigger and fix
+                        log.warning("%s\n  (polling retries it)", exc)
                     except Exception as exc:  # noqa: BLE001 - polling retries it
                         log.warning("pipeline %s: cannot reach %s yet: %s", name,
                                     trigger.source, exc)
@@ -592,9 +594,12 @@ class Scheduler:
             try:
                 consumer.poll(self.event_block_ms)
                 backoff = 0.5
-            except Exception as exc:  # noqa: BLE001 - case 4 of events.py: retry later
-                log.warning("pipeline %s: event consumer failed (%s: %s); retrying in %g s",
-                            name, type(exc).__name__, exc, backoff)
+            except Exception as exc:  # noqa: BLE001 - case 4 of events/messages.py: retry
+                if isinstance(exc, CadenzaError):  # names the pipeline, trigger and fix
+                    log.warning("%s\n  (retrying in %g s)", exc, backoff)
+                else:
+                    log.warning("pipeline %s: event consumer failed (%s: %s); retrying in "
+                                "%g s", name, type(exc).__name__, exc, backoff)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
 

@@ -68,9 +68,8 @@ if os.environ.get("CADENZA_TEST_EVENT_URL"):
 
 def _hold_acks(folder: Path) -> None:
     from cadenza.triggers.events.amqp import AmqpConsumer
-    from cadenza.triggers.events.mqtt import MqttConsumer
-
     from cadenza.triggers.events.kafka import KafkaConsumer
+    from cadenza.triggers.events.mqtt import MqttConsumer
 
     def hold(self, *_done) -> None:
         (folder / f"held.{os.getpid()}").touch()

@@ -12,9 +12,10 @@ authoring never imports the engine, and the engine is imported only on the first
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
@@ -358,6 +359,55 @@ def use_runner(runner: Runner) -> None:
     _runner = runner
 
 
+# While `collecting_problems()` is active (`cadenza pipelines check`), a @pipeline with
+# problems records its DefinitionError here instead of raising it, so that the rest of its
+# file goes on importing and every pipeline's problems are reported, not only the first's.
+_collected: list[DefinitionError] | None = None
+
+
+@contextlib.contextmanager
+def collecting_problems() -> Iterator[list[DefinitionError]]:
+    """Collect the DefinitionErrors of the pipelines defined inside the block (a check)."""
+    global _collected
+    previous, _collected = _collected, []
+    try:
+        yield _collected
+    finally:
+        _collected = previous
+
+
+class BrokenPipeline:
+    """What @pipeline returns for a pipeline with problems while they are collected: it has
+    no Plan (loaders skip it), and using it raises its DefinitionError."""
+
+    plan = None  # loaders look for a Plan: there is none
+
+    def __init__(self, name: str, error: DefinitionError) -> None:
+        self.name = name
+        self.error = error
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        raise self.error
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise self.error
+
+
+def _define(f: Callable[P, R], name: str | None, options: dict[str, Any]) -> Any:
+    if _collected is None:
+        return PipelineDef(f, name=name, **options)
+    try:
+        return PipelineDef(f, name=name, **options)
+    except DefinitionError as exc:
+        label = str(name or getattr(f, "__name__", "?"))
+        if exc.pipeline is None:  # a problem found without the pipeline's name: add it
+            exc = DefinitionError(label, list(exc.problems))
+        _collected.append(exc)
+        return BrokenPipeline(label, exc)
+
+
 def pipeline(fn: Any = None, /, *, name: str | None = None, **options: Any) -> Any:
     """Declare a pipeline: the body calls tasks and wires them; nothing runs until `.run()`.
 
@@ -368,9 +418,10 @@ def pipeline(fn: Any = None, /, *, name: str | None = None, **options: Any) -> A
             train(df)
     """
     if fn is not None:
-        return PipelineDef(fn, name=name, **options)
+        return _define(fn, name, options)
 
     def wrap(f: Callable[P, R]) -> PipelineDef[P, R]:
-        return PipelineDef(f, name=name, **options)
+        defined: PipelineDef[P, R] = _define(f, name, options)
+        return defined
 
     return wrap

@@ -1,5 +1,5 @@
-"""`cadenza pipelines list|pause|unpause`: every pipeline of the project, the files that fail
-to import, and pausing a pipeline's scheduling.
+"""`cadenza pipelines list|check|pause|unpause`: every pipeline of the project, the files that
+fail to import, checking them all for CI (`cli/check.py`), and pausing a pipeline's scheduling.
 
 What belongs here: presenting what `discovery.py` found, with each pipeline's pause state
 when the store has one (one query; a store that does not exist yet is not created for it).
@@ -10,6 +10,7 @@ through `triggers.loop.pause/unpause`; what pausing means is theirs to say.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -149,6 +150,56 @@ def list_pipelines(
         e.print("  fix: `python FILE` shows the full error; `cadenza run FILE` names the "
                 "problem and the fix")
         raise typer.Exit(1)
+
+
+@app.command("check")
+def check_pipelines(
+    paths: Annotated[list[Path] | None, typer.Argument(
+        help="Files or folders to check instead of cadenza.toml's `pipelines`.",
+        show_default=False)] = None,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help='Print JSON: {"ok": ..., "files": [...], "problems": [...]}.')] = False,
+    pools: Annotated[list[str] | None, typer.Option(
+        "--pool", help="A pool the deployment has (repeat for more): tasks may use it even "
+        "if this machine's store does not have it.", show_default=False)] = None,
+    timeout: Annotated[float, typer.Option(
+        help="Seconds one file may take to import before it is stopped and reported.")] = 60.0,
+    jobs: Annotated[int, typer.Option(
+        help="Files imported at once, each in its own process.")] = min(4, os.cpu_count() or 1),
+) -> None:
+    """Check every pipeline file for CI: import each in its own process and report every
+    problem of every file (definitions, schedules, triggers, pools, parameter defaults,
+    import errors, names defined twice). Exit code 1 if there is any.
+    """
+    from cadenza.cli.check import render, run_check, to_json
+    from cadenza.cli.discovery import require_project
+    from cadenza.core.errors import NotFound, UsageError
+    from cadenza.core.settings import get_settings
+    from cadenza.engine.loading import pipeline_files
+
+    if timeout <= 0 or jobs < 1:
+        raise UsageError("--timeout must be > 0 seconds and --jobs >= 1",
+                         hint="cadenza pipelines check --timeout 60 --jobs 4")
+    settings = get_settings()
+    if paths:
+        missing = [p for p in paths if not p.exists()]
+        if missing:
+            raise NotFound(f"no such file or folder: {missing[0]}", hint="check the path")
+        files = pipeline_files([p.resolve() for p in paths])
+    else:
+        files = require_project(settings)
+    if not files:
+        raise NotFound("no pipeline files (*.py) to check in " +
+                       ", ".join(str(p) for p in (paths or [])) if paths else
+                       "no pipeline files (*.py) in the project",
+                       hint="name the files or folders that hold your pipelines")
+    reports = run_check(files, settings=settings, timeout_s=timeout, jobs=jobs,
+                        declared_pools=set(pools or ()))
+    if json_out:
+        print_json(to_json(reports))
+    else:
+        render(reports, out())
+    raise typer.Exit(1 if any(r["problems"] for r in reports) else 0)
 
 
 def _known_names(name: str, store: Any, settings: Settings) -> tuple[bool, list[str]]:

@@ -155,3 +155,49 @@ def test_a_local_artifact_root_is_refused_with_the_fix(
     assert "a folder only this pod can see" in done.stderr
     assert "CADENZA_ARTIFACT_ROOT=s3://" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+SHAPES = [
+    ("failing", {}),  # a failure: one_failed and all_done run, the rest upstream_failed
+    ("fraud_training", {}),  # fan-out, fan-in, a branch, an all_done cleanup after it
+    ("multi_branch", {"which": ["middle"]}),  # skipped targets, a none_failed_min_one_success join
+]
+
+
+@pytest.mark.parametrize(("name", "params"), SHAPES, ids=[n for n, _ in SHAPES])
+def test_trigger_rules_branches_and_failures_end_as_in_a_local_run(
+        name: str, params: dict[str, Any], tmp_path: Path,
+        s3_bucket: S3Bucket,  # noqa: F811 - fixture
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from cadenza.core import settings as settings_mod
+    from cadenza.engine.api import result_from_store
+    from cadenza.engine.step_records import ObjectBook, import_run
+    from cadenza.store import open_store
+    from tests.pipelines import shapes
+
+    out = tmp_path / f"{name}.yaml"
+    subprocess.run([CADENZA, "compile", f"tests/pipelines/shapes.py:{name}", "-o", str(out)],
+                   cwd=ROOT, check=True, capture_output=True, text=True)
+    run_id = f"kfp-{secrets.token_hex(6)}"
+    root = s3_bucket.root("artifacts")
+    runner = LocalKfp.from_file(out, command_prefix=[CADENZA],
+                                env=_env(tmp_path / "pod-home", root, s3_bucket, None),
+                                cwd=ROOT, run_id=run_id)
+    runner.run(params)
+    assert runner.steps[-1].task == "cadenza-finalize"
+
+    monkeypatch.setenv("CADENZA_HOME", str(tmp_path / "local-home"))
+    monkeypatch.setenv("CADENZA_DATABASE_URL", f"sqlite:///{tmp_path / 'local.db'}")
+    monkeypatch.delenv("CADENZA_ARTIFACT_ROOT", raising=False)
+    settings_mod.set_settings(settings_mod.load_settings(tmp_path))
+    try:
+        local = getattr(shapes, name).run(executor="inline", **params)
+        store = open_store(f"sqlite:///{tmp_path / 'local.db'}")
+        import_run(run_id, artifact_root=root, store=store)
+        cluster = result_from_store(store, run_id, root)
+    finally:
+        settings_mod.set_settings(None)
+    assert ObjectBook(root).get_run(run_id) is not None
+    assert cluster.task_states == local.task_states
+    assert cluster.state == local.state
+    assert _outputs(cluster) == _outputs(local)

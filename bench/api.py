@@ -2,24 +2,29 @@
 
     python bench/api.py [--runs 100000] [--tasks-per-run 10] [--clients 200]
                         [--duration 30] [--interval 1] [--triggers 1000] [--workers 1]
-                        [--client-procs 2] [--cache-ttl S] [--keep] [--postgres URL]
+                        [--client-procs 2] [--client raw|httpx] [--loop L] [--http H]
+                        [--cache-ttl S] [--keep] [--database URL] [--postgres URL]
 
 1. Creates a database `cadenza_bench_<random>` on the server of --postgres (default
    postgresql+psycopg://postgres@127.0.0.1:5432/test) and bulk-loads it with COPY:
    --runs runs over 20 pipelines (85% success, 10% failed, 3% running, 2% queued, one a
-   minute, half with a logical date) and --tasks-per-run task instances each.
+   minute, half with a logical date) and --tasks-per-run task instances each. With
+   --database URL (a database an earlier --keep left), uses that one as it is.
 2. Starts `uvicorn cadenza.api.app:create_app --factory --workers N` as another process, in
    a temporary project whose pipelines/ holds the `bench_trigger` pipeline.
 3. --clients concurrent clients poll for --duration seconds, each once per --interval (a UI
    polling; 0 = a closed loop, which measures throughput: its latency is then queueing,
    clients / throughput by Little's law): the runs list (page 1; one pipeline; one state;
    page 2 through `next_cursor`) and a run's detail (a random run with its task
-   instances). Prints p50/p95/p99 per request kind, the errors and the throughput.
+   instances). Prints p50/p95/p99 per request kind, the errors, the throughput, and the
+   CPU the server and the clients used a request. The clients are `RawClient` (a lean
+   keep-alive HTTP/1.1 client, ~0.25 CPU ms a request) unless --client httpx (~5 CPU ms a
+   request: on a 2-core machine the load generator then starves the server it measures).
 4. --triggers runs triggered over HTTP at once (`POST /api/v1/pipelines/bench_trigger/runs`):
    prints how many runs the store holds for that pipeline afterwards (must equal it).
-The database is dropped at the end unless --keep. A printed table, not a timed test: the
-numbers depend on the machine and what else runs on it (issue 13 targets: p95 < 100 ms,
-p99 < 250 ms, 0 errors on a quiet machine).
+The database is dropped at the end unless --keep or --database. A printed table, not a
+timed test: the numbers depend on the machine and what else runs on it (issue 13 targets:
+p95 < 100 ms, p99 < 250 ms, 0 errors on a quiet machine).
 """
 
 from __future__ import annotations
@@ -139,7 +144,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(url: str, workers: int, cache_ttl_s: float | None = None
+def start_server(url: str, workers: int, cache_ttl_s: float | None = None, *,
+                 loop: str = "auto", http: str = "auto"
                  ) -> tuple[subprocess.Popen[bytes], str, Path]:
     project = Path(tempfile.mkdtemp(prefix="cadenza-bench-api-"))
     (project / "pipelines").mkdir()
@@ -152,7 +158,7 @@ def start_server(url: str, workers: int, cache_ttl_s: float | None = None
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "cadenza.api.app:create_app", "--factory",
          "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-         "--log-level", "warning", "--no-access-log"],
+         "--loop", loop, "--http", http, "--log-level", "warning", "--no-access-log"],
         cwd=project, env=env)
     base = f"http://127.0.0.1:{port}"
     import httpx
@@ -194,8 +200,55 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[k]
 
 
+class RawClient:
+    """A lean HTTP/1.1 keep-alive client on asyncio streams (GET only, Content-Length
+    bodies): a few microseconds of Python a request where httpx spends ~0.5 ms, so the load
+    generator does not starve a server on the same cores (see --client)."""
+
+    def __init__(self, base: str) -> None:
+        from urllib.parse import urlsplit
+
+        u = urlsplit(base)
+        self.host, self.port = u.hostname or "127.0.0.1", u.port or 80
+        self._head = f"Host: {u.netloc}\r\nAccept: application/json\r\n\r\n".encode()
+        self._conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def get(self, path: str, params: dict[str, Any] | None = None) -> tuple[int, bytes]:
+        from urllib.parse import urlencode
+
+        target = f"{path}?{urlencode(params)}" if params else path
+        for attempt in (0, 1):  # a kept connection the server closed: reconnect once
+            if self._conn is None:
+                self._conn = await asyncio.open_connection(self.host, self.port)
+            reader, writer = self._conn
+            try:
+                writer.write(b"GET " + target.encode() + b" HTTP/1.1\r\n" + self._head)
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (ConnectionError, asyncio.IncompleteReadError):
+                await self.close()
+                if attempt:
+                    raise
+                continue
+            status = int(head[9:12])
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.lower() == b"content-length":
+                    length = int(value)
+                elif name.lower() == b"transfer-encoding":
+                    raise ConnectionError("chunked answers are not supported by RawClient")
+            body = await reader.readexactly(length) if length else b""
+            return status, body
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn[1].close()
+            self._conn = None
+
+
 async def poll(base: str, ids: list[str], clients: int, duration_s: float, *, seed: int = 0,
-               interval_s: float = 1.0
+               interval_s: float = 1.0, kind_of_client: str = "raw"
                ) -> tuple[dict[str, list[float]], dict[str, int], dict[str, str]]:
     import httpx
 
@@ -205,71 +258,95 @@ async def poll(base: str, ids: list[str], clients: int, duration_s: float, *, se
     deadline = time.monotonic() + duration_s
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
-        async def timed(kind: str, path: str, params: dict[str, Any] | None = None
-                        ) -> Any:
-            t0 = time.perf_counter()
-            try:
-                r = await client.get(path, params=params)
-                ok = r.status_code == 200
-            except httpx.HTTPError as exc:
-                r, ok = None, False
-                first_error.setdefault(kind, f"{type(exc).__name__}: {exc}")
-            latencies[kind].append((time.perf_counter() - t0) * 1000)
-            if not ok:
-                errors[kind] += 1
-                if r is not None:
-                    first_error.setdefault(kind, f"{r.status_code}: {r.text[:200]}")
-                return None
-            return r.json()
-
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as shared:
         async def client_loop(n: int) -> None:
             rng = random.Random(seed + n)
-            i = 0
+            raw = RawClient(base) if kind_of_client == "raw" else None
+
+            async def timed(kind: str, path: str, params: dict[str, Any] | None = None
+                            ) -> Any:
+                t0 = time.perf_counter()
+                status, body = 0, b""
+                try:
+                    if raw is not None:
+                        status, body = await asyncio.wait_for(raw.get(path, params), 30)
+                    else:
+                        r = await shared.get(path, params=params)
+                        status, body = r.status_code, r.content
+                except (httpx.HTTPError, OSError, asyncio.IncompleteReadError,
+                        TimeoutError) as exc:
+                    first_error.setdefault(kind, f"{type(exc).__name__}: {exc}")
+                    if raw is not None:
+                        await raw.close()
+                latencies[kind].append((time.perf_counter() - t0) * 1000)
+                if status != 200:
+                    errors[kind] += 1
+                    if status:
+                        first_error.setdefault(kind, f"{status}: {body[:200]!r}")
+                    return None
+                return body
+
             # A UI polls: each client asks for a list and a detail once per interval
             # (starts staggered over the first interval). 0: as fast as answers come.
+            i = 0
             next_at = time.monotonic() + rng.random() * interval_s
-            while time.monotonic() < deadline:
-                if interval_s > 0:
-                    delay = next_at - time.monotonic()
-                    if delay > 0:
-                        await asyncio.sleep(delay)  # pacing the load, not waiting on a result
-                    next_at = max(next_at + interval_s, time.monotonic())
-                variant = i % 4
-                if variant == 0:
-                    await timed("runs list, page 1", "/api/v1/runs")
-                elif variant == 1:
-                    await timed("runs list, one pipeline", "/api/v1/runs",
-                                {"pipeline": rng.choice(PIPELINES)})
-                elif variant == 2:
-                    await timed("runs list, one state", "/api/v1/runs",
-                                {"state": rng.choice(["failed", "running"])})
-                else:
-                    page = await timed("runs list, page 1", "/api/v1/runs",
-                                       {"pipeline": rng.choice(PIPELINES)})
-                    if page and page.get("next_cursor"):
-                        await timed("runs list, page 2", "/api/v1/runs",
-                                    {"cursor": page["next_cursor"],
-                                     "pipeline": page["items"][0]["pipeline"]})
-                await timed("run detail", f"/api/v1/runs/{rng.choice(ids)}")
-                i += 1
+            try:
+                while time.monotonic() < deadline:
+                    if interval_s > 0:
+                        delay = next_at - time.monotonic()
+                        if delay > 0:
+                            await asyncio.sleep(delay)  # pacing the load, not a wait
+                        next_at = max(next_at + interval_s, time.monotonic())
+                    variant = i % 4
+                    if variant == 0:
+                        await timed("runs list, page 1", "/api/v1/runs")
+                    elif variant == 1:
+                        await timed("runs list, one pipeline", "/api/v1/runs",
+                                    {"pipeline": rng.choice(PIPELINES)})
+                    elif variant == 2:
+                        await timed("runs list, one state", "/api/v1/runs",
+                                    {"state": rng.choice(["failed", "running"])})
+                    else:
+                        body = await timed("runs list, page 1", "/api/v1/runs",
+                                           {"pipeline": rng.choice(PIPELINES)})
+                        page = json.loads(body) if body else None
+                        if page and page.get("next_cursor"):
+                            await timed("runs list, page 2", "/api/v1/runs",
+                                        {"cursor": page["next_cursor"],
+                                         "pipeline": page["items"][0]["pipeline"]})
+                    await timed("run detail", f"/api/v1/runs/{rng.choice(ids)}")
+                    i += 1
+            finally:
+                if raw is not None:
+                    await raw.close()
 
         await asyncio.gather(*(client_loop(n) for n in range(clients)))
     return latencies, errors, first_error
 
 
 def _poll_process(base: str, ids: list[str], clients: int, duration_s: float, seed: int,
-                  interval_s: float
-                  ) -> tuple[dict[str, list[float]], dict[str, int], dict[str, str]]:
+                  interval_s: float, kind_of_client: str
+                  ) -> tuple[dict[str, list[float]], dict[str, int], dict[str, str], float]:
+    """One client process; also returns the CPU seconds it used (the load generator's own
+    cost, which shares the cores with the server when both run on one machine)."""
     random.seed(seed)
-    lat, err, first = asyncio.run(poll(base, ids, clients, duration_s, seed=seed,
-                                       interval_s=interval_s))
-    return dict(lat), dict(err), first
+    run: Any = asyncio.run
+    if kind_of_client == "raw":
+        try:
+            import uvloop
+
+            run = uvloop.run
+        except ImportError:
+            pass
+    cpu0 = time.process_time()
+    lat, err, first = run(poll(base, ids, clients, duration_s, seed=seed,
+                               interval_s=interval_s, kind_of_client=kind_of_client))
+    return dict(lat), dict(err), first, time.process_time() - cpu0
 
 
 def poll_in_processes(base: str, ids: list[str], clients: int, duration_s: float, procs: int,
-                      interval_s: float
-                      ) -> tuple[dict[str, list[float]], dict[str, int], dict[str, str]]:
+                      interval_s: float, kind_of_client: str = "raw"
+                      ) -> tuple[dict[str, list[float]], dict[str, int], dict[str, str], float]:
     import concurrent.futures as cf
     import multiprocessing
 
@@ -279,17 +356,20 @@ def poll_in_processes(base: str, ids: list[str], clients: int, duration_s: float
     errors: dict[str, int] = defaultdict(int)
     first: dict[str, str] = {}
     with cf.ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("spawn")) as ex:
-        futures = [ex.submit(_poll_process, base, ids, n, duration_s, i * 1000, interval_s)
+        futures = [ex.submit(_poll_process, base, ids, n, duration_s, i * 1000, interval_s,
+                             kind_of_client)
                    for i, n in enumerate(shares)]
+        client_cpu = 0.0
         for f in futures:
-            lat, err, fe = f.result()
+            lat, err, fe, cpu = f.result()
+            client_cpu += cpu
             for k, v in lat.items():
                 latencies[k].extend(v)
             for k, n in err.items():
                 errors[k] += n
             for k, text in fe.items():
                 first.setdefault(k, text)
-    return latencies, errors, first
+    return latencies, errors, first, client_cpu
 
 
 async def trigger_many(base: str, count: int) -> tuple[int, dict[int, int], float]:
@@ -312,8 +392,8 @@ async def trigger_many(base: str, count: int) -> tuple[int, dict[int, int], floa
     return statuses.get(201, 0), dict(statuses), took
 
 
-def count_runs(url: str, database: str, pipeline: str) -> int:
-    with _connect(url, database) as conn:
+def count_runs(url: str, pipeline: str) -> int:
+    with _connect(url) as conn:
         row = conn.execute("SELECT count(*) FROM runs WHERE pipeline = %s", (pipeline,)).fetchone()
     return int(row[0]) if row else 0
 
@@ -336,21 +416,44 @@ def main() -> None:
     ap.add_argument("--cache-ttl", type=float, default=None,
                     help="the server's response cache TTL in seconds (api_cache_ttl_s; "
                     "default: the server's, 1 s; 0: off)")
+    ap.add_argument("--client", choices=["raw", "httpx"], default="raw",
+                    help="the load generator: raw (RawClient on uvloop when installed: a few "
+                    "us of CPU a request) or httpx (~0.5 ms a request: on a 2-core machine "
+                    "the clients then take much of the CPU the server needs)")
+    ap.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
+                    help="uvicorn's --loop (auto: uvloop when installed)")
+    ap.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto",
+                    help="uvicorn's --http (auto: httptools when installed)")
     ap.add_argument("--keep", action="store_true", help="keep the database (its URL is printed)")
+    ap.add_argument("--database", default=None, metavar="URL",
+                    help="use this already loaded database (one --keep printed) instead of "
+                    "creating and loading one; it is kept")
     args = ap.parse_args()
 
-    url, database = create_database(args.postgres)
-    print(f"database {database}")
+    if args.database:
+        url, database = args.database, None
+        with _connect(url) as conn:
+            ids = [r[0] for r in conn.execute(
+                "SELECT run_id FROM runs WHERE run_id LIKE 'r-bench-%'").fetchall()]
+        print(f"database {url}: {len(ids):,} bench runs")
+    else:
+        url, database = create_database(args.postgres)
+        print(f"database {database}")
     proc = None
     try:
-        ids = load(url, database, args.runs, args.tasks_per_run)
-        proc, base, _ = start_server(url, args.workers, args.cache_ttl)
-        print(f"server {base} (uvicorn, {args.workers} worker(s)); {args.clients} clients "
+        if database is not None:
+            ids = load(url, database, args.runs, args.tasks_per_run)
+        proc, base, _ = start_server(url, args.workers, args.cache_ttl,
+                                     loop=args.loop, http=args.http)
+        print(f"server {base} (uvicorn --loop {args.loop} --http {args.http}, "
+              f"{args.workers} worker(s)); {args.clients} {args.client} clients "
               f"in {args.client_procs} process(es) for {args.duration:g} s, polling "
-              + (f"every {args.interval:g} s" if args.interval > 0 else "in a closed loop"))
+              + (f"every {args.interval:g} s" if args.interval > 0 else "in a closed loop")
+              + f"; load average before: {os.getloadavg()[0]:.2f}")
         cpu_before = server_cpu_s(proc)
-        latencies, errors, first = poll_in_processes(base, ids, args.clients, args.duration,
-                                                     args.client_procs, args.interval)
+        latencies, errors, first, client_cpu = poll_in_processes(
+            base, ids, args.clients, args.duration, args.client_procs, args.interval,
+            args.client)
         print()
         print(f"{'request':<26}{'count':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}")
         for kind in sorted(latencies):
@@ -364,13 +467,16 @@ def main() -> None:
         cpu = server_cpu_s(proc) - cpu_before
         print(f"throughput {len(every) / args.duration:.0f} requests/s; the server used "
               f"{cpu:.1f} CPU s: {cpu / max(len(every), 1) * 1000:.2f} CPU ms a request "
-              f"(a core to itself would answer ~{len(every) / cpu if cpu else 0:.0f}/s)")
+              f"(a core to itself would answer ~{len(every) / cpu if cpu else 0:.0f}/s); "
+              f"the clients used {client_cpu:.1f} CPU s: "
+              f"{client_cpu / max(len(every), 1) * 1000:.2f} CPU ms a request; load average "
+              f"after: {os.getloadavg()[0]:.2f}")
         for kind, text in first.items():
             print(f"  first error of {kind}: {text}")
         if args.triggers:
-            before = count_runs(url, database, "bench_trigger")
+            before = count_runs(url, "bench_trigger")
             created, statuses, took = asyncio.run(trigger_many(base, args.triggers))
-            after = count_runs(url, database, "bench_trigger")
+            after = count_runs(url, "bench_trigger")
             print()
             print(f"{args.triggers} triggers at once: {created} answered 201 in {took:.1f} s "
                   f"(statuses {statuses}); runs of bench_trigger in the store: "
@@ -380,7 +486,7 @@ def main() -> None:
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=30)
-        if args.keep:
+        if args.keep or database is None:
             print(f"kept: {url}")
         else:
             drop_database(args.postgres, database)

@@ -127,7 +127,7 @@ def runs_list_rows(store: RunStore, where: RunFilter, *, after: tuple[datetime, 
     page on PostgreSQL, read and serialised: 5,247 Python calls -> 3,722)."""
     statement, values = _page_query(where, after, limit, brief=True)
     with _reading(store) as conn:
-        return [tuple(row) for row in conn.execute(statement, values)]
+        return [tuple(row) for row in conn.execute(statement, values).all()]
 
 
 def _page_query(where: RunFilter, after: tuple[datetime, str] | None, limit: int, *,
@@ -205,6 +205,54 @@ def run_with_tasks(store: RunStore, run_id: str) -> tuple[RunRecord, RunTasks]:
     return run_from_row(row), RunTasks(instances=instances, map_states=counts)
 
 
+# What a run's detail shows of each task instance, in this order (`run_detail_rows`): not
+# the output reference, cache key or cache detail (which can be long).
+TI_DETAIL_FIELDS = ("task_id", "map_index", "state", "attempt", "pool", "queued_at",
+                    "started_at", "ended_at", "next_retry_at", "error", "cache_origin",
+                    "worker", "map_count", "reason")
+_DETAIL_RUN = (select(*_RUN_LIST_COLUMNS, _runs.c.extra)
+               .where(_runs.c.run_id == bindparam("run_id")))
+_DETAIL_TIS = (select(*(_tis.c[name] for name in TI_DETAIL_FIELDS))
+               .where(_tis.c.run_id == bindparam("run_id"), _tis.c.map_index == -1)
+               .order_by(_tis.c.task_id))
+
+
+_MAP_COUNT = TI_DETAIL_FIELDS.index("map_count")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunDetailRows:
+    """A run's detail as plain rows: `run` in RUN_LIST_FIELDS order, its `extra` (the task
+    order), its task instances without mapped children in TI_DETAIL_FIELDS order (states
+    as strings, JSON decoded), and per mapped task its children's count per state."""
+
+    run: tuple[Any, ...]
+    extra: dict[str, Any]
+    instances: list[tuple[Any, ...]]
+    map_states: dict[str, dict[str, int]]
+
+
+@translated("reading a run")
+def run_detail_rows(store: RunStore, run_id: str) -> RunDetailRows:
+    """As `run_with_tasks`, but only what a run's detail shows, as plain tuples (no
+    RunRecord or TaskInstanceRecord): the API serialises them straight to JSON (a run of
+    10 tasks on PostgreSQL, read: ~1,180 Python calls -> ~560, cProfile). RunNotFound if
+    there is no such run."""
+    key = {"run_id": run_id}
+    with _reading(store) as conn:
+        row = conn.execute(_DETAIL_RUN, key).first()
+        if row is None:
+            raise _run_not_found(run_id)
+        instances = [tuple(ti) for ti in conn.execute(_DETAIL_TIS, key).all()]
+        counts: dict[str, dict[str, int]] = {}
+        if any(ti[_MAP_COUNT] is not None for ti in instances):  # a mapped task's summary
+            for task_id, state, n in conn.execute(_MAP_STATES, key):
+                counts.setdefault(task_id, {})[state] = int(n)
+    *run, extra = row
+    return RunDetailRows(run=tuple(run), extra=extra or {}, instances=instances,
+                         map_states=counts)
+
+
 @translated("reading task states of runs")
 def task_states(store: RunStore, run_ids: Collection[str]) -> dict[str, dict[str, TaskState]]:
     """For each run, its tasks' states (a mapped task by its summary row): what a runs x
@@ -221,5 +269,6 @@ def task_states(store: RunStore, run_ids: Collection[str]) -> dict[str, dict[str
     return out
 
 
-__all__ = ["RUN_LIST_FIELDS", "RunBrief", "RunFilter", "RunTasks", "recent_runs",
-           "run_with_tasks", "runs_list_rows", "runs_page", "task_states"]
+__all__ = ["RUN_LIST_FIELDS", "TI_DETAIL_FIELDS", "RunBrief", "RunDetailRows", "RunFilter",
+           "RunTasks", "recent_runs", "run_detail_rows", "run_with_tasks", "runs_list_rows",
+           "runs_page", "task_states"]

@@ -129,7 +129,8 @@ def create_app(
     ttl = cache_ttl_s if cache_ttl_s is not None else _cache_ttl(settings)
     app.state.response_cache = ResponseCache(ttl)
     app.add_middleware(ResponseCacheMiddleware, prefix=API_PREFIX,
-                       cache=app.state.response_cache, known=_known(app.state.authenticate))
+                       cache=app.state.response_cache, known=_known(app.state.authenticate),
+                       polled_read=runs.polled_read(app.state.store))
     for router in ROUTERS:
         # RequireViewer on every router: a route that forgets its role still needs a token.
         app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES,

@@ -167,10 +167,13 @@ class RunFeeds:
                 self._start_poller(feed)  # the previous one stopped between two clients
                 idle = False
                 async with feed.changed:
+                    # asyncio.timeout, not wait_for: the wait stays in this task, which holds
+                    # the lock (wait_for's own task could, on Python 3.11 under uvloop, come
+                    # back from a timed-out wait without the lock: "cannot wait on
+                    # un-acquired lock").
                     try:
-                        await asyncio.wait_for(
-                            feed.changed.wait_for(self._woken(feed, sent)),
-                            timeout=self.heartbeat_s)
+                        async with asyncio.timeout(self.heartbeat_s):
+                            await feed.changed.wait_for(self._woken(feed, sent))
                     except TimeoutError:
                         idle = True
                 if idle:  # never yield while holding the lock the poller notifies under

@@ -9,9 +9,11 @@ resume and retry requeue an ended run through `engine/rerun.py` for a scheduler 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import APIRouter, Body, Path, Query, Response
@@ -22,6 +24,7 @@ from cadenza.api.deps import CatalogDep, SettingsDep, StoreDep
 from cadenza.api.errors import FieldError, json_response
 from cadenza.api.pagination import (
     DEFAULT_LIMIT,
+    MAX_LIMIT,
     Cursor,
     Limit,
     decode_cursor,
@@ -346,3 +349,67 @@ def retry(run_id: RunId, store: StoreDep, catalog: CatalogDep,
     req = request_retry(store, run_id, catalog.get(run.pipeline), task_id=body.task_id,
                         downstream=body.downstream)
     return RerunOut(run=run_out(req.run), tasks=list(req.tasks))
+
+
+# ---------------------------------------------------------------------------------------------
+# The polled reads without FastAPI's routing, dependencies and parameter validation
+# (api/cache.py calls these on a response-cache miss when the caller is known without a
+# store read): ~1,450 Python calls a request saved, about half of a run detail's cost
+# (bench/api_counts.py). Same functions, same bytes as the routes above
+# (tests/integration/test_api_fast_reads.py); anything unusual -> None: the app answers.
+
+PolledRead = Callable[[], bytes]
+_LIST_KEYS = frozenset({"pipeline", "state", "limit", "cursor"})
+_RUN_STATES = frozenset(s.value for s in RunState)
+
+
+def polled_read(store: RunStore) -> Callable[[str, bytes], PolledRead | None]:
+    """For a GET of `path` (below the API prefix) with `query`: a function that reads and
+    serialises what `get_run` or `list_runs` would answer (raising what they raise), or
+    None when the request is not one of their plain shapes (then the app answers it)."""
+
+    def route(path: str, query: bytes) -> PolledRead | None:
+        if path.startswith("/runs/"):
+            run_id = path[6:]
+            if query or not run_id or "/" in run_id or len(run_id) > 200:
+                return None
+            return lambda: bytes(_detail_response(run_detail_rows(store, run_id)).body)
+        if path == "/runs":
+            args = _plain_list_query(query)
+            if args is None:
+                return None
+            pipeline, states, limit, cursor = args
+            return lambda: bytes(_page(store, _filter(pipeline, states, None, None, None, None),
+                                       cursor, limit).body)
+        return None
+
+    return route
+
+
+def _plain_list_query(query: bytes
+                      ) -> tuple[str | None, list[RunState] | None, int, str | None] | None:
+    """`list_runs`' parameters from a query of only pipeline, state (repeatable), limit and
+    cursor with plainly valid values; None for anything else (the app validates it)."""
+    values: dict[str, str] = {}
+    states: list[RunState] = []
+    for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if key not in _LIST_KEYS or not value:
+            return None
+        if key == "state":
+            if value not in _RUN_STATES:
+                return None
+            states.append(RunState(value))
+        elif key in values:
+            return None
+        else:
+            values[key] = value
+    limit = DEFAULT_LIMIT
+    if "limit" in values:
+        raw = values["limit"]
+        if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+            return None
+        limit = int(raw)
+    cursor = values.get("cursor")
+    if cursor is not None and len(cursor) > 1000:
+        return None
+    return values.get("pipeline"), states or None, limit, cursor

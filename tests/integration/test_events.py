@@ -330,3 +330,31 @@ def test_nats_redelivery_after_a_failure_before_ack_makes_no_second_run(
     runs = open_store(cadenza_env.database_url).list_runs(pipeline="nats_redeliver")
     assert [r.run_id for r in runs] == [outcomes[0].event.run_id]
     consumer.close()
+
+
+def test_unreachable_redis_and_nats_name_the_trigger_the_pipeline_and_the_fix() -> None:
+    import socket
+
+    from cadenza.core.errors import ConfigError
+    from cadenza.triggers.events.nats import NatsConsumer
+    from cadenza.triggers.events.redis import RedisConsumer
+
+    pytest.importorskip("redis", reason="pip install 'cadenza[triggers]'")
+    pytest.importorskip("nats", reason="pip install 'cadenza[triggers]'")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    redis_trigger = EventTrigger(f"redis://127.0.0.1:{port}/0?stream=orders")
+    nats_trigger = EventTrigger(f"nats://127.0.0.1:{port}?subject=orders")
+    for consumer, source in (
+            (RedisConsumer(redis_trigger, "ingest", lambda mid, raw: None),
+             f"redis://127.0.0.1:{port}/0?stream=orders"),
+            # nats-py retries a first connection forever: it must give up and say so.
+            (NatsConsumer(nats_trigger, "ingest", lambda mid, raw: None),
+             f"nats://127.0.0.1:{port}?subject=orders")):
+        with pytest.raises(ConfigError) as info:
+            consumer.prepare()
+        text = str(info.value)
+        assert text.startswith(f"pipeline 'ingest': EventTrigger {source}: cannot use the")
+        assert "Fix: start the broker" in text
+        consumer.close()

@@ -42,7 +42,8 @@ def test_mqtt_url_keeps_topic_wildcards() -> None:
 
 @pytest.mark.parametrize(("url", "problem", "fix"), [
     ("kafka://bus:9092?group=g", "names no topic", "kafka://host:9092?topic="),
-    ("kafka://bus:9092?topic=t&partition=2", "unknown parameter 'partition'", "kafka://"),
+    ("kafka://bus:9092?topic=t&partition=2",
+     "unknown parameter 'partition'. Did you mean 'partitions'?", "kafka://"),
     ("kafka://u:p@bus:9092?topic=t", "credentials", "kafka://"),
     ("kafka://bus:x?topic=t", "not host:port", "kafka://"),
     ("kafka://bus?topic=t&start=latest", "neither 'new' nor 'all'", "kafka://"),

@@ -13,9 +13,11 @@ import logging
 from typing import Any
 
 from cadenza.triggers.events.messages import Handler
-from cadenza.triggers.events.trigger import EventTrigger
+from cadenza.triggers.events.trigger import EventTrigger, missing_client, unreachable
 
 log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0
 
 
 class NatsConsumer:
@@ -31,8 +33,13 @@ class NatsConsumer:
                  batch: int = 64) -> None:
         import asyncio
 
+        try:
+            import nats  # noqa: F401 - checked here, used when connecting
+        except ImportError:
+            raise missing_client(trigger, pipeline, "nats") from None
         p = trigger.parsed
         self.trigger = trigger
+        self.pipeline = pipeline
         self.subject = p["subject"]
         self.stream_name = p.get("stream")
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in pipeline)
@@ -50,17 +57,35 @@ class NatsConsumer:
         return self.loop.run_until_complete(coro)
 
     async def _connect(self) -> None:
+        import asyncio
+
         import nats
-        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-        from nats.js.errors import NotFoundError
+        import nats.errors
 
         if self._sub is not None:
             return
         async def on_error(exc: Exception) -> None:
             log.debug("nats %s: %s", self.server, exc)
 
-        self._nc = await nats.connect(self.server, connect_timeout=5, max_reconnect_attempts=-1,
-                                      error_cb=on_error)
+        # Reconnects forever once connected; the first connection gets CONNECT_TIMEOUT_S
+        # (nats-py would retry it forever too, and prepare() would never return).
+        try:
+            self._nc = await asyncio.wait_for(nats.connect(
+                self.server, connect_timeout=5, max_reconnect_attempts=-1, error_cb=on_error),
+                CONNECT_TIMEOUT_S)
+            await self._subscribe()
+        except (OSError, TimeoutError, nats.errors.Error) as exc:
+            nc, self._nc = self._nc, None
+            if nc is not None:
+                await nc.close()
+            raise unreachable(self.trigger, self.pipeline,
+                              str(exc) or f"no answer within {CONNECT_TIMEOUT_S:g} s"
+                              ) from None
+
+    async def _subscribe(self) -> None:
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+        from nats.js.errors import NotFoundError
+
         js = self._nc.jetstream()
         stream = self.stream_name
         if stream is None:

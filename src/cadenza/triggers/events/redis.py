@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from cadenza.triggers.events.messages import Handler, consumer_name
-from cadenza.triggers.events.trigger import EventTrigger
+from cadenza.triggers.events.trigger import EventTrigger, missing_client, unreachable
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +31,14 @@ class RedisConsumer:
     def __init__(self, trigger: EventTrigger, pipeline: str, handler: Handler, *,
                  consumer: str | None = None, batch: int = 64,
                  claim_idle_ms: int = 30_000) -> None:
-        import redis
-
+        try:
+            import redis
+        except ImportError:
+            raise missing_client(trigger, pipeline, "redis") from None
+        self._errors = (redis.ConnectionError, redis.TimeoutError)
         p = trigger.parsed
         self.trigger = trigger
+        self.pipeline = pipeline
         self.stream = p["stream"]
         self.group = p.get("group") or f"cadenza.{pipeline}"
         self.start_id = "0" if p.get("start") == "all" else "$"
@@ -51,6 +55,12 @@ class RedisConsumer:
 
     def prepare(self) -> None:
         """Create the consumer group if missing (new messages from now on make runs)."""
+        try:
+            self._prepare()
+        except self._errors as exc:
+            raise unreachable(self.trigger, self.pipeline, exc) from None
+
+    def _prepare(self) -> None:
         import redis
 
         if self._ready:
@@ -65,7 +75,13 @@ class RedisConsumer:
     def poll(self, block_ms: int = 1000) -> int:
         """Process what is there (waiting up to block_ms for new entries). Returns how many
         entries were handled."""
-        self.prepare()
+        try:
+            return self._poll(block_ms)
+        except self._errors as exc:
+            raise unreachable(self.trigger, self.pipeline, exc) from None
+
+    def _poll(self, block_ms: int) -> int:
+        self._prepare()
         handled = 0
         # Entries a dead (or failed) consumer left unacknowledged for long enough.
         res: Any = self.client.xautoclaim(self.stream, self.group, self.consumer,

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 from cadenza.core.errors import ConfigError, DefinitionError
+from cadenza.core.suggest import did_you_mean
 
 # What a URL of each scheme looks like (the fix of every URL error) and the pip extra
 # holding its client library.
@@ -87,8 +88,9 @@ class EventTrigger:
         unknown = sorted(set(query) - set(allowed))
         if unknown:
             raise self._fail(f"unknown parameter{'s' if len(unknown) > 1 else ''} "
-                             f"{', '.join(map(repr, unknown))} (a {kind} trigger takes "
-                             f"{', '.join(allowed)})", kind)
+                             f"{', '.join(map(repr, unknown))}."
+                             f"{did_you_mean(unknown[0], allowed)} A {kind} trigger takes "
+                             f"{', '.join(allowed)}", kind)
         if not query.get(allowed[0]):
             raise self._fail(f"names no {allowed[0]}", kind)
         if query.get("start", "new") not in ("new", "all"):

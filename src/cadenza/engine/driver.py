@@ -66,6 +66,7 @@ S = TaskState
 # committed at once.
 GROUP_COMMIT_S = 0.010
 GROUP_COMMIT_MAX_TASK_S = 0.050
+_FOR_INPUTS = "a call's input is not committed yet"  # _should_flush's rule 1
 
 
 class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
@@ -133,6 +134,9 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
         self._seq = itertools.count()
         self._code_prints: dict[int, str] = {}  # id(fn) -> code fingerprint (lineage)
         self._dirty_since: float | None = None
+        # When the oldest start a commit left out (`_flush(defer_starts=True)`) was left out.
+        self._deferred_since: float | None = None
+        self._deferred: set[int] = set()  # the `dirty` keys that commit left out
         # The run's part of every call's context, and the run record and secrets it was
         # built from (_call_context).
         self._context: dict[str, Any] | None = None
@@ -230,8 +234,9 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
                 self._cancel_everything(self._cancel_reason)
                 return
             calls = self._admit()
-            if self._should_flush(calls):
-                self._flush(synchronous=self._must_flush)
+            why = self._should_flush(calls)
+            if why:
+                self._flush(synchronous=self._must_flush, defer_starts=why is _FOR_INPUTS)
             for inst, call in calls:
                 self._submit(inst, call)
             if not self.in_flight and not self.ready and not self.retry_heap:
@@ -245,8 +250,9 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
                 continue
             self._wait_and_fold()
 
-    def _should_flush(self, calls: list[tuple[Instance, TaskCall]]) -> bool:
+    def _should_flush(self, calls: list[tuple[Instance, TaskCall]]) -> object:
         """Group commit, within the rule that work never starts on an uncommitted input.
+        Returns why to commit now (a true value) or False.
 
         1. A call whose upstream's end is not committed yet -> commit first (always).
         2. An outcome of an attempt that ran for GROUP_COMMIT_MAX_TASK_S or longer -> commit
@@ -262,6 +268,14 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
         run's first and last, and cancels stay synchronous, flushing all before them.
         Measured on wide500/inline (2 slow cores, SQLite WAL): one commit per task costs
         ~0.25-0.4 ms; grouping brings the store's share under 0.05 ms per task.
+
+        A rule-1 commit (`_FOR_INPUTS`) leaves out the starts of this step's calls: a start
+        is nobody's input, so its 'running' row rides on the next commit, at the latest
+        GROUP_COMMIT_S later (rule 3), or with the attempt's end when that comes first (one
+        row write instead of two, in a chain one statement of three). A kill -9 before it is
+        written loses a start of a quick task, which resume runs again anyway. Inline runs
+        the call in this thread: its watch commits the start once the call has taken
+        GROUP_COMMIT_S.
         """
         if self._must_flush or not (self.dirty or self.batch):
             return self._must_flush
@@ -274,7 +288,7 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
             for inst, _ in calls:
                 for up in self.nodes[inst.node.id].blocking:
                     if up in uncommitted:
-                        return True
+                        return _FOR_INPUTS
         return False
 
     def _wait_and_fold(self) -> None:
@@ -567,23 +581,40 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
         self.callbacks.run_all()
         return state
 
-    def _flush(self, *, callbacks: bool = True, synchronous: bool = True) -> None:
+    def _flush(self, *, callbacks: bool = True, synchronous: bool = True,
+               defer_starts: bool = False) -> None:
+        """Commit what changed. `defer_starts` (see `_should_flush`): a stored instance that
+        is RUNNING stays in `dirty` for the next commit, which comes at the latest
+        GROUP_COMMIT_S after the first start left out."""
         batch = self.batch
         batch.synchronous = synchronous
-        if self.dirty:
-            for inst in self.dirty.values():
+        dirty = self.dirty
+        kept: list[tuple[int, Instance]] = []
+        if dirty:
+            for key, inst in dirty.items():
+                if defer_starts and inst.persisted and inst.state is S.RUNNING:
+                    kept.append((key, inst))
+                    continue
                 rec = inst.record(self.run_id)
                 if inst.persisted:
                     batch.task_instance_updates.append(rec)
                 else:
                     inst.persisted = True
                     batch.new_task_instances.append(rec)
-            self.dirty.clear()
+            dirty.clear()
         if batch:
             self.store.write(batch)
             self.batch = WriteBatch()
         self._uncommitted.clear()
-        self._dirty_since = None
+        if kept:
+            dirty.update(kept)
+            keys = {key for key, _ in kept}
+            if self._deferred_since is None or self._deferred.isdisjoint(keys):
+                self._deferred_since = time.monotonic()  # all left out just now
+            self._deferred = keys
+            self._dirty_since = self._deferred_since
+        else:
+            self._deferred_since = self._dirty_since = None
         self._must_flush = False
         if callbacks and self.callbacks:
             self.callbacks.run_all()

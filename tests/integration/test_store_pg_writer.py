@@ -1,6 +1,7 @@
 """PostgreSQL's writer (store/dml.py `Writer`, store/pgwrite.py): a store keeps one
-autocommit connection for its writes and sends each write transaction (BEGIN, statements,
-COMMIT) as one round trip, with statements prepared once per connection; updates are still
+autocommit connection for its writes and sends each write transaction (the statements, in
+BEGIN ... COMMIT when synchronous, otherwise as the pipeline's implicit transaction) as one
+round trip, with statements prepared once per connection; updates are still
 checked (on the server), a failed write rolls back and leaves the connection usable, and
 dispose() gives the connection back as it came.
 
@@ -157,6 +158,35 @@ def test_statements_are_prepared_once_per_connection(store: RunStore) -> None:
 
 
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_write_is_one_transaction_and_waits_for_the_disk_only_when_synchronous(
+        store: RunStore) -> None:
+    """What the server saw, recorded by a trigger on each row update: the transaction and
+    the synchronous_commit it ran under. A write without BEGIN (the pipeline's implicit
+    transaction) is still one transaction."""
+    run = make_run()
+    store.create_run(run, [ti(run.run_id, n) for n in "abcd"])
+    with store._engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE seen (task text, tx bigint, sync text)")
+        conn.exec_driver_sql(
+            "CREATE FUNCTION note_update() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "INSERT INTO seen VALUES (NEW.task_id, txid_current(), "
+            "current_setting('synchronous_commit')); RETURN NEW; END $$")
+        conn.exec_driver_sql("CREATE TRIGGER note AFTER UPDATE ON task_instances "
+                             "FOR EACH ROW EXECUTE FUNCTION note_update()")
+    for pair, synchronous in [("ab", True), ("cd", False)]:
+        store.write(WriteBatch(
+            task_instance_updates=[ti(run.run_id, n, state=TaskState.SUCCESS, attempt=1)
+                                   for n in pair],
+            synchronous=synchronous))
+    with store._engine.connect() as conn:
+        seen = conn.exec_driver_sql("SELECT task, tx, sync FROM seen ORDER BY task").all()
+    assert [(task, sync) for task, _, sync in seen] == [
+        ("a", "on"), ("b", "on"), ("c", "off"), ("d", "off")]
+    tx = [t for _, t, _ in seen]
+    assert tx[0] == tx[1] and tx[2] == tx[3] and tx[1] != tx[2]
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 def test_a_failed_write_rolls_back_and_the_connection_stays_usable(store: RunStore) -> None:
     from psycopg.pq import TransactionStatus
 
@@ -241,9 +271,12 @@ def test_close_gives_the_kept_connection_back_and_a_later_write_takes_it_again(
     assert pg.autocommit
     pool = store._engine.pool
     assert pool.checkedout() == 1  # type: ignore[attr-defined]
+    assert pg.execute("SHOW synchronous_commit").fetchone()[0] == "off"
     store._writer.close()
     assert store._writer._conn is None
     assert not pg.autocommit and pg.prepare_threshold == 5
+    assert pg.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+    pg.rollback()
     assert pool.checkedout() == 0  # type: ignore[attr-defined]
     # The pool's one connection is taken again by the next write, with the statements the
     # first Writer prepared on it still there: they count as prepared (no second Parse).

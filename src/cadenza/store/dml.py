@@ -235,8 +235,9 @@ class Writer:
     statement again) between writes.
 
     PostgreSQL: the kept connection is in autocommit mode and a write is ONE round trip:
-    BEGIN, the statements and COMMIT go out in one libpq pipeline with one Sync
-    (store/pgwrite.py). Through the pool it took three (BEGIN, the statements, COMMIT).
+    the statements (in BEGIN ... COMMIT when synchronous) go out in one libpq pipeline with
+    one Sync (store/pgwrite.py). Through the pool it took three (BEGIN, the statements,
+    COMMIT).
 
     Threads: the driver's thread and the watch thread of an inline run both write, so a
     lock holds the connection for one whole transaction at a time (a second thread waits
@@ -334,7 +335,7 @@ class Writer:
         if _forks != self._born:
             return
         with self._lock:
-            conn, self._conn, self._pg = self._conn, None, None
+            conn, pg_write, self._conn, self._pg = self._conn, self._pg, None, None
             checkpointer, self._checkpointer = self._checkpointer, None
         if checkpointer is not None:
             checkpointer.stop()
@@ -342,6 +343,8 @@ class Writer:
             try:  # back to the pool as it came: in transactions (PostgreSQL), checkpointing
                 # on its own commits (SQLite)
                 if self._postgres:
+                    if pg_write is not None:
+                        pg_write.release()  # its session's synchronous_commit
                     pg = conn.driver_connection
                     pg.autocommit = False
                     pg.prepare_threshold = 5  # psycopg's default

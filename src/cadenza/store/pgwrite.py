@@ -15,14 +15,22 @@ COMMIT too, which were parsed again on every write), each execution is
 one `send_query_prepared` with text parameters dumped by psycopg's Transformer (C), and the
 whole transaction is one flush and one read of the results.
 
-A checked UPDATE cannot be checked by the client before COMMIT (COMMIT is already on the
-wire), so it runs as `checked_sql`, which fails on the server when it matches no row; the
-error aborts the transaction and the server skips everything up to the Sync, COMMIT
+A write that need not wait for the WAL flush (`synchronous=False`, most of a chain's) sends
+no BEGIN or COMMIT at all: the statements of one pipeline up to its Sync are one implicit
+transaction, committed at the Sync (or rolled back there after an error), and the
+connection's session runs with `synchronous_commit = off`. A synchronous write is BEGIN,
+`SET LOCAL synchronous_commit = on`, the statements, COMMIT. Measured on the loaded 2-core
+VM, a chained step's write (2 statements): 3 fewer messages, ~15% less server CPU.
+
+A checked UPDATE cannot be checked by the client before the commit (the Sync is already on
+the wire), so it runs as `checked_sql`, which fails on the server when it matches no row;
+the error aborts the transaction and the server skips everything up to the Sync, COMMIT
 included.
 
 The connection is in autocommit mode (the Writer sets it), psycopg's own automatic
 preparing is off on it (`prepare_threshold = None`: psycopg would otherwise DEALLOCATE ALL
-on a rollback, ours included), and only the Writer's lock holder uses it.
+on a rollback, ours included), its session's synchronous_commit is off until `release()`,
+and only the Writer's lock holder uses it.
 """
 
 from __future__ import annotations
@@ -61,11 +69,11 @@ class PgStatement:
         self.name = f"cadenza_w{next(_names)}".encode()
 
 
-# The transaction's own statements, prepared like the others (no parse per write).
+# A synchronous transaction's own statements, prepared like the others (no parse per write).
 _BEGIN = PgStatement("BEGIN")
-_NOT_WAITING = PgStatement("SET LOCAL synchronous_commit = off")
+_WAITING = PgStatement("SET LOCAL synchronous_commit = on")
 _COMMIT = PgStatement("COMMIT")
-_CONTROL = (_BEGIN, _NOT_WAITING, _COMMIT)
+_CONTROL = (_BEGIN, _WAITING, _COMMIT)
 
 
 class PgWriteConnection:
@@ -76,6 +84,7 @@ class PgWriteConnection:
     def __init__(self, pg: Connection[Any]) -> None:
         self.pg = pg
         self._tx = Transformer(pg)
+        pg.execute("SET synchronous_commit = off")  # a synchronous write turns it on for itself
         # A statement's name stands for the same SQL for the whole process (a counter), so
         # the names already prepared on this connection (by an earlier Writer that gave it
         # back to the pool) count as prepared here: preparing one again would fail.
@@ -85,11 +94,17 @@ class PgWriteConnection:
         cur.close()
         self._formats: dict[int, list[PyFormat]] = {}
 
+    def release(self) -> None:
+        """Before the connection goes back to a pool: its session as it came."""
+        self.pg.execute("RESET synchronous_commit")
+
     def run(self, steps: Sequence[tuple[PgStatement, list[dict[str, Any]]]], *,
             synchronous: bool) -> None:
-        """BEGIN; [SET LOCAL synchronous_commit = off;] every row of every step; COMMIT,
-        as one pipeline: one flush, one read. Raises the first error the server reported
-        (a psycopg error); the transaction is then aborted and waits for a ROLLBACK."""
+        """Every row of every step as one transaction in one pipeline: one flush, one read.
+        Synchronous: inside BEGIN; SET LOCAL synchronous_commit = on; ... COMMIT. Otherwise
+        the pipeline's implicit transaction. Raises the first error the server reported (a
+        psycopg error); the transaction is then rolled back, or (synchronous) aborted and
+        waiting for a ROLLBACK."""
         pgconn = self.pg.pgconn
         tx = self._tx
         # Every value is dumped before anything is queued: a value psycopg cannot dump
@@ -105,19 +120,21 @@ class PgWriteConnection:
                 formats = self._formats[len(names)] = [PyFormat.TEXT] * len(names)
             for row in rows:
                 queries.append((stmt.name, tx.dump_sequence([row[n] for n in names], formats)))
-        for stmt in _CONTROL:
-            if stmt.name not in self._prepared:
-                prepares.append(stmt)
+        if synchronous:
+            for stmt in _CONTROL:
+                if stmt.name not in self._prepared:
+                    prepares.append(stmt)
         pgconn.enter_pipeline_mode()
         try:
             for stmt in prepares:
                 pgconn.send_prepare(stmt.name, stmt.sql)
-            pgconn.send_query_prepared(_BEGIN.name, None)
-            if not synchronous:
-                pgconn.send_query_prepared(_NOT_WAITING.name, None)
+            if synchronous:
+                pgconn.send_query_prepared(_BEGIN.name, None)
+                pgconn.send_query_prepared(_WAITING.name, None)
             for name, params in queries:
                 pgconn.send_query_prepared(name, params)
-            pgconn.send_query_prepared(_COMMIT.name, None)
+            if synchronous:
+                pgconn.send_query_prepared(_COMMIT.name, None)
             pgconn.pipeline_sync()
             wait = self.pg.wait
             wait(send(pgconn))
@@ -128,7 +145,7 @@ class PgWriteConnection:
                         error = error or res
                     elif res.status == _COMMAND_OK:
                         self._prepared.add(stmt.name)
-            for _ in range(len(queries) + (3 if not synchronous else 2)):
+            for _ in range(len(queries) + (3 if synchronous else 0)):
                 for res in wait(fetch_many(pgconn)):
                     if res.status == _FATAL and error is None:
                         error = res

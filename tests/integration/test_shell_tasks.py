@@ -245,6 +245,22 @@ def test_a_timeout_kills_the_command_and_everything_it_started(sqlite_env: Any, 
              what="the command and its grandchild to be killed")
 
 
+def test_what_a_command_leaves_running_is_killed_when_it_exits(sqlite_env: Any,
+                                                               tmp_path: Path) -> None:
+    @task.shell
+    def leaves_a_daemon() -> str:
+        return f'sleep 300 & echo $! > "{tmp_path}/left.pid"; echo started it'
+
+    @pipeline
+    def leaves():
+        leaves_a_daemon()
+
+    result = leaves.run(executor="processes")
+    assert result.state is RunState.SUCCESS and result.outputs["leaves_a_daemon"] == "started it"
+    (pid,) = _pids(tmp_path)
+    wait_for(lambda: _gone(pid), timeout_s=30, what="the background process to be killed")
+
+
 def test_cancel_kills_the_commands_process_group(sqlite_env: Any, tmp_path: Path) -> None:
     from cadenza.engine.cancel import cancel_run
 

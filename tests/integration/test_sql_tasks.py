@@ -217,3 +217,17 @@ def test_sql_settings_are_checked_at_definition() -> None:
     text = str(info.value)
     assert "task 'no_url': a SQL task needs url=" in text
     assert "task 'empty': sql_task needs a query" in text
+
+
+def test_any_dialect_whose_driver_is_installed_works_sqlite(sqlite_env: Any,
+                                                           tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+
+    @pipeline
+    def lite():
+        made = sql_task("make", url, ["CREATE TABLE t (x INT)", "INSERT INTO t VALUES (1), (2)"])
+        made >> sql_task("read", url, "SELECT SUM(x) AS s FROM t")
+
+    result = lite.run(executor="processes")
+    assert result.outputs["make"] == 2
+    assert result.outputs["read"]["s"].tolist() == [3]

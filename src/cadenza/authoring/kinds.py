@@ -73,13 +73,12 @@ def use_runtimes(**runtimes: Runtime) -> None:
 
 
 def run_kind(kind: str, fn: Callable[..., Any] | None, config: Mapping[str, Any],
-             signature: inspect.Signature, args: tuple[Any, ...],
-             kwargs: dict[str, Any]) -> Any:
+             args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """The body of every runner: ask the user's function what to run, then run it."""
     if fn is not None:
         what = fn(*args, **kwargs)
     else:  # sql_task / http_task: the request is the arguments themselves
-        what = dict(signature.bind(*args, **kwargs).arguments)
+        what = dict(_FIXED_SIGNATURES[kind].bind(*args, **kwargs).arguments)
     runtime = _runtimes.get(kind)
     if runtime is None:  # `cadenza` was not imported as a package, which wires them
         raise InternalError(f"no runtime for {kind} tasks",
@@ -90,8 +89,10 @@ def run_kind(kind: str, fn: Callable[..., Any] | None, config: Mapping[str, Any]
 def _make_runner(kind: str, fn: Callable[..., Any] | None, config: dict[str, Any], *,
                  signature: inspect.Signature, name: str, module: str,
                  qualname: str) -> Callable[..., Any]:
+    # The closure holds plain data and the user's function only: the fingerprint hashes
+    # closure values (a Signature would drag its annotations in).
     def runner(*args: Any, **kwargs: Any) -> Any:
-        return run_kind(kind, fn, config, signature, args, kwargs)
+        return run_kind(kind, fn, config, args, kwargs)
 
     runner.__signature__ = signature  # type: ignore[attr-defined]
     runner.__name__ = name
@@ -270,6 +271,8 @@ _HTTP_SIGNATURE = inspect.Signature([
     *(inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)
       for p in ("params", "json", "data")),
 ])
+
+_FIXED_SIGNATURES = {"sql": _SQL_SIGNATURE, "http": _HTTP_SIGNATURE}
 
 
 def _has_ref(value: Any) -> bool:

@@ -201,3 +201,33 @@ def test_trigger_rules_branches_and_failures_end_as_in_a_local_run(
     assert cluster.task_states == local.task_states
     assert cluster.state == local.state
     assert _outputs(cluster) == _outputs(local)
+
+
+def test_steps_served_from_kfp_cache_are_recorded_cached_with_their_outputs(
+        tmp_path: Path, s3_bucket: S3Bucket, pg_url: str) -> None:  # noqa: F811 - fixture
+    from cadenza.engine.api import result_from_store
+    from cadenza.store import open_store
+
+    out = tmp_path / "gpu.yaml"
+    subprocess.run([CADENZA, "compile", "tests/pipelines/kfp_shapes.py:trained_on_gpu",
+                    "-o", str(out)], cwd=ROOT, check=True, capture_output=True, text=True)
+    root = s3_bucket.root("artifacts")
+    env = _env(tmp_path / "pod-home", root, s3_bucket, pg_url)
+    cache: dict[str, Any] = {}
+    results = []
+    for _ in range(2):
+        run_id = f"kfp-{secrets.token_hex(6)}"
+        runner = LocalKfp.from_file(out, command_prefix=[CADENZA], env=env, cwd=ROOT,
+                                    run_id=run_id, cache=cache)
+        runner.run()
+        assert all(s.returncode == 0 for s in runner.steps), [s.stderr for s in runner.steps]
+        results.append((runner, result_from_store(open_store(pg_url), run_id, root)))
+    (_, first), (second_steps, second) = results
+    assert first.task_states == {"fit": "success", "report": "success", "tidy": "success"}
+    # fit and report (cache=True) did not run again: KFP served their outputs.
+    assert [s.task for s in second_steps.steps if s.stdout == "(KFP cache)"] == ["fit", "report"]
+    assert second.state == "success"
+    assert second.task_states == {"fit": "cached", "report": "cached", "tidy": "success"}
+    # The downstream step recorded fit with the output it received from the cache.
+    assert second.outputs["fit"] == first.outputs["fit"]
+    assert second.outputs["tidy"] == first.outputs["tidy"]

@@ -17,7 +17,7 @@ def fit(rows: int, rate: float, name: str, flags: dict, sizes: list) -> dict:
     return {"rows": rows, "rate": rate, "name": name, "flags": flags, "sizes": sizes}
 
 
-@task
+@task(cache=True)
 def report(model: dict) -> str:
     return f"{model['name']}: {model['rows']}"
 

@@ -67,6 +67,9 @@ def task_run_command(
         "--output-indices", help="File to write the map indices to (with --expand).")] = None,
     finalize: Annotated[bool, typer.Option(
         "--finalize", help="Close the run (the ExitHandler's step).")] = False,
+    status: Annotated[str | None, typer.Option(
+        "--status", help="KFP's final status of the pipeline's body (with --finalize).")
+    ] = None,
     executor: Annotated[str, typer.Option(
         "--executor", help="inline (default) or processes (always used with a timeout).")
     ] = "inline",
@@ -91,12 +94,14 @@ def task_run_command(
         run_step,
     )
 
-    del fingerprint  # only KFP reads it: it makes the code part of the step's cache key
     settings = get_settings()
     plan = resolve_pipeline(pipeline, settings)
     check_cluster_root(settings, plan.name)
+    if fingerprint and task is not None:
+        _check_fingerprint(plan, task, fingerprint)
     if finalize:
-        run = finalize_run(plan, run_id, book=open_book(settings))
+        run = finalize_run(plan, run_id, book=open_book(settings),
+                           body_ok=_succeeded(status))
         out().print(f"run {escape(run_id)} of {escape(plan.name)}: {run.state}")
         raise typer.Exit(0)
     if task is None:
@@ -118,6 +123,34 @@ def task_run_command(
     label = task if map_index < 0 else f"{task}[{map_index}]"
     out().print(f"task {escape(label)} of run {escape(run_id)}: {outcome.state}")
     raise typer.Exit(outcome.exit_code)
+
+
+def _check_fingerprint(plan: object, task: str, compiled: str) -> None:
+    """KFP keys its cache on the fingerprint the pipeline was compiled with: say so when the
+    image holds other code (the cache would serve results of the compiled code)."""
+    import logging
+
+    from cadenza.cli.compile import fingerprints_of
+
+    here = fingerprints_of(plan).get(task)
+    if here is not None and here != compiled:
+        logging.getLogger("cadenza.cli.task_run").warning(
+            "task '%s': the image's code differs from the code the pipeline was compiled "
+            "from (fingerprint %s, compiled %s); KFP's cache keys on the compiled one: "
+            "compile the pipeline again from this image's sources", task, here, compiled)
+
+
+def _succeeded(status: str | None) -> bool | None:
+    """KFP's PipelineTaskFinalStatus JSON -> did the body succeed (None: not told)."""
+    import json
+
+    if not status:
+        return None
+    try:
+        state = json.loads(status).get("state")
+    except (ValueError, AttributeError):
+        return None
+    return str(state).upper() == "SUCCEEDED" if state else None
 
 
 def runs_import_command(

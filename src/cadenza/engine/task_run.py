@@ -18,6 +18,9 @@ state the downstream steps' trigger rules read. Decisions:
    retry policy starts it again; the next attempt continues the count.
 3. The run's row is created by the first step that arrives, `running`; `--finalize` records
    what never ran, the summaries of mapped tasks, and the run's final state.
+4. A step KFP served from its cache did not run here and recorded nothing: the first
+   downstream step records it `cached` with the output it received; `--finalize` records
+   the others (sinks) `cached` when the pipeline's body succeeded.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cadenza.core import clock
-from cadenza.core.errors import ConfigError, TaskNotFound, UsageError
+from cadenza.core.errors import CadenzaError, ConfigError, TaskNotFound, UsageError
 from cadenza.core.records import (
     TASK_ORDER,
     AttemptRecord,
@@ -317,6 +320,7 @@ def run_step(plan: Plan, task_id: str, *, run_id: str, settings: Settings, book:
     ti = TaskInstanceRecord(run_id=run_id, task_id=task_id, map_index=map_index,
                             state=S.PENDING, attempt=len(previous), pool=node.options.pool)
 
+    _adopt_cached(plan, ups, book, run_id)
     decision = _decide(plan, node, ups, book, run_id)
     if decision is not rules.Decision.RUN:
         state = S.SKIPPED if decision is rules.Decision.SKIP else S.UPSTREAM_FAILED
@@ -365,6 +369,33 @@ def run_step(plan: Plan, task_id: str, *, run_id: str, settings: Settings, book:
     return StepOutcome(state=state, ref=json.dumps({"state": state.value, "ref": ref}),
                        branch=branch if branch is not None else
                        ("" if node.options.is_branch else None))
+
+
+def _adopt_cached(plan: Plan, ups: Mapping[str, _Upstream], book: Book, run_id: str) -> None:
+    """Record the upstream instances KFP served from its cache (decision 4): their steps
+    never ran in this run, so nobody wrote their rows; their outputs are what we received."""
+    wanted: list[tuple[str, int, TaskState | None, ValueRef | None]] = []
+    for up, given in ups.items():
+        if given.elements is not None:
+            wanted.extend((up, i, st, ref) for i, (st, ref) in enumerate(given.elements))
+        else:
+            wanted.append((up, -1, given.state, given.value))
+    wanted = [w for w in wanted if w[2] in (S.SUCCESS, S.CACHED) and w[3] is not None]
+    if not wanted:
+        return
+    have = {(r.task_id, r.map_index) for r in book.instances(run_id)}
+    now = clock.now()
+    for task_id, index, _, ref in wanted:
+        if (task_id, index) in have:
+            continue
+        ti = TaskInstanceRecord(run_id=run_id, task_id=task_id, map_index=index,
+                                state=S.PENDING, pool=plan.graph.nodes[task_id].options.pool)
+        ti = move_task(ti, S.CACHED, ended_at=now, output=ref,
+                       reason="served from Kubeflow Pipelines' cache")
+        try:
+            book.write(StepRecord(instance=ti), exists=False)
+        except CadenzaError:  # another step recorded it first
+            log.debug("%s of run %s was recorded meanwhile", task_label(task_id, index), run_id)
 
 
 def task_label(task_id: str, map_index: int) -> str:
@@ -440,9 +471,11 @@ def _branch(plan: Plan, node: TaskNode, out: Any, root: str) -> tuple[str | None
 
 
 # -- the end ------------------------------------------------------------------------------------
-def finalize_run(plan: Plan, run_id: str, *, book: Book) -> RunRecord:
+def finalize_run(plan: Plan, run_id: str, *, book: Book, body_ok: bool | None = None) -> RunRecord:
     """Record what never ran (skipped, upstream_failed), each mapped task's summary, and
-    the run's final state. Run by the ExitHandler's step once every other step ended."""
+    the run's final state. Run by the ExitHandler's step once every other step ended;
+    `body_ok`: whether KFP says the steps succeeded (its final status), so a task with no
+    record that should have run was served from KFP's cache (decision 4)."""
     now = clock.now()
     run = book.get_run(run_id)
     if run is None:  # nothing ran at all (the first step failed before it recorded)
@@ -460,8 +493,8 @@ def finalize_run(plan: Plan, run_id: str, *, book: Book) -> RunRecord:
         kids = sorted((r for r in rows if r.task_id == tid and r.map_index >= 0),
                       key=lambda r: r.map_index)
         summary = next((r for r in rows if r.task_id == tid and r.map_index < 0), None)
-        if state is None:  # it should have run and no step recorded it: it did not end
-            state = S.CANCELLED
+        if state is None:  # it should have run and no step recorded it
+            state = S.CACHED if body_ok else S.CANCELLED
         if node.is_mapped and summary is None:
             ti = TaskInstanceRecord(run_id=run_id, task_id=tid, state=S.PENDING,
                                     pool=node.options.pool)
@@ -474,7 +507,9 @@ def finalize_run(plan: Plan, run_id: str, *, book: Book) -> RunRecord:
         elif (tid, -1) not in have and not kids:
             ti = TaskInstanceRecord(run_id=run_id, task_id=tid, state=S.PENDING,
                                     pool=node.options.pool)
-            ti = move_task(ti, state, ended_at=now, reason="no step of it ran on KFP")
+            ti = move_task(ti, state, ended_at=now, reason=(
+                "served from Kubeflow Pipelines' cache" if state is S.CACHED
+                else "no step of it ran on KFP"))
             book.write(StepRecord(instance=ti), exists=False)
         finals.append(state)
     final = run_state_of(finals)

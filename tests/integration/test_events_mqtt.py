@@ -8,6 +8,7 @@ standing by, and an unreachable broker named with the pipeline and the fix."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -45,14 +46,40 @@ def publish(topic: str, bodies: list[bytes], *, ids: list[str | None] | None = N
         client.loop_stop()
 
 
+def forget_session(client_id: str) -> None:
+    """End the broker's session of `client_id` and clear its retained presence message."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    host, port = MQTT.rsplit(":", 1)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                         protocol=mqtt.MQTTv5)
+    client.connect(host, int(port), clean_start=True)  # session expiry 0: gone on disconnect
+    client.loop_start()
+    try:
+        client.publish(f"cadenza/sessions/{client_id}", b"", qos=1,
+                       retain=True).wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
 @pytest.fixture
-def topic() -> str:
+def topic() -> Iterator[str]:
+    """A fresh topic; the session its trigger (mqtt_url) makes is ended afterwards."""
     require_mqtt()
-    return f"cadenza/test/{uuid.uuid4().hex[:10]}"
+    name = f"cadenza/test/{uuid.uuid4().hex[:10]}"
+    yield name
+    forget_session(client_id_of(name))
+
+
+def client_id_of(topic: str) -> str:
+    return f"cadenza-{topic.rsplit('/', 1)[1]}"
 
 
 def mqtt_url(topic: str, **extra: str) -> str:
-    query = "&".join(f"{k}={v}" for k, v in {"topic": topic, **extra}.items())
+    query = "&".join(f"{k}={v}" for k, v in {"topic": topic, "client_id": client_id_of(topic),
+                                             **extra}.items())
     return f"mqtt://{MQTT}?{query}"
 
 
@@ -68,7 +95,7 @@ def drain(consumer, count: int, timeout_s: float = 30) -> None:
 
 
 def test_mqtt_message_makes_one_run_and_is_acknowledged_after_it(cadenza_env, topic):
-    url = mqtt_url(topic, client_id=f"cadenza-{uuid.uuid4().hex[:8]}")
+    url = mqtt_url(topic)
     pipe = event_pipeline(url, "mqtt_runs")
     sched = Scheduler([pipe], executor="inline")
     sched.open_consumers()  # the session and its subscription exist from here on
@@ -93,7 +120,7 @@ def test_mqtt_message_makes_one_run_and_is_acknowledged_after_it(cadenza_env, to
 
 def test_mqtt_messages_wait_in_the_session_while_no_scheduler_is_connected(
         cadenza_env, topic):
-    url = mqtt_url(topic, client_id=f"cadenza-{uuid.uuid4().hex[:8]}")
+    url = mqtt_url(topic)
     pipe = event_pipeline(url, "mqtt_offline")
     first = Scheduler([pipe], max_runs=0)
     first.open_consumers()
@@ -106,7 +133,7 @@ def test_mqtt_messages_wait_in_the_session_while_no_scheduler_is_connected(
 
 
 def test_mqtt_invalid_messages_make_no_run_are_acknowledged_and_recorded(cadenza_env, topic):
-    url = mqtt_url(topic, client_id=f"cadenza-{uuid.uuid4().hex[:8]}")
+    url = mqtt_url(topic)
     pipe = event_pipeline(url, "mqtt_invalid")
     sched = Scheduler([pipe], max_runs=0)
     sched.open_consumers()
@@ -127,7 +154,7 @@ def test_mqtt_redelivery_after_a_crash_between_commit_and_ack_makes_no_second_ru
         cadenza_env, topic):
     from cadenza.triggers.events.mqtt import MqttConsumer
 
-    url = mqtt_url(topic, client_id=f"cadenza-{uuid.uuid4().hex[:8]}")
+    url = mqtt_url(topic)
     pipe = event_pipeline(url, "mqtt_redeliver")
     sched = scheduling_store(open_store(cadenza_env.database_url))
     trigger = EventTrigger(url)
@@ -171,7 +198,7 @@ def test_mqtt_one_consumer_holds_the_session_and_another_takes_it_when_it_leaves
         cadenza_env, topic):
     from cadenza.triggers.events.mqtt import MqttConsumer
 
-    url = mqtt_url(topic, client_id=f"cadenza-{uuid.uuid4().hex[:8]}")
+    url = mqtt_url(topic)
     pipe = event_pipeline(url, "mqtt_standby")
     sched = scheduling_store(open_store(cadenza_env.database_url))
     trigger = EventTrigger(url)
@@ -224,7 +251,7 @@ def test_mqtt_a_holder_that_dies_is_replaced_by_a_standby_which_gets_its_unacked
         cadenza_env, topic):
     from cadenza.triggers.events.mqtt import MqttConsumer
 
-    url = mqtt_url(topic, client_id=f"cadenza-{uuid.uuid4().hex[:8]}")
+    url = mqtt_url(topic)
     pipe = event_pipeline(url, "mqtt_will")
     sched = scheduling_store(open_store(cadenza_env.database_url))
     trigger = EventTrigger(url)

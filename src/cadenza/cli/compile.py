@@ -129,6 +129,7 @@ def dockerfile(plan: Any, *, source: str, cadenza_spec: str | None = None,
         "RUN python -m pip install --no-cache-dir \\",
         *[f"    {_quoted(p)} \\" for p in [spec, *pins]],
         "    && cadenza version",
+        *_env_builds(plan),
         f"COPY {source.rsplit(':', 1)[0]} /app/{source.rsplit(':', 1)[0]}",
         "COPY . /app",
         'ENTRYPOINT ["cadenza"]',
@@ -136,6 +137,27 @@ def dockerfile(plan: Any, *, source: str, cadenza_spec: str | None = None,
         "",
     ]
     return "\n".join(lines)
+
+
+ENVS_DIR = "/opt/cadenza/envs"
+
+
+def _env_builds(plan: Any) -> list[str]:
+    """The uv environments of the tasks with `requirements=`/`python=`, built into the
+    image (a derived image: the steps find them ready instead of building them at start)."""
+    sets = sorted({(tuple(n.options.requirements), n.options.python) for n in plan.graph
+                   if n.options.isolated}, key=repr)
+    if not sets:
+        return []
+    lines = [f"ENV CADENZA_ENVS_DIR={ENVS_DIR}"]
+    for requirements, python in sets:
+        import json
+
+        version = "None" if python is None else json.dumps(python)
+        call = (f"from cadenza.executors.envs import ensure_env; "
+                f"ensure_env(tuple({json.dumps(list(requirements))}), {version})")
+        lines.append(f"RUN python -c {_quoted(call)}")
+    return lines
 
 
 def pinned_requirements(plan: Any) -> list[str]:

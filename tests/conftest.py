@@ -12,7 +12,8 @@ import pytest
 from cadenza.core import settings as settings_mod
 
 pytest_plugins = ["tests.fixtures.store", "tests.fixtures.server", "tests.fixtures.browser",
-                  "tests.fixtures.sqldbs", "tests.fixtures.brokers"]
+                  "tests.fixtures.sqldbs", "tests.fixtures.brokers",
+                  "tests.fixtures.kinds"]
 
 EXECUTORS = ["inline", "threads", "processes"]
 

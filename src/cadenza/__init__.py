@@ -18,7 +18,7 @@ from cadenza.artifacts.serializers import register_serializer
 from cadenza.authoring.assets import AnyOf, Asset
 from cadenza.authoring.kinds import http_task, sql_task, use_runtimes
 from cadenza.authoring.pipeline import PipelineDef, pipeline, use_runner
-from cadenza.authoring.task import TaskDef, task
+from cadenza.authoring.task import TaskDef, task, use_task_kind
 from cadenza.core.context import TaskContext, get_context
 from cadenza.core.errors import (
     ArtifactError,
@@ -77,6 +77,17 @@ def _run_http(request: "Any", config: "Mapping[str, Any]") -> "Any":
 
 use_runtimes(shell=_run_shell, sql=_run_sql, http=_run_http)
 
+
+def _spark_task(*args: "Any", **kwargs: "Any") -> "Any":
+    """`@task.spark` (cadenza.integrations.spark, imported on first use: pyspark only in the
+    task itself)."""
+    from cadenza.integrations.spark import spark_task
+
+    return spark_task(*args, **kwargs)
+
+
+use_task_kind("spark", _spark_task)
+
 __all__ = [
     "AnyOf",
     "ArtifactError",
@@ -120,6 +131,11 @@ _LAZY = {
     "register_model": "cadenza.integrations.mlflow",
     "Notify": "cadenza.integrations.notify",
     "validate": "cadenza.integrations.pandera",
+    # Task kinds of SPEC §9 built on third-party tools (each imports its tool in the task).
+    "dbt_task": "cadenza.integrations.dbt.tasks",
+    "spark_task": "cadenza.integrations.spark",
+    "feast_materialize": "cadenza.integrations.feast.tasks",
+    "feast_historical_features": "cadenza.integrations.feast.tasks",
     # Triggers (SPEC §4): the sensors and event triggers a pipeline declares.
     "FileSensor": "cadenza.triggers.sensors",
     "sensor": "cadenza.triggers.sensors",
@@ -135,9 +151,12 @@ if TYPE_CHECKING:
     from cadenza.engine.api import RunResult
     from cadenza.engine.history import get_run, get_runs
     from cadenza.graph.plan import Plan
+    from cadenza.integrations.dbt.tasks import dbt_task
+    from cadenza.integrations.feast.tasks import feast_historical_features, feast_materialize
     from cadenza.integrations.mlflow import MLflow, register_model
     from cadenza.integrations.notify import Notify
     from cadenza.integrations.pandera import validate
+    from cadenza.integrations.spark import spark_task
     from cadenza.triggers.events import EventTrigger
     from cadenza.triggers.sensors import FileSensor, sensor
 
@@ -153,5 +172,6 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ += ["EventTrigger", "FileSensor", "MLflow", "Notify", "get_run", "get_runs",
-            "register_model", "sensor", "validate"]
+__all__ += ["EventTrigger", "FileSensor", "MLflow", "Notify", "dbt_task", "feast_historical_features",
+            "feast_materialize", "get_run", "get_runs", "register_model", "sensor", "spark_task",
+            "validate"]

@@ -373,6 +373,17 @@ class _TaskDecorator:
         options["is_branch"] = True
         return self(fn, name=name, **options)
 
+    def spark(self, fn: Any = None, /, *, name: str | None = None, **options: Any) -> Any:
+        """A task whose function gets a SparkSession as `spark=` (SPEC §9; built in
+        cadenza.integrations.spark). `master=` (default "local[*]"), `config=`, `app_name=`.
+
+        Example:
+            @task.spark(timeout=600)
+            def totals(spark, path: str):
+                return spark.read.parquet(path).groupBy("customer_id").count()
+        """
+        return _task_kind("spark")(fn, name=name, **options)
+
 
     def shell(self, fn: Any = None, /, *, name: str | None = None, **options: Any) -> Any:
         """A task whose function returns a command to run (SPEC §9); see authoring/kinds.py.
@@ -412,6 +423,25 @@ class _TaskDecorator:
 
 
 task = _TaskDecorator()
+
+# Task kinds defined outside authoring (which may not import integrations: STYLE §1) are
+# handed in by `cadenza/__init__.py`, as the engine is with `use_runner`.
+_task_kinds: dict[str, Callable[..., Any]] = {}
+
+
+def use_task_kind(name: str, factory: Callable[..., Any]) -> None:
+    """Called by `cadenza/__init__.py`: `task.<name>(...)` calls `factory`."""
+    _task_kinds[name] = factory
+
+
+def _task_kind(name: str) -> Callable[..., Any]:
+    factory = _task_kinds.get(name)
+    if factory is None:
+        from cadenza.core.errors import InternalError
+
+        raise InternalError(f"no factory for @task.{name}",
+                            hint="import cadenza (its __init__ wires the task kinds)")
+    return factory
 
 
 def iter_task_defs(values: Iterable[Any]) -> Sequence[TaskDef[Any, Any]]:

@@ -33,6 +33,10 @@ class TaskContext:
     _metrics: list[tuple[str, float | str, str]] = field(default_factory=list)
     sinks: list[Any] = field(default_factory=list)  # experiment trackers (MLflow, ...)
     _secrets: Secrets | None = None
+    # The attempt's `timeout` in seconds (None: none), for task kinds that must stop work
+    # outside Python at the deadline (a Spark job in the JVM) when the executor cannot kill
+    # the worker process (threads, inline).
+    timeout_s: float | None = None
 
     @property
     def secrets(self) -> Secrets:

@@ -606,6 +606,17 @@ class ActiveRun:
             return [self.value_of(c) for c in ns.children]
         return self.value_of(ns.summary)
 
+    def stored_input_for(self, marker: TaskOutput | ParamValue) -> Any:
+        """`input_for` without live values: what a task running in its own environment
+        receives (`@task(requirements=...)`). Its libraries may not unpickle this process's
+        objects (a pandas 3 frame in a pandas 2 environment); the stored bytes they read."""
+        if isinstance(marker, ParamValue):
+            return self.params[marker.name]
+        ns = self.nodes[marker.task_id]
+        if ns.node.is_mapped:
+            return [c.output if c.state.is_ok else None for c in ns.children]
+        return ns.summary.output if ns.summary.state.is_ok else None
+
     def value_of(self, inst: Instance) -> Any:
         if not inst.state.is_ok or inst.output is None:
             return None

@@ -355,8 +355,7 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
                 continue
             if self.cache is not None and inst.node.options.cache:
                 if inst.inputs is None:
-                    inst.inputs = {k: substitute(v, self.active.input_for)
-                                   for k, v in inst.node.args.items()}
+                    self._resolve_inputs(inst)
                 if self.cache.try_serve(self, inst):
                     continue
             verdict, granted, why = self.admission.try_acquire(inst.node)
@@ -391,8 +390,12 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
 
     def _resolve_inputs(self, inst: Instance) -> None:
         if inst.inputs is None:
-            inst.inputs = {k: substitute(v, self.active.input_for)
-                           for k, v in inst.node.args.items()}
+            options = inst.node.options
+            # A task in its own environment gets stored outputs, never this process's objects.
+            resolve = (self.active.stored_input_for
+                       if options.requirements or options.python is not None
+                       else self.active.input_for)
+            inst.inputs = {k: substitute(v, resolve) for k, v in inst.node.args.items()}
 
     def _build_call(self, inst: Instance) -> TaskCall:
         """The call of `inst`'s current attempt (its inputs resolved, its attempt started).

@@ -82,6 +82,8 @@ class _RoutingStream(io.TextIOBase):
     def write(self, text: str) -> int:
         buf = getattr(_capture, "buffer", None)
         if buf is not None:
+            if isinstance(text, (bytes, bytearray)):  # click.echo(b"...") finds no .buffer
+                text = bytes(text).decode("utf-8", "replace")
             return int(buf.write(text))
         return int(self._original.write(text))
 
@@ -459,6 +461,7 @@ def execute(
         logger=logging.getLogger(f"{TASK_LOGGER}.{call.task_id}"),
         extra=dict(call.context.get("extra") or {}),
         _secrets=secrets,
+        timeout_s=call.timeout_s,
     )
     token = set_context(ctx)
     key = (call.run_id, call.task_id, call.map_index)

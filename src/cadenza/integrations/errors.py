@@ -50,3 +50,28 @@ def task_location() -> tuple[str | None, str | None]:
         return None, None
     label = ctx.task_id if ctx.map_index < 0 else f"{ctx.task_id}[{ctx.map_index}]"
     return ctx.pipeline, label
+
+
+class DbtFailed(IntegrationError):
+    """A dbt task's invocation failed: a model did not build, a dbt test failed, the project
+    did not compile. The message names the failing nodes (and how many rows each failing
+    test returned)."""
+
+
+class DbtUnavailable(DbtFailed):
+    """dbt could not connect to the warehouse named by its profile. Retried by default
+    (`retry_on`) when the task has retries, unlike a DbtFailed."""
+
+
+class SparkUnavailable(IntegrationError):
+    """A Spark task cannot start a SparkSession here: pyspark or Java is missing, or the
+    master named cannot be reached."""
+
+
+class FeastFailed(IntegrationError):
+    """A Feast task failed: the feature repository does not load or apply, materialisation
+    failed, or the features asked for do not exist."""
+
+
+class IntegrationMissing(IntegrationError):
+    """A task kind's library is not installed in the environment the task runs in."""

@@ -1,0 +1,3 @@
+select id, customer_id, amount, status
+from {{ source('shop', 'raw_orders') }}
+where status <> 'cancelled'

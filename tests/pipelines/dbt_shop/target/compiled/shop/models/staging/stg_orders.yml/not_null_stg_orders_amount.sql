@@ -1,0 +1,11 @@
+
+    
+    
+
+
+
+select amount
+from "test"."opsdata_try"."stg_orders"
+where amount is null
+
+

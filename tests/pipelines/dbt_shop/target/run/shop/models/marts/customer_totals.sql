@@ -1,0 +1,15 @@
+
+  
+    
+
+  create  table "test"."opsdata_try"."customer_totals__dbt_tmp"
+  
+  
+    as
+  
+  (
+    select customer_id, count(*) as orders, sum(amount) as total
+from "test"."opsdata_try"."stg_orders"
+group by customer_id
+  );
+  

@@ -1,0 +1,2 @@
+-- A singular test: any row returned is a failure.
+select * from {{ ref('customer_totals') }} where total < 0

@@ -1,0 +1,75 @@
+"""Pipelines with Spark tasks (tests/integration/test_spark.py): local Spark, small data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cadenza import get_context, pipeline, task
+
+
+@task.spark(master="local[2]", cache=True)
+def totals(spark: Any, n: int) -> Any:
+    frame = spark.range(n).selectExpr("id % 3 AS k", "id AS v")
+    return frame.groupBy("k").sum("v").orderBy("k")  # a Spark DataFrame
+
+
+@task
+def as_lists(frame: Any) -> dict[str, list[Any]]:
+    return {"type": [type(frame).__module__.split(".")[0]],
+            **{str(c): frame[c].tolist() for c in frame.columns}}
+
+
+@pipeline
+def spark_totals(n: int = 10) -> None:
+    as_lists(totals(n))
+
+
+@task.spark(retries=1, retry_delay=0)
+def flaky_read(spark: Any, path: str) -> int:
+    """Fails on its first attempt (in the JVM: a missing path), then reads the file."""
+    if get_context().attempt == 1:
+        spark.read.parquet(path + ".missing").count()
+    return int(spark.read.parquet(path).count())
+
+
+@task
+def after_read(rows: int) -> int:
+    return rows * 2
+
+
+@pipeline
+def spark_retry(path: str = "") -> None:
+    after_read(flaky_read(path))
+
+
+@task
+def upstream_counter(folder: str) -> str:
+    from pathlib import Path
+
+    marker = Path(folder) / "upstream-ran"
+    marker.write_text(marker.read_text() + "x" if marker.exists() else "x")
+    return folder
+
+
+@task.spark
+def read_orders(spark: Any, folder: str) -> Any:
+    return spark.read.parquet(f"{folder}/orders.parquet").selectExpr("sum(amount) AS total")
+
+
+@pipeline
+def spark_resume(folder: str = "") -> None:
+    read_orders(upstream_counter(folder))
+
+
+@task.spark(timeout=30)
+def endless(spark: Any, marker: str) -> int:
+    from pathlib import Path
+
+    Path(marker).write_text("started")
+    # A job in the JVM that does not end in the test's life: Python waits in a Py4J call.
+    return int(spark.range(10**15).selectExpr("sum(id)").collect()[0][0])
+
+
+@pipeline
+def spark_timeout(marker: str = "") -> None:
+    endless(marker)

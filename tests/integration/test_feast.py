@@ -86,6 +86,7 @@ def test_unknown_names_fail_with_what_the_repository_has(sqlite_env: Settings,
     assert ti.error is not None and ti.error.type.endswith("FeastFailed")
     assert ("pipeline 'feast_features', task 'feast_materialize': the repository has no "
             "feature view 'driver_stat'; it has: driver_stats") in ti.error.message
+    assert ti.error.traceback == ""
     assert result.task_states["feast_features"] is TaskState.UPSTREAM_FAILED
 
     bad = feast_pipes.features(repo, wanted=["driver_stats:trip"]).run(executor="threads")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cadenza.core.errors import CadenzaError
+from cadenza.core.errors import CadenzaError, ExternalError
 
 
 class IntegrationError(CadenzaError):
@@ -52,7 +52,11 @@ def task_location() -> tuple[str | None, str | None]:
     return ctx.pipeline, label
 
 
-class DbtFailed(IntegrationError):
+# The errors of the task kinds below are ExternalErrors: their message names what failed and
+# the fix, so the worker records no traceback of Cadenza's frames (CADENZA_VERBOSE keeps it).
+
+
+class DbtFailed(IntegrationError, ExternalError):
     """A dbt task's invocation failed: a model did not build, a dbt test failed, the project
     did not compile. The message names the failing nodes (and how many rows each failing
     test returned)."""
@@ -63,15 +67,15 @@ class DbtUnavailable(DbtFailed):
     (`retry_on`) when the task has retries, unlike a DbtFailed."""
 
 
-class SparkUnavailable(IntegrationError):
+class SparkUnavailable(IntegrationError, ExternalError):
     """A Spark task cannot start a SparkSession here: pyspark or Java is missing, or the
     master named cannot be reached."""
 
 
-class FeastFailed(IntegrationError):
+class FeastFailed(IntegrationError, ExternalError):
     """A Feast task failed: the feature repository does not load or apply, materialisation
     failed, or the features asked for do not exist."""
 
 
-class IntegrationMissing(IntegrationError):
+class IntegrationMissing(IntegrationError, ExternalError):
     """A task kind's library is not installed in the environment the task runs in."""

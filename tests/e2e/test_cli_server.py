@@ -1,7 +1,8 @@
 """`cadenza server` as the real executable on a free port, in a temporary project with its own
 SQLite store: it serves /healthz and /metrics and stops cleanly on SIGTERM or SIGINT; with
---scheduler a run triggered over HTTP is executed to success in the same process while its
-live events stream in order; a non-loopback bind without auth is refused with the fix."""
+--scheduler a run triggered over HTTP is executed to success by the server's scheduler child
+process (restarted when it dies, stopped with the server) while its live events stream in
+order; a non-loopback bind without auth is refused with the fix."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -350,3 +352,63 @@ def test_the_scheduler_without_pipelines_is_a_usage_error(tmp_path):
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert "no pipelines found" in strip_ansi(proc.stderr)
     assert "Traceback" not in proc.stderr
+
+
+def scheduler_child(proc: subprocess.Popen[str]) -> psutil.Process:
+    """The `cadenza scheduler` process `server --scheduler` started."""
+    found: list[psutil.Process] = []
+
+    def is_scheduler(c: psutil.Process) -> bool:
+        try:
+            return "scheduler" in c.cmdline()
+        except psutil.Error:  # gone, or a zombie its parent has not reaped yet
+            return False
+
+    def child() -> bool:
+        found[:] = [c for c in psutil.Process(proc.pid).children() if is_scheduler(c)]
+        return len(found) == 1
+
+    wait_for(child, timeout_s=60, what="the server's scheduler child process")
+    return found[0]
+
+
+def test_the_scheduler_drives_runs_in_a_child_it_restarts_and_stops(tmp_path):
+    """--scheduler drives runs in a child process (the task runs there, not in the server,
+    with the threads executor), which the server starts again when it dies and stops when
+    it stops; its metrics are in the server's /metrics."""
+    p = make_project(tmp_path, executor="threads", files={"pipelines/count.py": COUNT})
+    with server(p, "--scheduler") as (client, proc):
+        first = scheduler_child(proc)
+        run_id = trigger(client, "count", {"i": 1})
+        wait_for(lambda: client.get(f"/api/v1/runs/{run_id}").json()["state"] == "success",
+                 timeout_s=120, what="the run to succeed")
+        pid = int((p.root / "ran.txt").read_text().split()[1])
+        assert pid == first.pid and pid != proc.pid
+        wait_for(lambda: metrics(client).get(("cadenza_scheduler_ticks_total", ()), 0) >= 1,
+                 timeout_s=60, what="the child's metrics in the server's /metrics")
+        assert sum(1 for key in metrics(client) if key[0] == "process_cpu_seconds_total") == 1
+
+        first.kill()  # the server starts another
+        wait_for(lambda: scheduler_child(proc).pid != first.pid, timeout_s=60,
+                 what="a new scheduler child")
+        second = scheduler_child(proc)
+        again = trigger(client, "count", {"i": 2})
+        wait_for(lambda: client.get(f"/api/v1/runs/{again}").json()["state"] == "success",
+                 timeout_s=120, what="a run driven by the new child")
+        code, out, err = stop(proc, signal.SIGTERM)
+
+    assert code == 0, err
+    assert "Scheduler" in out and "stopped" in out  # the child's line, then the server's
+    assert "exited with code -9" in err and "starting it again" in err
+    wait_for(lambda: not second.is_running() or second.status() == psutil.STATUS_ZOMBIE,
+             timeout_s=30, what="the scheduler child to stop with the server")
+
+
+def test_a_killed_server_takes_its_scheduler_child_down(tmp_path):
+    p = make_project(tmp_path, executor="threads", files={"pipelines/count.py": COUNT})
+    with server(p, "--scheduler") as (_client, proc):
+        child = scheduler_child(proc)
+        proc.kill()
+        proc.communicate()
+    wait_for(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE,
+             timeout_s=60, what="the orphaned scheduler child to exit")

@@ -1,11 +1,14 @@
 """`cadenza server [PATHS...] [--host H] [--port P] [--scheduler] [--workers N]`: SPEC §6.
 
 What belongs here: composing the API app (`api.create_app`) with uvicorn and, with
-`--scheduler`, the scheduler loop (`triggers.loop.Scheduler`, as `cadenza scheduler` runs it)
-in the same process: one command for a whole local deployment. The scheduler's Prometheus
-metrics reach the app's `/metrics` as an extra collector handed to `create_app`, and its
-time rules (`triggers.cron.next_run_at`) give the pipelines' next run (the api never imports
-triggers). What does not: routes (`api/`), what a scheduler tick does.
+`--scheduler`, a `cadenza scheduler` child process the server supervises
+(`cli/scheduler_child.py`: started with the server, restarted if it dies, stopped with it):
+one command for a whole local deployment. The child drives the runs outside the server's
+process, so run drivers never hold the GIL the live event feeds need. Its Prometheus
+metrics reach the app's `/metrics` through a collector that scrapes the child's loopback
+port, and the scheduler's time rules (`triggers.cron.next_run_at`) give the pipelines'
+next run (the api never imports triggers). What does not: routes (`api/`), what a
+scheduler tick does.
 
 Binding: loopback by default. Any other address needs auth configured (a user exists, or
 settings force it; `api.auth.check_bind`): without it every caller would be an anonymous
@@ -14,15 +17,14 @@ before anything listens).
 
 Stopping, by case:
   1. SIGINT (Ctrl-C) or SIGTERM -> live event streams end, uvicorn stops accepting and
-     finishes the requests in flight (at most GRACEFUL_S), the scheduler loop returns and its
-     event consumers close; runs being driven are left to their leases (a scheduler resumes
-     them), as with `cadenza scheduler`. Exit 0 with one line.
+     finishes the requests in flight (at most GRACEFUL_S), the scheduler child gets one
+     SIGTERM and stops as `cadenza scheduler` does (runs being driven are left to their
+     leases; a scheduler resumes them; it prints its own line). Exit 0 with one line.
   2. a second SIGINT while stopping -> uvicorn stops at once.
 
 `--workers N` (N > 1) serves the app from N uvicorn worker processes (each its own store
-connections, live feeds and metrics); the scheduler, if asked for, runs once, in the parent.
-Its metrics are then not in the workers' `/metrics`: use one worker, or `cadenza scheduler
---metrics-port`, to scrape them.
+connections, live feeds and metrics); the scheduler, if asked for, is one child of the
+parent, and every worker's `/metrics` includes its metrics.
 
 Exit codes: 0 stopped cleanly, 2 a usage or configuration error (a refused bind, a port in
 use, no pipelines for --scheduler; one line naming the fix).
@@ -43,8 +45,8 @@ from cadenza.cli.console import escape, note, out
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from cadenza.cli.scheduler_child import SchedulerChild
     from cadenza.core.settings import Settings
-    from cadenza.triggers.loop import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -72,46 +74,37 @@ def _paths(targets: list[str]) -> list[Path]:
     return paths
 
 
-def _scheduler_collectors() -> list[Any]:
-    """The scheduler's metrics (kept in prometheus_client's default registry, with the
-    process and platform collectors) as one extra collector for the app's /metrics."""
+def _collectors(scheduler_metrics_url: str | None) -> list[Any]:
+    """With a scheduler child: this process's own metrics (prometheus_client's default
+    registry: process and platform) and the child's, scraped when /metrics is."""
+    if not scheduler_metrics_url:
+        return []
     from prometheus_client import REGISTRY
 
-    from cadenza.triggers.metrics import scheduler_metrics
+    from cadenza.cli.scheduler_child import ChildMetrics
 
-    scheduler_metrics()
-    return [REGISTRY]
+    return [REGISTRY, ChildMetrics(scheduler_metrics_url)]
 
 
-def build_app(settings: Settings, paths: list[Path] | None, *, scheduler: bool) -> FastAPI:
+def build_app(settings: Settings, paths: list[Path] | None, *,
+              scheduler_metrics_url: str | None = None) -> FastAPI:
     """The app `cadenza server` serves (also in each worker process)."""
     from cadenza.api.app import create_app
     from cadenza.triggers.cron import next_run_at
 
-    extra = _scheduler_collectors() if scheduler else []
     return create_app(settings, paths=paths or None, next_run_at=next_run_at,
-                      metrics_collectors=extra)
+                      metrics_collectors=_collectors(scheduler_metrics_url))
 
 
 def worker_app() -> FastAPI:
     """uvicorn's app factory in `--workers N` processes (settings from the environment)."""
+    from cadenza.cli.scheduler_child import METRICS_URL_ENV
     from cadenza.core.settings import get_settings
 
     raw = os.environ.get(_PATHS_ENV, "")
     paths = [Path(p) for p in raw.split(os.pathsep) if p]
-    return build_app(get_settings(), paths, scheduler=False)
-
-
-def _start_scheduler(targets: list[str], settings: Settings, *, executor: str | None,
-                     max_runs: int) -> tuple[Scheduler, threading.Thread]:
-    from cadenza.cli.scheduler import find_pipelines, print_watched
-    from cadenza.triggers.loop import Scheduler
-
-    pipes = find_pipelines(targets, settings)
-    sched = Scheduler(pipes, settings=settings, executor=executor, max_runs=max_runs)
-    print_watched(sched, executor=executor or settings.executor, once=False)
-    thread = threading.Thread(target=sched.run_forever, name="cadenza-scheduler", daemon=True)
-    return sched, thread
+    return build_app(get_settings(), paths,
+                     scheduler_metrics_url=os.environ.get(METRICS_URL_ENV) or None)
 
 
 def _serve_one(app: FastAPI, host: str, port: int, on_stop: list[Any]) -> None:
@@ -181,8 +174,9 @@ def server_command(
     port: Annotated[int, typer.Option("--port", min=0, max=65535,
                                       help="Port to listen on.")] = DEFAULT_PORT,
     scheduler: Annotated[bool, typer.Option(
-        "--scheduler", help="Also run the scheduler in this process: create due runs and "
-        "execute queued ones (those triggered over the API too).")] = False,
+        "--scheduler", help="Also run the scheduler (a child process this server starts and "
+        "stops): create due runs and execute queued ones (those triggered over the API "
+        "too).")] = False,
     workers: Annotated[int, typer.Option(
         "--workers", min=1, help="uvicorn worker processes serving the API.")] = 1,
     executor: Annotated[str | None, typer.Option(
@@ -210,35 +204,35 @@ def server_command(
 
     check_bind(host, store, settings=settings)
 
-    sched: Scheduler | None = None
-    thread: threading.Thread | None = None
+    child: SchedulerChild | None = None
     if scheduler:
-        sched, thread = _start_scheduler(list(targets or []), settings, executor=executor,
-                                         max_runs=max_runs)
+        from cadenza.cli.scheduler import find_pipelines
+        from cadenza.cli.scheduler_child import METRICS_URL_ENV, SchedulerChild
+
+        find_pipelines(list(targets or []), settings)  # none found: exit 2 before starting
+        child = SchedulerChild(list(targets or []), executor=executor, max_runs=max_runs)
+        os.environ[METRICS_URL_ENV] = child.metrics_url  # for --workers N processes
     _service_logging()
-    left = 0
     on_stop: list[Any] = []
-    if sched is not None:
-        on_stop.append(sched.shutdown)
+    if child is not None:
+        on_stop.append(child.stop)
     shown = f"[{host}]" if ":" in host else host
     note(f"Serving http://{shown}:{port}/api/v1 (docs at /api/v1/docs, metrics at /metrics)"
-         f"{' with the scheduler' if sched else ''}; Ctrl-C or SIGTERM stops it.")
+         f"{' with the scheduler (a child process)' if child else ''}; Ctrl-C or SIGTERM "
+         "stops it.")
     try:
-        if thread is not None:
-            thread.start()
+        if child is not None:
+            child.start()
         if workers == 1:
-            _serve_one(build_app(settings, paths, scheduler=sched is not None), host, port,
+            url = child.metrics_url if child is not None else None
+            _serve_one(build_app(settings, paths, scheduler_metrics_url=url), host, port,
                        on_stop)
         else:
             _serve_workers(paths, host, port, workers)
     finally:
-        if sched is not None and thread is not None:
-            sched.shutdown()
-            thread.join()
-            left = len(sched.running)
-    tail = (f"; {left} run{'s' if left != 1 else ''} in flight left to "
-            f"{'their leases' if left != 1 else 'its lease'}") if left else ""
-    out().print(f"Server on {escape(host)}:{port} stopped{escape(tail)}.")
+        if child is not None:
+            child.join()
+    out().print(f"Server on {escape(host)}:{port} stopped.")
     raise typer.Exit(0)
 
 

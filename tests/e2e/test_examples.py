@@ -313,3 +313,40 @@ def test_training_before_any_features_explains_the_order(ml_env: Settings,
     result = chain.train_on_features.run(executor="inline", data_dir=str(tmp_path / "empty"))
 
     assert "run build_wine_features first" in result.failed["read_features"].message
+
+
+# --- warehouse to model: SQL + dbt + Python + shell on the local PostgreSQL -------------------
+
+
+@pytest.mark.postgres
+def test_warehouse_to_model_lands_builds_trains_and_packages(
+        sqlite_env: Settings, warehouse: Any, kind_envs: Path, tmp_path: Path) -> None:
+    import hashlib
+
+    env = clean_env(sqlite_env.home)
+    env["CADENZA_ENVS_DIR"] = str(kind_envs)  # dbt's environment, built once per test run
+    env["WAREHOUSE_SCHEMA"] = warehouse.schema
+    proc = subprocess.run([*CADENZA, "run", str(EXAMPLES / "warehouse_to_model.py")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+                          stdin=subprocess.DEVNULL, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
+
+    store = open_store(env["CADENZA_DATABASE_URL"])
+    run = store.list_runs(limit=1)[0]
+    states = {t.task_id: t.state for t in store.get_task_instances(run.run_id)}
+    assert states == {"land_orders": S.SUCCESS, "dbt": S.SUCCESS, "features": S.SUCCESS,
+                      "train": S.SUCCESS, "package": S.SUCCESS}
+    from cadenza import get_run
+
+    outputs = get_run(run.run_id).outputs
+    assert outputs["land_orders"] > 0  # rows inserted by the last statement
+    nodes = outputs["dbt"]["nodes"]
+    assert nodes["model.warehouse.customer_features"] == "success"
+    assert "test.warehouse.no_negative_spend" in nodes
+    trained = outputs["train"]
+    assert trained["rows"] == 400 and trained["churn_rate"] == pytest.approx(0.4)
+    assert 0.5 < trained["auc"] <= 1.0
+    tarball = Path(trained["folder"]) / "model.tgz"
+    assert outputs["package"] == hashlib.sha256(tarball.read_bytes()).hexdigest()
+    rows = warehouse.execute("SELECT count(*), sum(churned) FROM {schema}.customer_features")
+    assert rows == [(400, 160)]

@@ -183,3 +183,20 @@ def test_kafka_unreachable_broker_names_the_trigger_the_pipeline_and_the_fix():
     assert f"kafka://127.0.0.1:{port}?topic=ml.training" in text
     assert "pipeline 'retrain'" in text and "Fix: start the broker" in text
     consumer.close()
+
+
+def test_kafka_scheduler_once_runs_what_was_produced_since_the_group_last_read(
+        cadenza_env, kafka_bootstrap, topic):
+    url = kafka_url(kafka_bootstrap, topic)
+    first = Scheduler([event_pipeline(url, "kafka_once")], max_runs=0)
+    first.open_consumers()  # the group starts here
+    first.close()
+    produce(kafka_bootstrap, topic, [b'{"n": 1}', b'{"n": 2}'])
+    # `cadenza scheduler --once`: join the group, take what is there, drive the runs.
+    once = Scheduler([event_pipeline(url, "kafka_once")], executor="inline")
+    once.run_once(timeout_s=60)
+    runs = runs_of(cadenza_env, "kafka_once")
+    assert [r.params["n"] for r in runs] == [1, 2]
+    assert all(r.state is RunState.SUCCESS for r in runs)
+    once.close()
+    assert committed(kafka_bootstrap, topic, "cadenza.kafka_once") == [2]

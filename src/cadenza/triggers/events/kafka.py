@@ -19,6 +19,7 @@ produced from that moment on make runs even before the group's first rebalance e
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -28,6 +29,7 @@ from cadenza.triggers.events.trigger import EventTrigger, missing_client, unreac
 log = logging.getLogger(__name__)
 
 _TIMEOUT_S = 10.0  # metadata, topic creation and offset look-ups at prepare time
+_FIRST_FETCH_S = 2.0  # the first poll after joining waits up to this for a fetch (see poll)
 
 
 class KafkaConsumer:
@@ -75,6 +77,9 @@ class KafkaConsumer:
             "logger": log,
         }
         self.client: Any = None
+        self._joined = False
+        self._fetched = False
+        self._early: list[Any] = []  # messages that came while prepare() waited to join
 
     def _on_error(self, err: Any) -> None:
         # librdkafka reports broker trouble here, not from poll(): remembered so poll can
@@ -94,13 +99,26 @@ class KafkaConsumer:
             try:
                 if not self.start_all:
                     self._start_new_group_at_end(client)
-                client.subscribe([self.topic])
+                client.subscribe([self.topic], on_assign=self._on_assign)
             except BaseException:
                 client.close()
                 raise
         except ck.KafkaException as exc:
             raise unreachable(self.trigger, self.pipeline, exc.args[0].str()) from None
         self.client = client
+        # Join the group now (a few seconds: the group coordinator's rebalance), so that a
+        # scheduler's first poll -- `cadenza scheduler --once` makes only one -- can read.
+        deadline = time.monotonic() + 3 * self.config["session.timeout.ms"] / 1000
+        while not self._joined and time.monotonic() < deadline:
+            msg = client.poll(0.1)
+            if msg is not None:
+                self._early.append(msg)
+        if not self._joined:
+            log.warning("pipeline %s: the Kafka group %s has not assigned this scheduler its "
+                        "partitions yet; polling goes on", self.pipeline, self.group)
+
+    def _on_assign(self, _client: Any, _partitions: Any) -> None:
+        self._joined = True  # also with no partition (more schedulers than partitions)
 
     def _ensure_topic(self) -> None:
         from confluent_kafka.admin import AdminClient
@@ -143,9 +161,18 @@ class KafkaConsumer:
         self.prepare()
         ck = self._ck
         # consume(n, timeout) waits for n messages or the timeout: wait for the first one
-        # only (poll returns when it comes), then take what else is there at once.
-        first = self.client.poll(max(block_ms, 0) / 1000)
-        msgs = [] if first is None else [first, *self.client.consume(self.batch - 1, 0)]
+        # only (poll returns when it comes), then take what else is there at once. Right
+        # after joining, nothing has been fetched yet: the first poll waits for one fetch.
+        wait_s = max(block_ms, 0) / 1000
+        if not self._fetched and self._joined:
+            wait_s = max(wait_s, _FIRST_FETCH_S)
+            self._fetched = True
+        if self._early:
+            msgs, self._early = self._early, []
+            msgs += self.client.consume(max(self.batch - len(msgs), 1), 0)
+        else:
+            first = self.client.poll(wait_s)
+            msgs = [] if first is None else [first, *self.client.consume(self.batch - 1, 0)]
         if self._errors:
             error, self._errors = self._errors[-1], []
             if not msgs:

@@ -231,3 +231,37 @@ def test_steps_served_from_kfp_cache_are_recorded_cached_with_their_outputs(
     # The downstream step recorded fit with the output it received from the cache.
     assert second.outputs["fit"] == first.outputs["fit"]
     assert second.outputs["tidy"] == first.outputs["tidy"]
+
+
+def test_a_running_kfp_run_is_not_crashed_and_cadenza_runs_cancel_stops_its_steps(
+        tmp_path: Path, s3_bucket: S3Bucket, pg_url: str) -> None:  # noqa: F811 - fixture
+    from cadenza.engine.lease import is_orphaned
+    from cadenza.store import open_store
+
+    run_id = f"kfp-{secrets.token_hex(6)}"
+    env = _env(tmp_path / "pod-home", s3_bucket.root("artifacts"), s3_bucket, pg_url)
+    pipeline = ["--pipeline", f"{SOURCE}:quickstart", "--run-id", run_id]
+    params = ["--param", "n=40", "--param", "seed=1", "--param", "threshold=0.5"]
+
+    def step(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([CADENZA, "task-run", *pipeline, *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, check=False)
+
+    ref = tmp_path / "make_data.json"
+    first = step("--task", "make_data", *params, "--output-ref", str(ref))
+    assert first.returncode == 0, first.stderr
+    store = open_store(pg_url)
+    run = store.get_run(run_id)
+    assert run.state == "running" and not is_orphaned(run)  # its steps hold the lease
+
+    cancel = subprocess.run([CADENZA, "runs", "cancel", run_id, "--wait", "0"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, check=False)
+    assert cancel.returncode in (0, 3), cancel.stderr
+    second = step("--task", "train", "--map-index", "0", *params,
+                  "--input", f"make_data={ref.read_text(encoding='utf-8')}")
+    assert second.returncode == 1
+    assert "cancelled" in second.stdout
+    assert store.get_task_instance(run_id, "train", 0).state == "cancelled"
+    done = step("--finalize", "--status", '{"state": "FAILED"}')
+    assert done.returncode == 0, done.stderr
+    assert store.get_run(run_id).state == "cancelled"

@@ -52,3 +52,16 @@ def test_extra_requirements_replace_the_pins_of_the_same_package(tmp_path: Path)
     assert names.count("sqlalchemy") == 1 and "SQLAlchemy==2.0.0" in install
     assert "scikit-learn==1.5.2" in install
     assert "ENV" not in [k for k, v in _parsed(text, tmp_path) if "ENVS_DIR" in v]
+
+
+def test_steps_name_the_pipeline_file_relative_to_the_project_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "pipelines").mkdir()
+    file = tmp_path / "pipelines" / "fraud.py"
+    file.write_text("", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert step_source("pipelines/fraud.py", "fraud") == "pipelines/fraud.py:fraud"
+    assert step_source("pipelines/fraud.py:fraud", "fraud") == "pipelines/fraud.py:fraud"
+    assert step_source(f"{file}:fraud", "fraud") == "pipelines/fraud.py:fraud"
+    # A bare pipeline name of the project: the file that defines it.
+    assert step_source("fraud", "fraud", str(file)) == "pipelines/fraud.py:fraud"

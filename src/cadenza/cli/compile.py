@@ -19,15 +19,19 @@ DEFAULT_IMAGE = "cadenza-pipeline:latest"
 BASE_IMAGE = "python:3.11-slim"
 
 
-def step_source(target: str, plan_name: str) -> str:
+def step_source(target: str, plan_name: str, source_file: str | None = None) -> str:
     """How the steps name the pipeline: its file relative to the project folder (the image's
-    working directory), and the pipeline's name."""
-    file_part = target.rsplit(":", 1)[0] if target.count(":") and not Path(target).is_file() \
-        else target
+    working directory: where `cadenza compile` runs), and the pipeline's name. A bare
+    pipeline name (found through cadenza.toml) uses the file that defines it."""
+    file_part = target
+    if not Path(target).is_file() and ":" in target:
+        file_part = target.rsplit(":", 1)[0]
+    if not Path(file_part).is_file() and source_file:
+        file_part = source_file
     path = Path(file_part)
     if path.is_absolute():
         try:
-            path = path.relative_to(Path.cwd())
+            path = path.resolve().relative_to(Path.cwd().resolve())
         except ValueError:
             path = Path(path.name)
     return f"{path.as_posix()}:{plan_name}"
@@ -78,7 +82,7 @@ def compile_command(
 
     settings = get_settings()
     plan = resolve_pipeline(target, settings)
-    source = step_source(target, plan.name)
+    source = step_source(target, plan.name, plan.source_file)
     if format_ == "kfp":
         import yaml
 

@@ -175,6 +175,12 @@ class StoreBook:
         rows: list[AttemptRecord] = self.store.get_attempts(run_id, task_id, map_index)
         return rows
 
+    def renew(self, run_id: str, driver_id: str) -> bool:
+        """Refresh the run's heartbeat (its steps share one driver id); True when someone
+        asked to cancel the run."""
+        self.store.renew_lease(run_id, driver_id)
+        return run_id in self.store.cancel_requests([run_id])
+
 
 class ObjectBook:
     """Records as JSON files in the artifact store, one per task instance."""
@@ -222,6 +228,10 @@ class ObjectBook:
     def attempts_of(self, run_id: str, task_id: str, map_index: int) -> list[AttemptRecord]:
         data = self.files.read(run_id, f"ti-{task_id}.{map_index}.json")
         return [] if data is None else load_step(data).attempts
+
+    def renew(self, run_id: str, driver_id: str) -> bool:
+        """No store to show liveness in or to ask for a cancel: nothing to do."""
+        return False
 
 
 def _name(ti: TaskInstanceRecord) -> str:

@@ -69,7 +69,13 @@ class StepOutcome:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.state in (S.FAILED, S.UP_FOR_RETRY) else 0
+        return 1 if self.state in (S.FAILED, S.UP_FOR_RETRY, S.CANCELLED) else 0
+
+
+def kfp_driver_id(run_id: str) -> str:
+    """The driver id every step of a KFP run renews the run's lease under: the run shows as
+    running, not crashed, while a step heartbeats (engine/lease.py's rule)."""
+    return f"kfp:{run_id}"
 
 
 def check_cluster_root(settings: Settings, pipeline: str) -> None:
@@ -313,7 +319,9 @@ def run_step(plan: Plan, task_id: str, *, run_id: str, settings: Settings, book:
     run = book.ensure_run(RunRecord(
         run_id=run_id, pipeline=plan.name, state=RunState.RUNNING, params=stored,
         created_at=now, started_at=now, executor="kfp", trigger="kfp", source=plan.source,
-        tags=plan.tags, extra={TASK_ORDER: plan.topological_ids()}))
+        tags=plan.tags, extra={TASK_ORDER: plan.topological_ids()},
+        driver_id=kfp_driver_id(run_id), heartbeat_at=now))
+    cancelled = book.renew(run_id, kfp_driver_id(run_id))
     previous = [a for a in book.attempts_of(run_id, task_id, map_index)]
     exists = bool(previous) or any(
         t.task_id == task_id and t.map_index == map_index for t in book.instances(run_id))
@@ -321,6 +329,11 @@ def run_step(plan: Plan, task_id: str, *, run_id: str, settings: Settings, book:
                             state=S.PENDING, attempt=len(previous), pool=node.options.pool)
 
     _adopt_cached(plan, ups, book, run_id)
+    if cancelled:  # `cadenza runs cancel`: this and every later step stop here
+        ti = move_task(ti, S.CANCELLED, reason="the run was cancelled", ended_at=now)
+        book.write(StepRecord(instance=ti), exists=exists)
+        return StepOutcome(state=S.CANCELLED,
+                           ref=json.dumps({"state": S.CANCELLED.value, "ref": None}))
     decision = _decide(plan, node, ups, book, run_id)
     if decision is not rules.Decision.RUN:
         state = S.SKIPPED if decision is rules.Decision.SKIP else S.UPSTREAM_FAILED
@@ -336,7 +349,7 @@ def run_step(plan: Plan, task_id: str, *, run_id: str, settings: Settings, book:
     ti = move_task(ti, S.QUEUED, queued_at=now, attempt=attempt)
     out = _execute(plan, node, run, args, map_index=map_index, attempt=attempt,
                    settings=settings, timeout_s=timeout_s or node.options.timeout_s,
-                   executor=executor)
+                   executor=executor, book=book)
     started = out.started_at or now
     ti = move_task(ti, S.RUNNING, started_at=started, worker=out.worker)
     ended = out.ended_at or clock.now()
@@ -347,6 +360,9 @@ def run_step(plan: Plan, task_id: str, *, run_id: str, settings: Settings, book:
     if out.ok and error is None:
         state = S.SUCCESS
         ti = move_task(ti, state, ended_at=ended, output=out.output)
+    elif error is not None and error.kind is ErrorKind.CANCELLED:
+        state = S.CANCELLED
+        ti = move_task(ti, state, ended_at=ended, error=error, reason="the run was cancelled")
     else:
         assert error is not None
         retry = rules.should_retry(node.options, attempt, error)
@@ -418,7 +434,7 @@ def _call_args(plan: Plan, node: TaskNode, values: Mapping[str, Any],
 
 def _execute(plan: Plan, node: TaskNode, run: RunRecord, args: dict[str, Any], *,
              map_index: int, attempt: int, settings: Settings, timeout_s: float | None,
-             executor: str) -> Any:
+             executor: str, book: Book) -> Any:
     from cadenza.core.logfiles import attempt_log_path
     from cadenza.executors.base import TaskCall, get_executor
 
@@ -435,7 +451,14 @@ def _execute(plan: Plan, node: TaskNode, run: RunRecord, args: dict[str, Any], *
     ex = get_executor("processes" if timeout_s and executor == "inline" else executor)
     outcomes: queue.Queue[Any] = queue.Queue()
     ex.submit(call, outcomes.put)
-    out = outcomes.get()
+    every = max(settings.lease_s / 6, 0.5)
+    while True:
+        try:
+            out = outcomes.get(timeout=every)
+            break
+        except queue.Empty:  # still running: heartbeat, and stop it if the run is cancelled
+            if book.renew(run.run_id, kfp_driver_id(run.run_id)):
+                ex.cancel(run.run_id, node.id, map_index)
     _echo_log(out.log_path)
     return out
 
@@ -514,7 +537,10 @@ def finalize_run(plan: Plan, run_id: str, *, book: Book, body_ok: bool | None = 
         finals.append(state)
     final = run_state_of(finals)
     if not run.state.is_final:
-        run = move_run(run, final if final.is_final else RunState.FAILED, ended_at=now)
+        cancelled = book.renew(run_id, kfp_driver_id(run_id))
+        run_state = (RunState.CANCELLED if cancelled else
+                     final if final.is_final else RunState.FAILED)
+        run = move_run(run, run_state, ended_at=now, driver_id=None)
         book.update_run(run)
     return run
 

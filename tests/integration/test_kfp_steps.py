@@ -265,3 +265,26 @@ def test_a_running_kfp_run_is_not_crashed_and_cadenza_runs_cancel_stops_its_step
     done = step("--finalize", "--status", '{"state": "FAILED"}')
     assert done.returncode == 0, done.stderr
     assert store.get_run(run_id).state == "cancelled"
+
+
+def test_a_failure_retry_on_does_not_name_is_not_run_again_by_kfp_retries(
+        tmp_path: Path, s3_bucket: S3Bucket) -> None:  # noqa: F811 - fixture
+    from cadenza.engine.step_records import ObjectBook
+
+    out = tmp_path / "not_retried.yaml"
+    subprocess.run([CADENZA, "compile", "tests/pipelines/kfp_shapes.py:not_retried",
+                    "-o", str(out)], cwd=ROOT, check=True, capture_output=True, text=True)
+    run_id = f"kfp-{secrets.token_hex(6)}"
+    root = s3_bucket.root("artifacts")
+    marker = tmp_path / "calls.txt"
+    runner = LocalKfp.from_file(out, command_prefix=[CADENZA],
+                                env=_env(tmp_path / "pod-home", root, s3_bucket, None),
+                                cwd=ROOT, run_id=run_id)
+    runner.run({"marker": str(marker)})
+    attempts = [s for s in runner.steps if s.task == "wrong-error"]
+    assert [s.returncode for s in attempts] == [1, 1, 1]  # KFP's retry policy: 2 retries
+    assert marker.read_text() == "x"  # but the task ran once: ValueError is not retried
+    book = ObjectBook(root)
+    [row] = [r for r in book.instances(run_id) if r.task_id == "wrong_error"]
+    assert row.state == "failed" and "not a connection problem" in row.error.message
+    assert book.get_run(run_id).state == "failed"

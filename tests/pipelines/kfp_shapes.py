@@ -41,6 +41,21 @@ def flaky() -> int:
     return 1
 
 
+@task(retries=2, retry_on=(ConnectionError,))
+def wrong_error(marker: str) -> int:
+    """Fails with an error retry_on does not name: not retried, even on KFP."""
+    from pathlib import Path
+
+    count = Path(marker)
+    count.write_text(count.read_text() + "x" if count.exists() else "x")
+    raise ValueError("not a connection problem")
+
+
+@pipeline
+def not_retried(marker: str):
+    wrong_error(marker)
+
+
 @task.branch
 def choose(x: int) -> str:
     return "left" if x else "right"

@@ -28,8 +28,7 @@ FILES = sorted((ROOT / "examples").glob("*.py")) + sorted(
     p for p in (ROOT / "tests" / "pipelines").glob("*.py") if p.name != "__init__.py")
 # Pipelines that use what KFP cannot express, and the problem the compiler must name.
 INEXPRESSIBLE = {
-    "retry_on_pipeline": "retry_on=(ConnectionError) cannot be expressed",
-    "not_for_kfp": "retry_on=(ConnectionError) cannot be expressed",
+    "not_for_kfp": "resources licence_seats have no KFP equivalent",
 }
 
 
@@ -243,11 +242,10 @@ def test_a_pipeline_kfp_cannot_express_lists_every_problem_with_task_and_fix() -
         compile_kfp(not_for_kfp.plan, image="i", source="x.py:not_for_kfp")
     problems = caught.value.problems
     by_task = {(p.task, p.message.split(" ")[0]) for p in problems}
-    assert ("flaky", "retry_on=(ConnectionError)") in by_task
     assert ("licensed", "resources") in by_task
     reads = [p for p in problems if p.task == "join"]
     assert {p.message.split("'")[1] for p in reads} == {"left", "right"}
     assert all(p.hint for p in problems)
     text = str(caught.value)
-    assert text.startswith("4 problems in pipeline 'not_for_kfp'")
-    assert "Fix: remove retry_on" in text and "dsl.If" in text
+    assert text.startswith("3 problems in pipeline 'not_for_kfp'")
+    assert "Fix: keep cpu, memory, gpu and gpu_type" in text and "dsl.If" in text

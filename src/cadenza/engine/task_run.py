@@ -15,7 +15,9 @@ state the downstream steps' trigger rules read. Decisions:
    says skip or upstream_failed, the instance is recorded so and the step succeeds: KFP only
    decides *whether to start* a step, Cadenza what it means.
 2. A failed attempt with retries left is recorded `up_for_retry` and the step fails, so KFP's
-   retry policy starts it again; the next attempt continues the count.
+   retry policy starts it again; the next attempt continues the count. A failure Cadenza
+   does not retry (`retry_on` names other exceptions) is recorded `failed`, and the steps
+   KFP still starts for it fail at once without running the task.
 3. The run's row is created by the first step that arrives, `running`; `--finalize` records
    what never ran, the summaries of mapped tasks, and the run's final state.
 4. A step KFP served from its cache did not run here and recorded nothing: the first
@@ -323,8 +325,16 @@ def run_step(plan: Plan, task_id: str, *, run_id: str, settings: Settings, book:
         driver_id=kfp_driver_id(run_id), heartbeat_at=now))
     cancelled = book.renew(run_id, kfp_driver_id(run_id))
     previous = [a for a in book.attempts_of(run_id, task_id, map_index)]
-    exists = bool(previous) or any(
-        t.task_id == task_id and t.map_index == map_index for t in book.instances(run_id))
+    mine = next((t for t in book.instances(run_id)
+                 if t.task_id == task_id and t.map_index == map_index), None)
+    exists = bool(previous) or mine is not None
+    if mine is not None and mine.state is S.FAILED and previous and mine.error is not None \
+            and len(previous) <= node.options.retries:
+        # KFP retries a step whatever failed it; Cadenza decided this failure is not
+        # retried (retry_on, or a kind no retry changes): fail again without running.
+        log.error("task %s is not retried: %s", task_label(task_id, map_index),
+                  mine.error.message)
+        return StepOutcome(state=S.FAILED, ref=json.dumps({"state": "failed", "ref": None}))
     ti = TaskInstanceRecord(run_id=run_id, task_id=task_id, map_index=map_index,
                             state=S.PENDING, attempt=len(previous), pool=node.options.pool)
 

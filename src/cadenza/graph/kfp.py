@@ -20,6 +20,8 @@ How a pipeline maps (README "Running on Kubeflow Pipelines / Vertex AI"):
   `ref`s are collected (dsl.Collected) for every consumer, in map order.
 - `@task.branch` -> one condition group per direct downstream (`branch == 'task'`: the
   dsl.If/Elif of one choice); downstream tasks that only follow a target join its group.
+- `retry_on`: KFP retries any failed step; `task-run` records a failure retry_on does not
+  name as `failed`, and the retries KFP still starts fail at once without running.
 - trigger rules: all_success, none_failed, none_failed_min_one_success and none_skipped run
   after their upstream steps succeed (KFP's default); all_done, always, one_success,
   one_failed and all_failed run once they *ended* (ALL_UPSTREAM_TASKS_COMPLETED, their
@@ -217,12 +219,6 @@ class _Compiler:
                               "start the KFP run when the condition holds (a Cadenza "
                               "sensor trigger, or your event source), and drop the sensor "
                               "task from the pipeline")
-            if o.retry_on:
-                names = ", ".join(sorted(c.__name__ for c in o.retry_on))
-                self._problem(node.id, f"retry_on=({names}) cannot be expressed: KFP retries "
-                              "a step whatever made it fail",
-                              "remove retry_on (every failure is then retried), or "
-                              "set retries=0")
             custom = list(o.resources.custom)
             if custom:
                 self._problem(node.id, f"resources {', '.join(sorted(custom))} have no KFP "

@@ -77,6 +77,24 @@ def test_a_command_runs_with_env_and_cwd_and_returns_its_last_line(sqlite_env: A
     assert "hello bob" in log and "a warning" in log  # stdout and stderr, in the task's log
 
 
+def test_a_shell_task_maps_over_a_list_like_any_task(sqlite_env: Any, tmp_path: Path) -> None:
+    @task.shell(output="stdout")
+    def shout(prefix: str, n: int) -> list[str]:
+        return ["seq", "-f", f"{prefix}%g", "1", str(n)]
+
+    @task
+    def lines(outputs: list[str]) -> list[int]:
+        return [len(o.splitlines()) for o in outputs]
+
+    @pipeline
+    def mapped_shell():
+        lines(shout.partial(prefix="x").expand(n=[1, 2, 3]))
+
+    result = mapped_shell.run(executor="processes")
+    assert result.outputs["lines"] == [1, 2, 3]
+    assert result.outputs["shout"] == ["x1\n", "x1\nx2\n", "x1\nx2\nx3\n"]
+
+
 def test_many_quick_commands_never_hang(tmp_path: Path) -> None:
     """A command that exits before the supervisor waits for it must still be seen (a
     SIGCHLD handler racing a blocking read hung about one call in fifty once)."""

@@ -141,19 +141,19 @@ class _Lines:
         if len(self.partial) >= _LINE_LIMIT:
             lines.append(self.partial)
             self.partial = b""
-        for raw in lines:
-            self._emit(raw.decode("utf-8", "replace"))
+        self._emit([raw.decode("utf-8", "replace").rstrip("\r") for raw in lines])
 
     def close(self) -> None:
         if self.partial:
-            self._emit(self.partial.decode("utf-8", "replace"))
+            self._emit([self.partial.decode("utf-8", "replace").rstrip("\r")])
             self.partial = b""
 
-    def _emit(self, line: str) -> None:
-        line = line.rstrip("\r")
-        self.sink.write(line + "\n")
+    def _emit(self, lines: list[str]) -> None:
+        # The whole lines of one read in one write: the attempt log masks and flushes per
+        # write (200k lines: 2.8 s one write per line, see the commit).
+        self.sink.write("".join(line + "\n" for line in lines))
         if self.keep is not None:
-            self.keep.append(line)
+            self.keep.extend(lines)
 
 
 def run_shell(command: Any, config: Mapping[str, Any]) -> Any:

@@ -46,7 +46,7 @@ process group (so a kill also stops what the task spawned, and Ctrl-C in the ter
 the driver only), and a watchdog thread in the worker blocks on the parent-process sentinel
 and kills the group when the driver goes away, even by SIGKILL.
 
-Modules: `pool.py` (ProcessExecutor, the collector thread), `child.py` (the worker process's
+Modules: `pool.py` (ProcessExecutor), `collector.py` (its collector thread), `child.py` (the worker process's
 main), `wire.py` (messages and codecs), `jobs.py` (per-call and per-worker bookkeeping, the
 outcomes of calls that did not return), `main_module.py` (keeping `__main__` out of workers).
 """

@@ -1,5 +1,5 @@
-"""The pool: starts, feeds, watches, kills and replaces the worker processes (the package
-docstring says how), with one collector thread in the driver.
+"""The pool: starts, feeds, kills and replaces the worker processes (the package docstring
+says how); its collector thread, which watches them, is `collector.py`.
 """
 
 from __future__ import annotations
@@ -23,18 +23,15 @@ from typing import Any
 
 from cadenza.core import clock
 from cadenza.core.errors import ConfigError
-from cadenza.core.records import ErrorKind
 from cadenza.executors.base import Sink, TaskCall, TaskOutcome
 from cadenza.executors.processes.child import worker_main
+from cadenza.executors.processes.collector import KILL_GRACE_S, Collector
 from cadenza.executors.processes.jobs import (
     BOOT_RETRY_AFTER_S,
-    MAX_BOOT_FAILURES,
     Job,
     Worker,
     broken_outcome,
-    describe_exit,
     failed_outcome,
-    lost_outcome,
     signal_group,
     stopped_outcome,
 )
@@ -47,8 +44,6 @@ from cadenza.executors.processes.wire import (
     PROTOCOL,
     STOP_MSG,
     Unpicklable,
-    decode_outcome,
-    error_info,
     pickle_call,
     pickle_fn,
 )
@@ -62,7 +57,6 @@ EXECUTE_TARGET = "cadenza.executors.worker:execute"
 # per worker start: `python -X importtime -c "import cadenza.executors.worker"`).
 _PRELOAD = ["cadenza.executors.processes.child", "cadenza.executors.worker"]
 
-KILL_GRACE_S = 2.0  # SIGTERM, then SIGKILL if the worker is still alive after this long
 SHUTDOWN_GRACE_S = 5.0
 FN_CACHE_PER_WORKER = 256  # functions a worker keeps loaded (LRU, evicted by the driver)
 FN_CACHE_DRIVER = 1024  # pickled functions the driver keeps (LRU)
@@ -85,7 +79,7 @@ def _resolve_start_method(requested: str | None) -> str:
     return method
 
 
-class ProcessExecutor:
+class ProcessExecutor(Collector):
     """A persistent pool of worker processes.
 
     Example:
@@ -475,33 +469,6 @@ class ProcessExecutor:
     def _rebuild_waitables_locked(self) -> None:
         self._selector_dirty = True
 
-    def _sync_selector_locked(self) -> None:
-        """Collector thread: make the selector watch exactly the live workers' fds."""
-        assert self._selector is not None
-        want: dict[int, tuple[Worker, bool]] = {}
-        for w in self._workers:
-            if not w.dead:
-                if not w.eof:
-                    want[w.conn.fileno()] = (w, True)
-                want[w.sentinel] = (w, False)
-        for fd, owner in list(self._registered.items()):
-            if want.get(fd) != owner:
-                self._selector.unregister(fd)
-                del self._registered[fd]
-        for fd, owner in want.items():
-            if fd not in self._registered:
-                self._selector.register(fd, selectors.EVENT_READ, owner)
-                self._registered[fd] = owner
-        self._selector_dirty = False
-
-    def _forget_locked(self, worker: Worker) -> None:
-        """Collector thread: stop watching a worker's fds before they are closed."""
-        assert self._selector is not None
-        for fd, (w, _) in list(self._registered.items()):
-            if w is worker:
-                self._selector.unregister(fd)
-                del self._registered[fd]
-
     def _push_timer_locked(self, when: float, what: str, job: Job) -> None:
         self._timer_seq += 1
         heapq.heappush(self._timers, (when, self._timer_seq, what, job))
@@ -518,262 +485,3 @@ class ProcessExecutor:
             os.write(self._wake_w, b"!")
         except (BlockingIOError, OSError):
             pass  # already awake (pipe full) or shut down
-
-    # -- the collector thread ------------------------------------------------------------
-
-    def _collect(self) -> None:
-        with self._lock:
-            selector = self._selector = selectors.DefaultSelector()
-            selector.register(self._wake_r, selectors.EVENT_READ, None)
-            self._sync_selector_locked()
-        wake_r = self._wake_r
-        while True:
-            with self._lock:
-                if self._stopping:
-                    return
-                if self._selector_dirty:
-                    self._sync_selector_locked()
-                timeout = self._next_timeout_locked()
-            events = selector.select(timeout)
-            deliveries: list[tuple[Sink, TaskOutcome]] = []
-            dead: list[Worker] = []
-            for key, _ in events:
-                if key.data is None:  # the wake pipe
-                    try:
-                        while os.read(wake_r, 4096):
-                            pass
-                    except (BlockingIOError, OSError):
-                        pass
-                    continue
-                worker, is_pipe = key.data
-                if worker.dead:
-                    continue
-                if is_pipe:
-                    deliveries.extend(self._read_one(worker))
-                else:
-                    dead.append(worker)
-            for worker in dead:
-                deliveries.extend(self._drain(worker))
-                deliveries.extend(self._on_worker_exit(worker))
-            with self._lock:
-                if self._stopping:
-                    # shutdown() takes over; it delivers what the collector already read.
-                    self._pending[:0] = deliveries
-                    return
-                self._fire_timers_locked()
-                deliveries.extend(self._pending)
-                self._pending.clear()
-            self._deliver(deliveries)
-
-    def _next_timeout_locked(self) -> float | None:
-        timers = self._timers
-        while timers and (
-            timers[0][3].done
-            or (timers[0][2] == "deadline" and timers[0][3].stop_reason is not None)
-        ):
-            heapq.heappop(timers)
-        if not timers:
-            self._wait_until = float("inf")
-            return None
-        self._wait_until = timers[0][0]
-        return max(0.0, self._wait_until - time.monotonic())
-
-    def _fire_timers_locked(self) -> None:
-        now = time.monotonic()
-        timers = self._timers
-        while timers and timers[0][0] <= now:
-            when, _, what, job = heapq.heappop(timers)
-            if job.done or job.worker is None or job.worker.dead:
-                continue
-            if what == "deadline" and when != job.deadline:
-                continue  # from before the call was requeued
-            if what == "deadline":
-                if job.stop_reason is None:
-                    log.debug(
-                        "%s timed out after %s s; killing worker %d",
-                        job.call.label,
-                        job.call.timeout_s,
-                        job.worker.pid,
-                    )
-                    self._stop_locked(job, "timeout")
-            else:  # "kill": SIGTERM was not enough
-                log.warning(
-                    "worker %d ignored SIGTERM for %s s; sending SIGKILL",
-                    job.worker.pid,
-                    KILL_GRACE_S,
-                )
-                signal_group(job.worker, signal.SIGKILL)
-
-    def _read_one(self, worker: Worker) -> list[tuple[Sink, TaskOutcome]]:
-        try:
-            data = worker.conn.recv_bytes()
-        except (EOFError, OSError):
-            # Dying: stop watching the pipe (it would stay readable) until the sentinel fires.
-            with self._lock:
-                worker.eof = True
-                self._sync_selector_locked()
-            return []
-        return self._on_message(worker, data)
-
-    def _drain(self, worker: Worker) -> list[tuple[Sink, TaskOutcome]]:
-        """Read whatever a worker sent before it exited or stopped."""
-        out: list[tuple[Sink, TaskOutcome]] = []
-        try:
-            while worker.conn.poll(0):
-                out.extend(self._on_message(worker, worker.conn.recv_bytes()))
-        except (EOFError, OSError):
-            pass
-        return out
-
-    def _on_message(self, worker: Worker, data: bytes) -> list[tuple[Sink, TaskOutcome]]:
-        try:
-            msg = pickle.loads(data)
-        except Exception as exc:  # noqa: BLE001 - becomes the call's outcome
-            msg = (
-                "fail",
-                error_info(
-                    exc,
-                    ErrorKind.SERIALIZATION,
-                    f"the outcome could not be unpickled in the driver: {exc} (a Cadenza bug)",
-                ),
-                False,
-            )
-        if type(msg) is str:  # READY
-            worker.ready = True
-            self.start_latencies_s.append(time.perf_counter() - worker.spawned_at)
-            with self._lock:
-                self._boot_failures = 0
-            return []
-        decoded = decode_outcome(msg[1]) if msg[0] == "ok" else None  # outside the lock
-        next_job: Job | None = None
-        fn_msg = None
-        with self._lock:
-            job = worker.job
-            if job is None or job.done:
-                return []
-            if job.stop_reason is not None:
-                # We are killing this worker; the kill's reason is the outcome.
-                return []
-            job.done = True
-            worker.job = None
-            if decoded is not None:
-                outcome = decoded
-            else:
-                _, error, drop_fn = msg
-                if drop_fn:
-                    worker.fn_keys.pop(job.wire_key, None)
-                outcome = failed_outcome(job.call, error, started_at=job.started_at)
-            if not self._stopping:
-                if self._backlog:
-                    next_job = self._backlog.popleft()
-                    # A new deadline needs no wake: this is the collector thread, which
-                    # recomputes its timeout before it waits again.
-                    fn_msg, _wake = self._assign_locked(worker, next_job)
-                else:
-                    self._idle.append(worker)
-        if next_job is not None:
-            self._send(worker, next_job, fn_msg)
-        return [(job.sink, outcome)]
-
-    def _on_worker_exit(self, worker: Worker) -> list[tuple[Sink, TaskOutcome]]:
-        """Case 2/3/4: a worker's sentinel fired. Report its call, replace it."""
-        with self._lock:
-            self._forget_locked(worker)
-        exitcode = self._reap(worker)
-        out: list[tuple[Sink, TaskOutcome]] = []
-        sends: list[tuple[Worker, Job, bytes | None]] = []
-        with self._lock:
-            worker.dead = True
-            if worker in self._idle:
-                self._idle.remove(worker)
-            self._workers.remove(worker)
-            job = worker.job
-            worker.job = None
-            boot_failure = not worker.ready
-            requeue = job is not None and not job.done and job.unsent and job.stop_reason is None
-            if requeue and not self._stopping:
-                assert job is not None
-                job.worker = None
-                job.unsent = False
-                job.deadline = None
-                self._backlog.appendleft(job)
-            elif job is not None and not job.done:
-                job.done = True
-                if job.stop_reason is not None:
-                    out.append((job.sink, stopped_outcome(job, job.stop_reason)))
-                else:
-                    out.append(
-                        (job.sink, lost_outcome(job, worker, exitcode, boot=boot_failure))
-                    )
-            elif job is None and not self._stopping:
-                what, _ = describe_exit(exitcode)
-                log.warning("idle worker process %d %s; replacing it", worker.pid, what)
-            if self._stopping:
-                return out
-            if boot_failure and (job is None or job.stop_reason is None):
-                self._boot_failures += 1
-            if self._boot_failures >= MAX_BOOT_FAILURES:
-                what, _ = describe_exit(exitcode)
-                self._broken_reason = (
-                    f"{self._boot_failures} worker processes in a row {what} while starting"
-                )
-                self._broken_at = time.monotonic()
-                log.error(
-                    "processes executor: %s; not starting more for %g s",
-                    self._broken_reason,
-                    BOOT_RETRY_AFTER_S,
-                )
-                if not self._workers:
-                    while self._backlog:
-                        queued = self._backlog.popleft()
-                        queued.done = True
-                        out.append(
-                            (queued.sink, lost_outcome(queued, worker, exitcode, boot=True))
-                        )
-            else:
-                replacement = self._spawn_locked()
-                if self._backlog:
-                    self._idle.remove(replacement)
-                    queued = self._backlog.popleft()
-                    fn_msg, _wake = self._assign_locked(replacement, queued)
-                    sends.append((replacement, queued, fn_msg))
-            self._rebuild_waitables_locked()
-        for w, queued, fn_msg in sends:
-            self._send(w, queued, fn_msg)
-        return out
-
-    def _reap(self, worker: Worker) -> int | None:
-        """Collect a dead worker's exit code and free its resources."""
-        # The worker is gone; make sure nothing its task started outlives it.
-        try:
-            os.killpg(worker.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        process = worker.process
-        process.join(timeout=1.0)
-        exitcode: int | None = process.exitcode
-        try:
-            worker.conn.close()
-        except OSError:
-            pass
-        if exitcode is not None:
-            process.close()
-        return exitcode
-
-    # -- delivery ------------------------------------------------------------------------
-
-    def _deliver_later(self, sink: Sink, outcome: TaskOutcome) -> None:
-        """Hand an outcome to the collector thread (inline while shutting down)."""
-        with self._lock:
-            if not self._stopping:
-                self._pending.append((sink, outcome))
-                self._wake()
-                return
-        sink(outcome)
-
-    def _deliver(self, deliveries: list[tuple[Sink, TaskOutcome]]) -> None:
-        for sink, outcome in deliveries:
-            try:
-                sink(outcome)
-            except Exception:  # a broken sink must not stop the collector
-                log.exception("the sink for task %s raised; outcome dropped", outcome.task_id)

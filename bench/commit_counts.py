@@ -1,6 +1,7 @@
 """What one chained step costs, in counts that a loaded machine does not blur.
 
     python bench/commit_counts.py [--executor inline] [--postgres [URL]] [--runs 3]
+    python bench/commit_counts.py --store-writes [--postgres [URL]]
 
 Runs a chain of 200 tasks (each takes the previous output) after one warm-up run, and
 prints per task, medians over `--runs`: write transactions and statements sent; the driver
@@ -8,6 +9,11 @@ process's voluntary and involuntary context switches (all its threads) and CPU t
 PostgreSQL the CPU time of the writer's server backend (from /proc, so the server must be on
 this machine). CPU times are the one figure here that load inflates (a loaded core runs
 slower, caches are colder), so quote them beside the load average.
+
+`--store-writes`: the store alone, without the engine: the write of a chained step (the
+finished task's success and attempt) 400 times, 5 times; per write the CPU of this process
+and of the writer's backend. Run it before and after a change, interleaved, under the same
+load.
 """
 
 from __future__ import annotations
@@ -102,16 +108,70 @@ def one(executor: str, counter: Counter) -> dict[str, float]:
     return row
 
 
+def store_writes(runs: int = 5, writes: int = 400) -> None:
+    from dataclasses import replace
+
+    from cadenza.core import clock
+    from cadenza.core.records import (
+        AttemptRecord,
+        RunRecord,
+        TaskInstanceRecord,
+        ValueRef,
+        WriteBatch,
+    )
+    from cadenza.core.states import RunState, TaskState
+    from cadenza.store import open_store
+
+    store = open_store()
+    now = clock.now()
+    done = ValueRef(kind="json", value=1)
+
+    def batches(n: int) -> list[WriteBatch]:
+        run = RunRecord(run_id=f"r{time.monotonic_ns()}", pipeline="p",
+                        state=RunState.RUNNING, created_at=now)
+        tis = [TaskInstanceRecord(run_id=run.run_id, task_id=f"t{i}") for i in range(n)]
+        store.write(WriteBatch(new_runs=[run], new_task_instances=tis))
+        return [WriteBatch(
+            task_instance_updates=[replace(t, state=TaskState.SUCCESS, attempt=1,
+                                           started_at=now, ended_at=now, output=done)],
+            attempts=[AttemptRecord(run_id=run.run_id, task_id=t.task_id, map_index=-1,
+                                    attempt=1, state=TaskState.SUCCESS, started_at=now,
+                                    ended_at=now)],
+            synchronous=False) for t in tis]
+
+    for b in batches(50):  # warm-up: the kept connection, prepared statements
+        store.write(b)
+    rows = []
+    for _ in range(runs):
+        todo = batches(writes)
+        b0, c0 = backend_cpu_s(), time.process_time()
+        for b in todo:
+            store.write(b)
+        b1, c1 = backend_cpu_s(), time.process_time()
+        rows.append(((c1 - c0) * 1e6 / writes,
+                     None if b0 is None or b1 is None else (b1 - b0) * 1e6 / writes))
+    print(f"a chained step's store write, per write, median of {runs} x {writes} "
+          f"(load {os.getloadavg()[0]:.1f}):")
+    print(f"  client_cpu_us    {statistics.median(r[0] for r in rows):8.1f}")
+    if rows[0][1] is not None:
+        print(f"  backend_cpu_us   {statistics.median(r[1] for r in rows):8.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--executor", default="inline")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--postgres", nargs="?", const=PG_DEFAULT, default=None, metavar="URL")
+    parser.add_argument("--store-writes", action="store_true",
+                        help="time the store's write of a chained step alone")
     args = parser.parse_args()
     schema = None
     if args.postgres:
         os.environ["CADENZA_DATABASE_URL"], schema = _postgres_schema(args.postgres)
     try:
+        if args.store_writes:
+            store_writes()
+            return
         counter = Counter()
         counter.install()
         one(args.executor, counter)  # warm-up: the store, the pool, prepared statements

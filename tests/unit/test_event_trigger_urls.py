@@ -73,3 +73,14 @@ def test_broker_errors_name_the_trigger_the_pipeline_and_the_fix() -> None:
     assert "Fix: start the broker" in str(err) and "s3cret" not in str(err)
     missing = missing_client(EventTrigger("mqtt://b?topic=t"), "p", "paho.mqtt")
     assert missing.hint == "pip install 'cadenza[mqtt]'"
+
+
+def test_a_bad_url_error_says_where_the_trigger_is_written() -> None:
+    import inspect
+
+    line = inspect.currentframe().f_lineno + 2
+    with pytest.raises(DefinitionError) as info:
+        EventTrigger("kafka://bus:9092?topc=ml.training")
+    assert str(info.value).startswith(
+        "EventTrigger 'kafka://bus:9092?topc=ml.training' "
+        f"(test_event_trigger_urls.py:{line}): unknown parameter 'topc'. Did you mean 'topic'?")

@@ -64,7 +64,17 @@ class EventTrigger:
     url: str
 
     def __post_init__(self) -> None:
-        self.parsed  # noqa: B018 - validate at definition time
+        # Validated at definition time. The pipeline does not exist yet (the trigger is an
+        # argument of its decorator), so the error says where the trigger is written.
+        try:
+            self.parsed  # noqa: B018
+        except DefinitionError as exc:
+            where = _caller()
+            if where is None:
+                raise
+            raise DefinitionError.single(exc.message.replace(
+                f"EventTrigger {self.url!r}:", f"EventTrigger {self.url!r} ({where}):", 1),
+                hint=exc.hint) from None
 
     def _fail(self, what: str, kind: str | None = None) -> DefinitionError:
         hint = (f"e.g. {EXAMPLES[kind]}" if kind else
@@ -127,6 +137,21 @@ class EventTrigger:
             return (f"amqp://{p['host']}:{p['port']}/{quote(p['vhost'], safe='')}?"
                     + urlencode({"queue": p["queue"]}))
         return f"mqtt://{p['host']}:{p['port']}?" + urlencode({"topic": p["topic"]})
+
+
+def _caller() -> str | None:
+    """`file:line` of the first frame outside Cadenza: where the trigger is written."""
+    import sys
+    from pathlib import Path
+
+    package = str(Path(__file__).resolve().parents[2])
+    frame: Any = sys._getframe(2)
+    while frame is not None and (frame.f_code.co_filename.startswith(package)
+                                 or frame.f_code.co_filename.startswith("<")):
+        frame = frame.f_back
+    if frame is None:
+        return None
+    return f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno}"
 
 
 def _host_port(trigger: EventTrigger, parts: Any, kind: str, default: int) -> tuple[str, int]:

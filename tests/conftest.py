@@ -13,9 +13,12 @@ from cadenza.core import settings as settings_mod
 
 pytest_plugins = ["tests.fixtures.store", "tests.fixtures.server", "tests.fixtures.browser",
                   "tests.fixtures.sqldbs", "tests.fixtures.brokers",
-                  "tests.fixtures.kinds"]
+                  "tests.fixtures.kinds", "tests.fixtures.ray"]
 
-EXECUTORS = ["inline", "threads", "processes"]
+# `ray` runs on a real two-node local cluster (tests/fixtures/ray.py), marked so that
+# `-m "not ray"` leaves it out and xdist spreads it.
+EXECUTORS = ["inline", "threads", "processes",
+             pytest.param("ray", marks=[pytest.mark.ray, pytest.mark.slow])]
 
 
 @pytest.fixture(autouse=True)
@@ -71,9 +74,21 @@ def sqlite_env(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> I
     settings_mod.set_settings(None)
 
 
+RAY = EXECUTORS[-1]  # for a test's own parametrize: ["processes", RAY]
+
+
 @pytest.fixture(params=EXECUTORS)
 def executor(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _ray_cluster_for_ray_params(request: pytest.FixtureRequest) -> None:
+    """A test parametrised with executor "ray" (by the fixture above or its own
+    parametrize) gets the two-node cluster and CADENZA_RAY_ADDRESS."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and callspec.params.get("executor") == "ray":
+        request.getfixturevalue("ray_env")
 
 
 @pytest.fixture

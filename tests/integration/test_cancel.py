@@ -24,7 +24,7 @@ from cadenza.engine.cancel import cancel_run
 from cadenza.engine.lease import is_orphaned
 from cadenza.engine.resume import resume_run
 from cadenza.store import open_store
-from tests.conftest import count
+from tests.conftest import RAY, count
 from tests.fixtures.waiting import wait_for
 from tests.pipelines import cancellable
 
@@ -42,7 +42,7 @@ def _drive_in_thread(folder: Path, executor: str) -> tuple[threading.Thread, dic
     return t, box
 
 
-@pytest.mark.parametrize("executor", ["threads", "processes"])
+@pytest.mark.parametrize("executor", ["threads", "processes", RAY])
 def test_a_request_from_another_connection_cancels_a_driven_run_and_resume_finishes_it(
         cadenza_env, counter_dir, executor):
     t, box = _drive_in_thread(counter_dir, executor)

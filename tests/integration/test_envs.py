@@ -21,6 +21,7 @@ import pytest
 from cadenza.core.settings import Settings
 from cadenza.core.states import TaskState
 from cadenza.store import open_store
+from tests.conftest import RAY
 from tests.fixtures.waiting import wait_for
 from tests.pipelines import envs as pipes
 
@@ -39,7 +40,7 @@ def env_rows(settings: Settings, run_id: str, task_id: str) -> dict[str, str]:
             if m.task_id == task_id and m.kind == "env"}
 
 
-@pytest.mark.parametrize("executor", ["inline", "threads", "processes"])
+@pytest.mark.parametrize("executor", ["inline", "threads", "processes", RAY])
 def test_conflicting_pins_in_one_pipeline_each_task_sees_its_own(
         sqlite_env: Settings, executor: str) -> None:
     import six  # the driver's own, neither of the pins
@@ -84,9 +85,10 @@ def test_second_run_uses_the_cached_envs_without_building_and_caches_the_task(
     assert hit.outputs["cached_six"] == "1.16.0"
 
 
+@pytest.mark.parametrize("executor", ["processes", RAY])
 def test_a_requirement_that_cannot_resolve_fails_the_task_with_uvs_message_and_the_fix(
-        sqlite_env: Settings) -> None:
-    result = pipes.broken_requirement.run(executor="processes")
+        sqlite_env: Settings, executor: str) -> None:
+    result = pipes.broken_requirement.run(executor=executor)
     assert result.state == "failed"
     assert result.task_states["broken"] is TaskState.FAILED
     assert result.task_states["after_broken"] is TaskState.SUCCESS  # trigger rules go on
@@ -194,7 +196,7 @@ def test_the_cli_shows_environment_builds_as_progress(sqlite_env: Settings,
     assert sum("built in" in line for line in done.stdout.splitlines()) == 2
 
 
-@pytest.mark.parametrize("executor", ["threads", "processes"])
+@pytest.mark.parametrize("executor", ["threads", "processes", RAY])
 def test_mapped_instances_share_one_env_built_once(sqlite_env: Settings, executor: str) -> None:
     result = pipes.mapped_env.run(executor=executor)
     assert result.state == "success", result.error
@@ -202,7 +204,7 @@ def test_mapped_instances_share_one_env_built_once(sqlite_env: Settings, executo
     assert len(builds(sqlite_env.home)) == 1  # four instances at once, one build (the lock)
 
 
-@pytest.mark.parametrize("executor", ["threads", "processes"])
+@pytest.mark.parametrize("executor", ["threads", "processes", RAY])
 def test_cancelling_a_run_kills_its_env_task(sqlite_env: Settings, tmp_path: Path,
                                              executor: str) -> None:
     from cadenza.core.states import RunState

@@ -1,6 +1,7 @@
 """Executors declare their capabilities on the protocol; the engine reads them as attributes.
 
-`executors.base.Executor` lists `in_process`, `runs_in_caller` and `timeout_note()`; every
+`executors.base.Executor` lists `in_process`, `runs_in_caller`, `places_resources`,
+`timeout_note()` and `preflight()`; every
 registered executor sets them, and no module of `engine/` reads one with getattr/hasattr
 (a missing capability is then an AttributeError, not a silent default)."""
 
@@ -17,10 +18,11 @@ from cadenza.executors import base
 from cadenza.executors.base import Executor, executor_names
 
 ENGINE = Path(base.__file__).resolve().parent.parent / "engine"
-CAPABILITIES = {
-    "inline": (True, True),
-    "threads": (True, False),
-    "processes": (False, False),
+CAPABILITIES = {  # (in_process, runs_in_caller, places_resources)
+    "inline": (True, True, False),
+    "threads": (True, False, False),
+    "processes": (False, False, False),
+    "ray": (False, False, True),  # the cluster places resources (ray is not imported here)
 }
 
 
@@ -32,7 +34,8 @@ def protocol_members() -> set[str]:
 
 
 def test_the_protocol_declares_the_capabilities() -> None:
-    assert {"in_process", "runs_in_caller", "timeout_note", "name"} <= protocol_members()
+    assert {"in_process", "runs_in_caller", "places_resources", "timeout_note", "preflight",
+            "name"} <= protocol_members()
 
 
 @pytest.mark.parametrize("name", executor_names())
@@ -41,18 +44,19 @@ def test_every_registered_executor_declares_every_protocol_member(name: str) -> 
     missing = sorted(m for m in protocol_members() if not hasattr(cls, m))
     assert missing == [], f"executor '{name}' does not declare {missing}"
     assert isinstance(cls.in_process, bool) and isinstance(cls.runs_in_caller, bool)
+    assert isinstance(cls.places_resources, bool)
 
 
 @pytest.mark.parametrize("name", sorted(CAPABILITIES))
 def test_the_built_in_executors_capabilities(name: str) -> None:
     cls = base._load(name)
-    assert (cls.in_process, cls.runs_in_caller) == CAPABILITIES[name]
+    assert (cls.in_process, cls.runs_in_caller, cls.places_resources) == CAPABILITIES[name]
     ex = cls(max_workers=1) if name != "inline" else cls()  # not started: no workers
     note = ex.timeout_note()
     if name == "threads":
         assert note and "blocking call" in note
     else:
-        assert note is None  # processes kills; inline on the main thread uses SIGALRM
+        assert note is None  # processes, ray kill; inline on the main thread uses SIGALRM
 
 
 def test_inline_off_the_main_thread_says_how_a_timeout_is_enforced() -> None:

@@ -219,7 +219,7 @@ def backfill_command(
         "--max-active", min=1, help="Runs driven at once (default: the pipeline's "
         "max_active_runs, else 4).")] = None,
     executor: Annotated[str | None, typer.Option(
-        "--executor", "-e", help="inline, threads or processes (default: from "
+        "--executor", "-e", help="inline, threads, processes or ray (default: from "
         "cadenza.toml, else processes).")] = None,
     no_run: Annotated[bool, typer.Option(
         "--no-run", help="Only create the runs (queued); `cadenza scheduler` drives "

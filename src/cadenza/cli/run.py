@@ -139,7 +139,7 @@ def watch(
         raise ConfigError(
             f"cannot start the run: {exc}",
             hint="install what the executor needs, or pick another one with "
-            "--executor inline|threads|processes",
+            "--executor inline|threads|processes|ray",
         ) from exc
     finally:
         if in_main:
@@ -201,7 +201,7 @@ def run_command(
         help="A pipeline parameter, coerced by its type hint (n=5 is an int); lists and "
         "dicts as JSON. Repeat for several.")] = None,
     executor: Annotated[str | None, typer.Option(
-        "--executor", "-e", help="inline, threads or processes (default: from "
+        "--executor", "-e", help="inline, threads, processes or ray (default: from "
         "cadenza.toml, else processes).")] = None,
     json_out: Annotated[bool, typer.Option(
         "--json", help="No live progress; print the finished run as JSON.")] = False,

@@ -488,7 +488,7 @@ def scheduler_command(
         "--once", help="Do one tick, drive the runs it could start to their end, print "
         "what it did and exit (1 if a run failed).")] = False,
     executor: Annotated[str | None, typer.Option(
-        "--executor", "-e", help="inline, threads or processes (default: from "
+        "--executor", "-e", help="inline, threads, processes or ray (default: from "
         "cadenza.toml, else processes).")] = None,
     max_runs: Annotated[int, typer.Option(
         "--max-runs", min=0, help="Runs driven at once by this scheduler (0: only create "

@@ -180,7 +180,7 @@ def server_command(
     workers: Annotated[int, typer.Option(
         "--workers", min=1, help="uvicorn worker processes serving the API.")] = 1,
     executor: Annotated[str | None, typer.Option(
-        "--executor", "-e", help="With --scheduler: inline, threads or processes (default: "
+        "--executor", "-e", help="With --scheduler: inline, threads, processes or ray (default: "
         "from cadenza.toml, else processes).", show_default=False)] = None,
     max_runs: Annotated[int, typer.Option(
         "--max-runs", min=0, help="With --scheduler: runs driven at once.")] = 16,

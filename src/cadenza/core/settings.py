@@ -12,7 +12,8 @@ Keys of cadenza.toml (all optional):
     artifact_root = "..."           CADENZA_ARTIFACT_ROOT (a folder or an fsspec URL:
                                     s3://bucket/prefix with cadenza[s3], gs://... with
                                     cadenza[gcs]; endpoints/credentials: AWS_ENDPOINT_URL...)
-    executor = "processes"          CADENZA_EXECUTOR
+    executor = "processes"          CADENZA_EXECUTOR (inline, threads, processes, ray;
+                                    ray connects to CADENZA_RAY_ADDRESS)
     lease_s = 30                    CADENZA_LEASE_S: a driver silent this long is dead
                                     (its run shows `crashed`; resume/scheduler take it over)
 """
@@ -28,7 +29,7 @@ from typing import Any
 from cadenza.core.errors import ConfigError
 
 CONFIG_FILE = "cadenza.toml"
-EXECUTORS = ("inline", "threads", "processes")
+EXECUTORS = ("inline", "threads", "processes", "ray")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

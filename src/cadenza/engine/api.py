@@ -203,6 +203,12 @@ def _executor_for(name: str) -> Any:
     return get_executor(name)
 
 
+def preflight_executor(executor: Any, settings: Settings, pipeline: str) -> None:
+    """Let an executor whose workers run elsewhere (ray) check, before the run starts, that
+    they can reach the artifact store; raises its ConfigError naming the fix."""
+    executor.preflight(settings.artifact_root, pipeline=pipeline)
+
+
 def _admission_for(store: Any) -> Any:
     from cadenza.engine.ready import DEFAULT_POOL, default_pool_slots, shared_admission
 
@@ -244,6 +250,7 @@ def run_pipeline(
 
     store = open_store(settings.database_url)
     ex = pending()
+    preflight_executor(ex, settings, pipeline.name)
     driver_id = new_driver_id()
     now = clock.now()
     run, _ = new_run(pipeline, params, trigger=trigger, run_id=run_id,
@@ -336,6 +343,11 @@ def drive_run(
     run = move_run(run, RunState.RUNNING, started_at=now, executor=executor_name,
                    heartbeat_at=now)
     ex = _executor_for(executor_name) if error is None else None
+    if ex is not None:
+        try:
+            preflight_executor(ex, settings, pipeline.name)
+        except CadenzaError as exc:
+            error = f"the run cannot start: {exc}"
     rerun = run.extra.get(RERUN)
     if rerun is not None:
         # Requeued by a retry or resume (engine/rerun.py): the stored rows are its history.

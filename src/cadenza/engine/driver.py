@@ -110,6 +110,8 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
         self.tracking_info: dict[str, Any] = {}
         self.in_process = executor is not None and executor.in_process
         self.runs_in_caller = executor is not None and executor.runs_in_caller
+        # An executor that places resources on machines of its own (ray): admit pools only.
+        self.local_resources = executor is None or not executor.places_resources
 
         # The run's scheduling view and the only mover of its states (engine/active.py);
         # its sets are aliased here, so the loop reads them without another attribute hop.
@@ -358,7 +360,8 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
                     self._resolve_inputs(inst)
                 if self.cache.try_serve(self, inst):
                     continue
-            verdict, granted, why = self.admission.try_acquire(inst.node)
+            verdict, granted, why = self.admission.try_acquire(
+                inst.node, local_resources=self.local_resources)
             if verdict == "never":
                 self.active.fail(inst, ErrorInfo(
                     kind=ErrorKind.RESOURCES, type="cadenza.core.errors.CadenzaError",
@@ -426,6 +429,7 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
             tracking_info=self.tracking_info,
             requirements=node.options.requirements,
             python=node.options.python,
+            resources=_resources_of(node) if not self.local_resources else {},
         )
 
     def _call_context(self) -> dict[str, Any]:
@@ -629,3 +633,13 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
 
 def interrupted(exc: BaseException) -> bool:
     return isinstance(exc, (KeyboardInterrupt, TaskCancelled))
+
+
+def _resources_of(node: Any) -> dict[str, float]:
+    """A task's `resources=` as TaskCall.resources (for an executor that places them)."""
+    res = node.options.resources
+    if res.is_empty:
+        return {}
+    out = {"cpu": res.cpu, "gpu": float(res.gpu), "memory": float(res.memory_bytes)}
+    out.update(res.custom)
+    return {k: v for k, v in out.items() if v}

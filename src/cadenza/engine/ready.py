@@ -45,8 +45,12 @@ class Admission:
         with self._lock:
             self._slots = dict(pool_slots)
 
-    def try_acquire(self, node: TaskNode) -> tuple[str, Grant | None, str]:
-        """("ok", grant, "") | ("wait", None, why) | ("never", None, why)."""
+    def try_acquire(self, node: TaskNode, *,
+                    local_resources: bool = True) -> tuple[str, Grant | None, str]:
+        """("ok", grant, "") | ("wait", None, why) | ("never", None, why).
+
+        `local_resources=False`: the executor places the task's resources on machines of
+        its own (ray), so only its pool is admitted here."""
         pool = node.options.pool
         res = node.options.resources
         with self._lock:
@@ -61,7 +65,7 @@ class Admission:
             if self._used.get(pool, 0) >= slots:
                 return ("wait", None, f"pool '{pool}' is full")
             grant = Grant(pool)
-            if not res.is_empty:
+            if local_resources and not res.is_empty:
                 ledger = self._ledger
                 if not ledger.fits_machine(res.cpu, res.memory_bytes, res.gpu):
                     why = ledger.explain_misfit(res.cpu, res.memory_bytes, res.gpu)

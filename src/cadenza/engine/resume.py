@@ -73,6 +73,7 @@ def resume_run(
         _executor_for,
         check_artifact_root,
         make_driver,
+        preflight_executor,
         result_from_store,
     )
     from cadenza.engine.cancel import CANCEL_REASON
@@ -88,15 +89,16 @@ def resume_run(
     pipe = plan_of(pipeline) if pipeline is not None else load_pipeline(run.source)
     check_artifact_root(settings, pipe.name)
     values, _ = pipe.validate_params(run.params)
+    executor_name = executor or run.executor or settings.executor
+    ex = _executor_for(executor_name)
+    preflight_executor(ex, settings, pipe.name)
     driver_id = new_driver_id()
     claim_for_resume(store, run, driver_id)
-    executor_name = executor or run.executor or settings.executor
     now = clock.now()
     # started_at: a run cancelled while it was queued starts now.
     run = reopen_run(run, ended_at=None, error=None, driver_id=driver_id, heartbeat_at=now,
                      executor=executor_name, started_at=run.started_at or now)
-    driver = make_driver(pipe, run, values, store=store, settings=settings,
-                         executor=_executor_for(executor_name))
+    driver = make_driver(pipe, run, values, store=store, settings=settings, executor=ex)
     rows = store.get_task_instances(run_id)
     interrupted = rebuild(driver, rows)
     driver.batch.run_updates.append(run)

@@ -56,6 +56,9 @@ class TaskCall:
     # (`executors/envs.py`) instead of its usual worker.
     requirements: tuple[str, ...] = ()
     python: str | None = None
+    # What the task declared in `resources=`, for executors that place work on other machines
+    # (ray): "cpu", "gpu", "memory" (bytes) and custom names. Empty when it declared none.
+    resources: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def isolated(self) -> bool:
@@ -103,11 +106,15 @@ class Executor(Protocol):
     - `runs_in_caller`: `submit()` runs the call to its end in the caller's thread before it
       returns (inline). The driver then commits the task's 'running' row from a watch thread
       while the call runs, and after a cancel expects no outcome from the interrupted call.
+    - `places_resources`: the executor places each call's `TaskCall.resources` on machines of
+      its own (ray): the engine admits pools only, not this machine's CPUs, memory and GPUs,
+      and fills `TaskCall.resources` (empty otherwise).
     """
 
     name: str
     in_process: bool
     runs_in_caller: bool
+    places_resources: bool
 
     def start(self) -> None:
         """Start workers (idempotent)."""
@@ -130,11 +137,18 @@ class Executor(Protocol):
         inline off the main thread): the engine prints it once at run start for the tasks
         that have a timeout."""
 
+    def preflight(self, artifact_root: str, *, pipeline: str) -> None:
+        """Before a run of `pipeline` starts: raise a ConfigError naming the fix when this
+        executor's workers cannot use the artifact store at `artifact_root` (ray: a folder
+        only the driver's machine has). Executors whose workers share the driver's machine
+        have nothing to check."""
+
 
 _REGISTRY: dict[str, str] = {
     "inline": "cadenza.executors.inline:InlineExecutor",
     "threads": "cadenza.executors.threads:ThreadExecutor",
     "processes": "cadenza.executors.processes:ProcessExecutor",
+    "ray": "cadenza.executors.ray:RayExecutor",
 }
 _shared: dict[str, Executor] = {}
 _shared_lock = threading.Lock()

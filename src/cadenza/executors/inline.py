@@ -19,6 +19,7 @@ class InlineExecutor:
     name = "inline"
     in_process = True
     runs_in_caller = True  # the driver's thread is busy for the task's length
+    places_resources = False  # resources are this machine's: the engine admits them
 
     def start(self) -> None:
         pass
@@ -34,6 +35,9 @@ class InlineExecutor:
             "bytecode, only once a blocking call (sleep, I/O, C code) has returned; its attempt "
             "says how late"
         )
+
+    def preflight(self, artifact_root: str, *, pipeline: str) -> None:
+        """Workers share the driver's machine, and so its artifact store: nothing to check."""
 
     def free_slots(self) -> int:
         return 1

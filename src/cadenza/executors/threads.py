@@ -62,6 +62,7 @@ class ThreadExecutor:
     name = "threads"
     in_process = True
     runs_in_caller = False
+    places_resources = False  # resources are this machine's: the engine admits them
 
     def __init__(self, max_workers: int | None = None) -> None:
         self.max_workers = max_workers or min(32, (os.cpu_count() or 1) * 4)
@@ -75,6 +76,9 @@ class ThreadExecutor:
     def timeout_note(self) -> str | None:
         """How this executor enforces `timeout=`, when it cannot stop every call at once."""
         return TIMEOUT_NOTE
+
+    def preflight(self, artifact_root: str, *, pipeline: str) -> None:
+        """Workers share the driver's machine, and so its artifact store: nothing to check."""
 
     def start(self) -> None:
         with self._lock:

@@ -101,6 +101,7 @@ class ProcessExecutor(Collector):
     name = "processes"
     in_process = False
     runs_in_caller = False
+    places_resources = False  # resources are this machine's: the engine admits them
 
     def __init__(self, max_workers: int | None = None, start_method: str | None = None) -> None:
         if max_workers is not None and max_workers < 1:
@@ -257,6 +258,9 @@ class ProcessExecutor(Collector):
 
     def timeout_note(self) -> str | None:
         return None  # a call past its deadline has its worker killed
+
+    def preflight(self, artifact_root: str, *, pipeline: str) -> None:
+        """Workers share the driver's machine, and so its artifact store: nothing to check."""
 
     def free_slots(self) -> int:
         with self._lock:

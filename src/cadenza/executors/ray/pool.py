@@ -1,0 +1,555 @@
+"""The ray executor: calls run on a pool of Ray actors, watched by one collector thread.
+
+How it works (the package docstring says why actors). `submit` puts the call in an inbox;
+the collector thread owns every other piece of state: it matches calls to idle actors of
+their shape (resources + environment), creates actors up to the cluster's CPU count, sends
+each call with `actor.run.remote(...)` and learns of its end through the ObjectRef's future
+(a callback from Ray's thread into the inbox: nothing polls). It blocks on the inbox with a
+timeout equal to the nearest deadline (a task's timeout, a starving actor's grace).
+
+How a call can end, each reported exactly once through its sink (from the collector thread):
+  1. the actor returns an outcome (success, or anything the task raised);
+  2. the actor, its worker process or its node dies -> kind="worker_lost" (Ray's exception
+     types, translated in `outcomes.of_exception`); the actor is replaced on demand;
+  3. `timeout_s` passes (counted from the call reaching a running actor) -> the actor is
+     killed (`ray.kill`: its process ends), kind="timeout";
+  4. `cancel()` -> dropped from the backlog, or its actor killed; kind="cancelled";
+  5. no node could ever run it (its resources) -> kind="resources" at once;
+  6. `shutdown()` while queued or running -> kind="cancelled".
+A call with its own environment (requirements=, python=) runs on an actor of its resources'
+shape like any other; the actor hands it to `executors/envs.py` on its node (the env cache
+there, a kept env worker process), which records the env on the attempt.
+Actors are owned by this driver's Ray job: if the driver dies (even `kill -9`), Ray ends the
+job and kills its actors, so nothing keeps running past the run's lease.
+"""
+
+from __future__ import annotations
+
+import atexit
+import heapq
+import logging
+import queue
+import sys
+import threading
+import time
+from collections import deque
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from cadenza.core import clock
+from cadenza.core.errors import ConfigError
+from cadenza.executors.base import Sink, TaskCall, TaskOutcome
+from cadenza.executors.processes.wire import (
+    Unpicklable,
+    decode_outcome,
+    pickle_call,
+    pickle_fn,
+)
+from cadenza.executors.ray import cluster, outcomes
+from cadenza.executors.ray.cluster import Shape
+
+log = logging.getLogger("cadenza.executors.ray")
+
+PENDING, IDLE, BUSY, DEAD = "pending", "idle", "busy", "dead"
+# An actor Ray has not placed after this long may be waiting for resources that idle actors
+# of other shapes hold: those are stopped.
+STARVING_AFTER_S = 1.0
+# An actor idle this long is stopped: it holds its CPU (and other resources) while it lives,
+# which another driver on the same cluster may be waiting for. Within a run actors go from
+# call to call; the next run in the same process within this time reuses them.
+IDLE_TIMEOUT_S = 5.0
+CAPACITY_REFRESH_S = 15.0
+SHUTDOWN_GRACE_S = 10.0
+FN_CACHE_DRIVER = 1024
+
+
+class _Actor:
+    __slots__ = ("created_at", "env", "fn_keys", "handle", "job", "name", "node", "pid",
+                 "shape", "since", "state", "sys_path")
+
+    def __init__(self, handle: Any, shape: Shape) -> None:
+        self.handle = handle
+        self.shape = shape
+        self.state = PENDING
+        self.job: _Job | None = None
+        self.fn_keys: set[str] = set()
+        self.sys_path: list[str] | None = None
+        self.env: dict[str, str] | None = None
+        self.name: str | None = None
+        self.node: str | None = None
+        self.pid = 0
+        self.created_at = time.monotonic()
+        self.since = self.created_at
+
+
+class _Job:
+    __slots__ = ("actor", "call", "deadline", "done", "fn_blob", "payload", "shape", "sink",
+                 "started_at", "wire_key")
+
+    def __init__(self, call: TaskCall, sink: Sink, shape: Shape, payload: bytes,
+                 wire_key: str, fn_blob: bytes) -> None:
+        self.call = call
+        self.sink = sink
+        self.shape = shape
+        self.payload = payload
+        self.wire_key = wire_key
+        self.fn_blob = fn_blob
+        self.actor: _Actor | None = None
+        self.started_at: datetime | None = None
+        self.deadline: float | None = None
+        self.done = False
+
+
+class RayExecutor:
+    """Runs calls on Ray actors (`executor="ray"`, `cadenza run --executor ray`).
+
+    Example:
+        ex = RayExecutor(address="ray://head:10001")   # else CADENZA_RAY_ADDRESS, else local
+        ex.start()
+        ex.submit(call, outcomes.put)
+        ex.shutdown()
+    """
+
+    name = "ray"
+    in_process = False
+    runs_in_caller = False
+    # The cluster places resources: the engine admits pools only, not this machine's CPUs.
+    places_resources = True
+
+    def __init__(self, address: str | None = None, *, max_workers: int | None = None) -> None:
+        if max_workers is not None and max_workers < 1:
+            raise ConfigError(f"max_workers must be at least 1, got {max_workers}",
+                              hint="leave it unset to use one actor per CPU of the cluster")
+        self.address = address
+        self.max_workers = max_workers
+        self._lock = threading.Lock()
+        self._started = False
+        self._owns_ray = False
+        self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._collector: threading.Thread | None = None
+        self._in_flight = 0  # submitted, not yet delivered (read by free_slots)
+        self._capacity = 1
+        self._capacity_at = 0.0
+        self._nodes: list[dict[str, float]] = []
+        self._checked: set[tuple[str, frozenset[str]]] = set()
+        self._fn_cache: dict[str, tuple[Any, str, bytes]] = {}
+        self._fn_versions: dict[str, int] = {}
+        # Collector-thread state.
+        self._actors: list[_Actor] = []
+        self._idle: dict[Shape, list[_Actor]] = {}
+        self._backlog: deque[_Job] = deque()
+        self._deadlines: list[tuple[float, int, _Job]] = []
+        self._seq = 0
+        self._actor_cls: Any = None
+        self._ray: Any = None
+        # Counters, for tests and bench/.
+        self.actors_started = 0
+        self.fn_sends = 0
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            ray = cluster.import_ray()
+            self._owns_ray = cluster.connect(self.address)
+            self._ray = ray
+            from cadenza.executors.ray.actor import CadenzaActor
+
+            self._actor_cls = ray.remote(CadenzaActor)
+            self._refresh_capacity()
+            self._started = True
+            self._collector = threading.Thread(target=self._collect, name="cadenza-ray-collector",
+                                               daemon=True)
+            self._collector.start()
+        atexit.register(self.shutdown)
+        log.debug("ray executor: up to %d actors", self._capacity)
+
+    def shutdown(self) -> None:
+        """Kill every actor; calls still queued or running end as cancelled. Idempotent."""
+        with self._lock:
+            if not self._started:
+                return
+            self._started = False
+            collector = self._collector
+        atexit.unregister(self.shutdown)
+        self._inbox.put(("stop",))
+        if collector is not None and collector is not threading.current_thread():
+            collector.join(timeout=SHUTDOWN_GRACE_S)
+        if self._owns_ray:
+            try:
+                self._ray.shutdown()
+            except Exception:
+                log.debug("ray.shutdown failed", exc_info=True)
+            self._owns_ray = False
+
+    # -- the protocol --------------------------------------------------------------------
+
+    def free_slots(self) -> int:
+        """One call per actor the cluster has room for, and as many again queued here, so an
+        actor gets its next call without waiting for the engine's round trip."""
+        if not self._started:
+            return self.max_workers or 1
+        if time.monotonic() - self._capacity_at > CAPACITY_REFRESH_S:
+            self._refresh_capacity()
+        return max(0, 2 * self._capacity - self._in_flight)
+
+    def submit(self, call: TaskCall, sink: Sink) -> None:
+        if not self._started:
+            self.start()
+        with self._lock:
+            self._in_flight += 1
+        sink = partial(self._delivered, sink)
+        shape = cluster.shape_of(call)
+        why = self._misfit(shape)
+        if why is not None:
+            self._inbox.put(("deliver", sink, outcomes.refused(call, why)))
+            return
+        try:
+            wire_key, fn_blob = self._pickled_fn(call)
+            payload = pickle_call(call, wire_key)
+        except Unpicklable as exc:
+            self._inbox.put(("deliver", sink, outcomes.failed(call, exc.error, started_at=None)))
+            return
+        self._inbox.put(("submit", _Job(call, sink, shape, payload, wire_key, fn_blob)))
+
+    def cancel(self, run_id: str, task_id: str, map_index: int) -> None:
+        self._inbox.put(("cancel", (run_id, task_id, map_index)))
+
+    def timeout_note(self) -> str | None:
+        """None: a timed-out call's actor is killed (its process ends) at the deadline."""
+        return None
+
+    def preflight(self, artifact_root: str, *, pipeline: str) -> None:
+        """Before a run: every live node must reach the artifact store (ConfigError)."""
+        if not self._started:
+            self.start()
+        nodes = frozenset(n["NodeID"] for n in self._ray.nodes() if n.get("Alive"))
+        key = (artifact_root, nodes)
+        if key in self._checked:
+            return
+        cluster.check_reachable(self._ray, artifact_root, pipeline=pipeline)
+        self._checked.add(key)
+
+    # -- driver-side helpers -------------------------------------------------------------
+
+    def _delivered(self, sink: Sink, outcome: TaskOutcome) -> None:
+        with self._lock:
+            self._in_flight -= 1
+        sink(outcome)
+
+    def _refresh_capacity(self) -> None:
+        nodes = cluster.alive_nodes(self._ray)
+        cpus = int(sum(n.get("CPU", 0.0) for n in nodes))
+        self._nodes = nodes
+        self._capacity = self.max_workers or max(1, cpus)
+        self._capacity_at = time.monotonic()
+
+    def _misfit(self, shape: Shape) -> str | None:
+        if shape.is_default:
+            return None
+        why = cluster.misfit(shape, self._nodes)
+        if why is not None:  # a node may have joined since we last looked
+            self._refresh_capacity()
+            why = cluster.misfit(shape, self._nodes)
+        return why
+
+    def _pickled_fn(self, call: TaskCall) -> tuple[str, bytes]:
+        """(wire key, cloudpickle bytes) of the call's function, pickled once per object."""
+        cached = self._fn_cache.get(call.fn_key)
+        if cached is not None and cached[0] is call.fn:
+            return cached[1], cached[2]
+        blob = pickle_fn(call)
+        version = self._fn_versions.get(call.fn_key, 0) + 1
+        self._fn_versions[call.fn_key] = version
+        wire_key = f"{call.fn_key}#{version}"
+        if len(self._fn_cache) >= FN_CACHE_DRIVER:
+            self._fn_cache.pop(next(iter(self._fn_cache)))
+        self._fn_cache[call.fn_key] = (call.fn, wire_key, blob)
+        return wire_key, blob
+
+    # -- the collector thread ------------------------------------------------------------
+
+    def _collect(self) -> None:
+        inbox = self._inbox
+        while True:
+            try:
+                event = inbox.get(timeout=self._next_timeout())
+            except queue.Empty:
+                event = None
+            deliveries: list[tuple[Sink, TaskOutcome]] = []
+            while event is not None:
+                if event[0] == "stop":
+                    self._stop_all(deliveries)
+                    self._deliver(deliveries)
+                    return
+                self._handle(event, deliveries)
+                try:
+                    event = inbox.get_nowait()
+                except queue.Empty:
+                    event = None
+            self._fire_timers(deliveries)
+            self._schedule(deliveries)
+            self._deliver(deliveries)
+
+    def _handle(self, event: tuple[Any, ...], out: list[tuple[Sink, TaskOutcome]]) -> None:
+        kind = event[0]
+        if kind == "submit":
+            self._backlog.append(event[1])
+        elif kind == "done":
+            self._on_done(event[1], event[2], event[3], out)
+        elif kind == "ready":
+            self._on_ready(event[1], event[2], out)
+        elif kind == "cancel":
+            self._on_cancel(event[1], out)
+        elif kind == "deliver":
+            out.append((event[1], event[2]))
+
+    def _next_timeout(self) -> float | None:
+        now = time.monotonic()
+        whens: list[float] = []
+        while self._deadlines and self._deadlines[0][2].done:
+            heapq.heappop(self._deadlines)
+        if self._deadlines:
+            whens.append(self._deadlines[0][0])
+        for actor in self._actors:
+            if actor.state == PENDING and self._idle_elsewhere(actor.shape):
+                whens.append(actor.created_at + STARVING_AFTER_S)
+            elif actor.state == IDLE:
+                whens.append(actor.since + IDLE_TIMEOUT_S)
+        if not whens:
+            return None
+        return max(0.0, min(whens) - now)
+
+    def _idle_elsewhere(self, shape: Shape) -> bool:
+        return any(actors for s, actors in self._idle.items() if s != shape)
+
+    # -- matching calls to actors --------------------------------------------------------
+
+    def _schedule(self, out: list[tuple[Sink, TaskOutcome]]) -> None:
+        backlog = self._backlog
+        if not backlog:
+            return
+        kept: deque[_Job] = deque()
+        live = sum(1 for a in self._actors if a.state != DEAD)
+        while backlog:
+            job = backlog.popleft()
+            idle = self._idle.get(job.shape)
+            if idle:
+                self._dispatch(idle.pop(), job)
+                continue
+            if live >= self._capacity:
+                victim = self._idle_victim(job.shape)
+                if victim is None:
+                    kept.append(job)
+                    continue
+                self._kill(victim)
+                live -= 1
+            self._dispatch(self._new_actor(job.shape, job), job)
+            live += 1
+        self._backlog = kept
+
+    def _idle_victim(self, shape: Shape) -> _Actor | None:
+        """An idle actor of another shape, to make room for one of `shape`."""
+        for s, actors in self._idle.items():
+            if s != shape and actors:
+                return actors[0]
+        return None
+
+    def _new_actor(self, shape: Shape, job: _Job) -> _Actor:
+        options = shape.actor_options()
+        handle = self._actor_cls.options(**options).remote()
+        actor = _Actor(handle, shape)
+        self._actors.append(actor)
+        self.actors_started += 1
+        handle.ready.remote().future().add_done_callback(
+            partial(self._inbox_put, "ready", actor))
+        return actor
+
+    def _inbox_put(self, kind: str, *args: Any) -> None:
+        self._inbox.put((kind, *args))
+
+    def _dispatch(self, actor: _Actor, job: _Job) -> None:
+        """Send `job` to `actor` (an idle one, or one Ray is still starting: the call waits in
+        Ray until the actor is up, and its deadline starts then)."""
+        starting = actor.state == PENDING
+        if not starting:
+            actor.state = BUSY
+            job.started_at = clock.now()
+            self._arm(job)
+        actor.job = job
+        job.actor = actor
+        fn_blob = None
+        if job.wire_key not in actor.fn_keys:
+            fn_blob = job.fn_blob
+            actor.fn_keys.add(job.wire_key)
+            self.fn_sends += 1
+        sys_path = None
+        if actor.sys_path != sys.path:
+            actor.sys_path = list(sys.path)
+            sys_path = actor.sys_path
+        env: dict[str, str] | None = cluster.forwarded_env()
+        if actor.env != env:
+            actor.env = env
+        else:
+            env = None
+        ref = actor.handle.run.remote(job.wire_key, fn_blob, job.payload, sys_path, env)
+        ref.future().add_done_callback(partial(self._inbox_put, "done", actor, job))
+
+    def _arm(self, job: _Job) -> None:
+        timeout_s = job.call.timeout_s
+        if timeout_s is not None and timeout_s > 0:
+            self._seq += 1
+            job.deadline = time.monotonic() + timeout_s
+            heapq.heappush(self._deadlines, (job.deadline, self._seq, job))
+
+    def _make_idle(self, actor: _Actor) -> None:
+        actor.state = IDLE
+        actor.job = None
+        actor.since = time.monotonic()
+        self._idle.setdefault(actor.shape, []).append(actor)
+
+    def _kill(self, actor: _Actor) -> None:
+        """Stop `actor` (its process ends); it leaves the pool."""
+        if actor.state == DEAD:
+            return
+        if actor.state == IDLE:
+            idle = self._idle.get(actor.shape)
+            if idle and actor in idle:
+                idle.remove(actor)
+        actor.state = DEAD
+        actor.job = None
+        if actor in self._actors:
+            self._actors.remove(actor)
+        try:
+            self._ray.kill(actor.handle, no_restart=True)
+        except Exception:
+            log.debug("could not kill Ray actor %s", actor.name, exc_info=True)
+
+    # -- events --------------------------------------------------------------------------
+
+    def _on_ready(self, actor: _Actor, future: Any, out: list[tuple[Sink, TaskOutcome]]) -> None:
+        try:
+            actor.name, actor.node, actor.pid = future.result()
+        except BaseException as exc:  # noqa: BLE001 - the actor could not start
+            if actor.state == DEAD:
+                return  # we killed it (a cancel, a timeout, room for another shape)
+            job = actor.job
+            self._kill(actor)
+            if job is not None and not job.done:
+                job.done = True
+                out.append((job.sink, outcomes.of_exception(
+                    job.call, exc, started_at=None, worker=None, node=None)))
+            if outcomes.is_lost(exc):
+                self._refresh_capacity()
+            return
+        if actor.state != PENDING:
+            return  # killed meanwhile (a cancel)
+        job = actor.job
+        if job is None or job.done:
+            self._make_idle(actor)
+            return
+        actor.state = BUSY
+        job.started_at = clock.now()
+        self._arm(job)
+
+    def _on_done(self, actor: _Actor, job: _Job, future: Any,
+                 out: list[tuple[Sink, TaskOutcome]]) -> None:
+        if job.done:  # already reported (timeout, cancel); its actor was killed
+            return
+        job.done = True
+        call = job.call
+        try:
+            tag, body = future.result()
+        except BaseException as exc:  # noqa: BLE001 - Ray's exception types, translated
+            self._kill(actor)
+            out.append((job.sink, outcomes.of_exception(
+                call, exc, started_at=job.started_at, worker=actor.name, node=actor.node)))
+            if outcomes.is_lost(exc):
+                self._refresh_capacity()
+            return
+        if tag == "ok":
+            outcome = decode_outcome(body)
+        else:
+            outcome = outcomes.from_fail(call, body, started_at=job.started_at,
+                                         worker=actor.name)
+            actor.fn_keys.discard(job.wire_key)
+        if actor.state != DEAD:
+            self._make_idle(actor)
+        out.append((job.sink, outcome))
+
+    def _on_cancel(self, key: tuple[str, str, int], out: list[tuple[Sink, TaskOutcome]]) -> None:
+        for queued in [j for j in self._backlog if _key(j.call) == key]:
+            self._backlog.remove(queued)
+            queued.done = True
+            out.append((queued.sink, outcomes.stopped(queued.call, "cancelled", started_at=None,
+                                                      worker=None)))
+        for actor in list(self._actors):
+            job = actor.job
+            if job is not None and not job.done and _key(job.call) == key:
+                self._stop(job, "cancelled", out)
+
+    def _stop(self, job: _Job, reason: str, out: list[tuple[Sink, TaskOutcome]]) -> None:
+        """Case 3/4: kill the actor running `job` and report `reason`."""
+        actor = job.actor
+        job.done = True
+        worker = actor.name if actor is not None else None
+        if actor is not None:
+            log.debug("%s: %s; killing Ray actor %s", job.call.label, reason, worker)
+            self._kill(actor)
+        out.append((job.sink, outcomes.stopped(job.call, reason, started_at=job.started_at,
+                                               worker=worker)))
+
+    def _fire_timers(self, out: list[tuple[Sink, TaskOutcome]]) -> None:
+        now = time.monotonic()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            when, _, job = heapq.heappop(self._deadlines)
+            if not job.done and job.deadline == when:
+                self._stop(job, "timeout", out)
+        for actor in list(self._actors):
+            if (actor.state == PENDING and now - actor.created_at >= STARVING_AFTER_S
+                    and self._idle_elsewhere(actor.shape)):
+                # Ray may be waiting for resources our idle actors of other shapes hold.
+                for shape, idle in list(self._idle.items()):
+                    if shape != actor.shape:
+                        for victim in list(idle):
+                            self._kill(victim)
+            elif actor.state == IDLE and now - actor.since >= IDLE_TIMEOUT_S:
+                self._kill(actor)
+
+    def _stop_all(self, out: list[tuple[Sink, TaskOutcome]]) -> None:
+        """Case 6, on the collector thread: cancel everything, kill every actor."""
+        while True:  # what was submitted before the stop
+            try:
+                event = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            self._handle(event, out)
+        for queued in self._backlog:
+            queued.done = True
+            out.append((queued.sink, outcomes.stopped(queued.call, "shutdown", started_at=None,
+                                                      worker=None)))
+        self._backlog.clear()
+        for actor in list(self._actors):
+            job = actor.job
+            if job is not None and not job.done:
+                self._stop(job, "shutdown", out)
+            else:
+                self._kill(actor)
+        self._idle.clear()
+
+    def _deliver(self, deliveries: list[tuple[Sink, TaskOutcome]]) -> None:
+        for sink, outcome in deliveries:
+            try:
+                sink(outcome)
+            except Exception:  # a broken sink must not stop the collector
+                log.exception("the sink for task %s raised; outcome dropped", outcome.task_id)
+
+
+def _key(call: TaskCall) -> tuple[str, str, int]:
+    return (call.run_id, call.task_id, call.map_index)
+
+
+__all__ = ["RayExecutor"]

@@ -1,0 +1,198 @@
+"""The ray executor on a real two-node local Ray cluster (tests/fixtures/ray.py): placement by
+resources, a node lost mid-task, timeouts and cancels that kill, a driver killed with
+SIGKILL, a wide map, the artifact-store check, per-task environments through Ray's
+runtime_env. The engine's behaviours on every executor (chain, maps, branches, trigger rules,
+retries, timeouts, context, DataFrame outputs, caching) run on ray through the `executor`
+fixture in the other suites, and per-task environments in test_envs.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cadenza.core.errors import ConfigError
+from cadenza.core.settings import Settings
+from cadenza.core.states import RunState, TaskState
+from cadenza.engine.api import run_pipeline
+from cadenza.engine.cancel import cancel_run
+from cadenza.engine.resume import resume_run
+from cadenza.store import open_store
+from tests.conftest import count
+from tests.fixtures.ray import RayCluster, wait_gone
+from tests.fixtures.waiting import wait_for
+from tests.pipelines import on_ray
+from tests.pipelines.resumable import crashy
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+S = TaskState
+
+
+def test_a_task_requiring_special_runs_on_the_second_node(sqlite_env: Settings,
+                                                          ray_env: RayCluster) -> None:
+    result = on_ray.placed.run(executor="ray")
+
+    assert result.state is RunState.SUCCESS, result.error
+    assert result.outputs["on_special"] == ray_env.second_node_id()
+
+
+def test_a_resource_no_node_has_fails_at_once_naming_it(sqlite_env: Settings,
+                                                        ray_env: RayCluster) -> None:
+    result = on_ray.no_such_resource.run(executor="ray")
+
+    assert result.state is RunState.FAILED
+    ti = open_store(sqlite_env.database_url).get_task_instance(result.run_id, "wants_tpu")
+    assert ti is not None and ti.error is not None and ti.error.kind == "resources"
+    assert "TPU: 1" in ti.error.message and "no node of the Ray cluster" in ti.error.message
+
+
+def test_a_killed_raylet_loses_the_attempt_and_the_retry_finishes_the_run(
+        sqlite_env: Settings, ray_env: RayCluster, counter_dir: Path) -> None:
+    box: dict[str, Any] = {}
+    driver = threading.Thread(target=lambda: box.update(
+        result=on_ray.gated_pair.run(folder=str(counter_dir), executor="ray")), daemon=True)
+    driver.start()
+    try:
+        # One actor per node (1 CPU each): both instances run, one on the second node.
+        wait_for(lambda: (counter_dir / "0.1").exists() and (counter_dir / "1.1").exists(),
+                 timeout_s=120, what="both instances to start")
+        second = ray_env.second_node_id()
+        where = {i: (counter_dir / f"{i}.1").read_text().split() for i in (0, 1)}
+        doomed = next(i for i, (node, _) in where.items() if node == second)
+        os.kill(ray_env.second.raylet_pid(), signal.SIGKILL)
+        wait_gone(int(where[doomed][1]), what="the task's worker on the dead node to end")
+        (counter_dir / "release").write_text("go")
+        driver.join(180)
+        result = box["result"]
+        assert result.state is RunState.SUCCESS, result.error
+        attempts = open_store(sqlite_env.database_url).get_attempts(result.run_id, "gated",
+                                                                    doomed)
+        assert [a.state for a in attempts] == [S.UP_FOR_RETRY, S.SUCCESS]
+        assert attempts[0].error is not None and attempts[0].error.kind == "worker_lost"
+        assert "died" in attempts[0].error.message
+        # The retry ran on the node that is left.
+        assert (counter_dir / f"{doomed}.2").read_text().split()[0] != second
+    finally:
+        (counter_dir / "release").write_text("go")
+        ray_env.second.stop()
+        wait_for(lambda: ray_env.alive_nodes() == 1, timeout_s=60,
+                 what="the dead node to leave the cluster")
+        ray_env.start_second()
+
+
+def test_a_timed_out_ray_task_is_killed(sqlite_env: Settings, ray_env: RayCluster,
+                                        counter_dir: Path) -> None:
+    result = on_ray.too_slow.run(folder=str(counter_dir), executor="ray")
+
+    assert result.state is RunState.FAILED
+    ti = open_store(sqlite_env.database_url).get_task_instance(result.run_id, "sleeps")
+    assert ti is not None and ti.error is not None and ti.error.kind == "timeout"
+    assert ti.error.message == "timed out after 1 s"
+    wait_gone(int((counter_dir / "sleeper.pid").read_text()),
+              what="the timed-out task's process to be killed")
+
+
+def test_a_thousand_task_map_completes(sqlite_env: Settings, ray_env: RayCluster) -> None:
+    result = on_ray.wide_map.run(n=1000, executor="ray")
+
+    assert result.state is RunState.SUCCESS, result.error
+    assert result.outputs["total"] == sum(range(1, 1001))
+    rows = open_store(sqlite_env.database_url).get_task_instances(result.run_id)
+    mapped = [r for r in rows if r.task_id == "inc" and r.map_index >= 0]
+    assert len(mapped) == 1000 and {r.state for r in mapped} == {S.SUCCESS}
+
+
+def test_cancel_of_a_run_kills_its_running_ray_task(sqlite_env: Settings, ray_env: RayCluster,
+                                                    counter_dir: Path) -> None:
+    box: dict[str, Any] = {}
+    driver = threading.Thread(target=lambda: box.update(
+        result=on_ray.waiting.run(folder=str(counter_dir), executor="ray")), daemon=True)
+    driver.start()
+    pid_file = counter_dir / "waiter.pid"
+    wait_for(pid_file.exists, timeout_s=120, what="the task to start")
+    run_id = open_store(sqlite_env.database_url).list_runs(limit=1)[0].run_id
+
+    report = cancel_run(run_id, wait_s=60)
+
+    driver.join(60)
+    assert (report.outcome, report.state) == ("cancelled", RunState.CANCELLED)
+    assert box["result"].task_states["waits"] is S.CANCELLED
+    wait_gone(int(pid_file.read_text()), what="the cancelled task's process to be killed")
+
+
+def test_a_driver_killed_with_sigkill_leaves_no_ray_task_and_resume_finishes_on_ray(
+        cadenza_env: Settings, ray_env: RayCluster, counter_dir: Path, home: Path) -> None:
+    script = textwrap.dedent(f"""
+        from tests.pipelines.resumable import crashy
+        crashy.run(folder={str(counter_dir)!r}, executor="ray")
+    """)
+    env = {**os.environ, "CADENZA_DATABASE_URL": cadenza_env.database_url,
+           "CADENZA_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env)
+    try:
+        started = counter_dir / "blocker-started-1"
+        wait_for(started.exists, timeout_s=120, what="the blocker to start on Ray")
+        watcher = open_store(cadenza_env.database_url)
+
+        def blocker_recorded_running() -> bool:
+            runs = watcher.list_runs(limit=1)
+            ti = runs and watcher.get_task_instance(runs[0].run_id, "blocker")
+            return bool(ti) and ti.state is S.RUNNING
+
+        wait_for(blocker_recorded_running, timeout_s=30)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # Ray ends the dead driver's job and kills its actors: the task does not run on.
+    wait_gone(int(started.read_text()), what="the dead driver's Ray task to be killed")
+    store = open_store(cadenza_env.database_url)
+    run_id = store.list_runs(limit=1)[0].run_id
+    assert store.get_run(run_id).state is RunState.RUNNING  # what the dead driver left
+
+    (counter_dir / "release").write_text("go")
+    result = resume_run(run_id, executor="ray", pipeline=crashy)
+
+    assert result.state is RunState.SUCCESS, result.error
+    assert result.outputs["finish"] == "a+blocker+finish+b"
+    assert count(counter_dir, "a") == 1 and count(counter_dir, "b") == 1
+    assert count(counter_dir, "blocker") == 2  # interrupted once, run again
+    assert store.get_run(run_id).executor == "ray"
+
+
+def test_an_artifact_store_the_nodes_cannot_reach_fails_before_the_run(
+        sqlite_env: Settings, ray_env: RayCluster) -> None:
+    # memory:// is a store only the driver's process sees: as a folder on the driver's own
+    # disk would be to the nodes of a real cluster.
+    settings = dataclasses.replace(sqlite_env, artifact_root="memory://cadenza-driver-only")
+
+    with pytest.raises(ConfigError) as err:
+        run_pipeline(on_ray.placed, {}, executor="ray", settings=settings)
+
+    assert "not reachable from every node of the Ray cluster" in err.value.message
+    assert "placed" in err.value.message
+    assert "s3://" in (err.value.hint or "")
+    assert open_store(sqlite_env.database_url).list_runs(limit=1) == []  # no run started
+
+
+def test_cadenza_run_executor_ray_on_the_cli(sqlite_env: Settings, ray_env: RayCluster,
+                                             home: Path) -> None:
+    cadenza = Path(sys.executable).parent / "cadenza"
+    env = {**os.environ, "CADENZA_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    env.pop("CADENZA_DATABASE_URL", None)
+    done = subprocess.run([str(cadenza), "run", "tests/pipelines/on_ray.py:placed",
+                           "--executor", "ray"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "success" in done.stdout.lower()

@@ -29,8 +29,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from overhead import WORKLOADS, baseline, map10k, median_of, timed_run  # noqa: E402
-from workloads import inc  # noqa: E402
+from overhead import WORKLOADS, baseline, map10k, median_of, timed_run
+from workloads import inc
 
 
 def _noop(x: int) -> int:

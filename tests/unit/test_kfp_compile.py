@@ -29,6 +29,9 @@ FILES = sorted((ROOT / "examples").glob("*.py")) + sorted(
 # Pipelines that use what KFP cannot express, and the problem the compiler must name.
 INEXPRESSIBLE = {
     "not_for_kfp": "resources licence_seats have no KFP equivalent",
+    # tests/pipelines/on_ray.py: custom Ray resources
+    "placed": "resources special have no KFP equivalent",
+    "no_such_resource": "resources TPU have no KFP equivalent",
 }
 # What the compiler refuses (graph/kfp.py). A test pipeline written for another feature may
 # use one of these (custom Ray resources, a sensor task): it must then fail to compile with

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from cadenza.core import clock
-from cadenza.core.errors import CadenzaError, TaskCancelled, TaskTimeout, WorkerLost
+from cadenza.core.errors import ConfigError, TaskCancelled, TaskTimeout, WorkerLost
 from cadenza.core.records import ErrorInfo, ErrorKind
 from cadenza.executors.base import TaskCall, TaskOutcome, describe_exception
 
@@ -41,7 +41,7 @@ def stopped(call: TaskCall, reason: str, *, started_at: datetime | None,
 
 def refused(call: TaskCall, why: str) -> TaskOutcome:
     """The cluster can never run this call (no node has its resources; another Python)."""
-    exc = CadenzaError(f"task '{call.label}' of pipeline '{call.pipeline}' can never start "
+    exc = ConfigError(f"task '{call.label}' of pipeline '{call.pipeline}' can never start "
                        f"on the Ray cluster: {why}",
                        pipeline=call.pipeline, task=call.label,
                        hint="lower its resources=..., or add a node that has them "
@@ -73,7 +73,7 @@ def of_exception(call: TaskCall, exc: BaseException, *, started_at: datetime | N
     import ray.exceptions as rex
 
     if isinstance(exc, rex.RuntimeEnvSetupError):  # case 1
-        error = CadenzaError(f"the Ray worker for task '{call.label}' could not start: its "
+        error = ConfigError(f"the Ray worker for task '{call.label}' could not start: its "
                              f"runtime_env failed: {str(exc).strip()[-2000:]}",
                              pipeline=call.pipeline, task=call.label,
                              hint="fix the cluster's runtime_env (ray.init/ray job submit)")

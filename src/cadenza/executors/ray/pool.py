@@ -65,13 +65,13 @@ FN_CACHE_DRIVER = 1024
 
 
 class _Actor:
-    __slots__ = ("created_at", "env", "fn_keys", "handle", "job", "name", "node", "pid",
-                 "shape", "since", "state", "sys_path")
+    __slots__ = ("created_at", "env", "fn_keys", "handle", "job", "name", "node", "phase",
+                 "pid", "shape", "since", "sys_path")
 
     def __init__(self, handle: Any, shape: Shape) -> None:
         self.handle = handle
         self.shape = shape
-        self.state = PENDING
+        self.phase = PENDING
         self.job: _Job | None = None
         self.fn_keys: set[str] = set()
         self.sys_path: list[str] | None = None
@@ -315,9 +315,9 @@ class RayExecutor:
         if self._deadlines:
             whens.append(self._deadlines[0][0])
         for actor in self._actors:
-            if actor.state == PENDING and self._idle_elsewhere(actor.shape):
+            if actor.phase == PENDING and self._idle_elsewhere(actor.shape):
                 whens.append(actor.created_at + STARVING_AFTER_S)
-            elif actor.state == IDLE:
+            elif actor.phase == IDLE:
                 whens.append(actor.since + IDLE_TIMEOUT_S)
         if not whens:
             return None
@@ -333,7 +333,7 @@ class RayExecutor:
         if not backlog:
             return
         kept: deque[_Job] = deque()
-        live = sum(1 for a in self._actors if a.state != DEAD)
+        live = sum(1 for a in self._actors if a.phase != DEAD)
         while backlog:
             job = backlog.popleft()
             idle = self._idle.get(job.shape)
@@ -374,9 +374,9 @@ class RayExecutor:
     def _dispatch(self, actor: _Actor, job: _Job) -> None:
         """Send `job` to `actor` (an idle one, or one Ray is still starting: the call waits in
         Ray until the actor is up, and its deadline starts then)."""
-        starting = actor.state == PENDING
+        starting = actor.phase == PENDING
         if not starting:
-            actor.state = BUSY
+            actor.phase = BUSY
             job.started_at = clock.now()
             self._arm(job)
         actor.job = job
@@ -406,20 +406,20 @@ class RayExecutor:
             heapq.heappush(self._deadlines, (job.deadline, self._seq, job))
 
     def _make_idle(self, actor: _Actor) -> None:
-        actor.state = IDLE
+        actor.phase = IDLE
         actor.job = None
         actor.since = time.monotonic()
         self._idle.setdefault(actor.shape, []).append(actor)
 
     def _kill(self, actor: _Actor) -> None:
         """Stop `actor` (its process ends); it leaves the pool."""
-        if actor.state == DEAD:
+        if actor.phase == DEAD:
             return
-        if actor.state == IDLE:
+        if actor.phase == IDLE:
             idle = self._idle.get(actor.shape)
             if idle and actor in idle:
                 idle.remove(actor)
-        actor.state = DEAD
+        actor.phase = DEAD
         actor.job = None
         if actor in self._actors:
             self._actors.remove(actor)
@@ -434,7 +434,7 @@ class RayExecutor:
         try:
             actor.name, actor.node, actor.pid = future.result()
         except BaseException as exc:  # noqa: BLE001 - the actor could not start
-            if actor.state == DEAD:
+            if actor.phase == DEAD:
                 return  # we killed it (a cancel, a timeout, room for another shape)
             job = actor.job
             self._kill(actor)
@@ -445,13 +445,13 @@ class RayExecutor:
             if outcomes.is_lost(exc):
                 self._refresh_capacity()
             return
-        if actor.state != PENDING:
+        if actor.phase != PENDING:
             return  # killed meanwhile (a cancel)
         job = actor.job
         if job is None or job.done:
             self._make_idle(actor)
             return
-        actor.state = BUSY
+        actor.phase = BUSY
         job.started_at = clock.now()
         self._arm(job)
 
@@ -476,7 +476,7 @@ class RayExecutor:
             outcome = outcomes.from_fail(call, body, started_at=job.started_at,
                                          worker=actor.name)
             actor.fn_keys.discard(job.wire_key)
-        if actor.state != DEAD:
+        if actor.phase != DEAD:
             self._make_idle(actor)
         out.append((job.sink, outcome))
 
@@ -509,14 +509,14 @@ class RayExecutor:
             if not job.done and job.deadline == when:
                 self._stop(job, "timeout", out)
         for actor in list(self._actors):
-            if (actor.state == PENDING and now - actor.created_at >= STARVING_AFTER_S
+            if (actor.phase == PENDING and now - actor.created_at >= STARVING_AFTER_S
                     and self._idle_elsewhere(actor.shape)):
                 # Ray may be waiting for resources our idle actors of other shapes hold.
                 for shape, idle in list(self._idle.items()):
                     if shape != actor.shape:
                         for victim in list(idle):
                             self._kill(victim)
-            elif actor.state == IDLE and now - actor.since >= IDLE_TIMEOUT_S:
+            elif actor.phase == IDLE and now - actor.since >= IDLE_TIMEOUT_S:
                 self._kill(actor)
 
     def _stop_all(self, out: list[tuple[Sink, TaskOutcome]]) -> None:

@@ -112,6 +112,28 @@ def test_many_quick_commands_never_hang(tmp_path: Path) -> None:
     assert proc.returncode == 0 and proc.stdout.strip().endswith("done"), proc.stderr
 
 
+def test_env_and_cwd_known_only_at_run_time(sqlite_env: Any, tmp_path: Path) -> None:
+    (tmp_path / "2026-01-02").mkdir()
+
+    @task.shell(env={"MODE": "full", "KEEP": "yes"}, cwd="/")
+    def dated(day: str) -> dict[str, Any]:
+        return {"command": 'echo "$MODE $KEEP $DAY $(basename "$PWD")"',
+                "env": {"MODE": "quick", "DAY": day}, "cwd": tmp_path / day}
+
+    @task.shell
+    def odd() -> dict[str, Any]:
+        return {"cmd": "true"}
+
+    @pipeline
+    def at_run_time(day: str = "2026-01-02"):
+        dated(day)
+        odd()
+
+    result = at_run_time.run(executor="processes")
+    assert result.outputs["dated"] == "quick yes 2026-01-02 2026-01-02"
+    assert "which is not a command" in result.failed["odd"].message
+
+
 def test_output_is_streamed_into_the_log_while_the_command_runs(sqlite_env: Any,
                                                                 tmp_path: Path) -> None:
     gate = tmp_path / "go"

@@ -103,6 +103,27 @@ def _resolve_env(env: Mapping[str, str]) -> dict[str, str]:
     return {k: resolve(v, f"env {k}", CommandFailed) for k, v in env.items()}
 
 
+_RUN_KEYS = ("command", "env", "cwd")
+
+
+def _settings_at_run_time(request: Mapping[str, Any], env: dict[str, str],
+                          cwd: str | None) -> tuple[Any, dict[str, str], str | None]:
+    """A function may return `{"command": ..., "env": {...}, "cwd": ...}` to set what it
+    knows only at run time: its env goes over the decorator's, its cwd replaces it."""
+    unknown = sorted(set(request) - set(_RUN_KEYS))
+    extra = request.get("env") or {}
+    if unknown or "command" not in request or not isinstance(extra, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, (str, os.PathLike)) for k, v in extra.items()):
+        raise CommandFailed(
+            f"the function returned {_short(repr(request), 200)}, which is not a command",
+            **task_where(), hint='return {"command": "...", "env": {"NAME": "value"}, '
+            '"cwd": "folder"} (env values strings), or just the command')
+    env = {**env, **{k: os.fspath(v) for k, v in extra.items()}}
+    if request.get("cwd") is not None:
+        cwd = os.fspath(request["cwd"])
+    return request["command"], env, cwd
+
+
 def _argv(command: Any, shell: str | None) -> tuple[list[str], str]:
     """The argv to run and how to show the command."""
     if isinstance(command, str):
@@ -166,16 +187,22 @@ def run_shell(command: Any, config: Mapping[str, Any]) -> Any:
       3. the attempt is interrupted (timeout, cancel) -> the command's group is stopped
          before the interrupt goes on;
       4. the function returned no usable command -> CommandFailed naming what it returned.
+
+    The function returns a command (a string for the shell, or a list of arguments), or a
+    dict `{"command": ..., "env": {...}, "cwd": ...}` for what is known only at run time.
     """
     where = task_where()
+    run_env = dict(config.get("env") or {})
+    cwd = config.get("cwd")
+    if isinstance(command, Mapping):  # {"command": ..., "env": {...}, "cwd": ...}
+        command, run_env, cwd = _settings_at_run_time(command, run_env, cwd)
     try:
         argv, shown = _argv(command, config.get("shell"))
     except ValueError as exc:
         raise CommandFailed(f"the function returned {exc}, not a command", **where,
                             hint='return a string ("ls -l data/") or a list of arguments '
                             '(["ls", "-l", "data/"])') from None
-    env = {**os.environ, **_resolve_env(config.get("env") or {})}
-    cwd = config.get("cwd")
+    env = {**os.environ, **_resolve_env(run_env)}
     output = config.get("output", "last_line")
     try:
         proc = subprocess.Popen(

@@ -135,7 +135,7 @@ def test_amqp_redelivery_after_a_crash_between_commit_and_ack_makes_no_second_ru
     dying.close()  # the connection drops: both are in the queue again
     first = [o for o in outcomes if o.created]
     assert len(first) == 2 and len(outcomes) >= 2  # a nack'ed one may have come back
-    assert queue_depth(queue) == 2
+    wait_for(lambda: queue_depth(queue) == 2, timeout_s=30, what="both to be requeued")
     outcomes.clear()
     survivor = AmqpConsumer(trigger, pipe.name, lambda mid, raw: outcomes.append(
         handle_message(pipe, trigger, mid, raw, sched=sched)))

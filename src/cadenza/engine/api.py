@@ -360,7 +360,7 @@ def drive_run(
 
         tasks = rerun.get("tasks")
         driver.batch.attempts.extend(rebuild(
-            driver, store.get_task_instances(run.run_id),
+            driver.active, run.run_id, store.get_task_instances(run.run_id),
             rerun=None if tasks is None else frozenset(tasks)))
     driver.batch.run_updates.append(run)
     if error is not None:

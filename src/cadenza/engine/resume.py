@@ -20,10 +20,10 @@ from typing import Any
 from cadenza.core import clock
 from cadenza.core.errors import RunConflict
 from cadenza.core.ids import new_driver_id
-from cadenza.core.records import AttemptRecord, ErrorInfo, ErrorKind
+from cadenza.core.records import AttemptRecord, ErrorInfo, ErrorKind, TaskInstanceRecord
 from cadenza.core.settings import Settings, get_settings
 from cadenza.core.states import RunState, TaskState, reopen_run
-from cadenza.engine.active import KEEP
+from cadenza.engine.active import KEEP, ActiveRun
 from cadenza.graph.plan import HasPlan, Plan, plan_of
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def resume_run(
                      executor=executor_name, started_at=run.started_at or now)
     driver = make_driver(pipe, run, values, store=store, settings=settings, executor=ex)
     rows = store.get_task_instances(run_id)
-    interrupted = rebuild(driver, rows)
+    interrupted = rebuild(driver.active, run_id, rows)
     driver.batch.run_updates.append(run)
     driver.batch.attempts.extend(interrupted)
     if on_start is not None:
@@ -116,19 +116,19 @@ def resume_run(
     return result
 
 
-def rebuild(driver: Any, rows: list[Any], *,
+def rebuild(active: ActiveRun, run_id: str, rows: list[TaskInstanceRecord], *,
             rerun: frozenset[str] | None = None) -> list[AttemptRecord]:
-    """Replay stored rows into the driver's state owner (`engine/active.py`); what must run
-    again goes back to pending there, through the state table (`rerun`: only these tasks,
-    see `ActiveRun.replay`).
+    """Replay run `run_id`'s stored rows into its state owner (`engine/active.py`, a new
+    driver's `active`); what must run again goes back to pending there, through the state
+    table (`rerun`: only these tasks, see `ActiveRun.replay`). Touches nothing else of the
+    driver.
 
     Returns attempt records for attempts a dead driver left running (marked interrupted).
     """
-    active = driver.active
     now = clock.now()
     interrupted = [
         AttemptRecord(
-            run_id=driver.run_id, task_id=row.task_id, map_index=row.map_index,
+            run_id=run_id, task_id=row.task_id, map_index=row.map_index,
             attempt=row.attempt, state=S.FAILED, started_at=row.started_at, ended_at=now,
             worker=row.worker,
             error=ErrorInfo(kind=ErrorKind.INTERRUPTED, type="cadenza.core.errors.WorkerLost",
@@ -136,7 +136,7 @@ def rebuild(driver: Any, rows: list[Any], *,
         )
         for row in active.replay(rows, rerun=rerun)
     ]
-    _distrust_broken_inputs(driver)
+    _distrust_broken_inputs(active, run_id)
     active.settle_kept()
     return interrupted
 
@@ -168,7 +168,7 @@ def _discard(uri: str) -> None:
         log.warning("could not remove corrupted artifact %s: %s", uri, exc)
 
 
-def _distrust_broken_inputs(driver: Any) -> None:
+def _distrust_broken_inputs(active: ActiveRun, run_id: str) -> None:
     """A kept output that a re-running task will read must still be intact; if it is not,
     its producer runs again too (and so on upstream). Outputs nobody will read again are
     not checked, so resume costs nothing for them."""
@@ -176,24 +176,25 @@ def _distrust_broken_inputs(driver: Any) -> None:
     changed = True
     while changed:
         changed = False
-        for ns in driver.nodes.values():
+        for ns in active.nodes.values():
             if ns.summary.state in KEEP:
                 continue
             for up_id in ns.node.data_upstream:
-                up = driver.nodes[up_id]
+                up = active.nodes[up_id]
                 if up.summary.state not in KEEP:
                     continue
                 for inst in (up.children or [up.summary]):
                     ref = inst.output
-                    if id(inst) in checked or ref is None or ref.kind != "artifact":
+                    if (id(inst) in checked or ref is None or ref.kind != "artifact"
+                            or ref.uri is None):
                         continue
                     checked.add(id(inst))
                     if not _artifact_ok(ref):
                         _discard(ref.uri)
                         log.warning("run %s: output of %s is missing or corrupted (%s); "
-                                    "running it again", driver.run_id, inst.label, ref.uri)
+                                    "running it again", run_id, inst.label, ref.uri)
                         reason = "resumed: its output artifact was missing or corrupted"
-                        driver.active.reset(inst, reason=reason)
+                        active.reset(inst, reason=reason)
                         if inst is not up.summary:
-                            driver.active.reset(up.summary, reason=reason)
+                            active.reset(up.summary, reason=reason)
                         changed = True

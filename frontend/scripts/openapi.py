@@ -16,14 +16,20 @@ from cadenza.api import create_app
 from cadenza.core.settings import load_settings
 
 
-def main() -> None:
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parents[1] / "openapi.json"
+def render() -> str:
+    """The app's OpenAPI document as frontend/openapi.json holds it
+    (tests/unit/test_ui_static.py fails when the committed file differs)."""
     with tempfile.TemporaryDirectory() as home:
         settings = load_settings(Path(home), environ={"CADENZA_HOME": home})
         app = create_app(settings, paths=[])
         doc = app.openapi()
         app.state.store.dispose()
-    out.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return json.dumps(doc, indent=1, sort_keys=True) + "\n"
+
+
+def main() -> None:
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parents[1] / "openapi.json"
+    out.write_text(render(), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -21,40 +21,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.test_cli_support import Project, make_project, strip_ansi
+from tests.fixtures.server import PIPELINES
 from tests.fixtures.waiting import wait_for
 
 # `hold` waits for the file `release` in the project folder, so the test sees it running.
-STEPS = '''
-import time
-from pathlib import Path
-
-from cadenza import pipeline, task
-
-
-@task
-def first(n: int) -> int:
-    return n + 1
-
-
-@task
-def hold(value: int) -> int:
-    deadline = time.monotonic() + 120
-    while not Path("release").exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the test never released the task")
-        time.sleep(0.02)
-    return value * 2
-
-
-@task
-def last(value: int) -> int:
-    return value + 100
-
-
-@pipeline
-def steps(n: int = 1):
-    last(hold(first(n)))
-'''
+STEPS = (PIPELINES / "gated_steps.py").read_text(encoding="utf-8")
 
 
 NIGHTLY = '''

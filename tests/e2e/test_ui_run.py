@@ -69,7 +69,7 @@ def test_a_finished_run_in_graph_gantt_and_task_list(ui_server: LiveServer, ui_p
             return n;
         }""", STATE_COLOURS["success"])
     assert painted > 50
-    shot(page, tmp_path, "run-gantt")
+    shot(page, tmp_path, "run-gantt-mapped")
 
     # Drill down: the mapped task's name opens its instances' rows (kept in the URL); an
     # instance's row opens that instance.
@@ -81,6 +81,46 @@ def test_a_finished_run_in_graph_gantt_and_task_list(ui_server: LiveServer, ui_p
         "() => document.querySelector('[data-testid=gantt]').dataset.rows === '8'")
     page.mouse.click(box["x"] + 40, box["y"] + head + 4 * row + row / 2)  # "[1]"
     page.wait_for_url(re.compile(rf"/runs/{run_id}/tasks/score\?map_index=1$"))
+
+
+PAINTED = """(c, colour) => {
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    const [r, g, b] = [1, 3, 5].map(i => parseInt(colour.slice(i, i + 2), 16));
+    let n = 0;
+    for (let i = 0; i < d.length; i += 4) if (d[i] === r && d[i+1] === g && d[i+2] === b) n++;
+    return n;
+}"""
+
+
+def test_the_gantt_draws_attempts_of_visible_length_and_a_retry(
+        ui_server: LiveServer, ui_page: Any, tmp_path: Path) -> None:
+    """model_training (threads: two feature tasks at once; `train` fails, then its retry
+    succeeds): the failed attempt's bar is drawn in the up_for_retry colour beside the success
+    bars, and the row says it took 2 attempts. Its screenshot is the README's Gantt."""
+    plan = ui_server.app.state.catalog.get().get("model_training")
+    run_id = run_pipeline(plan, {}, executor="threads", settings=ui_server.settings).run_id
+    page = ui_page
+    page.goto(f"{ui_server.base_url}/runs/{run_id}/gantt")
+    gantt = page.get_by_test_id("gantt")
+    gantt.wait_for()
+    assert gantt.get_attribute("data-rows") == "5"
+    page.wait_for_function("() => document.querySelector('.badge')?.textContent === 'success'")
+    canvas = gantt.locator("canvas")
+    # The failed first attempt (up_for_retry: it was retried) is drawn once the page has
+    # read the retried task's attempts.
+    page.wait_for_function(
+        f"() => ({PAINTED})(document.querySelector('[data-testid=gantt] canvas'), "
+        f"'{STATE_COLOURS['up_for_retry']}') > 200")
+    failed = canvas.evaluate(PAINTED, STATE_COLOURS["up_for_retry"])
+    succeeded = canvas.evaluate(PAINTED, STATE_COLOURS["success"])
+    assert succeeded > 5 * failed, (failed, succeeded)
+    box = gantt.bounding_box()
+    head, row = 28, 24  # frontend/src/components/Gantt.tsx
+    page.mouse.move(box["x"] + 40, box["y"] + head + 3 * row + row / 2)  # train
+    assert "train · success" in page.locator(".tooltip").inner_text()
+    assert "2 attempts" in page.locator(".tooltip").inner_text()
+    page.mouse.move(0, 0)
+    shot(page, tmp_path, "run-gantt")
 
 
 def test_a_failed_run_filters_its_tasks_by_state(ui_server: LiveServer, ui_page: Any,

@@ -21,7 +21,12 @@ from cadenza.core.security import Role, secret_key
 from cadenza.engine.api import run_pipeline
 from cadenza.store import open_store
 from cadenza.store.security import security_store
-from tests.fixtures.server import LiveServer, make_api_project, project_settings_for, serve
+from tests.fixtures.server import (
+    LiveServer,
+    make_api_project,
+    project_settings_for,
+    serve_project,
+)
 from tests.fixtures.waiting import wait_for
 
 
@@ -284,53 +289,44 @@ def uses_secret():
 @pytest.mark.parametrize("executor", ["inline", "processes"])
 def test_secrets_are_set_by_name_and_masked_in_api_responses(db_url: str, tmp_path: Path,
                                                              executor: str) -> None:
-    from cadenza.core import settings as settings_mod
-
-    root = make_api_project(tmp_path / "proj", files={"uses_secret.py": USES_SECRET})
     home = tmp_path / "home"
-    home.mkdir()
-    settings = project_settings_for(root, db_url, home)
-    settings_mod.set_settings(settings)
-    try:
-        app = create_app(settings)
-        with serve(app) as url, httpx.Client(base_url=url, timeout=60) as c:
-            put = c.put("/api/v1/secrets/API_KEY", json={"value": SECRET})
-            assert put.status_code == 200 and SECRET not in put.text
-            assert put.json()["name"] == "API_KEY"
-            assert (home / "secret.key").stat().st_mode & 0o077 == 0
-            listed = c.get("/api/v1/secrets")
-            assert [s["name"] for s in listed.json()["items"]] == ["API_KEY"]
-            assert SECRET not in listed.text
-            bad = c.put("/api/v1/secrets/bad%20name", json={"value": "x"})
-            assert bad.status_code == 400 and "cannot be a secret name" in bad.json()["detail"]
+    with serve_project(db_url, tmp_path, {"uses_secret.py": USES_SECRET}) as live:
+        app, settings, c = live.app, live.settings, live.client
+        put = c.put("/api/v1/secrets/API_KEY", json={"value": SECRET})
+        assert put.status_code == 200 and SECRET not in put.text
+        assert put.json()["name"] == "API_KEY"
+        assert (home / "secret.key").stat().st_mode & 0o077 == 0
+        listed = c.get("/api/v1/secrets")
+        assert [s["name"] for s in listed.json()["items"]] == ["API_KEY"]
+        assert SECRET not in listed.text
+        bad = c.put("/api/v1/secrets/bad%20name", json={"value": "x"})
+        assert bad.status_code == 400 and "cannot be a secret name" in bad.json()["detail"]
 
-            plan = app.state.catalog.get().get("uses_secret")
-            result = run_pipeline(plan, {}, executor=executor, settings=settings)
-            run = c.get(f"/api/v1/runs/{result.run_id}")
-            assert run.status_code == 200 and run.json()["state"] == "failed"
-            assert SECRET not in run.text
-            logs = c.get(f"/api/v1/runs/{result.run_id}/tasks/leaky/logs")
-            assert logs.status_code == 200
-            assert "the key is ***" in logs.json()["text"]
-            assert "RuntimeError: the service refused ***" in logs.json()["text"]
-            detail = c.get(f"/api/v1/runs/{result.run_id}/tasks/leaky")
-            assert detail.status_code == 200 and "the service refused ***" in detail.text
-            everything = [run.text, logs.text, detail.text]
-            for path in _task_paths(c, result.run_id, "leaky"):
-                got = c.get(path)
-                if got.status_code == 200:
-                    everything.append(got.text)
-            joined = "\n".join(everything)
-            assert SECRET not in joined
-            assert "the service refused ***" in joined
-            # the value really reached the task: the store holds the masked error only
-            ti = open_store(db_url).get_task_instances(result.run_id)[0]
-            assert ti.error is not None and ti.error.message == "the service refused ***"
+        plan = app.state.catalog.get().get("uses_secret")
+        result = run_pipeline(plan, {}, executor=executor, settings=settings)
+        run = c.get(f"/api/v1/runs/{result.run_id}")
+        assert run.status_code == 200 and run.json()["state"] == "failed"
+        assert SECRET not in run.text
+        logs = c.get(f"/api/v1/runs/{result.run_id}/tasks/leaky/logs")
+        assert logs.status_code == 200
+        assert "the key is ***" in logs.json()["text"]
+        assert "RuntimeError: the service refused ***" in logs.json()["text"]
+        detail = c.get(f"/api/v1/runs/{result.run_id}/tasks/leaky")
+        assert detail.status_code == 200 and "the service refused ***" in detail.text
+        everything = [run.text, logs.text, detail.text]
+        for path in _task_paths(c, result.run_id, "leaky"):
+            got = c.get(path)
+            if got.status_code == 200:
+                everything.append(got.text)
+        joined = "\n".join(everything)
+        assert SECRET not in joined
+        assert "the service refused ***" in joined
+        # the value really reached the task: the store holds the masked error only
+        ti = open_store(db_url).get_task_instances(result.run_id)[0]
+        assert ti.error is not None and ti.error.message == "the service refused ***"
 
-            assert c.delete("/api/v1/secrets/API_KEY").status_code == 204
-            assert c.delete("/api/v1/secrets/API_KEY").status_code == 404
-    finally:
-        settings_mod.set_settings(None)
+        assert c.delete("/api/v1/secrets/API_KEY").status_code == 204
+        assert c.delete("/api/v1/secrets/API_KEY").status_code == 404
 
 
 def _task_paths(c: httpx.Client, run_id: str, task: str) -> list[str]:

@@ -20,41 +20,11 @@ from cadenza.core import clock
 from cadenza.core.records import RunRecord, TaskInstanceRecord
 from cadenza.core.states import RunState
 from cadenza.engine.api import run_pipeline
-from tests.fixtures.server import make_api_project, project_settings_for, serve
+from tests.fixtures.server import PIPELINES, make_api_project, project_settings_for, serve
 from tests.fixtures.waiting import wait_for
 
 # `hold` waits for the file named by `gate`, so the test sees it running.
-STEPS = '''
-import time
-from pathlib import Path
-
-from cadenza import pipeline, task
-
-
-@task
-def first(n: int) -> int:
-    return n + 1
-
-
-@task
-def hold(value: int, gate: str) -> int:
-    deadline = time.monotonic() + 120
-    while not Path(gate).exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the test never opened the gate")
-        time.sleep(0.02)
-    return value * 2
-
-
-@task
-def last(value: int) -> int:
-    return value + 100
-
-
-@pipeline
-def steps(gate: str, n: int = 1):
-    last(hold(first(n), gate))
-'''
+STEPS = (PIPELINES / "gated_steps.py").read_text(encoding="utf-8")
 
 
 @pytest.fixture

@@ -16,15 +16,14 @@ from typing import Any
 import httpx
 import pytest
 
-from cadenza.api import create_app
 from cadenza.core import settings as settings_mod
 from cadenza.core.records import RunRecord, TaskInstanceRecord
 from cadenza.core.scheduling import SlaMissRecord, TriggerEventRecord
 from cadenza.core.states import RunState
 from cadenza.engine.api import RunResult, run_pipeline
-from cadenza.store import RunStore, open_store
+from cadenza.store import RunStore
 from cadenza.store.scheduling import scheduling_store
-from tests.fixtures.server import make_api_project, project_settings_for, serve
+from tests.fixtures.server import serve_project
 from tests.fixtures.waiting import wait_for
 
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
@@ -52,18 +51,9 @@ class Server:
 @pytest.fixture
 def server(db_url: str, tmp_path: Path) -> Iterator[Server]:
     text = (PIPELINES / "inspect_tasks.py").read_text(encoding="utf-8")
-    root = make_api_project(tmp_path / "proj", files={"inspect_tasks.py": text})
-    home = tmp_path / "home"
-    home.mkdir()
-    settings = project_settings_for(root, db_url, home)
-    settings_mod.set_settings(settings)
-    try:
-        app = create_app(settings)
-        with serve(app) as base_url, httpx.Client(base_url=base_url, timeout=60) as client:
-            yield Server(client=client, settings=settings, store=open_store(db_url), app=app,
-                         base_url=base_url)
-    finally:
-        settings_mod.set_settings(None)
+    with serve_project(db_url, tmp_path, {"inspect_tasks.py": text}) as live:
+        yield Server(client=live.client, settings=live.settings, store=live.store,
+                     app=live.app, base_url=live.base_url)
 
 
 def all_items(server: Server, path: str, limit: int, **params: Any) -> list[dict[str, Any]]:
@@ -287,11 +277,8 @@ def test_pool_set_needs_an_admin(db_url: str, tmp_path: Path) -> None:
     def operator(request: Any) -> Principal:
         return Principal(name="olga", role=Role.OPERATOR)
 
-    root = make_api_project(tmp_path / "proj", files={})
-    home = tmp_path / "home"
-    home.mkdir()
-    app = create_app(project_settings_for(root, db_url, home), authenticate=operator)
-    with serve(app) as base, httpx.Client(base_url=base) as client:
+    with serve_project(db_url, tmp_path, {}, authenticate=operator) as live:
+        client = live.client
         assert client.get(f"{V1}/pools").status_code == 200
         denied = client.put(f"{V1}/pools/gpu", json={"slots": 2})
         assert denied.status_code == 403 and "admin" in denied.json()["detail"]

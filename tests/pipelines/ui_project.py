@@ -7,6 +7,8 @@
 - `big_graph`: 200 tasks (the UI lays out graphs that big in a Web Worker).
 - `live_demo`: `hold` runs until the file named by `gate` exists, so a browser test can see
   it running live and then turn green.
+- `model_training`: attempts of visible length, two in parallel, and a retry of `train`
+  (its first attempt fails): the Gantt screenshot in the README.
 Self-contained (imports only cadenza).
 """
 
@@ -127,3 +129,44 @@ def big_graph():
         value = link(chain)
         for _ in range(9):
             value = link(value)
+
+
+@task
+def load_rows() -> int:
+    time.sleep(0.4)
+    return 1000
+
+
+@task
+def user_features(rows: int) -> int:
+    time.sleep(0.7)
+    return rows // 2
+
+
+@task
+def item_features(rows: int) -> int:
+    time.sleep(0.35)
+    return rows // 4
+
+
+@task(retries=1, retry_delay=0.4)
+def train(users: int, items: int) -> float:
+    """Fails its first attempt (a lost connection), succeeds the retry."""
+    time.sleep(0.3)
+    if get_context().attempt == 1:
+        raise ConnectionError("the feature store dropped the connection")
+    time.sleep(0.5)
+    return (users + items) / 1000
+
+
+@task
+def evaluate(model: float) -> float:
+    time.sleep(0.3)
+    return model * 0.9
+
+
+@pipeline(tags=["ui"])
+def model_training():
+    """Attempts that take visible time, two in parallel, and a retry: the Gantt's picture."""
+    users = user_features(rows := load_rows())
+    evaluate(train(users, item_features(rows)))

@@ -12,17 +12,23 @@ authoring never imports the engine, and the engine is imported only on the first
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from cadenza.authoring.builder import GraphBuilder
 from cadenza.authoring.refs import ParamRef
 from cadenza.core.cron import PRESETS, expand_preset, is_unknown_preset
-from cadenza.core.errors import CadenzaError, DefinitionError, ParameterError, Problem, UsageError
+from cadenza.core.errors import (
+    CadenzaError,
+    DefinitionError,
+    ParameterError,
+    Problem,
+    UsageError,
+    definition_error_collector,
+)
 from cadenza.core.importing import file_being_imported
 from cadenza.graph.model import ParamSpec as GraphParam
 from cadenza.graph.model import PipelineGraph
@@ -359,25 +365,9 @@ def use_runner(runner: Runner) -> None:
     _runner = runner
 
 
-# While `collecting_problems()` is active (`cadenza pipelines check`), a @pipeline with
-# problems records its DefinitionError here instead of raising it, so that the rest of its
-# file goes on importing and every pipeline's problems are reported, not only the first's.
-_collected: list[DefinitionError] | None = None
-
-
-@contextlib.contextmanager
-def collecting_problems() -> Iterator[list[DefinitionError]]:
-    """Collect the DefinitionErrors of the pipelines defined inside the block (a check)."""
-    global _collected
-    previous, _collected = _collected, []
-    try:
-        yield _collected
-    finally:
-        _collected = previous
-
-
 class BrokenPipeline:
-    """What @pipeline returns for a pipeline with problems while they are collected: it has
+    """What @pipeline returns for a pipeline with problems while they are collected
+    (`core.errors.collecting_definition_errors`, for `cadenza pipelines check`): it has
     no Plan (loaders skip it), and using it raises its DefinitionError."""
 
     plan = None  # loaders look for a Plan: there is none
@@ -396,7 +386,8 @@ class BrokenPipeline:
 
 
 def _define(f: Callable[P, R], name: str | None, options: dict[str, Any]) -> Any:
-    if _collected is None:
+    collected = definition_error_collector()
+    if collected is None:
         return PipelineDef(f, name=name, **options)
     try:
         return PipelineDef(f, name=name, **options)
@@ -404,7 +395,7 @@ def _define(f: Callable[P, R], name: str | None, options: dict[str, Any]) -> Any
         label = str(name or getattr(f, "__name__", "?"))
         if exc.pipeline is None:  # a problem found without the pipeline's name: add it
             exc = DefinitionError(label, list(exc.problems))
-        _collected.append(exc)
+        collected.append(exc)
         return BrokenPipeline(label, exc)
 
 

@@ -9,7 +9,7 @@ that cannot be stored...) — they are collected here, not repeated.
 1. One child process per file (`check_file_main`), `--jobs` at a time. A file whose import
    crashes the interpreter, calls `sys.exit`/`os._exit`, or hangs takes only itself down: a
    child that outlives `--timeout` is killed with its process group and reported.
-2. In the child, `authoring.pipeline.collecting_problems()` makes a @pipeline with problems
+2. In the child, `core.errors.collecting_definition_errors()` makes a @pipeline with problems
    record its DefinitionError instead of raising it, so every pipeline of a file is checked
    (not only the first broken one). Then, per pipeline: its triggers are sorted the way the
    scheduler sorts them (an unknown trigger, assets mixed with AnyOf), and its dates.
@@ -90,13 +90,12 @@ def _user_traceback(exc: BaseException) -> str:
 
 def check_file(path: Path) -> dict[str, Any]:
     """Import `path` and report its pipelines and every problem found (see the docstring)."""
-    from cadenza.authoring.pipeline import collecting_problems
     from cadenza.cli.discovery import display_path
-    from cadenza.core.errors import CadenzaError, DefinitionError
+    from cadenza.core.errors import CadenzaError, DefinitionError, collecting_definition_errors
     from cadenza.engine.loading import load_file
 
     problems: list[dict[str, Any]] = []
-    with collecting_problems() as errors:
+    with collecting_definition_errors() as errors:
         loaded = load_file(path)
     for err in errors:
         problems += _definition_problems(err.pipeline, err.problems)

@@ -30,6 +30,8 @@ Never raise CadenzaError itself (a unit test checks): pick the class a caller wo
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,6 +129,29 @@ class DefinitionError(CadenzaError):
 
 
 CadenzaDefinitionError = DefinitionError
+
+
+# While `collecting_definition_errors()` is active (`cadenza pipelines check`), a @pipeline
+# with problems hands its DefinitionError to the collector instead of raising it, so that the
+# rest of its file goes on importing and every pipeline's problems are reported, not only the
+# first's. (Here, not in authoring: the CLI turns it on, and reads pipelines only as Plans.)
+_collected: list[DefinitionError] | None = None
+
+
+@contextlib.contextmanager
+def collecting_definition_errors() -> Iterator[list[DefinitionError]]:
+    """Collect the DefinitionErrors of the pipelines defined inside the block (a check)."""
+    global _collected
+    previous, _collected = _collected, []
+    try:
+        yield _collected
+    finally:
+        _collected = previous
+
+
+def definition_error_collector() -> list[DefinitionError] | None:
+    """The list a @pipeline with problems appends its DefinitionError to, or None: raise."""
+    return _collected
 
 
 class ParameterError(CadenzaError):

@@ -158,26 +158,33 @@ def test_a_local_artifact_root_is_refused_with_the_fix(
 
 
 SHAPES = [
-    ("failing", {}),  # a failure: one_failed and all_done run, the rest upstream_failed
-    ("fraud_training", {}),  # fan-out, fan-in, a branch, an all_done cleanup after it
-    ("multi_branch", {"which": ["middle"]}),  # skipped targets, a none_failed_min_one_success join
+    ("shapes", "failing", {}),  # a failure: one_failed and all_done run, the rest upstream_failed
+    ("shapes", "fraud_training", {}),  # fan-out, fan-in, a branch, an all_done cleanup after it
+    # skipped targets, a none_failed_min_one_success join
+    ("shapes", "multi_branch", {"which": ["middle"]}),
+    ("shapes", "chained_maps", {"n": 3}),  # a map over a task's list, element-wise map, fan-in
+    ("shapes", "map_with_failure", {}),  # one instance fails: the fan-in is upstream_failed
+    ("shapes", "empty_map", {}),  # a map over an empty list: no instance, the fan-in gets []
+    ("shapes", "cartesian", {}),  # the product of two literal lists
+    ("kfp_shapes", "param_grid", {}),  # the product of two list parameters
 ]
 
 
-@pytest.mark.parametrize(("name", "params"), SHAPES, ids=[n for n, _ in SHAPES])
-def test_trigger_rules_branches_and_failures_end_as_in_a_local_run(
-        name: str, params: dict[str, Any], tmp_path: Path,
+@pytest.mark.parametrize(("module", "name", "params"), SHAPES, ids=[n for _, n, _ in SHAPES])
+def test_trigger_rules_branches_maps_and_failures_end_as_in_a_local_run(
+        module: str, name: str, params: dict[str, Any], tmp_path: Path,
         s3_bucket: S3Bucket,  # noqa: F811 - fixture
         monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
     from cadenza.core import settings as settings_mod
     from cadenza.engine.api import result_from_store
     from cadenza.engine.step_records import ObjectBook, import_run
     from cadenza.store import open_store
-    from tests.pipelines import shapes
 
     out = tmp_path / f"{name}.yaml"
-    subprocess.run([CADENZA, "compile", f"tests/pipelines/shapes.py:{name}", "-o", str(out)],
-                   cwd=ROOT, check=True, capture_output=True, text=True)
+    subprocess.run([CADENZA, "compile", f"tests/pipelines/{module}.py:{name}", "-o",
+                    str(out)], cwd=ROOT, check=True, capture_output=True, text=True)
     run_id = f"kfp-{secrets.token_hex(6)}"
     root = s3_bucket.root("artifacts")
     runner = LocalKfp.from_file(out, command_prefix=[CADENZA],
@@ -191,7 +198,8 @@ def test_trigger_rules_branches_and_failures_end_as_in_a_local_run(
     monkeypatch.delenv("CADENZA_ARTIFACT_ROOT", raising=False)
     settings_mod.set_settings(settings_mod.load_settings(tmp_path))
     try:
-        local = getattr(shapes, name).run(executor="inline", **params)
+        pipe = getattr(importlib.import_module(f"tests.pipelines.{module}"), name)
+        local = pipe.run(executor="inline", **params)
         store = open_store(f"sqlite:///{tmp_path / 'local.db'}")
         import_run(run_id, artifact_root=root, store=store)
         cluster = result_from_store(store, run_id, root)

@@ -89,3 +89,18 @@ def not_for_kfp():
     c >> [a, b]
     join(a, b)
     licensed()
+
+
+@task
+def pair(a: int, b: str) -> str:
+    return f"{b}{a}"
+
+
+@task
+def collect(pairs: list[str]) -> str:
+    return ",".join(pairs)
+
+
+@pipeline
+def param_grid(a: list[int] = [1, 2], b: list[str] = ["x", "y", "z"]):  # noqa: B006
+    collect(pair.expand(a=a, b=b))

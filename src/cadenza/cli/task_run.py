@@ -110,7 +110,8 @@ def task_run_command(
                          "--run-id RUN_ID")
     params, inputs = _pairs(param, "--param"), _pairs(input_, "--input")
     if expand:
-        indices = expand_indices(plan, task, params=params, inputs=inputs, settings=settings)
+        indices = expand_indices(plan, task, params=params, inputs=inputs, settings=settings,
+                                 run_id=run_id, book=open_book(settings))
         _write(output_indices, json.dumps(indices))
         out().print(f"task {escape(task)}: {len(indices)} instances")
         raise typer.Exit(0)

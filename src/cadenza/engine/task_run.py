@@ -186,6 +186,12 @@ def infer_states(plan: Plan, rows: list[TaskInstanceRecord]) -> dict[str, TaskSt
         if row is not None and row.state.is_final:
             states[tid] = row.state
             continue
+        if row is not None and row.map_count == 0:  # expanded over an empty list
+            states[tid] = S.SUCCESS
+            continue
+        if row is not None and row.map_count is not None and len(kids) < row.map_count:
+            states[tid] = None  # instances still to come
+            continue
         if kids:
             states[tid] = (rules.summarize_mapped([k.state for k in kids])
                            if all(k.state.is_final for k in kids) else None)
@@ -292,8 +298,11 @@ def _lookup(marker: Any, values: Mapping[str, Any], inputs: Mapping[str, _Upstre
 
 
 def expand_indices(plan: Plan, task_id: str, *, params: Mapping[str, str],
-                   inputs: Mapping[str, str], settings: Settings) -> list[int]:
-    """The map indices of mapped task `task_id` (what its ParallelFor iterates over)."""
+                   inputs: Mapping[str, str], settings: Settings, run_id: str | None = None,
+                   book: Book | None = None) -> list[int]:
+    """The map indices of mapped task `task_id` (what its ParallelFor iterates over). With a
+    book, the task's summary row is recorded `running` with its instance count (`success`
+    at once for an empty expansion, whose loop runs nothing)."""
     node = node_of(plan, task_id)
     if not node.is_mapped:
         raise UsageError(f"task '{task_id}' is not mapped (.expand)", pipeline=plan.name,
@@ -303,7 +312,28 @@ def expand_indices(plan: Plan, task_id: str, *, params: Mapping[str, str],
     count = 1
     for axis in _axes(plan, node, values, ups, settings.artifact_root):
         count *= len(axis)
+    if book is not None and run_id is not None:
+        now = clock.now()
+        _, stored = parse_params(plan, params)
+        book.ensure_run(_new_run(plan, run_id, stored, now))
+        ti = move_task(TaskInstanceRecord(run_id=run_id, task_id=task_id, state=S.PENDING,
+                                          pool=node.options.pool),
+                       S.RUNNING, started_at=now, map_count=count,
+                       reason=f"expanded into {count} instances")
+        if count == 0:
+            ti = move_task(ti, S.SUCCESS, ended_at=now, output=ValueRef(kind="json", value=[]),
+                           reason="expanded over an empty list")
+        exists = any(t.task_id == task_id and t.map_index == -1 for t in book.instances(run_id))
+        book.write(StepRecord(instance=ti), exists=exists)
     return list(range(count))
+
+
+def _new_run(plan: Plan, run_id: str, stored: dict[str, Any], now: Any) -> RunRecord:
+    return RunRecord(run_id=run_id, pipeline=plan.name, state=RunState.RUNNING, params=stored,
+                     created_at=now, started_at=now, executor="kfp", trigger="kfp",
+                     source=plan.source, tags=plan.tags,
+                     extra={TASK_ORDER: plan.topological_ids()},
+                     driver_id=kfp_driver_id(run_id), heartbeat_at=now)
 
 
 # -- one instance -------------------------------------------------------------------------------
@@ -318,11 +348,7 @@ def run_step(plan: Plan, task_id: str, *, run_id: str, settings: Settings, book:
     values, stored = parse_params(plan, params)
     ups = parse_inputs(plan, node, inputs)
     now = clock.now()
-    run = book.ensure_run(RunRecord(
-        run_id=run_id, pipeline=plan.name, state=RunState.RUNNING, params=stored,
-        created_at=now, started_at=now, executor="kfp", trigger="kfp", source=plan.source,
-        tags=plan.tags, extra={TASK_ORDER: plan.topological_ids()},
-        driver_id=kfp_driver_id(run_id), heartbeat_at=now))
+    run = book.ensure_run(_new_run(plan, run_id, stored, now))
     cancelled = book.renew(run_id, kfp_driver_id(run_id))
     previous = [a for a in book.attempts_of(run_id, task_id, map_index)]
     mine = next((t for t in book.instances(run_id)
@@ -512,10 +538,7 @@ def finalize_run(plan: Plan, run_id: str, *, book: Book, body_ok: bool | None = 
     now = clock.now()
     run = book.get_run(run_id)
     if run is None:  # nothing ran at all (the first step failed before it recorded)
-        run = book.ensure_run(RunRecord(
-            run_id=run_id, pipeline=plan.name, state=RunState.RUNNING, created_at=now,
-            started_at=now, executor="kfp", trigger="kfp", source=plan.source,
-            tags=plan.tags, extra={TASK_ORDER: plan.topological_ids()}))
+        run = book.ensure_run(_new_run(plan, run_id, {}, now))
     rows = book.instances(run_id)
     have = {(r.task_id, r.map_index) for r in rows}
     states = infer_states(plan, rows)
@@ -528,15 +551,22 @@ def finalize_run(plan: Plan, run_id: str, *, book: Book, body_ok: bool | None = 
         summary = next((r for r in rows if r.task_id == tid and r.map_index < 0), None)
         if state is None:  # it should have run and no step recorded it
             state = S.CACHED if body_ok else S.CANCELLED
-        if node.is_mapped and summary is None:
-            ti = TaskInstanceRecord(run_id=run_id, task_id=tid, state=S.PENDING,
-                                    pool=node.options.pool)
-            ti = move_task(ti, S.RUNNING, started_at=min(
-                (k.started_at for k in kids if k.started_at), default=now))
-            ti = move_task(ti, state if state is not S.CANCELLED else S.UPSTREAM_FAILED,
-                           ended_at=now, map_count=len(kids) if kids else None,
-                           reason=f"{len(kids)} instances ran on KFP")
-            book.write(StepRecord(instance=ti), exists=False)
+        if node.is_mapped:
+            if summary is not None and summary.state.is_final:
+                finals.append(summary.state)
+                continue
+            # A summary only summarises: instances served from KFP's cache make it success.
+            state = S.SUCCESS if state is S.CACHED else state
+            count = (summary.map_count if summary is not None and summary.map_count is not None
+                     else len(kids))
+            ti = summary or move_task(
+                TaskInstanceRecord(run_id=run_id, task_id=tid, state=S.PENDING,
+                                   pool=node.options.pool),
+                S.RUNNING, started_at=min((k.started_at for k in kids if k.started_at),
+                                          default=now))
+            ti = move_task(ti, state, ended_at=now, map_count=count,
+                           reason=f"{len(kids)} of {count} instances recorded on KFP")
+            book.write(StepRecord(instance=ti), exists=summary is not None)
         elif (tid, -1) not in have and not kids:
             ti = TaskInstanceRecord(run_id=run_id, task_id=tid, state=S.PENDING,
                                     pool=node.options.pool)

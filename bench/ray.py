@@ -27,8 +27,11 @@ from functools import partial
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+# This file is bench/ray.py: with its folder first on sys.path, `import ray` would import it.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+import ray
 
+sys.path.append(str(HERE))
 from overhead import WORKLOADS, baseline, map10k, median_of, timed_run
 from workloads import inc
 
@@ -93,10 +96,11 @@ def main() -> None:
 
     import concurrent.futures as cf
 
-    import ray
-
     from cadenza.executors.base import get_executor
 
+    # A local Ray with token auth would leave a token in ~/.ray that turns it on for every
+    # cluster started later on this machine.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     address = os.environ.get("CADENZA_RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=False)

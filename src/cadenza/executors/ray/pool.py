@@ -33,7 +33,6 @@ import sys
 import threading
 import time
 from collections import deque
-from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -48,10 +47,10 @@ from cadenza.executors.processes.wire import (
 )
 from cadenza.executors.ray import cluster, outcomes
 from cadenza.executors.ray.cluster import Shape
+from cadenza.executors.ray.jobs import BUSY, DEAD, IDLE, PENDING, Actor, Job
 
 log = logging.getLogger("cadenza.executors.ray")
 
-PENDING, IDLE, BUSY, DEAD = "pending", "idle", "busy", "dead"
 # An actor Ray has not placed after this long may be waiting for resources that idle actors
 # of other shapes hold: those are stopped.
 STARVING_AFTER_S = 1.0
@@ -62,43 +61,11 @@ IDLE_TIMEOUT_S = 5.0
 CAPACITY_REFRESH_S = 15.0
 SHUTDOWN_GRACE_S = 10.0
 FN_CACHE_DRIVER = 1024
-
-
-class _Actor:
-    __slots__ = ("created_at", "env", "fn_keys", "handle", "job", "name", "node", "phase",
-                 "pid", "shape", "since", "sys_path")
-
-    def __init__(self, handle: Any, shape: Shape) -> None:
-        self.handle = handle
-        self.shape = shape
-        self.phase = PENDING
-        self.job: _Job | None = None
-        self.fn_keys: set[str] = set()
-        self.sys_path: list[str] | None = None
-        self.env: dict[str, str] | None = None
-        self.name: str | None = None
-        self.node: str | None = None
-        self.pid = 0
-        self.created_at = time.monotonic()
-        self.since = self.created_at
-
-
-class _Job:
-    __slots__ = ("actor", "call", "deadline", "done", "fn_blob", "payload", "shape", "sink",
-                 "started_at", "wire_key")
-
-    def __init__(self, call: TaskCall, sink: Sink, shape: Shape, payload: bytes,
-                 wire_key: str, fn_blob: bytes) -> None:
-        self.call = call
-        self.sink = sink
-        self.shape = shape
-        self.payload = payload
-        self.wire_key = wire_key
-        self.fn_blob = fn_blob
-        self.actor: _Actor | None = None
-        self.started_at: datetime | None = None
-        self.deadline: float | None = None
-        self.done = False
+# Calls an actor holds at once: the one it runs and the next of the same function, queued in
+# Ray, so a map's actor starts its next call without waiting for the driver's round trip
+# (bench/ray.py: map1000 3.7 -> see docs/status.md). The queued call's deadline starts when
+# the one before it ends.
+PIPELINE_DEPTH = 2
 
 
 class RayExecutor:
@@ -136,10 +103,10 @@ class RayExecutor:
         self._fn_cache: dict[str, tuple[Any, str, bytes]] = {}
         self._fn_versions: dict[str, int] = {}
         # Collector-thread state.
-        self._actors: list[_Actor] = []
-        self._idle: dict[Shape, list[_Actor]] = {}
-        self._backlog: deque[_Job] = deque()
-        self._deadlines: list[tuple[float, int, _Job]] = []
+        self._actors: list[Actor] = []
+        self._idle: dict[Shape, list[Actor]] = {}
+        self._backlog: deque[Job] = deque()
+        self._deadlines: list[tuple[float, int, Job]] = []
         self._seq = 0
         self._actor_cls: Any = None
         self._ray: Any = None
@@ -188,13 +155,13 @@ class RayExecutor:
     # -- the protocol --------------------------------------------------------------------
 
     def free_slots(self) -> int:
-        """One call per actor the cluster has room for, and as many again queued here, so an
-        actor gets its next call without waiting for the engine's round trip."""
+        """PIPELINE_DEPTH calls per actor the cluster has room for, and one more queued here,
+        so an actor gets its next call without waiting for the engine's round trip."""
         if not self._started:
             return self.max_workers or 1
         if time.monotonic() - self._capacity_at > CAPACITY_REFRESH_S:
             self._refresh_capacity()
-        return max(0, 2 * self._capacity - self._in_flight)
+        return max(0, (PIPELINE_DEPTH + 1) * self._capacity - self._in_flight)
 
     def submit(self, call: TaskCall, sink: Sink) -> None:
         if not self._started:
@@ -213,7 +180,7 @@ class RayExecutor:
         except Unpicklable as exc:
             self._inbox.put(("deliver", sink, outcomes.failed(call, exc.error, started_at=None)))
             return
-        self._inbox.put(("submit", _Job(call, sink, shape, payload, wire_key, fn_blob)))
+        self._inbox.put(("submit", Job(call, sink, shape, payload, wire_key, fn_blob)))
 
     def cancel(self, run_id: str, task_id: str, map_index: int) -> None:
         self._inbox.put(("cancel", (run_id, task_id, map_index)))
@@ -299,7 +266,7 @@ class RayExecutor:
         if kind == "submit":
             self._backlog.append(event[1])
         elif kind == "done":
-            self._on_done(event[1], event[2], event[3], out)
+            self._on_done(event[1], event[2], event[3], event[4], out)
         elif kind == "ready":
             self._on_ready(event[1], event[2], out)
         elif kind == "cancel":
@@ -332,7 +299,7 @@ class RayExecutor:
         backlog = self._backlog
         if not backlog:
             return
-        kept: deque[_Job] = deque()
+        kept: deque[Job] = deque()
         live = sum(1 for a in self._actors if a.phase != DEAD)
         while backlog:
             job = backlog.popleft()
@@ -343,7 +310,11 @@ class RayExecutor:
             if live >= self._capacity:
                 victim = self._idle_victim(job.shape)
                 if victim is None:
-                    kept.append(job)
+                    busy = self._room_for(job)
+                    if busy is None:
+                        kept.append(job)
+                    else:
+                        self._dispatch(busy, job)
                     continue
                 self._kill(victim)
                 live -= 1
@@ -351,17 +322,27 @@ class RayExecutor:
             live += 1
         self._backlog = kept
 
-    def _idle_victim(self, shape: Shape) -> _Actor | None:
+    def _room_for(self, job: Job) -> Actor | None:
+        """A busy actor to queue `job` behind: same shape, running the same function (a map's
+        calls take alike times), with fewer than PIPELINE_DEPTH calls."""
+        for actor in self._actors:
+            if (actor.phase == BUSY and actor.shape == job.shape
+                    and len(actor.jobs) < PIPELINE_DEPTH
+                    and actor.jobs[-1].wire_key == job.wire_key):
+                return actor
+        return None
+
+    def _idle_victim(self, shape: Shape) -> Actor | None:
         """An idle actor of another shape, to make room for one of `shape`."""
         for s, actors in self._idle.items():
             if s != shape and actors:
                 return actors[0]
         return None
 
-    def _new_actor(self, shape: Shape, job: _Job) -> _Actor:
+    def _new_actor(self, shape: Shape, job: Job) -> Actor:
         options = shape.actor_options()
         handle = self._actor_cls.options(**options).remote()
-        actor = _Actor(handle, shape)
+        actor = Actor(handle, shape)
         self._actors.append(actor)
         self.actors_started += 1
         handle.ready.remote().future().add_done_callback(
@@ -371,16 +352,17 @@ class RayExecutor:
     def _inbox_put(self, kind: str, *args: Any) -> None:
         self._inbox.put((kind, *args))
 
-    def _dispatch(self, actor: _Actor, job: _Job) -> None:
-        """Send `job` to `actor` (an idle one, or one Ray is still starting: the call waits in
-        Ray until the actor is up, and its deadline starts then)."""
-        starting = actor.phase == PENDING
-        if not starting:
-            actor.phase = BUSY
-            job.started_at = clock.now()
-            self._arm(job)
-        actor.job = job
+    def _dispatch(self, actor: Actor, job: Job) -> None:
+        """Send `job` to `actor`: an idle one, one Ray is still starting (the call waits in Ray
+        until the actor is up, and its deadline starts then), or a busy one (it waits behind
+        the running call, and its deadline starts when that one ends)."""
+        first = not actor.jobs
+        actor.jobs.append(job)
         job.actor = actor
+        if actor.phase != PENDING:
+            actor.phase = BUSY
+            if first:
+                self._begin(job)
         fn_blob = None
         if job.wire_key not in actor.fn_keys:
             fn_blob = job.fn_blob
@@ -395,23 +377,41 @@ class RayExecutor:
             actor.env = env
         else:
             env = None
-        ref = actor.handle.run.remote(job.wire_key, fn_blob, job.payload, sys_path, env)
-        ref.future().add_done_callback(partial(self._inbox_put, "done", actor, job))
+        self._seq += 1
+        job.seq = self._seq
+        job.ref = actor.handle.run.remote(job.wire_key, fn_blob, job.payload, sys_path, env)
+        job.ref.future().add_done_callback(
+            partial(self._inbox_put, "done", actor, job, job.seq))
 
-    def _arm(self, job: _Job) -> None:
+    def _begin(self, job: Job) -> None:
+        """`job` is now the call its actor runs: its start time and deadline."""
+        job.started_at = clock.now()
+        self._arm(job)
+
+    def _requeue(self, jobs: list[Job]) -> None:
+        """Calls queued behind one that failed or was stopped never ran: they go back to the
+        front of the backlog, in order (their old "done" events are ignored)."""
+        for job in reversed(jobs):
+            if not job.done:
+                job.actor = None
+                job.seq = -1
+                job.deadline = None
+                job.started_at = None
+                self._backlog.appendleft(job)
+
+    def _arm(self, job: Job) -> None:
         timeout_s = job.call.timeout_s
         if timeout_s is not None and timeout_s > 0:
             self._seq += 1
             job.deadline = time.monotonic() + timeout_s
             heapq.heappush(self._deadlines, (job.deadline, self._seq, job))
 
-    def _make_idle(self, actor: _Actor) -> None:
+    def _make_idle(self, actor: Actor) -> None:
         actor.phase = IDLE
-        actor.job = None
         actor.since = time.monotonic()
         self._idle.setdefault(actor.shape, []).append(actor)
 
-    def _kill(self, actor: _Actor) -> None:
+    def _kill(self, actor: Actor) -> None:
         """Stop `actor` (its process ends); it leaves the pool."""
         if actor.phase == DEAD:
             return
@@ -420,7 +420,7 @@ class RayExecutor:
             if idle and actor in idle:
                 idle.remove(actor)
         actor.phase = DEAD
-        actor.job = None
+        actor.jobs.clear()
         if actor in self._actors:
             self._actors.remove(actor)
         try:
@@ -430,46 +430,55 @@ class RayExecutor:
 
     # -- events --------------------------------------------------------------------------
 
-    def _on_ready(self, actor: _Actor, future: Any, out: list[tuple[Sink, TaskOutcome]]) -> None:
+    def _on_ready(self, actor: Actor, future: Any, out: list[tuple[Sink, TaskOutcome]]) -> None:
         try:
             actor.name, actor.node, actor.pid = future.result()
         except BaseException as exc:  # noqa: BLE001 - the actor could not start
             if actor.phase == DEAD:
                 return  # we killed it (a cancel, a timeout, room for another shape)
-            job = actor.job
+            jobs = list(actor.jobs)
             self._kill(actor)
-            if job is not None and not job.done:
-                job.done = True
-                out.append((job.sink, outcomes.of_exception(
-                    job.call, exc, started_at=None, worker=None, node=None)))
+            for job in jobs:  # none of them ran
+                if not job.done:
+                    job.done = True
+                    out.append((job.sink, outcomes.of_exception(
+                        job.call, exc, started_at=None, worker=None, node=None)))
             if outcomes.is_lost(exc):
                 self._refresh_capacity()
             return
         if actor.phase != PENDING:
             return  # killed meanwhile (a cancel)
-        job = actor.job
-        if job is None or job.done:
+        if not actor.jobs:
             self._make_idle(actor)
             return
         actor.phase = BUSY
-        job.started_at = clock.now()
-        self._arm(job)
+        self._begin(actor.jobs[0])
 
-    def _on_done(self, actor: _Actor, job: _Job, future: Any,
+    def _on_done(self, actor: Actor, job: Job, seq: int, future: Any,
                  out: list[tuple[Sink, TaskOutcome]]) -> None:
-        if job.done:  # already reported (timeout, cancel); its actor was killed
+        if job.done or job.seq != seq:  # already reported (timeout, cancel), or requeued
             return
-        job.done = True
         call = job.call
         try:
             tag, body = future.result()
         except BaseException as exc:  # noqa: BLE001 - Ray's exception types, translated
+            # The actor is gone: the call it ran is lost, the ones queued behind never ran.
+            jobs = list(actor.jobs) or [job]
+            running = jobs[0]
             self._kill(actor)
-            out.append((job.sink, outcomes.of_exception(
-                call, exc, started_at=job.started_at, worker=actor.name, node=actor.node)))
+            running.done = True
+            out.append((running.sink, outcomes.of_exception(
+                running.call, exc, started_at=running.started_at, worker=actor.name,
+                node=actor.node)))
+            self._requeue(jobs[1:])
             if outcomes.is_lost(exc):
                 self._refresh_capacity()
             return
+        job.done = True
+        if actor.jobs and actor.jobs[0] is job:
+            actor.jobs.popleft()
+        elif job in actor.jobs:
+            actor.jobs.remove(job)
         if tag == "ok":
             outcome = decode_outcome(body)
         else:
@@ -477,7 +486,10 @@ class RayExecutor:
                                          worker=actor.name)
             actor.fn_keys.discard(job.wire_key)
         if actor.phase != DEAD:
-            self._make_idle(actor)
+            if actor.jobs:
+                self._begin(actor.jobs[0])
+            else:
+                self._make_idle(actor)
         out.append((job.sink, outcome))
 
     def _on_cancel(self, key: tuple[str, str, int], out: list[tuple[Sink, TaskOutcome]]) -> None:
@@ -487,18 +499,32 @@ class RayExecutor:
             out.append((queued.sink, outcomes.stopped(queued.call, "cancelled", started_at=None,
                                                       worker=None)))
         for actor in list(self._actors):
-            job = actor.job
-            if job is not None and not job.done and _key(job.call) == key:
-                self._stop(job, "cancelled", out)
+            for i, job in enumerate(list(actor.jobs)):
+                if job.done or _key(job.call) != key:
+                    continue
+                if i == 0:
+                    self._stop(job, "cancelled", out)
+                    break
+                # Queued behind another call in Ray: cancelled there before it starts.
+                actor.jobs.remove(job)
+                job.done = True
+                try:
+                    self._ray.cancel(job.ref)
+                except Exception:
+                    log.debug("could not cancel a queued Ray call", exc_info=True)
+                out.append((job.sink, outcomes.stopped(job.call, "cancelled", started_at=None,
+                                                       worker=None)))
 
-    def _stop(self, job: _Job, reason: str, out: list[tuple[Sink, TaskOutcome]]) -> None:
+    def _stop(self, job: Job, reason: str, out: list[tuple[Sink, TaskOutcome]]) -> None:
         """Case 3/4: kill the actor running `job` and report `reason`."""
         actor = job.actor
         job.done = True
         worker = actor.name if actor is not None else None
         if actor is not None:
             log.debug("%s: %s; killing Ray actor %s", job.call.label, reason, worker)
+            behind = [j for j in actor.jobs if j is not job]
             self._kill(actor)
+            self._requeue(behind)
         out.append((job.sink, outcomes.stopped(job.call, reason, started_at=job.started_at,
                                                worker=worker)))
 
@@ -533,11 +559,14 @@ class RayExecutor:
                                                       worker=None)))
         self._backlog.clear()
         for actor in list(self._actors):
-            job = actor.job
-            if job is not None and not job.done:
-                self._stop(job, "shutdown", out)
-            else:
-                self._kill(actor)
+            for i, job in enumerate(actor.jobs):
+                if not job.done:
+                    job.done = True
+                    out.append((job.sink, outcomes.stopped(
+                        job.call, "shutdown", started_at=job.started_at,
+                        worker=actor.name if i == 0 else None)))
+            self._kill(actor)
+        self._backlog.clear()
         self._idle.clear()
 
     def _deliver(self, deliveries: list[tuple[Sink, TaskOutcome]]) -> None:

@@ -6,6 +6,7 @@ order; a non-loopback bind without auth is refused with the fix."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -106,15 +107,21 @@ def server(p: Project, *args: str) -> Iterator[tuple[httpx.Client, subprocess.Po
     proc = p.popen("server", "--port", str(port), *args)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: proc.poll() is not None or answers(f"{base}/healthz"), timeout_s=60,
+        # Slow only on a loaded machine: --workers N imports the app in each worker.
+        wait_for(lambda: proc.poll() is not None or answers(f"{base}/healthz"), timeout_s=180,
                  what="cadenza server to answer /healthz")
         assert proc.poll() is None, proc.communicate()
         with httpx.Client(base_url=base, timeout=60) as client:
             yield client, proc
     finally:
         if proc.poll() is None:
+            # Its worker and scheduler processes first: left running, they would hold the
+            # pipes open and communicate() would wait for them forever.
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
             proc.kill()
-            proc.communicate()
+            proc.communicate(timeout=60)
 
 
 def stop(proc: subprocess.Popen[str], sig: int) -> tuple[int, str, str]:

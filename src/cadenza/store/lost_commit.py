@@ -1,9 +1,9 @@
 """A write whose connection was lost mid-commit: did it land, and may it be sent again?
 
-PostgreSQL's writer sends BEGIN, the statements and COMMIT in one round trip
-(store/pgwrite.py). When the connection dies during that trip (the server restarted, a
-`pg_terminate_backend`, a proxy or network cut), the client cannot tell whether COMMIT
-happened. Failing the run for it (as before) threw away a run for a transient fault; sending
+PostgreSQL's writer sends a whole transaction in one round trip (store/pgwrite.py: the
+statements and a Sync, committed at the Sync; in BEGIN ... COMMIT when synchronous). When the
+connection dies during that trip (the server restarted, a `pg_terminate_backend`, a proxy or
+network cut), the client cannot tell whether the commit happened. Failing the run for it (as before) threw away a run for a transient fault; sending
 the batch again blindly could insert it twice. `RunStore.write` instead asks the database,
 on a new connection, whether the batch's first inserted row exists (`landed`):
 

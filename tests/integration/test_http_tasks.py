@@ -113,7 +113,8 @@ def test_json_text_and_a_post_with_a_secret_header(sqlite_env: Any, server: Serv
     security_store(open_store(sqlite_env.database_url)).set_secret("SCORER", token, key=key)
     base = server.base
 
-    @task.http(method="POST", headers={"X-Token": "secret://SCORER"})
+    @task.http(method="POST", headers={"X-Token": "secret://SCORER",
+                                       "Authorization": "Bearer secret://SCORER"})
     def score(rows: list[int]) -> dict[str, Any]:
         return {"url": f"{base}/echo", "json": {"rows": rows}}
 
@@ -135,6 +136,8 @@ def test_json_text_and_a_post_with_a_secret_header(sqlite_env: Any, server: Serv
     # The header reached the server resolved (the echo is data: the API masks it on display).
     assert result.outputs["score"] == {"got": {"rows": [1, 2, 3]}, "token": token}
     assert result.outputs["count"] == 3
+    # A reference inside a longer value is resolved too.
+    assert any(h.get("Authorization") == f"Bearer {token}" for h in server.headers)
     log = "".join(p.read_text() for p in Path(sqlite_env.logs_dir).rglob("fetch.1.log"))
     assert f"GET {base}/json?limit=3 -> 200 OK" in log
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from cadenza.core.context import task_where
 from cadenza.core.errors import HttpFailed, HttpUnavailable
-from cadenza.integrations.references import resolve
+from cadenza.integrations.references import resolve_embedded
 
 _BODY_EXCERPT = 300
 RETRYABLE_STATUSES = frozenset({408, 429})
@@ -49,7 +49,7 @@ def _request(request: Any, config: Mapping[str, Any]) -> dict[str, Any]:
         "params": request.get("params"),
         "json": request.get("json"),
         "data": request.get("data"),
-        "headers": {str(k): resolve(str(v), f"header {k}", HttpFailed)
+        "headers": {str(k): resolve_embedded(str(v), f"header {k}", HttpFailed)
                     for k, v in headers.items()},
     }
 

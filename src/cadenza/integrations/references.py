@@ -4,18 +4,21 @@ A database URL, a header or an environment value may name a secret (`cadenza sec
 NAME`, read from the running task's context: its value is masked in the task's log and
 error) or an environment variable of the worker, instead of holding the value itself. Resolved
 inside the task at run time, so the value never enters the pipeline's definition, its cache
-key or its description.
+key or its description. A header or environment value may also hold one among other text
+(`"Bearer secret://API_TOKEN"`); a URL must be the reference as a whole.
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 from cadenza.core.context import current_context, task_where
 from cadenza.core.errors import ExternalError
 
 SECRET = "secret://"
 ENV = "env://"
+_EMBEDDED = re.compile(r"(?:secret|env)://[A-Za-z_][A-Za-z0-9_.-]*")
 
 
 def resolve(value: str, what: str, error: type[ExternalError]) -> str:
@@ -43,3 +46,11 @@ def resolve(value: str, what: str, error: type[ExternalError]) -> str:
                         "the driver's environment)")
         return found
     return value
+
+
+def resolve_embedded(value: str, what: str, error: type[ExternalError]) -> str:
+    """`value` with every `secret://NAME` / `env://NAME` in it resolved, for a header or an
+    environment value that holds one among other text: `"Bearer secret://API_TOKEN"`."""
+    if "://" not in value:
+        return value
+    return _EMBEDDED.sub(lambda m: resolve(m.group(0), what, error), value)

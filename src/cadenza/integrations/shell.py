@@ -35,7 +35,7 @@ from typing import IO, Any
 
 from cadenza.core.context import current_context, task_where
 from cadenza.core.errors import CommandFailed
-from cadenza.integrations.references import resolve
+from cadenza.integrations.references import resolve_embedded
 
 STDERR_TAIL = 20
 STOP_GRACE_S = 3.0
@@ -100,7 +100,7 @@ os._exit(code if code >= 0 else 128 - code)
 
 def _resolve_env(env: Mapping[str, str]) -> dict[str, str]:
     """`secret://NAME` and `env://NAME` values resolved (integrations/references.py)."""
-    return {k: resolve(v, f"env {k}", CommandFailed) for k, v in env.items()}
+    return {k: resolve_embedded(v, f"env {k}", CommandFailed) for k, v in env.items()}
 
 
 _RUN_KEYS = ("command", "env", "cwd")

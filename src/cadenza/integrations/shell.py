@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from typing import IO, Any
 
@@ -41,12 +42,17 @@ STDERR_TAIL = 20
 STOP_GRACE_S = 3.0
 _LINE_LIMIT = 64 * 1024  # a "line" longer than this is written as it comes
 
-# Runs as `python -I -S -c SUPERVISOR GRACE ARGV...`; fd 0 is the task's pipe. Exit status: the
-# command's (128+N when signal N ended it), 126/127 when it could not be started.
+# Runs as `python -I -S -c SUPERVISOR GRACE STATUS_FD ARGV...`; fd 0 is the task's pipe. It
+# forks at once and its first process exits: the guardian that stays is nobody's direct child,
+# so a runtime that kills the direct children of a worker it stops (Ray does) does not take
+# the guardian down before it has stopped the command. The guardian writes the command's exit
+# status to STATUS_FD (128+N when signal N ended it; 126/127 when it could not start).
 SUPERVISOR = r"""
 import os, select, sys, time
 import _signal as signal  # the C module: `signal` imports enum (~20 ms of a start here)
-grace = float(sys.argv[1]); argv = sys.argv[2:]
+grace = float(sys.argv[1]); status_fd = int(sys.argv[2]); argv = sys.argv[3:]
+if os.fork():
+    os._exit(0)
 # SIGCHLD writes a byte to `wake` (set_wakeup_fd, from C, at once): a child that exits before
 # we wait is never missed, with no signal mask and no handler racing a blocking read.
 wake, wake_w = os.pipe()
@@ -56,6 +62,7 @@ signal.signal(signal.SIGCHLD, lambda signum, frame: None)
 pid = os.fork()
 if pid == 0:
     os.setpgid(0, 0)
+    os.close(status_fd)
     null = os.open(os.devnull, os.O_RDONLY); os.dup2(null, 0); os.close(null)
     try:
         os.execvp(argv[0], argv)
@@ -92,9 +99,10 @@ if status is None:  # the task closed the pipe or died: stop the command's whole
         status = reaped()
     kill(signal.SIGKILL)
     os._exit(128 + signal.SIGTERM)
-kill(signal.SIGKILL)  # what the command left running in its group
 code = os.waitstatus_to_exitcode(status)
-os._exit(code if code >= 0 else 128 - code)
+os.write(status_fd, b"%d\n" % (code if code >= 0 else 128 - code))
+kill(signal.SIGKILL)  # what the command left running in its group
+os._exit(0)
 """
 
 
@@ -204,27 +212,40 @@ def run_shell(command: Any, config: Mapping[str, Any]) -> Any:
                             '(["ls", "-l", "data/"])') from None
     env = {**os.environ, **_resolve_env(run_env)}
     output = config.get("output", "last_line")
+    status_r, status_w = os.pipe()
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", SUPERVISOR, str(STOP_GRACE_S), *argv],
+            [sys.executable, "-I", "-S", "-c", SUPERVISOR, str(STOP_GRACE_S), str(status_w),
+             *argv],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=env, cwd=cwd, start_new_session=True, close_fds=True,
+            env=env, cwd=cwd, start_new_session=True, close_fds=True, pass_fds=(status_w,),
         )
     except OSError as exc:  # the cwd does not exist or is not a folder
+        os.close(status_r)
         raise CommandFailed(f"`{_short(shown)}` could not start: {exc}", **where,
                             hint="check the task's cwd= (it is relative to the worker's "
                             "current folder, the project's)") from None
+    finally:
+        os.close(status_w)
     stdout: list[str] = []
     last: collections.deque[str] = collections.deque(maxlen=1)
     tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
     try:
         _pump(proc, _Lines(sys.stdout, stdout if output == "stdout" else last),
               _Lines(sys.stderr, tail))
-        code = proc.wait()
+        proc.wait()  # the supervisor's first process, gone at once (see SUPERVISOR)
+        code = _exit_status(status_r)
     except BaseException:
         # Timeout, cancel, Ctrl-C: closing the pipe tells the supervisor to stop the group.
-        _stop(proc)
+        _stop(proc, status_r)
         raise
+    finally:
+        os.close(status_r)
+    if code is None:
+        raise CommandFailed(f"`{_short(shown)}` ended without an exit status: its supervisor "
+                            "was killed", **where,
+                            hint="something killed the task's processes from outside; run "
+                            "the task again")
     if code != 0:
         detail = ""
         if code > 128 and code - 128 in signal.Signals._value2member_map_:
@@ -278,7 +299,27 @@ def _pump(proc: subprocess.Popen[bytes], out: _Lines, err: _Lines) -> None:
     proc.stderr.close()
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def _exit_status(status_r: int, timeout_s: float | None = None) -> int | None:
+    """The command's exit status from the supervisor's status pipe, read until the guardian
+    closes it (it exits); None if it closed without one or `timeout_s` passed first."""
+    import select
+
+    data = b""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([status_r], [], [], left)[0]:
+                return None
+        chunk = os.read(status_r, 64)
+        if not chunk:
+            break
+        data += chunk
+    text = data.decode().strip()
+    return int(text) if text.isdigit() else None
+
+
+def _stop(proc: subprocess.Popen[bytes], status_r: int) -> None:
     """Make the supervisor stop the command's group, and wait until it has."""
     for stream in (proc.stdin, proc.stdout, proc.stderr):
         if stream is not None:
@@ -286,8 +327,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
                 stream.close()
             except OSError:
                 pass
-    try:
-        proc.wait(timeout=STOP_GRACE_S + 5)
-    except subprocess.TimeoutExpired:  # the supervisor itself is stuck: end it
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    proc.wait()  # the first process; the guardian closes the status pipe when it is done
+    if _exit_status(status_r, STOP_GRACE_S + 5) is None:
+        try:  # the guardian itself is stuck: end it (it keeps the first process's group)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

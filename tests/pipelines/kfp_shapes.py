@@ -7,7 +7,7 @@ things KFP cannot express, each of which the compiler must name.
 
 from __future__ import annotations
 
-from cadenza import pipeline, task
+from cadenza import FileSensor, pipeline, task
 
 
 @task(resources={"cpu": 2, "memory": "4GiB", "gpu": 1, "gpu_type": "nvidia-tesla-a100"},
@@ -89,6 +89,7 @@ def not_for_kfp():
     c >> [a, b]
     join(a, b)
     licensed()
+    FileSensor("/data/incoming/*.csv", poke_interval=5)()
 
 
 @task

@@ -259,9 +259,11 @@ def test_a_pipeline_kfp_cannot_express_lists_every_problem_with_task_and_fix() -
     problems = caught.value.problems
     by_task = {(p.task, p.message.split(" ")[0]) for p in problems}
     assert ("licensed", "resources") in by_task
+    sensors = [p for p in problems if "a sensor task waits" in p.message]
+    assert len(sensors) == 1 and sensors[0].task in not_for_kfp.plan.graph.nodes
     reads = [p for p in problems if p.task == "join"]
     assert {p.message.split("'")[1] for p in reads} == {"left", "right"}
     assert all(p.hint for p in problems)
     text = str(caught.value)
-    assert text.startswith("3 problems in pipeline 'not_for_kfp'")
+    assert text.startswith("4 problems in pipeline 'not_for_kfp'")
     assert "Fix: keep cpu, memory, gpu and gpu_type" in text and "dsl.If" in text

@@ -101,6 +101,31 @@ def test_a_timed_out_ray_task_is_killed(sqlite_env: Settings, ray_env: RayCluste
               what="the timed-out task's process to be killed")
 
 
+def test_calls_queued_behind_a_timed_out_one_run_again_elsewhere_with_their_own_deadline(
+        sqlite_env: Settings, ray_env: RayCluster, counter_dir: Path) -> None:
+    # Two actors (one per CPU) each hold a running call and the next one queued in Ray. When
+    # instance 0 times out its actor is killed: the call queued behind it never ran, so it
+    # goes back to the backlog (no attempt spent) and its 3 s deadline only starts then.
+    from cadenza.executors.base import get_executor
+
+    ex: Any = get_executor("ray")
+    requeued = ex.requeued
+    result = on_ray.slow_first.run(folder=str(counter_dir), executor="ray")
+
+    assert result.state is RunState.FAILED
+    assert ex.requeued > requeued  # a call was queued behind instance 0, and sent again
+    store = open_store(sqlite_env.database_url)
+    rows = {r.map_index: r for r in store.get_task_instances(result.run_id)
+            if r.task_id == "first_is_slow" and r.map_index >= 0}
+    assert rows[0].state is S.FAILED and rows[0].error is not None
+    assert rows[0].error.kind == "timeout"
+    assert {i: rows[i].state for i in (1, 2, 3)} == {1: S.SUCCESS, 2: S.SUCCESS, 3: S.SUCCESS}
+    for i in (1, 2, 3):
+        assert len(store.get_attempts(result.run_id, "first_is_slow", i)) == 1
+    wait_gone(int((counter_dir / "slow.pid").read_text()),
+              what="the timed-out call's process to be killed")
+
+
 def test_a_thousand_task_map_completes(sqlite_env: Settings, ray_env: RayCluster) -> None:
     result = on_ray.wide_map.run(n=1000, executor="ray")
 

@@ -105,3 +105,23 @@ def waits(folder: str) -> str:
 @pipeline
 def waiting(folder: str):
     waits(folder)
+
+
+@task(timeout=3)
+def first_is_slow(i: int, folder: str) -> int:
+    """Instance 0 outlives its timeout; the others wait until it started, then return, so
+    each actor has a call queued behind its running one while instance 0 runs."""
+    if i == 0:
+        Path(folder, "slow.pid").write_text(str(os.getpid()))
+        time.sleep(60)
+    deadline = time.monotonic() + 60
+    while not Path(folder, "slow.pid").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("instance 0 never started")
+        time.sleep(0.02)
+    return i
+
+
+@pipeline
+def slow_first(folder: str):
+    first_is_slow.partial(folder=folder).expand(i=[0, 1, 2, 3])

@@ -113,6 +113,7 @@ class RayExecutor:
         # Counters, for tests and bench/.
         self.actors_started = 0
         self.fn_sends = 0
+        self.requeued = 0  # calls sent again after the actor they were queued on went away
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -398,6 +399,7 @@ class RayExecutor:
                 job.deadline = None
                 job.started_at = None
                 self._backlog.appendleft(job)
+                self.requeued += 1
 
     def _arm(self, job: Job) -> None:
         timeout_s = job.call.timeout_s

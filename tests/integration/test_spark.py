@@ -82,8 +82,11 @@ def test_a_spark_error_is_reported_and_the_retry_gets_a_fresh_session(
     attempts = [a for a in open_store(sqlite_env.database_url).get_attempts(result.run_id)
                 if a.task_id == "flaky_read"]
     first = next(a for a in attempts if a.attempt == 1)
-    assert first.error is not None
-    assert "PATH_NOT_FOUND" in first.error.message and "rows.parquet.missing" in first.error.message
+    assert first.error is not None and first.error.type.endswith("SparkJobFailed")
+    assert "pipeline 'spark_retry', task 'flaky_read': Spark failed: AnalysisException: " \
+        "[PATH_NOT_FOUND]" in first.error.message
+    assert "rows.parquet.missing" in first.error.message
+    assert "in flaky_read" in first.error.traceback  # the user's frame
     assert len(attempts) == 2
     assert spark_jvms("spark_retry.flaky_read") == []
 
@@ -110,5 +113,22 @@ def test_a_timed_out_spark_task_leaves_no_jvm(sqlite_env: Settings, tmp_path: Pa
     assert result.state == "failed"
     ti = open_store(sqlite_env.database_url).get_task_instances(result.run_id)[0]
     assert ti.error is not None and ti.error.kind == "timeout", ti.error
+    # The deadline came while the JVM ran the job (the task had its session and started it),
+    # not while it started: 90 s is far more than a JVM takes to start, even loaded.
+    assert (tmp_path / "marker").read_text() == "started"
     wait_for(lambda: not spark_jvms("spark_timeout.endless"), timeout_s=60,
              what="the timed-out task's JVM to be gone")
+
+
+def test_no_java_fails_the_task_saying_what_to_install(sqlite_env: Settings,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    result = spark_pipes.spark_without_java.run(executor="threads")
+    assert result.state == "failed"
+    ti = open_store(sqlite_env.database_url).get_task_instances(result.run_id)[0]
+    assert ti.error is not None and ti.error.type.endswith("SparkUnavailable")
+    assert ti.error.message.startswith("pipeline 'spark_without_java', task 'needs_java': "
+                                       "Spark needs Java")
+    assert "apt-get install openjdk-17-jre-headless" in ti.error.message
+    assert ti.error.traceback == ""

@@ -61,15 +61,25 @@ def spark_resume(folder: str = "") -> None:
     read_orders(upstream_counter(folder))
 
 
-@task.spark(timeout=30)
+@task.spark(timeout=90)
 def endless(spark: Any, marker: str) -> int:
     from pathlib import Path
 
     Path(marker).write_text("started")
     # A job in the JVM that does not end in the test's life: Python waits in a Py4J call.
-    return int(spark.range(10**15).selectExpr("sum(id)").collect()[0][0])
+    return int(spark.range(10**15).selectExpr("sum(id % 7)").collect()[0][0])
 
 
 @pipeline
 def spark_timeout(marker: str = "") -> None:
     endless(marker)
+
+
+@task.spark
+def needs_java(spark: Any) -> int:
+    return 1
+
+
+@pipeline
+def spark_without_java() -> None:
+    needs_java()

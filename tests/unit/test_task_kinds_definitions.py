@@ -135,3 +135,17 @@ def test_import_cadenza_imports_no_tool_of_these_kinds() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_an_exception_whose_str_fails_still_makes_an_outcome() -> None:
+    """pyspark's errors ask the JVM for their text; once it is gone str() raises. The attempt
+    must still be reported (the threads executor would otherwise wait for it forever)."""
+    from cadenza.executors.base import describe_exception
+
+    class AsksAServiceThatIsGone(Exception):
+        def __str__(self) -> str:
+            raise AssertionError("SparkContext._jvm is None")
+
+    info = describe_exception(AsksAServiceThatIsGone())
+    assert info.message.startswith("AsksAServiceThatIsGone (its message could not be read")
+    assert info.type.endswith("AsksAServiceThatIsGone")

@@ -226,10 +226,15 @@ def describe_exception(exc: BaseException, *, kind: ErrorKind = ErrorKind.EXCEPT
     """An ErrorInfo for `exc`, keeping its class hierarchy by name for retry_on."""
     cls = type(exc)
     mro = tuple(f"{c.__module__}.{c.__qualname__}" for c in cls.__mro__ if c is not object)
+    try:
+        message = str(exc)
+    except Exception as str_error:  # noqa: BLE001 - an outcome must be made all the same
+        # (a library's exception whose str() asks a service that is gone: a stopped JVM)
+        message = f"{cls.__name__} (its message could not be read: {str_error!r})"
     return ErrorInfo(
         kind=kind,
         type=f"{cls.__module__}.{cls.__qualname__}",
-        message=str(exc),
+        message=message,
         traceback=tb,
         type_mro=mro,
     )

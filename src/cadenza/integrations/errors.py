@@ -72,6 +72,12 @@ class SparkUnavailable(IntegrationError, ExternalError):
     master named cannot be reached."""
 
 
+class SparkJobFailed(IntegrationError):
+    """Spark raised in a Spark task's function (a failed job, an analysis error). Spark's own
+    message, read while its JVM was up (the JVM stops with the task, and pyspark's errors
+    ask it for their text); the traceback is the user's function's."""
+
+
 class FeastFailed(IntegrationError, ExternalError):
     """A Feast task failed: the feature repository does not load or apply, materialisation
     failed, or the features asked for do not exist."""

@@ -43,7 +43,12 @@ from typing import Any
 from cadenza.authoring.task import TaskDef
 from cadenza.core.context import get_context
 from cadenza.core.errors import DefinitionError, Problem, TaskTimeout, UsageError
-from cadenza.integrations.errors import IntegrationMissing, SparkUnavailable, task_location
+from cadenza.integrations.errors import (
+    IntegrationMissing,
+    SparkJobFailed,
+    SparkUnavailable,
+    task_location,
+)
 
 log = logging.getLogger(__name__)
 
@@ -307,14 +312,37 @@ def run_spark(fn: Callable[..., Any], settings: Mapping[str, Any], args: tuple[A
             try:
                 session = _start(session_cls, settings)
                 return collect_frames(fn(*args, spark=session, **kwargs))
-            except Exception:
+            except Exception as exc:
                 if expired.is_set():  # the JVM call failed because the deadline killed it
                     raise TaskTimeout() from None
+                if _is_spark_error(exc):
+                    raise _readable(exc) from None
                 raise
         finally:
             if timer is not None:
                 timer.cancel()
             _stop(session, before)
+
+
+def _is_spark_error(exc: BaseException) -> bool:
+    return type(exc).__module__.partition(".")[0] in ("pyspark", "py4j")
+
+
+def _readable(exc: BaseException) -> SparkJobFailed:
+    """Spark's error with its text read now, while the JVM is up: pyspark's exceptions ask the
+    JVM for their message, and the JVM stops before the worker reports the attempt."""
+    pipeline, task = task_location()
+    try:
+        text = str(exc).strip()
+    except Exception as str_error:  # noqa: BLE001 - the JVM may already be unusable
+        text = f"(the message could not be read: {str_error!r})"
+    lines = text.splitlines()
+    shown = "\n".join(lines[:20]) + (f"\n... ({len(lines) - 20} more lines)" if len(lines) > 20
+                                       else "")
+    error = SparkJobFailed(f"Spark failed: {type(exc).__name__}: {shown}", pipeline=pipeline,
+                           task=task, hint="fix the Spark code or its input (the task log has "
+                           "Spark's output)")
+    return error.with_traceback(exc.__traceback__)
 
 
 def _kill_jvms(started_before: set[int]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cadenza import get_context, pipeline, task
+from cadenza import PipelineDef, get_context, pipeline, task
 
 
 @task.spark(master="local[2]", cache=True)
@@ -61,7 +61,7 @@ def spark_resume(folder: str = "") -> None:
     read_orders(upstream_counter(folder))
 
 
-@task.spark(timeout=90)
+@task.spark
 def endless(spark: Any, marker: str) -> int:
     from pathlib import Path
 
@@ -70,9 +70,12 @@ def endless(spark: Any, marker: str) -> int:
     return int(spark.range(10**15).selectExpr("sum(id % 7)").collect()[0][0])
 
 
-@pipeline
-def spark_timeout(marker: str = "") -> None:
-    endless(marker)
+def spark_timeout(timeout_s: float) -> PipelineDef:
+    @pipeline(name="spark_timeout")
+    def spark_timeout(marker: str = "") -> None:
+        endless.with_options(timeout=timeout_s)(marker)
+
+    return spark_timeout
 
 
 @task.spark

@@ -44,11 +44,12 @@ def _spark_available() -> None:
 
 
 def spark_jvms(app: str) -> list[int]:
-    """Live JVMs of Spark sessions named `cadenza <app>` (the task's default app name)."""
+    """Live JVMs of Spark sessions named `app` (by default a task's is `cadenza
+    <pipeline>.<task>`; a test that may run beside another of its kind names its own)."""
     found = []
     for proc in psutil.process_iter(["cmdline", "status"]):
         cmd = " ".join(proc.info["cmdline"] or ())
-        if f"spark.app.name=cadenza {app}" in cmd and proc.info["status"] != "zombie":
+        if f"spark.app.name={app} " in cmd and proc.info["status"] != "zombie":
             found.append(proc.pid)
     return found
 
@@ -59,7 +60,7 @@ def test_the_function_gets_a_session_and_downstream_gets_pandas_and_the_cache_ho
     assert first.state == "success", first.failed
     assert first.outputs["as_lists"] == {"type": ["pandas"], "k": [0, 1, 2],
                                          "sum(v)": [18, 12, 15]}
-    assert spark_jvms("spark_totals.totals") == []  # stopped with its session
+    assert spark_jvms("cadenza spark_totals.totals") == []  # stopped with its session
 
     hit = spark_pipes.spark_totals.run(executor="processes", n=10)
     assert hit.task_states["totals"] is TaskState.CACHED
@@ -88,7 +89,7 @@ def test_a_spark_error_is_reported_and_the_retry_gets_a_fresh_session(
     assert "rows.parquet.missing" in first.error.message
     assert "in flaky_read" in first.error.traceback  # the user's frame
     assert len(attempts) == 2
-    assert spark_jvms("spark_retry.flaky_read") == []
+    assert spark_jvms("cadenza spark_retry.flaky_read") == []
 
 
 def test_resume_reruns_the_failed_spark_task_only(sqlite_env: Settings,
@@ -109,7 +110,9 @@ def test_resume_reruns_the_failed_spark_task_only(sqlite_env: Settings,
 def test_a_timed_out_spark_task_leaves_no_jvm(sqlite_env: Settings, tmp_path: Path,
                                               executor: str, timeout_s: float) -> None:
     marker = tmp_path / "marker"
-    result = spark_pipes.spark_timeout(timeout_s).run(executor=executor, marker=str(marker))
+    app = f"cadenza-test-timeout-{executor}-{os.getpid()}"  # the parametrised cases may overlap
+    result = spark_pipes.spark_timeout(timeout_s, app).run(executor=executor,
+                                                           marker=str(marker))
     assert result.state == "failed"
     ti = open_store(sqlite_env.database_url).get_task_instances(result.run_id)[0]
     assert ti.error is not None and ti.error.kind == "timeout", ti.error
@@ -119,7 +122,7 @@ def test_a_timed_out_spark_task_leaves_no_jvm(sqlite_env: Settings, tmp_path: Pa
         # is far more than a JVM takes to start, even on a loaded machine. (On processes the
         # worker's process group is killed whatever the JVM was doing.)
         assert marker.read_text() == "started"
-    wait_for(lambda: not spark_jvms("spark_timeout.endless"), timeout_s=60,
+    wait_for(lambda: not spark_jvms(app), timeout_s=60,
              what="the timed-out task's JVM to be gone")
 
 

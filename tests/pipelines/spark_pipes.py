@@ -70,10 +70,10 @@ def endless(spark: Any, marker: str) -> int:
     return int(spark.range(10**15).selectExpr("sum(id % 7)").collect()[0][0])
 
 
-def spark_timeout(timeout_s: float) -> PipelineDef:
+def spark_timeout(timeout_s: float, app_name: str) -> PipelineDef:
     @pipeline(name="spark_timeout")
     def spark_timeout(marker: str = "") -> None:
-        endless.with_options(timeout=timeout_s)(marker)
+        endless.with_options(timeout=timeout_s, app_name=app_name)(marker)
 
     return spark_timeout
 

@@ -6,8 +6,11 @@ heartbeats. What does not: diffing and ids (`events.py`), the route (`routes/eve
 
 Cost: one poll (`LiveStore.run_progress`: the run row and its task instances' state columns,
 one primary-key range) per watched run every `poll_s`, however many clients watch it; none
-when nobody does. A run whose read takes long (tens of thousands of mapped instances) is
-polled less often, so that reading takes at most BUSY_SHARE of its poller's time. The store read runs in a worker thread, off the event loop.
+when nobody does. A run whose read costs much (tens of thousands of mapped instances) is
+polled less often, so that reading takes at most BUSY_SHARE of its poller's time. What a
+read costs is the CPU time of the thread that made it, not its wall time: on a loaded
+machine the wall time mostly waits for a core, and backing off on it delayed a 2,000-task
+run's changes by up to a second. The store read runs in a worker thread, off the event loop.
 
 A feed lives in this process (a bounded LRU of `keep` runs): its poller runs while it has
 clients and stops when the last one leaves or the run has ended; its log stays, so a client
@@ -29,6 +32,7 @@ import anyio.to_thread
 
 from cadenza.api.events import HEARTBEAT, EventLog, encode, preamble
 from cadenza.core.errors import CadenzaError, RunNotFound
+from cadenza.core.progress import RunProgress
 from cadenza.store import RunStore
 from cadenza.store.live import live_store
 
@@ -69,28 +73,32 @@ class RunFeeds:
         self._feeds: OrderedDict[str, _Feed] = OrderedDict()
         self._closed = False
 
-    async def _read(self, feed: _Feed) -> bool:
-        """One poll: append what changed; True if something did. RunNotFound propagates."""
+    async def _read(self, feed: _Feed) -> float:
+        """One poll: append what changed and tell the waiting streams if something did.
+        Returns the CPU seconds the read took. RunNotFound propagates."""
         async with feed.reading:
-            progress = await anyio.to_thread.run_sync(self._live.run_progress, feed.log.run_id)
+            progress, cpu = await anyio.to_thread.run_sync(self._timed_read, feed.log.run_id)
             if feed.log.update(progress) == 0:
-                return False
+                return cpu
         async with feed.changed:
             feed.changed.notify_all()
-        return True
+        return cpu
+
+    def _timed_read(self, run_id: str) -> tuple[RunProgress, float]:
+        started = time.thread_time()
+        progress = self._live.run_progress(run_id)
+        return progress, time.thread_time() - started
 
     async def _poll(self, feed: _Feed) -> None:
         """Poll while the feed has clients and the run has not ended."""
         took = 0.0
         try:
             while feed.clients > 0 and not feed.log.is_final and not self._closed:
-                # A big run's read takes longer: poll it less often, so one poller spends
-                # at most a fifth of its time reading (BUSY_SHARE).
+                # A big run's read costs more: poll it less often, so one poller spends
+                # at most a fifth of its time reading (BUSY_SHARE; CPU time, see above).
                 await asyncio.sleep(max(self.poll_s, took * (1 / BUSY_SHARE - 1)))
-                started = time.monotonic()
                 try:
-                    await self._read(feed)
-                    took = time.monotonic() - started
+                    took = await self._read(feed)
                 except RunNotFound:
                     feed.gone = True
                 except CadenzaError as exc:  # the store is unreachable: say so, try again

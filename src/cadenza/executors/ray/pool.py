@@ -63,8 +63,8 @@ SHUTDOWN_GRACE_S = 10.0
 FN_CACHE_DRIVER = 1024
 # Calls an actor holds at once: the one it runs and the next of the same function, queued in
 # Ray, so a map's actor starts its next call without waiting for the driver's round trip
-# (bench/ray.py: map1000 3.7 -> see docs/status.md). The queued call's deadline starts when
-# the one before it ends.
+# (bench/ray.py, map1000 over bare Python: 3.70 -> 1.32 ms/task, load 15-20). The queued
+# call's deadline starts when the one before it ends.
 PIPELINE_DEPTH = 2
 
 

@@ -221,3 +221,16 @@ def test_cadenza_run_executor_ray_on_the_cli(sqlite_env: Settings, ray_env: RayC
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "success" in done.stdout.lower()
+
+
+def test_import_cadenza_and_loading_the_ray_executor_do_not_import_ray() -> None:
+    code = ("import sys, cadenza\n"
+            "from cadenza.executors import base\n"
+            "cls = base._load('ray')\n"
+            "assert cls.places_resources\n"
+            "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"  # ray is imported when the executor starts, not before

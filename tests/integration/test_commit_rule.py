@@ -123,3 +123,66 @@ def test_a_long_task_is_recorded_running_while_it_runs(cadenza_env, executor, tm
     assert box["result"].state is RunState.SUCCESS
     assert box["result"].outputs["gated"] == 2
 
+
+
+@task(retries=1)
+def fails_once(marker: str) -> int:
+    """Fails on its first attempt, succeeds on its second (a file remembers, across
+    processes)."""
+    path = Path(marker)
+    if not path.exists():
+        path.touch()
+        raise RuntimeError("first attempt fails")
+    return 1
+
+
+@task
+def plus_one(x: int) -> int:
+    return x + 1
+
+
+@pipeline(name="retry_beside_chain")
+def retry_beside_chain(marker: str):
+    fails_once(marker)
+    plus_one(first())
+
+
+def test_every_commit_keeps_a_rows_attempt_at_least_its_attempts_rows(cadenza_env, executor,
+                                                                      monkeypatch, tmp_path):
+    """A retry that starts in the step whose commit carries its failed attempt is written in
+    that commit (not left out with the other starts): after every commit, each stored task
+    instance's attempt is at least that of its stored attempts, as resume needs."""
+    monkeypatch.setattr(driver_mod, "GROUP_COMMIT_S", 3600.0)
+    monkeypatch.setattr(driver_mod, "GROUP_COMMIT_MAX_TASK_S", 3600.0)
+    lagging: list[str] = []
+
+    class Checking:
+        def __init__(self, store: Any) -> None:
+            self._store = store
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._store, name)
+
+        def write(self, batch: Any) -> None:
+            self._store.write(batch)
+            records = [*batch.new_runs, *batch.run_updates, *batch.new_task_instances,
+                       *batch.task_instance_updates, *batch.attempts]
+            if not records:
+                return
+            rid = records[0].run_id
+            tis = {(t.task_id, t.map_index): t.attempt
+                   for t in self._store.get_task_instances(rid)}
+            for a in self._store.get_attempts(rid):
+                if tis[(a.task_id, a.map_index)] < a.attempt:
+                    lagging.append(f"{a.task_id}: row at attempt "
+                                   f"{tis[(a.task_id, a.map_index)]}, attempt {a.attempt} stored")
+
+    def on_start(driver: Any) -> None:
+        driver.store = Checking(driver.store)
+
+    result = run_pipeline(retry_beside_chain, {"marker": str(tmp_path / "marker")},
+                          executor=executor, on_start=on_start)
+    assert result.state is RunState.SUCCESS, [(k, e.message) for k, e in result.failed.items()]
+    assert lagging == []
+    attempts = [a for a in open_store().get_attempts(result.run_id) if a.task_id == "fails_once"]
+    assert [(a.attempt, a.state) for a in attempts] == [(1, S.UP_FOR_RETRY), (2, S.SUCCESS)]

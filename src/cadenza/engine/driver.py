@@ -598,8 +598,15 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
         dirty = self.dirty
         kept: list[tuple[int, Instance]] = []
         if dirty:
+            # An instance whose earlier attempt ends in this commit (a retry that started
+            # again) is written with it: its row's attempt never lags its attempts' rows,
+            # which resume relies on (it records a stored RUNNING row's attempt as
+            # interrupted).
+            ended = ({(a.task_id, a.map_index) for a in batch.attempts}
+                     if defer_starts and batch.attempts else ())
             for key, inst in dirty.items():
-                if defer_starts and inst.persisted and inst.state is S.RUNNING:
+                if (defer_starts and inst.persisted and inst.state is S.RUNNING
+                        and (inst.node.id, inst.map_index) not in ended):
                     kept.append((key, inst))
                     continue
                 rec = inst.record(self.run_id)

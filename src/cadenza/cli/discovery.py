@@ -100,10 +100,28 @@ def _file_error(loaded: LoadedFile, target: str) -> CadenzaError:
     )
 
 
+def user_path(text: str | Path) -> Path:
+    """A path the user typed, refused (UsageError) when no file could have it: empty, with
+    a NUL character, or a name the OS rejects (too long)."""
+    shown = str(text)
+    if not shown.strip() or "\x00" in shown:
+        raise UsageError(f"{shown!r} is not a file name",
+                         hint="name a pipeline file: path/to/file.py[:PIPELINE], or a "
+                         "pipeline of the project (`cadenza pipelines list`)")
+    path = Path(text)
+    try:
+        path.exists()
+    except OSError as exc:  # ENAMETOOLONG, ELOOP, ...
+        short = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise UsageError(f"{short} is not a usable path: {exc.strerror or exc}",
+                         hint="check the path") from None
+    return path
+
+
 def resolve_pipeline(target: str, settings: Settings) -> Plan:
     """The pipeline named by `FILE[:PIPELINE]`, or by a bare pipeline name in the project."""
     file_part, name = split_target(target)
-    path = Path(file_part)
+    path = user_path(file_part)
     looks_like_file = file_part.endswith(".py") or os.sep in file_part or path.exists()
     if looks_like_file:
         if not path.is_file():

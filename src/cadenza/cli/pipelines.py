@@ -93,13 +93,13 @@ def list_pipelines(
 
     A file that fails to import is listed with its error (exit code 1); the others still load.
     """
-    from cadenza.cli.discovery import display_path, load_project
+    from cadenza.cli.discovery import display_path, load_project, user_path
     from cadenza.core.errors import NotFound
     from cadenza.core.settings import get_settings
 
     settings = get_settings()
     if paths:
-        missing = [p for p in paths if not p.exists()]
+        missing = [p for p in paths if not user_path(p).exists()]
         if missing:
             raise NotFound(f"no such file or folder: {missing[0]}", hint="check the path")
     files = load_project(settings, [p.resolve() for p in paths] if paths else None)

@@ -223,13 +223,13 @@ class Campaign:
 
     def one(self, index: int, kind: str) -> Outcome:
         out = Outcome(index, kind)
-        at_end = self.rng.randint(2, 22)
+        at_end = self.rng.randint(2, 16)  # later, only quick tasks are left to hit
         extra: dict[str, str] = {}
         if kind == "disk_full":
             if self.target.small_disk is None:
                 out.note = "no small disk"
                 return out
-            art = self.target.small_disk / f"art-{index}"
+            art = self.target.small_disk / f"{self.target.folder.name}-{index}"
             extra["CADENZA_ARTIFACT_ROOT"] = str(art)
             _fill(self.target.small_disk, keep_kb=self.rng.randint(0, 40))
         seed, group = index, index // 5

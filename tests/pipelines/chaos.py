@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from typing import Any
 
 from cadenza import get_context, pipeline, task
 
@@ -155,8 +156,8 @@ def report(combined: bytes, stat: bytes, group: int, seed: int, ledger: str) -> 
     return _done(ledger, seed)
 
 
-@pipeline
-def chaos(seed: int, ledger: str, work_s: float = 0.05, cache_group: int = 0):
+def wire(seed: Any, ledger: Any, work_s: Any, cache_group: Any) -> None:
+    """The 30 task instances, wired inside a pipeline body (chaos, and chaos_events's)."""
     src = source(seed, ledger, work_s)
     prep = prepare(cache_group, ledger, work_s)
     parts = shard.partial(src=src, seed=seed, ledger=ledger, work_s=work_s).expand(
@@ -180,3 +181,8 @@ def chaos(seed: int, ledger: str, work_s: float = 0.05, cache_group: int = 0):
     scores = score.partial(seed=seed, ledger=ledger, work_s=work_s).expand(part=parts)
     combined = combine(scores, checked, joined, seed, ledger)
     report(combined, stat, cache_group, seed, ledger)
+
+
+@pipeline
+def chaos(seed: int, ledger: str, work_s: float = 0.05, cache_group: int = 0):
+    wire(seed, ledger, work_s, cache_group)

@@ -379,6 +379,8 @@ os.register_at_fork(after_in_child=_forked)
 # default (`AUTOCHECKPOINT` pages, ~4 MB of WAL) is crossed about every 100 commits of a
 # chained step (a task instance update and an attempt insert dirty ~10 pages).
 CHECKPOINT_EVERY = 100
+CHECKPOINT_RETRIES = 5  # a checkpoint that left frames behind: tried again this often,
+CHECKPOINT_RETRY_S = 0.5  # this far apart
 AUTOCHECKPOINT = 1000
 
 
@@ -403,22 +405,34 @@ class _Checkpointer:
         self._thread.join()
 
     def _loop(self) -> None:
+        again_in: float | None = None
+        tries = 0
         while True:
-            self._wake.wait()
+            self._wake.wait(again_in)
             self._wake.clear()
             if self._stopping:
                 return
+            again_in = None
             try:
                 conn = self._engine.raw_connection()
                 try:
                     cursor = conn.cursor()
-                    cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    row = cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     cursor.close()
                 finally:
                     conn.close()
             except (exc.SQLAlchemyError, self._engine.dialect.loaded_dbapi.Error) as e:
-                # Nothing is lost: the WAL keeps the commits; the next request retries.
+                # Nothing is lost: the WAL keeps the commits; tried again below.
                 log.warning("background SQLite checkpoint failed: %s", e)
+                row = None
+            # (busy, frames in the WAL, frames checkpointed): a PASSIVE checkpoint leaves
+            # frames behind while a reader's snapshot or another checkpoint is in its way.
+            # Try again shortly (a few times) rather than at the next CHECKPOINT_EVERY
+            # commits, which may never come once a run has ended.
+            done = row is not None and (row[1] <= 0 or row[2] >= row[1])
+            tries = 0 if done else tries + 1
+            if not done and tries <= CHECKPOINT_RETRIES:
+                again_in = CHECKPOINT_RETRY_S
 
 
 def _checkout(engine: Engine, url: str, action: str) -> Any:

@@ -233,6 +233,37 @@ def test_checkpoints_run_off_the_commit_path(
     assert kept.dbapi_connection is None  # closed by dispose (returned, then pool disposed)
 
 
+def test_a_checkpoint_that_left_frames_behind_is_tried_again(
+        sqlite_store: RunStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader's snapshot stops a PASSIVE checkpoint short of the WAL's end. The run's
+    last commit asked for that checkpoint and no commit comes after it, so the checkpointer
+    itself tries again (CHECKPOINT_RETRY_S apart) until the frames reach the database file."""
+    monkeypatch.setattr(dml, "CHECKPOINT_EVERY", 20)  # one request: at the 20th commit
+    monkeypatch.setattr(dml, "CHECKPOINT_RETRY_S", 0.05)
+    run = make_run()
+    sqlite_store.create_run(run, [ti(run.run_id, "a", map_index=m) for m in range(20)])
+    reader = sqlite3.connect(_db_path(sqlite_store), isolation_level=None)
+    try:
+        reader.execute("BEGIN")  # a snapshot with no attempts: frames past it must stay
+        assert reader.execute("SELECT count(*) FROM attempts").fetchone()[0] == 0
+        for m in range(20):
+            sqlite_store.write(WriteBatch(
+                task_instance_updates=[ti(run.run_id, "a", map_index=m,
+                                          state=TaskState.SUCCESS, attempt=1)],
+                attempts=[attempt(run.run_id, "a", 1, map_index=m,
+                                  state=TaskState.SUCCESS)],
+            ))
+        checkpointer = sqlite_store._writer._checkpointer
+        assert checkpointer is not None
+        wait_for(lambda: checkpointer.left_behind >= 1)  # the 20th commit's checkpoint
+        assert _rows_in_main_file(sqlite_store, tmp_path, run.run_id) < 20
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
+    # No commit follows: only the checkpointer's own retry can move the frames now.
+    wait_for(lambda: _rows_in_main_file(sqlite_store, tmp_path, run.run_id) == 20)
+
+
 def test_none_is_bound_as_null_through_a_registered_adapter(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A SQLite store registers sqlite3's adapter for None (store/db.py

@@ -392,6 +392,7 @@ class _Checkpointer:
         self._engine = engine
         self._wake = threading.Event()
         self._stopping = False
+        self.left_behind = 0  # checkpoints that left WAL frames behind (then tried again)
         self._thread = threading.Thread(target=self._loop, name="cadenza-sqlite-checkpoint",
                                         daemon=True)
         self._thread.start()
@@ -431,6 +432,8 @@ class _Checkpointer:
             # commits, which may never come once a run has ended.
             done = row is not None and (row[1] <= 0 or row[2] >= row[1])
             tries = 0 if done else tries + 1
+            if not done:
+                self.left_behind += 1
             if not done and tries <= CHECKPOINT_RETRIES:
                 again_in = CHECKPOINT_RETRY_S
 

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from cadenza import RunState, TaskState
 from cadenza.store import open_store
 from tests.pipelines import shapes
@@ -104,6 +106,21 @@ def test_a_failing_task_does_not_raise_and_trigger_rules_react(cadenza_env, exec
     assert err.type == "builtins.RuntimeError"
     assert "the data source is down" in err.message
     assert "boom" in err.traceback  # the user's frame is kept
+
+
+@pytest.mark.parametrize("executor", ["threads", "processes"], indirect=True)
+def test_sys_exit_in_a_task_fails_its_attempt_and_the_run_goes_on(sqlite_env, executor):
+    # On a worker (thread or process) sys.exit() ends the call, not the driver: the attempt
+    # fails with it, downstream learns of it, and the run ends instead of waiting forever
+    # for an outcome (threads lost its pool thread and the outcome with it).
+    result = shapes.exiting.run(executor=executor)
+
+    assert result.state is RunState.FAILED
+    assert result.task_states["exits"] is S.FAILED
+    assert result.task_states["after"] is S.UPSTREAM_FAILED
+    err = result.failed["exits"]
+    assert err.type == "builtins.SystemExit"
+    assert "ended" in err.message and "SystemExit" in err.message
 
 
 def test_branch_may_choose_several_legs(cadenza_env, executor):

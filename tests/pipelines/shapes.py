@@ -162,6 +162,18 @@ def failing():
     a >> none_failed_task()
 
 
+@task
+def exits() -> int:
+    import sys
+
+    sys.exit(3)  # a BaseException: worker.execute's boundary leaves it alone
+
+
+@pipeline
+def exiting():
+    after(exits())
+
+
 @pipeline
 def empty_map(n: int = 0):
     xs = build(n)

@@ -24,9 +24,10 @@ import os
 import queue
 import sys
 import threading
+import traceback
 from datetime import UTC, datetime
 
-from cadenza.core.errors import TaskTimeout
+from cadenza.core.errors import TaskInterrupt, TaskTimeout
 from cadenza.core.records import ErrorInfo, ErrorKind
 from cadenza.executors import worker
 from cadenza.executors.base import Sink, TaskCall, TaskOutcome, describe_exception
@@ -56,6 +57,40 @@ class _Running:
         self.thread_name = thread_name
         self.started_at = datetime.now(UTC)
         self.ended = False
+
+
+def escaped_outcome(call: TaskCall, exc: BaseException, *, worker: str | None,
+                    started_at: datetime) -> TaskOutcome:
+    """The failed outcome of a call whose exception got past `worker.execute`'s boundary:
+    `sys.exit()` or an explicit KeyboardInterrupt in the task (BaseExceptions the boundary
+    leaves alone), a cancel or deadline interrupt that landed just outside it, or a Cadenza
+    bug. The attempt fails with it instead of taking the pool thread down with its outcome
+    (the driver would wait for that outcome forever)."""
+    if isinstance(exc, TaskInterrupt):
+        kind = ErrorKind.TIMEOUT if isinstance(exc, TaskTimeout) else ErrorKind.CANCELLED
+        error = describe_exception(exc, kind=kind)
+    else:
+        base = describe_exception(exc, tb="".join(traceback.format_exception(exc)))
+        error = ErrorInfo(
+            kind=ErrorKind.EXCEPTION, type=base.type, type_mro=base.type_mro,
+            traceback=base.traceback,
+            message=(f"task '{call.label}' ended its call with {type(exc).__name__}"
+                     f"{': ' + base.message if base.message else ''}; the attempt failed. "
+                     "Fix: raise an Exception (not SystemExit or KeyboardInterrupt) to fail "
+                     "a task"),
+        )
+    return TaskOutcome(
+        run_id=call.run_id, task_id=call.task_id, map_index=call.map_index,
+        attempt=call.attempt, ok=False, error=error, started_at=started_at,
+        ended_at=datetime.now(UTC), worker=worker,
+    )
+
+
+def _deliver(sink: Sink, outcome: TaskOutcome) -> None:
+    try:
+        sink(outcome)
+    except Exception:  # a broken sink must not take the pool thread down
+        log.exception("the sink for task %s raised; outcome dropped", outcome.task_id)
 
 
 class ThreadExecutor:
@@ -112,6 +147,8 @@ class ThreadExecutor:
                                           functools.partial(self._abandon, running))
             try:
                 outcome = worker.execute(call, enforce_timeout=True, worker=name, keep_value=True)
+            except BaseException as exc:  # noqa: BLE001 - an outcome must still come back
+                outcome = escaped_outcome(call, exc, worker=name, started_at=running.started_at)
             finally:
                 if token is not None:
                     worker.cancel_call(token)
@@ -129,17 +166,20 @@ class ThreadExecutor:
                     (datetime.now(UTC) - running.started_at).total_seconds(),
                 )
                 return
-            sink(outcome)
+            _deliver(sink, outcome)
 
     def _run_isolated(self, call: TaskCall, sink: Sink) -> None:
         from cadenza.executors.envs import run_isolated
 
+        started_at = datetime.now(UTC)
         try:
             outcome = run_isolated(call)
+        except BaseException as exc:  # noqa: BLE001 - an outcome must still come back
+            outcome = escaped_outcome(call, exc, worker=None, started_at=started_at)
         finally:
             with self._lock:
                 self._busy -= 1
-        sink(outcome)
+        _deliver(sink, outcome)
 
     def _abandon(self, running: _Running) -> None:
         """Case 2, on the deadline thread: the call is stuck past its deadline."""

@@ -600,6 +600,40 @@ def test_delete_run_removes_it_and_everything_under_it(store: RunStore) -> None:
         store.delete_run(gone.run_id)
 
 
+
+def test_deleting_runs_leaves_no_attempt_without_its_task_instance(
+    store: RunStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No foreign key ties an attempt to its task instance (revision 0008): the two ways
+    runs are deleted, `delete_run` and gc's `retention.delete_runs` (in batches), delete the
+    attempts themselves. Every finished run here has plain and mapped task instances with
+    retried attempts; afterwards no attempt is left whose task instance is gone, and the
+    kept runs keep all of theirs."""
+    from cadenza.store import retention
+
+    runs = [make_run(state=RunState.SUCCESS) for _ in range(6)]
+    for r in runs:
+        store.create_run(r, [ti(r.run_id, "a"), ti(r.run_id, "m", 0), ti(r.run_id, "m", 1)])
+        store.write(WriteBatch(attempts=[
+            attempt(r.run_id, "a", 1), attempt(r.run_id, "a", 2),
+            attempt(r.run_id, "m", 1, map_index=0), attempt(r.run_id, "m", 1, map_index=1),
+            attempt(r.run_id, "m", 2, map_index=1),
+        ]))
+    store.delete_run(runs[0].run_id)
+    monkeypatch.setattr(retention, "BATCH", 2)  # three batches of two
+    deleted = retention.delete_runs(store, [r.run_id for r in runs[1:5]],
+                                    is_held=lambda _driver, _heartbeat: False)
+    assert sorted(deleted.run_ids) == sorted(r.run_id for r in runs[1:5])
+    with store._engine.connect() as conn:
+        orphans = conn.execute(text(
+            "SELECT count(*) FROM attempts a WHERE NOT EXISTS (SELECT 1 FROM task_instances t "
+            "WHERE t.run_id = a.run_id AND t.task_id = a.task_id "
+            "AND t.map_index = a.map_index)")).scalar()
+        attempts = conn.execute(text("SELECT count(*) FROM attempts")).scalar()
+    assert orphans == 0
+    assert attempts == 5
+    assert len(store.get_attempts(runs[5].run_id)) == 5
+
 # --- resolve_run_id ----------------------------------------------------------------------------
 
 
@@ -730,8 +764,8 @@ def test_find_cached_sees_updates_written_by_write(store: RunStore) -> None:
 
 
 def test_find_cached_reads_the_partial_cache_key_index(store: RunStore) -> None:
-    """The cache-key index holds only task instances with a key (migration 0006), and
-    find_cached's query (captured as it runs) still uses it on both databases (PostgreSQL
+    """The cache-key index holds only task instances with a key (migration 0006), on the key
+    alone (0008), and find_cached's query (captured as it runs) still uses it on both databases (PostgreSQL
     with sequential scans priced out, as a tiny table would otherwise be scanned)."""
     from sqlalchemy import event
 
@@ -755,7 +789,7 @@ def test_find_cached_reads_the_partial_cache_key_index(store: RunStore) -> None:
         event.remove(engine, "before_cursor_execute", capture)
     assert len(seen) == 1
     sql, params = seen[0]
-    name = "ix_task_instances_cache_key_state_ended_at"
+    name = "ix_task_instances_cache_key"
     with engine.connect() as conn:
         raw = conn.connection.driver_connection
         if engine.dialect.name == "sqlite":

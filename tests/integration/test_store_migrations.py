@@ -77,8 +77,20 @@ def _schema(engine: Engine) -> dict[str, object]:
                 )
                 for f in insp.get_foreign_keys(t)
             ),
+            _storage_options(engine, t),
         )
     return out
+
+
+def _storage_options(engine: Engine, table: str) -> list[str]:
+    """PostgreSQL: the table's storage parameters (fillfactor, ...)."""
+    if engine.dialect.name != "postgresql":
+        return []
+    with engine.connect() as conn:
+        options = conn.execute(
+            text("SELECT c.reloptions FROM pg_class c "
+                 "WHERE c.oid = to_regclass(:t)"), {"t": table}).scalar()
+    return sorted(options or [])
 
 
 def test_alembic_upgrade_head_yields_the_models_schema(db_url: str) -> None:
@@ -194,3 +206,70 @@ def test_tables_without_a_version_row_are_refused(db_url: str) -> None:
         engine.dispose()
     with pytest.raises(StoreError, match="alembic_version"):
         open_store(db_url)
+
+
+def test_0008_drops_the_attempts_foreign_key_and_keeps_the_rows(db_url: str) -> None:
+    """Revision 0008 on a database with rows, and back: the attempts keep their rows (SQLite
+    rebuilds the table, still WITHOUT ROWID); the foreign key goes and comes back; the
+    cache-key index is on cache_key alone, partial; PostgreSQL's task_instances get
+    fillfactor 50 and lose it again."""
+    engine = create_store_engine(db_url)
+    cfg = alembic_config(engine)
+    postgres = engine.dialect.name == "postgresql"
+
+    def foreign_keys() -> list[str]:
+        return [f["referred_table"] for f in inspect(engine).get_foreign_keys("attempts")]
+
+    def cache_index() -> list[str]:
+        return [c for i in inspect(engine).get_indexes("task_instances")
+                if i["name"].startswith("ix_task_instances_cache_key")
+                for c in i["column_names"]]
+
+    def attempts() -> list[tuple[object, ...]]:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(
+                "SELECT run_id, task_id, map_index, attempt, state FROM attempts "
+                "ORDER BY attempt"))]
+
+    def without_rowid() -> bool:
+        with engine.connect() as conn:
+            ddl = conn.execute(text(
+                "SELECT sql FROM sqlite_master WHERE name = 'attempts'")).scalar()
+        return "WITHOUT ROWID" in str(ddl).upper()
+
+    try:
+        command.upgrade(cfg, "0007")
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO runs (run_id, pipeline, state, params, created_at, executor, "
+                "trigger, source, tags, extra) VALUES ('r1', 'p', 'success', '{}', "
+                "'2026-01-01 00:00:00', 'inline', 'manual', '', '[]', '{}')"))
+            conn.execute(text(
+                "INSERT INTO task_instances (run_id, task_id, map_index, state, attempt, pool, "
+                "reason) VALUES ('r1', 't', -1, 'success', 2, 'default', '')"))
+            for n in (1, 2):
+                conn.execute(text(
+                    "INSERT INTO attempts (run_id, task_id, map_index, attempt, state) "
+                    f"VALUES ('r1', 't', -1, {n}, 'failed')"))
+        rows = attempts()
+        assert foreign_keys() == ["task_instances"]
+        assert cache_index() == ["cache_key", "state", "ended_at"]
+
+        command.upgrade(cfg, "0008")
+        assert attempts() == rows
+        assert foreign_keys() == []
+        assert cache_index() == ["cache_key"]
+        assert _storage_options(engine, "task_instances") == (
+            ["fillfactor=50"] if postgres else [])
+        if not postgres:
+            assert without_rowid()
+
+        command.downgrade(cfg, "0007")
+        assert attempts() == rows
+        assert foreign_keys() == ["task_instances"]
+        assert cache_index() == ["cache_key", "state", "ended_at"]
+        assert _storage_options(engine, "task_instances") == []
+        if not postgres:
+            assert without_rowid()
+    finally:
+        engine.dispose()

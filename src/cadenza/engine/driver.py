@@ -31,7 +31,7 @@ from dataclasses import replace
 from typing import Any
 
 from cadenza.core import clock
-from cadenza.core.errors import InternalError, TaskCancelled
+from cadenza.core.errors import CadenzaError, InternalError, TaskCancelled
 from cadenza.core.logfiles import attempt_log_path
 from cadenza.core.records import (
     ErrorInfo,
@@ -223,9 +223,20 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
             self._cancel_everything(self._cancel_reason)
             return self._finish()
         except BaseException as exc:
-            log.exception("run %s: driver failed", self.run_id)
-            self._cancel_everything(f"driver error: {exc}")
-            self._finish(error=f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, CadenzaError) and not isinstance(exc, InternalError):
+                # Says what failed and the fix (the store gone, a setting): the caller shows
+                # it; a traceback would only bury it. Cadenza's own bugs keep theirs.
+                log.error("run %s: driver failed: %s", self.run_id, exc)
+            else:
+                log.exception("run %s: driver failed", self.run_id)
+            try:
+                self._cancel_everything(f"driver error: {exc}")
+                self._finish(error=f"{type(exc).__name__}: {exc}")
+            except Exception as again:  # noqa: BLE001 - the first error is the one to raise
+                # The store that failed usually fails the run's last write too: say so, and
+                # raise what went wrong first (resume records the run's end later).
+                log.warning("run %s: the run's end could not be recorded: %s",
+                            self.run_id, again)
             raise
         return self._finish()
 

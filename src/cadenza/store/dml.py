@@ -441,7 +441,9 @@ class _Checkpointer:
 def _checkout(engine: Engine, url: str, action: str) -> Any:
     try:
         return engine.raw_connection()
-    except exc.SQLAlchemyError as e:  # cannot connect
+    # The pool hands the driver's own error through unwrapped (psycopg's OperationalError
+    # when the database was dropped); an Engine.connect() would have wrapped it.
+    except (exc.SQLAlchemyError, engine.dialect.loaded_dbapi.Error) as e:  # cannot connect
         raise store_error(e, url, action) from e
 
 

@@ -13,7 +13,8 @@ from cadenza.core import settings as settings_mod
 
 pytest_plugins = ["tests.fixtures.store", "tests.fixtures.server", "tests.fixtures.browser",
                   "tests.fixtures.sqldbs", "tests.fixtures.brokers",
-                  "tests.fixtures.kinds", "tests.fixtures.ray"]
+                  "tests.fixtures.kinds", "tests.fixtures.ray",
+                  "tests.fixtures.pgrelay"]
 
 # `ray` runs on a real two-node local cluster (tests/fixtures/ray.py), marked so that
 # `-m "not ray"` leaves it out and xdist spreads it.

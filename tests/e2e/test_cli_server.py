@@ -266,26 +266,20 @@ def test_a_retried_run_streams_on_after_its_end_for_a_client_that_saw_it(tmp_pat
 
 @pytest.mark.postgres
 def test_two_servers_with_schedulers_on_one_postgresql_store_run_each_run_once(
-        tmp_path, postgres_database):
-    from tests.fixtures.store import drop_postgres_schema, new_postgres_schema
-
-    url = new_postgres_schema(postgres_database)
+        tmp_path, pg_url):
     p = make_project(tmp_path, executor="threads", files={"pipelines/count.py": COUNT})
-    p.env["CADENZA_DATABASE_URL"] = url
-    try:
-        with server(p, "--scheduler") as (a, pa), server(p, "--scheduler") as (b, pb):
-            ids = [trigger(a if i % 2 else b, "count", {"i": i}) for i in range(12)]
+    p.env["CADENZA_DATABASE_URL"] = pg_url
+    with server(p, "--scheduler") as (a, pa), server(p, "--scheduler") as (b, pb):
+        ids = [trigger(a if i % 2 else b, "count", {"i": i}) for i in range(12)]
 
-            def states() -> list[str]:
-                return [a.get(f"/api/v1/runs/{r}").json()["state"] for r in ids]
+        def states() -> list[str]:
+            return [a.get(f"/api/v1/runs/{r}").json()["state"] for r in ids]
 
-            wait_for(lambda: all(s == "success" for s in states()), timeout_s=120,
-                     what="the 12 runs to succeed")
-            for proc in (pa, pb):
-                code, _, err = stop(proc, signal.SIGTERM)
-                assert code == 0, err
-    finally:
-        drop_postgres_schema(url)
+        wait_for(lambda: all(s == "success" for s in states()), timeout_s=120,
+                 what="the 12 runs to succeed")
+        for proc in (pa, pb):
+            code, _, err = stop(proc, signal.SIGTERM)
+            assert code == 0, err
 
     lines = (p.root / "ran.txt").read_text().splitlines()
     assert sorted(int(line.split()[0]) for line in lines) == list(range(12))  # once each

@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,6 @@ from cadenza.core.states import RunState, TaskState
 from cadenza.store import open_store
 from cadenza.store.scheduling import scheduling_store
 from tests.fixtures.brokers import AMQP, MQTT, require_amqp, require_mqtt
-from tests.fixtures.store import drop_postgres_schema, new_postgres_schema
 from tests.fixtures.waiting import wait_for
 from tests.integration.test_scheduler_ha import ROOT, Schedulers
 
@@ -31,15 +29,6 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 N = 6
 TARGET = "tests.pipelines.sched_events:url_events"
-
-
-@pytest.fixture
-def pg_url(postgres_database: str) -> Iterator[str]:
-    url = new_postgres_schema(postgres_database)
-    try:
-        yield url
-    finally:
-        drop_postgres_schema(url)
 
 
 class Kafka:

@@ -52,20 +52,6 @@ def _outputs(result: Any) -> dict[str, Any]:
             if state in ("success", "cached")}
 
 
-@pytest.fixture
-def pg_url(postgres_database: str) -> Any:
-    from tests.fixtures.store import drop_postgres_schema, new_postgres_schema
-
-    url = new_postgres_schema(postgres_database)
-    yield url
-    from cadenza.store.db import store_cache
-
-    cached = store_cache.peek(url)
-    if cached is not None:
-        cached.dispose()
-    drop_postgres_schema(url)
-
-
 def _local_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The same pipeline run in this process (inline), on its own SQLite store."""
     from examples.quickstart import quickstart

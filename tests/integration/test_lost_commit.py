@@ -9,19 +9,16 @@ connection cut after the server answered COMMIT (it landed: not written again)."
 
 from __future__ import annotations
 
-import selectors
-import socket
 import threading
-from collections.abc import Iterator
 
 import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
 from cadenza.core.records import WriteBatch
 from cadenza.core.states import TaskState
 from cadenza.store import RunStore, open_store
 from tests.chaos.campaign import _libpq
+from tests.fixtures.pgrelay import PgRelay
 from tests.fixtures.waiting import wait_for
 from tests.integration.test_store import attempt, make_run, ti
 
@@ -69,79 +66,10 @@ def test_a_commit_whose_backend_is_terminated_is_written_again(db_url: str) -> N
     store.dispose()
 
 
-class CutAfterReply:
-    """A TCP relay to PostgreSQL that, once armed, forwards the client's next request and
-    the server's whole reply to it, then cuts the client off before passing the reply on:
-    the server committed, the client only sees its connection die."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._target = (host, port)
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self.armed = threading.Event()
-        self.cut = threading.Event()
-        self._closing = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self._closing:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self._target)
-            threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
-
-    def _pump(self, client: socket.socket, server: socket.socket) -> None:
-        sel = selectors.DefaultSelector()
-        sel.register(client, selectors.EVENT_READ)
-        sel.register(server, selectors.EVENT_READ)
-        cutting = False
-        try:
-            while not self._closing:
-                for key, _ in sel.select(0.2):
-                    sock = key.fileobj
-                    data = sock.recv(1 << 16)  # type: ignore[union-attr]
-                    if not data:
-                        return
-                    if sock is client:
-                        if self.armed.is_set() and not self.cut.is_set():
-                            cutting = True
-                        server.sendall(data)
-                    elif cutting and b"Z\x00\x00\x00\x05I" in data:  # ReadyForQuery, idle
-                        self.cut.set()  # the server has committed: drop its answer
-                        return
-                    else:
-                        client.sendall(data)
-        except OSError:
-            return
-        finally:
-            sel.close()
-            client.close()
-            server.close()
-
-    def close(self) -> None:
-        self._closing = True
-        self._listener.close()
-
-
-@pytest.fixture
-def cut_store(db_url: str) -> Iterator[tuple[RunStore, CutAfterReply]]:
-    u = make_url(db_url)
-    relay = CutAfterReply(u.host or "127.0.0.1", u.port or 5432)
-    store = open_store(u.set(host="127.0.0.1", port=relay.port)
-                       .render_as_string(hide_password=False))
-    try:
-        yield store, relay
-    finally:
-        store.dispose()
-        relay.close()
-
-
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 def test_a_commit_that_landed_before_the_connection_died_is_not_written_twice(
-        cut_store: tuple[RunStore, CutAfterReply]) -> None:
-    store, relay = cut_store
+        pg_relay: tuple[RunStore, PgRelay]) -> None:
+    store, relay = pg_relay
     run = make_run()
     store.create_run(run, [ti(run.run_id, "a"), ti(run.run_id, "b")])
     store.write(_batch(run.run_id, "a"))
@@ -156,11 +84,11 @@ def test_a_commit_that_landed_before_the_connection_died_is_not_written_twice(
 
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 def test_a_lost_commit_that_cannot_be_told_apart_still_raises(
-        cut_store: tuple[RunStore, CutAfterReply]) -> None:
+        pg_relay: tuple[RunStore, PgRelay]) -> None:
     from cadenza.core.errors import StoreError
     from cadenza.core.records import MetricRecord
 
-    store, relay = cut_store
+    store, relay = pg_relay
     run = make_run()
     store.create_run(run, [ti(run.run_id, "a")])
     store.write(_batch(run.run_id, "a"))

@@ -23,21 +23,11 @@ from cadenza.core.states import RunState, TaskState
 from cadenza.store import open_store
 from cadenza.store.scheduling import scheduling_store
 from tests.e2e.test_cli_support import CADENZA
-from tests.fixtures.store import drop_postgres_schema, new_postgres_schema
 from tests.fixtures.waiting import wait_for
 from tests.integration.test_events import REDIS, _redis_client
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-
-@pytest.fixture
-def pg_url(postgres_database: str) -> Iterator[str]:
-    url = new_postgres_schema(postgres_database)
-    try:
-        yield url
-    finally:
-        drop_postgres_schema(url)
 
 
 @pytest.fixture

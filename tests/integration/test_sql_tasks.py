@@ -146,9 +146,9 @@ def test_a_missing_secret_or_variable_fails_naming_it(sqlite_env: Any,
     assert "CADENZA_T_NO_SUCH_URL, which is not set" in b.message
 
 
-def test_a_url_from_an_environment_variable(sqlite_env: Any, pg_target: str,
+def test_a_url_from_an_environment_variable(sqlite_env: Any, pg_url: str,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CADENZA_T_WAREHOUSE", pg_target)
+    monkeypatch.setenv("CADENZA_T_WAREHOUSE", pg_url)
 
     @pipeline
     def from_env():
@@ -158,11 +158,11 @@ def test_a_url_from_an_environment_variable(sqlite_env: Any, pg_target: str,
     assert result.outputs["one"]["one"].tolist() == [1]
 
 
-def test_the_query_text_and_params_are_in_the_cache_key(sqlite_env: Any, pg_target: str) -> None:
+def test_the_query_text_and_params_are_in_the_cache_key(sqlite_env: Any, pg_url: str) -> None:
     def make(query: str) -> Any:
         @pipeline
         def cached_sql(n: int = 1):
-            sql_task("q", pg_target, query, params={"n": n}, cache=True)
+            sql_task("q", pg_url, query, params={"n": n}, cache=True)
 
         return cached_sql
 

@@ -12,109 +12,28 @@ exchange."""
 from __future__ import annotations
 
 import itertools
-import selectors
-import socket
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy.engine import make_url
 
 from cadenza.core.errors import StoreError
 from cadenza.core.records import WriteBatch
 from cadenza.core.states import TaskState
-from cadenza.store import RunStore, open_store
+from cadenza.store import RunStore
+from tests.fixtures.pgrelay import PgRelay
 from tests.integration.test_store import attempt, make_run, ti
 
 pytestmark = pytest.mark.postgres
 
 
-class Relay:
-    """Forwards TCP connections from a local port to PostgreSQL and counts, over all of
-    them, the client's bursts (one per request/response exchange)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._target = (host, port)
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._lock = threading.Lock()
-        self.bursts = 0
-        self._closing = False
-        self._threads = [threading.Thread(target=self._accept, daemon=True)]
-        self._threads[0].start()
-
-    def _accept(self) -> None:
-        while not self._closing:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self._target)
-            for s in (client, server):
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            t = threading.Thread(target=self._pump, args=(client, server), daemon=True)
-            self._threads.append(t)
-            t.start()
-
-    def _pump(self, client: socket.socket, server: socket.socket) -> None:
-        last = ""
-        # selectors (epoll), not select.select: a pytest-xdist worker late in the suite may
-        # hold more than 1024 descriptors, past what select() can watch.
-        sel = selectors.DefaultSelector()
-        sel.register(client, selectors.EVENT_READ)
-        sel.register(server, selectors.EVENT_READ)
-        try:
-            while not self._closing:
-                for key, _ in sel.select(0.2):
-                    sock = client if key.fileobj is client else server
-                    data = sock.recv(1 << 16)
-                    if not data:
-                        return
-                    if sock is client:
-                        if last != "client":
-                            with self._lock:
-                                self.bursts += 1
-                            last = "client"
-                        server.sendall(data)
-                    else:
-                        last = "server"
-                        client.sendall(data)
-        except OSError:
-            return
-        finally:
-            sel.close()
-            client.close()
-            server.close()
-
-    def close(self) -> None:
-        self._closing = True
-        self._listener.close()
-        for t in self._threads:
-            t.join(5)
-
-
-@pytest.fixture
-def relayed(db_url: str) -> Iterator[tuple[RunStore, Relay]]:
-    u = make_url(db_url)
-    relay = Relay(u.host or "127.0.0.1", u.port or 5432)
-    store = open_store(u.set(host="127.0.0.1", port=relay.port)
-                       .render_as_string(hide_password=False))
-    try:
-        yield store, relay
-    finally:
-        store.dispose()
-        relay.close()
-
-
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 def test_a_write_is_one_round_trip_on_the_kept_connection(
-        relayed: tuple[RunStore, Relay]) -> None:
+        pg_relay: tuple[RunStore, PgRelay]) -> None:
     """A chained step's write (the finished task's update and attempt, the next task's
     start) is ONE exchange with the server; through the pool it was three (BEGIN; the
     statements; COMMIT). Also when the statements are prepared (first write) and with
     synchronous_commit off."""
-    store, relay = relayed
+    store, relay = pg_relay
     run = make_run()
     names = [f"t{i}" for i in range(4)]
     store.create_run(run, [ti(run.run_id, n) for n in names])

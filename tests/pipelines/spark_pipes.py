@@ -66,8 +66,13 @@ def endless(spark: Any, marker: str) -> int:
     from pathlib import Path
 
     Path(marker).write_text("started")
-    # A job in the JVM that does not end in the test's life: Python waits in a Py4J call.
-    return int(spark.range(10**15).selectExpr("sum(id % 7)").collect()[0][0])
+    # A job in the JVM that does not end in the test's life: Python waits in a Py4J call
+    # while the job's task sleeps in the JVM (Thread.sleep through SQL's reflect), so the
+    # wait takes no CPU from the rest of the suite (a computing job took every core of the
+    # machine until the deadline: 150 + 45 s of the suite's two cores).
+    rows = spark.range(1).selectExpr(
+        "reflect('java.lang.Thread', 'sleep', CAST(1000000000 AS BIGINT)) AS slept").collect()
+    return len(rows)
 
 
 def spark_timeout(timeout_s: float, app_name: str) -> PipelineDef:
@@ -76,13 +81,3 @@ def spark_timeout(timeout_s: float, app_name: str) -> PipelineDef:
         endless.with_options(timeout=timeout_s, app_name=app_name)(marker)
 
     return spark_timeout
-
-
-@task.spark
-def needs_java(spark: Any) -> int:
-    return 1
-
-
-@pipeline
-def spark_without_java() -> None:
-    needs_java()

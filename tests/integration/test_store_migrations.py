@@ -15,7 +15,7 @@ from sqlalchemy import Engine, create_engine, inspect, text
 
 from cadenza.core.errors import StoreError
 from cadenza.store import db as store_db
-from cadenza.store import open_store, upgrade_database
+from cadenza.store import open_store, sqlite_sql, upgrade_database
 from cadenza.store.db import alembic_config, create_store_engine
 from cadenza.store.models import Base
 from cadenza.store.tables import SCHEMA_REVISION
@@ -180,6 +180,7 @@ def test_an_older_revision_is_upgraded_with_alembic_on_open(
 
     # Pretend this Cadenza knows a newer revision than the database has.
     monkeypatch.setattr(store_db, "SCHEMA_REVISION", "9999")
+    monkeypatch.setattr(sqlite_sql, "REVISION", "9999")  # the SQLite run path's copy
     monkeypatch.setattr(store_db, "_upgrade_engine", spy)
     store = open_store(db_url)
     store.dispose()

@@ -1,7 +1,7 @@
-"""The SQLite store's writer keeps one connection for its write transactions (store/dml.py
-`Writer`): writes from two threads never share a transaction, a failed write rolls back and
-leaves the connection usable, a forked child never uses (nor waits for) the parent's
-connection, and dispose() gives it back."""
+"""The SQLite store's writer keeps one connection for its write transactions
+(store/sqlite_store.py `SqliteWriter`, the run path on plain sqlite3): writes from two threads
+never share a transaction, a failed write rolls back and leaves the connection usable, a
+forked child never uses (nor waits for) the parent's connection, and dispose() closes it."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pytest
 from cadenza.core.errors import StoreError
 from cadenza.core.records import WriteBatch
 from cadenza.core.states import TaskState
-from cadenza.store import RunStore, dml, open_store
+from cadenza.store import RunStore, open_store, sqlite_conn
 from tests.fixtures.waiting import wait_for
 from tests.integration.test_store import attempt, make_run, ti
 
@@ -178,15 +178,16 @@ def test_a_forked_child_neither_uses_nor_waits_for_the_parents_connection(
     assert states == {"child": TaskState.SUCCESS, "parent": TaskState.SUCCESS}
 
 
-def test_dispose_gives_the_kept_connection_back(tmp_path: Path) -> None:
+def test_dispose_closes_the_kept_connection(tmp_path: Path) -> None:
     s = open_store(f"sqlite:///{tmp_path / 'd.db'}")
     run = make_run()
     s.create_run(run, [])
-    pool = s._engine.pool
-    assert pool.checkedout() == 1  # type: ignore[attr-defined]
+    kept = s._writer._conn
+    assert kept is not None
     s.dispose()
     assert s._writer._conn is None
-    assert pool.checkedout() == 0  # type: ignore[attr-defined]
+    with pytest.raises(sqlite3.ProgrammingError):  # closed
+        kept.execute("SELECT 1")
 
 
 def _rows_in_main_file(store: RunStore, tmp_path: Path, run_id: str) -> int:
@@ -212,12 +213,12 @@ def test_checkpoints_run_off_the_commit_path(
         sqlite_store: RunStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The kept connection never checkpoints inside its COMMIT (wal_autocheckpoint 0); a
     background thread moves the WAL into the database file every CHECKPOINT_EVERY commits;
-    dispose() stops it and gives the connection back checkpointing on its own again."""
-    monkeypatch.setattr(dml, "CHECKPOINT_EVERY", 5)
+    dispose() stops it and closes the connection."""
+    monkeypatch.setattr(sqlite_conn, "CHECKPOINT_EVERY", 5)
     run = make_run()
     sqlite_store.create_run(run, [ti(run.run_id, "a", map_index=m) for m in range(20)])
     kept = sqlite_store._writer._conn
-    assert kept.dbapi_connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    assert kept.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
     for m in range(20):
         sqlite_store.write(WriteBatch(
             task_instance_updates=[ti(run.run_id, "a", map_index=m, state=TaskState.SUCCESS,
@@ -230,7 +231,8 @@ def test_checkpoints_run_off_the_commit_path(
     wait_for(lambda: _rows_in_main_file(sqlite_store, tmp_path, run.run_id) == 20)
     sqlite_store.dispose()
     assert not checkpointer._thread.is_alive()
-    assert kept.dbapi_connection is None  # closed by dispose (returned, then pool disposed)
+    with pytest.raises(sqlite3.ProgrammingError):  # closed by dispose
+        kept.execute("SELECT 1")
 
 
 def test_a_checkpoint_that_left_frames_behind_is_tried_again(
@@ -238,8 +240,8 @@ def test_a_checkpoint_that_left_frames_behind_is_tried_again(
     """A reader's snapshot stops a PASSIVE checkpoint short of the WAL's end. The run's
     last commit asked for that checkpoint and no commit comes after it, so the checkpointer
     itself tries again (CHECKPOINT_RETRY_S apart) until the frames reach the database file."""
-    monkeypatch.setattr(dml, "CHECKPOINT_EVERY", 20)  # one request: at the 20th commit
-    monkeypatch.setattr(dml, "CHECKPOINT_RETRY_S", 0.05)
+    monkeypatch.setattr(sqlite_conn, "CHECKPOINT_EVERY", 20)  # one request: at the 20th commit
+    monkeypatch.setattr(sqlite_conn, "CHECKPOINT_RETRY_S", 0.05)
     run = make_run()
     sqlite_store.create_run(run, [ti(run.run_id, "a", map_index=m) for m in range(20)])
     reader = sqlite3.connect(_db_path(sqlite_store), isolation_level=None)

@@ -19,7 +19,7 @@ from cadenza.core.records import (
     ValueRef,
 )
 from cadenza.core.states import RunState, TaskState
-from cadenza.store import codec
+from cadenza.store import codec, tables
 
 T0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 ERR = ErrorInfo(kind=ErrorKind.EXCEPTION, type="builtins.ValueError", message="bad", traceback="tb",
@@ -39,7 +39,7 @@ def test_run_round_trips_through_params_and_row() -> None:
         heartbeat_at=T0, error="e", tags=("a", "b"), extra={"x": [1]},
         cancel_requested_at=T0,
     )
-    assert codec.run_from_row(_row(codec.RUN_COLUMNS, codec.run_params(run))) == run
+    assert codec.run_from_row(_row(tables.RUN_COLUMNS, codec.run_params(run))) == run
     update = codec.run_update_params(run)
     assert update["k_run_id"] == "r1" and update["hb_at"] == T0
     assert "cancel_requested_at" not in update  # another process owns that column
@@ -53,7 +53,7 @@ def test_task_instance_round_trips_through_params_and_row() -> None:
         cache_origin={"run_id": "r0"}, worker="w", map_count=4, reason="why",
         cache_detail={"why": "miss"},
     )
-    assert codec.ti_from_row(_row(codec.TI_COLUMNS, codec.ti_params(ti))) == ti
+    assert codec.ti_from_row(_row(tables.TI_COLUMNS, codec.ti_params(ti))) == ti
     update = codec.ti_update_params(ti)
     assert (update["k_run_id"], update["k_task_id"], update["k_map_index"]) == ("r1", "t", 3)
 
@@ -62,7 +62,7 @@ def test_attempt_round_trips_through_params_and_row() -> None:
     a = AttemptRecord(run_id="r1", task_id="t", map_index=-1, attempt=1,
                       state=TaskState.UP_FOR_RETRY, started_at=T0, ended_at=T0, worker="w",
                       error=ERR, log_path="logs/x.log")
-    assert codec.attempt_from_row(_row(codec.ATTEMPT_COLUMNS, codec.attempt_params(a))) == a
+    assert codec.attempt_from_row(_row(tables.ATTEMPT_COLUMNS, codec.attempt_params(a))) == a
 
 
 @pytest.mark.parametrize("kind", list(ErrorKind))

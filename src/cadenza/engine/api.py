@@ -429,11 +429,8 @@ def secrets_for(store: Any, settings: Settings) -> Secrets | None:
     How a `processes` worker gets them: inside each TaskCall's context, pickled over the pipe
     to its worker process (multiprocessing's Connection, memory only); no plaintext is ever
     written to disk or put in the environment, and the worker never needs the key."""
-    from cadenza.store.security import security_store
-
     # Read only when secrets exist; a broken key fails only the tasks that read a secret.
-    secrets = security_store(store).load_secrets(lambda: secret_key(settings.home,
-                                                                    create=False))
+    secrets: Secrets = store.load_secrets(lambda: secret_key(settings.home, create=False))
     return secrets if (len(secrets) or secrets.unavailable) else None
 
 

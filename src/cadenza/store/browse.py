@@ -34,9 +34,6 @@ from cadenza.core.records import (
 )
 from cadenza.core.scheduling import SlaMissRecord, TriggerEventRecord
 from cadenza.store.codec import (
-    ATTEMPT_COLUMNS,
-    RUN_COLUMNS,
-    TI_COLUMNS,
     attempt_from_row,
     run_from_row,
     ti_from_row,
@@ -46,6 +43,9 @@ from cadenza.store.db import translated
 from cadenza.store.lineage import _EVENT_COLUMNS, _event_from_row
 from cadenza.store.runs import RunStore
 from cadenza.store.tables import (
+    ATTEMPT_COLUMNS,
+    RUN_COLUMNS,
+    TI_COLUMNS,
     asset_events_table,
     attempts_table,
     pools_table,

@@ -1,8 +1,9 @@
 """Record <-> row conversion for the metadata store's run tables.
 
 What belongs here: turning `cadenza.core.records` (and `core.scheduling`'s) into the parameter dicts the prebuilt DML
-binds, and result rows back into records; the column tuples whose order the `*_from_row`
-functions unpack (select with `select(*RUN_COLUMNS)` etc. to get rows in that order).
+binds, and result rows back into records, in the column order of `tables.py` (select with
+`select(*tables.RUN_COLUMNS)` etc. to get rows in the order the `*_from_row` functions unpack).
+Imports no SQLAlchemy: the SQLite run path (`sqlite_store.py`) uses it too.
 What does not: statements and transactions (`runs.py`, `scheduling.py`, `dml.py`), table
 definitions (`tables.py`).
 
@@ -13,9 +14,12 @@ writes or reads (`RunStore.write` is called once per scheduler step).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from cadenza.core.records import (
+    ArtifactRecord,
+    AssetEventRecord,
     AttemptRecord,
     ErrorInfo,
     MetricRecord,
@@ -25,11 +29,6 @@ from cadenza.core.records import (
 )
 from cadenza.core.scheduling import ScheduleState, TriggerEventRecord
 from cadenza.core.states import RunState, TaskState
-from cadenza.store.tables import attempts_table, runs_table, task_instances_table
-
-RUN_COLUMNS = tuple(runs_table.columns)
-TI_COLUMNS = tuple(task_instances_table.columns)
-ATTEMPT_COLUMNS = tuple(attempts_table.columns)
 
 
 def run_params(r: RunRecord) -> dict[str, Any]:
@@ -262,6 +261,56 @@ def metric_params(m: MetricRecord) -> dict[str, Any]:
         "value_num": None if is_text else float(value),
         "value_text": value if is_text else None,
         "at": m.at,
+    }
+
+
+def by_sha(a: ArtifactRecord) -> str:
+    """Artifacts are written in sha256 order (store/lineage.py, rule 3)."""
+    return a.sha256
+
+
+def artifact_params(a: ArtifactRecord, now: datetime) -> dict[str, Any]:
+    return {
+        "sha256": a.sha256,
+        "uri": a.uri,
+        "size": a.size,
+        "serializer": a.serializer,
+        "type_name": a.type_name,
+        "run_id": a.run_id,
+        "task_id": a.task_id,
+        "map_index": a.map_index,
+        "attempt": a.attempt,
+        "code_fingerprint": a.code_fingerprint,
+        "created_at": a.created_at or now,
+    }
+
+
+def artifact_input_params(ordered: Sequence[ArtifactRecord]) -> list[dict[str, Any]]:
+    """The lineage edges of these artifacts (each input once, in argument order)."""
+    return [
+        {
+            "artifact_sha256": a.sha256,
+            "run_id": a.run_id,
+            "task_id": a.task_id,
+            "map_index": a.map_index,
+            "attempt": a.attempt,
+            "input_sha256": sha,
+            "position": i,
+        }
+        for a in ordered
+        for i, sha in enumerate(dict.fromkeys(a.input_sha256s))
+    ]
+
+
+def asset_event_params(e: AssetEventRecord, now: datetime) -> dict[str, Any]:
+    return {
+        "asset": e.asset,
+        "run_id": e.run_id,
+        "task_id": e.task_id,
+        "map_index": e.map_index,
+        "attempt": e.attempt,
+        "artifact_sha256": e.artifact_sha256,
+        "created_at": e.created_at or now,
     }
 
 

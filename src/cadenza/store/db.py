@@ -17,13 +17,10 @@ up-to-date database costs one SELECT.
 
 from __future__ import annotations
 
-import atexit
 import functools
 import json
 import logging
-import os
 import re
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ParamSpec, Protocol, TypeVar
@@ -32,7 +29,13 @@ from sqlalchemy import Connection, Engine, create_engine, event, exc, select, te
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
-from cadenza.core.errors import StoreError, UsageError
+from cadenza.core.errors import StoreError
+from cadenza.store import sqlite_conn
+from cadenza.store.failures import SQLITE_BUSY_TIMEOUT_S, mask_url, store_error
+from cadenza.store.failures import hint_for as _hint_for
+
+# The store of each (url, pid) lives in store/opening.py; importable from here as before.
+from cadenza.store.opening import store_cache  # noqa: F401
 from cadenza.store.tables import (
     SCHEMA_REVISION,
     metadata,
@@ -46,7 +49,6 @@ log = logging.getLogger(__name__)
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
-SQLITE_BUSY_TIMEOUT_S = 30.0
 POSTGRES_CONNECT_TIMEOUT_S = 5
 # Execution option that marks a read-only connection (deferred BEGIN on SQLite).
 READ_OPTION = "cadenza_read"
@@ -54,68 +56,6 @@ READ_OPTION = "cadenza_read"
 _PG_SCHEMA_LOCK = 0x63_61_64_65_6E_7A_61
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-
-
-def mask_url(url: str | URL) -> str:
-    """The URL with its password replaced by ***, for messages and logs."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except exc.ArgumentError:
-        return "<unparseable database URL>"
-
-
-def _hint_for(url: str | URL) -> str:
-    try:
-        u = make_url(url)
-    except exc.ArgumentError:
-        return (
-            "set CADENZA_DATABASE_URL to sqlite:///path/to/cadenza.db or postgresql+psycopg://..."
-        )
-    if u.get_backend_name() == "sqlite":
-        where = u.database or ":memory:"
-        return (
-            f"check that {where} is on a local disk and its folder is writable, "
-            "or set CADENZA_DATABASE_URL"
-        )
-    if u.get_backend_name() == "postgresql":
-        return (
-            f"is PostgreSQL running at {u.host or 'localhost'}:{u.port or 5432} and does "
-            f"database '{u.database}' exist? Set the URL in CADENZA_DATABASE_URL or "
-            "database_url in cadenza.toml"
-        )
-    return "Cadenza supports sqlite:/// and postgresql+psycopg:// URLs; set CADENZA_DATABASE_URL"
-
-
-def store_error(exc_: BaseException, url: str | URL, action: str) -> StoreError | UsageError:
-    """Translate a SQLAlchemy/DBAPI error raised while doing `action` into a StoreError, or
-    into a UsageError when the caller's value is what the database refuses (PostgreSQL
-    stores no NUL character in text or JSON: that is bad input, not a store outage)."""
-    orig = getattr(exc_, "orig", None) or exc_
-    detail = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
-    kinds = {c.__name__ for c in type(orig).__mro__} | {type(exc_).__name__}
-    lowered = detail.lower()
-    if "DataError" in kinds and ("nul (0x00)" in lowered or "\\u0000" in str(orig).lower()):
-        return UsageError(f"{action}: a value holds a NUL character (\\x00), which the "
-                          "metadata store (PostgreSQL) cannot keep",
-                          hint="remove the NUL character from the name or value")
-    if "IntegrityError" in kinds:
-        hint = (
-            "a row with this key already exists, or refers to a row that does not; "
-            "use a new run id, or report this as a Cadenza bug"
-        )
-    elif "ProgrammingError" in kinds or "no such table" in lowered or "no such column" in lowered:
-        hint = (
-            "the database schema does not match this Cadenza: run `cadenza db upgrade`, or "
-            "point CADENZA_DATABASE_URL at another database"
-        )
-    elif "database is locked" in lowered:
-        hint = (
-            f"another process held the SQLite write lock for over {SQLITE_BUSY_TIMEOUT_S:g} s; "
-            "use PostgreSQL (CADENZA_DATABASE_URL) for many concurrent writers"
-        )
-    else:
-        hint = _hint_for(url)
-    return StoreError(f"metadata store {mask_url(url)}: {action} failed: {detail}", hint=hint)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,42 +156,12 @@ def _json_loads(data: Any) -> Any:
     return _orjson_loads(data)
 
 
-def _bind_none_directly() -> None:
-    """Give `sqlite3` an adapter for None (None -> None), unless someone registered one.
-
-    Why: `sqlite3` binds an int, float or str directly but sends every other parameter,
-    None included, through its adapter protocol, which looks the type up in the adapter
-    registry and then asks `PrepareProtocol.__adapt__`, raising and clearing an
-    AttributeError per value. A chained step's write binds ~25 Nones (empty columns of two
-    task instances and an attempt): ~110 k of its ~670 k instructions (callgrind). With
-    an adapter registered, the lookup finds it and calls `{}.get(None)` (C, returns None),
-    and the value is bound as NULL as before. The registry is process-wide; the adapter
-    changes no value, and one registered before is kept.
-    """
-    import sqlite3
-
-    key = (type(None), sqlite3.PrepareProtocol)
-    if key not in sqlite3.adapters:
-        sqlite3.register_adapter(type(None), _NONE_TO_NONE)
-
-
-_EMPTY: dict[None, None] = {}
-_NONE_TO_NONE: Callable[[None], None] = _EMPTY.get
-
-
 def _create_sqlite_engine(u: URL) -> Engine:
-    _bind_none_directly()
+    sqlite_conn.bind_none_directly()
     memory = _is_memory(u)
     if not memory:
         assert u.database is not None
-        path = Path(u.database).expanduser()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise StoreError(
-                f"cannot create the folder of the SQLite store {path}: {e}",
-                hint="set CADENZA_HOME or CADENZA_DATABASE_URL to a writable location",
-            ) from e
+        sqlite_conn.make_folder(u.database)
     kwargs: dict[str, Any] = {"connect_args": _sqlite_connect_args(u)}
     if memory:
         # One shared connection, or every thread would see its own empty database.
@@ -262,16 +172,7 @@ def _create_sqlite_engine(u: URL) -> Engine:
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # We emit BEGIN ourselves (below); pysqlite's own transaction handling would
         # start deferred transactions behind our back.
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        try:
-            cur.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
-            if not memory:
-                cur.execute("PRAGMA journal_mode = WAL")
-            cur.execute("PRAGMA synchronous = NORMAL")
-            cur.execute("PRAGMA foreign_keys = ON")
-        finally:
-            cur.close()
+        sqlite_conn.configure(dbapi_conn, memory=memory)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
@@ -389,77 +290,6 @@ def upgrade_database(url: str | None = None) -> str:
         return ensure_schema(engine)
     finally:
         engine.dispose()
-
-
-# ---------------------------------------------------------------------------------------------
-# Process-wide cache
-
-
-class ProcessCache:
-    """Objects cached per (url, pid): after a fork the child builds its own engine and
-    leaves the parent's pooled connections alone (using them from two processes corrupts
-    PostgreSQL sessions and SQLite locks)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._items: dict[tuple[str, int], Any] = {}
-        self._exit_hook = False
-        # A thread of the parent may hold the lock at fork time; the child starts unlocked.
-        os.register_at_fork(after_in_child=self._reset_lock)
-
-    def _reset_lock(self) -> None:
-        self._lock = threading.Lock()
-
-    def urls(self) -> list[str]:
-        """The URLs with an object cached in this process."""
-        pid = os.getpid()
-        return [url for url, owner in list(self._items) if owner == pid]
-
-    def peek(self, url: str) -> Any:
-        """The cached object for `url` in this process, or None (creates nothing)."""
-        return self._items.get((url, os.getpid()))
-
-    def get_or_create(self, url: str, factory: Any) -> Any:
-        key = (url, os.getpid())
-        item = self._items.get(key)
-        if item is not None:
-            return item
-        with self._lock:
-            item = self._items.get(key)
-            if item is None:
-                item = factory()
-                self._items[key] = item
-                if not self._exit_hook:
-                    self._exit_hook = True
-                    atexit.register(self._close_at_exit)
-            return item
-
-    def _close_at_exit(self) -> None:
-        """Close this process's stores at exit: pooled connections are closed in order, and
-        SQLite folds its WAL back into the database file on the last close, instead of
-        leaving that to the interpreter's final garbage collection.
-
-        (Freezing the heap here as well would skip that collection, ~25 ms of a one-task
-        run, but it also skips the `__del__` of user objects in reference cycles, such as a
-        buffered file that was never flushed: user data would be lost. Not done.)
-        """
-        pid = os.getpid()
-        for (_, owner), item in list(self._items.items()):
-            if owner == pid:
-                try:
-                    item.dispose()
-                except Exception as exc:  # noqa: BLE001 - exiting anyway; say what failed
-                    log.debug("closing %s at exit failed: %s", item, exc)
-
-    def discard(self, url: str, item: Any) -> None:
-        key = (url, os.getpid())
-        with self._lock:
-            if self._items.get(key) is item:
-                del self._items[key]
-
-
-# The RunStore of each (url, pid); see runs.open_store.
-store_cache = ProcessCache()
 
 
 def dialect_insert(dialect: str, table: Any) -> Any:

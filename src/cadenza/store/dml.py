@@ -19,7 +19,6 @@ stored is byte-for-byte what the Core path would store, and reads go through Cor
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
@@ -31,7 +30,9 @@ from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.dml import UpdateBase
 
 from cadenza.core.errors import StoreError
-from cadenza.store.db import dialect_insert, store_error
+from cadenza.store import failures, sqlite_conn
+from cadenza.store.db import dialect_insert
+from cadenza.store.failures import store_error
 
 if TYPE_CHECKING:
     from cadenza.store.pgwrite import PgStatement, PgWriteConnection
@@ -273,9 +274,9 @@ class Writer:
         self._lock = threading.Lock()
         self._conn: Any = None
         self._pg: PgWriteConnection | None = None  # PostgreSQL: the kept connection's state
-        self._born = _forks
+        self._born = sqlite_conn.forks()
         self._commits = 0
-        self._checkpointer: _Checkpointer | None = None
+        self._checkpointer: sqlite_conn.Checkpointer | None = None
         # The last run() failed because its kept connection was lost (dropped by the
         # server, a network cut): whether its COMMIT happened is unknown (store/lost_commit.py).
         self.lost = False
@@ -291,7 +292,7 @@ class Writer:
         4. Any error rolls back; a disconnect also drops the connection.
         All DBAPI errors and parameter conversion errors become StoreError.
         """
-        if not self._keep or _forks != self._born:
+        if not self._keep or sqlite_conn.forks() != self._born:
             _transaction(self._engine, self._url, None, steps, action, synchronous=synchronous)
             return
         with self._lock:
@@ -308,9 +309,12 @@ class Writer:
             if self._postgres:
                 return
             self._commits += 1
-            if self._commits % CHECKPOINT_EVERY == 0:
+            if self._commits % sqlite_conn.CHECKPOINT_EVERY == 0:
                 if self._checkpointer is None:
-                    self._checkpointer = _Checkpointer(self._engine)
+                    engine = self._engine
+                    self._checkpointer = sqlite_conn.Checkpointer(
+                        engine.raw_connection,
+                        (exc.SQLAlchemyError, engine.dialect.loaded_dbapi.Error))
                 self._checkpointer.request()
 
     def _connect(self, action: str) -> Any:
@@ -332,7 +336,7 @@ class Writer:
 
     def close(self) -> None:
         """Give the kept connection back to the pool (before the engine is disposed)."""
-        if _forks != self._born:
+        if sqlite_conn.forks() != self._born:
             return
         with self._lock:
             conn, pg_write, self._conn, self._pg = self._conn, self._pg, None, None
@@ -350,7 +354,7 @@ class Writer:
                     pg.prepare_threshold = 5  # psycopg's default
                 else:
                     conn.dbapi_connection.execute(
-                        f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT}")
+                        f"PRAGMA wal_autocheckpoint = {sqlite_conn.AUTOCHECKPOINT}")
             except self._engine.dialect.loaded_dbapi.Error as e:
                 conn.invalidate(e)
             conn.close()
@@ -362,80 +366,10 @@ def _pipelines_supported() -> bool:
     return bool(psycopg.Pipeline.is_supported())
 
 
-# Forks this process descends from: a Writer made before a fork sees a bigger number in the
-# child (comparing pids instead costs a getpid system call per write).
-_forks = 0
-
-
-def _forked() -> None:
-    global _forks
-    _forks += 1
-
-
-os.register_at_fork(after_in_child=_forked)
-
-
-# Commits of a kept SQLite connection between two background checkpoints; SQLite's own
-# default (`AUTOCHECKPOINT` pages, ~4 MB of WAL) is crossed about every 100 commits of a
-# chained step (a task instance update and an attempt insert dirty ~10 pages).
-CHECKPOINT_EVERY = 100
-CHECKPOINT_RETRIES = 5  # a checkpoint that left frames behind: tried again this often,
-CHECKPOINT_RETRY_S = 0.5  # this far apart
-AUTOCHECKPOINT = 1000
-
-
-class _Checkpointer:
-    """A daemon thread that runs `PRAGMA wal_checkpoint(PASSIVE)` on a pooled connection when
-    asked (`request`, which never waits), until `stop`."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._wake = threading.Event()
-        self._stopping = False
-        self.left_behind = 0  # checkpoints that left WAL frames behind (then tried again)
-        self._thread = threading.Thread(target=self._loop, name="cadenza-sqlite-checkpoint",
-                                        daemon=True)
-        self._thread.start()
-
-    def request(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        again_in: float | None = None
-        tries = 0
-        while True:
-            self._wake.wait(again_in)
-            self._wake.clear()
-            if self._stopping:
-                return
-            again_in = None
-            try:
-                conn = self._engine.raw_connection()
-                try:
-                    cursor = conn.cursor()
-                    row = cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    cursor.close()
-                finally:
-                    conn.close()
-            except (exc.SQLAlchemyError, self._engine.dialect.loaded_dbapi.Error) as e:
-                # Nothing is lost: the WAL keeps the commits; tried again below.
-                log.warning("background SQLite checkpoint failed: %s", e)
-                row = None
-            # (busy, frames in the WAL, frames checkpointed): a PASSIVE checkpoint leaves
-            # frames behind while a reader's snapshot or another checkpoint is in its way.
-            # Try again shortly (a few times) rather than at the next CHECKPOINT_EVERY
-            # commits, which may never come once a run has ended.
-            done = row is not None and (row[1] <= 0 or row[2] >= row[1])
-            tries = 0 if done else tries + 1
-            if not done:
-                self.left_behind += 1
-            if not done and tries <= CHECKPOINT_RETRIES:
-                again_in = CHECKPOINT_RETRY_S
+# Commits of a kept SQLite connection between two background checkpoints, and the rest of
+# the checkpoint rules: store/sqlite_conn.py (the SQLite run path shares them).
+CHECKPOINT_EVERY = sqlite_conn.CHECKPOINT_EVERY
+AUTOCHECKPOINT = sqlite_conn.AUTOCHECKPOINT
 
 
 def _checkout(engine: Engine, url: str, action: str) -> Any:
@@ -647,16 +581,9 @@ def _rollback(conn: Any, dialect: Any, error: BaseException | None, cursor: Any)
 
 
 def _bad_values(e: Exception, action: str) -> StoreError:
-    return StoreError(
-        f"metadata store: cannot store these values while {action}: {e}",
-        hint="records must hold UTC-aware datetimes and JSON-serialisable params and outputs",
-    )
+    return failures.bad_values(e, action)
 
 
 def _missing_rows(count: int, rows: list[dict[str, Any]], what: str) -> StoreError:
     keys = [tuple(str(v) for k, v in row.items() if k.startswith("k_")) for row in rows[:5]]
-    return StoreError(
-        f"metadata store: {count} of {len(rows)} {what} updated; the others do not exist "
-        f"(keys: {keys})",
-        hint="insert rows before updating them (WriteBatch.new_*); this is a bug in the caller",
-    )
+    return failures.missing_rows(count, keys, len(rows), what)

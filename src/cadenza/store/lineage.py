@@ -46,6 +46,12 @@ from sqlalchemy import (
 
 from cadenza.core.errors import ArtifactNotFound, UsageError
 from cadenza.core.records import ArtifactRecord, AssetEventRecord
+from cadenza.store.codec import (
+    artifact_input_params,
+    artifact_params,
+    asset_event_params,
+    by_sha,
+)
 from cadenza.store.db import dialect_insert
 from cadenza.store.dml import PreparedDml, Step
 from cadenza.store.tables import (
@@ -149,21 +155,9 @@ class LineageDml:
         """The steps that write these records (none for empty lists)."""
         steps: list[Step] = []
         if artifacts:
-            ordered = sorted(artifacts, key=_by_sha)  # rule 3 of the module docstring
-            steps.append((self.insert_artifact, [_artifact_params(a, now) for a in ordered], False))
-            edges = [
-                {
-                    "artifact_sha256": a.sha256,
-                    "run_id": a.run_id,
-                    "task_id": a.task_id,
-                    "map_index": a.map_index,
-                    "attempt": a.attempt,
-                    "input_sha256": sha,
-                    "position": i,
-                }
-                for a in ordered
-                for i, sha in enumerate(dict.fromkeys(a.input_sha256s))
-            ]
+            ordered = sorted(artifacts, key=by_sha)  # rule 3 of the module docstring
+            steps.append((self.insert_artifact, [artifact_params(a, now) for a in ordered], False))
+            edges = artifact_input_params(ordered)
             if edges:
                 steps.append((self.insert_artifact_input, edges, False))
         if asset_events:
@@ -171,41 +165,10 @@ class LineageDml:
                 keys = sorted({asset_lock_key(e.asset) for e in asset_events})
                 steps.append((self.lock_asset, [{"lock_key": k} for k in keys], False))
             steps.append(
-                (self.insert_asset_event, [_event_params(e, now) for e in asset_events], False)
+                (self.insert_asset_event, [asset_event_params(e, now) for e in asset_events],
+                 False)
             )
         return steps
-
-
-def _by_sha(a: ArtifactRecord) -> str:
-    return a.sha256
-
-
-def _artifact_params(a: ArtifactRecord, now: datetime) -> dict[str, Any]:
-    return {
-        "sha256": a.sha256,
-        "uri": a.uri,
-        "size": a.size,
-        "serializer": a.serializer,
-        "type_name": a.type_name,
-        "run_id": a.run_id,
-        "task_id": a.task_id,
-        "map_index": a.map_index,
-        "attempt": a.attempt,
-        "code_fingerprint": a.code_fingerprint,
-        "created_at": a.created_at or now,
-    }
-
-
-def _event_params(e: AssetEventRecord, now: datetime) -> dict[str, Any]:
-    return {
-        "asset": e.asset,
-        "run_id": e.run_id,
-        "task_id": e.task_id,
-        "map_index": e.map_index,
-        "attempt": e.attempt,
-        "artifact_sha256": e.artifact_sha256,
-        "created_at": e.created_at or now,
-    }
 
 
 # ---------------------------------------------------------------------------------------------

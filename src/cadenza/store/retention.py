@@ -33,7 +33,7 @@ from cadenza.core import clock
 from cadenza.core.errors import RunNotFound, UsageError
 from cadenza.core.retention import RunsDeleted, RunSelection, StoredArtifact
 from cadenza.core.states import RunState
-from cadenza.store.db import store_error
+from cadenza.store.failures import store_error
 from cadenza.store.tables import (
     artifact_inputs_table,
     artifacts_table,

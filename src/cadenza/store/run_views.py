@@ -24,10 +24,16 @@ from sqlalchemy import Connection, Select, bindparam, func, select, tuple_
 
 from cadenza.core.records import RunRecord, TaskInstanceRecord
 from cadenza.core.states import RunState, TaskState
-from cadenza.store.codec import RUN_COLUMNS, TI_COLUMNS, run_from_row, ti_from_row
+from cadenza.store.codec import run_from_row, ti_from_row
 from cadenza.store.db import translated
 from cadenza.store.runs import RunStore, _run_not_found
-from cadenza.store.tables import UTCDateTime, runs_table, task_instances_table
+from cadenza.store.tables import (
+    RUN_COLUMNS,
+    TI_COLUMNS,
+    UTCDateTime,
+    runs_table,
+    task_instances_table,
+)
 
 _runs = runs_table
 _tis = task_instances_table

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,6 +28,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Insert,
+    Select,
     Table,
     and_,
     bindparam,
@@ -51,12 +52,10 @@ from cadenza.core.records import (
     TaskInstanceRecord,
     WriteBatch,
 )
+from cadenza.core.security import Secrets
 from cadenza.core.states import RunState, TaskState
 from cadenza.store import lineage
 from cadenza.store.codec import (
-    ATTEMPT_COLUMNS,
-    RUN_COLUMNS,
-    TI_COLUMNS,
     attempt_from_row,
     attempt_params,
     metric_params,
@@ -72,12 +71,15 @@ from cadenza.store.db import (
     create_store_engine,
     dialect_insert,
     ensure_schema,
-    mask_url,
-    store_cache,
     translated,
 )
 from cadenza.store.dml import PreparedDml, Step, Writer
+from cadenza.store.failures import mask_url
+from cadenza.store.opening import open_store  # noqa: F401 - its home before opening.py
 from cadenza.store.tables import (
+    ATTEMPT_COLUMNS,
+    RUN_COLUMNS,
+    TI_COLUMNS,
     UTCDateTime,
     asset_events_table,
     attempts_table,
@@ -163,6 +165,46 @@ _SELECT_CANCEL_REQUESTS = select(_runs.c.run_id).where(
     _runs.c.run_id.in_(bindparam("run_ids", expanding=True)),
     _runs.c.cancel_requested_at.is_not(None),
 )
+
+_POOL_COLUMNS = (_pools.c.name, _pools.c.slots, _pools.c.description)
+_SELECT_POOL = select(*_POOL_COLUMNS).where(_pools.c.name == bindparam("name"))
+_LIST_POOLS = select(*_POOL_COLUMNS).order_by(_pools.c.name)
+# Every driving process's heartbeat thread renews its runs' leases with this (engine/lease.py).
+_RENEW_LEASE = (
+    update(_runs)
+    .where(_runs.c.run_id == bindparam("k_run_id"), _runs.c.driver_id == bindparam("k_driver_id"))
+    .values(heartbeat_at=bindparam("heartbeat_at"))
+)
+
+
+def ensure_pool_insert(dialect: str) -> Insert:
+    """INSERT a pool (name, slots, description) unless one by that name exists."""
+    ins: Insert = (
+        dialect_insert(dialect, _pools)
+        .values(name=bindparam("name"), slots=bindparam("slots"),
+                description=bindparam("description"))
+        .on_conflict_do_nothing(index_elements=[_pools.c.name])
+    )
+    return ins
+
+
+def find_cached_query(*, not_before: bool) -> Select[Any]:
+    """`RunStore.find_cached`'s query: parameters cache_key, state (success) and, with
+    `not_before`, not_before."""
+    t = _tis.c
+    q = select(*TI_COLUMNS).where(
+        t.cache_key == bindparam("cache_key"),
+        t.state == bindparam("state", type_=t.state.type),
+        t.ended_at.is_not(None),
+    )
+    if not_before:
+        q = q.where(t.ended_at >= bindparam("not_before", type_=t.ended_at.type))
+    return q.order_by(t.ended_at.desc()).limit(1)
+
+
+_FIND_CACHED = find_cached_query(not_before=False)
+_FIND_CACHED_NOT_BEFORE = find_cached_query(not_before=True)
+
 
 class _Unset(enum.Enum):
     UNSET = enum.auto()
@@ -464,16 +506,13 @@ class RunStore:
 
         Newest by ended_at; with `not_before`, only those that ended at or after it.
         """
-        q = select(*TI_COLUMNS).where(
-            _tis.c.cache_key == cache_key,
-            _tis.c.state == TaskState.SUCCESS.value,
-            _tis.c.ended_at.is_not(None),
-        )
-        if not_before is not None:
-            q = q.where(_tis.c.ended_at >= not_before)
-        q = q.order_by(_tis.c.ended_at.desc()).limit(1)
+        params: dict[str, Any] = {"cache_key": cache_key, "state": TaskState.SUCCESS.value}
+        if not_before is None:
+            q = _FIND_CACHED
+        else:
+            q, params["not_before"] = _FIND_CACHED_NOT_BEFORE, not_before
         with self._read_engine.connect() as conn:
-            row = conn.execute(q).first()
+            row = conn.execute(q, params).first()
         return None if row is None else ti_from_row(row)
 
     @translated("reading the latest task instance")
@@ -575,9 +614,9 @@ class RunStore:
 
     @translated("listing pools")
     def list_pools(self) -> list[PoolRecord]:
-        q = select(_pools.c.name, _pools.c.slots, _pools.c.description).order_by(_pools.c.name)
         with self._read_engine.connect() as conn:
-            return [PoolRecord(name=n, slots=s, description=d) for n, s, d in conn.execute(q)]
+            return [PoolRecord(name=n, slots=s, description=d)
+                    for n, s, d in conn.execute(_LIST_POOLS)]
 
     @translated("reading a pool")
     def get_pool(self, name: str) -> PoolRecord | None:
@@ -586,9 +625,7 @@ class RunStore:
 
     @staticmethod
     def _get_pool(conn: Connection, name: str) -> PoolRecord | None:
-        row = conn.execute(
-            select(_pools.c.name, _pools.c.slots, _pools.c.description).where(_pools.c.name == name)
-        ).first()
+        row = conn.execute(_SELECT_POOL, {"name": name}).first()
         return None if row is None else PoolRecord(name=row[0], slots=row[1], description=row[2])
 
     def _insert_pool(self) -> Any:
@@ -611,16 +648,20 @@ class RunStore:
     def ensure_pool(self, name: str, slots: int) -> PoolRecord:
         """Create the pool if it is missing; otherwise return it unchanged."""
         _check_slots(name, slots)
-        ins = (
-            self._insert_pool()
-            .values(name=name, slots=slots, description="")
-            .on_conflict_do_nothing(index_elements=[_pools.c.name])
-        )
         with self._engine.begin() as conn:
-            conn.execute(ins)
+            conn.execute(ensure_pool_insert(self._dialect),
+                         {"name": name, "slots": slots, "description": ""})
             pool = self._get_pool(conn, name)
         assert pool is not None  # inserted or already there, in this transaction
         return pool
+
+    def load_secrets(self, key: bytes | None | Callable[[], bytes | None],
+                     names: Sequence[str] | None = None) -> Secrets:
+        """The stored secrets, decrypted: `SecurityStore.load_secrets` (what a run hands its
+        tasks; with no secrets stored, `key` is not read)."""
+        from cadenza.store.security import security_store
+
+        return security_store(self).load_secrets(key, names)
 
     # -- driver leases --------------------------------------------------------------------------
 
@@ -675,13 +716,9 @@ class RunStore:
     @translated("renewing a run lease")
     def renew_lease(self, run_id: str, driver_id: str) -> bool:
         """Refresh the heartbeat; False if the run is no longer ours (another driver took it)."""
-        stmt = (
-            update(_runs)
-            .where(and_(_runs.c.run_id == run_id, _runs.c.driver_id == driver_id))
-            .values(heartbeat_at=clock.now())
-        )
+        params = {"k_run_id": run_id, "k_driver_id": driver_id, "heartbeat_at": clock.now()}
         with self._engine.begin() as conn:
-            return bool(conn.execute(stmt).rowcount == 1)
+            return bool(conn.execute(_RENEW_LEASE, params).rowcount == 1)
 
     @translated("releasing a run")
     def release_run(self, run_id: str, driver_id: str) -> None:
@@ -767,6 +804,8 @@ class RunStore:
 
         A later `open_store()` with the same URL builds a new one.
         """
+        from cadenza.store.opening import store_cache
+
         store_cache.discard(self.url, self)
         self._writer.close()
         self._engine.dispose()
@@ -776,32 +815,12 @@ def _run_not_found(run_id: str) -> RunNotFound:
     return RunNotFound(f"no run with id '{run_id}'", hint="list run ids with `cadenza runs list`")
 
 
-def open_store(url: str | None = None) -> RunStore:
-    """The process's RunStore for `url` (default: settings' database_url).
-
-    Cached per (url, pid): a process reuses one engine and connection pool; a forked child
-    gets its own. The first open creates the SQLite file's folder and the schema (or
-    migrates an older schema). Raises StoreError when the database cannot be reached.
-
-    Example:
-        >>> store = open_store()  # .cadenza/cadenza.db in the project folder
-        >>> store.list_runs(limit=5)
-        []
-    """
-    if url is None:
-        from cadenza.core.settings import get_settings
-
-        url = get_settings().database_url
-    resolved = url
-
-    def build() -> RunStore:
-        engine = create_store_engine(resolved)
-        try:
-            ensure_schema(engine)
-        except BaseException:
-            engine.dispose()
-            raise
-        return RunStore(resolved, engine)
-
-    store: RunStore = store_cache.get_or_create(url, build)
-    return store
+def build_run_store(url: str) -> RunStore:
+    """A new RunStore on `url`, its schema made current (`open_store` caches it)."""
+    engine = create_store_engine(url)
+    try:
+        ensure_schema(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return RunStore(url, engine)

@@ -55,7 +55,6 @@ from cadenza.core.scheduling import (
 )
 from cadenza.core.states import RunState
 from cadenza.store.codec import (
-    RUN_COLUMNS,
     run_from_row,
     run_params,
     schedule_state_from_row,
@@ -73,6 +72,7 @@ from cadenza.store.dml import (
 )
 from cadenza.store.runs import RunStore
 from cadenza.store.tables import (
+    RUN_COLUMNS,
     asset_events_table,
     run_keys_table,
     runs_table,

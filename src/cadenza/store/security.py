@@ -29,7 +29,6 @@ from sqlalchemy import delete, func, insert, select, update
 
 from cadenza.core import clock
 from cadenza.core.errors import (
-    ConfigError,
     NotAuthenticated,
     SecretNotFound,
     StateConflict,
@@ -54,6 +53,7 @@ from cadenza.core.security import (
 )
 from cadenza.store.db import translated
 from cadenza.store.runs import RunStore
+from cadenza.store.secret_values import decrypt_secrets, fernet
 from cadenza.store.tables import api_tokens_table, audit_table, secrets_table, users_table
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,8 @@ _audit = audit_table
 # write per call would double the store's load under many polling clients.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 MAX_AUDIT_DETAIL = 2000
+# What a run reads to hand its tasks their secrets (also rendered for the SQLite run path).
+SELECT_SECRETS = select(_secrets.c.name, _secrets.c.ciphertext)
 
 
 def _user_from_row(row: Any) -> UserRecord:
@@ -116,10 +118,7 @@ def _dummy_hash() -> str:
     return _dummy[0]
 
 
-def _fernet(key: bytes) -> Any:
-    from cryptography.fernet import Fernet
-
-    return Fernet(key)
+_fernet = fernet
 
 
 class SecurityStore:
@@ -339,37 +338,12 @@ class SecurityStore:
         cryptography not even imported. A secret that `key` cannot decrypt (or with no key
         at all) is listed as unavailable with the reason, so only a task that reads it
         fails."""
-        query = select(_secrets.c.name, _secrets.c.ciphertext)
+        query = SELECT_SECRETS
         if names is not None:
             query = query.where(_secrets.c.name.in_(list(names)))
         with self._read_engine.connect() as conn:
-            rows = conn.execute(query).all()
-        if not rows:
-            return Secrets()
-        reason = ("no secret key here: CADENZA_SECRET_KEY is unset and there is no "
-                  "secret.key in CADENZA_HOME")
-        if callable(key):
-            try:
-                key = key()
-            except ConfigError as exc:  # a broken key fails only the tasks reading a secret
-                log.warning("secrets cannot be decrypted: %s", exc)
-                key, reason = None, exc.message
-        if key is None:
-            return Secrets(unavailable={r.name: reason for r in rows})
-        from cryptography.fernet import InvalidToken
-
-        fernet = _fernet(key)
-        values: dict[str, str] = {}
-        unavailable: dict[str, str] = {}
-        for r in rows:
-            try:
-                values[r.name] = fernet.decrypt(r.ciphertext.encode("ascii")).decode("utf-8")
-            except (InvalidToken, ValueError):
-                unavailable[r.name] = "it was encrypted with another secret key"
-        if unavailable:
-            log.warning("secrets %s cannot be decrypted with this secret key; tasks reading "
-                        "them will fail", ", ".join(sorted(unavailable)))
-        return Secrets(values, unavailable)
+            rows = [(r.name, r.ciphertext) for r in conn.execute(query)]
+        return decrypt_secrets(rows, key)
 
     # -- audit ----------------------------------------------------------------------------------
 

@@ -40,6 +40,11 @@ from sqlalchemy import (
     text,
 )
 
+from cadenza.store import sqlite_conn
+
+_sqlite_bind = sqlite_conn.bind_time
+_sqlite_result = sqlite_conn.load_time
+
 # The newest Alembic revision. Opening a database whose alembic_version row equals this
 # does no migration work at all (see db.ensure_schema).
 SCHEMA_REVISION = "0008"
@@ -105,20 +110,6 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value if tz is UTC else value.astimezone(UTC)
 
 
-def _sqlite_bind(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    tz = value.tzinfo
-    if tz is None:
-        raise ValueError(f"naive datetime {value!r}: the store needs UTC-aware datetimes")
-    if tz is not UTC:
-        value = value.astimezone(UTC)
-    # The UTC offset's "+00:00" cut off the text: the same string as formatting the naive
-    # `value.replace(tzinfo=None)`, without building that datetime (replace() parses its
-    # keyword argument: ~2x the cost of the whole conversion, ~8 values per chained step).
-    return value.isoformat(" ", "microseconds")[:-6]
-
-
 def _aware_result(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -126,16 +117,6 @@ def _aware_result(value: datetime | None) -> datetime | None:
     if tz is None:
         return value.replace(tzinfo=UTC)
     return value if tz is UTC else value.astimezone(UTC)
-
-
-def _sqlite_result(value: str | datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
 
 
 # Tables keyed by text columns are WITHOUT ROWID on SQLite: one b-tree instead of a rowid table
@@ -388,6 +369,11 @@ asset_events_table = Table(
     ForeignKeyConstraint(["run_id"], ["runs.run_id"], ondelete="CASCADE"),
     Index(None, "run_id"),
 )
+
+# Rows of `select(*RUN_COLUMNS)` etc. are what codec.py's `*_from_row` functions unpack.
+RUN_COLUMNS = tuple(runs_table.columns)
+TI_COLUMNS = tuple(task_instances_table.columns)
+ATTEMPT_COLUMNS = tuple(attempts_table.columns)
 
 # Kept out of `metadata`: Alembic owns this table and leaves it out of comparisons.
 version_metadata = MetaData()

@@ -5,8 +5,9 @@ recovered the way a user would (`cadenza resume`), then checked (tests/chaos/ver
 Fault kinds (`KINDS`):
   worker_kill   kill -9 of a processes worker in the middle of a task
   driver_kill   kill -9 of the driver's process group (`cadenza run`), then `cadenza resume`;
-                measures how long its workers outlive it (the window) and how many task
-                bodies end in that window
+                measures how long its workers outlive it (the window), how long anything
+                it started does (forkserver, workers' guards, tasks' children), and how many
+                task bodies end after the kill
   worker_stop   SIGSTOP of a worker in the middle of a task for 1.5 leases, then SIGCONT
   driver_stop   SIGSTOP of the driver's process group for 1.5 leases, then SIGCONT
   disk_full     the artifact root is a small tmpfs with a few KB left: the run fails naming
@@ -97,6 +98,7 @@ class Outcome:
     recover_s: float | None = None
     resumes: int = 0
     window_ms: float | None = None  # driver_kill: how long workers outlived the driver
+    family_ms: float | None = None  # driver_kill: ... and every process it started
     ended_in_window: int = 0  # driver_kill: task bodies that ended after the kill
     note: str = ""
     output: str = ""  # what the user saw (driver and resume)
@@ -119,6 +121,9 @@ class Report:
 
     def windows(self) -> list[float]:
         return [o.window_ms for o in self.outcomes if o.window_ms is not None]
+
+    def family_windows(self) -> list[float]:
+        return [o.family_ms for o in self.outcomes if o.family_ms is not None]
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -170,6 +175,15 @@ class LedgerTail:
 
     def ends(self, run_id: str) -> int:
         return sum(1 for x in self.lines if x.run_id == run_id and x.phase == "end")
+
+
+def _children(process: Any) -> list[Any]:
+    import psutil
+
+    try:
+        return list(process.children())
+    except psutil.NoSuchProcess:
+        return []
 
 
 def _alive(pid: int) -> bool:
@@ -352,20 +366,31 @@ class Campaign:
         if not self._wait_ends(proc, out.run_id or "", at):
             return None
         try:
+            helpers = psutil.Process(proc.pid).children()  # the forkserver, in its group
             family = psutil.Process(proc.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             return None
+        # Workers: the processes that run task bodies (the forkserver's children); the rest
+        # of the family: the forkserver, each worker's guard, what tasks started.
+        workers = {p.pid for h in helpers for p in _children(h)}
         os.killpg(proc.pid, signal.SIGKILL)
         struck, wall = time.monotonic(), time.time()
         out.fired = True
-        survivors = [p for p in family if _alive(p.pid)]
-        out.note = f"{len(survivors)} workers outlived the driver's group"
-        while any(_alive(p.pid) for p in survivors):
-            if time.monotonic() - struck > 30:
-                out.note += "; a worker was still alive 30 s later"
+        alive = [p.pid for p in family if _alive(p.pid)]
+        out.note = (f"{len(workers & set(alive))} workers and {len(alive)} processes in all "
+                    "outlived the driver's group")
+        while alive:
+            alive = [pid for pid in alive if _alive(pid)]
+            now = time.monotonic()
+            if out.window_ms is None and not workers.intersection(alive):
+                out.window_ms = (now - struck) * 1000
+            if now - struck > 30:
+                out.note += "; a process was still alive 30 s later"
                 break
             time.sleep(0.0005)
-        out.window_ms = (time.monotonic() - struck) * 1000
+        out.family_ms = (time.monotonic() - struck) * 1000
+        if out.window_ms is None:
+            out.window_ms = out.family_ms
         proc.wait()
         self.tail.poll()
         out.ended_in_window = sum(1 for x in self.tail.lines if x.run_id == out.run_id

@@ -713,6 +713,7 @@ def _watch_parent(life_fd: int) -> None:
 def child_loop(result_fd: int, life_fd: int, first: tuple[Any, ...]) -> None:
     """The worker's main, after BOOT set up sys.path: run calls until stdin closes."""
     from cadenza.executors import worker
+    from cadenza.executors.processes.lifeline import start_guard
     from cadenza.executors.processes.main_module import adopt_main_names
     from cadenza.executors.processes.wire import (
         CALL_FIELDS,
@@ -722,6 +723,9 @@ def child_loop(result_fd: int, life_fd: int, first: tuple[Any, ...]) -> None:
         fail_message,
     )
 
+    # A process that kills this one's group when the driver goes (the life pipe's end) or
+    # this one dies, with no GIL of ours to wait for; the thread below is the last resort.
+    start_guard(life_fd)
     threading.Thread(target=_watch_parent, args=(life_fd,), name="cadenza-watchdog",
                      daemon=True).start()
     ident = f"pid:{os.getpid()}@{platform.node()}"

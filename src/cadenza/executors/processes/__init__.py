@@ -43,11 +43,14 @@ would in the driver.
 
 Workers survive neither the driver nor their own task's children: each worker leads its own
 process group (so a kill also stops what the task spawned, and Ctrl-C in the terminal reaches
-the driver only), and a watchdog thread in the worker blocks on the parent-process sentinel
-and kills the group when the driver goes away, even by SIGKILL.
+the driver only). When the driver goes away, even by SIGKILL, no code of the worker's needs
+to run (`lifeline.py`): under forkserver the kernel kills the worker as the forkserver exits
+with the driver (PR_SET_PDEATHSIG), and a guard process per worker kills the worker's group
+(its task's children) when the worker dies or the driver's sentinel closes. A watchdog thread
+in the worker, which needs the GIL, is the last resort.
 
 Modules: `pool.py` (ProcessExecutor), `collector.py` (its collector thread), `child.py` (the worker process's
-main), `wire.py` (messages and codecs), `jobs.py` (per-call and per-worker bookkeeping, the
+main), `lifeline.py` (what ends a worker and its task's children with the driver), `wire.py` (messages and codecs), `jobs.py` (per-call and per-worker bookkeeping, the
 outcomes of calls that did not return), `main_module.py` (keeping `__main__` out of workers).
 """
 

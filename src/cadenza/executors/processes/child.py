@@ -1,8 +1,9 @@
 """The worker process's main: boot, then load functions and run calls until told to stop.
 
 What belongs here: `worker_main` (the target of every worker process) and what it sets up
-before its loop (process group, cwd, environment, `__main__` stand-in, the watchdog that takes
-the task down with it when the driver goes away). Running one call is
+before its loop (process group, cwd, environment, `__main__` stand-in, and what takes the task
+down with it when the driver goes away: the forkserver's parent-death signal and the guard of
+`lifeline.py`, and a watchdog thread as the last resort). Running one call is
 `executors/worker.py`, shared by every executor.
 """
 
@@ -35,7 +36,8 @@ from cadenza.executors.processes.wire import (
 
 
 def _watch_parent(sentinel: int) -> None:
-    """Worker watchdog: block until the driver is gone, then take the task down with us."""
+    """Worker watchdog: block until the driver is gone, then take the task down with us.
+    The last resort: `lifeline.py`'s guard does it without this process's GIL."""
     wait([sentinel])
     try:
         if os.getpgid(0) == os.getpid():
@@ -56,6 +58,8 @@ def _apply_environment(env: dict[str, str]) -> None:
 
 def worker_main(conn: Connection, boot: tuple[Any, ...]) -> None:
     """Entry point of a worker process: load functions, run calls, send outcomes back."""
+    from cadenza.executors.processes.lifeline import die_with_forkserver, start_guard
+
     sys_path, cwd, env, target, main_identity = boot
     try:
         os.setpgid(0, 0)
@@ -69,15 +73,19 @@ def worker_main(conn: Connection, boot: tuple[Any, ...]) -> None:
     _apply_environment(env)
     stand_in_for_main(*main_identity)
     parent = multiprocessing.parent_process()
-    if parent is not None:
-        threading.Thread(
-            target=_watch_parent, args=(parent.sentinel,), name="cadenza-watchdog", daemon=True
-        ).start()
+    if parent is not None and parent.pid is not None:
+        die_with_forkserver(parent.pid)
 
     module_name, _, attr = target.partition(":")
     execute: Callable[..., TaskOutcome] = getattr(importlib.import_module(module_name), attr)
     ident = f"pid:{os.getpid()}@{HOSTNAME}"
     conn.send_bytes(pickle.dumps(READY, protocol=PROTOCOL))
+    # After READY (the driver goes on meanwhile), before any thread and any task.
+    start_guard(parent.sentinel if parent is not None else None)
+    if parent is not None:
+        threading.Thread(
+            target=_watch_parent, args=(parent.sentinel,), name="cadenza-watchdog", daemon=True
+        ).start()
 
     raw_fns: dict[str, bytes] = {}
     fns: dict[str, Callable[..., Any]] = {}

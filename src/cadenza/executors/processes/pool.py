@@ -55,7 +55,11 @@ START_METHOD_ENV = "CADENZA_START_METHOD"
 EXECUTE_TARGET = "cadenza.executors.worker:execute"
 # Modules the forkserver imports once, so that each forked worker starts warm (~100 ms saved
 # per worker start: `python -X importtime -c "import cadenza.executors.worker"`).
-_PRELOAD = ["cadenza.executors.processes.child", "cadenza.executors.worker"]
+_PRELOAD = [
+    "cadenza.executors.processes.child",
+    "cadenza.executors.worker",
+    "cadenza.executors.processes.lifeline",  # and ctypes (~5-20 ms a worker would pay)
+]
 
 SHUTDOWN_GRACE_S = 5.0
 FN_CACHE_PER_WORKER = 256  # functions a worker keeps loaded (LRU, evicted by the driver)

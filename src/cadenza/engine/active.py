@@ -28,11 +28,13 @@ from datetime import timedelta
 from typing import Any
 
 from cadenza.core import clock
+from cadenza.core.errors import IllegalTransition
 from cadenza.core.records import ErrorInfo, ErrorKind, TaskInstanceRecord, ValueRef
 from cadenza.core.states import (
     RunState,
     TaskState,
     clear,
+    is_legal,
     move_task,
     run_state_of,
     transition,
@@ -278,7 +280,10 @@ class ActiveRun:
 
     # --- the moves -----------------------------------------------------------------------
     def move(self, inst: Instance, new: TaskState, *, reason: str = "") -> None:
-        transition(inst.node.id, inst.map_index, inst.state, new, reason=reason)
+        # The table's check without `transition()`'s Transition record and clock read,
+        # which nothing here keeps (4 moves per chained task: ~6% of the driver's bytecodes).
+        if not is_legal(inst.state, new):
+            raise IllegalTransition(inst.node.id, inst.map_index, inst.state, new)
         inst.state = new
         if reason:
             inst.reason = reason

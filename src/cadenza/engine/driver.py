@@ -307,6 +307,10 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
     def _wait_and_fold(self) -> None:
         if self._dirty_since is None and (self.dirty or self.batch):
             self._dirty_since = time.monotonic()  # pending writes never wait on an outcome
+        outcomes = self.outcomes
+        if not outcomes.empty():  # already here (always on inline): no wait to work out
+            self._fold_all([outcomes.get_nowait()])
+            return
         timeout: float | None = None
         if self.retry_heap:
             timeout = max(0.0, self.retry_heap[0][0] - time.monotonic())
@@ -319,15 +323,17 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
             left = max(0.0, GROUP_COMMIT_S - (time.monotonic() - self._dirty_since))
             timeout = left if timeout is None else min(timeout, left)
         try:
-            outcome = self.outcomes.get(timeout=timeout) if timeout != 0 else self.outcomes.get_nowait()
+            outcome = outcomes.get(timeout=timeout) if timeout != 0 else outcomes.get_nowait()
         except queue.Empty:
             outcome = None
-        got = [outcome]
-        while True:
-            try:
-                got.append(self.outcomes.get_nowait())
-            except queue.Empty:
-                break
+        self._fold_all([outcome])
+
+    def _fold_all(self, got: list[TaskOutcome | None]) -> None:
+        """Fold `got` and whatever else has arrived, then fire what fell due: sensor
+        deadlines, retries, the group commit."""
+        outcomes = self.outcomes
+        while not outcomes.empty():  # this thread is the only reader: no raise per step
+            got.append(outcomes.get_nowait())
         for item in got:
             if item is not None:
                 self._fold(item)
@@ -361,7 +367,7 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
         if not self.ready:
             return calls
         free = self.executor.free_slots()
-        deferred: deque[Instance] = deque()
+        deferred: deque[Instance] | None = None
         while self.ready and free > 0:
             inst = self.ready.popleft()
             if inst.state is not S.SCHEDULED:
@@ -379,6 +385,8 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
                     message=why))
                 continue
             if verdict == "wait":
+                if deferred is None:
+                    deferred = deque()
                 deferred.append(inst)
                 continue
             inst.granted = granted

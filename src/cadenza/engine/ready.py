@@ -40,6 +40,9 @@ class Admission:
         self._used: dict[str, int] = {}
         self._ledger = ledger
         self._lock = threading.Lock()
+        # A grant of a pool slot alone holds nothing else: one per pool serves every such
+        # attempt (release reads only its pool), instead of a new Grant per task.
+        self._pool_grants: dict[str, Grant] = {}
 
     def update_pools(self, pool_slots: dict[str, int]) -> None:
         with self._lock:
@@ -64,7 +67,9 @@ class Admission:
                         f"Fix: cadenza pools set {pool} 4"))
             if self._used.get(pool, 0) >= slots:
                 return ("wait", None, f"pool '{pool}' is full")
-            grant = Grant(pool)
+            grant = self._pool_grants.get(pool)
+            if grant is None:
+                grant = self._pool_grants[pool] = Grant(pool)
             if local_resources and not res.is_empty:
                 ledger = self._ledger
                 if not ledger.fits_machine(res.cpu, res.memory_bytes, res.gpu):

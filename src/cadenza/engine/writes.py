@@ -58,7 +58,9 @@ class OutcomeWrites:
         out = inst.output
         if out is not None and out.kind == "artifact":  # checked here: most outputs are not
             self._record_lineage(inst)
-        self.callbacks.add(inst.node.options.on_success, self._cb_ctx(inst, S.SUCCESS))
+        hooks = inst.node.options.on_success
+        if hooks:  # most tasks have none: no context to build
+            self.callbacks.add(hooks, self._cb_ctx(inst, S.SUCCESS))
         for asset in inst.node.options.outlets:
             self.batch.asset_events.append(AssetEventRecord(
                 asset=asset, run_id=self.run_id, task_id=inst.node.id,

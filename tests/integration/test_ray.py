@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from cadenza import get_run
 from cadenza.core.errors import ConfigError
 from cadenza.core.settings import Settings
 from cadenza.core.states import RunState, TaskState
@@ -221,6 +222,34 @@ def test_cadenza_run_executor_ray_on_the_cli(sqlite_env: Settings, ray_env: RayC
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "success" in done.stdout.lower()
+
+
+def test_a_driver_connected_through_ray_client_runs_the_pipeline_on_the_cluster(
+        sqlite_env: Settings, ray_env: RayCluster, home: Path) -> None:
+    # A driver outside the cluster: `cadenza run` with CADENZA_RAY_ADDRESS=ray://HEAD:PORT
+    # (the head's Ray Client server). Each task reports the Ray node it ran on.
+    cadenza = Path(sys.executable).parent / "cadenza"
+    env = {**os.environ, "CADENZA_HOME": str(home), "PYTHONPATH": str(ROOT),
+           "CADENZA_RAY_ADDRESS": ray_env.client_address}
+    env.pop("CADENZA_DATABASE_URL", None)
+    done = subprocess.run([str(cadenza), "run", "tests/pipelines/on_ray.py:placed",
+                           "--executor", "ray"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    store = open_store(sqlite_env.database_url)
+    run = store.list_runs(limit=1)[0]
+    assert (run.state, run.executor) == (RunState.SUCCESS, "ray")
+    nodes = {str(n["NodeID"]) for n in ray_nodes() if n.get("Alive")}
+    result = get_run(run.run_id)
+    assert result.outputs["on_special"] == ray_env.second_node_id()
+    assert result.outputs["anywhere"] in nodes  # a node of this cluster, not a local Ray
+
+
+def ray_nodes() -> list[dict[str, Any]]:
+    import ray
+
+    return list(ray.nodes())
 
 
 def test_import_cadenza_and_loading_the_ray_executor_do_not_import_ray() -> None:

@@ -2,7 +2,9 @@
 
 The key is computed when the instance is admitted (its inputs are known then): code
 fingerprint + the values the code reads (globals, closure variables; `graph/fingerprint.py`)
-+ `version` + content digests of its inputs. A hit copies the earlier output reference (no
++ `version` + content digests of its inputs (+ for a task in its own environment, its
+requirement set, python and the digest of the env's resolved lock, which the run's executor
+reports: it builds the env first if its cache does not have it). A hit copies the earlier output reference (no
 data moves), marks the instance `cached` and records where it came from. An entry whose
 artifact has gone missing is not served: the task runs again.
 
@@ -20,8 +22,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cadenza.core import clock
+from cadenza.core.errors import CadenzaError
 from cadenza.core.states import TaskState
-from cadenza.graph.envspec import env_spec
+from cadenza.graph.envspec import env_spec, lock_digest
 from cadenza.graph.fingerprint import (
     TaskFingerprint,
     Unhashable,
@@ -40,6 +43,7 @@ def cache_key_parts(
     *,
     mapped_inputs: Mapping[str, Any] | None = None,
     fingerprint: TaskFingerprint | None = None,
+    env_lock: str | None = None,
 ) -> dict[str, Any]:
     """What a task instance's cache key is made of. Pure: the engine and `cadenza plan` both
     call it, so the plan predicts exactly the key the run will look up.
@@ -47,7 +51,8 @@ def cache_key_parts(
     `ref_of` gives a parameter's value, or an upstream's output `ValueRef` (a list of them,
     in map order, for a mapped upstream). `mapped_inputs` holds a mapped instance's own
     elements for the arguments it is expanded over. `fingerprint` is the task's, when the
-    caller took it already (once per task, not per instance).
+    caller took it already (once per task, not per instance). `env_lock`: for a task in its
+    own environment, the digest of that env's resolved lock (`graph/envspec.lock_digest`).
     """
     fp = fingerprint if fingerprint is not None else task_fingerprint(node.fn)
     if mapped_inputs is not None:
@@ -65,12 +70,13 @@ def cache_key_parts(
     }
     if fp.values:
         parts["values"] = dict(fp.values)
-    # The requirement set, not the resolved lock: the lock is known only once the environment
-    # is built, in the executor, after the key was looked up (executors/envs.py records it on
-    # the attempt). An environment is built once per requirement set and kept, so the same
-    # set means the same lock on one machine until its env cache is cleared.
+    # The requirement set and the resolved lock: one set may resolve to other versions when
+    # its env is built again (a new release of an unpinned dependency), and the output of
+    # the old versions is then not the one the task would make now.
     env = env_spec(node.options.requirements, node.options.python)
     if env is not None:
+        if env_lock is not None:
+            env["lock"] = env_lock
         parts["env"] = env
     return parts
 
@@ -153,6 +159,46 @@ class CachePolicy:
         self.store = store
         self.settings = settings
         self.fingerprints = FingerprintMemo()
+        # (requirements, python) -> the digest of its env's lock (None: it could not be
+        # built), asked of the run's executor once per run.
+        self._locks: dict[tuple[tuple[str, ...], str | None], str | None] = {}
+
+    def env_lock(self, driver: Any, node: TaskNode) -> str | None:
+        """The digest of the resolved lock of `node`'s environment, from the run's executor
+        (which builds the env first if its cache does not have it: the call needs it to run
+        anyway). None when it cannot be built: the task is then not looked up, runs, and
+        fails with uv's message."""
+        options = node.options
+        spec = (options.requirements, options.python)
+        if spec in self._locks:
+            return self._locks[spec]
+        try:
+            lock = driver.executor.env_lock(options.requirements, options.python, build=True,
+                                            run_id=driver.run_id)
+        except CadenzaError as exc:
+            log.info("run %s: %s: no cache lookup, its environment could not be built: %s",
+                     driver.run_id, node.id, exc.message)
+            lock = None
+        digest = self._locks[spec] = None if lock is None else lock_digest(lock)
+        return digest
+
+    def settle(self, inst: Any, metrics: tuple[tuple[str, float | str, str], ...]) -> None:
+        """A task in its own environment succeeded: its cache entry is keyed by the lock its
+        attempt reports having run with (`env.lock`), which differs from the one looked up
+        when the env it ran in was built elsewhere or again (a Ray node's own env cache)."""
+        detail = inst.cache_detail
+        if detail is None or "env" not in detail:
+            return
+        lock = next((v for name, v, kind in metrics if name == "env.lock" and kind == "env"),
+                    None)
+        if lock is None:
+            return
+        digest = lock_digest(str(lock))
+        if inst.cache_key is not None and detail["env"].get("lock") == digest:
+            return
+        parts = {**detail, "env": {**detail["env"], "lock": digest}}
+        inst.cache_detail = parts
+        inst.cache_key = key_from_parts(parts)
 
     def fingerprint(self, node: TaskNode) -> TaskFingerprint:
         """The task's fingerprint, taken on first use and kept for the run."""
@@ -187,13 +233,20 @@ class CachePolicy:
             # Element values as stored refs, never live objects: the key must be the same
             # whichever executor produced the upstream element.
             mapped = inst.key_inputs if inst.key_inputs is not None else inst.inputs
+        lock = self.env_lock(driver, node) if node.options.isolated else None
         return cache_key_parts(node, ref_of, mapped_inputs=mapped,
-                               fingerprint=self.fingerprint(node))
+                               fingerprint=self.fingerprint(node), env_lock=lock)
 
     def try_serve(self, driver: Any, inst: Any) -> bool:
         if not self.fingerprint(inst.node).is_cacheable:  # warned at run start
             return False
         parts = self.key_parts(driver, inst)
+        if "env" in parts and "lock" not in parts["env"]:
+            # Its env could not be built: no key to look up (`settle` keys an attempt that
+            # succeeds all the same, by the lock it reports).
+            inst.cache_key = None
+            inst.cache_detail = parts
+            return False
         key = key_from_parts(parts)
         inst.cache_key = key
         inst.cache_detail = parts

@@ -503,6 +503,8 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
                              attempt=inst.attempt, name=name, value=metric_value, kind=kind,
                              at=inst.ended_at)
             )
+        if out.ok and out.metrics and inst.cache_detail is not None and self.cache is not None:
+            self.cache.settle(inst, out.metrics)  # keyed by the env lock it ran with
         if not out.ok and self._cancel.is_set():
             self.active.cancel_reason = self._cancel_reason  # a cancelled attempt: no retry
         state = self.active.judge(inst, out)

@@ -40,6 +40,7 @@ from cadenza.engine.cache import (
     not_before_for,
     uncacheable_message,
 )
+from cadenza.graph.envspec import lock_changes, lock_digest
 from cadenza.graph.fingerprint import TaskFingerprint
 from cadenza.graph.model import ParamValue, PipelineGraph, TaskNode, TaskOutput, substitute
 from cadenza.graph.plan import HasPlan, Plan, plan_of
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 
 CACHED: Final = "cached"
 WILL_RUN: Final = "will run"
+# The same requirement set resolved to other versions (its env was built again).
+LOCK_CHANGED: Final = "environment's resolved lock changed"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,7 +61,8 @@ class PlanEntry:
     None for the line summarising a mapped task (reason "N of M instances cached", or why its
     instances could not be listed). `reason` is one of: "cache hit (from run X task Y)",
     "code changed (function f)", "global NAME changed", "closure NAME changed", "input
-    changed (arg)", "version changed", "expired", "no entry", "upstream will run", "cache
+    changed (arg)", "version changed", "environment's resolved lock changed (pkg 1.0 ->
+    1.1)", "environment not built on this machine yet", "expired", "no entry", "upstream will run", "cache
     off", "not cacheable (global NAME)", "N of M instances cached", and, rarely, "cached
     artifact missing (from run X task Y)" or "cannot list its instances: ...". `changes`
     lists every difference found when the key changed (`reason` is the first), `origin` the
@@ -162,6 +166,9 @@ class _Planner:
     entries: list[PlanEntry] = field(default_factory=list)
     fingerprints: FingerprintMemo = field(default_factory=FingerprintMemo)
     warned: set[int] = field(default_factory=set)  # id(fn) of the tasks warned about
+    # (requirements, python) -> the resolved lock of its env in this machine's env cache
+    # (None: not built here), read once per plan; the plan never builds one.
+    locks: dict[tuple[tuple[str, ...], str | None], str | None] = field(default_factory=dict)
 
     def plan(self) -> list[PlanEntry]:
         for node in _topological(self.graph):
@@ -288,10 +295,11 @@ class _Planner:
         self, node: TaskNode, map_index: int, mapped_inputs: dict[str, Any] | None
     ) -> tuple[PlanEntry, Any]:
         """The entry of one instance, and the output a run would give it (_UNKNOWN if it runs)."""
+        lock = self._env_lock(node) if node.options.isolated else None
         parts = cache_key_parts(node, self._ref_of, mapped_inputs=mapped_inputs,
-                                fingerprint=self._fingerprint(node))
+                                fingerprint=self._fingerprint(node),
+                                env_lock=None if lock is None else lock_digest(lock))
         key = key_from_parts(parts)
-        hit = self.store.find_cached(key, not_before=not_before_for(node))
 
         def entry(decision: str, reason: str, **kw: Any) -> PlanEntry:
             return PlanEntry(
@@ -303,6 +311,13 @@ class _Planner:
                 **kw,
             )
 
+        if node.options.isolated and lock is None:
+            # The run builds it before looking the task up; its lock may be the one an entry
+            # was made with, or not: the plan cannot say without building.
+            return entry(WILL_RUN, "environment not built on this machine yet (its resolved "
+                                   "lock is part of the key)"), _UNKNOWN
+        hit = self.store.find_cached(key, not_before=not_before_for(node))
+
         if hit is not None and hit.output is not None:
             origin = _origin(hit)
             where = f"from run {hit.run_id} task {_label(hit)}"
@@ -310,7 +325,37 @@ class _Planner:
                 return entry(WILL_RUN, f"cached artifact missing ({where})"), _UNKNOWN
             return entry(CACHED, f"cache hit ({where})", origin=origin), hit.output
         reason, changes = self._explain(node, map_index, parts, key)
+        if reason == LOCK_CHANGED:
+            reason = self._lock_change(node, map_index, lock or "")
+            changes = (reason, *changes[1:])
         return entry(WILL_RUN, reason, changes=changes), _UNKNOWN
+
+    def _env_lock(self, node: TaskNode) -> str | None:
+        """The lock of `node`'s env in this machine's env cache, or None if not built here."""
+        spec = (node.options.requirements, node.options.python)
+        if spec not in self.locks:
+            from cadenza.executors.base import get_executor
+
+            self.locks[spec] = get_executor("inline").env_lock(*spec, build=False)
+        return self.locks[spec]
+
+    def _lock_change(self, node: TaskNode, map_index: int, lock: str) -> str:
+        """LOCK_CHANGED with the packages that changed since the previous successful
+        instance's attempt (its `env.lock` row), when that is recorded."""
+        previous = self.store.latest_task_instance(
+            self.graph.name, node.id, map_index=map_index, successful=True)
+        if previous is None:
+            return LOCK_CHANGED
+        before = next((str(m.value) for m in self.store.get_metrics(previous.run_id)
+                       if m.task_id == node.id and m.map_index == previous.map_index
+                       and m.attempt == previous.attempt and m.name == "env.lock"
+                       and m.kind == "env"), None)
+        changes = lock_changes(before, lock) if before is not None else []
+        if not changes:
+            return LOCK_CHANGED
+        shown = ", ".join(changes[:5]) + (f", {len(changes) - 5} more" if len(changes) > 5
+                                          else "")
+        return f"{LOCK_CHANGED} ({shown})"
 
     def _explain(
         self, node: TaskNode, map_index: int, parts: dict[str, Any], key: str
@@ -375,8 +420,15 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
                 out.append(f"{name} changed{_versions(before[name], after[name])}")
     if old.get("version") != new.get("version"):
         out.append("version changed")
-    if old.get("env") != new.get("env"):
-        out.append("environment changed (requirements or python)")
+    before_env, after_env = old.get("env") or {}, new.get("env") or {}
+    if before_env != after_env:
+        same_spec = all(before_env.get(k) == after_env.get(k) for k in ("requirements", "python"))
+        if same_spec and before_env and after_env and "lock" in before_env:
+            out.append(LOCK_CHANGED)
+        elif same_spec and before_env and after_env:
+            out.append("environment's resolved lock now in the key (entry made before it was)")
+        else:
+            out.append("environment changed (requirements or python)")
     before, after = old.get("inputs") or {}, new.get("inputs") or {}
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     if changed:

@@ -143,6 +143,13 @@ class Executor(Protocol):
         only the driver's machine has). Executors whose workers share the driver's machine
         have nothing to check."""
 
+    def env_lock(self, requirements: tuple[str, ...], python: str | None, *, build: bool,
+                 run_id: str | None = None) -> str | None:
+        """The resolved lock (`uv pip freeze`) of the environment a call with these
+        `requirements`/`python` would run in (`executors/envs.py`), built first when `build`;
+        None when it is not built and `build` is False. Raises a CadenzaError (uv's message)
+        when it cannot be built. The engine keys a cached task by its digest."""
+
 
 _REGISTRY: dict[str, str] = {
     "inline": "cadenza.executors.inline:InlineExecutor",

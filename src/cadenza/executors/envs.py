@@ -52,8 +52,13 @@ Executors' shutdown (and the process's exit) stops idle workers.
 
 The attempt records its env (metrics rows of kind "env": `env` the key, `env.python` the
 interpreter version, `env.lock` the `uv pip freeze` of the env). The task's cache key holds
-the requirement set and python version (`engine/cache.py`), not the lock, which is known only
-after the build.
+the requirement set, the python version and the digest of the resolved lock (`lock_digest`):
+before looking a cached task up, the engine asks its executor for the lock of the env the
+call would run in (`env_lock`: this machine's env cache, built first if needed; on Ray, a
+node's), and an attempt that ran on an env with another lock (a node whose cache resolved the
+set at another time) is keyed by the lock it ran with (`engine/cache.py`). So the same
+requirement set resolving to other versions (a new release of an unpinned dependency, seen
+after the env cache was cleared or on another machine) is a cache miss, not a stale hit.
 """
 
 from __future__ import annotations
@@ -113,6 +118,13 @@ class Env:
     python_version: str
     lock: str  # `uv pip freeze` of the env
     built: bool = False  # this call built it (False: found in the cache)
+    built_at: str = ""  # when it was built (the marker's): a folder built again is another env
+
+    @property
+    def slot(self) -> str:
+        """Its kept workers' key: the folder, and which build of it (a worker started on an
+        env that was deleted and built again still has the old packages imported)."""
+        return f"{self.path}@{self.built_at}"
 
 
 # -- the env cache --------------------------------------------------------------------------
@@ -154,13 +166,32 @@ def env_key(requirements: tuple[str, ...], python: str | None) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
 
 
+def env_lock(requirements: tuple[str, ...], python: str | None, *, build: bool,
+             run_id: str | None = None) -> str | None:
+    """The resolved lock (`uv pip freeze`) of the env this machine runs such a call in: from
+    the env cache, or built now when `build` (None when not built and `build` is False).
+    Raises EnvBuildError (uv's message) when it cannot be built. Build progress goes to this
+    module's logger, as INFO records carrying `run_id` (the CLI shows them)."""
+    if not build:
+        found = _read_env(envs_root() / env_key(requirements, python),
+                          env_key(requirements, python))
+        return None if found is None else found.lock
+
+    def say(line: str, summary: bool = False) -> None:
+        log.log(logging.INFO if summary else logging.DEBUG, "%s",
+                _CREDENTIALS.sub("://***@", line), extra={"run_id": run_id})
+
+    return ensure_env(requirements, python, say=say).lock
+
+
 def _read_env(path: Path, key: str) -> Env | None:
     try:
         data = json.loads((path / MARKER).read_text())
     except (OSError, ValueError):
         return None
     return Env(key=key, path=path, python=path / "bin" / "python",
-               python_version=str(data.get("python_version", "")), lock=str(data.get("lock", "")))
+               python_version=str(data.get("python_version", "")), lock=str(data.get("lock", "")),
+               built_at=str(data.get("built_at", "")))
 
 
 @contextlib.contextmanager
@@ -245,7 +276,8 @@ def _build(root: Path, key: str, requirements: tuple[str, ...], python: str | No
     say(f"environment {key} built in {elapsed:.1f} s (python {version}); "
         f"{_packages(lock)}", True)
     return Env(key=key, path=root / key, python=root / key / "bin" / "python",
-               python_version=version, lock=lock, built=True)
+               python_version=version, lock=lock, built=True,
+               built_at=str(marker["built_at"]))
 
 
 def _packages(lock: str) -> str:
@@ -491,8 +523,8 @@ class _EnvWorker:
         return tail
 
 
-# env folder -> idle workers, the warmest last. By folder, not key: one key under two homes
-# (two test stores, two projects in one process) is two environments.
+# env folder and build (`Env.slot`) -> idle workers, the warmest last. By folder, not key: one
+# key under two homes (two test stores, two projects in one process) is two environments.
 _idle: dict[str, list[_EnvWorker]] = {}
 MAX_IDLE_PER_ENV = 4  # more idle workers of one env than this are stopped, not kept
 IDLE_TIMEOUT_S = 300.0  # an idle worker older than this is stopped at the next take/give
@@ -516,7 +548,7 @@ def _take_worker(env: Env) -> _EnvWorker:
     while True:
         with _running_lock:
             expired = _expired_locked(time.monotonic())
-            stack = _idle.get(str(env.path))
+            stack = _idle.get(env.slot)
             worker = stack.pop() if stack else None
         for old in expired:
             old.discard()
@@ -532,7 +564,7 @@ def _give_back(worker: _EnvWorker) -> None:
     worker.idle_since = now
     with _running_lock:
         expired = _expired_locked(now)
-        stack = _idle.setdefault(str(worker.env.path), [])
+        stack = _idle.setdefault(worker.env.slot, [])
         kept = len(stack) < MAX_IDLE_PER_ENV
         if kept:
             stack.append(worker)

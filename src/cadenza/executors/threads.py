@@ -115,6 +115,13 @@ class ThreadExecutor:
     def preflight(self, artifact_root: str, *, pipeline: str) -> None:
         """Workers share the driver's machine, and so its artifact store: nothing to check."""
 
+    def env_lock(self, requirements: tuple[str, ...], python: str | None, *, build: bool,
+                 run_id: str | None = None) -> str | None:
+        """Calls run on this machine: its env cache (executors/envs.py)."""
+        from cadenza.executors.envs import env_lock
+
+        return env_lock(requirements, python, build=build, run_id=run_id)
+
     def start(self) -> None:
         with self._lock:
             if self._threads:

@@ -3,12 +3,14 @@
 Pure: no I/O. What belongs here: checking `@task(requirements=..., python=...)` at definition
 time, and the one normal form both the task's cache key (`engine/cache.py`) and the env
 cache (`executors/envs.py`, which adds the machine's platform) hash, so that
-`["Six == 1.16.0", "six==1.16.0"]` and `["six==1.16.0"]` are one environment. What does not:
+`["Six == 1.16.0", "six==1.16.0"]` and `["six==1.16.0"]` are one environment; the digest of
+a built env's resolved lock, which the cache key holds too (`lock_digest`). What does not:
 building or finding environments (`executors/envs.py`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -89,6 +91,46 @@ def normalize_requirements(requirements: Iterable[str]) -> tuple[str, ...]:
         ('attrs', 'six==1.16.0')
     """
     return tuple(sorted({_normal(r) for r in requirements}))
+
+
+def lock_digest(lock: str) -> str:
+    """The digest of an env's resolved lock (`uv pip freeze`: one `name==version` a line) as
+    it enters the task's cache key: its lines stripped, de-duplicated and sorted.
+
+    Example:
+        >>> lock_digest("six==1.16.0\nattrs==23.2.0\n") == lock_digest("attrs==23.2.0\nsix==1.16.0")
+        True
+    """
+    lines = sorted({line.strip() for line in lock.splitlines() if line.strip()})
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:24]
+
+
+def lock_changes(old: str, new: str) -> list[str]:
+    """How two resolved locks differ, one item a package: "six 1.15.0 -> 1.17.0", "+attrs
+    23.2.0", "-idna 3.7".
+
+    Example:
+        >>> lock_changes("six==1.15.0\nidna==3.7", "six==1.17.0\nattrs==23.2.0")
+        ['+attrs 23.2.0', '-idna 3.7', 'six 1.15.0 -> 1.17.0']
+    """
+    def pins(lock: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for line in lock.splitlines():
+            name, sep, version = line.strip().partition("==")
+            if name:
+                out[_normal(name)] = version if sep else line.strip()
+        return out
+
+    before, after = pins(old), pins(new)
+    changes = []
+    for name in sorted(before.keys() | after.keys()):
+        if name not in before:
+            changes.append(f"+{name} {after[name]}")
+        elif name not in after:
+            changes.append(f"-{name} {before[name]}")
+        elif before[name] != after[name]:
+            changes.append(f"{name} {before[name]} -> {after[name]}")
+    return changes
 
 
 def env_spec(requirements: Iterable[str], python: str | None) -> dict[str, Any] | None:

@@ -266,6 +266,13 @@ class ProcessExecutor(Collector):
     def preflight(self, artifact_root: str, *, pipeline: str) -> None:
         """Workers share the driver's machine, and so its artifact store: nothing to check."""
 
+    def env_lock(self, requirements: tuple[str, ...], python: str | None, *, build: bool,
+                 run_id: str | None = None) -> str | None:
+        """Calls run on this machine: its env cache (executors/envs.py)."""
+        from cadenza.executors.envs import env_lock
+
+        return env_lock(requirements, python, build=build, run_id=run_id)
+
     def free_slots(self) -> int:
         with self._lock:
             if not self._started or (self._broken_reason is not None and not self._workers):

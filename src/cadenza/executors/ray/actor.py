@@ -44,6 +44,23 @@ def read_probe(artifact_root: str, path: str, token: str, env: dict[str, str]) -
     return None
 
 
+def node_env_lock(requirements: tuple[str, ...], python: str | None, build: bool,
+                  env: dict[str, str]) -> tuple[str, str | None, str | None]:
+    """On one node: the resolved lock of the env of this requirement set in the node's env
+    cache (built there first when `build`): ("ok", lock or None, None), or ("error", uv's
+    message, the fix). `env`: the driver's forwarded variables (CADENZA_HOME: where envs are
+    kept)."""
+    from cadenza.core.settings import set_settings
+    from cadenza.executors.envs import EnvBuildError, env_lock
+
+    os.environ.update(env)
+    set_settings(None)
+    try:
+        return ("ok", env_lock(requirements, python, build=build), None)
+    except EnvBuildError as exc:
+        return ("error", exc.message, exc.hint)
+
+
 class CadenzaActor:
     """One persistent worker on a node of the cluster, holding the resources of its shape."""
 

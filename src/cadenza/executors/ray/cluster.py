@@ -23,8 +23,9 @@ log = logging.getLogger("cadenza.executors.ray")
 
 ADDRESS_ENV = "CADENZA_RAY_ADDRESS"
 # Environment variables of the driver that every call sees in its Ray worker (besides the
-# call's own env): Cadenza's settings and the object store's credentials and endpoint.
-FORWARDED_PREFIXES = ("CADENZA_", "AWS_", "GOOGLE_", "AZURE_", "FSSPEC_")
+# call's own env): Cadenza's settings, the object store's credentials and endpoint, and uv's
+# (the index task environments are built from: UV_INDEX_URL, UV_EXCLUDE_NEWER, ...).
+FORWARDED_PREFIXES = ("CADENZA_", "AWS_", "GOOGLE_", "AZURE_", "FSSPEC_", "UV_")
 INSTALL_HINT = "pip install 'cadenza[ray]' (or pick another executor: --executor processes)"
 
 

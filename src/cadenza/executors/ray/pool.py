@@ -109,6 +109,7 @@ class RayExecutor:
         self._deadlines: list[tuple[float, int, Job]] = []
         self._seq = 0
         self._actor_cls: Any = None
+        self._lock_fn: Any = None
         self._ray: Any = None
         # Counters, for tests and bench/.
         self.actors_started = 0
@@ -200,6 +201,29 @@ class RayExecutor:
             return
         cluster.check_reachable(self._ray, artifact_root, pipeline=pipeline)
         self._checked.add(key)
+
+    def env_lock(self, requirements: tuple[str, ...], python: str | None, *, build: bool,
+                 run_id: str | None = None) -> str | None:
+        """The env's lock in the env cache of a node (a zero-CPU Ray task; built there first
+        when `build`). A call may run on another node whose cache resolved the set at another
+        time: the engine keys an attempt by the lock it reports having run with."""
+        from cadenza.executors.envs import EnvBuildError
+
+        if not self._started:
+            self.start()
+        if self._lock_fn is None:
+            from cadenza.executors.ray.actor import node_env_lock
+
+            self._lock_fn = self._ray.remote(node_env_lock).options(num_cpus=0, max_retries=0)
+        try:
+            tag, value, hint = self._ray.get(self._lock_fn.remote(
+                requirements, python, build, cluster.forwarded_env()))
+        except Exception as exc:
+            raise EnvBuildError(f"could not ask a node of the Ray cluster for the "
+                                f"environment's lock: {type(exc).__name__}: {exc}") from exc
+        if tag == "error":
+            raise EnvBuildError(str(value), hint=hint)
+        return None if value is None else str(value)
 
     # -- driver-side helpers -------------------------------------------------------------
 

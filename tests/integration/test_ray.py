@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -127,6 +128,43 @@ def test_calls_queued_behind_a_timed_out_one_run_again_elsewhere_with_their_own_
               what="the timed-out call's process to be killed")
 
 
+def test_a_call_queued_behind_one_whose_actor_dies_is_sent_again_without_spending_an_attempt(
+        sqlite_env: Settings, ray_env: RayCluster, counter_dir: Path) -> None:
+    # Two actors (one per CPU) each run a gated call with the next one queued behind it in
+    # Ray. SIGKILL of instance 0's actor process: its call is lost (retried per retries=),
+    # the call queued behind it never ran, so it goes back to the backlog and runs on another
+    # actor with its first attempt.
+    from cadenza.executors.base import get_executor
+
+    ex: Any = get_executor("ray")
+    requeued = ex.requeued
+    box: dict[str, Any] = {}
+    driver = threading.Thread(target=lambda: box.update(
+        result=on_ray.gated_four.run(folder=str(counter_dir), executor="ray")), daemon=True)
+    driver.start()
+    try:
+        wait_for(lambda: (counter_dir / "0.1").exists() and (counter_dir / "1.1").exists(),
+                 timeout_s=120, what="instances 0 and 1 to start")
+        wait_for(lambda: sum(len(a.jobs) for a in list(ex._actors)) == 4, timeout_s=60,
+                 what="instances 2 and 3 to be queued behind them")
+        pid = int((counter_dir / "0.1").read_text().split()[1])
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: ex.requeued > requeued, timeout_s=60,
+                 what="the call queued behind instance 0 to be requeued")
+    finally:
+        (counter_dir / "release").write_text("go")
+    driver.join(180)
+    result = box["result"]
+
+    assert result.state is RunState.SUCCESS, result.error
+    store = open_store(sqlite_env.database_url)
+    attempts = {i: store.get_attempts(result.run_id, "gated", i) for i in range(4)}
+    assert [a.state for a in attempts[0]] == [S.UP_FOR_RETRY, S.SUCCESS]
+    assert attempts[0][0].error is not None and attempts[0][0].error.kind == "worker_lost"
+    assert {i: len(attempts[i]) for i in (1, 2, 3)} == {1: 1, 2: 1, 3: 1}
+    assert not (counter_dir / "2.2").exists() and not (counter_dir / "3.2").exists()
+
+
 def test_a_thousand_task_map_completes(sqlite_env: Settings, ray_env: RayCluster) -> None:
     result = on_ray.wide_map.run(n=1000, executor="ray")
 
@@ -236,7 +274,7 @@ def test_a_driver_connected_through_ray_client_runs_the_pipeline_on_the_cluster(
                            "--executor", "ray"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300, check=False)
 
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr + ray_env.client_server_logs()
     store = open_store(sqlite_env.database_url)
     run = store.list_runs(limit=1)[0]
     assert (run.state, run.executor) == (RunState.SUCCESS, "ray")
@@ -250,6 +288,48 @@ def ray_nodes() -> list[dict[str, Any]]:
     import ray
 
     return list(ray.nodes())
+
+
+LOG_DRIVER = """
+import os, subprocess, sys
+home = os.environ["CADENZA_HOME"]
+# This process's own view of CADENZA_HOME (where task logs go): a disk the Ray nodes do not
+# see, as the driver's disk is to the nodes of a real cluster.
+subprocess.run(["mount", "-t", "tmpfs", "tmpfs", home], check=True)
+from tests.pipelines import on_ray
+result = on_ray.speaking.run(executor="ray")
+print("RUN", result.run_id, result.state, flush=True)
+logs = subprocess.run([sys.argv[1], "logs", result.run_id, "speaks"], capture_output=True,
+                      text=True, check=False)
+print("LOGS", logs.returncode, logs.stdout, logs.stderr, flush=True)
+"""
+
+
+def test_cadenza_logs_shows_the_log_of_a_task_that_ran_on_another_node(
+        ray_env: RayCluster, tmp_path: Path) -> None:
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs unshare and root, to give the driver a disk the nodes do not see")
+    home = tmp_path / "driver-home"
+    home.mkdir()
+    env = {**os.environ, "CADENZA_HOME": str(home), "PYTHONPATH": str(ROOT),
+           "CADENZA_DATABASE_URL": f"sqlite:///{tmp_path / 'cadenza.db'}",
+           "CADENZA_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
+           "CADENZA_RAY_ADDRESS": ray_env.address}
+    cadenza = str(Path(sys.executable).parent / "cadenza")
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable,
+                           "-c", LOG_DRIVER, cadenza], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    run_line = next(line for line in done.stdout.splitlines() if line.startswith("RUN "))
+    run_id = run_line.split()[1]
+    assert run_line.endswith("success"), done.stdout + done.stderr
+    logs = done.stdout[done.stdout.index("LOGS "):]
+    assert logs.startswith("LOGS 0"), logs
+    assert f"hello from node {ray_env.second_node_id()}" in logs
+    # The node wrote its own copy at the driver's path on its disk (here: under the tmpfs the
+    # driver had): what `cadenza logs` showed came back with the outcome.
+    assert list((home / "logs" / run_id).glob("speaks*.log"))
 
 
 def test_import_cadenza_and_loading_the_ray_executor_do_not_import_ray() -> None:

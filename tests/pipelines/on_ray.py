@@ -125,3 +125,20 @@ def first_is_slow(i: int, folder: str) -> int:
 @pipeline
 def slow_first(folder: str):
     first_is_slow.partial(folder=folder).expand(i=[0, 1, 2, 3])
+
+
+@pipeline
+def gated_four(folder: str):
+    gated.partial(folder=folder).expand(i=[0, 1, 2, 3])
+
+
+@task(resources={"special": 1})
+def speaks() -> str:
+    """Prints where it runs: the line goes to the attempt's log."""
+    print(f"hello from node {_node()}")
+    return _node()
+
+
+@pipeline
+def speaking():
+    speaks()

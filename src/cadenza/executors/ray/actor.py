@@ -4,7 +4,10 @@ What belongs here: code that runs in Ray's worker processes (imported there by r
 Cadenza must be installed on every node, as Ray itself is). An actor loads each function
 once (cloudpickle bytes sent the first time the driver routes that function to it), runs the
 call through the one user-code boundary, `executors/worker.py` (which writes outputs to the
-artifact store), and returns the outcome as the processes executor's flat tuple. What does
+artifact store), and returns the outcome as the processes executor's flat tuple, with the
+attempt's log: the worker writes it at the driver's path on this node's disk, which is not
+the driver's disk when this node is another machine, so its bytes travel back with the
+outcome and the driver writes them where `cadenza logs` reads them (`pool.py`). What does
 not: choosing actors, timeouts, kills (`pool.py`, in the driver).
 """
 
@@ -15,6 +18,9 @@ import pickle
 import sys
 from collections.abc import Callable
 from typing import Any
+
+# An attempt's log travels back with its outcome up to this size (the end of it, beyond).
+LOG_SHIP_BYTES = 16 * 1024 * 1024
 
 from cadenza.core.records import ErrorKind
 from cadenza.executors.base import TaskCall
@@ -96,8 +102,9 @@ class CadenzaActor:
             set_settings(None)
 
     def run(self, key: str, fn_blob: bytes | None, payload: bytes,
-            sys_path: list[str] | None, env: dict[str, str] | None) -> tuple[str, Any]:
-        """Run one call: ("ok", encoded outcome) or ("fail", ErrorInfo)."""
+            sys_path: list[str] | None, env: dict[str, str] | None) -> tuple[Any, ...]:
+        """Run one call: ("ok", encoded outcome, the attempt's log bytes or None) or
+        ("fail", ErrorInfo)."""
         from cadenza.executors import worker
 
         self._apply(sys_path, env)
@@ -143,4 +150,21 @@ class CadenzaActor:
             return ("fail", error_info(
                 exc, ErrorKind.EXCEPTION,
                 f"task '{label}' ended the Ray worker's call with {type(exc).__name__}: {exc}"))
-        return ("ok", encode_outcome(outcome))
+        return ("ok", encode_outcome(outcome), _log_bytes(outcome.log_path))
+
+
+def _log_bytes(path: str | None) -> bytes | None:
+    """The attempt's log as written on this node (its last LOG_SHIP_BYTES), or None."""
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            if size <= LOG_SHIP_BYTES:
+                fh.seek(0)
+                return fh.read()
+            fh.seek(size - LOG_SHIP_BYTES)
+            return (f"[cadenza] the first {size - LOG_SHIP_BYTES} bytes of this log stayed on "
+                    f"the Ray node that ran the task\n").encode() + fh.read()
+    except OSError:
+        return None

@@ -28,6 +28,7 @@ from __future__ import annotations
 import atexit
 import heapq
 import logging
+import os
 import queue
 import sys
 import threading
@@ -486,7 +487,7 @@ class RayExecutor:
             return
         call = job.call
         try:
-            tag, body = future.result()
+            tag, body, *rest = future.result()  # rest: the attempt's log bytes
         except BaseException as exc:  # noqa: BLE001 - Ray's exception types, translated
             # The actor is gone: the call it ran is lost, the ones queued behind never ran.
             jobs = list(actor.jobs) or [job]
@@ -507,6 +508,8 @@ class RayExecutor:
             actor.jobs.remove(job)
         if tag == "ok":
             outcome = decode_outcome(body)
+            if rest and rest[0] is not None and outcome.log_path:
+                _save_log(outcome.log_path, rest[0])  # the node may be another machine
         else:
             outcome = outcomes.from_fail(call, body, started_at=job.started_at,
                                          worker=actor.name)
@@ -601,6 +604,23 @@ class RayExecutor:
                 sink(outcome)
             except Exception:  # a broken sink must not stop the collector
                 log.exception("the sink for task %s raised; outcome dropped", outcome.task_id)
+
+
+def _save_log(path: str, data: bytes) -> None:
+    """Write an attempt's log that came back from its node where `cadenza logs` reads it,
+    unless the node wrote it there itself (a node of this machine, or a shared folder)."""
+    try:
+        there = os.path.getsize(path) == len(data)
+    except OSError:  # not on this machine's disk: the node that ran the task is another one
+        there = False
+    if there:
+        return
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as fh:
+            fh.write(data)
+    except OSError as exc:
+        log.warning("could not write the task log %s that came back from Ray: %s", path, exc)
 
 
 def _key(call: TaskCall) -> tuple[str, str, int]:

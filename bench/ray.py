@@ -15,13 +15,18 @@ overhead ms/task = (cadenza - bare Python calling the same functions) / tasks, f
   --runtime-env also Ray's own runtime_env {"uv": [six==X]}: an actor until ready, cold and
                 again (for comparison; the executor does not use it)
 Wall-clock figures: on the shared 2-core VM they move with the load, which is printed with
-them (`os.getloadavg()`); read ratios and orders of magnitude.
+them (`os.getloadavg()`); read ratios and orders of magnitude. Two figures that move less:
+`driver CPU ms/task`, the driver process's own CPU time (getrusage: user + sys, all its
+threads, Ray's included) per task, median of the runs; and, for ray, how many calls went out
+and came back without a hop through the executor's collector thread (`direct` = sends from
+the engine's thread + outcomes from Ray's callback thread, over 2 x tasks).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import time
@@ -45,6 +50,25 @@ def _noop(x: int) -> int:
 class _Echo:
     def call(self, x: int) -> int:
         return x
+
+
+def cpu_s() -> float:
+    """CPU seconds this process has used (every thread): user + sys."""
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
+def cpu_timed_run(pipe, executor: str, cpus: list[float]) -> float:
+    """timed_run, also appending the run's driver CPU seconds to `cpus`."""
+    c0 = cpu_s()
+    elapsed = timed_run(pipe, executor)
+    cpus.append(cpu_s() - c0)
+    return elapsed
+
+
+def direct_of(ex) -> int:
+    """Calls sent + outcomes delivered without the collector's hop (0 before it had them)."""
+    return getattr(ex, "direct_sends", 0) + getattr(ex, "direct_outcomes", 0)
 
 
 def ray_round_trips(ray, n: int = 500) -> dict[str, float]:
@@ -150,10 +174,14 @@ def main() -> None:
         if name not in args.workloads.split(","):
             continue
         for executor in ("ray", "processes"):
-            ours = median_of(partial(timed_run, pipe, executor), args.repeat)
+            cpus: list[float] = []
+            direct0 = direct_of(ex)
+            ours = median_of(partial(cpu_timed_run, pipe, executor, cpus), args.repeat)
+            direct = (direct_of(ex) - direct0) / (args.repeat + 1)
             bare = median_of(partial(baseline, name, "inline", None), args.repeat)
             rows.append((name, executor, tasks, ours, (ours - bare) * 1000 / tasks,
-                         os.getloadavg()[0]))
+                         os.getloadavg()[0], statistics.median(cpus[1:]) * 1000 / tasks,
+                         f"{direct:.0f}/{2 * tasks}" if executor == "ray" else ""))
             print(f"  {name} {executor}: {ours:.3f} s", file=sys.stderr)
     pool.shutdown()
     ten_k = None
@@ -166,9 +194,10 @@ def main() -> None:
     ray_envs = runtime_env_builds(ray) if args.runtime_env else []
 
     print(f"\n{'workload':<10} {'executor':<10} {'tasks':>6} {'median s':>9} "
-          f"{'ms/task over bare':>18} {'load':>5}")
-    for name, executor, tasks, ours, per_task, load in rows:
-        print(f"{name:<10} {executor:<10} {tasks:>6} {ours:>9.3f} {per_task:>18.3f} {load:>5.2f}")
+          f"{'ms/task over bare':>18} {'load':>5} {'driver CPU ms/task':>19} {'direct':>10}")
+    for name, executor, tasks, ours, per_task, load, cpu, direct in rows:
+        print(f"{name:<10} {executor:<10} {tasks:>6} {ours:>9.3f} {per_task:>18.3f} {load:>5.2f}"
+              f" {cpu:>19.3f} {direct:>10}")
     if ten_k is not None:
         print(f"{'map10k':<10} {'ray':<10} {10_002:>6} {ten_k[0]:>9.3f} "
               f"{ten_k[0] * 1000 / 10_002:>18.3f} {ten_k[2]:>5.2f}   ({ten_k[1]})")

@@ -1,13 +1,23 @@
 """The ray executor: calls run on a pool of Ray actors, watched by one collector thread.
 
-How it works (the package docstring says why actors). `submit` puts the call in an inbox;
-the collector thread owns every other piece of state: it matches calls to idle actors of
-their shape (resources + environment), creates actors up to the cluster's CPU count, sends
-each call with `actor.run.remote(...)` and learns of its end through the ObjectRef's future
-(a callback from Ray's thread into the inbox: nothing polls). It blocks on the inbox with a
-timeout equal to the nearest deadline (a task's timeout, a starving actor's grace).
+How it works (the package docstring says why actors). The pool's state (actors, idle
+actors by shape, the backlog, deadlines) is guarded by one lock, `_state`. The common case
+takes no thread hop: `submit`, in the engine's thread, sends the call to an idle actor of its
+shape (resources + environment) itself with `actor.run.remote(...)`, and Ray's callback
+thread, when the ObjectRef's future completes with the call's outcome, updates the pool and
+hands the outcome to the engine's sink. Everything else goes through the collector thread's
+inbox: a call with no idle actor (it matches calls to actors, creates actors up to the
+cluster's CPU count), an actor that died or could not start (`ray.kill`, the cluster's
+capacity: Ray calls, which Ray's callback thread must not make), cancels, and a callback
+that found the lock taken (it never waits for it: the lock may be held across a Ray call).
+The collector blocks on the inbox with a timeout equal to the nearest deadline (a task's
+timeout, a starving actor's grace, an idle actor's end); a deadline armed from another
+thread that is nearer than the collector's wake-up sends it a "kick". Nothing polls.
+(bench/ray.py, chain200: the two hops were the collector's: engine -> collector -> Ray, and
+Ray's callback -> collector -> engine.)
 
-How a call can end, each reported exactly once through its sink (from the collector thread):
+How a call can end, each reported exactly once through its sink (from the collector thread,
+or from Ray's callback thread for case 1):
   1. the actor returns an outcome (success, or anything the task raised);
   2. the actor, its worker process or its node dies -> kind="worker_lost" (Ray's exception
      types, translated in `outcomes.of_exception`); the actor is replaced on demand;
@@ -28,6 +38,7 @@ from __future__ import annotations
 import atexit
 import heapq
 import logging
+import math
 import os
 import queue
 import sys
@@ -103,7 +114,9 @@ class RayExecutor:
         self._checked: set[tuple[str, frozenset[str]]] = set()
         self._fn_cache: dict[str, tuple[Any, str, bytes]] = {}
         self._fn_versions: dict[str, int] = {}
-        # Collector-thread state.
+        # The pool's state: read and changed only with `_state` held.
+        self._state = threading.Lock()
+        self._wake_at = math.inf  # when the collector wakes up unless kicked (-inf: awake)
         self._actors: list[Actor] = []
         self._idle: dict[Shape, list[Actor]] = {}
         self._backlog: deque[Job] = deque()
@@ -116,6 +129,8 @@ class RayExecutor:
         self.actors_started = 0
         self.fn_sends = 0
         self.requeued = 0  # calls sent again after the actor they were queued on went away
+        self.direct_sends = 0  # calls sent to an idle actor from submit's own thread
+        self.direct_outcomes = 0  # outcomes handed to the engine from Ray's callback thread
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -183,7 +198,14 @@ class RayExecutor:
         except Unpicklable as exc:
             self._inbox.put(("deliver", sink, outcomes.failed(call, exc.error, started_at=None)))
             return
-        self._inbox.put(("submit", Job(call, sink, shape, payload, wire_key, fn_blob)))
+        job = Job(call, sink, shape, payload, wire_key, fn_blob)
+        with self._state:
+            idle = self._idle.get(shape) if self._started and not self._backlog else None
+            if idle:  # the common case: no hop to the collector
+                self.direct_sends += 1
+                self._dispatch(idle.pop(), job)
+                return
+        self._inbox.put(("submit", job))
 
     def cancel(self, run_id: str, task_id: str, map_index: int) -> None:
         self._inbox.put(("cancel", (run_id, task_id, map_index)))
@@ -268,24 +290,33 @@ class RayExecutor:
     def _collect(self) -> None:
         inbox = self._inbox
         while True:
+            with self._state:
+                timeout = self._next_timeout()
+                self._wake_at = math.inf if timeout is None else time.monotonic() + timeout
             try:
-                event = inbox.get(timeout=self._next_timeout())
+                event = inbox.get(timeout=timeout)
             except queue.Empty:
                 event = None
             deliveries: list[tuple[Sink, TaskOutcome]] = []
-            while event is not None:
-                if event[0] == "stop":
-                    self._stop_all(deliveries)
-                    self._deliver(deliveries)
-                    return
-                self._handle(event, deliveries)
-                try:
-                    event = inbox.get_nowait()
-                except queue.Empty:
-                    event = None
-            self._fire_timers(deliveries)
-            self._schedule(deliveries)
+            stopping = False
+            with self._state:
+                self._wake_at = -math.inf  # awake: what is armed now is seen next round
+                while event is not None:
+                    if event[0] == "stop":
+                        self._stop_all(deliveries)
+                        stopping = True
+                        break
+                    self._handle(event, deliveries)
+                    try:
+                        event = inbox.get_nowait()
+                    except queue.Empty:
+                        event = None
+                if not stopping:
+                    self._fire_timers(deliveries)
+                    self._schedule(deliveries)
             self._deliver(deliveries)
+            if stopping:
+                return
 
     def _handle(self, event: tuple[Any, ...], out: list[tuple[Sink, TaskOutcome]]) -> None:
         kind = event[0]
@@ -299,6 +330,7 @@ class RayExecutor:
             self._on_cancel(event[1], out)
         elif kind == "deliver":
             out.append((event[1], event[2]))
+        # "kick": only to wake the collector up (a nearer deadline, a backlog to send)
 
     def _next_timeout(self) -> float | None:
         now = time.monotonic()
@@ -312,6 +344,10 @@ class RayExecutor:
                 whens.append(actor.created_at + STARVING_AFTER_S)
             elif actor.phase == IDLE:
                 whens.append(actor.since + IDLE_TIMEOUT_S)
+        if self._actors:
+            # Actors go idle in Ray's callback thread without waking the collector: it looks
+            # again at least this often while any lives, so an idle one is stopped in time.
+            whens.append(now + IDLE_TIMEOUT_S)
         if not whens:
             return None
         return max(0.0, min(whens) - now)
@@ -406,8 +442,27 @@ class RayExecutor:
         self._seq += 1
         job.seq = self._seq
         job.ref = actor.handle.run.remote(job.wire_key, fn_blob, job.payload, sys_path, env)
-        job.ref.future().add_done_callback(
-            partial(self._inbox_put, "done", actor, job, job.seq))
+        job.ref.future().add_done_callback(partial(self._ray_done, actor, job, job.seq))
+
+    def _ray_done(self, actor: Actor, job: Job, seq: int, future: Any) -> None:
+        """In Ray's callback thread: `job`'s call ended. A call that returned its outcome is
+        settled here and the outcome handed to the engine (no hop); an actor that died (Ray
+        calls follow: kill, capacity), or the state's lock held by another thread (never
+        waited for: it may be held across a Ray call), go through the collector."""
+        if not future.cancelled() and future.exception() is None \
+                and self._state.acquire(blocking=False):
+            out: list[tuple[Sink, TaskOutcome]] = []
+            try:
+                self._on_done(actor, job, seq, future, out)
+                kick = bool(self._backlog)  # an actor may have gone idle for it
+                self.direct_outcomes += len(out)
+            finally:
+                self._state.release()
+            if kick:
+                self._inbox.put(("kick",))
+            self._deliver(out)
+            return
+        self._inbox.put(("done", actor, job, seq, future))
 
     def _begin(self, job: Job) -> None:
         """`job` is now the call its actor runs: its start time and deadline."""
@@ -432,6 +487,8 @@ class RayExecutor:
             self._seq += 1
             job.deadline = time.monotonic() + timeout_s
             heapq.heappush(self._deadlines, (job.deadline, self._seq, job))
+            if job.deadline < self._wake_at:  # armed outside the collector, nearer than its wake
+                self._inbox.put(("kick",))
 
     def _make_idle(self, actor: Actor) -> None:
         actor.phase = IDLE

@@ -37,6 +37,10 @@ the worker's whole virtualenv for each environment on each node (1.8 GB here, se
 minutes on the 2-core VM) before uv installs the pins; the env cache installs only the pins
 (seconds) and finds the driver's packages after them on sys.path.
 
+Logs. A call's log is written on the node that ran it (at the driver's CADENZA_HOME path
+there) and its bytes come back with the outcome; the driver writes them where `cadenza logs`
+reads them, unless the node's file is already there (a node of this machine, a shared folder).
+
 Failures. The actor's process or node dying surfaces as Ray's exception types (RayActorError,
 NodeDiedError, WorkerCrashedError, ...), which `outcomes.py` turns into a `worker_lost`
 attempt, retried per the task's policy. A timeout or a cancel kills the actor (`ray.kill`).

@@ -63,17 +63,73 @@ def test_statements_are_prepared_once_per_connection(store: RunStore) -> None:
             task_instance_updates=[ti(run.run_id, "a", map_index=m, state=TaskState.SUCCESS,
                                       attempt=1)],
             attempts=[attempt(run.run_id, "a", 1, map_index=m, state=TaskState.SUCCESS)],
+            synchronous=m < 2,
         ))
     pg = store._writer._conn.driver_connection
     rows = pg.execute("SELECT statement, generic_plans + custom_plans FROM "
                       "pg_prepared_statements WHERE name LIKE 'cadenza_w%'").fetchall()
     runs = {what: sorted(n for stmt, n in rows if stmt.startswith(start))
             for what, start in [("run insert", "INSERT INTO runs"),
-                                ("checked update", "WITH cadenza_updated AS (UPDATE task_inst"),
+                                ("fused step", "WITH cadenza_w0 AS (UPDATE task_instances"),
                                 ("attempt insert", "INSERT INTO attempts")]}
-    # create_run's run and task instance inserts, then the 5 writes' two statements: each
-    # prepared once on the kept connection, and run that many times.
-    assert runs == {"run insert": [1], "checked update": [5], "attempt insert": [5]}
+    # create_run's run and task instance inserts (6 rows: not fused), then the 5 writes'
+    # update and insert as one statement, synchronous or not: each prepared once on the
+    # kept connection, and run that many times.
+    assert runs == {"run insert": [1], "fused step": [5], "attempt insert": []}
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_chained_step_is_one_statement_and_other_writes_are_not(store: RunStore) -> None:
+    """A write of a few rows of distinct run tables runs as ONE statement (each row a
+    data-modifying WITH query); writes that one statement would get wrong are sent as
+    separate statements and still land: two updates of the same row (a statement updates
+    a row once), a task instance inserted and updated in one write (an update does not see
+    an insert of its own statement), and more rows than FUSE_MAX_ROWS."""
+    from cadenza.store import pgwrite
+
+    run = make_run()
+    store.create_run(run, [ti(run.run_id, n) for n in "abc"])  # 4 rows: fused
+    pg = store._writer._conn.driver_connection
+
+    def fused_runs() -> dict[str, int]:
+        """Executions of each fused statement on the kept connection, by its first words."""
+        rows = pg.execute("SELECT statement, generic_plans + custom_plans FROM "
+                          r"pg_prepared_statements WHERE statement LIKE 'WITH cadenza\_w0 %'"
+                          ).fetchall()
+        return {stmt[:40]: n for stmt, n in rows if n}
+
+    store.write(WriteBatch(  # the chained step and the run's update: fused
+        task_instance_updates=[ti(run.run_id, "a", state=TaskState.SUCCESS, attempt=1)],
+        attempts=[attempt(run.run_id, "a", 1, state=TaskState.SUCCESS)],
+        run_updates=[run], synchronous=False))
+    assert fused_runs() == {"WITH cadenza_w0 AS (INSERT INTO runs (ru": 1,
+                            "WITH cadenza_w0 AS (UPDATE runs SET pipe": 1}
+    store.write(WriteBatch(  # the same row twice: not fused, the later one wins
+        task_instance_updates=[ti(run.run_id, "b", state=TaskState.RUNNING, attempt=1),
+                               ti(run.run_id, "b", state=TaskState.SUCCESS, attempt=1)],
+        synchronous=False))
+    store.write(WriteBatch(  # inserted and updated in one write: not fused
+        new_task_instances=[ti(run.run_id, "d")],
+        task_instance_updates=[ti(run.run_id, "d", state=TaskState.SKIPPED)],
+        synchronous=False))
+    store.write(WriteBatch(  # too many rows: not fused
+        attempts=[attempt(run.run_id, "c", n) for n in range(1, pgwrite.FUSE_MAX_ROWS + 2)],
+        synchronous=False))
+    assert sum(fused_runs().values()) == 2
+    states = {t.task_id: t.state for t in store.get_task_instances(run.run_id)}
+    assert states == {"a": TaskState.SUCCESS, "b": TaskState.SUCCESS, "c": TaskState.PENDING,
+                      "d": TaskState.SKIPPED}
+    assert len(store.get_attempts(run.run_id)) == 1 + pgwrite.FUSE_MAX_ROWS + 1
+    with pytest.raises(StoreError, match="1 of 2 task instances updated"):  # fused, checked
+        store.write(WriteBatch(
+            task_instance_updates=[ti(run.run_id, "c", state=TaskState.QUEUED),
+                                   ti(run.run_id, "ghost", state=TaskState.QUEUED)],
+            attempts=[attempt(run.run_id, "c", 99)],
+            synchronous=False))
+    assert sum(fused_runs().values()) == 3
+    c = store.get_task_instance(run.run_id, "c")
+    assert c is not None and c.state is TaskState.PENDING  # rolled back, attempt too
+    assert len(store.get_attempts(run.run_id)) == 1 + pgwrite.FUSE_MAX_ROWS + 1
 
 
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)

@@ -25,7 +25,7 @@ from contextlib import nullcontext
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, Select, Update, exc
+from sqlalchemy import Connection, Engine, Insert, Select, Update, exc
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.dml import UpdateBase
 
@@ -33,6 +33,7 @@ from cadenza.core.errors import StoreError
 from cadenza.store import failures, sqlite_conn
 from cadenza.store.db import dialect_insert
 from cadenza.store.failures import store_error
+from cadenza.store.tables import UTCDateTime
 
 if TYPE_CHECKING:
     from cadenza.store.pgwrite import PgStatement, PgWriteConnection
@@ -40,6 +41,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Processor = Callable[[Any], Any]
+
+# PostgreSQL: the tables whose plain INSERTs and UPDATEs a one-trip write may fuse into one
+# statement (store/pgwrite.py `fused`), all keyed by their own columns. Not metrics (their
+# ids come from a sequence in write order, and the WITH queries of one statement run in no
+# set order), nor lineage and scheduling statements (they rely on locks taken by an
+# earlier statement, or ON CONFLICT rules, in order).
+_FUSABLE_TABLES = frozenset({"runs", "task_instances", "attempts"})
 
 
 class PreparedDml:
@@ -61,10 +69,21 @@ class PreparedDml:
         if dialect.name == "postgresql":
             from cadenza.store.pgwrite import PgStatement, checked_update
 
-            self.pg = PgStatement(self.sql)
+            # A one-row INSERT or checked UPDATE of the run tables may be fused with others
+            # of a write into one statement (store/pgwrite.py `fused`).
+            table: str | None = getattr(getattr(stmt, "table", None), "name", None)
+            if table not in _FUSABLE_TABLES:
+                table = None
+            # Timestamps travel in binary (psycopg dumps an aware datetime as microseconds).
+            binary = frozenset(name for name, bind in compiled.binds.items()
+                               if isinstance(bind.type, UTCDateTime))
+            self.pg = PgStatement(self.sql, binary=binary, fuse_as=(
+                ("insert", table) if table is not None and isinstance(stmt, Insert) else None))
             if isinstance(stmt, Update):
                 self.checked_sql = checked_update(self.sql)
-                self.pg_checked = PgStatement(self.checked_sql)
+                self.pg_checked = PgStatement(
+                    self.checked_sql, fuse_as=None if table is None else ("update", table),
+                    fuse_sql=self.sql, binary=binary)
         positional = compiled.positiontup
         names: list[str] = list(positional) if positional is not None else list(compiled.binds)
         procs: list[tuple[str, Processor]] = []
@@ -397,7 +416,8 @@ def _transaction(engine: Engine, url: str, kept: Any, steps: Sequence[Step], act
         if one_trip is not None:  # autocommit: BEGIN ... COMMIT in one round trip
             one_trip.run([(_pg_statement(dml, check), rows)
                           for dml, _params, rows, check in prepared], synchronous=synchronous)
-        elif dialect.name == "postgresql":
+            return  # committed (nothing for conn.commit() to do in autocommit)
+        if dialect.name == "postgresql":
             _execute_pipelined(conn.driver_connection, prepared, synchronous=synchronous)
         else:
             cursor = conn.cursor()

@@ -44,6 +44,8 @@ from psycopg import Connection, errors, pq
 from psycopg.adapt import PyFormat, Transformer
 from psycopg.generators import fetch_many, send
 
+_BINARY = PyFormat.BINARY
+_TEXT = PyFormat.TEXT
 _COMMAND_OK = pq.ExecStatus.COMMAND_OK
 _FATAL = pq.ExecStatus.FATAL_ERROR
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%")
@@ -52,21 +54,41 @@ _names = itertools.count()
 
 class PgStatement:
     """One statement in PostgreSQL's numbered form ($1, $2 ...), with the order in which
-    its named parameters fill those numbers and the name it is prepared under."""
+    its named parameters fill those numbers and the name it is prepared under.
 
-    __slots__ = ("name", "names", "sql")
+    `fuse_as`: for an INSERT, or a checked UPDATE (`checked_update`), of one row that `fused`
+    may merge with others into one statement: ("insert" | "update", its table), and
+    `fuse_sql` the row's statement to merge (for an UPDATE, the unchecked one); None for
+    any other statement."""
 
-    def __init__(self, pyformat_sql: str) -> None:
-        order: dict[str, int] = {}
+    __slots__ = ("formats", "fuse_as", "fuse_sql", "name", "names", "pyformat", "sql")
 
-        def number(m: re.Match[str]) -> str:
-            if m.group(0) == "%%":
-                return "%"
-            return f"${order.setdefault(m.group(1), len(order) + 1)}"
-
-        self.sql = _PLACEHOLDER.sub(number, pyformat_sql).encode()
-        self.names = tuple(order)
+    def __init__(self, pyformat_sql: str, *, fuse_as: tuple[str, str] | None = None,
+                 fuse_sql: str | None = None, binary: frozenset[str] = frozenset(),
+                 formats: list[PyFormat] | None = None) -> None:
+        self.pyformat = pyformat_sql
+        self.sql, self.names = _numbered(pyformat_sql, 0)
         self.name = f"cadenza_w{next(_names)}".encode()
+        self.fuse_as = fuse_as
+        self.fuse_sql = pyformat_sql if fuse_sql is None else fuse_sql
+        # How each parameter travels: binary for the names in `binary` (timestamps: the
+        # server's text parser was ~6% of a chained step's backend instructions), text for
+        # the rest (their casts decide the types; a binary int would carry its own width).
+        self.formats = formats if formats is not None else [
+            _BINARY if n in binary else _TEXT for n in self.names]
+
+
+def _numbered(pyformat_sql: str, offset: int) -> tuple[bytes, tuple[str, ...]]:
+    """`pyformat_sql` with its named placeholders numbered from `offset` + 1 (a name that
+    occurs twice gets one number), and the names in number order."""
+    order: dict[str, int] = {}
+
+    def number(m: re.Match[str]) -> str:
+        if m.group(0) == "%%":
+            return "%"
+        return f"${order.setdefault(m.group(1), len(order) + 1) + offset}"
+
+    return _PLACEHOLDER.sub(number, pyformat_sql).encode(), tuple(order)
 
 
 # A synchronous transaction's own statements, prepared like the others (no parse per write).
@@ -79,7 +101,7 @@ _CONTROL = (_BEGIN, _WAITING, _COMMIT)
 class PgWriteConnection:
     """A kept autocommit psycopg connection and the statements prepared on it."""
 
-    __slots__ = ("_formats", "_prepared", "_tx", "pg")
+    __slots__ = ("_fused", "_prepared", "_tx", "pg")
 
     def __init__(self, pg: Connection[Any]) -> None:
         self.pg = pg
@@ -92,13 +114,13 @@ class PgWriteConnection:
                          "WHERE name LIKE 'cadenza\\_w%'")
         self._prepared: set[bytes] = {name.encode() for (name,) in cur.fetchall()}
         cur.close()
-        self._formats: dict[int, list[PyFormat]] = {}
+        self._fused: dict[tuple[tuple[bytes, int], ...], PgStatement] = {}
 
     def release(self) -> None:
         """Before the connection goes back to a pool: its session as it came."""
         self.pg.execute("RESET synchronous_commit")
 
-    def run(self, steps: Sequence[tuple[PgStatement, list[dict[str, Any]]]], *,
+    def run(self, steps: Sequence[tuple[PgStatement, Sequence[Any]]], *,
             synchronous: bool) -> None:
         """Every row of every step as one transaction in one pipeline: one flush, one read.
         Synchronous: inside BEGIN; SET LOCAL synchronous_commit = on; ... COMMIT. Otherwise
@@ -107,19 +129,25 @@ class PgWriteConnection:
         waiting for a ROLLBACK."""
         pgconn = self.pg.pgconn
         tx = self._tx
+        one = self._fuse(steps)
+        if one is not None:
+            stmt, values = one
+            if not synchronous and stmt.name in self._prepared:
+                self._run_one(stmt, values)
+                return
+            steps = [(stmt, [values])]
         # Every value is dumped before anything is queued: a value psycopg cannot dump
         # raises here, with nothing sent.
-        queries: list[tuple[bytes, Sequence[Any]]] = []
+        queries: list[tuple[bytes, Sequence[Any], Sequence[pq.Format] | None]] = []
         prepares: list[PgStatement] = []
         for stmt, rows in steps:
             if stmt.name not in self._prepared and stmt not in prepares:
                 prepares.append(stmt)
             names = stmt.names
-            formats = self._formats.get(len(names))
-            if formats is None:
-                formats = self._formats[len(names)] = [PyFormat.TEXT] * len(names)
             for row in rows:
-                queries.append((stmt.name, tx.dump_sequence([row[n] for n in names], formats)))
+                values = row if isinstance(row, list) else [row[n] for n in names]
+                queries.append((stmt.name, tx.dump_sequence(values, stmt.formats),
+                                tx.formats))
         if synchronous:
             for stmt in _CONTROL:
                 if stmt.name not in self._prepared:
@@ -131,8 +159,8 @@ class PgWriteConnection:
             if synchronous:
                 pgconn.send_query_prepared(_BEGIN.name, None)
                 pgconn.send_query_prepared(_WAITING.name, None)
-            for name, params in queries:
-                pgconn.send_query_prepared(name, params)
+            for name, params, formats in queries:
+                pgconn.send_query_prepared(name, params, param_formats=formats)
             if synchronous:
                 pgconn.send_query_prepared(_COMMIT.name, None)
             pgconn.pipeline_sync()
@@ -161,6 +189,108 @@ class PgWriteConnection:
         if error is not None:
             raise errors.error_from_result(error, encoding=self.pg.info.encoding)
 
+
+    def _fuse(self, steps: Sequence[tuple[PgStatement, Sequence[Any]]]
+              ) -> tuple[PgStatement, list[Any]] | None:
+        """The steps as ONE statement and its values, when they can be: each row a
+        data-modifying WITH query of one statement (a chained step: the task instance
+        update and the attempt insert). None when they cannot (see `fused`)."""
+        if not 0 < len(steps) <= FUSE_MAX_STEPS:
+            return None
+        tables: set[str] = set()
+        shape: list[tuple[bytes, int]] = []
+        values: list[Any] = []
+        rows_in_all = 0
+        for stmt, rows in steps:
+            fuse_as = stmt.fuse_as
+            if fuse_as is None or fuse_as[1] in tables:
+                return None
+            tables.add(fuse_as[1])
+            rows_in_all += len(rows)
+            if rows_in_all > FUSE_MAX_ROWS:
+                return None
+            names = stmt.names
+            if fuse_as[0] == "update" and len(rows) > 1:
+                # One statement updates a row once: rows with the same key cannot be fused.
+                keys = {tuple(row[n] for n in names if n.startswith("k_")) for row in rows}
+                if len(keys) < len(rows):
+                    return None
+            for row in rows:
+                values.extend([row[n] for n in names])
+            shape.append((stmt.name, len(rows)))
+        key = tuple(shape)
+        one = self._fused.get(key)
+        if one is None:
+            one = self._fused[key] = fused([(s, len(rows)) for s, rows in steps])
+        return one, values
+
+    def _run_one(self, stmt: PgStatement, values: list[Any]) -> None:
+        """One prepared statement as its own implicit transaction, outside pipeline mode:
+        Bind, Execute and Sync in one flush, one result."""
+        pgconn = self.pg.pgconn
+        tx = self._tx
+        params = tx.dump_sequence(values, stmt.formats)
+        error: pq.abc.PGresult | None = None
+        try:
+            pgconn.send_query_prepared(stmt.name, params, param_formats=tx.formats)
+            wait = self.pg.wait
+            wait(send(pgconn))
+            for res in wait(fetch_many(pgconn)):
+                if res.status == _FATAL and error is None:
+                    error = res
+        except BaseException:
+            # A result left unread: this connection's protocol state is unknown (see run).
+            if pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
+                self.pg.close()
+            raise
+        if error is not None:
+            raise errors.error_from_result(error, encoding=self.pg.info.encoding)
+
+
+# `fused`'s limits: a write of more rows than this is sent as separate statements.
+FUSE_MAX_STEPS = 4
+FUSE_MAX_ROWS = 4
+
+
+def fused(parts: Sequence[tuple[PgStatement, int]]) -> PgStatement:
+    """One statement that runs `rows` rows of each statement in `parts` (INSERTs and UPDATEs
+    of distinct tables, see `PgStatement.fuse_as`) as data-modifying WITH queries, and fails
+    like `checked_update` when any of the UPDATEs matched no row. Its parameters are each
+    row's, in order.
+
+    Why: a chained step's write was two statements in one pipeline; as one statement the
+    server plans, starts and ends one executor instead of two and answers once, and the
+    client dumps one parameter list and reads one result (measured: see docs/status.md,
+    issue 12). PostgreSQL runs every data-modifying WITH query exactly once, to completion,
+    whether or not the main query reads it, all of them on the statement's one snapshot:
+    so the tables must be distinct (an UPDATE would not see a row an INSERT of the same
+    statement adds), and an UPDATE's rows must have distinct keys (a statement updates a
+    row once). Foreign keys are checked at the end of the statement, so they see every
+    insert of it."""
+    ctes: list[str] = []
+    checks: list[str] = []
+    formats: list[PyFormat] = []
+    offset = 0
+    for stmt, rows in parts:
+        assert stmt.fuse_as is not None, stmt.pyformat
+        for _ in range(rows):
+            sql, names = _numbered(stmt.fuse_sql, offset)
+            assert names == stmt.names, stmt.pyformat  # the same parameters, in one order
+            offset += len(names)
+            formats.extend(stmt.formats)
+            alias = f"cadenza_w{len(ctes)}"
+            if stmt.fuse_as[0] == "update":
+                ctes.append(f"{alias} AS ({sql.decode()} RETURNING 1)")
+                checks.append(f"(SELECT count(*) FROM {alias})")
+            else:
+                ctes.append(f"{alias} AS ({sql.decode()})")
+    if checks:
+        fewest = checks[0] if len(checks) == 1 else f"LEAST({', '.join(checks)})"
+        main = (f"SELECT CAST('{_MISSING_ROW_MARK}' || n AS INTEGER) "
+                f"FROM (SELECT {fewest} AS n) AS cadenza_counts WHERE n = 0")
+    else:
+        main = "SELECT 1 WHERE false"
+    return PgStatement(f"WITH {', '.join(ctes)} {main}".replace("%", "%%"), formats=formats)
 
 # The error a checked UPDATE raises when it matched no row: casting this text (with the
 # count appended, so the planner cannot evaluate the cast ahead of time) to an integer.

@@ -80,3 +80,37 @@ def test_a_sink_that_raises_does_not_take_the_thread_down(
     outcomes: queue.SimpleQueue[TaskOutcome] = queue.SimpleQueue()
     one_thread.submit(_call(_add_one, tmp_path, x=2), outcomes.put)
     assert outcomes.get(timeout=OUTCOME_WAIT_S).value == 3
+
+
+def test_calls_beyond_the_threads_wait_and_each_reports_exactly_once(tmp_path: Path) -> None:
+    ex = ThreadExecutor(max_workers=2)
+    ex.start()
+    try:
+        outcomes: queue.SimpleQueue[TaskOutcome] = queue.SimpleQueue()
+        for i in range(30):  # more than the threads: the rest wait in the backlog
+            ex.submit(_call(_add_one, tmp_path, attempt=i + 1, x=i), outcomes.put)
+        got = [outcomes.get(timeout=OUTCOME_WAIT_S) for _ in range(30)]
+        assert sorted((o.attempt, o.value) for o in got) == [(i + 1, i + 1) for i in range(30)]
+        assert all(o.ok for o in got)
+        assert len({o.worker for o in got}) <= 2
+        assert outcomes.empty()
+        assert ex.free_slots() == 2
+    finally:
+        ex.shutdown()
+
+
+def test_shutdown_ends_every_pool_thread_and_a_restart_serves_again(tmp_path: Path) -> None:
+    import threading
+
+    ex = ThreadExecutor(max_workers=3)
+    ex.start()
+    names = {t.name for t in ex._threads}
+    ex.shutdown()
+    assert not any(t.name in names for t in threading.enumerate())
+    ex.start()
+    try:
+        outcomes: queue.SimpleQueue[TaskOutcome] = queue.SimpleQueue()
+        ex.submit(_call(_add_one, tmp_path, x=1), outcomes.put)
+        assert outcomes.get(timeout=OUTCOME_WAIT_S).value == 2
+    finally:
+        ex.shutdown()

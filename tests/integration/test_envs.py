@@ -145,6 +145,19 @@ def test_a_timed_out_task_in_an_env_is_killed(sqlite_env: Settings, tmp_path: Pa
              timeout_s=10, what="the timed-out task's process to be gone")
 
 
+def test_an_env_timeout_counts_from_the_task_start_not_the_worker_boot(
+        sqlite_env: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The env worker's interpreter start and the import of the task's module (2 s here) come
+    before the task's function starts; its 1 s timeout counts from that start only."""
+    monkeypatch.setenv("CADENZA_TEST_SLOW_IMPORT_S", "2")
+    monkeypatch.delitem(sys.modules, "tests.pipelines.env_slow_import", raising=False)
+    from tests.pipelines import env_slow_import  # the driver pays the 2 s too, untimed
+
+    result = env_slow_import.env_slow_import.run(executor="threads")
+    assert result.state == "success", result.error
+    assert result.outputs["quick_after_a_slow_import"] == "ran"
+
+
 def test_a_task_whose_env_process_dies_is_retried(sqlite_env: Settings) -> None:
     result = pipes.env_worker_lost.run(executor="processes")
     assert result.state == "success", result.error

@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -491,18 +492,25 @@ class _EnvWorker:
         self.name = f"pid:{self.proc.pid}@{platform.node()} env:{env.key}"
         self.idle_since = time.monotonic()
 
-    def call(self, payload: bytes) -> bytes | None:
-        """Send one call, wait for its reply; None when the worker died first."""
+    def call(self, payload: bytes, on_start: Callable[[], None] | None = None) -> bytes | None:
+        """Send one call, wait for its reply; None when the worker died first. `on_start`
+        runs when the child says the task's function is about to run (an empty frame):
+        a new worker's interpreter start and imports come before it."""
         assert self.proc.stdin is not None
         try:
             self.proc.stdin.write(struct.pack(">Q", len(payload)) + payload)
             self.proc.stdin.flush()
         except OSError:
             return None  # it died: its exit says why
-        header = self._result.read(8)
-        if len(header) < 8:
-            return None
-        (size,) = struct.unpack(">Q", header)
+        while True:
+            header = self._result.read(8)
+            if len(header) < 8:
+                return None
+            (size,) = struct.unpack(">Q", header)
+            if size:
+                break
+            if on_start is not None:
+                on_start()
         data = self._result.read(size)
         return data if len(data) == size else None
 
@@ -526,6 +534,7 @@ class _EnvWorker:
 # env folder and build (`Env.slot`) -> idle workers, the warmest last. By folder, not key: one
 # key under two homes (two test stores, two projects in one process) is two environments.
 _idle: dict[str, list[_EnvWorker]] = {}
+BOOT_GRACE_S = 60.0  # a new worker's interpreter start + imports, not counted in a timeout
 MAX_IDLE_PER_ENV = 4  # more idle workers of one env than this are stopped, not kept
 IDLE_TIMEOUT_S = 300.0  # an idle worker older than this is stopped at the next take/give
 
@@ -652,17 +661,29 @@ def _run(call: TaskCall, child: _Child) -> TaskOutcome:
         stopped = child.stop_reason
     if stopped is not None:  # cancelled while starting
         _kill(worker.proc)
-    timer = None
-    if call.timeout_s is not None and call.timeout_s > 0:
-        timer = threading.Timer(call.timeout_s, cancel,
+    timers: list[threading.Timer] = []
+
+    def arm(seconds: float) -> None:
+        for old in timers:
+            old.cancel()
+        timer = threading.Timer(seconds, cancel,
                                 args=(call.run_id, call.task_id, call.map_index),
                                 kwargs={"reason": "timeout"})
         timer.daemon = True
         timer.start()
+        timers.append(timer)
+
+    timeout_s = call.timeout_s if call.timeout_s is not None and call.timeout_s > 0 else None
+    if timeout_s is not None:
+        # The task's timeout counts from its function's start (the child's start frame); a
+        # child that never gets there (a new interpreter hanging while it boots) is still
+        # stopped, BOOT_GRACE_S later.
+        arm(timeout_s + BOOT_GRACE_S)
     try:
-        data = worker.call(payload)
+        data = worker.call(payload, on_start=None if timeout_s is None
+                           else functools.partial(arm, timeout_s))
     finally:
-        if timer is not None:
+        for timer in timers:
             timer.cancel()
     with _running_lock:
         stopped = child.stop_reason
@@ -787,6 +808,7 @@ def child_loop(result_fd: int, life_fd: int, first: tuple[Any, ...]) -> None:
                 "which only the same Python version reads), or pin what it needs in "
                 "requirements=")))
         else:
+            send(b"")  # the function starts now: the parent's timeout counts from here
             outcome = worker.execute(call, enforce_timeout=False, worker=ident)
             send(pickle.dumps(("ok", encode_outcome(outcome)), protocol=PROTOCOL))
         header = stdin.read(8)

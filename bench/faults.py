@@ -1,7 +1,7 @@
 """The fault campaign (issue 18): prove "a crash loses nothing" with counts.
 
     python bench/faults.py [--runs 100] [--seed 18] [--only sqlite,postgres,schedulers,
-                            clock,contention,flood] [--events 40] [--sched-faults 30]
+                            clock,contention,flood] [--events 40] [--sched-faults 33]
                            [--contention-s 60] [--flood 1000] [--work-s 0.05]
 
 Each store gets a fresh database (SQLite file; PostgreSQL: a database of its own, a fresh
@@ -103,7 +103,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=18)
     parser.add_argument("--only", default="sqlite,postgres,schedulers,clock,contention,flood")
     parser.add_argument("--events", type=int, default=40)
-    parser.add_argument("--sched-faults", type=int, default=30)
+    parser.add_argument("--sched-faults", type=int, default=33)  # 11 of each kind
     parser.add_argument("--contention-s", type=float, default=60.0)
     parser.add_argument("--flood", type=int, default=1000)
     parser.add_argument("--work-s", type=float, default=0.05)
@@ -147,7 +147,7 @@ def main() -> int:
     sched_rows: list[tuple[str, ...]] = []
     client = redis_client() if not pg else None
     if client is not None and "schedulers" in only:
-        from tests.chaos.schedulers import run_scheduler_campaign
+        from tests.chaos.schedulers import SCHED_KINDS, run_scheduler_campaign
 
         db = PostgresDatabase()
         try:
@@ -166,6 +166,9 @@ def main() -> int:
                            str(c.lost + c.corrupt), str(c.non_final + c.failed),
                            str(srep.tracebacks), fmt(median(times)), fmt(pct(times, 0.95))))
         all_zero &= (srep.duplicated + srep.missed + c.bad + srep.tracebacks) == 0
+        by_kind = Counter(f.kind for f in srep.faults)
+        log("scheduler faults by kind: " + ", ".join(f"{k} {by_kind[k]}" for k in SCHED_KINDS)
+            + f" ({srep.unfired} left unfired; {srep.events} events published)")
     clock_rows = []
     if "clock" in only:
         from tests.chaos.clockjump import run_clock_campaign

@@ -44,7 +44,7 @@ class Fault:
 
 @dataclass
 class SchedReport:
-    events: int
+    events: int  # published: `events`, more while strikes were left (up to 3x)
     runs: int = 0
     duplicated: int = 0
     missed: int = 0
@@ -79,8 +79,21 @@ class Fleet:
                                 start_new_session=True)
         self.procs[name] = (kind, proc)
 
-    def by_pid(self, pid: int) -> str | None:
-        return next((n for n, (_, p) in self.procs.items() if p.pid == pid), None)
+    def drivers(self) -> dict[int, str]:
+        """pid -> name of every process that may drive runs: each fleet process, and for
+        the server its `cadenza scheduler` child (cli/scheduler_child.py), which drives the
+        server's runs under its own pid."""
+        import psutil
+
+        out: dict[int, str] = {}
+        for name, (_, p) in self.procs.items():
+            out[p.pid] = name
+            try:
+                for child in psutil.Process(p.pid).children(recursive=True):
+                    out.setdefault(child.pid, name)
+            except psutil.NoSuchProcess:
+                continue
+        return out
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.work.glob("*.log")))
@@ -109,7 +122,8 @@ def _driver_pid(driver_id: str | None) -> int | None:
 def run_scheduler_campaign(target: Target, *, events: int, faults: int, seed: int,
                            redis: Any, work_s: float = 0.05, timeout_s: float = 900,
                            log: Any = None) -> SchedReport:
-    """Publish `events` events, strike `faults` times, wait for every run to end."""
+    """Publish `events` events (more while strikes are left), strike `faults` times
+    (spread evenly over SCHED_KINDS), wait for every run to end."""
     log = log or (lambda text: None)
     rng = random.Random(seed)
     stream = f"cadenza.chaos.{uuid.uuid4().hex[:10]}"
@@ -119,9 +133,13 @@ def run_scheduler_campaign(target: Target, *, events: int, faults: int, seed: in
     fleet = Fleet(target, f"redis://127.0.0.1:6379/0?stream={stream}", work)
     store = target.store()
     report = SchedReport(events)
-    kinds = list(SCHED_KINDS) * (faults // len(SCHED_KINDS) + 1)
+    # As many of each kind (the first ones get one more), in a seeded order. A kind is
+    # struck as soon as a process of its sort drives a run, the kind with the most strikes
+    # left first; events keep coming (up to 3x `events`) until every strike has landed, so
+    # each kind is seen its share of times however the events fall among the processes.
+    kinds = [SCHED_KINDS[i % len(SCHED_KINDS)] for i in range(faults)]
     rng.shuffle(kinds)
-    kinds = kinds[:faults]
+    most_events = 3 * events
     try:
         fleet.start("sched-a", "scheduler")
         fleet.start("sched-b", "scheduler")
@@ -130,22 +148,24 @@ def run_scheduler_campaign(target: Target, *, events: int, faults: int, seed: in
         published = 0
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            runs = store.list_runs(pipeline="chaos_events", limit=10 * events + 10)
+            runs = store.list_runs(pipeline="chaos_events", limit=10 * most_events + 10)
             _settle(report, runs)
             in_flight = published - sum(1 for r in runs if r.state.is_final)
-            if published < events and in_flight < 4:  # a few at a time: faults find runs
+            wanted = published < events or (bool(kinds) and published < most_events)
+            if wanted and in_flight < 4:  # a few at a time: faults find runs
                 redis.xadd(stream, {"data": json.dumps({
                     "seed": 1000 + published, "ledger": str(target.ledger), "work_s": work_s,
                     "cache_group": published // 5})})
                 published += 1
-            for kind in dict.fromkeys(kinds):  # the first kind with a victim now
-                fault = _strike(fleet, runs, kind, rng)
+            drivers = fleet.drivers() if kinds else {}
+            for kind in sorted(dict.fromkeys(kinds), key=lambda k: -kinds.count(k)):
+                fault = _strike(fleet, drivers, runs, kind, rng)
                 if fault is not None:
                     kinds.remove(kind)
                     report.faults.append(fault)
                     log(f"  scheduler fault {fault.kind} pid {fault.pid} runs {fault.runs}")
                     break
-            if (published == events and len(runs) >= events
+            if (not wanted and len(runs) >= published
                     and all(r.state.is_final for r in runs)
                     and all(f.recover_s is not None for f in report.faults)):
                 break
@@ -155,11 +175,12 @@ def run_scheduler_campaign(target: Target, *, events: int, faults: int, seed: in
         fleet.stop()
         report.logs = fleet.logs()
         redis.delete(stream)
-    runs = store.list_runs(pipeline="chaos_events", limit=10 * events + 10)
+    report.events = published
+    runs = store.list_runs(pipeline="chaos_events", limit=10 * published + 10)
     seeds = [r.params["seed"] for r in runs]
     report.runs = len(runs)
     report.duplicated = len(seeds) - len(set(seeds))
-    report.missed = len(set(range(1000, 1000 + events)) - set(seeds))
+    report.missed = len(set(range(1000, 1000 + published)) - set(seeds))
     params = {r.run_id: {"seed": r.params["seed"], "cache_group": r.params["cache_group"]}
               for r in runs}
     report.counts = check_runs(store, [r.run_id for r in runs], read_ledger(target.ledger),
@@ -189,14 +210,15 @@ def _settle(report: SchedReport, runs: list[Any]) -> None:
             f.recover_s = time.monotonic() - f.at
 
 
-def _strike(fleet: Fleet, runs: list[Any], kind: str, rng: random.Random) -> Fault | None:
+def _strike(fleet: Fleet, drivers: dict[int, str], runs: list[Any], kind: str,
+            rng: random.Random) -> Fault | None:
     """Hit a process of `kind`'s sort that drives a run now; None when none does."""
     want = "server" if kind == "server_kill" else "scheduler"
     driving: dict[str, list[str]] = {}
     for r in runs:
         if r.state.is_final:
             continue
-        name = fleet.by_pid(_driver_pid(r.driver_id) or -1)
+        name = drivers.get(_driver_pid(r.driver_id) or -1)
         if name is not None and fleet.procs[name][0] == want:
             driving.setdefault(name, []).append(r.run_id)
     if not driving:

@@ -130,12 +130,14 @@ def test_schedulers_killed_or_stopped_make_one_run_per_event(
     report = run_scheduler_campaign(target, events=6, faults=3, seed=SEED,
                                     redis=redis_client)
     c = report.counts
-    assert report.runs == 6 and report.duplicated == 0 and report.missed == 0
+    assert report.runs == report.events >= 6
+    assert report.duplicated == 0 and report.missed == 0
     assert c.committed_rerun == 0 and c.lost == 0 and c.corrupt == 0, c.problems
     assert c.non_final == 0 and c.failed == 0, c.problems
     assert report.tracebacks == 0, report.logs[-3000:]
-    # Each fault strikes a process while it drives a run; a kind whose process drove none
-    # before the last run ended is left out (bench/faults.py counts each kind's strikes).
+    # Each fault strikes a process while it drives a run (the server's runs are driven by
+    # its scheduler child); events keep coming (up to 3x) until every kind has struck, but
+    # a kind whose process drove none by then is left out (bench/faults.py counts them).
     assert len(report.faults) >= 2 and {f.kind for f in report.faults} <= set(SCHED_KINDS)
     assert all(f.recover_s is not None for f in report.faults)
 

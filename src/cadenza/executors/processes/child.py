@@ -79,7 +79,10 @@ def worker_main(conn: Connection, boot: tuple[Any, ...]) -> None:
     module_name, _, attr = target.partition(":")
     execute: Callable[..., TaskOutcome] = getattr(importlib.import_module(module_name), attr)
     ident = f"pid:{os.getpid()}@{HOSTNAME}"
-    conn.send_bytes(pickle.dumps(READY, protocol=PROTOCOL))
+    try:
+        conn.send_bytes(pickle.dumps(READY, protocol=PROTOCOL))
+    except OSError:
+        return  # the driver stopped (or closed us) while we started: nothing to say
     # After READY (the driver goes on meanwhile), before any thread and any task.
     start_guard(parent.sentinel if parent is not None else None)
     if parent is not None:

@@ -54,6 +54,7 @@ class Target:
     url: str
     folder: Path
     small_disk: Path | None = None  # a mounted tmpfs, for disk_full
+    lease_s: float = LEASE_S  # the drivers' lease; a stop fault lasts 1.5 of them
 
     @property
     def ledger(self) -> Path:
@@ -74,7 +75,7 @@ class Target:
         env.update({
             "CADENZA_HOME": str(self.folder / "home"),
             "CADENZA_DATABASE_URL": self.driver_url(),
-            "CADENZA_LEASE_S": str(LEASE_S),
+            "CADENZA_LEASE_S": str(self.lease_s),
             "CADENZA_INLINE_LIMIT_BYTES": "1024",  # the 2 KB outputs become artifacts
             "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
             "NO_COLOR": "1",
@@ -345,7 +346,7 @@ class Campaign:
             return None
         os.kill(victim.pid, signal.SIGSTOP)
         struck = time.monotonic()
-        time.sleep(LEASE_S * 1.5)  # the fault itself: stopped for longer than the lease
+        time.sleep(self.target.lease_s * 1.5)  # the fault: stopped for longer than the lease
         os.kill(victim.pid, signal.SIGCONT)
         out.fired, out.note = True, f"{victim.task_id}[{victim.map_index}]"
         return struck
@@ -355,7 +356,7 @@ class Campaign:
             return None
         os.killpg(proc.pid, signal.SIGSTOP)
         struck = time.monotonic()
-        time.sleep(LEASE_S * 1.5)  # the fault itself: stopped for longer than the lease
+        time.sleep(self.target.lease_s * 1.5)  # the fault: stopped for longer than the lease
         os.killpg(proc.pid, signal.SIGCONT)
         out.fired = True
         return struck

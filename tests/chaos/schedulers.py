@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.chaos.campaign import CADENZA, LEASE_S, ROOT, Target
+from tests.chaos.campaign import CADENZA, ROOT, Target
 from tests.chaos.verify import Counts, check_runs, read_ledger
 
 SCHED_KINDS = ("sched_kill", "server_kill", "sched_stop")
@@ -72,7 +72,8 @@ class Fleet:
             args = [*CADENZA, "server", "--scheduler", "--port", "0", "--executor",
                     "processes", "--max-runs", "3", SERVER_TARGET]
         else:
-            args = [*CADENZA, "scheduler", "--executor", "processes", "--lease", str(LEASE_S),
+            args = [*CADENZA, "scheduler", "--executor", "processes", "--lease",
+                    str(self.target.lease_s),
                     "--claim-idle", "1", "--max-runs", "3", TARGET]
         proc = subprocess.Popen(args, cwd=self.work, env=self.env, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -121,7 +122,7 @@ def _driver_pid(driver_id: str | None) -> int | None:
 
 def run_scheduler_campaign(target: Target, *, events: int, faults: int, seed: int,
                            redis: Any, work_s: float = 0.05, timeout_s: float = 900,
-                           log: Any = None) -> SchedReport:
+                           log: Any = None, most_events: int | None = None) -> SchedReport:
     """Publish `events` events (more while strikes are left), strike `faults` times
     (spread evenly over SCHED_KINDS), wait for every run to end."""
     log = log or (lambda text: None)
@@ -139,7 +140,7 @@ def run_scheduler_campaign(target: Target, *, events: int, faults: int, seed: in
     # each kind is seen its share of times however the events fall among the processes.
     kinds = [SCHED_KINDS[i % len(SCHED_KINDS)] for i in range(faults)]
     rng.shuffle(kinds)
-    most_events = 3 * events
+    most_events = max(events, most_events if most_events is not None else 3 * events)
     try:
         fleet.start("sched-a", "scheduler")
         fleet.start("sched-b", "scheduler")
@@ -230,7 +231,7 @@ def _strike(fleet: Fleet, drivers: dict[int, str], runs: list[Any], kind: str,
     if kind == "sched_stop":
         os.kill(proc.pid, signal.SIGSTOP)
         at = time.monotonic()
-        time.sleep(LEASE_S * 1.5)  # the fault itself: silent for longer than the lease
+        time.sleep(fleet.target.lease_s * 1.5)  # the fault: silent for longer than the lease
         os.kill(proc.pid, signal.SIGCONT)
     else:
         os.kill(proc.pid, signal.SIGKILL)
@@ -263,7 +264,7 @@ def run_event_flood(target: Target, *, events: int, redis: Any, timeout_s: float
     for n in range(3):
         log = open(work / f"scheduler-{n}.log", "wb")  # noqa: SIM115
         procs.append(subprocess.Popen(
-            [*CADENZA, "scheduler", "--executor", "threads", "--lease", str(LEASE_S),
+            [*CADENZA, "scheduler", "--executor", "threads", "--lease", str(target.lease_s),
              "--claim-idle", "1", "tests.pipelines.sched_ha:redis_events"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
     store = target.store()

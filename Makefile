@@ -51,7 +51,7 @@ test: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m mypy
-	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/overhead.py

@@ -22,6 +22,25 @@ EXECUTORS = ["inline", "threads", "processes",
              pytest.param("ray", marks=[pytest.mark.ray, pytest.mark.slow])]
 
 
+# Longest first. CI runs the suite on 2 xdist workers with `--dist loadgroup` (Makefile),
+# which hands the tests out one at a time in collection order to whichever worker is free:
+# the suites whose tests take minutes (a JVM, a Ray cluster, cold `cadenza` processes, a
+# browser) start first and run beside the rest, and the many short tests at the end fill in,
+# so the two workers finish together instead of one waiting for a Spark or KFP test that
+# started last. A stable sort: within a rank, files and tests keep their order.
+LONGEST_FIRST = ("spark", "kfp_steps", "chaos", "ray", "browser", "slow")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        for i, name in enumerate(LONGEST_FIRST):
+            if item.get_closest_marker(name) is not None:
+                return i
+        return len(LONGEST_FIRST)
+
+    items.sort(key=rank)
+
+
 @pytest.fixture(autouse=True)
 def _dispose_test_stores() -> Iterator[None]:
     """Dispose the stores a test opened (open_store caches one per URL for the process's

@@ -7,6 +7,13 @@ subprocesses, in dependency order, against PostgreSQL and a moto S3 artifact roo
 run they record must equal a local `run()` of the same pipeline: same task states, same
 outputs. Without a reachable metadata store the steps write records to S3 instead, and
 `cadenza runs import` loads the same run. A local artifact root is refused with the fix.
+
+The first test and the refusal start every step as a pod does, a new `cadenza` process. The
+others run many steps for what the steps compute (records on S3, trigger rules, maps, KFP's
+cache and retries, cancel), so their steps (and `cadenza compile`, `runs import`) are
+forked from a process that has imported Cadenza once (`forked_cadenza`,
+tests/fixtures/kfp_local.py): still one process per step, with its own argv and
+environment, without the ~3.7 CPU s of imports each.
 """
 
 from __future__ import annotations
@@ -20,10 +27,13 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.kfp_local import LocalKfp
+from tests.fixtures.kfp_local import ForkedCli, LocalKfp, forked_cadenza  # noqa: F401
 from tests.fixtures.s3 import S3Bucket, s3_bucket, s3_endpoint  # noqa: F401 - fixtures
 
-pytestmark = [pytest.mark.postgres, pytest.mark.kfp_steps, pytest.mark.slow]
+# A cold step takes 10-20 s at load 15 (other suites beside it): the first test's 17 steps
+# went past pytest's default 300 s there.
+pytestmark = [pytest.mark.postgres, pytest.mark.kfp_steps, pytest.mark.slow,
+              pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
 CADENZA = str(Path(sys.executable).parent / "cadenza")
@@ -44,6 +54,15 @@ def _compile(tmp_path: Path) -> Path:
     subprocess.run([CADENZA, "compile", SOURCE, "--format", "kfp", "-o", str(out),
                     "--image", "registry.example/quickstart:1"], cwd=ROOT, check=True,
                    capture_output=True, text=True)
+    return out
+
+
+def _compile_forked(cli: ForkedCli, target: str, tmp_path: Path) -> Path:
+    out = tmp_path / f"{target.rpartition(':')[2]}.yaml"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CADENZA_")}
+    env.update(CADENZA_HOME=str(tmp_path / "compile-home"), PYTHONPATH=str(ROOT))
+    done = cli.run(["compile", target, "-o", str(out)], env, ROOT)
+    assert done.returncode == 0, done.stderr
     return out
 
 
@@ -105,20 +124,19 @@ def test_the_steps_of_a_compiled_example_recorded_in_postgres_equal_a_local_run(
 
 def test_without_the_metadata_store_steps_record_to_s3_and_runs_import_loads_the_run(
         tmp_path: Path, s3_bucket: S3Bucket, pg_url: str,  # noqa: F811 - fixture
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    spec = _compile(tmp_path)
+        monkeypatch: pytest.MonkeyPatch, forked_cadenza: ForkedCli) -> None:  # noqa: F811
+    spec = _compile_forked(forked_cadenza, f"{SOURCE}:quickstart", tmp_path)
     run_id = f"kfp-{secrets.token_hex(6)}"
     root = s3_bucket.root("artifacts")
     runner = LocalKfp.from_file(spec, command_prefix=[CADENZA],
                                 env=_env(tmp_path / "pod-home", root, s3_bucket, None),
-                                cwd=ROOT, run_id=run_id)
+                                cwd=ROOT, run_id=run_id, launcher=forked_cadenza.run)
     runner.run()
     assert all(s.returncode == 0 for s in runner.steps), [s.stderr for s in runner.steps]
 
     env = _env(tmp_path / "laptop", root, s3_bucket, pg_url)
     for _ in range(2):  # importing twice changes nothing
-        done = subprocess.run([CADENZA, "runs", "import", run_id], cwd=ROOT, env=env,
-                              capture_output=True, text=True, check=False)
+        done = forked_cadenza.run(["runs", "import", run_id], env, ROOT)
         assert done.returncode == 0, done.stderr
     assert "(success, 15 task instances)" in done.stdout
 
@@ -160,7 +178,7 @@ SHAPES = [
 def test_trigger_rules_branches_maps_and_failures_end_as_in_a_local_run(
         module: str, name: str, params: dict[str, Any], tmp_path: Path,
         s3_bucket: S3Bucket,  # noqa: F811 - fixture
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, forked_cadenza: ForkedCli) -> None:  # noqa: F811
     import importlib
 
     from cadenza.core import settings as settings_mod
@@ -168,14 +186,12 @@ def test_trigger_rules_branches_maps_and_failures_end_as_in_a_local_run(
     from cadenza.engine.step_records import ObjectBook, import_run
     from cadenza.store import open_store
 
-    out = tmp_path / f"{name}.yaml"
-    subprocess.run([CADENZA, "compile", f"tests/pipelines/{module}.py:{name}", "-o",
-                    str(out)], cwd=ROOT, check=True, capture_output=True, text=True)
+    out = _compile_forked(forked_cadenza, f"tests/pipelines/{module}.py:{name}", tmp_path)
     run_id = f"kfp-{secrets.token_hex(6)}"
     root = s3_bucket.root("artifacts")
     runner = LocalKfp.from_file(out, command_prefix=[CADENZA],
                                 env=_env(tmp_path / "pod-home", root, s3_bucket, None),
-                                cwd=ROOT, run_id=run_id)
+                                cwd=ROOT, run_id=run_id, launcher=forked_cadenza.run)
     runner.run(params)
     assert runner.steps[-1].task == "cadenza-finalize"
 
@@ -198,13 +214,13 @@ def test_trigger_rules_branches_maps_and_failures_end_as_in_a_local_run(
 
 
 def test_steps_served_from_kfp_cache_are_recorded_cached_with_their_outputs(
-        tmp_path: Path, s3_bucket: S3Bucket, pg_url: str) -> None:  # noqa: F811 - fixture
+        tmp_path: Path, s3_bucket: S3Bucket, pg_url: str,  # noqa: F811 - fixture
+        forked_cadenza: ForkedCli) -> None:  # noqa: F811 - fixture
     from cadenza.engine.api import result_from_store
     from cadenza.store import open_store
 
-    out = tmp_path / "gpu.yaml"
-    subprocess.run([CADENZA, "compile", "tests/pipelines/kfp_shapes.py:trained_on_gpu",
-                    "-o", str(out)], cwd=ROOT, check=True, capture_output=True, text=True)
+    out = _compile_forked(forked_cadenza, "tests/pipelines/kfp_shapes.py:trained_on_gpu",
+                          tmp_path)
     root = s3_bucket.root("artifacts")
     env = _env(tmp_path / "pod-home", root, s3_bucket, pg_url)
     cache: dict[str, Any] = {}
@@ -212,7 +228,7 @@ def test_steps_served_from_kfp_cache_are_recorded_cached_with_their_outputs(
     for _ in range(2):
         run_id = f"kfp-{secrets.token_hex(6)}"
         runner = LocalKfp.from_file(out, command_prefix=[CADENZA], env=env, cwd=ROOT,
-                                    run_id=run_id, cache=cache)
+                                    run_id=run_id, cache=cache, launcher=forked_cadenza.run)
         runner.run()
         assert all(s.returncode == 0 for s in runner.steps), [s.stderr for s in runner.steps]
         results.append((runner, result_from_store(open_store(pg_url), run_id, root)))
@@ -228,7 +244,8 @@ def test_steps_served_from_kfp_cache_are_recorded_cached_with_their_outputs(
 
 
 def test_a_running_kfp_run_is_not_crashed_and_cadenza_runs_cancel_stops_its_steps(
-        tmp_path: Path, s3_bucket: S3Bucket, pg_url: str) -> None:  # noqa: F811 - fixture
+        tmp_path: Path, s3_bucket: S3Bucket, pg_url: str,  # noqa: F811 - fixture
+        forked_cadenza: ForkedCli) -> None:  # noqa: F811 - fixture
     from cadenza.engine.lease import is_orphaned
     from cadenza.store import open_store
 
@@ -238,8 +255,7 @@ def test_a_running_kfp_run_is_not_crashed_and_cadenza_runs_cancel_stops_its_step
     params = ["--param", "n=40", "--param", "seed=1", "--param", "threshold=0.5"]
 
     def step(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([CADENZA, "task-run", *pipeline, *args], cwd=ROOT, env=env,
-                              capture_output=True, text=True, check=False)
+        return forked_cadenza.run(["task-run", *pipeline, *args], env, ROOT)
 
     ref = tmp_path / "make_data.json"
     first = step("--task", "make_data", *params, "--output-ref", str(ref))
@@ -248,8 +264,7 @@ def test_a_running_kfp_run_is_not_crashed_and_cadenza_runs_cancel_stops_its_step
     run = store.get_run(run_id)
     assert run.state == "running" and not is_orphaned(run)  # its steps hold the lease
 
-    cancel = subprocess.run([CADENZA, "runs", "cancel", run_id, "--wait", "0"], cwd=ROOT,
-                            env=env, capture_output=True, text=True, check=False)
+    cancel = forked_cadenza.run(["runs", "cancel", run_id, "--wait", "0"], env, ROOT)
     assert cancel.returncode in (0, 3), cancel.stderr
     second = step("--task", "train", "--map-index", "0", *params,
                   "--input", f"make_data={ref.read_text(encoding='utf-8')}")
@@ -262,18 +277,18 @@ def test_a_running_kfp_run_is_not_crashed_and_cadenza_runs_cancel_stops_its_step
 
 
 def test_a_failure_retry_on_does_not_name_is_not_run_again_by_kfp_retries(
-        tmp_path: Path, s3_bucket: S3Bucket) -> None:  # noqa: F811 - fixture
+        tmp_path: Path, s3_bucket: S3Bucket,  # noqa: F811 - fixture
+        forked_cadenza: ForkedCli) -> None:  # noqa: F811 - fixture
     from cadenza.engine.step_records import ObjectBook
 
-    out = tmp_path / "not_retried.yaml"
-    subprocess.run([CADENZA, "compile", "tests/pipelines/kfp_shapes.py:not_retried",
-                    "-o", str(out)], cwd=ROOT, check=True, capture_output=True, text=True)
+    out = _compile_forked(forked_cadenza, "tests/pipelines/kfp_shapes.py:not_retried",
+                          tmp_path)
     run_id = f"kfp-{secrets.token_hex(6)}"
     root = s3_bucket.root("artifacts")
     marker = tmp_path / "calls.txt"
     runner = LocalKfp.from_file(out, command_prefix=[CADENZA],
                                 env=_env(tmp_path / "pod-home", root, s3_bucket, None),
-                                cwd=ROOT, run_id=run_id)
+                                cwd=ROOT, run_id=run_id, launcher=forked_cadenza.run)
     runner.run({"marker": str(marker)})
     attempts = [s for s in runner.steps if s.task == "wrong-error"]
     assert [s.returncode for s in attempts] == [1, 1, 1]  # KFP's retry policy: 2 retries

@@ -57,17 +57,24 @@ class Counter:
         self.statements = 0
 
     def install(self) -> None:
-        from cadenza.store import dml
+        from cadenza.store import dml, sqlite_store
 
         original = dml.Writer.run
+        original_sqlite = sqlite_store.SqliteWriter.run
         counter = self
 
         def run(writer: Any, steps: Any, action: str, *, synchronous: bool = True) -> None:
             counter.commits += 1
-            counter.statements += sum(len(rows) for _, rows, _ in steps)
+            counter.statements += sum(len(step[1]) for step in steps)
             original(writer, steps, action, synchronous=synchronous)
 
+        def run_sqlite(writer: Any, steps: Any, action: str) -> None:  # a SQLite file's runs
+            counter.commits += 1
+            counter.statements += sum(len(step[1]) for step in steps)
+            original_sqlite(writer, steps, action)
+
         dml.Writer.run = run  # type: ignore[method-assign]
+        sqlite_store.SqliteWriter.run = run_sqlite  # type: ignore[method-assign]
 
 
 def backend_cpu_s() -> float | None:

@@ -689,8 +689,10 @@ def test_resolve_run_id_is_case_sensitive_and_treats_wildcards_literally(store: 
 
 
 def test_find_cached_returns_the_newest_success_across_runs(store: RunStore) -> None:
+    """Newest by run: run ids sort by creation time (core.ids.new_run_id), as here."""
     key = "key-" + secrets.token_hex(4)
-    r1, r2, r3 = make_run(), make_run(), make_run()
+    stamp = secrets.token_hex(4)
+    r1, r2, r3 = (make_run(f"{stamp}-{n}") for n in (1, 2, 3))
     store.create_run(
         r1,
         [
@@ -765,8 +767,10 @@ def test_find_cached_sees_updates_written_by_write(store: RunStore) -> None:
 
 def test_find_cached_reads_the_partial_cache_key_index(store: RunStore) -> None:
     """The cache-key index holds only task instances with a key (migration 0006), on the key
-    alone (0008), and find_cached's query (captured as it runs) still uses it on both databases (PostgreSQL
-    with sequential scans priced out, as a tiny table would otherwise be scanned)."""
+    and the run id (0008: columns no state update changes), and find_cached's query
+    (captured as it runs) reads it in its own order, newest run first, with no sort of all
+    the key's rows, on both databases (PostgreSQL with sequential scans priced out, as a
+    tiny table would otherwise be scanned)."""
     from sqlalchemy import event
 
     key = "key-" + secrets.token_hex(4)
@@ -797,7 +801,7 @@ def test_find_cached_reads_the_partial_cache_key_index(store: RunStore) -> None:
             event.remove(engine, "before_cursor_execute", capture)
     assert len(seen) == 1
     sql, params = seen[0]
-    name = "ix_task_instances_cache_key"
+    name = "ix_task_instances_cache_key_run_id"
     with engine.connect() as conn:
         raw = conn.connection.driver_connection
         if engine.dialect.name == "sqlite":
@@ -814,6 +818,7 @@ def test_find_cached_reads_the_partial_cache_key_index(store: RunStore) -> None:
             raw.rollback()
     assert "WHERE" in ddl[0] and "cache_key IS NOT NULL" in ddl[0]
     assert name in plan, plan
+    assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan  # the index's own order
 
 
 # --- pools -----------------------------------------------------------------------------------

@@ -259,7 +259,7 @@ def test_0008_drops_the_attempts_foreign_key_and_keeps_the_rows(db_url: str) -> 
         command.upgrade(cfg, "0008")
         assert attempts() == rows
         assert foreign_keys() == []
-        assert cache_index() == ["cache_key"]
+        assert cache_index() == ["cache_key", "run_id"]
         assert _storage_options(engine, "task_instances") == (
             ["fillfactor=50"] if postgres else [])
         if not postgres:

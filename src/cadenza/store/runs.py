@@ -199,7 +199,9 @@ def find_cached_query(*, not_before: bool) -> Select[Any]:
     )
     if not_before:
         q = q.where(t.ended_at >= bindparam("not_before", type_=t.ended_at.type))
-    return q.order_by(t.ended_at.desc()).limit(1)
+    # Newest run first (run ids sort by creation time): the order of the cache-key index, so
+    # the lookup stops at the first success of the newest run instead of sorting them all.
+    return q.order_by(t.run_id.desc()).limit(1)
 
 
 _FIND_CACHED = find_cached_query(not_before=False)
@@ -504,7 +506,8 @@ class RunStore:
     ) -> TaskInstanceRecord | None:
         """The newest successful task instance (any run) with this cache key.
 
-        Newest by ended_at; with `not_before`, only those that ended at or after it.
+        Newest by run (run ids sort by creation); with `not_before`, only those that ended at
+        or after it.
         """
         params: dict[str, Any] = {"cache_key": cache_key, "state": TaskState.SUCCESS.value}
         if not_before is None:

@@ -160,8 +160,8 @@ SCHEMA: tuple[str, ...] = (
         'DELETE CASCADE\n)\n WITHOUT ROWID\n\n'
     ),
     (
-        'CREATE INDEX ix_task_instances_cache_key ON task_instances (cache_key) WHERE '
-        'cache_key IS NOT NULL'
+        'CREATE INDEX ix_task_instances_cache_key_run_id ON task_instances (cache_key, '
+        'run_id) WHERE cache_key IS NOT NULL'
     ),
     (
         'CREATE TABLE alembic_version (\n\tversion_num VARCHAR(32) NOT NULL, \n\tCONSTRAINT '
@@ -417,7 +417,7 @@ FIND_CACHED = (
     'task_instances.map_count, task_instances.reason, task_instances.cache_detail '
     '\nFROM task_instances \nWHERE task_instances.cache_key = ? AND '
     'task_instances.state = ? AND task_instances.ended_at IS NOT NULL ORDER BY '
-    'task_instances.ended_at DESC\n LIMIT ? OFFSET ?'
+    'task_instances.run_id DESC\n LIMIT ? OFFSET ?'
 )
 
 
@@ -439,7 +439,7 @@ FIND_CACHED_NOT_BEFORE = (
     'task_instances.map_count, task_instances.reason, task_instances.cache_detail '
     '\nFROM task_instances \nWHERE task_instances.cache_key = ? AND '
     'task_instances.state = ? AND task_instances.ended_at IS NOT NULL AND '
-    'task_instances.ended_at >= ? ORDER BY task_instances.ended_at DESC\n LIMIT ? '
+    'task_instances.ended_at >= ? ORDER BY task_instances.run_id DESC\n LIMIT ? '
     'OFFSET ?'
 )
 

@@ -474,7 +474,8 @@ class SqliteStore:
     ) -> TaskInstanceRecord | None:
         """The newest successful task instance (any run) with this cache key.
 
-        Newest by ended_at; with `not_before`, only those that ended at or after it.
+        Newest by run (run ids sort by creation); with `not_before`, only those that ended at
+        or after it.
         """
         params: dict[str, Any] = {"cache_key": cache_key, "state": TaskState.SUCCESS.value}
         if not_before is None:

@@ -220,7 +220,10 @@ runs_table = Table(
 # one key. The predicate is a dialect option, attached by `use_dialect` when a store engine
 # for that dialect is made: naming `postgresql_where` here would import SQLAlchemy's
 # PostgreSQL dialect (~80 ms) into every SQLite cold start.
-_cache_key_index = Index(None, "cache_key")
+# On (cache_key, run_id): both never change once a row has its key, so a state update stays
+# HOT on PostgreSQL, and `find_cached` walks a key's rows newest run first (run ids sort by
+# creation), stopping at the first success instead of reading every row with that key.
+_cache_key_index = Index(None, "cache_key", "run_id")
 CACHE_KEY_PREDICATE = "cache_key IS NOT NULL"
 # PostgreSQL: task instance pages are filled to half, so a row's updates (a chained step
 # updates each row once or twice) find room on its own page and stay HOT (revision 0008).

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,6 +96,15 @@ def store_campaign(name: str, base: Path, disk: Path | None, args: argparse.Name
             db.drop()
     log(f"{name}: {args.runs} runs in {time.monotonic() - started:.0f} s")
     return report
+
+
+def _table(header: str, rows: Sequence[Sequence[str]]) -> None:
+    """A markdown table: `header` is its first line ("| a | b |"), then one line per row."""
+    print(header)
+    print("|---" * (header.count("|") - 1) + "|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+    print()
 
 
 def main() -> int:
@@ -216,34 +226,25 @@ def main() -> int:
           f"{os.cpu_count()} CPUs)")
     print()
     if rows:
-        print("| store | runs | task instances | faults | finished+committed run twice | "
+        _table("| store | runs | task instances | faults | finished+committed run twice | "
               "at-least-once re-runs (killed mid-attempt) | outputs lost | artifacts corrupt "
               "| runs not finished/failed after recovery | tracebacks shown | "
-              "'database is locked' | recover median | recover p95 |")
-        print("|---" * 13 + "|")
-        for r in rows:
-            print("| " + " | ".join(r) + " |")
-        print()
+              "'database is locked' | recover median | recover p95 |",
+               rows)
     if windows:
         print(f"driver_kill: workers outlived the killed process group by {fmt(median(windows), 'ms')} "
               f"median, {fmt(pct(windows, 0.95), 'ms')} p95, {fmt(max(windows), 'ms')} max "
               f"({len(windows)} kills); task bodies that ended in that window: {in_window}")
         print()
     if sched_rows:
-        print("| schedulers | events | runs | faults | unfired | runs duplicated | runs missed | "
+        _table("| schedulers | events | runs | faults | unfired | runs duplicated | runs missed | "
               "finished+committed run twice | at-least-once | outputs lost/corrupt | "
-              "runs not finished/failed | tracebacks | recover median | recover p95 |")
-        print("|---" * 14 + "|")
-        for r in sched_rows:
-            print("| " + " | ".join(r) + " |")
-        print()
+              "runs not finished/failed | tracebacks | recover median | recover p95 |",
+               sched_rows)
     if clock_rows:
-        print("| clock jumps | jumps | forward/back | runs | duplicated | missed | "
-              "for intervals never reached |")
-        print("|---" * 7 + "|")
-        for r in clock_rows:
-            print("| " + " | ".join(r) + " |")
-        print()
+        _table("| clock jumps | jumps | forward/back | runs | duplicated | missed | "
+              "for intervals never reached |",
+               clock_rows)
     if contention is not None:
         print(f"SQLite, {contention.processes} processes x {contention.seconds:g} s driving "
               f"runs: {contention.runs} runs, {contention.failed_runs} failed, "

@@ -205,7 +205,8 @@ def _rollback(conn: Any) -> None:
         log.warning("rollback failed (%s); discarding the connection", e)
 
 
-def _transaction(conn: Any, steps: Sequence[Step], url: str, action: str) -> None:
+def _transaction(conn: Any, steps: Sequence[Step], url: str, action: str) -> int:
+    """Run `steps` in one transaction; the row count of the last statement."""
     cursor = conn.cursor()
     try:
         cursor.execute("BEGIN IMMEDIATE")
@@ -219,7 +220,9 @@ def _transaction(conn: Any, steps: Sequence[Step], url: str, action: str) -> Non
                 keys = [tuple(str(v) for k, v in p.items() if k.startswith("k_"))
                         for p in checked[:5]]
                 raise missing_rows(cursor.rowcount, keys, len(params), what)
+        count = int(cursor.rowcount)
         cursor.execute("COMMIT")
+        return count
     except sqlite3.Error as e:
         _rollback(conn)
         raise store_error(e, url, action) from e
@@ -232,21 +235,7 @@ def _transaction(conn: Any, steps: Sequence[Step], url: str, action: str) -> Non
 
 def _execute_one(conn: Any, arg: tuple[str, Sequence[Any]], url: str, action: str) -> int:
     statement, params = arg
-    cursor = conn.cursor()
-    try:
-        cursor.execute("BEGIN IMMEDIATE")
-        cursor.execute(statement, params)
-        count = int(cursor.rowcount)
-        cursor.execute("COMMIT")
-        return count
-    except sqlite3.Error as e:
-        _rollback(conn)
-        raise store_error(e, url, action) from e
-    except BaseException:
-        _rollback(conn)
-        raise
-    finally:
-        cursor.close()
+    return _transaction(conn, [(statement, [tuple(params)], None, None)], url, action)
 
 
 def _fetch(conn: Any, arg: tuple[str, Sequence[Any]], url: str, action: str) -> list[Any]:

@@ -5,6 +5,7 @@ caching on the request, and resume."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections import Counter
@@ -95,12 +96,17 @@ def server() -> Iterator[Server]:
         s.close()
 
 
-def _closed_port() -> int:
+@contextlib.contextmanager
+def _refusing_port() -> Iterator[int]:
+    """A loopback port that refuses connections for as long as the block runs: the socket stays
+    bound (so no other server of the suite can take the port) but never listens, and Linux
+    answers a connect to it with RST. A port merely closed again can be taken at once by another
+    xdist worker's server, which then answers (CI saw a 404 instead of a refusal)."""
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])  # nothing listens once it is closed
+        yield int(s.getsockname()[1])
 
 
 def test_json_text_and_a_post_with_a_secret_header(sqlite_env: Any, server: Server,
@@ -172,13 +178,14 @@ def test_a_5xx_is_retried_until_the_server_answers(sqlite_env: Any, server: Serv
 
 
 def test_a_refused_connection_is_retried_then_fails_naming_the_url(sqlite_env: Any) -> None:
-    url = f"http://127.0.0.1:{_closed_port()}/health"
+    with _refusing_port() as port:
+        url = f"http://127.0.0.1:{port}/health"
 
-    @pipeline
-    def nobody_home():
-        http_task("health", url, retries=1)
+        @pipeline
+        def nobody_home():
+            http_task("health", url, retries=1)
 
-    result = nobody_home.run(executor="inline")
+        result = nobody_home.run(executor="inline")
     err = result.failed["health"]
     assert err.type == "cadenza.core.errors.HttpUnavailable"
     assert f"GET {url} could not connect" in err.message

@@ -27,6 +27,7 @@ import pytest
 from cadenza.core.errors import ConfigError
 from cadenza.executors.base import TaskCall, TaskOutcome
 from cadenza.executors.processes import ProcessExecutor
+from cadenza.executors.processes import pool as processes_pool
 from tests.fixtures.waiting import wait_for
 
 DEADLINE_S = 30.0
@@ -515,6 +516,64 @@ def test_a_timeout_also_stops_processes_the_task_started(
     assert out.error is not None and out.error.kind == "timeout"
     assert is_gone(worker_pid)
     wait_for(lambda: is_gone(grandchild_pid))
+
+
+SLOW_IMPORT_MODULE = """\
+import os
+import time
+
+# Slow to import in a worker only: the driver imports it at full speed to submit the call.
+if os.getpid() != {driver_pid}:
+    time.sleep({seconds})
+
+
+def quick() -> str:
+    return "ran"
+"""
+
+
+def slow_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str,
+                seconds: float) -> Callable[[], str]:
+    """A task function whose module takes `seconds` to import in a worker process (the
+    worker imports it to load the function, before the call starts)."""
+    (tmp_path / f"{name}.py").write_text(
+        SLOW_IMPORT_MODULE.format(driver_pid=os.getpid(), seconds=seconds)
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    module = __import__(name)
+    monkeypatch.setitem(sys.modules, name, module)
+    fn: Callable[[], str] = module.quick
+    return fn
+
+
+def test_a_timeout_counts_from_the_task_start_not_the_worker_boot_or_import(
+    ex: ProcessExecutor, root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new worker's boot and the import of the task's module (2 s here) come before the
+    function starts; its 1 s timeout counts from that start only."""
+    quick = slow_import(tmp_path, monkeypatch, "cadenza_slow_import_2s", 2.0)
+    sink = Outcomes()
+    ex.submit(make_call(quick, root, task_id="quick", timeout_s=1.0), sink)
+    assert value_of(sink.get()) == "ran"
+
+
+def test_a_worker_that_never_starts_the_function_is_stopped_after_the_boot_grace(
+    ex: ProcessExecutor, root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An import of the task's module that hangs is not the task's time, but it does not hold
+    the worker for ever: the call times out its boot grace after its timeout."""
+    monkeypatch.setattr(processes_pool, "BOOT_GRACE_S", 0.5)
+    hangs = slow_import(tmp_path, monkeypatch, "cadenza_slow_import_hangs", 120.0)
+    sink = Outcomes()
+    ex.submit(make_call(hangs, root, task_id="hangs", timeout_s=0.5), sink)
+    out = sink.get()
+    assert not out.ok and out.error is not None
+    assert out.error.kind == "timeout" and out.error.message == "timed out after 0.5 s"
+    assert out.worker is not None
+    wait_for(lambda: len(ex.worker_pids()) == 2)
+    ex.submit(make_call(add, root, a=2, b=2), sink)
+    assert value_of(sink.get()) == 4
 
 
 def test_cancel_kills_a_running_call(ex: ProcessExecutor, root: str, tmp_path: Path) -> None:

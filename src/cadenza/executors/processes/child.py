@@ -28,6 +28,7 @@ from cadenza.executors.processes.wire import (
     HOSTNAME,
     PROTOCOL,
     READY,
+    START_FRAME,
     call_label,
     encode_outcome,
     error_info,
@@ -163,6 +164,10 @@ def worker_main(conn: Connection, boot: tuple[Any, ...]) -> None:
             if getattr(fn, "__module__", None) == "__main__":
                 adopt_main_names(fn)
             fns[key] = fn
+        if call_fields["timeout_s"]:
+            # The timeout counts from here: this worker's boot and the import of the task's
+            # module (loading `fn` above) come before it and are not the task's time.
+            conn.send_bytes(START_FRAME)
         try:
             outcome = execute(TaskCall(fn=fn, **call_fields), enforce_timeout=False, worker=ident)
         except BaseException as exc:  # noqa: BLE001 - e.g. sys.exit() in the task

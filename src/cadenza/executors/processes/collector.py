@@ -16,6 +16,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
+from cadenza.core import clock
 from cadenza.core.records import ErrorKind
 from cadenza.executors.base import Sink, TaskOutcome
 from cadenza.executors.processes.jobs import (
@@ -29,7 +30,7 @@ from cadenza.executors.processes.jobs import (
     signal_group,
     stopped_outcome,
 )
-from cadenza.executors.processes.wire import decode_outcome, error_info
+from cadenza.executors.processes.wire import START_FRAME, decode_outcome, error_info
 
 log = logging.getLogger("cadenza.executors.processes")
 
@@ -61,6 +62,7 @@ class Collector:
         def _send(self, worker: Worker, job: Job, fn_msg: bytes | None) -> None: ...
         def _spawn_locked(self) -> Worker: ...
         def _stop_locked(self, job: Job, reason: str) -> None: ...
+        def _push_timer_locked(self, when: float, what: str, job: Job) -> None: ...
         def _rebuild_waitables_locked(self) -> None: ...
         def _wake(self) -> None: ...
 
@@ -197,7 +199,26 @@ class Collector:
             pass
         return out
 
+    def _on_start(self, worker: Worker) -> None:
+        """The worker's call (one with a timeout) starts its function now: its deadline
+        counts from here, not from the call's assignment (wire.py, START_FRAME)."""
+        with self._lock:
+            job = worker.job
+            if job is None or job.done or job.stop_reason is not None:
+                return
+            timeout_s = job.call.timeout_s
+            if not timeout_s or timeout_s <= 0:
+                return
+            job.started_at = clock.now()
+            job.deadline = time.monotonic() + timeout_s
+            # The earlier timer (with the boot grace) is skipped: its time is no longer
+            # job.deadline. No wake: the thread that reads pipes computes its wait next.
+            self._push_timer_locked(job.deadline, "deadline", job)
+
     def _on_message(self, worker: Worker, data: bytes) -> list[tuple[Sink, TaskOutcome]]:
+        if data == START_FRAME:
+            self._on_start(worker)
+            return []
         try:
             msg = pickle.loads(data)
         except Exception as exc:  # noqa: BLE001 - becomes the call's outcome

@@ -23,6 +23,10 @@ from cadenza.executors.processes.wire import HOSTNAME
 MAX_BOOT_FAILURES = 3
 # ...and for this long after giving up, calls fail at once instead of forking more workers.
 BOOT_RETRY_AFTER_S = 5.0
+# A call's timeout counts from its function's start (the worker's start frame, wire.py); a
+# call whose worker never gets there (a boot or an import of the task's module that hangs) is
+# stopped this much later than its timeout, counted from its assignment to the worker.
+BOOT_GRACE_S = 60.0
 
 class Job:
     __slots__ = (

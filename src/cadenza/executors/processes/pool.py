@@ -27,6 +27,7 @@ from cadenza.executors.base import Sink, TaskCall, TaskOutcome
 from cadenza.executors.processes.child import worker_main
 from cadenza.executors.processes.collector import KILL_GRACE_S, Collector
 from cadenza.executors.processes.jobs import (
+    BOOT_GRACE_S,
     BOOT_RETRY_AFTER_S,
     Job,
     Worker,
@@ -95,7 +96,8 @@ class ProcessExecutor(Collector):
     How a call can end, each reported exactly once through its sink:
       1. the worker returns an outcome (success, or any exception the task raised);
       2. the worker process dies mid-call -> kind="worker_lost"; the worker is replaced;
-      3. `timeout_s` passes -> the worker is killed, kind="timeout"; replaced;
+      3. `timeout_s` passes, counted from the function's start in the worker (not its boot
+         or the import of its module) -> the worker is killed, kind="timeout"; replaced;
       4. `cancel()` -> dropped from the backlog, or the worker is killed; kind="cancelled";
       5. the function or inputs cannot be pickled, or the outcome cannot come back
          -> kind="serialization";
@@ -422,7 +424,9 @@ class ProcessExecutor(Collector):
         wake = False
         timeout_s = job.call.timeout_s
         if timeout_s is not None and timeout_s > 0:
-            job.deadline = time.monotonic() + timeout_s
+            # Until the worker says the function starts (`_on_start`): a boot or an import of
+            # the task's module is not the task's time, but one that hangs is still stopped.
+            job.deadline = time.monotonic() + timeout_s + BOOT_GRACE_S
             self._push_timer_locked(job.deadline, "deadline", job)
             wake = job.deadline < self._wait_until
         fn_msg = None

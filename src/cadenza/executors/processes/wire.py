@@ -72,9 +72,12 @@ def decode_outcome(values: tuple[Any, ...]) -> TaskOutcome:
 #   ("S",)                                        stop
 # worker -> driver:
 #   "ready"                                       booted; ready for calls
+#   b"" (an empty frame, not pickled)             a call with a timeout: its function starts
+#                                                 now (the driver's deadline counts from here)
 #   ("ok", encoded TaskOutcome)                   a call ended (whatever the task did)
 #   ("fail", ErrorInfo, drop_fn: bool)            the call could not even start or return
 READY = "ready"
+START_FRAME = b""
 STOP_MSG = pickle.dumps(("S",), protocol=pickle.HIGHEST_PROTOCOL)
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 

@@ -63,10 +63,10 @@ class Counter:
         original_sqlite = sqlite_store.SqliteWriter.run
         counter = self
 
-        def run(writer: Any, steps: Any, action: str, *, synchronous: bool = True) -> None:
+        def run(writer: Any, steps: Any, action: str, **kw: Any) -> None:
             counter.commits += 1
             counter.statements += sum(len(step[1]) for step in steps)
-            original(writer, steps, action, synchronous=synchronous)
+            original(writer, steps, action, **kw)
 
         def run_sqlite(writer: Any, steps: Any, action: str) -> None:  # a SQLite file's runs
             counter.commits += 1

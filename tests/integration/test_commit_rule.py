@@ -66,16 +66,16 @@ def test_a_quick_chain_writes_each_task_once_not_its_start(cadenza_env, executor
         def __getattr__(self, name: str) -> Any:
             return getattr(self._store, name)
 
-        def write(self, batch: Any) -> None:
+        def write(self, batch: Any, **kw: Any) -> None:
             written.extend((r.task_id, r.state) for r in batch.task_instance_updates)
-            self._store.write(batch)
+            self._store.write(batch, **kw)
 
     def on_start(driver: Any) -> None:
         driver.store = Recording(driver.store)
 
     result = run_pipeline(committed_inputs, {"db": cadenza_env.database_url}, executor=executor, on_start=on_start)
     assert result.state is RunState.SUCCESS, [(k, e.message) for k, e in result.failed.items()]
-    assert [state for _, state in written] == [S.SUCCESS] * 4
+    assert [state for _, state in written] == [S.SUCCESS] * 4, written
     assert [task for task, _ in written] == ["first", "second", "third", "fourth"]
 
 
@@ -163,8 +163,8 @@ def test_every_commit_keeps_a_rows_attempt_at_least_its_attempts_rows(cadenza_en
         def __getattr__(self, name: str) -> Any:
             return getattr(self._store, name)
 
-        def write(self, batch: Any) -> None:
-            self._store.write(batch)
+        def write(self, batch: Any, **kw: Any) -> None:
+            self._store.write(batch, **kw)
             records = [*batch.new_runs, *batch.run_updates, *batch.new_task_instances,
                        *batch.task_instance_updates, *batch.attempts]
             if not records:

@@ -56,11 +56,11 @@ class FailingWrites:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    def write(self, batch: Any) -> Any:
+    def write(self, batch: Any, **kw: Any) -> Any:
         self.writes += 1
         if self.writes > 1:
             raise self._error
-        return self._store.write(batch)
+        return self._store.write(batch, **kw)
 
 
 def _run_failing(error: Exception, caplog: pytest.LogCaptureFixture) -> logging.LogRecord:

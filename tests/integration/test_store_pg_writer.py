@@ -193,6 +193,50 @@ def test_a_failed_write_rolls_back_and_the_connection_stays_usable(store: RunSto
     assert done is not None and done.state is TaskState.SUCCESS
 
 
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_meanwhile_runs_once_while_the_answer_is_awaited(
+        pg_relay: tuple[RunStore, PgRelay]) -> None:
+    """`write(meanwhile=...)` calls it once, after the write is sent and before its answer
+    is read (libpq still has the command in progress), in the same one round trip; an
+    error it raises comes out after the answer was read: the write landed and the kept
+    connection goes on."""
+    from psycopg.pq import TransactionStatus
+
+    store, relay = pg_relay
+    run = make_run()
+    names = ["a", "b", "c", "d"]
+    store.create_run(run, [ti(run.run_id, n) for n in names])
+    pg: Any = store._writer._conn.driver_connection
+    seen: list[TransactionStatus] = []
+    before = relay.bursts
+    for i, name in enumerate(names[:3]):  # fused and prepared on the first, synchronous on i=1
+        store.write(WriteBatch(
+            task_instance_updates=[ti(run.run_id, name, state=TaskState.SUCCESS, attempt=1)],
+            attempts=[attempt(run.run_id, name, 1, state=TaskState.SUCCESS)],
+            synchronous=i == 1,
+        ), meanwhile=lambda: seen.append(pg.pgconn.transaction_status))
+    assert seen == [TransactionStatus.ACTIVE] * 3
+    assert relay.bursts - before == 3
+
+    class Boom(Exception):
+        pass
+
+    def boom() -> None:
+        raise Boom
+
+    with pytest.raises(Boom):
+        store.write(WriteBatch(
+            task_instance_updates=[ti(run.run_id, "d", state=TaskState.SUCCESS, attempt=1)],
+            attempts=[attempt(run.run_id, "d", 1, state=TaskState.SUCCESS)],
+            synchronous=False,
+        ), meanwhile=boom)
+    assert pg.info.transaction_status is TransactionStatus.IDLE
+    assert store._writer._conn.driver_connection is pg
+    states = {t.task_id: t.state for t in store.get_task_instances(run.run_id)}
+    assert states == dict.fromkeys(names, TaskState.SUCCESS)
+    assert len(store.get_attempts(run.run_id)) == 4
+
+
 def _terminate_kept(store: RunStore) -> Any:
     kept = store._writer._conn
     pid = kept.driver_connection.info.backend_pid

@@ -26,7 +26,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -67,6 +67,9 @@ S = TaskState
 GROUP_COMMIT_S = 0.010
 GROUP_COMMIT_MAX_TASK_S = 0.050
 _FOR_INPUTS = "a call's input is not committed yet"  # _should_flush's rule 1
+# What a rule-1 commit leaves out: a start, and a task made ready by the ends it commits
+# (admitted while that commit is on its way, `_admit_and_commit`).
+_STARTING = frozenset({TaskState.SCHEDULED, TaskState.RUNNING})
 
 
 class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
@@ -246,11 +249,7 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
             if self._cancel.is_set():
                 self._cancel_everything(self._cancel_reason)
                 return
-            calls = self._admit()
-            why = self._should_flush(calls)
-            if why:
-                self._flush(synchronous=self._must_flush, defer_starts=why is _FOR_INPUTS)
-            for inst, call in calls:
+            for inst, call in self._admit_and_commit():
                 self._submit(inst, call)
             if not self.in_flight and not self.ready and not self.retry_heap:
                 self._flush()
@@ -263,7 +262,80 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
                 continue
             self._wait_and_fold()
 
-    def _should_flush(self, calls: list[tuple[Instance, TaskCall]]) -> object:
+    def _admit_and_commit(self) -> list[tuple[Instance, TaskCall]]:
+        """The calls to submit now, every input of theirs committed.
+
+        When a commit is due before admitting (`_should_flush` of the work at the front of
+        the ready queue: its inputs, or rules 2 and 3), the calls are admitted and built
+        WHILE the store commits (`store.write(meanwhile=...)`: on PostgreSQL the driver
+        works while the server does, instead of idling for the round trip); they are
+        submitted only after the commit returned, as before. What the admission itself
+        changed (a task served from the cache, a task that can never start) is committed
+        by the check after it, before any call that depends on it goes out."""
+        why = self._should_flush(self._ahead())
+        if not why:
+            calls = self._admit()
+            why = self._should_flush(calls)
+            if why:
+                self._commit_before(calls, why)
+            return calls
+        admitted: list[list[tuple[Instance, TaskCall]]] = []
+        raised: list[BaseException] = []
+
+        def admit() -> None:
+            try:
+                admitted.append(self._admit())
+            except BaseException as exc:  # noqa: BLE001 - raised once the commit returned
+                raised.append(exc)  # not as the write's error: the write may have landed
+
+        try:
+            self._flush(synchronous=self._must_flush, defer_starts=why is _FOR_INPUTS,
+                        meanwhile=admit)
+        except BaseException:
+            if admitted:
+                self._unadmit(admitted[0])
+            raise
+        if raised:
+            raise raised[0]
+        calls = admitted[0] if admitted else self._admit()  # the store may not call it
+        why = self._should_flush(calls)  # e.g. the input of a call is a cache hit of it
+        if why:
+            self._commit_before(calls, why)
+        return calls
+
+    def _ahead(self) -> list[tuple[Instance, None]]:
+        """What `_admit` would take now, for `_should_flush`'s rule 1: the ready sensors and
+        the ready queue's front, as many as the executor has free slots (a guess: a task
+        may wait for a pool, or come from the cache)."""
+        if not self._uncommitted or not (self.ready or self.ready_sensors):
+            return []
+        ahead = [(inst, None) for inst in self.ready_sensors]
+        if self.ready:
+            ahead.extend((inst, None) for inst in
+                         itertools.islice(self.ready, self.executor.free_slots()))
+        return ahead
+
+    def _commit_before(self, calls: list[tuple[Instance, TaskCall]], why: object) -> None:
+        try:
+            self._flush(synchronous=self._must_flush, defer_starts=why is _FOR_INPUTS)
+        except BaseException:
+            self._unadmit(calls)
+            raise
+
+    def _unadmit(self, calls: list[tuple[Instance, TaskCall]]) -> None:
+        """The commit before `calls` failed: they are never submitted, so no outcome will
+        come for them (the run is ending: its driver failed); their attempts end
+        cancelled, their slots are free."""
+        for inst, _ in calls:
+            if self.in_flight.pop((inst.node.id, inst.map_index), None) is None:
+                continue
+            if inst.granted is not None:
+                self.admission.release(inst.node, inst.granted)
+                inst.granted = None
+            inst.ended_at = clock.now()
+            self._attempt_done(inst, S.CANCELLED, None)
+
+    def _should_flush(self, calls: Iterable[tuple[Instance, object]]) -> object:
         """Group commit, within the rule that work never starts on an uncommitted input.
         Returns why to commit now (a true value) or False.
 
@@ -282,7 +354,8 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
         Measured on wide500/inline (2 slow cores, SQLite WAL): one commit per task costs
         ~0.25-0.4 ms; grouping brings the store's share under 0.05 ms per task.
 
-        A rule-1 commit (`_FOR_INPUTS`) leaves out the starts of this step's calls: a start
+        A rule-1 commit (`_FOR_INPUTS`) leaves out the starts of this step's calls (and
+        their 'scheduled' rows: the calls are admitted while it commits): a start
         is nobody's input, so its 'running' row rides on the next commit, at the latest
         GROUP_COMMIT_S later (rule 3), or with the attempt's end when that comes first (one
         row write instead of two, in a chain one statement of three). A kill -9 before it is
@@ -610,10 +683,16 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
         return state
 
     def _flush(self, *, callbacks: bool = True, synchronous: bool = True,
-               defer_starts: bool = False) -> None:
+               defer_starts: bool = False, meanwhile: Callable[[], object] | None = None
+               ) -> None:
         """Commit what changed. `defer_starts` (see `_should_flush`): a stored instance that
         is RUNNING stays in `dirty` for the next commit, which comes at the latest
-        GROUP_COMMIT_S after the first start left out."""
+        GROUP_COMMIT_S after the first start left out.
+
+        `meanwhile`: work the store may do while the commit is on its way (at most once;
+        `_admit_and_commit`). What it changes is not in this commit: it stays dirty and
+        uncommitted, for the next one, like a start left out. It must not add rows to
+        `self.batch` (admission adds none)."""
         batch = self.batch
         batch.synchronous = synchronous
         dirty = self.dirty
@@ -626,7 +705,7 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
             ended = ({(a.task_id, a.map_index) for a in batch.attempts}
                      if defer_starts and batch.attempts else ())
             for key, inst in dirty.items():
-                if (defer_starts and inst.persisted and inst.state is S.RUNNING
+                if (defer_starts and inst.persisted and inst.state in _STARTING
                         and (inst.node.id, inst.map_index) not in ended):
                     kept.append((key, inst))
                     continue
@@ -637,13 +716,24 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
                     inst.persisted = True
                     batch.new_task_instances.append(rec)
             dirty.clear()
+        uncommitted = self._uncommitted
         if batch:
-            self.store.write(batch)
-            self.batch = WriteBatch()
-        self._uncommitted.clear()
+            if meanwhile is None:
+                self.store.write(batch)
+                uncommitted.clear()
+            else:
+                ends = list(uncommitted)
+                self.store.write(batch, meanwhile=meanwhile)
+                uncommitted.difference_update(ends)
+            self.batch = WriteBatch()  # kept for the run's end when the write failed
+        else:
+            uncommitted.clear()
+            if meanwhile is not None:
+                meanwhile()
         if kept:
             dirty.update(kept)
-            keys = {key for key, _ in kept}
+        if dirty:  # starts left out, and what `meanwhile` changed
+            keys = set(dirty)
             if self._deferred_since is None or self._deferred.isdisjoint(keys):
                 self._deferred_since = time.monotonic()  # all left out just now
             self._deferred = keys

@@ -300,7 +300,8 @@ class Writer:
         # server, a network cut): whether its COMMIT happened is unknown (store/lost_commit.py).
         self.lost = False
 
-    def run(self, steps: Sequence[Step], action: str, *, synchronous: bool = True) -> None:
+    def run(self, steps: Sequence[Step], action: str, *, synchronous: bool = True,
+            meanwhile: Callable[[], object] | None = None) -> None:
         """Execute `steps` in one transaction.
 
         1. SQLite: `BEGIN IMMEDIATE` first, so the write lock is taken (waiting on
@@ -310,17 +311,24 @@ class Writer:
         3. An update that matched fewer rows than it was given raises StoreError.
         4. Any error rolls back; a disconnect also drops the connection.
         All DBAPI errors and parameter conversion errors become StoreError.
+        `meanwhile` (RunStore.write): called at most once, while PostgreSQL commits a one-trip
+        write, before the write elsewhere.
         """
         if not self._keep or sqlite_conn.forks() != self._born:
+            if meanwhile is not None:
+                meanwhile()
             _transaction(self._engine, self._url, None, steps, action, synchronous=synchronous)
             return
         with self._lock:
             self.lost = False
             if self._conn is None:
                 self._conn = self._connect(action)
+            if self._pg is None and meanwhile is not None:
+                meanwhile()
+                meanwhile = None
             try:
                 _transaction(self._engine, self._url, self._conn, steps, action,
-                             synchronous=synchronous, one_trip=self._pg)
+                             synchronous=synchronous, one_trip=self._pg, meanwhile=meanwhile)
             finally:
                 if not self._conn.is_valid:  # invalidated by the failure: take a new one next
                     self._conn = self._pg = None
@@ -401,9 +409,11 @@ def _checkout(engine: Engine, url: str, action: str) -> Any:
 
 
 def _transaction(engine: Engine, url: str, kept: Any, steps: Sequence[Step], action: str, *,
-                 synchronous: bool, one_trip: PgWriteConnection | None = None) -> None:
+                 synchronous: bool, one_trip: PgWriteConnection | None = None,
+                 meanwhile: Callable[[], object] | None = None) -> None:
     """One transaction of `steps` on `kept`, or on a connection checked out for it;
-    PostgreSQL's `kept` in one round trip through `one_trip`."""
+    PostgreSQL's `kept` in one round trip through `one_trip`, calling `meanwhile` while the
+    server works."""
     try:
         prepared = [(dml, dml.parameters(rows), rows, check) for dml, rows, check in steps]
     except (TypeError, ValueError) as e:
@@ -415,7 +425,8 @@ def _transaction(engine: Engine, url: str, kept: Any, steps: Sequence[Step], act
     try:
         if one_trip is not None:  # autocommit: BEGIN ... COMMIT in one round trip
             one_trip.run([(_pg_statement(dml, check), rows)
-                          for dml, _params, rows, check in prepared], synchronous=synchronous)
+                          for dml, _params, rows, check in prepared], synchronous=synchronous,
+                         meanwhile=meanwhile)
             return  # committed (nothing for conn.commit() to do in autocommit)
         if dialect.name == "postgresql":
             _execute_pipelined(conn.driver_connection, prepared, synchronous=synchronous)

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from psycopg import Connection, errors, pq
@@ -127,19 +127,20 @@ class PgWriteConnection:
         self.pg.execute("RESET synchronous_commit")
 
     def run(self, steps: Sequence[tuple[PgStatement, Sequence[Any]]], *,
-            synchronous: bool) -> None:
+            synchronous: bool, meanwhile: Callable[[], object] | None = None) -> None:
         """Every row of every step as one transaction in one pipeline: one flush, one read.
         Synchronous: inside BEGIN; SET LOCAL synchronous_commit = on; ... COMMIT. Otherwise
         the pipeline's implicit transaction. Raises the first error the server reported (a
         psycopg error); the transaction is then rolled back, or (synchronous) aborted and
-        waiting for a ROLLBACK."""
+        waiting for a ROLLBACK. `meanwhile` is called once everything is sent, before the
+        answer is read (`_overlap`)."""
         pgconn = self.pg.pgconn
         tx = self._tx
         one = self._fuse(steps)
         if one is not None:
             stmt, values = one
             if not synchronous and stmt.name in self._prepared:
-                self._run_one(stmt, values)
+                self._run_one(stmt, values, meanwhile)
                 return
             steps = [(stmt, [values])]
         # Every value is dumped before anything is queued: a value psycopg cannot dump
@@ -172,6 +173,7 @@ class PgWriteConnection:
             pgconn.pipeline_sync()
             wait = self.pg.wait
             wait(send(pgconn))
+            late = None if meanwhile is None else _overlap(meanwhile)
             error: pq.abc.PGresult | None = None
             for stmt in prepares:
                 for res in wait(fetch_many(pgconn)):
@@ -185,6 +187,8 @@ class PgWriteConnection:
                         error = res
             wait(fetch_many(pgconn))  # the Sync's PIPELINE_SYNC
             pgconn.exit_pipeline_mode()
+            if late is not None:
+                raise late
         except BaseException:
             # Results left unread (an interrupt, a lost connection): this connection's
             # protocol state is unknown. Closing it makes the caller's rollback fail, and
@@ -230,9 +234,10 @@ class PgWriteConnection:
             one = self._fused[key] = fused([(s, len(rows)) for s, rows in steps])
         return one, values
 
-    def _run_one(self, stmt: PgStatement, values: list[Any]) -> None:
+    def _run_one(self, stmt: PgStatement, values: list[Any],
+                 meanwhile: Callable[[], object] | None = None) -> None:
         """One prepared statement as its own implicit transaction, outside pipeline mode:
-        Bind, Execute and Sync in one flush, one result."""
+        Bind, Execute and Sync in one flush, one result (`meanwhile` called in between)."""
         pgconn = self.pg.pgconn
         tx = self._tx
         params = tx.dump_sequence(values, stmt.formats)
@@ -241,9 +246,12 @@ class PgWriteConnection:
             pgconn.send_query_prepared(stmt.name, params, param_formats=tx.formats)
             wait = self.pg.wait
             wait(send(pgconn))
+            late = None if meanwhile is None else _overlap(meanwhile)
             for res in wait(fetch_many(pgconn)):
                 if res.status == _FATAL and error is None:
                     error = res
+            if late is not None:
+                raise late
         except BaseException:
             # A result left unread: this connection's protocol state is unknown (see run).
             if pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
@@ -251,6 +259,21 @@ class PgWriteConnection:
             raise
         if error is not None:
             raise errors.error_from_result(error, encoding=self.pg.info.encoding)
+
+
+def _overlap(meanwhile: Callable[[], object]) -> BaseException | None:
+    """Call `meanwhile` while the server works on what was sent; what it raised, to raise
+    once the answer is read (the connection stays in step with the server, and the
+    caller learns whether the transaction committed before it learns of the error).
+
+    Why: a chained step's driver waited ~80-110 us for each commit doing nothing (loaded
+    2-core VM); the server's work and the driver's next admission are independent, and
+    on two cores they overlap."""
+    try:
+        meanwhile()
+    except BaseException as exc:  # noqa: BLE001 - raised after the answer is read
+        return exc
+    return None
 
 
 # `fused`'s limits: a write of more rows than this is sent as separate statements.

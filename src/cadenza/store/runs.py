@@ -266,7 +266,8 @@ class RunStore:
             steps.append((self._insert_ti, [ti_params(t) for t in task_instances], False))
         self._writer.run(steps, "creating a run")
 
-    def write(self, batch: WriteBatch) -> None:
+    def write(self, batch: WriteBatch, *, meanwhile: Callable[[], object] | None = None
+              ) -> None:
         """Write everything one engine step changed, in ONE transaction.
 
         Order: new runs, run updates, new task instances, task instance updates, attempts,
@@ -288,12 +289,17 @@ class RunStore:
             ...                             map_index=-1, attempt=1, state=TaskState.RUNNING,
             ...                             started_at=clock.now(), ended_at=None)],
             ... ))
+
+        `meanwhile`: a call to make, at most once, while the commit is on its way (on
+        PostgreSQL, between sending it and reading the answer; on SQLite before it), for a
+        caller with work that does not depend on the commit's outcome (the driver admits and
+        builds its next calls). It may not be called at all (an empty batch, an error).
         """
         if not batch:
             return
         try:
             self._writer.run(self._steps(batch), "writing a batch",
-                             synchronous=batch.synchronous)
+                             synchronous=batch.synchronous, meanwhile=meanwhile)
         except StoreError:
             if not self._writer.lost or not self._write_again(batch):
                 raise

@@ -395,12 +395,16 @@ class SqliteStore:
             raise bad_values(e, "creating a run") from e
         self._writer.run(steps, "creating a run")
 
-    def write(self, batch: WriteBatch) -> None:
+    def write(self, batch: WriteBatch, *, meanwhile: Callable[[], object] | None = None
+              ) -> None:
         """Write everything one engine step changed, in ONE transaction (RunStore.write has
         the rules: order, whole-record updates, a missing row is the caller's bug, first
-        producer wins, asset versions in this transaction)."""
+        producer wins, asset versions in this transaction). `meanwhile` is called first
+        (SQLite commits in this thread: there is no wait to fill)."""
         if not batch:
             return
+        if meanwhile is not None:
+            meanwhile()
         try:
             steps = self._steps(batch)
         except (TypeError, ValueError) as e:

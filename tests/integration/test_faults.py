@@ -285,6 +285,9 @@ class CountsOverlaps:
             overlap["now"] += 1
             overlap["max"] = max(overlap["max"], overlap["now"])
         if threading.current_thread().name == "cadenza-commit-watch":
+            # The watch fires GROUP_COMMIT_S into the call, maybe before the holder (a thread
+            # the task starts) has the lock: its commit must meet the held lock, not pass first.
+            lock_held.wait(30)
             watch_writing.set()
         try:
             return self._store.write(batch)

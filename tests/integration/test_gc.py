@@ -23,7 +23,7 @@ from cadenza.core import clock
 from cadenza.core.records import RunRecord, TaskInstanceRecord, WriteBatch
 from cadenza.core.retention import format_bytes
 from cadenza.core.settings import Settings
-from cadenza.engine.lease import is_orphaned
+from cadenza.engine.lease import Heartbeats, is_orphaned
 from cadenza.store import open_store
 from tests.pipelines import retention
 
@@ -195,22 +195,24 @@ def test_an_unfinished_run_is_refused_and_force_only_takes_a_crashed_one(
         cadenza_env: Settings) -> None:
     store = open_store(cadenza_env.database_url)
     live = _running_run(store, heartbeat_age_s=0)
+    # Its driver (on another host) renews the lease as a live one does: three cold `cadenza`
+    # processes under CI's load can outlast one 30 s lease from a single heartbeat.
+    with Heartbeats().holding(store, live, "elsewhere:1:abc"):
+        refused = cli(cadenza_env, "runs", "delete", live, code=1)
+        assert "Deleted 0 runs" in refused.stdout
+        assert f"skipped {live}: it is running" in refused.stderr
+        forced = cli(cadenza_env, "runs", "delete", live, "--force", code=1)
+        assert "driver elsewhere:1:abc is alive" in forced.stderr
+        swept = cli(cadenza_env, "gc", "--older-than", "1d")
+        assert "kept 1 unfinished run" in swept.stderr
+        assert store.get_run(live).state is RunState.RUNNING
 
-    refused = cli(cadenza_env, "runs", "delete", live, code=1)
-    assert "Deleted 0 runs" in refused.stdout
-    assert f"skipped {live}: it is running" in refused.stderr
-    forced = cli(cadenza_env, "runs", "delete", live, "--force", code=1)
-    assert "driver elsewhere:1:abc is alive" in forced.stderr
-    swept = cli(cadenza_env, "gc", "--older-than", "1d")
-    assert "kept 1 unfinished run" in swept.stderr
-    assert store.get_run(live).state is RunState.RUNNING
-
-    crashed = _running_run(store, heartbeat_age_s=3600)
-    cli(cadenza_env, "runs", "delete", crashed, code=1)
-    cli(cadenza_env, "runs", "delete", crashed, "--force")
-    with pytest.raises(RunNotFound):
-        store.get_run(crashed)
-    assert store.get_run(live).state is RunState.RUNNING
+        crashed = _running_run(store, heartbeat_age_s=3600)
+        cli(cadenza_env, "runs", "delete", crashed, code=1)
+        cli(cadenza_env, "runs", "delete", crashed, "--force")
+        with pytest.raises(RunNotFound):
+            store.get_run(crashed)
+        assert store.get_run(live).state is RunState.RUNNING
 
 
 def test_force_takes_a_run_whose_local_driver_died_before_its_lease_ran_out(

@@ -18,6 +18,7 @@ from cadenza.store.scheduling import scheduling_store
 from cadenza.triggers.events import EventTrigger, handle_message, list_events
 from cadenza.triggers.loop import Scheduler
 from tests.fixtures.brokers import AMQP, require_amqp
+from tests.fixtures.ports import refusing_port
 from tests.fixtures.waiting import wait_for
 from tests.integration.test_events import poll_until, runs_of
 from tests.pipelines.sched_events import event_pipeline
@@ -159,17 +160,13 @@ def test_amqp_redelivery_after_a_crash_between_commit_and_ack_makes_no_second_ru
 
 def test_amqp_unreachable_broker_names_the_trigger_the_pipeline_and_the_fix():
     pytest.importorskip("pika", reason="pip install 'cadenza[amqp]'")
-    import socket
-
     from cadenza.triggers.events.amqp import AmqpConsumer
 
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    trigger = EventTrigger(f"amqp://guest:guest@127.0.0.1:{port}/?queue=retrain")
-    consumer = AmqpConsumer(trigger, "retraining", lambda mid, raw: None)
-    with pytest.raises(ConfigError) as info:
-        consumer.poll(0)
+    with refusing_port() as port:
+        trigger = EventTrigger(f"amqp://guest:guest@127.0.0.1:{port}/?queue=retrain")
+        consumer = AmqpConsumer(trigger, "retraining", lambda mid, raw: None)
+        with pytest.raises(ConfigError) as info:
+            consumer.poll(0)
     text = str(info.value)
     assert text.startswith(f"pipeline 'retraining': EventTrigger amqp://127.0.0.1:{port}/%2F"
                            "?queue=retrain: cannot use the amqp broker")

@@ -17,6 +17,7 @@ from cadenza.store import open_store
 from cadenza.store.scheduling import scheduling_store
 from cadenza.triggers.events import EventTrigger, handle_message, list_events
 from cadenza.triggers.loop import Scheduler
+from tests.fixtures.ports import refusing_port
 from tests.fixtures.waiting import wait_for
 from tests.integration.test_events import poll_until, runs_of
 from tests.pipelines.sched_events import event_pipeline
@@ -168,17 +169,13 @@ def test_kafka_redelivery_after_a_crash_between_commit_and_offset_makes_no_secon
 
 
 def test_kafka_unreachable_broker_names_the_trigger_the_pipeline_and_the_fix():
-    import socket
-
     from cadenza.triggers.events.kafka import KafkaConsumer
 
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    trigger = EventTrigger(f"kafka://127.0.0.1:{port}?topic=ml.training")
-    consumer = KafkaConsumer(trigger, "retrain", lambda mid, raw: None)
-    with pytest.raises(ConfigError) as info:
-        consumer.prepare()
+    with refusing_port() as port:
+        trigger = EventTrigger(f"kafka://127.0.0.1:{port}?topic=ml.training")
+        consumer = KafkaConsumer(trigger, "retrain", lambda mid, raw: None)
+        with pytest.raises(ConfigError) as info:
+            consumer.prepare()
     text = str(info.value)
     assert f"kafka://127.0.0.1:{port}?topic=ml.training" in text
     assert "pipeline 'retrain'" in text and "Fix: start the broker" in text

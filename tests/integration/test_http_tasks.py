@@ -5,7 +5,6 @@ caching on the request, and resume."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 from collections import Counter
@@ -19,6 +18,7 @@ import pytest
 
 from cadenza import DefinitionError, RunState, TaskState, http_task, pipeline, task
 from cadenza.store import open_store
+from tests.fixtures.ports import refusing_port
 
 
 class Server:
@@ -96,19 +96,6 @@ def server() -> Iterator[Server]:
         s.close()
 
 
-@contextlib.contextmanager
-def _refusing_port() -> Iterator[int]:
-    """A loopback port that refuses connections for as long as the block runs: the socket stays
-    bound (so no other server of the suite can take the port) but never listens, and Linux
-    answers a connect to it with RST. A port merely closed again can be taken at once by another
-    xdist worker's server, which then answers (CI saw a 404 instead of a refusal)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        yield int(s.getsockname()[1])
-
-
 def test_json_text_and_a_post_with_a_secret_header(sqlite_env: Any, server: Server,
                                                   executor: str) -> None:
     from cadenza.core.security import secret_key
@@ -178,7 +165,7 @@ def test_a_5xx_is_retried_until_the_server_answers(sqlite_env: Any, server: Serv
 
 
 def test_a_refused_connection_is_retried_then_fails_naming_the_url(sqlite_env: Any) -> None:
-    with _refusing_port() as port:
+    with refusing_port() as port:
         url = f"http://127.0.0.1:{port}/health"
 
         @pipeline

@@ -27,6 +27,7 @@ import pytest
 from cadenza import MLflow, RunState, TaskState, get_context, pipeline, register_model, task
 from cadenza.core.settings import Settings
 from cadenza.store import open_store
+from tests.fixtures.ports import refusing_port
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning",
                                         "ignore::FutureWarning", "ignore::UserWarning")
@@ -43,6 +44,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def refused_url() -> Iterator[str]:
+    """An MLflow URL nothing answers at, held for the test (tests/fixtures/ports.py)."""
+    with refusing_port() as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def make_template_db(folder: Path) -> Path:
@@ -355,8 +363,8 @@ def _counting_body(folder: str = ""):
 
 
 def test_unreachable_server_runs_the_tasks_and_warns_once_with_the_url_and_fix(
-        sqlite_env: Settings, tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+        sqlite_env: Settings, tmp_path: Path, refused_url: str) -> None:
+    url = refused_url
     p = pipeline(name="mlflow_unreachable",
                  tracking=MLflow(experiment="nowhere", tracking_uri=url))(_counting_body)
 
@@ -399,8 +407,8 @@ def test_an_mlflow_run_open_around_an_inline_run_stays_open(
 
 
 def test_fail_on_error_stops_the_run_before_any_task_naming_the_url(
-        sqlite_env: Settings, tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{free_port()}"
+        sqlite_env: Settings, tmp_path: Path, refused_url: str) -> None:
+    url = refused_url
     p = pipeline(name="mlflow_strict", tracking=MLflow(
         experiment="nowhere", tracking_uri=url, fail_on_error=True))(_counting_body)
 
@@ -415,8 +423,9 @@ def test_fail_on_error_stops_the_run_before_any_task_naming_the_url(
     assert "fail_on_error=True, so the run stops" in (run.error or "")
 
 
-def test_fail_on_error_records_the_run_as_failed(sqlite_env: Settings, tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{free_port()}"
+def test_fail_on_error_records_the_run_as_failed(sqlite_env: Settings, tmp_path: Path,
+                                                refused_url: str) -> None:
+    url = refused_url
     p = pipeline(name="mlflow_strict_state", tracking=MLflow(
         experiment="nowhere", tracking_uri=url, fail_on_error=True))(_counting_body)
 

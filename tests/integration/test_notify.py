@@ -18,6 +18,7 @@ from cadenza import Notify, RunState, TaskState, get_context, pipeline, task
 from cadenza.core.records import ErrorInfo, ErrorKind
 from cadenza.core.settings import Settings
 from cadenza.engine.callbacks import CallbackContext
+from tests.fixtures.ports import refusing_port
 
 pytest.importorskip("apprise", reason="apprise is not installed: pip install 'cadenza[ml]'")
 
@@ -172,14 +173,10 @@ def test_sla_miss_message(receiver: Receiver) -> None:
 
 def test_failure_to_send_is_logged_and_never_fails_the_run(
         sqlite_env: Settings, caplog: pytest.LogCaptureFixture) -> None:
-    import socket
-
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        dead = f"json://127.0.0.1:{s.getsockname()[1]}/hook"
-    hook = Notify(dead, "notaservice://nowhere")
-
-    with caplog.at_level(logging.WARNING, logger="cadenza.integrations.notify"):
+    with refusing_port() as port, caplog.at_level(logging.WARNING,
+                                                  logger="cadenza.integrations.notify"):
+        dead = f"json://127.0.0.1:{port}/hook"
+        hook = Notify(dead, "notaservice://nowhere")
         result = _pipeline(_failing_body, "notify_dead", on_failure=hook).run(executor="inline")
         assert Notify.flush(timeout_s=DELIVERY_TIMEOUT_S)
 

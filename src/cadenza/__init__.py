@@ -46,10 +46,24 @@ __version__ = "0.1.0"
 
 def _run(plan: "Plan", params: "Mapping[str, Any]", executor: str | None) -> "RunResult":
     """`PipelineDef.run`'s way to the engine (authoring must not import it: STYLE §1).
-    The engine is imported here on the first run, not by `import cadenza`."""
+    The engine is imported here on the first run, not by `import cadenza`.
+
+    On the processes executor, its forkserver starts first: the worker's modules load in that
+    process while this one imports the engine and opens the store (a one-task script's cold
+    start is mostly those two, one after the other otherwise)."""
+    if (executor or _settings_executor()) == "processes":
+        from cadenza.executors.processes.forkserver import start_early
+
+        start_early()
     from cadenza.engine.api import run_pipeline
 
     return run_pipeline(plan, params, executor=executor)
+
+
+def _settings_executor() -> str:
+    from cadenza.core.settings import get_settings
+
+    return get_settings().executor
 
 
 use_runner(_run)

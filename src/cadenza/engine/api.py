@@ -25,9 +25,9 @@ from cadenza.core.records import (
     ValueRef,
     WriteBatch,
 )
-from cadenza.core.security import Secrets, secret_key
 from cadenza.core.settings import Settings, get_settings
 from cadenza.core.states import RunState, TaskState, move_run
+from cadenza.core.task_secrets import Secrets, secret_key
 from cadenza.graph.plan import HasPlan, Plan, plan_of
 
 if TYPE_CHECKING:
@@ -197,6 +197,13 @@ def _start_executor(name: str) -> Any:
     return wait
 
 
+def _import_driving_modules() -> None:
+    """Import what driving a run needs (~70 M instructions) while worker processes start in
+    other processes (the forkserver's preload: most of a one-task script's cold start), so
+    that it is not done after waiting for them."""
+    from cadenza.engine import cache, cancel, driver, lease, resources  # noqa: F401
+
+
 def _executor_for(name: str) -> Any:
     from cadenza.executors.base import get_executor
 
@@ -249,6 +256,7 @@ def run_pipeline(
     from cadenza.store import open_store
 
     store = open_store(settings.database_url)
+    _import_driving_modules()
     ex = pending()
     preflight_executor(ex, settings, pipeline.name)
     driver_id = new_driver_id()

@@ -54,6 +54,24 @@ main), `lifeline.py` (what ends a worker and its task's children with the driver
 outcomes of calls that did not return), `main_module.py` (keeping `__main__` out of workers).
 """
 
-from cadenza.executors.processes.pool import ProcessExecutor, default_start_method
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from cadenza.executors.processes.forkserver import default_start_method
+
+if TYPE_CHECKING:
+    from cadenza.executors.processes.pool import ProcessExecutor
 
 __all__ = ["ProcessExecutor", "default_start_method"]
+
+
+def __getattr__(name: str) -> Any:
+    # The pool is imported on first use, not by every module of the package: the worker's
+    # modules (preloaded by the forkserver, `forkserver.py`) and `forkserver.start_early`
+    # import none of the driver's side.
+    if name == "ProcessExecutor":
+        from cadenza.executors.processes.pool import ProcessExecutor
+
+        return ProcessExecutor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,11 +21,20 @@ from collections.abc import Callable
 from multiprocessing.connection import wait
 from typing import Any
 
+# wire.pickle_fn's (~22 M instructions with uuid and platform): imported with the pool, while
+# the forkserver preloads (forkserver.start_early), instead of at a cold start's first submit.
+import cloudpickle  # type: ignore[import-untyped,unused-ignore]  # noqa: F401
+
 from cadenza.core import clock
 from cadenza.core.errors import ConfigError
 from cadenza.executors.base import Sink, TaskCall, TaskOutcome
 from cadenza.executors.processes.child import worker_main
 from cadenza.executors.processes.collector import KILL_GRACE_S, Collector
+from cadenza.executors.processes.forkserver import (
+    PRELOAD,
+    START_METHOD_ENV,
+    default_start_method,
+)
 from cadenza.executors.processes.jobs import (
     BOOT_GRACE_S,
     BOOT_RETRY_AFTER_S,
@@ -51,25 +60,12 @@ from cadenza.executors.processes.wire import (
 
 log = logging.getLogger("cadenza.executors.processes")
 
-START_METHOD_ENV = "CADENZA_START_METHOD"
 # The function each worker runs a call with; imported once per worker process.
 EXECUTE_TARGET = "cadenza.executors.worker:execute"
-# Modules the forkserver imports once, so that each forked worker starts warm (~100 ms saved
-# per worker start: `python -X importtime -c "import cadenza.executors.worker"`).
-_PRELOAD = [
-    "cadenza.executors.processes.child",
-    "cadenza.executors.worker",
-    "cadenza.executors.processes.lifeline",  # and ctypes (~5-20 ms a worker would pay)
-]
 
 SHUTDOWN_GRACE_S = 5.0
 FN_CACHE_PER_WORKER = 256  # functions a worker keeps loaded (LRU, evicted by the driver)
 FN_CACHE_DRIVER = 1024  # pickled functions the driver keeps (LRU)
-
-
-def default_start_method() -> str:
-    methods = multiprocessing.get_all_start_methods()
-    return "forkserver" if "forkserver" in methods else "spawn"
 
 
 def _resolve_start_method(requested: str | None) -> str:
@@ -165,7 +161,7 @@ class ProcessExecutor(Collector):
             os.set_blocking(self._wake_r, False)
             if self.start_method == "forkserver":
                 # Global to this process's forkserver; only takes effect when it starts.
-                self._ctx.set_forkserver_preload(_PRELOAD)
+                self._ctx.set_forkserver_preload(PRELOAD)
             elif self.start_method == "fork":
                 # Forked workers inherit it instead of importing it each (~100 ms).
                 importlib.import_module(EXECUTE_TARGET.partition(":")[0])

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from cadenza.core.errors import UsageError
 
 if TYPE_CHECKING:  # core.security is imported only when a task reads a secret
-    from cadenza.core.security import Secrets
+    from cadenza.core.task_secrets import Secrets
 
 
 @dataclass(slots=True, kw_only=True)
@@ -49,7 +49,7 @@ class TaskContext:
                 key = get_context().secrets["OPENAI_API_KEY"]
         """
         if self._secrets is None:
-            from cadenza.core.security import NO_SECRETS
+            from cadenza.core.task_secrets import NO_SECRETS
 
             return NO_SECRETS
         return self._secrets

@@ -42,8 +42,8 @@ from cadenza.core.records import (
     ValueRef,
     WriteBatch,
 )
-from cadenza.core.security import Secrets
 from cadenza.core.states import RunState, TaskState, move_run
+from cadenza.core.task_secrets import Secrets
 from cadenza.engine.active import ActiveRun, Instance
 from cadenza.engine.callbacks import CallbackContext, CallbackQueue
 from cadenza.engine.ready import Admission

@@ -39,7 +39,7 @@ from cadenza.core.errors import (
     TaskTimeout,
 )
 from cadenza.core.records import ErrorInfo, ErrorKind, ValueRef
-from cadenza.core.security import Masker, Secrets
+from cadenza.core.task_secrets import Masker, Secrets
 from cadenza.executors.base import TaskCall, TaskOutcome, describe_exception
 
 log = logging.getLogger(__name__)

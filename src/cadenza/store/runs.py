@@ -52,8 +52,8 @@ from cadenza.core.records import (
     TaskInstanceRecord,
     WriteBatch,
 )
-from cadenza.core.security import Secrets
 from cadenza.core.states import RunState, TaskState
+from cadenza.core.task_secrets import Secrets
 from cadenza.store import lineage
 from cadenza.store.codec import (
     attempt_from_row,

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from cadenza.core.errors import ConfigError
-from cadenza.core.security import Secrets
+from cadenza.core.task_secrets import Secrets
 
 log = logging.getLogger(__name__)
 

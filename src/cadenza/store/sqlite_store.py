@@ -38,8 +38,8 @@ from cadenza.core.records import (
     TaskInstanceRecord,
     WriteBatch,
 )
-from cadenza.core.security import Secrets
 from cadenza.core.states import TaskState
+from cadenza.core.task_secrets import Secrets
 from cadenza.store import sqlite_conn
 from cadenza.store import sqlite_sql as sql
 from cadenza.store.codec import (

@@ -57,9 +57,9 @@ from cadenza.artifacts.preview import Preview, preview_value
 from cadenza.core.errors import ArtifactNotFound, CadenzaError, TaskNotFound
 from cadenza.core.logfiles import MAX_READ_BYTES, read_log_range
 from cadenza.core.records import ArtifactRecord, ErrorInfo, TaskInstanceRecord, ValueRef
-from cadenza.core.security import Masker
 from cadenza.core.settings import Settings
 from cadenza.core.states import TaskState
+from cadenza.core.task_secrets import Masker
 from cadenza.engine.api import secrets_for
 from cadenza.engine.inspect import (
     AttemptView,

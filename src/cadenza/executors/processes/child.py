@@ -21,18 +21,18 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from cadenza.core.records import ErrorInfo, ErrorKind
-from cadenza.executors.base import TaskCall, TaskOutcome
+from cadenza.executors.base import TaskOutcome
 from cadenza.executors.processes.main_module import adopt_main_names, stand_in_for_main
 from cadenza.executors.processes.wire import (
-    CALL_FIELDS,
     HOSTNAME,
     PROTOCOL,
     READY,
     START_FRAME,
-    call_label,
     encode_outcome,
     error_info,
     fail_message,
+    packed_label,
+    unpack_call,
 )
 
 
@@ -126,8 +126,7 @@ def worker_main(conn: Connection, boot: tuple[Any, ...]) -> None:
         if tag == "S":
             return
         _, key, values = msg
-        call_fields = dict(zip(CALL_FIELDS, values))
-        label = call_label(call_fields)
+        label = packed_label(values)
         fn = fns.get(key)
         if fn is None:
             blob = raw_fns.pop(key, None)
@@ -164,12 +163,13 @@ def worker_main(conn: Connection, boot: tuple[Any, ...]) -> None:
             if getattr(fn, "__module__", None) == "__main__":
                 adopt_main_names(fn)
             fns[key] = fn
-        if call_fields["timeout_s"]:
+        call = unpack_call(fn, values)
+        if call.timeout_s:
             # The timeout counts from here: this worker's boot and the import of the task's
             # module (loading `fn` above) come before it and are not the task's time.
             conn.send_bytes(START_FRAME)
         try:
-            outcome = execute(TaskCall(fn=fn, **call_fields), enforce_timeout=False, worker=ident)
+            outcome = execute(call, enforce_timeout=False, worker=ident)
         except BaseException as exc:  # noqa: BLE001 - e.g. sys.exit() in the task
             conn.send_bytes(
                 fail_message(

@@ -54,7 +54,7 @@ from cadenza.executors.processes.wire import (
     PROTOCOL,
     STOP_MSG,
     Unpicklable,
-    pickle_call,
+    pack_call,
     pickle_fn,
 )
 
@@ -291,7 +291,7 @@ class ProcessExecutor(Collector):
             log.debug("submit %s attempt %d of run %s", call.label, call.attempt, call.run_id)
         try:
             wire_key, fn_blob = self._pickled_fn(call)
-            payload = pickle_call(call, wire_key)
+            payload = pack_call(call, wire_key)
         except Unpicklable as exc:
             self._deliver_later(sink, failed_outcome(call, exc.error, started_at=None))
             return

@@ -14,11 +14,7 @@ Example:
     result = tiny.run()
 """
 
-from cadenza.artifacts.serializers import register_serializer
-from cadenza.authoring.assets import AnyOf, Asset
-from cadenza.authoring.kinds import http_task, sql_task, use_runtimes
-from cadenza.authoring.pipeline import PipelineDef, pipeline, use_runner
-from cadenza.authoring.task import TaskDef, task, use_task_kind
+from cadenza.core import hooks
 from cadenza.core.context import TaskContext, get_context
 from cadenza.core.errors import (
     ArtifactError,
@@ -66,7 +62,7 @@ def _settings_executor() -> str:
     return get_settings().executor
 
 
-use_runner(_run)
+hooks.runner = _run
 
 
 # The task kinds of SPEC §9 run through cadenza.integrations (authoring may not import it);
@@ -89,7 +85,7 @@ def _run_http(request: "Any", config: "Mapping[str, Any]") -> "Any":
     return run_http(request, config)
 
 
-use_runtimes(shell=_run_shell, sql=_run_sql, http=_run_http)
+hooks.runtimes.update(shell=_run_shell, sql=_run_sql, http=_run_http)
 
 
 def _spark_task(*args: "Any", **kwargs: "Any") -> "Any":
@@ -100,7 +96,7 @@ def _spark_task(*args: "Any", **kwargs: "Any") -> "Any":
     return spark_task(*args, **kwargs)
 
 
-use_task_kind("spark", _spark_task)
+hooks.task_kinds["spark"] = _spark_task
 
 __all__ = [
     "AnyOf",
@@ -135,12 +131,26 @@ __all__ = [
     "task",
 ]
 
-# ML integrations (SPEC §8, §2 Notify) and triggers (§4), loaded on first use: importing them eagerly would add
-# ~20 ms to `import cadenza` (measured with -X importtime on the 2-core machine) although
-# mlflow, pandera and apprise themselves are only imported when used.
+# Loaded on first use (PEP 562, `__getattr__` below), the engine and the integrations being
+# wired in through core.hooks above. The authoring API: a worker process imports `cadenza`
+# (its modules are in the package) but never defines a task, and the forkserver's preload of
+# the worker's modules is on a one-task script's critical path (~60 M of its ~440 M
+# instructions were authoring's; bench/cold_start.py). ML integrations (SPEC §8, §2 Notify)
+# and triggers (§4): importing them eagerly would add ~20 ms to `import cadenza` (measured
+# with -X importtime on the 2-core machine) although mlflow, pandera and apprise themselves
+# are only imported when used.
 from typing import TYPE_CHECKING, Any
 
 _LAZY = {
+    "AnyOf": "cadenza.authoring.assets",
+    "Asset": "cadenza.authoring.assets",
+    "http_task": "cadenza.authoring.kinds",
+    "sql_task": "cadenza.authoring.kinds",
+    "PipelineDef": "cadenza.authoring.pipeline",
+    "pipeline": "cadenza.authoring.pipeline",
+    "TaskDef": "cadenza.authoring.task",
+    "task": "cadenza.authoring.task",
+    "register_serializer": "cadenza.artifacts.serializers",
     "MLflow": "cadenza.integrations.mlflow",
     "register_model": "cadenza.integrations.mlflow",
     "Notify": "cadenza.integrations.notify",
@@ -162,6 +172,11 @@ _LAZY = {
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from cadenza.artifacts.serializers import register_serializer
+    from cadenza.authoring.assets import AnyOf, Asset
+    from cadenza.authoring.kinds import http_task, sql_task
+    from cadenza.authoring.pipeline import PipelineDef, pipeline
+    from cadenza.authoring.task import TaskDef, task
     from cadenza.engine.api import RunResult
     from cadenza.engine.history import get_run, get_runs
     from cadenza.graph.plan import Plan

@@ -38,6 +38,7 @@ from typing import Any
 
 from cadenza.authoring.builder import current_builder
 from cadenza.authoring.task import TaskDef
+from cadenza.core import hooks
 from cadenza.core.errors import (
     DatabaseUnavailable,
     DefinitionError,
@@ -46,8 +47,7 @@ from cadenza.core.errors import (
     Problem,
 )
 
-Runtime = Callable[[Any, Mapping[str, Any]], Any]
-_runtimes: dict[str, Runtime] = {}
+Runtime = hooks.Runtime
 
 KINDS = ("shell", "sql", "http")
 # The options each kind takes besides @task's own.
@@ -69,7 +69,7 @@ DEFAULT_RETRY_ON: Mapping[str, tuple[type[BaseException], ...]] = {
 
 def use_runtimes(**runtimes: Runtime) -> None:
     """Called once by `cadenza/__init__.py`: the function that runs each kind."""
-    _runtimes.update(runtimes)
+    hooks.runtimes.update(runtimes)
 
 
 def run_kind(kind: str, fn: Callable[..., Any] | None, config: Mapping[str, Any],
@@ -79,7 +79,7 @@ def run_kind(kind: str, fn: Callable[..., Any] | None, config: Mapping[str, Any]
         what = fn(*args, **kwargs)
     else:  # sql_task / http_task: the request is the arguments themselves
         what = dict(_FIXED_SIGNATURES[kind].bind(*args, **kwargs).arguments)
-    runtime = _runtimes.get(kind)
+    runtime = hooks.runtimes.get(kind)
     if runtime is None:  # `cadenza` was not imported as a package, which wires them
         raise InternalError(f"no runtime for {kind} tasks",
                             hint="import cadenza (its __init__ wires the task kinds)")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from cadenza.authoring.builder import GraphBuilder
 from cadenza.authoring.refs import ParamRef
+from cadenza.core import hooks
 from cadenza.core.cron import PRESETS, expand_preset, is_unknown_preset
 from cadenza.core.errors import (
     CadenzaError,
@@ -280,10 +281,11 @@ class PipelineDef(Generic[P, R]):
                 "imports it to find its pipelines",
                 hint=f'put the call under `if __name__ == "__main__":` in {importing}, so that '
                 "`python` runs it and `cadenza` commands only read the pipeline")])
-        if _runner is None:  # `import cadenza` wires it; only a half-imported package lacks it
+        runner = hooks.runner
+        if runner is None:  # `import cadenza` wires it; only a half-imported package lacks it
             raise UsageError("the engine is not wired: import cadenza first",
                              pipeline=self.name, hint="import cadenza")
-        return _runner(self.plan, params, executor)
+        return runner(self.plan, params, executor)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
         if args:
@@ -353,16 +355,14 @@ def _to_timedelta(value: Any, problems: list[Problem]) -> timedelta | None:
 
 # How `PipelineDef.run` reaches the engine. Authoring sits below the engine and must not
 # import it; the top-level package (`cadenza/__init__.py`) wires the engine's entry point
-# here, so the edge is an ordinary import that import-linter sees, and the engine's
-# modules are still only imported on the first run.
+# in (`core.hooks.runner`), so the edge is an ordinary import that import-linter sees, and
+# the engine's modules are still only imported on the first run.
 Runner = Callable[["Plan", Mapping[str, Any], "str | None"], Any]
-_runner: Runner | None = None
 
 
 def use_runner(runner: Runner) -> None:
     """Set the function `PipelineDef.run` hands its Plan, parameters and executor to."""
-    global _runner
-    _runner = runner
+    hooks.runner = runner
 
 
 class BrokenPipeline:

@@ -17,6 +17,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from cadenza.authoring.builder import current_builder
 from cadenza.authoring.refs import OutputRef, _Wirable
+from cadenza.core import hooks
 from cadenza.core.errors import ConfigError, DefinitionError, Problem
 from cadenza.graph.envspec import check_python, check_requirements
 from cadenza.graph.model import Resources, TaskOptions, TriggerRule
@@ -425,17 +426,16 @@ class _TaskDecorator:
 task = _TaskDecorator()
 
 # Task kinds defined outside authoring (which may not import integrations: STYLE §1) are
-# handed in by `cadenza/__init__.py`, as the engine is with `use_runner`.
-_task_kinds: dict[str, Callable[..., Any]] = {}
+# handed in by `cadenza/__init__.py` (`core.hooks.task_kinds`), as the engine is.
 
 
 def use_task_kind(name: str, factory: Callable[..., Any]) -> None:
-    """Called by `cadenza/__init__.py`: `task.<name>(...)` calls `factory`."""
-    _task_kinds[name] = factory
+    """`task.<name>(...)` calls `factory` (`cadenza/__init__.py` sets @task.spark's)."""
+    hooks.task_kinds[name] = factory
 
 
 def _task_kind(name: str) -> Callable[..., Any]:
-    factory = _task_kinds.get(name)
+    factory = hooks.task_kinds.get(name)
     if factory is None:
         from cadenza.core.errors import InternalError
 

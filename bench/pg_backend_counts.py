@@ -8,7 +8,8 @@ under `valgrind --tool=callgrind --trace-children=yes`, so every backend writes 
 instruction count when it exits; runs the store's write of a chained step (the finished
 task's update and its attempt, `synchronous=False`) N1 and N2 times, each in a fresh
 process and schema after 20 warm-up writes (the run's rows are inserted on another
-connection); and prints (I(N2) - I(N1)) / (N2 - N1) for the writer's backend. The client
+connection; each write fenced on the run's driver as a driver's are, `--no-fence` for
+without); and prints (I(N2) - I(N1)) / (N2 - N1) for the writer's backend. The client
 is this checkout's Cadenza (or PYTHONPATH's).
 
 Needs valgrind and PostgreSQL's server binaries (`pg_config --bindir`, or
@@ -45,7 +46,7 @@ done = ValueRef(kind="json", value=1)
 
 def batches(n):
     run = RunRecord(run_id=f"r{time.monotonic_ns()}", pipeline="p", state=RunState.RUNNING,
-                    created_at=now)
+                    created_at=now, driver_id="host:1:me")
     tis = [TaskInstanceRecord(run_id=run.run_id, task_id=f"t{i}") for i in range(n)]
     with store._engine.begin() as conn:  # another connection than the writer's
         conn.execute(runs_table.insert(), [run_params(run)])
@@ -55,7 +56,8 @@ def batches(n):
                                        ended_at=now, output=done)],
         attempts=[AttemptRecord(run_id=run.run_id, task_id=t.task_id, map_index=-1, attempt=1,
                                 state=TaskState.SUCCESS, started_at=now, ended_at=now)],
-        synchronous=False) for t in tis]
+        synchronous=False, fence=(run.run_id, "host:1:me") if sys.argv[2] == "fence" else None)
+        for t in tis]
 
 for b in batches(20):
     store.write(b)
@@ -93,6 +95,8 @@ def _total(path: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--writes", type=int, nargs=2, default=[50, 250], metavar=("N1", "N2"))
+    parser.add_argument("--no-fence", action="store_true",
+                        help="writes without WriteBatch.fence (a driver's writes have it)")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
@@ -131,7 +135,8 @@ def main() -> None:
             env = dict(os.environ, CADENZA_HOME=str(root / "home"), CADENZA_DATABASE_URL=(
                 f"postgresql+psycopg://postgres@127.0.0.1:{PORT}/postgres"
                 f"?options=-csearch_path%3D{schema}"))
-            pid = subprocess.run([sys.executable, "-c", WRITER, str(n)], env=env, check=True,
+            pid = subprocess.run([sys.executable, "-c", WRITER, str(n),
+                                  "nofence" if args.no_fence else "fence"], env=env, check=True,
                                  capture_output=True, text=True).stdout.split()[-1]
             out = root / f"cg.{pid}"
             deadline = time.monotonic() + 60  # the backend writes its file as it exits

@@ -18,7 +18,8 @@ Catch by what went wrong (the surfaces map these to exit codes and HTTP statuses
     ├── UserCodeError        importing the user's module raised (the cause is __cause__)
     ├── ConfigError          settings or cadenza.toml are wrong
     ├── StoreError, ArtifactError   the metadata or artifact store failed
-    ├── TaskFailed, WorkerLost, SensorTimeout, RunConflict   what happened to a run
+    ├── TaskFailed, WorkerLost, SensorTimeout, RunConflict (RunTakenOver)   what happened
+    │                        to a run
     ├── ExternalError        a task's shell command, SQL query or HTTP request failed:
     │                        CommandFailed, QueryFailed (DatabaseUnavailable),
     │                        HttpFailed (HttpUnavailable); the message says it all, so the
@@ -234,6 +235,11 @@ class ConfigError(CadenzaError):
 
 class RunConflict(CadenzaError):
     """Another driver holds the run (a concurrent resume, a live scheduler)."""
+
+
+class RunTakenOver(RunConflict):
+    """Another driver took the run over while this one was stopped past its lease: this
+    driver's writes are refused (`WriteBatch.fence`) and it must stop."""
 
 
 class SensorNotReady(Exception):

@@ -278,6 +278,10 @@ class WriteBatch:
     artifacts: list[ArtifactRecord] = field(default_factory=list)
     asset_events: list[AssetEventRecord] = field(default_factory=list)
     synchronous: bool = True
+    # (run_id, driver_id): the batch lands only if the run's row still names this driver,
+    # checked in the batch's own transaction (RunTakenOver otherwise): a driver stopped
+    # (SIGSTOP, a VM pause) past its lease while another took the run over must not write.
+    fence: tuple[str, str] | None = None
 
     def __bool__(self) -> bool:
         return bool(

@@ -386,11 +386,13 @@ def fail_run(run: RunRecord, *, error: str, settings: Settings | None = None) ->
 
     settings = settings or get_settings()
     store = open_store(settings.database_url)
+    claimed_by = run.driver_id
     run = store.get_run(run.run_id)
     if run.state is not RunState.QUEUED:
         return False
     now = clock.now()
-    batch = WriteBatch()
+    # Only while the claim is still ours (another scheduler may have taken the run over).
+    batch = WriteBatch(fence=(run.run_id, claimed_by) if claimed_by else None)
     from cadenza.engine.active import cancel_rows
 
     # The state owner's rule for a run no driver holds: what is unfinished is cancelled.
@@ -474,7 +476,8 @@ def _drive(driver: Any, pipeline: Plan, store: Any, settings: Settings,
     # A cancel asked for from any process (`cadenza runs cancel`) reaches driver.cancel()
     # through the heartbeat thread, which polls the store anyway.
     with heartbeats().holding(store, run.run_id, run.driver_id,
-                              on_cancel=lambda: driver.cancel(reason=CANCEL_REASON)):
+                              on_cancel=lambda: driver.cancel(reason=CANCEL_REASON),
+                              on_taken=driver.taken_over):
         state = driver.drive()
     log.info("run %s of %s (%s) ended %s", run.run_id, pipeline.name, run.trigger, state)
     result = result_from_store(store, run.run_id, settings.artifact_root, driver.values)

@@ -31,7 +31,7 @@ from dataclasses import replace
 from typing import Any
 
 from cadenza.core import clock
-from cadenza.core.errors import CadenzaError, InternalError, TaskCancelled
+from cadenza.core.errors import CadenzaError, InternalError, RunTakenOver, TaskCancelled
 from cadenza.core.logfiles import attempt_log_path
 from cadenza.core.records import (
     ErrorInfo,
@@ -132,7 +132,11 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
         self.in_flight: dict[tuple[str, int], Instance] = {}
         self.retry_heap: list[tuple[float, int, Instance]] = []
         self.outcomes: queue.SimpleQueue[TaskOutcome | None] = queue.SimpleQueue()
-        self.batch = WriteBatch()
+        # Every commit lands only while the run's row still names this driver (the store
+        # checks it in the commit's transaction): one stopped past its lease while another
+        # took the run over writes nothing more (RunTakenOver) and stops.
+        self._fence = (self.run_id, driver_id)
+        self.batch = WriteBatch(fence=self._fence)
         self.callbacks = CallbackQueue()
         self._cancel = threading.Event()
         self._cancel_reason = "run cancelled"
@@ -187,6 +191,24 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
                 log.warning("run %s: could not interrupt %s: %s", self.run_id, inst.label, exc)
         self.outcomes.put(None)
 
+    def taken_over(self, holder: str) -> None:
+        """The heartbeat thread saw another driver's id on the run (this process was stopped
+        past its lease): stop now rather than at the next commit, which the store would
+        refuse anyway (RunTakenOver, raised by that commit). Safe from another thread."""
+        log.warning("run %s: taken over by driver %s while this driver was stopped; "
+                    "stopping its tasks", self.run_id, holder)
+        self.cancel(reason=f"taken over by driver {holder}")
+
+    def _abandon(self) -> None:
+        """Stop every task in flight (another driver runs them again), recording nothing."""
+        self._cancel.set()
+        for inst in list(self.in_flight.values()):
+            try:
+                self._executor_of(inst).cancel(self.run_id, inst.node.id, inst.map_index)
+            except Exception as exc:  # noqa: BLE001 - keep stopping the others
+                log.warning("run %s: could not stop %s: %s", self.run_id, inst.label, exc)
+        self.in_flight.clear()
+
     def fail(self, error: str) -> RunState:
         """End the run `failed` with `error` instead of driving it (it cannot start, or its
         tracking is unavailable): every unfinished task instance is cancelled, the run's end
@@ -225,6 +247,11 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
             # just before, the interrupt lands here instead: it is the same cancel.
             self._cancel_everything(self._cancel_reason)
             return self._finish()
+        except RunTakenOver:
+            # Another driver carries the run on: stop this one's tasks, write nothing, and
+            # let the caller say so (the CLI shows the error, a scheduler logs it).
+            self._abandon()
+            raise
         except BaseException as exc:
             if isinstance(exc, CadenzaError) and not isinstance(exc, InternalError):
                 # Says what failed and the fix (the store gone, a setting): the caller shows
@@ -725,7 +752,8 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
                 ends = list(uncommitted)
                 self.store.write(batch, meanwhile=meanwhile)
                 uncommitted.difference_update(ends)
-            self.batch = WriteBatch()  # kept for the run's end when the write failed
+            # kept for the run's end when the write failed
+            self.batch = WriteBatch(fence=self._fence)
         else:
             uncommitted.clear()
             if meanwhile is not None:

@@ -60,6 +60,7 @@ class _Held:
     renew_every_s: float
     next_renew: float
     on_cancel: Callable[[], None] | None
+    on_taken: Callable[[str], None] | None = None
 
 
 class Heartbeats:
@@ -73,14 +74,16 @@ class Heartbeats:
 
     @contextmanager
     def holding(self, store: Any, run_id: str, driver_id: str, *,
-                on_cancel: Callable[[], None] | None = None) -> Iterator[None]:
+                on_cancel: Callable[[], None] | None = None,
+                on_taken: Callable[[str], None] | None = None) -> Iterator[None]:
         """Renew the run's lease while inside; call `on_cancel` (once, from this module's
-        thread) if someone asks to cancel the run (`RunStore.request_cancel`)."""
+        thread) if someone asks to cancel the run (`RunStore.request_cancel`), and
+        `on_taken(holder)` (once) if another driver took the run over."""
         every = self.renew_every_s or renew_every_s(lease_s())
         with self._lock:
             self._held[run_id] = _Held(store=store, driver_id=driver_id, renew_every_s=every,
                                        next_renew=time.monotonic() + every,
-                                       on_cancel=on_cancel)
+                                       on_cancel=on_cancel, on_taken=on_taken)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="cadenza-heartbeat",
                                                 daemon=True)
@@ -136,7 +139,14 @@ class Heartbeats:
             log.warning("run %s: could not renew lease: %s", run_id, exc)
             return
         if holder is not None and holder != h.driver_id:
-            log.warning("run %s: lease taken by another driver (%s)", run_id, holder)
+            callback, h.on_taken = h.on_taken, None  # once
+            if callback is None:
+                log.warning("run %s: lease taken by another driver (%s)", run_id, holder)
+            else:  # it says so itself
+                try:
+                    callback(holder)
+                except Exception:
+                    log.exception("run %s: stopping after the takeover failed", run_id)
 
     def _check_cancels(self, held: list[tuple[str, _Held]]) -> None:
         by_store: dict[int, tuple[Any, list[tuple[str, _Held]]]] = {}

@@ -107,7 +107,8 @@ def resume_run(
         on_start(driver)
     try:
         with heartbeats().holding(store, run_id, driver_id,
-                                  on_cancel=lambda: driver.cancel(reason=CANCEL_REASON)):
+                                  on_cancel=lambda: driver.cancel(reason=CANCEL_REASON),
+                                  on_taken=driver.taken_over):
             driver.drive()
     finally:
         store.release_run(run_id, driver_id)

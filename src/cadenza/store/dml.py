@@ -301,8 +301,10 @@ class Writer:
         self.lost = False
 
     def run(self, steps: Sequence[Step], action: str, *, synchronous: bool = True,
-            meanwhile: Callable[[], object] | None = None) -> None:
-        """Execute `steps` in one transaction.
+            meanwhile: Callable[[], object] | None = None,
+            fence: tuple[str, str] | None = None) -> None:
+        """Execute `steps` in one transaction; with a `fence` (run_id, driver_id:
+        `WriteBatch.fence`), only if the run's row names that driver (RunTakenOver).
 
         1. SQLite: `BEGIN IMMEDIATE` first, so the write lock is taken (waiting on
            busy_timeout) before anything is read; PostgreSQL: BEGIN, then
@@ -317,7 +319,8 @@ class Writer:
         if not self._keep or sqlite_conn.forks() != self._born:
             if meanwhile is not None:
                 meanwhile()
-            _transaction(self._engine, self._url, None, steps, action, synchronous=synchronous)
+            _transaction(self._engine, self._url, None, steps, action, synchronous=synchronous,
+                         fence=fence)
             return
         with self._lock:
             self.lost = False
@@ -328,7 +331,8 @@ class Writer:
                 meanwhile = None
             try:
                 _transaction(self._engine, self._url, self._conn, steps, action,
-                             synchronous=synchronous, one_trip=self._pg, meanwhile=meanwhile)
+                             synchronous=synchronous, one_trip=self._pg, meanwhile=meanwhile,
+                             fence=fence)
             finally:
                 if not self._conn.is_valid:  # invalidated by the failure: take a new one next
                     self._conn = self._pg = None
@@ -410,10 +414,13 @@ def _checkout(engine: Engine, url: str, action: str) -> Any:
 
 def _transaction(engine: Engine, url: str, kept: Any, steps: Sequence[Step], action: str, *,
                  synchronous: bool, one_trip: PgWriteConnection | None = None,
-                 meanwhile: Callable[[], object] | None = None) -> None:
+                 meanwhile: Callable[[], object] | None = None,
+                 fence: tuple[str, str] | None = None) -> None:
     """One transaction of `steps` on `kept`, or on a connection checked out for it;
     PostgreSQL's `kept` in one round trip through `one_trip`, calling `meanwhile` while the
-    server works."""
+    server works. With a `fence`, the run's driver is read in the transaction first
+    (one_trip: inside the statements it sends, see store/pgwrite.py) and the transaction
+    rolled back with RunTakenOver if it is not fence's."""
     try:
         prepared = [(dml, dml.parameters(rows), rows, check) for dml, rows, check in steps]
     except (TypeError, ValueError) as e:
@@ -426,14 +433,18 @@ def _transaction(engine: Engine, url: str, kept: Any, steps: Sequence[Step], act
         if one_trip is not None:  # autocommit: BEGIN ... COMMIT in one round trip
             one_trip.run([(_pg_statement(dml, check), rows)
                           for dml, _params, rows, check in prepared], synchronous=synchronous,
-                         meanwhile=meanwhile)
+                         meanwhile=meanwhile, fence=fence)
             return  # committed (nothing for conn.commit() to do in autocommit)
         if dialect.name == "postgresql":
-            _execute_pipelined(conn.driver_connection, prepared, synchronous=synchronous)
+            _execute_pipelined(conn.driver_connection, prepared, synchronous=synchronous,
+                               fence=fence)
         else:
             cursor = conn.cursor()
             if dialect.name == "sqlite":
                 cursor.execute("BEGIN IMMEDIATE")
+            if fence is not None:
+                cursor.execute(_FENCE_SQL.replace("%s", "?"), (fence[0],))
+                _check_fence(fence, cursor.fetchone())
             for dml, params, rows, check in prepared:
                 if len(params) == 1:
                     cursor.execute(dml.sql, params[0])
@@ -444,6 +455,9 @@ def _transaction(engine: Engine, url: str, kept: Any, steps: Sequence[Step], act
         conn.commit()
     except dbapi_error as e:
         _rollback(conn, dialect, e, cursor)
+        if fence is not None and one_trip is not None and conn.is_valid and (
+                _is_missing_row(e) or _is_fenced(e)):
+            _raise_if_taken_over(conn, fence)
         if one_trip is not None and _is_missing_row(e) and conn.is_valid:
             missing = _diagnose_missing_rows(conn, prepared)
             if missing is not None:
@@ -521,8 +535,18 @@ def execute_steps(conn: Connection, steps: Sequence[BulkStep], action: str) -> N
             cursor.close()
 
 
+# A driver's write is fenced on its run's driver (WriteBatch.fence): read it in the transaction.
+_FENCE_SQL = "SELECT driver_id FROM runs WHERE run_id = %s"
+
+
+def _check_fence(fence: tuple[str, str], row: Any) -> None:
+    """RunTakenOver unless `row` (the fence query's) names fence's driver."""
+    if row is None or row[0] != fence[1]:
+        raise failures.taken_over(fence[0], None if row is None else row[0])
+
+
 def _execute_pipelined(pg: Any, prepared: list[tuple[PreparedDml, list[Any], Any, bool]], *,
-                       synchronous: bool = True) -> None:
+                       synchronous: bool = True, fence: tuple[str, str] | None = None) -> None:
     """PostgreSQL: send BEGIN and every statement in one psycopg pipeline, then check the
     update counts before the caller commits.
 
@@ -537,12 +561,16 @@ def _execute_pipelined(pg: Any, prepared: list[tuple[PreparedDml, list[Any], Any
     import psycopg
 
     cursors = []
+    fenced = None
     try:
         with pg.pipeline() if psycopg.Pipeline.is_supported() else nullcontext():
             if not synchronous:
                 cur = pg.cursor()
                 cursors.append(cur)
                 cur.execute("SET LOCAL synchronous_commit = off")
+            if fence is not None:
+                fenced = pg.cursor()
+                fenced.execute(_FENCE_SQL, (fence[0],))
             for dml, params, _rows, _check in prepared:
                 cur = pg.cursor()
                 cursors.append(cur)
@@ -550,6 +578,8 @@ def _execute_pipelined(pg: Any, prepared: list[tuple[PreparedDml, list[Any], Any
                     cur.execute(dml.sql, params[0])
                 else:
                     cur.executemany(dml.sql, params)
+        if fence is not None and fenced is not None:
+            _check_fence(fence, fenced.fetchone())
         for cur, (dml, params, rows, check) in zip(cursors[0 if synchronous else 1:], prepared,
                                                    strict=True):
             if check and cur.rowcount >= 0 and cur.rowcount != len(params):
@@ -557,12 +587,35 @@ def _execute_pipelined(pg: Any, prepared: list[tuple[PreparedDml, list[Any], Any
     finally:
         for cur in cursors:
             cur.close()
+        if fenced is not None:
+            fenced.close()
 
 
 def _pg_statement(dml: PreparedDml, check: bool) -> PgStatement:
     stmt = dml.pg_checked if check else dml.pg
     assert stmt is not None, dml.what  # PostgreSQL statements have both; only UPDATEs are checked
     return stmt
+
+
+def _is_fenced(e: BaseException) -> bool:
+    from cadenza.store.pgwrite import is_fenced
+
+    return is_fenced(e)
+
+
+def _raise_if_taken_over(conn: Any, fence: tuple[str, str]) -> None:
+    """After a fenced one-trip write failed (and was rolled back): RunTakenOver naming the
+    run's driver now, unless it is still fence's (a missing row, then). A holder that cannot
+    be read is named as unknown."""
+    import psycopg
+
+    try:
+        with conn.driver_connection.cursor() as cur:
+            row = cur.execute(_FENCE_SQL, (fence[0],)).fetchone()
+    except psycopg.Error as e:
+        log.warning("could not read which driver holds run %s: %s", fence[0], e)
+        raise failures.taken_over(fence[0], None) from None
+    _check_fence(fence, row)
 
 
 def _is_missing_row(e: BaseException) -> bool:

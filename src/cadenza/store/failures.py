@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cadenza.core.errors import StoreError, UsageError
+from cadenza.core.errors import RunTakenOver, StoreError, UsageError
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 
@@ -130,4 +130,15 @@ def missing_rows(count: int, keys: list[tuple[str, ...]], total: int, what: str)
         f"metadata store: {count} of {total} {what} updated; the others do not exist "
         f"(keys: {keys})",
         hint="insert rows before updating them (WriteBatch.new_*); this is a bug in the caller",
+    )
+
+
+def taken_over(run_id: str, holder: str | None) -> RunTakenOver:
+    """A write fenced on `WriteBatch.fence` found the run's row naming `holder` (None: no
+    driver, or no row) instead of the writing driver: nothing of the batch was written."""
+    who = f"driver {holder}" if holder else "another driver"
+    return RunTakenOver(
+        f"run {run_id} was taken over by {who} while this one was stopped; this driver "
+        "wrote nothing more and stops",
+        hint=f"nothing to fix here: see how the run goes on with `cadenza runs show {run_id}`",
     )

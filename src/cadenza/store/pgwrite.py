@@ -127,22 +127,27 @@ class PgWriteConnection:
         self.pg.execute("RESET synchronous_commit")
 
     def run(self, steps: Sequence[tuple[PgStatement, Sequence[Any]]], *,
-            synchronous: bool, meanwhile: Callable[[], object] | None = None) -> None:
+            synchronous: bool, meanwhile: Callable[[], object] | None = None,
+            fence: tuple[str, str] | None = None) -> None:
         """Every row of every step as one transaction in one pipeline: one flush, one read.
         Synchronous: inside BEGIN; SET LOCAL synchronous_commit = on; ... COMMIT. Otherwise
         the pipeline's implicit transaction. Raises the first error the server reported (a
         psycopg error); the transaction is then rolled back, or (synchronous) aborted and
         waiting for a ROLLBACK. `meanwhile` is called once everything is sent, before the
-        answer is read (`_overlap`)."""
+        answer is read (`_overlap`). With a `fence` (run_id, driver_id), the transaction
+        also fails unless the run's row names that driver (`is_fenced`; the caller reads
+        who holds it): in the fused statement's main query, or as the first statement."""
         pgconn = self.pg.pgconn
         tx = self._tx
-        one = self._fuse(steps)
+        one = self._fuse(steps, fence)
         if one is not None:
             stmt, values = one
             if not synchronous and stmt.name in self._prepared:
                 self._run_one(stmt, values, meanwhile)
                 return
             steps = [(stmt, [values])]
+        elif fence is not None:
+            steps = [(_FENCE, [[fence[0], fence[1]]]), *steps]
         # Every value is dumped before anything is queued: a value psycopg cannot dump
         # raises here, with nothing sent.
         queries: list[tuple[bytes, Sequence[Any], Sequence[pq.Format] | None]] = []
@@ -200,11 +205,12 @@ class PgWriteConnection:
             raise errors.error_from_result(error, encoding=self.pg.info.encoding)
 
 
-    def _fuse(self, steps: Sequence[tuple[PgStatement, Sequence[Any]]]
-              ) -> tuple[PgStatement, list[Any]] | None:
+    def _fuse(self, steps: Sequence[tuple[PgStatement, Sequence[Any]]],
+              fence: tuple[str, str] | None = None) -> tuple[PgStatement, list[Any]] | None:
         """The steps as ONE statement and its values, when they can be: each row a
         data-modifying WITH query of one statement (a chained step: the task instance
-        update and the attempt insert). None when they cannot (see `fused`)."""
+        update and the attempt insert), and the `fence` in its main query. None when they
+        cannot (see `fused`)."""
         if not 0 < len(steps) <= FUSE_MAX_STEPS:
             return None
         tables: set[str] = set()
@@ -228,10 +234,14 @@ class PgWriteConnection:
             for row in rows:
                 values.extend([row[n] for n in names])
             shape.append((stmt.name, len(rows)))
+        if fence is not None:
+            values.extend(fence)
+            shape.append((_FENCE.name, 1))
         key = tuple(shape)
         one = self._fused.get(key)
         if one is None:
-            one = self._fused[key] = fused([(s, len(rows)) for s, rows in steps])
+            one = self._fused[key] = fused([(s, len(rows)) for s, rows in steps],
+                                           fence=fence is not None)
         return one, values
 
     def _run_one(self, stmt: PgStatement, values: list[Any],
@@ -281,11 +291,13 @@ FUSE_MAX_STEPS = 4
 FUSE_MAX_ROWS = 4
 
 
-def fused(parts: Sequence[tuple[PgStatement, int]]) -> PgStatement:
+def fused(parts: Sequence[tuple[PgStatement, int]], *, fence: bool = False) -> PgStatement:
     """One statement that runs `rows` rows of each statement in `parts` (INSERTs and UPDATEs
     of distinct tables, see `PgStatement.fuse_as`) as data-modifying WITH queries, and fails
     like `checked_update` when any of the UPDATEs matched no row. Its parameters are each
-    row's, in order.
+    row's, in order. With `fence`, two more (run_id, driver_id) and it also fails like
+    `_FENCE` when the run's row names another driver: its main query reads the runs row by
+    primary key on the statement's snapshot, from before any of its own WITH queries.
 
     Why: a chained step's write was two statements in one pipeline; as one statement the
     server plans, starts and ends one executor instead of two and answers once, and the
@@ -313,8 +325,20 @@ def fused(parts: Sequence[tuple[PgStatement, int]]) -> PgStatement:
                 checks.append(f"(SELECT count(*) FROM {alias})")
             else:
                 ctes.append(f"{alias} AS ({sql.decode()})")
-    if checks:
-        fewest = checks[0] if len(checks) == 1 else f"LEAST({', '.join(checks)})"
+    fewest = checks[0] if len(checks) == 1 else f"LEAST({', '.join(checks)})" if checks else ""
+    if fence:
+        formats.extend([_TEXT, _TEXT])
+        held = _HELD.replace("%(k_fence_run)s", f"${offset + 1}").replace(
+            "%(k_fence_driver)s", f"${offset + 2}")
+        if checks:
+            # One mark for both failures (a CASE between two cost ~15 k more server
+            # instructions per write): the caller reads which one it was.
+            main = (f"SELECT CAST('{_MISSING_ROW_MARK}' || n AS INTEGER) "
+                    f"FROM (SELECT {fewest} AS n) AS cadenza_counts "
+                    f"WHERE n = 0 OR NOT {held}")
+        else:
+            main = _FENCE_ALONE.replace("%(held)s", held)
+    elif checks:
         main = (f"SELECT CAST('{_MISSING_ROW_MARK}' || n AS INTEGER) "
                 f"FROM (SELECT {fewest} AS n) AS cadenza_counts WHERE n = 0")
     else:
@@ -324,6 +348,24 @@ def fused(parts: Sequence[tuple[PgStatement, int]]) -> PgStatement:
 # The error a checked UPDATE raises when it matched no row: casting this text (with the
 # count appended, so the planner cannot evaluate the cast ahead of time) to an integer.
 _MISSING_ROW_MARK = "cadenza: the row to update does not exist "
+
+# The fence of a driver's write (WriteBatch.fence): whether the run's row still names the
+# driver, one primary-key lookup (an EXISTS: measured by callgrind, bench/pg_backend_counts.py,
+# half the server instructions of reading the driver out with a scalar subquery); a write
+# whose run names another driver fails like a checked UPDATE, with this mark (the caller then
+# reads who holds the run). Alone (`_FENCE`, the first statement of a write that is not
+# fused) or in a fused statement's main query. The cast's text ends in pg_backend_pid() (not
+# immutable) so that the planner never folds the failing cast while it plans.
+_FENCE_MARK = "cadenza: the run is driven by another driver "
+_HELD = ("EXISTS (SELECT FROM runs WHERE run_id = %(k_fence_run)s "
+         "AND driver_id = %(k_fence_driver)s)")
+_FENCE_ALONE = f"SELECT CAST('{_FENCE_MARK}' || pg_backend_pid() AS INTEGER) WHERE NOT %(held)s"
+_FENCE = PgStatement(_FENCE_ALONE.replace("%(held)s", _HELD))
+
+
+def is_fenced(e: BaseException) -> bool:
+    """`e` is the error of a fenced write whose run names another driver (or none)."""
+    return getattr(e, "sqlstate", None) == "22P02" and _FENCE_MARK in str(e)
 
 
 def checked_update(sql: str) -> str:

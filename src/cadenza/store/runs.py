@@ -275,7 +275,9 @@ class RunStore:
         executemany of a prebuilt statement (see `dml.py` for why it runs on the DBAPI
         cursor). Updates replace the whole record by primary key (a run's heartbeat_at only
         ever moves forward). Updating a row that does not exist is a bug in the caller: the
-        transaction is rolled back and StoreError raised.
+        transaction is rolled back and StoreError raised. With `batch.fence` (run_id,
+        driver_id) nothing is written unless the run's row names that driver, read in the
+        same transaction: RunTakenOver.
 
         An artifact already recorded keeps its first producer (the new record is ignored).
         Asset events get their `version` here: the asset's previous newest version + 1, in
@@ -299,7 +301,8 @@ class RunStore:
             return
         try:
             self._writer.run(self._steps(batch), "writing a batch",
-                             synchronous=batch.synchronous, meanwhile=meanwhile)
+                             synchronous=batch.synchronous, meanwhile=meanwhile,
+                             fence=batch.fence)
         except StoreError:
             if not self._writer.lost or not self._write_again(batch):
                 raise
@@ -359,7 +362,8 @@ class RunStore:
                 return True
         log.warning("metadata store: the connection was lost during a commit, which had not "
                     "landed; writing it again on a new connection")
-        self._writer.run(self._steps(batch), "writing a batch again", synchronous=True)
+        self._writer.run(self._steps(batch), "writing a batch again", synchronous=True,
+                         fence=batch.fence)
         return True
 
     @translated("deleting a run")

@@ -56,7 +56,7 @@ from cadenza.store.codec import (
     ti_params,
     ti_update_params,
 )
-from cadenza.store.failures import bad_values, missing_rows, store_error
+from cadenza.store.failures import bad_values, missing_rows, store_error, taken_over
 
 if TYPE_CHECKING:
     from cadenza.store.runs import RunStore
@@ -115,17 +115,23 @@ class SqliteWriter:
             self._conn = conn
         return conn
 
-    def run(self, steps: Sequence[Step], action: str) -> None:
+    def run(self, steps: Sequence[Step], action: str,
+            fence: tuple[str, str] | None = None) -> None:
         """Execute `steps` in one transaction.
 
         1. `BEGIN IMMEDIATE` first, so the write lock is taken (waiting on busy_timeout)
-           before anything is read.
+           before anything is read. With a `fence` (run_id, driver_id: `WriteBatch.fence`),
+           the run's driver_id is read next, under that lock: another driver's raises
+           RunTakenOver with nothing written.
         2. Each step is one execute (one row) or executemany (several).
         3. An update that matched fewer rows than it was given raises StoreError.
         4. Any error rolls back; a connection that cannot roll back is dropped (the next
            write opens a new one). Every sqlite3 error becomes StoreError.
         """
-        self._call(_transaction, steps, action)
+        if fence is None:
+            self._call(_transaction, steps, action)
+        else:
+            self._call(_fenced_transaction, (steps, fence), action)
         if sqlite_conn.forks() != self._born:
             return
         self._commits += 1  # under the GIL; an off-by-one only moves a checkpoint
@@ -205,11 +211,21 @@ def _rollback(conn: Any) -> None:
         log.warning("rollback failed (%s); discarding the connection", e)
 
 
-def _transaction(conn: Any, steps: Sequence[Step], url: str, action: str) -> int:
+# The fence of a driver's write (`WriteBatch.fence`): the run's driver, read under the write
+# lock. One primary-key lookup in the transaction the write takes anyway.
+_FENCE = "SELECT driver_id FROM runs WHERE run_id = ?"
+
+
+def _transaction(conn: Any, steps: Sequence[Step], url: str, action: str,
+                 fence: tuple[str, str] | None = None) -> int:
     """Run `steps` in one transaction; the row count of the last statement."""
     cursor = conn.cursor()
     try:
         cursor.execute("BEGIN IMMEDIATE")
+        if fence is not None:
+            row = cursor.execute(_FENCE, (fence[0],)).fetchone()
+            if row is None or row[0] != fence[1]:
+                raise taken_over(fence[0], None if row is None else row[0])
         for statement, params, what, checked in steps:
             if len(params) == 1:
                 cursor.execute(statement, params[0])
@@ -231,6 +247,11 @@ def _transaction(conn: Any, steps: Sequence[Step], url: str, action: str) -> int
         raise
     finally:
         cursor.close()
+
+
+def _fenced_transaction(conn: Any, arg: tuple[Sequence[Step], tuple[str, str]], url: str,
+                        action: str) -> int:
+    return _transaction(conn, arg[0], url, action, arg[1])
 
 
 def _execute_one(conn: Any, arg: tuple[str, Sequence[Any]], url: str, action: str) -> int:
@@ -409,7 +430,7 @@ class SqliteStore:
             steps = self._steps(batch)
         except (TypeError, ValueError) as e:
             raise bad_values(e, "writing a batch") from e
-        self._writer.run(steps, "writing a batch")
+        self._writer.run(steps, "writing a batch", batch.fence)
 
     def _steps(self, batch: WriteBatch) -> list[Step]:
         steps: list[Step] = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,9 @@ def test_failed_attempts_error_traceback_and_log_search(
     page.get_by_test_id("log").get_by_text("attempt 1: about to fail").wait_for()
     page.get_by_label("Search the log").fill("about to")
     page.wait_for_url(re.compile(r"q=about"))
-    assert page.get_by_test_id("log").locator(".log-line").count() == 1
+    # the URL changes first, the filtered log follows
+    lines = page.get_by_test_id("log").locator(".log-line")
+    wait_for(lambda: lines.count() == 1, what="the log filtered to the one matching line")
     assert page.get_by_test_id("log").locator("mark").inner_text() == "about to"
     shot(page, tmp_path, "task-instance-failed")
 
@@ -87,16 +90,60 @@ def test_failed_attempts_error_traceback_and_log_search(
     page.goto(f"{ui_server.base_url}/runs/{run_id}/gantt")
     canvas = page.get_by_test_id("gantt").locator("canvas")
     canvas.wait_for()
-    count = """(c, colour) => {
-        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-        const [r, g, b] = [1, 3, 5].map(i => parseInt(colour.slice(i, i + 2), 16));
-        let n = 0;
-        for (let i = 0; i < d.length; i += 4) if (d[i] === r && d[i+1] === g && d[i+2] === b) n++;
-        return n;
-    }"""
-    page.wait_for_function(f"""() => ({count})(document.querySelector('canvas'),
+    page.wait_for_function(f"""() => ({_COUNT})(document.querySelector('canvas'),
                                                '{STATE_COLOURS["up_for_retry"]}') > 20""")
-    assert canvas.evaluate(count, STATE_COLOURS["failed"]) > 20
+    assert canvas.evaluate(_COUNT, STATE_COLOURS["failed"]) > 20
+
+
+# How many pixels of a canvas have exactly a colour ('#rrggbb').
+_COUNT = """(c, colour) => {
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    const [r, g, b] = [1, 3, 5].map(i => parseInt(colour.slice(i, i + 2), 16));
+    let n = 0;
+    for (let i = 0; i < d.length; i += 4) if (d[i] === r && d[i+1] === g && d[i+2] === b) n++;
+    return n;
+}"""
+
+
+def test_the_gantt_gives_an_attempt_retried_at_once_a_bar_of_its_own(
+        ui_server: LiveServer, ui_page: Any) -> None:
+    """A quick failure retried at once, late in a run a minute long: both attempts fall on the
+    same pixel of the time axis, and the first must still show. The run is real; the API's
+    answers are given a timeline of that shape on their way to the page (CI once drew the
+    real one this way under load, and the first attempt vanished under the second)."""
+    run_id = run_now(ui_server, "failing", n=7)
+    at = _at_ms(datetime(2026, 1, 5, 9, 0, tzinfo=UTC))
+
+    def run_detail(route: Any) -> None:
+        body = route.fetch().json()
+        (ti,) = body["task_instances"]
+        ti.update(queued_at=at(59_999), started_at=at(59_999), ended_at=at(60_000))
+        # a task before it makes the run a minute long
+        earlier = dict(ti, task_id="warm_up", state="success", attempts=1, duration_s=59.9,
+                       queued_at=at(0), started_at=at(0), ended_at=at(59_900))
+        body["task_instances"] = [earlier, ti]
+        route.fulfill(json=body)
+
+    def attempts(route: Any) -> None:
+        body = route.fetch().json()
+        first, second = body["items"]
+        first.update(started_at=at(59_998), ended_at=at(59_999))
+        second.update(started_at=at(59_999), ended_at=at(60_000))
+        route.fulfill(json=body)
+
+    page = ui_page
+    page.route(re.compile(rf"/api/v1/runs/{run_id}(\?.*)?$"), run_detail)
+    page.route(re.compile(rf"/api/v1/runs/{run_id}/tasks/explode/attempts(\?.*)?$"), attempts)
+    page.goto(f"{ui_server.base_url}/runs/{run_id}/gantt")
+    canvas = page.get_by_test_id("gantt").locator("canvas")
+    canvas.wait_for()
+    page.wait_for_function(f"""() => ({_COUNT})(document.querySelector('canvas'),
+                                               '{STATE_COLOURS["failed"]}') > 20""")
+    assert canvas.evaluate(_COUNT, STATE_COLOURS["up_for_retry"]) >= 3 * 14  # 3 px x 14 px
+
+
+def _at_ms(base: datetime) -> Any:
+    return lambda ms: (base + timedelta(milliseconds=ms)).isoformat()
 
 
 def test_ansi_colours_and_cache_origin_link(ui_server: LiveServer, ui_page: Any,

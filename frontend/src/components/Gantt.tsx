@@ -15,6 +15,7 @@ export type AttemptSpan = { attempt: number; state: string; started_at?: string 
 const ROW = 24;
 const HEAD = 28;
 const LABEL = 200;
+const MIN_BAR = 3; // px: the narrowest bar an attempt gets
 
 const t = (iso: string | null | undefined) => (iso ? Date.parse(iso) : NaN);
 
@@ -150,27 +151,7 @@ export function Gantt({
       let label = r.map_index >= 0 ? `   [${r.map_index}]` : open + r.task_id + mapped;
       while (g.measureText(label).width > LABEL - 16 && label.length > 4) label = label.slice(0, -2);
       g.fillText(label, 8, y + ROW / 2);
-      // earlier attempts and the retry gaps between them
-      const spans = r.map_index >= 0 ? [] : attempts.get(r.task_id) ?? [];
-      let prevEnd = NaN;
-      for (const a of spans) {
-        const s = t(a.started_at);
-        const e = Number.isNaN(t(a.ended_at)) ? now : t(a.ended_at);
-        if (Number.isNaN(s)) continue;
-        if (!Number.isNaN(prevEnd)) {
-          g.strokeStyle = stateColour("up_for_retry");
-          g.setLineDash([3, 3]);
-          g.beginPath();
-          g.moveTo(x(prevEnd), y + ROW / 2);
-          g.lineTo(x(s), y + ROW / 2);
-          g.stroke();
-          g.setLineDash([]);
-        }
-        g.fillStyle = stateColour(a.state);
-        g.fillRect(x(s), y + 5, Math.max(3, x(e) - x(s)), ROW - 10);
-        prevEnd = e;
-      }
-      // the wait in the queue, then the (latest) attempt
+      // the wait in the queue (under the attempts: a bar drawn on top is never hidden by it)
       const q = t(r.queued_at);
       const s = t(r.started_at);
       const e = Number.isNaN(t(r.ended_at)) ? now : t(r.ended_at);
@@ -180,9 +161,34 @@ export function Gantt({
         g.fillRect(x(q), y + 8, Math.max(1, x(Number.isNaN(s) ? now : s) - x(q)), ROW - 16);
         g.globalAlpha = 1;
       }
+      // earlier attempts and the retry gaps between them. Every attempt keeps a bar of its
+      // own (MIN_BAR px at least, on whole pixels): a quick failure retried at once in a long
+      // run would otherwise sit under the next attempt's bar and the retry would not show.
+      const spans = r.map_index >= 0 ? [] : attempts.get(r.task_id) ?? [];
+      let drawnEnd = -Infinity;
+      for (const a of spans) {
+        const s = t(a.started_at);
+        const e = Number.isNaN(t(a.ended_at)) ? now : t(a.ended_at);
+        if (Number.isNaN(s)) continue;
+        const x0 = Math.max(Math.round(x(s)), drawnEnd + 1);
+        const x1 = Math.max(x0 + MIN_BAR, Math.round(x(e)));
+        if (x0 > drawnEnd + 1 && Number.isFinite(drawnEnd)) {
+          g.strokeStyle = stateColour("up_for_retry");
+          g.setLineDash([3, 3]);
+          g.beginPath();
+          g.moveTo(drawnEnd, y + ROW / 2);
+          g.lineTo(x0, y + ROW / 2);
+          g.stroke();
+          g.setLineDash([]);
+        }
+        g.fillStyle = stateColour(a.state);
+        g.fillRect(x0, y + 5, x1 - x0, ROW - 10);
+        drawnEnd = x1;
+      }
+      // the (latest) attempt, when the earlier ones are not drawn above
       if (!Number.isNaN(s) && spans.length === 0) {
         g.fillStyle = stateColour(r.state);
-        g.fillRect(x(s), y + 5, Math.max(3, x(e) - x(s)), ROW - 10);
+        g.fillRect(x(s), y + 5, Math.max(MIN_BAR, x(e) - x(s)), ROW - 10);
       }
       g.restore();
     }

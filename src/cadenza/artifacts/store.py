@@ -27,7 +27,7 @@ from cadenza.artifacts.serializers import (
     is_json_value,
 )
 from cadenza.core.errors import ArtifactError, ConfigError
-from cadenza.core.records import ValueRef
+from cadenza.core.results import ValueRef
 
 
 def _type_name(obj: Any) -> str:

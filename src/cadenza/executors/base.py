@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from cadenza.core.errors import ConfigError
-from cadenza.core.records import ErrorInfo, ErrorKind, ValueRef
+from cadenza.core.results import ErrorInfo, ErrorKind, ValueRef
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -38,7 +38,7 @@ from cadenza.core.errors import (
     TaskInterrupt,
     TaskTimeout,
 )
-from cadenza.core.records import ErrorInfo, ErrorKind, ValueRef
+from cadenza.core.results import ErrorInfo, ErrorKind, ValueRef
 from cadenza.core.task_secrets import Masker, Secrets
 from cadenza.executors.base import TaskCall, TaskOutcome, describe_exception
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from cadenza.core.records import ErrorInfo, ErrorKind
+from cadenza.core.results import ErrorInfo, ErrorKind
 from cadenza.executors.base import TaskOutcome
 from cadenza.executors.processes.main_module import adopt_main_names, stand_in_for_main
 from cadenza.executors.processes.wire import (

@@ -18,7 +18,7 @@ from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cadenza.core.records import ErrorInfo, ErrorKind, ValueRef
+from cadenza.core.results import ErrorInfo, ErrorKind, ValueRef
 from cadenza.executors.base import TaskCall, TaskOutcome, describe_exception
 
 HOSTNAME = socket.gethostname()

@@ -294,11 +294,11 @@ def test_commits_wait_for_the_disk_only_where_a_crash_of_the_database_could_cost
         def __getattr__(self, name: str) -> Any:
             return getattr(self._store, name)
 
-        def write(self, batch: Any) -> None:
+        def write(self, batch: Any, **kw: Any) -> None:
             batches.append((batch.synchronous,
                             [*batch.new_task_instances, *batch.task_instance_updates],
                             list(batch.attempts), list(batch.run_updates)))
-            self._store.write(batch)
+            self._store.write(batch, **kw)
 
     def on_start(driver: Any) -> None:
         driver.store = Recording(driver.store)

@@ -173,13 +173,13 @@ class FailingWrites:
     def __getattr__(self, name):
         return getattr(self._store, name)
 
-    def write(self, batch):
+    def write(self, batch, **kw):
         from cadenza.core.errors import StoreError
 
         if self._fails(batch):
             self.failures += 1
             raise StoreError("database is locked")
-        return self._store.write(batch)
+        return self._store.write(batch, **kw)
 
 
 def test_a_store_error_while_an_inline_task_runs_does_not_lose_the_task(cadenza_env):
@@ -280,7 +280,7 @@ class CountsOverlaps:
         self._store = store
     def __getattr__(self, name):
         return getattr(self._store, name)
-    def write(self, batch):
+    def write(self, batch, **kw):
         with guard:
             overlap["now"] += 1
             overlap["max"] = max(overlap["max"], overlap["now"])
@@ -290,7 +290,7 @@ class CountsOverlaps:
             lock_held.wait(30)
             watch_writing.set()
         try:
-            return self._store.write(batch)
+            return self._store.write(batch, **kw)
         finally:
             with guard:
                 overlap["now"] -= 1

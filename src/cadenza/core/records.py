@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+from cadenza.core.frozen import fast_init
 from cadenza.core.results import ErrorInfo, ErrorKind, ValueRef
 from cadenza.core.states import RunState, TaskState
 
@@ -22,6 +23,7 @@ __all__ = [
 ]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunRecord:
     run_id: str
@@ -61,6 +63,7 @@ TASK_ORDER = "task_order"
 RERUN = "rerun"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskInstanceRecord:
     """One task instance: run id + task id + map index (-1 when not mapped).
@@ -95,6 +98,7 @@ class TaskInstanceRecord:
         return (self.task_id, self.map_index)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AttemptRecord:
     run_id: str
@@ -109,6 +113,7 @@ class AttemptRecord:
     log_path: str | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PoolRecord:
     name: str
@@ -116,6 +121,7 @@ class PoolRecord:
     description: str = ""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MetricRecord:
     run_id: str
@@ -128,6 +134,7 @@ class MetricRecord:
     at: datetime | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ArtifactRecord:
     """Lineage of one artifact: the task instance that produced it and what it read."""
@@ -146,6 +153,7 @@ class ArtifactRecord:
     created_at: datetime | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AssetEventRecord:
     """A new version of an asset: a successful instance of a task with it in `outlets`.
@@ -215,6 +223,7 @@ class Slice(Generic[_T]):
     after: tuple[Any, ...] | None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AssetSummary:
     """An asset with at least one version: how many, the newest, and when it was made."""

@@ -13,7 +13,10 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+from cadenza.core.frozen import fast_init
 
+
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ValueRef:
     """Where a task output lives.
@@ -80,6 +83,7 @@ class ErrorKind(enum.StrEnum):
             return cls.UNKNOWN
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ErrorInfo:
     """A failure, as recorded: enough to render it without the original exception."""

@@ -19,9 +19,11 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from cadenza.core.errors import ConfigError
+from cadenza.core.frozen import fast_init
 from cadenza.core.results import ErrorInfo, ErrorKind, ValueRef
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskCall:
     """One attempt of one task instance, ready to execute.
@@ -69,6 +71,7 @@ class TaskCall:
         return self.task_id if self.map_index < 0 else f"{self.task_id}[{self.map_index}]"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskOutcome:
     """How one attempt ended. Exactly one per submitted TaskCall."""

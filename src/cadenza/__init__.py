@@ -40,20 +40,21 @@ from cadenza.core.states import RunState, TaskState
 __version__ = "0.1.0"
 
 
-def _run(plan: "Plan", params: "Mapping[str, Any]", executor: str | None) -> "RunResult":
+def _run(pipeline: "HasPlan", params: "Mapping[str, Any]", executor: str | None) -> "RunResult":
     """`PipelineDef.run`'s way to the engine (authoring must not import it: STYLE §1).
     The engine is imported here on the first run, not by `import cadenza`.
 
     On the processes executor, its forkserver starts first: the worker's modules load in that
     process while this one imports the engine and opens the store (a one-task script's cold
-    start is mostly those two, one after the other otherwise)."""
+    start is mostly those two, one after the other otherwise). The pipeline's Plan is built
+    after that too (run_pipeline)."""
     if (executor or _settings_executor()) == "processes":
         from cadenza.executors.processes.forkserver import start_early
 
         start_early()
     from cadenza.engine.api import run_pipeline
 
-    return run_pipeline(plan, params, executor=executor)
+    return run_pipeline(pipeline, params, executor=executor)
 
 
 def _settings_executor() -> str:
@@ -179,7 +180,7 @@ if TYPE_CHECKING:
     from cadenza.authoring.task import TaskDef, task
     from cadenza.engine.api import RunResult
     from cadenza.engine.history import get_run, get_runs
-    from cadenza.graph.plan import Plan
+    from cadenza.graph.plan import HasPlan
     from cadenza.integrations.dbt.tasks import dbt_task
     from cadenza.integrations.feast.tasks import feast_historical_features, feast_materialize
     from cadenza.integrations.mlflow import MLflow, register_model

@@ -36,7 +36,7 @@ from cadenza.graph.model import PipelineGraph
 from cadenza.graph.validate import validate_graph
 
 if TYPE_CHECKING:
-    from cadenza.graph.plan import Plan
+    from cadenza.graph.plan import HasPlan, Plan
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -285,7 +285,9 @@ class PipelineDef(Generic[P, R]):
         if runner is None:  # `import cadenza` wires it; only a half-imported package lacks it
             raise UsageError("the engine is not wired: import cadenza first",
                              pipeline=self.name, hint="import cadenza")
-        return runner(self.plan, params, executor)
+        # The pipeline itself, not its Plan: the runner builds the Plan after it has started
+        # what can start at once (the processes executor's forkserver).
+        return runner(self, params, executor)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
         if args:
@@ -357,11 +359,12 @@ def _to_timedelta(value: Any, problems: list[Problem]) -> timedelta | None:
 # import it; the top-level package (`cadenza/__init__.py`) wires the engine's entry point
 # in (`core.hooks.runner`), so the edge is an ordinary import that import-linter sees, and
 # the engine's modules are still only imported on the first run.
-Runner = Callable[["Plan", Mapping[str, Any], "str | None"], Any]
+Runner = Callable[["HasPlan", Mapping[str, Any], "str | None"], Any]
 
 
 def use_runner(runner: Runner) -> None:
-    """Set the function `PipelineDef.run` hands its Plan, parameters and executor to."""
+    """Set the function `PipelineDef.run` hands itself (its `.plan`), parameters and
+    executor to."""
     hooks.runner = runner
 
 

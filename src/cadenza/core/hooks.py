@@ -5,7 +5,7 @@ Authoring may import neither the engine nor the integrations (STYLE §1), yet
 and `@task.spark` builds a Spark task. `cadenza/__init__.py` sets these when the package is
 imported, in every process (a worker's too), and authoring reads them when called:
 
-- `runner`: what `PipelineDef.run` hands its Plan, parameters and executor to;
+- `runner`: what `PipelineDef.run` hands itself, its parameters and executor to;
 - `runtimes`: the function that runs each task kind ("shell", "sql", "http");
 - `task_kinds`: `task.<name>(...)` calls `task_kinds[name]`.
 
@@ -20,7 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-# (plan, params, executor) -> RunResult; Any: core sees neither the Plan nor the result.
+# (pipeline, params, executor) -> RunResult; Any: core sees neither the pipeline (what
+# carries a Plan, graph/plan.py HasPlan) nor the result.
 Runner = Callable[[Any, Mapping[str, Any], "str | None"], Any]
 Runtime = Callable[[Any, Mapping[str, Any]], Any]
 

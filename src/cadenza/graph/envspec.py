@@ -10,7 +10,6 @@ building or finding environments (`executors/envs.py`).
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -101,6 +100,8 @@ def lock_digest(lock: str) -> str:
         >>> lock_digest("six==1.16.0\nattrs==23.2.0\n") == lock_digest("attrs==23.2.0\nsix==1.16.0")
         True
     """
+    import hashlib  # here: @task imports this module, and hashlib is ~10 M instructions
+
     lines = sorted({line.strip() for line in lock.splitlines() if line.strip()})
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:24]
 

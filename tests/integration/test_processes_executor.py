@@ -25,6 +25,7 @@ import psutil
 import pytest
 
 from cadenza.core.errors import ConfigError
+from cadenza.executors import base
 from cadenza.executors.base import TaskCall, TaskOutcome
 from cadenza.executors.processes import ProcessExecutor
 from cadenza.executors.processes import pool as processes_pool
@@ -380,6 +381,79 @@ def test_two_calls_run_at_the_same_time(ex: ProcessExecutor, root: str, tmp_path
     a, b = sink.take(2)
     assert a.ok and b.ok, (a.error, b.error)
     assert a.worker != b.worker
+
+
+# --- leader/follower: a driver's Outcomes reads its outcomes itself ------------------------
+
+
+def write_then_return(done: str, value: int) -> int:
+    _announce(done, str(os.getpid()))
+    return value
+
+
+def test_a_driver_waiting_on_its_outcomes_reads_its_outcome_itself(
+    ex: ProcessExecutor, root: str, tmp_path: Path
+) -> None:
+    """A sink that is an Outcomes' put: nobody reads the outcome off the worker's pipe until
+    the driver waits on its Outcomes (the collector thread stays parked), then the waiting
+    thread reads and delivers it itself."""
+    outcomes = base.Outcomes()
+    done = tmp_path / "done"
+    ex.submit(make_call(write_then_return, root, done=str(done), value=7), outcomes.put)
+    read_when_written(done)
+    worker = next(w for w in ex._workers if w.job is not None)
+    wait_for(lambda: worker.conn.poll(0), what="the outcome to be on the pipe")
+    assert outcomes.empty() and worker.job is not None  # not read by anyone
+    out = outcomes.get(timeout=DEADLINE_S)
+    assert out is not None and value_of(out) == 7
+    assert worker.job is None and outcomes.empty()
+
+
+def test_a_put_from_another_thread_ends_a_leading_wait(
+    ex: ProcessExecutor, root: str, tmp_path: Path
+) -> None:
+    outcomes = base.Outcomes()
+    started = tmp_path / "started"
+    ex.submit(make_call(block_after_start, root, task_id="long", started=str(started)),
+              outcomes.put)
+    read_when_written(started)
+    threading.Thread(target=outcomes.put, args=(None,)).start()  # as RunDriver.cancel does
+    assert outcomes.get(timeout=DEADLINE_S) is None
+    ex.cancel("run-1", "long", -1)
+    out = outcomes.get(timeout=DEADLINE_S)
+    assert out is not None and out.error is not None and out.error.kind == "cancelled"
+
+
+def test_drivers_waiting_at_once_each_get_their_outcomes(
+    ex: ProcessExecutor, root: str, tmp_path: Path
+) -> None:
+    """Two drivers wait at the same time (one leads, the other waits on its queue and is
+    served by the leader, then by the collector), with a plain sink's call beside them."""
+    plain = Outcomes()
+    release = tmp_path / "release"
+    ex.submit(make_call(hold_until_released, root, task_id="plain",
+                        started=str(tmp_path / "plain-started"), release=str(release)), plain)
+    got: dict[int, list[int]] = {}
+
+    def drive(n: int) -> None:
+        outcomes = base.Outcomes()
+        values = []
+        for i in range(5):
+            ex.submit(make_call(add, root, task_id=f"d{n}", map_index=i, a=n, b=i),
+                      outcomes.put)
+            out = outcomes.get(timeout=DEADLINE_S)
+            assert out is not None
+            values.append(value_of(out))
+        got[n] = values
+
+    threads = [threading.Thread(target=drive, args=(n,)) for n in (10, 20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=2 * DEADLINE_S)
+    release.write_text("go")
+    assert got == {10: [10, 11, 12, 13, 14], 20: [20, 21, 22, 23, 24]}
+    assert plain.get().ok
 
 
 def test_free_slots_and_the_backlog_are_first_in_first_out(root: str, tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ from cadenza.engine.sensors import SensorSteps
 from cadenza.engine.tracking import RunTracking
 from cadenza.engine.watch import CallerThreadWatch
 from cadenza.engine.writes import OutcomeWrites
-from cadenza.executors.base import Executor, TaskCall, TaskOutcome
+from cadenza.executors.base import Executor, Outcomes, TaskCall, TaskOutcome
 from cadenza.graph.model import (
     PipelineGraph,
     substitute,
@@ -131,7 +131,9 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
         self._uncommitted = active.uncommitted  # nodes whose end is not committed yet
         self.in_flight: dict[tuple[str, int], Instance] = {}
         self.retry_heap: list[tuple[float, int, Instance]] = []
-        self.outcomes: queue.SimpleQueue[TaskOutcome | None] = queue.SimpleQueue()
+        # A queue whose waits an executor may lead in this thread (Outcomes: processes reads
+        # its worker pipes here instead of handing each outcome over from its own thread).
+        self.outcomes = Outcomes()
         # Every commit lands only while the run's row still names this driver (the store
         # checks it in the commit's transaction): one stopped past its lease while another
         # took the run over writes nothing more (RunTakenOver) and stops.

@@ -13,7 +13,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import queue
 import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -23,7 +22,7 @@ from cadenza.core.errors import SENSOR_NOT_READY, SENSOR_TIMEOUT
 from cadenza.core.records import ErrorInfo, ErrorKind
 from cadenza.core.states import TaskState
 from cadenza.engine.active import ActiveRun, Instance
-from cadenza.executors.base import Executor, TaskCall, TaskOutcome
+from cadenza.executors.base import Executor, Outcomes, TaskCall, TaskOutcome
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ class SensorSteps:
         def executor(self) -> Executor: ...
         in_flight: dict[tuple[str, int], Instance]
         retry_heap: list[tuple[float, int, Instance]]
-        outcomes: queue.SimpleQueue[TaskOutcome | None]
+        outcomes: Outcomes
         dirty: dict[int, Instance]
         _seq: itertools.count[int]
         _dirty_since: float | None

@@ -12,7 +12,9 @@ only when first asked for, so `import cadenza` stays fast.
 from __future__ import annotations
 
 import importlib
+import queue
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -95,6 +97,70 @@ class TaskOutcome:
 
 
 Sink = Callable[[TaskOutcome], None]
+# Leads a wait on an `Outcomes` (see there): (outcomes, timeout) -> whether it led.
+Pump = Callable[["Outcomes", "float | None"], bool]
+
+
+class Outcomes:
+    """The queue a driver takes its outcomes from; its `put` is the sink the driver hands
+    every executor (None wakes the driver without an outcome).
+
+    Leader/follower: an executor whose outcomes arrive on pipes it watches (processes)
+    `attach`es a pump. A `get` that would block then runs the pump in the waiting thread,
+    which reads the pipes itself while no other thread does, until an item is here or the
+    time is up, instead of sleeping until the executor's own thread has read the outcome and
+    handed it over (a thread wake and a GIL hand-off per outcome, on the critical path of a
+    chain). While a pump leads, a `put` from another thread wakes it with the pump's waker.
+    Without a pump, or when the pump cannot lead (another thread reads the pipes), `get`
+    waits on the queue as any queue."""
+
+    __slots__ = ("_items", "_leader", "_pump", "_waker")
+
+    def __init__(self) -> None:
+        self._items: queue.SimpleQueue[TaskOutcome | None] = queue.SimpleQueue()
+        self._pump: Pump | None = None
+        self._waker: Callable[[], None] | None = None
+        self._leader: int | None = None  # the thread a pump leads in
+
+    def put(self, item: TaskOutcome | None) -> None:
+        self._items.put(item)
+        waker = self._waker
+        if waker is not None and self._leader != threading.get_ident():
+            waker()
+
+    def empty(self) -> bool:
+        return self._items.empty()
+
+    def get_nowait(self) -> TaskOutcome | None:
+        return self._items.get_nowait()
+
+    def get(self, timeout: float | None = None) -> TaskOutcome | None:
+        """The next item; raises queue.Empty once `timeout` seconds have passed."""
+        items = self._items
+        pump = self._pump
+        if pump is not None and items.empty():
+            deadline = None if timeout is None else time.monotonic() + timeout
+            if pump(self, timeout):
+                if not items.empty():
+                    return items.get_nowait()
+                if deadline is not None:
+                    timeout = max(0.0, deadline - time.monotonic())
+        return items.get(timeout=timeout)
+
+    def attach(self, pump: Pump) -> None:
+        """Let `pump` lead this queue's waits (the executor calls it when it takes a call
+        whose sink is this queue's `put`)."""
+        self._pump = pump
+
+    def leading(self, waker: Callable[[], None] | None) -> None:
+        """The pump's: it leads a wait in this thread and `waker` interrupts it (None: it
+        stopped leading). Set before the pump checks `empty()`, so no put is missed."""
+        if waker is None:
+            self._waker = None
+            self._leader = None
+        else:
+            self._leader = threading.get_ident()
+            self._waker = waker
 
 
 class Executor(Protocol):

@@ -1,6 +1,8 @@
-"""The pool's collector thread: reads outcomes from the worker pipes, notices workers that
-died (their sentinels), fires deadlines and kills, replaces workers, and hands each outcome to
-its call's sink. Mixed into `ProcessExecutor` (pool.py), whose state it shares under its lock.
+"""The pool's leader loop: reads outcomes from the worker pipes, notices workers that died
+(their sentinels), fires deadlines and kills, replaces workers, and hands each outcome to its
+call's sink; run by the collector thread, or by a driver's thread while it waits on its
+`Outcomes` (leader/follower, below). Mixed into `ProcessExecutor` (pool.py), whose state it
+shares under its lock.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from cadenza.core import clock
 from cadenza.core.records import ErrorKind
-from cadenza.executors.base import Sink, TaskOutcome
+from cadenza.executors.base import Outcomes, Sink, TaskOutcome
 from cadenza.executors.processes.jobs import (
     BOOT_RETRY_AFTER_S,
     MAX_BOOT_FAILURES,
@@ -38,7 +40,7 @@ KILL_GRACE_S = 2.0  # SIGTERM, then SIGKILL if the worker is still alive after t
 
 
 class Collector:
-    """The collector thread's half of `ProcessExecutor` (the attributes below are the pool's)."""
+    """The leader's half of `ProcessExecutor` (the attributes below are the pool's)."""
 
     if TYPE_CHECKING:
         _lock: threading.Lock
@@ -52,6 +54,10 @@ class Collector:
         _selector: selectors.BaseSelector | None
         _registered: dict[int, tuple[Worker, bool]]
         _selector_dirty: bool
+        _leader: int | None
+        _handover: bool
+        _follow: threading.Condition
+        _started: bool
         _boot_failures: int
         _broken_reason: str | None
         _broken_at: float
@@ -65,9 +71,10 @@ class Collector:
         def _push_timer_locked(self, when: float, what: str, job: Job) -> None: ...
         def _rebuild_waitables_locked(self) -> None: ...
         def _wake(self) -> None: ...
+        def _wake_locked(self) -> None: ...
 
     def _sync_selector_locked(self) -> None:
-        """Collector thread: make the selector watch exactly the live workers' fds."""
+        """The leading thread: make the selector watch exactly the live workers' fds."""
         assert self._selector is not None
         want: dict[int, tuple[Worker, bool]] = {}
         for w in self._workers:
@@ -86,58 +93,151 @@ class Collector:
         self._selector_dirty = False
 
     def _forget_locked(self, worker: Worker) -> None:
-        """Collector thread: stop watching a worker's fds before they are closed."""
+        """The leading thread: stop watching a worker's fds before they are closed."""
         assert self._selector is not None
         for fd, (w, _) in list(self._registered.items()):
             if w is worker:
                 self._selector.unregister(fd)
                 del self._registered[fd]
 
-    # -- the collector thread ------------------------------------------------------------
+    # -- leader/follower -----------------------------------------------------------------
+    # One thread at a time reads the pipes (the leader, `_leader`): the collector thread, or
+    # a driver waiting on its `Outcomes` (`_lead`), which then reads its own outcome instead
+    # of sleeping until the collector has read it and handed it over. The collector leads
+    # whenever something needs it: outcomes made outside (`_pending`), a backlog, a timer
+    # due, a worker booting, a running call whose sink no driver leads for (tests, other
+    # engines), or a driver that waits without leading (`_handover`, until the pool is idle).
+    # Otherwise it parks on `_follow` (until the nearest timer), and a driver between two
+    # waits leaves the pipes unread: only its own outcome can arrive on them, and it reads it
+    # when it waits again. An idle worker that dies meanwhile is noticed at the next wait (a
+    # call sent to it first goes back to the backlog, as in any send to a dead worker).
 
     def _collect(self) -> None:
-        with self._lock:
-            selector = self._selector = selectors.DefaultSelector()
-            selector.register(self._wake_r, selectors.EVENT_READ, None)
-            self._sync_selector_locked()
-        wake_r = self._wake_r
+        me = threading.get_ident()
         while True:
             with self._lock:
-                if self._stopping:
+                while True:
+                    if self._stopping:
+                        self._follow.notify_all()
+                        return
+                    if self._leader is None and self._collector_should_lead_locked():
+                        break
+                    self._follow.wait(None if self._leader is not None
+                                      else self._next_timeout_locked())
+                self._leader = me
+            try:
+                if not self._pump_once(None):
                     return
-                if self._selector_dirty:
-                    self._sync_selector_locked()
-                timeout = self._next_timeout_locked()
-            events = selector.select(timeout)
-            deliveries: list[tuple[Sink, TaskOutcome]] = []
-            dead: list[Worker] = []
-            for key, _ in events:
-                if key.data is None:  # the wake pipe
-                    try:
-                        while os.read(wake_r, 4096):
-                            pass
-                    except (BlockingIOError, OSError):
-                        pass
-                    continue
-                worker, is_pipe = key.data
-                if worker.dead:
-                    continue
-                if is_pipe:
-                    deliveries.extend(self._read_one(worker))
-                else:
-                    dead.append(worker)
-            for worker in dead:
-                deliveries.extend(self._drain(worker))
-                deliveries.extend(self._on_worker_exit(worker))
+            finally:
+                with self._lock:
+                    self._leader = None
+                    self._follow.notify_all()
+
+    def _collector_should_lead_locked(self) -> bool:
+        if self._pending or self._backlog:
+            return True
+        busy = False
+        for w in self._workers:
+            if not w.ready:
+                return True  # booting: its READY, or its death (a boot failure), is news
+            job = w.job
+            if job is not None and not job.done:
+                if not job.led:
+                    return True
+                busy = True
+        if not busy:
+            self._handover = False
+        elif self._handover:
+            return True
+        timers = self._timers
+        return bool(timers) and timers[0][0] <= time.monotonic()
+
+    def _lead(self, outcomes: Outcomes, timeout: float | None) -> bool:
+        """A driver's wait on `outcomes` (its `get`): read the pipes in this thread until an
+        item is there or `timeout` passes. False, without waiting, when another thread leads
+        (the collector then serves this driver until the pool is idle)."""
+        me = threading.get_ident()
+        with self._lock:
+            if self._stopping or not self._started or self._selector is None:
+                return False
+            if self._leader is not None:
+                # Serve this driver from the leader: the collector keeps leading until the
+                # pool is idle; a leading driver hands over when it stops (below).
+                self._handover = True
+                return False
+            self._leader = me
+        outcomes.leading(self._wake)
+        # A KeyboardInterrupt (Ctrl-C in a script's main thread) can land anywhere in here,
+        # even between a message's header and body: the driver then cancels what it has in
+        # flight (RunDriver._drive), which kills the worker whose call it was reading.
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while outcomes.empty():
+                cap = None
+                if deadline is not None:
+                    cap = deadline - time.monotonic()
+                    if cap <= 0:
+                        break
+                if not self._pump_once(cap):
+                    break
+        finally:
+            outcomes.leading(None)
             with self._lock:
-                if self._stopping:
-                    # shutdown() takes over; it delivers what the collector already read.
-                    self._pending[:0] = deliveries
-                    return
-                self._fire_timers_locked()
-                deliveries.extend(self._pending)
-                self._pending.clear()
-            self._deliver(deliveries)
+                self._leader = None
+                if self._stopping or self._collector_should_lead_locked():
+                    self._follow.notify_all()
+                elif any(w.job is not None for w in self._workers):
+                    # Calls of drivers that wait without leading, or this driver's others
+                    # (its next wait may find the collector leading): serve them now.
+                    self._handover = True
+                    self._follow.notify_all()
+        return True
+
+    def _pump_once(self, cap: float | None) -> bool:
+        """The leader's step: wait for the pipes, sentinels, wake pipe or the nearest timer
+        (at most `cap` seconds), handle what came, deliver the outcomes. False once the pool
+        is stopping (shutdown() then delivers what was read)."""
+        with self._lock:
+            if self._stopping:
+                return False
+            selector = self._selector
+            assert selector is not None
+            if self._selector_dirty:
+                self._sync_selector_locked()
+            timeout = 0.0 if self._pending else self._next_timeout_locked()
+        if cap is not None:
+            timeout = cap if timeout is None else min(timeout, cap)
+        events = selector.select(timeout)
+        deliveries: list[tuple[Sink, TaskOutcome]] = []
+        dead: list[Worker] = []
+        for key, _ in events:
+            if key.data is None:  # the wake pipe
+                try:
+                    while os.read(self._wake_r, 4096):
+                        pass
+                except (BlockingIOError, OSError):
+                    pass
+                continue
+            worker, is_pipe = key.data
+            if worker.dead:
+                continue
+            if is_pipe:
+                deliveries.extend(self._read_one(worker))
+            else:
+                dead.append(worker)
+        for worker in dead:
+            deliveries.extend(self._drain(worker))
+            deliveries.extend(self._on_worker_exit(worker))
+        with self._lock:
+            if self._stopping:
+                # shutdown() takes over; it delivers what the leader already read.
+                self._pending[:0] = deliveries
+                return False
+            self._fire_timers_locked()
+            deliveries.extend(self._pending)
+            self._pending.clear()
+        self._deliver(deliveries)
+        return True
 
     def _next_timeout_locked(self) -> float | None:
         timers = self._timers
@@ -259,7 +359,7 @@ class Collector:
             if not self._stopping:
                 if self._backlog:
                     next_job = self._backlog.popleft()
-                    # A new deadline needs no wake: this is the collector thread, which
+                    # A new deadline needs no wake: this is the leading thread, which
                     # recomputes its timeout before it waits again.
                     fn_msg, _wake = self._assign_locked(worker, next_job)
                 else:
@@ -356,11 +456,11 @@ class Collector:
     # -- delivery ------------------------------------------------------------------------
 
     def _deliver_later(self, sink: Sink, outcome: TaskOutcome) -> None:
-        """Hand an outcome to the collector thread (inline while shutting down)."""
+        """Hand an outcome to the leader (inline while shutting down)."""
         with self._lock:
             if not self._stopping:
                 self._pending.append((sink, outcome))
-                self._wake()
+                self._wake_locked()
                 return
         sink(outcome)
 

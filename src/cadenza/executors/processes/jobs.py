@@ -34,6 +34,7 @@ class Job:
         "deadline",
         "done",
         "fn_blob",
+        "led",
         "payload",
         "sink",
         "started_at",
@@ -57,6 +58,7 @@ class Job:
         self.stop_reason: str | None = None  # "timeout" | "cancelled" once we kill for it
         self.done = False
         self.unsent = False  # the worker died before we could even write the call
+        self.led = False  # its sink is a driver's Outcomes, whose waits read the pipes
 
 
 class Worker:

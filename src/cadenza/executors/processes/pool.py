@@ -1,5 +1,6 @@
 """The pool: starts, feeds, kills and replaces the worker processes (the package docstring
-says how); its collector thread, which watches them, is `collector.py`.
+says how); the leader's loop that watches them (its collector thread's, or a waiting
+driver's) is `collector.py`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import cloudpickle  # type: ignore[import-untyped,unused-ignore]  # noqa: F401
 
 from cadenza.core import clock
 from cadenza.core.errors import ConfigError
-from cadenza.executors.base import Sink, TaskCall, TaskOutcome
+from cadenza.executors.base import Outcomes, Sink, TaskCall, TaskOutcome
 from cadenza.executors.processes.child import worker_main
 from cadenza.executors.processes.collector import KILL_GRACE_S, Collector
 from cadenza.executors.processes.forkserver import (
@@ -123,10 +124,10 @@ class ProcessExecutor(Collector):
         self._backlog: deque[Job] = deque()
         self._timers: list[tuple[float, int, str, Job]] = []  # (when, seq, what, job)
         self._timer_seq = 0
-        self._pending: list[tuple[Sink, TaskOutcome]] = []  # made outside the collector
+        self._pending: list[tuple[Sink, TaskOutcome]] = []  # made outside the leader
         self._wait_until = float("inf")
-        # The collector's selector: worker pipes, sentinels and the wake pipe. Only the
-        # collector thread (re)registers; others set _selector_dirty and wake it.
+        # The leader's selector: worker pipes, sentinels and the wake pipe. Only the leading
+        # thread (re)registers; others set _selector_dirty and wake it.
         self._selector: selectors.BaseSelector | None = None
         self._registered: dict[int, tuple[Worker, bool]] = {}  # fd -> (worker, is_pipe)
         self._selector_dirty = False
@@ -136,6 +137,13 @@ class ProcessExecutor(Collector):
         self._collector: threading.Thread | None = None
         self._wake_r = -1
         self._wake_w = -1
+        # Leader/follower (collector.py): the thread that reads the pipes now (the collector
+        # or a driver waiting on its Outcomes), the collector's parking spot, and whether a
+        # driver waits without leading (the collector then leads until the pool is idle).
+        self._leader: int | None = None
+        self._follow = threading.Condition(self._lock)
+        self._handover = False
+        self._lead_pump = self._lead  # what a driver's Outcomes runs to lead its waits
         # fn_key -> (fn, wire_key, pickled bytes); wire_key changes when the object does
         self._fn_cache: OrderedDict[str, tuple[Callable[..., Any], str, bytes]] = OrderedDict()
         self._fn_versions: dict[str, int] = {}
@@ -168,12 +176,19 @@ class ProcessExecutor(Collector):
             try:
                 for _ in range(self.max_workers):
                     self._spawn_locked()
+                self._selector = selectors.DefaultSelector()
+                self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+                self._sync_selector_locked()
             except BaseException:
                 for w in self._workers:
                     signal_group(w, signal.SIGKILL)
                 self._workers.clear()
                 self._idle.clear()
                 self._started = False
+                if self._selector is not None:
+                    self._selector.close()
+                    self._selector = None
+                self._registered.clear()
                 os.close(self._wake_r)
                 os.close(self._wake_w)
                 raise
@@ -199,10 +214,21 @@ class ProcessExecutor(Collector):
             for key in isolated:
                 envs.cancel(*key, reason="shutdown")
             envs.stop_idle_workers()
-        self._wake()
+        with self._lock:
+            self._wake_locked()
+            self._follow.notify_all()
         if collector is not None and collector is not threading.current_thread():
             collector.join(timeout=SHUTDOWN_GRACE_S)
         with self._lock:
+            # A driver leading a wait (collector.py) stops at its next wake; it must be out
+            # of the pipes before they are drained and closed here.
+            until = time.monotonic() + SHUTDOWN_GRACE_S
+            me = threading.get_ident()
+            while self._leader is not None and self._leader != me:
+                left = until - time.monotonic()
+                if left <= 0:
+                    break
+                self._follow.wait(left)
             workers = list(self._workers)
             backlog = list(self._backlog)
             self._backlog.clear()
@@ -296,6 +322,12 @@ class ProcessExecutor(Collector):
             self._deliver_later(sink, failed_outcome(call, exc.error, started_at=None))
             return
         job = Job(call, sink, payload, wire_key, fn_blob)
+        # A driver's sink is its Outcomes' put: that driver reads this call's outcome off the
+        # pipe itself when it waits (leader/follower, collector.py).
+        owner = getattr(sink, "__self__", None)
+        if type(owner) is Outcomes:
+            owner.attach(self._lead_pump)
+            job.led = True
         with self._lock:
             if self._stopping:
                 job.done = True
@@ -305,7 +337,7 @@ class ProcessExecutor(Collector):
                     if time.monotonic() - self._broken_at < BOOT_RETRY_AFTER_S:
                         job.done = True
                         self._pending.append((sink, broken_outcome(call, self._broken_reason)))
-                        self._wake()
+                        self._wake_locked()
                         return
                     # The pool gave up respawning a while ago; try again now work arrived.
                     self._broken_reason = None
@@ -313,18 +345,20 @@ class ProcessExecutor(Collector):
                     for _ in range(self.max_workers):
                         self._spawn_locked()
                     self._rebuild_waitables_locked()
-                    self._wake()
+                    self._wake_locked()
                 if not self._idle:
                     self._backlog.append(job)
+                    if self._leader is None:
+                        self._wake_locked()
                     return
                 worker = self._idle.pop()
                 fn_msg, wake = self._assign_locked(worker, job)
+                if wake or (not job.led and self._leader is None):
+                    self._wake_locked()
         if worker is None:  # submitted while shutting down
             sink(stopped_outcome(job, "shutdown"))
             return
         self._send(worker, job, fn_msg)
-        if wake:
-            self._wake()
 
     def _submit_isolated(self, call: TaskCall, sink: Sink) -> None:
         """A call with its own environment runs in a child process on that env's python
@@ -380,7 +414,7 @@ class ProcessExecutor(Collector):
                     self._stop_locked(job, "cancelled")
                     found = True
             if found:
-                self._wake()
+                self._wake_locked()
 
     # -- diagnostics ---------------------------------------------------------------------
 
@@ -496,7 +530,16 @@ class ProcessExecutor(Collector):
         self._push_timer_locked(time.monotonic() + KILL_GRACE_S, "kill", job)
 
     def _wake(self) -> None:
+        """Interrupt the leader's wait (an Outcomes' waker: a put from another thread)."""
         try:
             os.write(self._wake_w, b"!")
         except (BlockingIOError, OSError):
             pass  # already awake (pipe full) or shut down
+
+    def _wake_locked(self) -> None:
+        """Make the leader look at the pool again (new timers, outcomes made outside, work),
+        or the parked collector decide whether it must lead now."""
+        if self._leader is not None:
+            self._wake()
+        else:
+            self._follow.notify()

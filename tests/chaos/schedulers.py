@@ -145,7 +145,7 @@ def run_scheduler_campaign(target: Target, *, events: int, faults: int, seed: in
         fleet.start("sched-a", "scheduler")
         fleet.start("sched-b", "scheduler")
         fleet.start("server", "server")
-        _wait_group(redis, stream)
+        _wait_group(redis, stream, work, consumers=3)
         published = 0
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -190,16 +190,33 @@ def run_scheduler_campaign(target: Target, *, events: int, faults: int, seed: in
     return report
 
 
-def _wait_group(redis: Any, stream: str) -> None:
+def _wait_group(redis: Any, stream: str, logs: Path, consumers: int) -> None:
+    """Wait until `consumers` schedulers run their loops (each logs one line as it opens its
+    event consumers; the logs are `logs`' *.log files) and the stream's consumer group
+    exists. Not only until the group exists (the first scheduler makes it): the server's
+    scheduler child starts last (the server's cold start and pipeline load, then the
+    child's), and events published before it joined all went to the two plain schedulers,
+    so the short campaign's server drove no run and server_kill never fired (session 9).
+    Redis lists a consumer only once it has been given an entry, so the group's consumer
+    count cannot tell."""
     from tests.fixtures.waiting import wait_for
 
     def ready() -> bool:
+        started = sum(p.read_text(errors="replace").count(_LOOP_STARTED)
+                      for p in logs.glob("*.log"))
+        if started < consumers:
+            return False
         try:
             return bool(redis.xinfo_groups(stream))
         except Exception:  # noqa: BLE001 - the stream does not exist yet
             return False
 
-    wait_for(ready, timeout_s=120, what="the schedulers to join the event stream")
+    wait_for(ready, timeout_s=180, what=f"{consumers} schedulers to join the event stream")
+
+
+# What a scheduler logs as its loop starts, right before it opens its event consumers
+# (triggers/loop.py run_forever).
+_LOOP_STARTED = "cadenza.triggers.loop: scheduler "
 
 
 def _settle(report: SchedReport, runs: list[Any]) -> None:
@@ -269,7 +286,7 @@ def run_event_flood(target: Target, *, events: int, redis: Any, timeout_s: float
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
     store = target.store()
     try:
-        _wait_group(redis, stream)
+        _wait_group(redis, stream, work, consumers=3)
         started = time.monotonic()
         pipe = redis.pipeline()
         for n in range(events):

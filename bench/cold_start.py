@@ -17,6 +17,16 @@ Probes (each a fresh interpreter, SQLite store in a new CADENZA_HOME):
   worker preload     what the processes executor's forkserver imports before forking workers
   one-task run       the whole driver process of bench/overhead.py's one-task script
                      (worker processes run natively and are not counted)
+  run until fork-    the same driver's instructions (all its threads) until it spawns the
+    server spawned   forkserver (multiprocessing's second fork_exec: the resource tracker's
+                     is the first), from callgrind's dumps at `subprocess_fork_exec`
+
+The one-task script's critical path on the processes executor (its default) is roughly:
+"run until forkserver spawned", then the forkserver's "worker preload" (the driver imports
+the engine and opens the store meanwhile, on the other core), then the run itself and the
+driver's exit (a few percent of "one-task run"). So a cold start shortens with either of
+those two lines, and only with "one-task run" where the driver's work after the spawn
+outlasts the preload.
 """
 
 from __future__ import annotations
@@ -67,6 +77,33 @@ def _instructions(args: list[str], env: dict[str, str], cwd: Path) -> int:
     return int(found.group(1))
 
 
+def _until_forkserver(args: list[str], env: dict[str, str], cwd: Path) -> int:
+    """Instructions of the driver until its second `subprocess_fork_exec` (multiprocessing
+    spawns the resource tracker, then the forkserver): callgrind dumps its counts before
+    each call; the first two dumps add up to that point."""
+    for leftover in cwd.glob("home*"):
+        shutil.rmtree(leftover)
+    dumps = cwd / "dumps"
+    dumps.mkdir()
+    proc = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--trace-children=no", "--dump-instr=no",
+         "--dump-before=subprocess_fork_exec", f"--callgrind-out-file={dumps / 'cg'}",
+         sys.executable, *args],
+        check=True, env=env, cwd=cwd, capture_output=True, text=True,
+    )
+    parts = sorted((int(p.suffix[1:]), p) for p in dumps.glob("cg.*") if p.suffix[1:].isdigit())
+    if len(parts) < 2:
+        raise SystemExit(f"the driver spawned fewer than two processes:\n{proc.stderr}")
+    total = 0
+    for _, part in parts[:2]:
+        found = re.search(r"^summary: (\d+)", part.read_text(), re.MULTILINE)
+        if not found:
+            raise SystemExit(f"no summary in {part}")
+        total += int(found.group(1))
+    shutil.rmtree(dumps)
+    return total
+
+
 def main() -> None:
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
@@ -86,11 +123,12 @@ def main() -> None:
         ("one-task run", ["quick.py"]),
     ]
     counts = {name: _instructions(args, env, work) for name, args in probes}
+    counts["run until forkserver spawned"] = _until_forkserver(["quick.py"], env, work)
     shutil.rmtree(work, ignore_errors=True)
     whole = counts["one-task run"]
-    print(f"{'probe':<20}{'Minstr':>10}{'of run':>9}")
+    print(f"{'probe':<30}{'Minstr':>10}{'of run':>9}")
     for name, n in counts.items():
-        print(f"{name:<20}{n / 1e6:>10.0f}{n / whole:>9.0%}")
+        print(f"{name:<30}{n / 1e6:>10.0f}{n / whole:>9.0%}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ Lives in core so that the worker (executors) can set it and authoring can re-exp
 from __future__ import annotations
 
 import contextvars
-import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -15,7 +14,18 @@ from typing import TYPE_CHECKING, Any
 from cadenza.core.errors import UsageError
 
 if TYPE_CHECKING:  # core.security is imported only when a task reads a secret
+    import logging
+
     from cadenza.core.task_secrets import Secrets
+
+
+def _task_logger() -> logging.Logger:
+    # logging is imported by the first task, not here: `import cadenza` imports this module,
+    # and logging (with traceback and string) is ~20 M instructions of a cold start before
+    # the forkserver starts (bench/cold_start.py).
+    import logging
+
+    return logging.getLogger("cadenza.task")
 
 
 @dataclass(slots=True, kw_only=True)
@@ -28,7 +38,7 @@ class TaskContext:
     logical_date: datetime | None = None
     data_interval: tuple[datetime, datetime] | None = None
     params: dict[str, Any] = field(default_factory=dict)
-    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("cadenza.task"))
+    logger: logging.Logger = field(default_factory=_task_logger)
     extra: dict[str, Any] = field(default_factory=dict)
     _metrics: list[tuple[str, float | str, str]] = field(default_factory=list)
     sinks: list[Any] = field(default_factory=list)  # experiment trackers (MLflow, ...)

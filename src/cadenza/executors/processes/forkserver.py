@@ -13,11 +13,8 @@ driver only multiprocessing's own modules.
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import os
-
-log = logging.getLogger("cadenza.executors.processes")
 
 START_METHOD_ENV = "CADENZA_START_METHOD"
 # Modules the forkserver imports once, so that each forked worker starts warm (~100 ms saved
@@ -47,4 +44,6 @@ def start_early() -> None:
         multiprocessing.get_context("forkserver").set_forkserver_preload(PRELOAD)
         forkserver.ensure_running()
     except (OSError, ValueError) as exc:
-        log.debug("starting the forkserver early failed (the pool tries again): %s", exc)
+        import logging  # not before: logging is ~20 M instructions of a cold start
+
+        logging.getLogger("cadenza.executors.processes").debug("starting the forkserver early failed (the pool tries again): %s", exc)

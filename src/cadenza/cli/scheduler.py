@@ -10,6 +10,12 @@ Stopping, by case:
      consumers close, and the command exits 0 with one line. Runs being driven are left
      to their leases: a scheduler (this one restarted, or another) resumes them.
   2. a second signal while shutting down -> stop at once (exit 130).
+  SIGHUP (what `cadenza server --scheduler` has the kernel send its child when the server
+  dies) is case 1, never case 2: the kernel may send it more than once for one death.
+  With runs still being driven, the process ends at once after its line (`os._exit`), as
+  a killed one would: letting the interpreter shut down around the runs' daemon threads
+  removed multiprocessing's folder (the forkserver's socket) under a driver still
+  dispatching, a FileNotFoundError traceback per run (issue 18's scheduler campaign).
   3. `--once` -> one tick, then every run it could start is driven to its end; exit 1
      when one of them failed, else 0.
   4. SIGINT or SIGTERM during `--once` -> the scheduler stops and closes, one line says
@@ -400,14 +406,21 @@ def _serve(scheduler: Scheduler) -> None:
 
     def on_signal(signum: int, frame: Any) -> None:
         if stopping["signal"] is not None:
-            raise KeyboardInterrupt  # case 2
+            if signum == signal.SIGHUP:
+                return  # the server's death told again (PR_SET_PDEATHSIG, per thread)
+            if not scheduler.running:
+                raise KeyboardInterrupt  # case 2
+            out().print(f"Scheduler {escape(scheduler.id)} stopped at once "
+                        f"({signal.Signals(signum).name}); runs in flight left to their "
+                        "leases.")
+            _leave_runs_to_their_leases(EXIT_INTERRUPTED)  # case 2
         stopping["signal"] = signal.Signals(signum).name
         scheduler.shutdown()  # case 1
 
     in_main = threading.current_thread() is threading.main_thread()
     previous = {}
     if in_main:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             previous[sig] = signal.signal(sig, on_signal)
     note("Running; Ctrl-C or SIGTERM stops it.")
     try:
@@ -423,6 +436,26 @@ def _serve(scheduler: Scheduler) -> None:
                 f"{'them' if running != 1 else 'it'} after {scheduler.lease_s:g} s)")
     out().print(f"Scheduler {escape(scheduler.id)} stopped"
                 f"{' (' + stopping['signal'] + ')' if stopping['signal'] else ''}{escape(left)}.")
+    if running and in_main:  # the process is `cadenza scheduler`'s own
+        _leave_runs_to_their_leases(EXIT_OK)
+
+
+def _leave_runs_to_their_leases(code: int) -> None:
+    """End the process now, as a killed one would, with runs still driven by its threads
+    (the module docstring says why). Another scheduler resumes them once their leases
+    expire; their workers die with this process (executors/processes/lifeline.py); an open
+    transaction is rolled back by the database; every commit is fenced on its driver
+    (WriteBatch.fence)."""
+    import logging
+    import sys
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            continue
+    os._exit(code)
 
 
 class _Interrupted(Exception):

@@ -20,8 +20,12 @@ Stopping, by case:
      the server waits up to STOP_WAIT_S, then kills it.
   2. the child dies while the server runs -> logged with its exit code, started again
      after RESTART_S (doubling up to 30 s while it keeps dying within a minute).
-  3. the server is killed (SIGKILL) -> the kernel sends the child SIGTERM
-     (PR_SET_PDEATHSIG on Linux): no orphaned scheduler keeps driving runs.
+  3. the server is killed (SIGKILL) -> the kernel sends the child SIGHUP
+     (PR_SET_PDEATHSIG on Linux), which it takes as case 1 of `cadenza scheduler`: no
+     orphaned scheduler keeps driving runs. Not SIGTERM: the kernel sends the signal as
+     each of the server's threads that was the child's parent exits (the child is handed
+     to a sibling thread first), so two came for one death, and a second SIGTERM means
+     "stop at once" to a scheduler.
 The child has its own process group: a Ctrl-C in the terminal reaches the server only,
 which stops the child once (a second signal would make the child exit at once).
 """
@@ -60,7 +64,7 @@ def _free_port() -> int:
 
 
 def _die_with_parent() -> Any:
-    """A preexec_fn that asks Linux to send the child SIGTERM when the server dies (None
+    """A preexec_fn that asks Linux to send the child SIGHUP when the server dies (None
     elsewhere). prctl is looked up here, before any fork: the function the child runs
     after fork only makes the system call."""
     if not sys.platform.startswith("linux"):
@@ -73,7 +77,7 @@ def _die_with_parent() -> Any:
     pr_set_pdeathsig = 1
 
     def preexec() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGTERM)
+        prctl(pr_set_pdeathsig, signal.SIGHUP)
 
     return preexec
 

@@ -192,4 +192,7 @@ def worker_main(conn: Connection, boot: tuple[Any, ...]) -> None:
                     f"driver: {exc} (a Cadenza bug: outcomes hold plain records only)",
                 )
             )
-        conn.send_bytes(reply)
+        try:
+            conn.send_bytes(reply)
+        except OSError:
+            return  # the driver went away while the task ran (killed): nobody to tell

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cadenza.core.records import (
     ArtifactRecord,
@@ -27,8 +27,12 @@ from cadenza.core.records import (
     TaskInstanceRecord,
     ValueRef,
 )
-from cadenza.core.scheduling import ScheduleState, TriggerEventRecord
 from cadenza.core.states import RunState, TaskState
+
+if TYPE_CHECKING:
+    # Imported where a row becomes one (the scheduler's reads): the run path imports this
+    # module, and core/scheduling.py's five dataclasses are ~21 M instructions of a cold start.
+    from cadenza.core.scheduling import ScheduleState, TriggerEventRecord
 
 
 def run_params(r: RunRecord) -> dict[str, Any]:
@@ -315,6 +319,8 @@ def asset_event_params(e: AssetEventRecord, now: datetime) -> dict[str, Any]:
 
 
 def schedule_state_from_row(row: Sequence[Any]) -> ScheduleState:
+    from cadenza.core.scheduling import ScheduleState
+
     pipeline, paused, last, versions, updated = row
     return ScheduleState(pipeline=pipeline, paused=bool(paused), last_logical_date=last,
                          asset_versions={str(k): int(v) for k, v in (versions or {}).items()},
@@ -322,6 +328,8 @@ def schedule_state_from_row(row: Sequence[Any]) -> ScheduleState:
 
 
 def trigger_event_from_row(row: Any) -> TriggerEventRecord:
+    from cadenza.core.scheduling import TriggerEventRecord
+
     return TriggerEventRecord(id=row.id, pipeline=row.pipeline, source=row.source,
                               message_id=row.message_id, status=row.status, run_id=row.run_id,
                               error=row.error, payload=row.payload, received_at=row.received_at)

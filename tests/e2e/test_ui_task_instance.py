@@ -73,8 +73,10 @@ def test_failed_attempts_error_traceback_and_log_search(
     assert "builtins.ValueError: bad value 7" in error.inner_text()
     assert "Traceback" in error.inner_text() and "raise ValueError" in error.inner_text()
     attempts = page.get_by_test_id("attempts").locator("tbody tr")
+    attempts.nth(1).wait_for()
     assert attempts.count() == 2
-    assert page.get_by_test_id("log").get_by_text("attempt 2: about to fail").is_visible()
+    # The log is fetched after the instance: wait for it (a loaded CI saw it not there yet).
+    page.get_by_test_id("log").get_by_text("attempt 2: about to fail").wait_for()
     attempts.nth(0).get_by_role("button", name="1").click()
     page.wait_for_url(re.compile(r"attempt=1"))
     page.get_by_test_id("log").get_by_text("attempt 1: about to fail").wait_for()

@@ -20,9 +20,13 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures import forked_cli
+
 FIXTURES = Path(__file__).resolve().parents[1] / "pipelines"
 _SCRIPT = Path(sys.executable).parent / "cadenza"
 CADENZA: list[str] = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "cadenza"]
+# Every Project.cli call a new process (CI runs them forked: tests/fixtures/forked_cli.py).
+COLD = bool(os.environ.get("CADENZA_TEST_COLD_CLI"))
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
@@ -50,7 +54,14 @@ class Project:
         return self.root / "pipelines"
 
     def cli(self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+            timeout: float = 120, cold: bool = COLD) -> subprocess.CompletedProcess[str]:
+        """`cadenza ARGS`, to its end. A process forked from this worker's CLI zygote
+        (tests/fixtures/forked_cli.py: the command's argv, environment, folder, stdin
+        /dev/null, its own exit), unless `cold`: a new `cadenza` process, for a test of how
+        one starts (CADENZA_TEST_COLD_CLI=1 makes every call cold)."""
+        if not cold:
+            return forked_cli.shared("cli").run(list(args), env or self.env, cwd or self.root,
+                                                as_executable=True, timeout=timeout)
         return subprocess.run(
             [*CADENZA, *args], cwd=cwd or self.root, env=env or self.env, text=True,
             capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False,

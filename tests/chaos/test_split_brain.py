@@ -123,7 +123,9 @@ def test_a_stopped_driver_taken_over_by_resume_writes_nothing_and_says_so(
         now = store.get_run(run_id)
         assert (now.state, now.driver_id) == (RunState.RUNNING, taken.driver_id)
         slow = next(t for t in store.get_task_instances(run_id) if t.task_id == "slow")
-        assert slow.state is TaskState.RUNNING
+        # (Not necessarily `running` yet: the resumed driver may hold that commit back a
+        # few ms, group commit; the stale driver's end would have written `cancelled`.)
+        assert slow.state not in (TaskState.CANCELLED, TaskState.FAILED), slow
         # ... and it stopped its worker: the first attempt's body never goes on.
         stale_worker = int(first[0][3])  # type: ignore[index]
         _until("the stale driver's worker to be gone", lambda: not _alive(stale_worker))

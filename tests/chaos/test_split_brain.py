@@ -136,7 +136,11 @@ def test_a_stopped_driver_taken_over_by_resume_writes_nothing_and_says_so(
         assert store.get_run(run_id).state is RunState.SUCCESS
         ends = [line.split() for line in ledger.read_text().splitlines()
                 if line.startswith("end")]
-        assert [e[2] for e in ends] == ["2"], ends  # only the resumed attempt's body ended
+        # Only the resumed attempt's body ended, told by its worker's pid: its attempt number
+        # is 2, or 1 again when the stale driver was stopped before its start committed.
+        resumed_worker = _starts(ledger)[1][3]
+        assert resumed_worker != str(stale_worker)
+        assert [e[3] for e in ends] == [resumed_worker], ends
     finally:
         for p in (stale, resume):
             if p is not None and p.poll() is None:

@@ -11,10 +11,13 @@ import pytest
 
 from cadenza.core import settings as settings_mod
 
+# Each fixture module once, here: a session fixture imported into two test modules is two
+# fixtures, so each module would get its own (tests/fixtures/s3.py: two S3 servers in one
+# process, and fsspec's cached filesystem of the first one answering for the second).
 pytest_plugins = ["tests.fixtures.store", "tests.fixtures.server", "tests.fixtures.browser",
                   "tests.fixtures.sqldbs", "tests.fixtures.brokers",
                   "tests.fixtures.kinds", "tests.fixtures.ray",
-                  "tests.fixtures.pgrelay"]
+                  "tests.fixtures.pgrelay", "tests.fixtures.s3"]
 
 # `ray` runs on a real two-node local cluster (tests/fixtures/ray.py), marked so that
 # `-m "not ray"` leaves it out and xdist spreads it.

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.s3 import S3Bucket, s3_bucket, s3_endpoint  # noqa: F401 - fixtures
+from tests.fixtures.s3 import S3Bucket
 
 pytestmark = [pytest.mark.kfp_steps, pytest.mark.slow]
 
@@ -38,7 +38,7 @@ def _uv() -> str:
 
 
 def test_the_dockerfile_parses_and_its_environment_runs_a_step(
-        tmp_path: Path, s3_bucket: S3Bucket) -> None:  # noqa: F811 - fixture
+        tmp_path: Path, s3_bucket: S3Bucket) -> None:
     from dockerfile_parse import DockerfileParser
 
     dockerfile = tmp_path / "Dockerfile"

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.kfp_local import ForkedCli, LocalKfp, forked_cadenza  # noqa: F401
-from tests.fixtures.s3 import S3Bucket, s3_bucket, s3_endpoint  # noqa: F401 - fixtures
+from tests.fixtures.s3 import S3Bucket
 
 # A cold step takes 10-20 s at load 15 (other suites beside it): the first test's 17 steps
 # went past pytest's default 300 s there.
@@ -89,7 +89,7 @@ def _local_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def test_the_steps_of_a_compiled_example_recorded_in_postgres_equal_a_local_run(
-        tmp_path: Path, s3_bucket: S3Bucket, pg_url: str,  # noqa: F811 - fixture
+        tmp_path: Path, s3_bucket: S3Bucket, pg_url: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
     spec = _compile(tmp_path)
     run_id = f"kfp-{secrets.token_hex(6)}"
@@ -123,7 +123,7 @@ def test_the_steps_of_a_compiled_example_recorded_in_postgres_equal_a_local_run(
 
 
 def test_without_the_metadata_store_steps_record_to_s3_and_runs_import_loads_the_run(
-        tmp_path: Path, s3_bucket: S3Bucket, pg_url: str,  # noqa: F811 - fixture
+        tmp_path: Path, s3_bucket: S3Bucket, pg_url: str,
         monkeypatch: pytest.MonkeyPatch, forked_cadenza: ForkedCli) -> None:  # noqa: F811
     spec = _compile_forked(forked_cadenza, f"{SOURCE}:quickstart", tmp_path)
     run_id = f"kfp-{secrets.token_hex(6)}"
@@ -150,7 +150,7 @@ def test_without_the_metadata_store_steps_record_to_s3_and_runs_import_loads_the
 
 
 def test_a_local_artifact_root_is_refused_with_the_fix(
-        tmp_path: Path, s3_bucket: S3Bucket) -> None:  # noqa: F811 - fixture
+        tmp_path: Path, s3_bucket: S3Bucket) -> None:
     env = _env(tmp_path / "home", str(tmp_path / "artifacts"), s3_bucket, None)
     done = subprocess.run([CADENZA, "task-run", "--pipeline", f"{SOURCE}:quickstart",
                            "--task", "make_data", "--run-id", "r1"], cwd=ROOT, env=env,
@@ -177,7 +177,7 @@ SHAPES = [
 @pytest.mark.parametrize(("module", "name", "params"), SHAPES, ids=[n for _, n, _ in SHAPES])
 def test_trigger_rules_branches_maps_and_failures_end_as_in_a_local_run(
         module: str, name: str, params: dict[str, Any], tmp_path: Path,
-        s3_bucket: S3Bucket,  # noqa: F811 - fixture
+        s3_bucket: S3Bucket,
         monkeypatch: pytest.MonkeyPatch, forked_cadenza: ForkedCli) -> None:  # noqa: F811
     import importlib
 
@@ -214,7 +214,7 @@ def test_trigger_rules_branches_maps_and_failures_end_as_in_a_local_run(
 
 
 def test_steps_served_from_kfp_cache_are_recorded_cached_with_their_outputs(
-        tmp_path: Path, s3_bucket: S3Bucket, pg_url: str,  # noqa: F811 - fixture
+        tmp_path: Path, s3_bucket: S3Bucket, pg_url: str,
         forked_cadenza: ForkedCli) -> None:  # noqa: F811 - fixture
     from cadenza.engine.api import result_from_store
     from cadenza.store import open_store
@@ -244,7 +244,7 @@ def test_steps_served_from_kfp_cache_are_recorded_cached_with_their_outputs(
 
 
 def test_a_running_kfp_run_is_not_crashed_and_cadenza_runs_cancel_stops_its_steps(
-        tmp_path: Path, s3_bucket: S3Bucket, pg_url: str,  # noqa: F811 - fixture
+        tmp_path: Path, s3_bucket: S3Bucket, pg_url: str,
         forked_cadenza: ForkedCli) -> None:  # noqa: F811 - fixture
     from cadenza.engine.lease import is_orphaned
     from cadenza.store import open_store
@@ -277,7 +277,7 @@ def test_a_running_kfp_run_is_not_crashed_and_cadenza_runs_cancel_stops_its_step
 
 
 def test_a_failure_retry_on_does_not_name_is_not_run_again_by_kfp_retries(
-        tmp_path: Path, s3_bucket: S3Bucket,  # noqa: F811 - fixture
+        tmp_path: Path, s3_bucket: S3Bucket,
         forked_cadenza: ForkedCli) -> None:  # noqa: F811 - fixture
     from cadenza.engine.step_records import ObjectBook
 

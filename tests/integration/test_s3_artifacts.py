@@ -14,9 +14,7 @@ import pytest
 from cadenza.core.records import ValueRef
 from cadenza.store import open_store
 from tests.e2e.test_cli_support import instances, make_project
-from tests.fixtures.s3 import S3Bucket, s3_bucket, s3_endpoint
-
-__all__ = ["s3_bucket", "s3_endpoint"]  # fixtures, imported for pytest
+from tests.fixtures.s3 import S3Bucket
 
 PIPELINE = '''
 from pathlib import Path

@@ -13,7 +13,7 @@ import pytest
 
 from cadenza.core.states import STATE_COLOURS
 from cadenza.engine.api import run_pipeline
-from tests.fixtures.browser import shot
+from tests.fixtures.browser import PAINTED, shot
 from tests.fixtures.server import LiveServer
 
 pytestmark = pytest.mark.browser
@@ -81,15 +81,6 @@ def test_a_finished_run_in_graph_gantt_and_task_list(ui_server: LiveServer, ui_p
         "() => document.querySelector('[data-testid=gantt]').dataset.rows === '8'")
     page.mouse.click(box["x"] + 40, box["y"] + head + 4 * row + row / 2)  # "[1]"
     page.wait_for_url(re.compile(rf"/runs/{run_id}/tasks/score\?map_index=1$"))
-
-
-PAINTED = """(c, colour) => {
-    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-    const [r, g, b] = [1, 3, 5].map(i => parseInt(colour.slice(i, i + 2), 16));
-    let n = 0;
-    for (let i = 0; i < d.length; i += 4) if (d[i] === r && d[i+1] === g && d[i+2] === b) n++;
-    return n;
-}"""
 
 
 def test_the_gantt_draws_attempts_of_visible_length_and_a_retry(

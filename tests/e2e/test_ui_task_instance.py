@@ -16,7 +16,7 @@ import pytest
 
 from cadenza.core.states import STATE_COLOURS
 from cadenza.engine.api import run_pipeline
-from tests.fixtures.browser import shot
+from tests.fixtures.browser import PAINTED, shot
 from tests.fixtures.server import LiveServer
 from tests.fixtures.waiting import wait_for
 
@@ -92,19 +92,10 @@ def test_failed_attempts_error_traceback_and_log_search(
     page.goto(f"{ui_server.base_url}/runs/{run_id}/gantt")
     canvas = page.get_by_test_id("gantt").locator("canvas")
     canvas.wait_for()
-    page.wait_for_function(f"""() => ({_COUNT})(document.querySelector('canvas'),
+    page.wait_for_function(f"""() => ({PAINTED})(document.querySelector('canvas'),
                                                '{STATE_COLOURS["up_for_retry"]}') > 20""")
-    assert canvas.evaluate(_COUNT, STATE_COLOURS["failed"]) > 20
+    assert canvas.evaluate(PAINTED, STATE_COLOURS["failed"]) > 20
 
-
-# How many pixels of a canvas have exactly a colour ('#rrggbb').
-_COUNT = """(c, colour) => {
-    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-    const [r, g, b] = [1, 3, 5].map(i => parseInt(colour.slice(i, i + 2), 16));
-    let n = 0;
-    for (let i = 0; i < d.length; i += 4) if (d[i] === r && d[i+1] === g && d[i+2] === b) n++;
-    return n;
-}"""
 
 
 def test_the_gantt_gives_an_attempt_retried_at_once_a_bar_of_its_own(
@@ -139,9 +130,9 @@ def test_the_gantt_gives_an_attempt_retried_at_once_a_bar_of_its_own(
     page.goto(f"{ui_server.base_url}/runs/{run_id}/gantt")
     canvas = page.get_by_test_id("gantt").locator("canvas")
     canvas.wait_for()
-    page.wait_for_function(f"""() => ({_COUNT})(document.querySelector('canvas'),
+    page.wait_for_function(f"""() => ({PAINTED})(document.querySelector('canvas'),
                                                '{STATE_COLOURS["failed"]}') > 20""")
-    assert canvas.evaluate(_COUNT, STATE_COLOURS["up_for_retry"]) >= 3 * 14  # 3 px x 14 px
+    assert canvas.evaluate(PAINTED, STATE_COLOURS["up_for_retry"]) >= 3 * 14  # 3 px x 14 px
 
 
 def _at_ms(base: datetime) -> Any:

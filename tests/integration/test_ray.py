@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,7 @@ def test_a_call_queued_behind_one_whose_actor_dies_is_sent_again_without_spendin
     driver.start()
     try:
         wait_for(lambda: (counter_dir / "0.1").exists() and (counter_dir / "1.1").exists(),
-                 timeout_s=120, what="instances 0 and 1 to start")
+                 timeout_s=120, what=lambda: f"instances 0 and 1 to start ({_pool_state(ex)})")
         wait_for(lambda: sum(len(a.jobs) for a in list(ex._actors)) == 4, timeout_s=60,
                  what="instances 2 and 3 to be queued behind them")
         pid = int((counter_dir / "0.1").read_text().split()[1])
@@ -163,6 +164,57 @@ def test_a_call_queued_behind_one_whose_actor_dies_is_sent_again_without_spendin
     assert attempts[0][0].error is not None and attempts[0][0].error.kind == "worker_lost"
     assert {i: len(attempts[i]) for i in (1, 2, 3)} == {1: 1, 2: 1, 3: 1}
     assert not (counter_dir / "2.2").exists() and not (counter_dir / "3.2").exists()
+
+
+@pytest.mark.parametrize("when", ["before the run", "while the run waits for room"])
+def test_a_node_the_executor_has_not_seen_yet_gets_calls_instead_of_a_queue_behind_a_busy_one(
+        when: str, sqlite_env: Settings, ray_env: RayCluster, counter_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The executor believes the cluster has 1 CPU (as after the second node was lost and
+    # before it came back). Trusting that, it would queue instance 1 behind instance 0 on the
+    # one actor, and the two gated calls, which wait for each other here, would never both
+    # run. A run starts from the cluster as it is (preflight), and a call that finds no room
+    # looks again when what the executor knows is older than CAPACITY_STALE_S.
+    from cadenza.executors.base import get_executor
+    from cadenza.executors.ray import pool
+
+    ex: Any = get_executor("ray")
+    ex.shutdown()  # no actor left idle by an earlier test: each call needs one of its own
+    ex.start()
+    preflight = ex.preflight
+
+    def believe_one_cpu() -> None:
+        with ex._state:
+            ex._capacity = 1
+            ex._capacity_at = time.monotonic() - (
+                0.0 if when == "before the run" else pool.CAPACITY_STALE_S + 1)
+
+    def preflight_then_forget(*args: Any, **kwargs: Any) -> None:
+        preflight(*args, **kwargs)
+        believe_one_cpu()
+
+    believe_one_cpu()
+    if when != "before the run":
+        monkeypatch.setattr(ex, "preflight", preflight_then_forget)
+    box: dict[str, Any] = {}
+    driver = threading.Thread(target=lambda: box.update(
+        result=on_ray.gated_pair.run(folder=str(counter_dir), executor="ray")), daemon=True)
+    driver.start()
+    try:
+        wait_for(lambda: (counter_dir / "0.1").exists() and (counter_dir / "1.1").exists(),
+                 timeout_s=120, what=lambda: f"both instances to start ({_pool_state(ex)})")
+    finally:
+        (counter_dir / "release").write_text("go")
+    driver.join(180)
+    assert box["result"].state is RunState.SUCCESS, box["result"].error
+    assert ex._capacity == 2
+
+
+def _pool_state(ex: Any) -> str:
+    """What the ray executor's pool holds, for a failed wait's message."""
+    with ex._state:
+        actors = [f"{a.phase} on {a.node} jobs={len(a.jobs)}" for a in ex._actors]
+        return f"capacity {ex._capacity}, backlog {len(ex._backlog)}, actors {actors}"
 
 
 def test_a_thousand_task_map_completes(sqlite_env: Settings, ray_env: RayCluster) -> None:

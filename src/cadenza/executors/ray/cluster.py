@@ -141,10 +141,12 @@ def misfit(shape: Shape, nodes: Sequence[Mapping[str, float]]) -> str | None:
     return f"it needs {shape.describe()} and no node of the Ray cluster has that ({offered})"
 
 
-def alive_nodes(ray: Any) -> list[dict[str, float]]:
-    """The total resources of each live node (one GCS round trip)."""
+def alive_nodes(ray: Any, nodes: list[dict[str, Any]] | None = None
+                ) -> list[dict[str, float]]:
+    """The total resources of each live node (one GCS round trip, unless `nodes`, what
+    `ray.nodes()` returned, is given)."""
     out = []
-    for node in ray.nodes():
+    for node in ray.nodes() if nodes is None else nodes:
         if node.get("Alive"):
             total = dict(node.get("Resources") or {})
             out.append({k: float(v) for k, v in total.items()

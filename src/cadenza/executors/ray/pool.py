@@ -71,6 +71,10 @@ STARVING_AFTER_S = 1.0
 # call to call; the next run in the same process within this time reuses them.
 IDLE_TIMEOUT_S = 5.0
 CAPACITY_REFRESH_S = 15.0
+# A call that finds no room looks at the cluster again if what we know is older than this
+# (a node may have joined or come back): queued behind a busy actor on a stale capacity, it
+# would wait for that call instead of running on the new node.
+CAPACITY_STALE_S = 1.0
 SHUTDOWN_GRACE_S = 10.0
 FN_CACHE_DRIVER = 1024
 # Calls an actor holds at once: the one it runs and the next of the same function, queued in
@@ -218,7 +222,10 @@ class RayExecutor:
         """Before a run: every live node must reach the artifact store (ConfigError)."""
         if not self._started:
             self.start()
-        nodes = frozenset(n["NodeID"] for n in self._ray.nodes() if n.get("Alive"))
+        listed = self._ray.nodes()
+        with self._state:  # each run starts from the cluster as it is now
+            self._refresh_capacity(listed)
+        nodes = frozenset(n["NodeID"] for n in listed if n.get("Alive"))
         key = (artifact_root, nodes)
         if key in self._checked:
             return
@@ -255,8 +262,8 @@ class RayExecutor:
             self._in_flight -= 1
         sink(outcome)
 
-    def _refresh_capacity(self) -> None:
-        nodes = cluster.alive_nodes(self._ray)
+    def _refresh_capacity(self, listed: list[dict[str, Any]] | None = None) -> None:
+        nodes = cluster.alive_nodes(self._ray, listed)
         cpus = int(sum(n.get("CPU", 0.0) for n in nodes))
         self._nodes = nodes
         self._capacity = self.max_workers or max(1, cpus)
@@ -369,6 +376,8 @@ class RayExecutor:
             if idle:
                 self._dispatch(idle.pop(), job)
                 continue
+            if live >= self._capacity and self._capacity_stale():
+                self._refresh_capacity()
             if live >= self._capacity:
                 victim = self._idle_victim(job.shape)
                 if victim is None:
@@ -383,6 +392,10 @@ class RayExecutor:
             self._dispatch(self._new_actor(job.shape, job), job)
             live += 1
         self._backlog = kept
+
+    def _capacity_stale(self) -> bool:
+        return (self.max_workers is None
+                and time.monotonic() - self._capacity_at > CAPACITY_STALE_S)
 
     def _room_for(self, job: Job) -> Actor | None:
         """A busy actor to queue `job` behind: same shape, running the same function (a map's

@@ -233,6 +233,7 @@ import os, signal, sqlite3, sys, threading
 from cadenza import pipeline, task
 from cadenza.core.settings import get_settings
 from cadenza.engine.api import run_pipeline
+from cadenza.executors.base import Outcomes
 from cadenza.store import open_store
 
 DB = get_settings().database_url
@@ -240,7 +241,7 @@ overlap = {"now": 0, "max": 0}
 guard = threading.Lock()
 lock_held = threading.Event()      # another writer holds SQLite's write lock
 watch_writing = threading.Event()  # the watch thread's commit has begun (it waits on that lock)
-task_ending = threading.Event()    # the task is returning: the driver will wait for the watch
+task_returned = threading.Event()  # the task returned: the driver holds its outcome
 sigint_seen = threading.Event()
 holders = []
 
@@ -258,8 +259,14 @@ def hold_the_write_lock():
     con.execute("COMMIT")
 
 def ctrl_c_once_the_driver_waits_for_the_watch():
-    if watch_writing.wait(30) and task_ending.wait(30):
+    if watch_writing.wait(30) and task_returned.wait(30):
         os.kill(os.getpid(), signal.SIGINT)
+
+class SaysWhenTheTaskReturned(Outcomes):
+    def put(self, item):
+        super().put(item)
+        if item is not None:
+            task_returned.set()  # the outcome is queued: the call is over
 
 @task
 def slow() -> int:
@@ -268,7 +275,6 @@ def slow() -> int:
     holders.append(holder)
     lock_held.wait(30)
     watch_writing.wait(30)  # still running when the watch commits its 'running' row
-    task_ending.set()
     return 1
 
 @pipeline
@@ -297,6 +303,7 @@ class CountsOverlaps:
 
 def on_start(driver):
     driver.store = CountsOverlaps(driver.store)
+    driver.outcomes = SaysWhenTheTaskReturned()
     threading.Thread(target=ctrl_c_once_the_driver_waits_for_the_watch, daemon=True).start()
 
 open_store(DB)
@@ -313,9 +320,10 @@ print("RESULT", overlap["max"], sigint_seen.is_set(), run.state, states)
 
 
 def test_ctrl_c_while_the_watch_commits_waits_for_it(tmp_path):
-    """Ctrl-C that lands while the watch thread is committing (the database is busy) must
-    not let the driver write the run at the same time: the run ends cancelled with no task
-    left 'running'."""
+    """Ctrl-C that lands while the watch thread is committing (the database is busy), after
+    the task returned, must not let the driver write the run at the same time, and the task
+    that returned is recorded as succeeded (its outcome was already queued), not cancelled:
+    the run ends cancelled with no task left 'running'."""
     import os
     import subprocess
     import sys
@@ -327,7 +335,7 @@ def test_ctrl_c_while_the_watch_commits_waits_for_it(tmp_path):
     proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120, check=False)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT")), proc.stderr)
-    assert line == "RESULT 1 True cancelled ['cancelled']", line
+    assert line == "RESULT 1 True cancelled ['success']", line
 
 
 def test_a_run_whose_last_write_fails_leaves_no_commit_thread_behind(cadenza_env):

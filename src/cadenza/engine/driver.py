@@ -644,12 +644,16 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
                 inst.ended_at = clock.now()
                 self._attempt_done(inst, S.CANCELLED, None)
                 active.cancel(inst, reason=reason)
-        # The inline executor's call died with the interrupt itself: no outcome will come.
-        wait_s = 0.0 if self.runs_in_caller else 10.0
-        deadline = time.monotonic() + wait_s
-        while self.in_flight and time.monotonic() < deadline:
+        # The outcomes already here are taken first, without waiting: on inline, a call that
+        # returned just before the interrupt (or the cancel) has its outcome queued, and it
+        # is recorded as what it was, not as cancelled. Inline's interrupted call died with
+        # the interrupt itself: no other outcome will come; other executors' do.
+        deadline = time.monotonic() + (0.0 if self.runs_in_caller else 10.0)
+        while self.in_flight:
+            left = deadline - time.monotonic()
             try:
-                out = self.outcomes.get(timeout=max(0.0, deadline - time.monotonic()))
+                out = self.outcomes.get(timeout=left) if left > 0 else \
+                    self.outcomes.get_nowait()
             except queue.Empty:
                 break
             if out is None:

@@ -409,6 +409,57 @@ def test_a_driver_waiting_on_its_outcomes_reads_its_outcome_itself(
     assert worker.job is None and outcomes.empty()
 
 
+class InterruptedMidFrame:
+    """A worker's pipe whose next read is interrupted (as by Ctrl-C) after the frame's
+    length was read and before its body: the pipe is left inside the frame."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.interrupted = False
+
+    def recv_bytes(self) -> bytes:
+        if not self.interrupted:
+            self.interrupted = True
+            self.conn._recv(4)  # multiprocessing's frame header: the body's length
+            raise KeyboardInterrupt
+        return bytes(self.conn.recv_bytes())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+def test_a_read_interrupted_mid_frame_replaces_the_worker_and_the_pool_goes_on(
+    ex: ProcessExecutor, root: str, tmp_path: Path
+) -> None:
+    """Ctrl-C lands in the driver's thread while it reads a worker's pipe itself (it leads
+    the reads): the rest of that frame is still in the pipe. The worker is killed and its
+    call reported lost; the pool's next calls run (none reads the frame's remains)."""
+    outcomes = base.Outcomes()
+    done = tmp_path / "done"
+    ex.submit(make_call(write_then_return, root, done=str(done), value=7), outcomes.put)
+    pid = int(read_when_written(done))
+    worker = next(w for w in ex._workers if w.job is not None)
+    wait_for(lambda: worker.conn.poll(0), what="the outcome to be on the pipe")
+    worker.conn = InterruptedMidFrame(worker.conn)  # type: ignore[assignment]
+
+    with pytest.raises(KeyboardInterrupt):
+        outcomes.get(timeout=DEADLINE_S)
+    got: list[Any] = []
+    reader = threading.Thread(target=lambda: got.append(outcomes.get(timeout=DEADLINE_S)),
+                              daemon=True)
+    reader.start()
+    reader.join(DEADLINE_S)  # without the kill, the next read blocks on the frame's remains
+
+    assert got and got[0] is not None and got[0].error is not None, got
+    assert got[0].error.kind == "worker_lost"
+    wait_for(lambda: is_gone(pid), what="the interrupted worker to be killed")
+    for i in range(4):  # on the other worker and on the one that replaced it
+        ex.submit(make_call(add, root, task_id="after", map_index=i, a=i, b=1), outcomes.put)
+    values = sorted(value_of(o) for o in (outcomes.get(timeout=DEADLINE_S) for _ in range(4))
+                    if o is not None)
+    assert values == [1, 2, 3, 4]
+
+
 def test_a_put_from_another_thread_ends_a_leading_wait(
     ex: ProcessExecutor, root: str, tmp_path: Path
 ) -> None:

@@ -287,11 +287,24 @@ class Collector:
                 worker.eof = True
                 self._sync_selector_locked()
             return []
+        except BaseException:
+            # Interrupted mid-read: a Ctrl-C lands in the driver's own thread, which leads
+            # the reads. The pipe may be left inside a frame (a worker's ready message, an
+            # outcome), so nothing more can be read from it: the worker is killed, and its
+            # sentinel reports its call as lost and replaces it, as for any lost worker.
+            with self._lock:
+                worker.eof = True
+                self._sync_selector_locked()
+            signal_group(worker, signal.SIGKILL)
+            raise
         return self._on_message(worker, data)
 
     def _drain(self, worker: Worker) -> list[tuple[Sink, TaskOutcome]]:
-        """Read whatever a worker sent before it exited or stopped."""
+        """Read whatever a worker sent before it exited or stopped (nothing once its pipe
+        gave EOF, or was left mid-frame by an interrupted read)."""
         out: list[tuple[Sink, TaskOutcome]] = []
+        if worker.eof:
+            return out
         try:
             while worker.conn.poll(0):
                 out.extend(self._on_message(worker, worker.conn.recv_bytes()))

@@ -254,6 +254,18 @@ def test_recently_used_artifacts_are_spared_and_a_later_gc_deletes_them(
     assert not os.path.exists(a_only)
 
 
+def test_the_result_of_a_run_deleted_before_it_was_read_says_so(
+        cadenza_env: Settings) -> None:
+    # A RunResult reads its task instances from the store on first use: a run deleted
+    # before then has none to give, and must say why rather than look empty.
+    result = retention.outputs.run(tag="a", executor="inline")
+    open_store(cadenza_env.database_url).delete_run(result.run_id)
+
+    with pytest.raises(RunNotFound, match=f"run {result.run_id} is no longer in the store"):
+        result.outputs["shared"]
+    assert result.ok  # what the driver knew stays
+
+
 def test_runs_delete_of_an_unknown_id_fails_clearly(cadenza_env: Settings) -> None:
     proc = cli(cadenza_env, "runs", "delete", "nosuchrun", code=2)
     assert "no run with id 'nosuchrun'" in proc.stderr

@@ -14,7 +14,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from cadenza.core import clock
-from cadenza.core.errors import CadenzaError, InternalError, PipelineNotFound, UsageError
+from cadenza.core.errors import (
+    CadenzaError,
+    InternalError,
+    PipelineNotFound,
+    RunNotFound,
+    UsageError,
+)
 from cadenza.core.ids import new_driver_id, new_run_id
 from cadenza.core.records import (
     RERUN,
@@ -68,7 +74,15 @@ class RunResult:
             read = self._read_instances
             if read is None:
                 raise InternalError(f"run {self.run_id}: a RunResult without its instances")
-            self._instances = read()
+            rows = read()
+            if not rows and self.task_states:
+                raise RunNotFound(
+                    f"run {self.run_id} is no longer in the store: it was deleted (cadenza "
+                    f"runs delete, cadenza gc) before this result read its task instances",
+                    pipeline=self.pipeline,
+                    hint="read result.outputs (or result.instances) before deleting the "
+                    "run, or keep it: cadenza gc --keep-last N / --older-than AGE")
+            self._instances = rows
             self._read_instances = None
         return self._instances
 

@@ -138,6 +138,63 @@ def test_the_fence_works_on_every_postgresql_write_path(pg_url: str) -> None:
         store.dispose()
 
 
+@pytest.mark.parametrize("path", ["kept", "checked out"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_takeover_committing_while_a_stale_write_runs_is_waited_for_then_refuses_it(
+        pg_url: str, shape: str, path: str) -> None:
+    """PostgreSQL, READ COMMITTED: the takeover's UPDATE of the runs row is not yet committed
+    when the stale driver's fenced write starts. The fence locks the runs row (FOR SHARE),
+    so the write waits for the takeover, re-reads the row, and lands nothing. An unlocked
+    read would see the old driver on its snapshot and land the stale write after the
+    takeover committed."""
+    import threading
+
+    import psycopg
+
+    from cadenza.store import dml, open_store
+    from tests.fixtures.waiting import wait_for
+
+    store = open_store(pg_url)
+    run, tis = _run(store)
+    before = _snapshot(store, run.run_id)
+    libpq_url = pg_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(libpq_url) as taker, psycopg.connect(libpq_url,
+                                                              autocommit=True) as watcher:
+        xid = taker.execute("SELECT pg_current_xact_id()::text").fetchone()[0]
+        taker.execute("UPDATE runs SET driver_id = %s WHERE run_id = %s", (NEW, run.run_id))
+        batch = _shapes(run, tis)[shape]
+        batch.fence = (run.run_id, STALE)
+        raised: list[BaseException] = []
+        done = threading.Event()
+
+        def stale_write() -> None:
+            try:
+                if path == "kept":  # the Writer's connection: one round trip
+                    store.write(batch)
+                else:  # a connection checked out per write (a forked child): pipelined
+                    dml._transaction(store._engine, store.url, None, store._steps(batch),
+                                     "writing", synchronous=True, fence=batch.fence)
+            except BaseException as exc:  # noqa: BLE001 - the assertion reads it
+                raised.append(exc)
+            finally:
+                done.set()
+
+        writer = threading.Thread(target=stale_write, daemon=True)
+        writer.start()
+
+        def waits_for_the_takeover() -> bool:
+            return bool(watcher.execute(
+                "SELECT 1 FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted "
+                "AND transactionid::text = %s", (xid,)).fetchone())
+
+        wait_for(lambda: done.is_set() or waits_for_the_takeover(), timeout_s=30,
+                 what="the stale write to end or to wait for the takeover's row lock")
+        taker.commit()
+        writer.join(30)
+    assert len(raised) == 1 and isinstance(raised[0], RunTakenOver), raised
+    assert _snapshot(store, run.run_id)[2:] == before[2:]  # no task or attempt row changed
+
+
 def test_the_fence_on_the_sqlalchemy_writer_for_sqlite(tmp_path: Any) -> None:
     from cadenza.store.runs import build_run_store
 

@@ -537,6 +537,9 @@ def execute_steps(conn: Connection, steps: Sequence[BulkStep], action: str) -> N
 
 # A driver's write is fenced on its run's driver (WriteBatch.fence): read it in the transaction.
 _FENCE_SQL = "SELECT driver_id FROM runs WHERE run_id = %s"
+# PostgreSQL (READ COMMITTED) locks the row it reads: a takeover's UPDATE of it, uncommitted
+# when the write starts, is waited for and then seen; nor can one commit while the write runs.
+_FENCE_SQL_LOCKED = _FENCE_SQL + " FOR SHARE"
 
 
 def _check_fence(fence: tuple[str, str], row: Any) -> None:
@@ -570,7 +573,7 @@ def _execute_pipelined(pg: Any, prepared: list[tuple[PreparedDml, list[Any], Any
                 cur.execute("SET LOCAL synchronous_commit = off")
             if fence is not None:
                 fenced = pg.cursor()
-                fenced.execute(_FENCE_SQL, (fence[0],))
+                fenced.execute(_FENCE_SQL_LOCKED, (fence[0],))
             for dml, params, _rows, _check in prepared:
                 cur = pg.cursor()
                 cursors.append(cur)

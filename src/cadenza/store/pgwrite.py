@@ -235,6 +235,11 @@ class PgWriteConnection:
                 values.extend([row[n] for n in names])
             shape.append((stmt.name, len(rows)))
         if fence is not None:
+            if "runs" in tables:
+                # The fence locks the runs row its statement's own WITH query updates: a row
+                # one statement changed is not locked again by it (the EXISTS would be
+                # false). Such a write (the run's start or end) sends `_FENCE` first instead.
+                return None
             values.extend(fence)
             shape.append((_FENCE.name, 1))
         key = tuple(shape)
@@ -354,14 +359,19 @@ _MISSING_ROW_MARK = "cadenza: the row to update does not exist "
 
 # The fence of a driver's write (WriteBatch.fence): whether the run's row still names the
 # driver, one primary-key lookup (an EXISTS: measured by callgrind, bench/pg_backend_counts.py,
-# half the server instructions of reading the driver out with a scalar subquery); a write
+# half the server instructions of reading the driver out with a scalar subquery) that locks
+# the row FOR SHARE: a takeover's UPDATE of it that is not yet committed is waited for and
+# its new driver then seen (READ COMMITTED re-reads a locked row), and none can commit while
+# the write runs; an unlocked read saw the old driver on the statement's snapshot and the
+# stale write landed after the takeover (+7 k server instructions per write, 267 -> 274 k;
+# tests/integration/test_write_fence.py has the race); a write
 # whose run names another driver fails like a checked UPDATE, with this mark (the caller then
 # reads who holds the run). Alone (`_FENCE`, the first statement of a write that is not
 # fused) or in a fused statement's main query. The cast's text ends in pg_backend_pid() (not
 # immutable) so that the planner never folds the failing cast while it plans.
 _FENCE_MARK = "cadenza: the run is driven by another driver "
 _HELD = ("EXISTS (SELECT FROM runs WHERE run_id = %(k_fence_run)s "
-         "AND driver_id = %(k_fence_driver)s)")
+         "AND driver_id = %(k_fence_driver)s FOR SHARE)")
 _FENCE_ALONE = f"SELECT CAST('{_FENCE_MARK}' || pg_backend_pid() AS INTEGER) WHERE NOT %(held)s"
 _FENCE = PgStatement(_FENCE_ALONE.replace("%(held)s", _HELD))
 

@@ -910,3 +910,32 @@ def test_bad_configuration_is_refused_with_a_fix(monkeypatch: pytest.MonkeyPatch
         ProcessExecutor()
     with pytest.raises(ConfigError, match="max_workers"):
         ProcessExecutor(max_workers=0)
+
+
+ORPHAN_START = """
+import os
+from multiprocessing import forkserver
+from cadenza.executors.processes.forkserver import start_early
+
+start_early()
+# What the pool does to start a worker, cut short as by a driver killed in between: the
+# forkserver forks the child, and the child's start data never comes.
+status_r, data_w = forkserver._forkserver.connect_to_new_process([])
+os.close(data_w)
+pid = forkserver.read_signed(status_r)
+print("EXIT", forkserver.read_signed(status_r), flush=True)
+"""
+
+
+def test_a_worker_whose_driver_died_before_starting_it_ends_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """The forkserver's child reads EOF where its start data should be: nothing to report
+    (the campaign's scheduler kills printed multiprocessing's traceback to the log)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no forkserver start method on this platform")
+    env = {k: v for k, v in os.environ.items() if k != "CADENZA_START_METHOD"}
+    proc = subprocess.run([sys.executable, "-c", ORPHAN_START], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0 and "EXIT" in proc.stdout, proc.stderr
+    assert "Traceback" not in proc.stderr and "EOFError" not in proc.stderr, proc.stderr

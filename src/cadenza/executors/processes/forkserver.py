@@ -23,6 +23,7 @@ PRELOAD = [
     "cadenza.executors.processes.child",
     "cadenza.executors.worker",
     "cadenza.executors.processes.lifeline",  # and ctypes (~5-20 ms a worker would pay)
+    "cadenza.executors.processes.orphans",  # a worker whose driver died before it started
 ]
 
 

@@ -1,7 +1,7 @@
 """The fault campaign (issue 18): prove "a crash loses nothing" with counts.
 
     python bench/faults.py [--runs 100] [--seed 18] [--only sqlite,postgres,schedulers,
-                            clock,contention,flood] [--events 40] [--sched-faults 33]
+                            clock,contention,flood] [--events 120] [--sched-faults 39]
                            [--contention-s 60] [--flood 1000] [--work-s 0.05]
 
 Each store gets a fresh database (SQLite file; PostgreSQL: a database of its own, a fresh
@@ -112,8 +112,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--seed", type=int, default=18)
     parser.add_argument("--only", default="sqlite,postgres,schedulers,clock,contention,flood")
-    parser.add_argument("--events", type=int, default=40)
-    parser.add_argument("--sched-faults", type=int, default=33)  # 11 of each kind
+    parser.add_argument("--events", type=int, default=120)
+    parser.add_argument("--sched-faults", type=int, default=39)  # 13 of each kind: >= 10 fire
     parser.add_argument("--contention-s", type=float, default=60.0)
     parser.add_argument("--flood", type=int, default=1000)
     parser.add_argument("--work-s", type=float, default=0.05)

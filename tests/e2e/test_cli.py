@@ -197,9 +197,10 @@ def test_debug_shows_the_traceback_of_an_import_error(project: Project) -> None:
 
 
 def test_an_unreachable_store_is_a_readable_error(project: Project) -> None:
+    # Exit 1, not the usage error's 2: the command was right, the store did not answer.
     env = dict(project.env, CADENZA_DATABASE_URL="postgresql+psycopg://nobody@127.0.0.1:1/none")
     for args in (["runs", "list"], ["run", "basic", "-e", "inline"], ["pools", "list"]):
-        proc = project.ok(*args, env=env, code=2)
+        proc = project.ok(*args, env=env, code=1)
         assert proc.stderr.startswith("error: metadata store postgresql+psycopg://nobody@"), proc.stderr
         assert "fix: is PostgreSQL running at 127.0.0.1:1" in proc.stderr
 

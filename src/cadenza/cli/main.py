@@ -141,6 +141,15 @@ def _exit_code(code: object) -> int:
     return 1
 
 
+def _error_exit_code(exc: Exception) -> int:
+    """2 for what the command asked (a usage error: the input, a setting, a name, a state
+    that refuses it), 1 for what failed while doing it: the metadata store could not be
+    reached (the API's 503), the run was taken over by another driver, a Cadenza bug."""
+    from cadenza.core.errors import InternalError, RunTakenOver, StoreError
+
+    return 1 if isinstance(exc, (StoreError, RunTakenOver, InternalError)) else 2
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `cadenza` executable; returns the exit code."""
     from cadenza.core.errors import CadenzaError
@@ -153,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         if cli_console.DEBUG["enabled"]:
             _print_traceback(exc)
         cli_console.render_error(exc)
-        return 2
+        return _error_exit_code(exc)
     except KeyboardInterrupt:
         cli_console.err().print("Interrupted.")
         return 130

@@ -69,3 +69,40 @@ def test_a_run_another_driver_holds_is_called_taken(caplog) -> None:
     beats = Heartbeats(renew_every_s=3600)
     store = Store({"r1": Row("d2")})
     assert f"{WARNING} (d2)" in beat_while(beats, store, caplog)
+
+
+@dataclass
+class GoneStore(Store):
+    """A store that does not answer while `down`."""
+
+    down: bool = True
+
+    def renew_lease(self, run_id: str, driver_id: str) -> bool:
+        if self.down:
+            raise ConnectionError("connection refused")
+        return super().renew_lease(run_id, driver_id)
+
+    def cancel_requests(self, run_ids: list[str]) -> set[str]:
+        if self.down:
+            raise ConnectionError("connection refused")
+        return set()
+
+
+def test_a_store_that_stops_answering_is_warned_about_once_per_outage(caplog) -> None:
+    beats = Heartbeats(renew_every_s=3600)
+    store = GoneStore({"r1": Row("d1")})
+    with caplog.at_level(logging.INFO, logger="cadenza"), \
+            beats.holding(store, "r1", "d1", on_cancel=lambda: None):
+        for down in (True,) * 10 + (False,) + (True,) * 3:
+            store.down = down
+            beats._held["r1"].next_renew = 0.0  # due now
+            beats._beat()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    # Two outages: each says once that renewing and reading cancels failed.
+    assert sum("could not renew lease" in w for w in warnings) == 2, warnings
+    assert sum("could not read cancel requests" in w for w in warnings) == 2, warnings
+    assert len(warnings) == 4, warnings
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert "run r1: the lease is renewed again" in infos
+    assert "cancel requests are read again" in infos
+    assert not beats._failing  # holding() left: nothing is remembered for the run

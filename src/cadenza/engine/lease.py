@@ -71,6 +71,9 @@ class Heartbeats:
         self._nap = threading.Event()  # never set: the loop's timed wait
         self._thread: threading.Thread | None = None
         self.renew_every_s = renew_every_s  # None: from each run's lease
+        # What failed at the last try ("renew <run>", "cancels"): warned once per outage, not
+        # at every beat (a store gone for a few seconds was ~18 lines), and said when it ends.
+        self._failing: set[str] = set()
 
     @contextmanager
     def holding(self, store: Any, run_id: str, driver_id: str, *,
@@ -94,6 +97,10 @@ class Heartbeats:
         finally:
             with self._lock:
                 self._held.pop(run_id, None)
+                if self._held:
+                    self._failing.discard(f"renew {run_id}")
+                else:  # the next run's trouble is a new outage, warned about again
+                    self._failing.clear()
 
     def _loop(self) -> None:
         # This frame lives as long as the process: it must hold no reference to a run's
@@ -128,16 +135,20 @@ class Heartbeats:
         """Renew one lease. A renewal that matches no row is not always a lost lease: the
         run may have ended (its final commit releases it) while this beat was on its way.
         Only a run still held here whose row names another driver was taken."""
+        what = f"renew {run_id}"
         try:
             if h.store.renew_lease(run_id, h.driver_id):
+                self._recovered(what, "run %s: the lease is renewed again", run_id)
                 return
             with self._lock:
                 if self._held.get(run_id) is not h:
                     return  # the run ended and let go of its lease after this beat began
             holder = h.store.get_run(run_id).driver_id
         except Exception as exc:  # noqa: BLE001 - retried at the next beat
-            log.warning("run %s: could not renew lease: %s", run_id, exc)
+            self._failed(what, "run %s: could not renew lease (retried every %.1f s; said "
+                         "once): %s", run_id, h.renew_every_s, exc)
             return
+        self._recovered(what, "run %s: the lease is renewed again", run_id)
         if holder is not None and holder != h.driver_id:
             callback, h.on_taken = h.on_taken, None  # once
             if callback is None:
@@ -148,6 +159,19 @@ class Heartbeats:
                 except Exception:
                     log.exception("run %s: stopping after the takeover failed", run_id)
 
+    def _failed(self, what: str, msg: str, *args: Any) -> None:
+        """A warning the first time `what` fails; debug while it goes on failing."""
+        if what in self._failing:
+            log.debug(msg, *args)
+        else:
+            self._failing.add(what)
+            log.warning(msg, *args)
+
+    def _recovered(self, what: str, msg: str, *args: Any) -> None:
+        if what in self._failing:
+            self._failing.discard(what)
+            log.info(msg, *args)
+
     def _check_cancels(self, held: list[tuple[str, _Held]]) -> None:
         by_store: dict[int, tuple[Any, list[tuple[str, _Held]]]] = {}
         for run_id, h in held:
@@ -157,8 +181,10 @@ class Heartbeats:
             try:
                 asked = store.cancel_requests([run_id for run_id, _ in runs])
             except Exception as exc:  # noqa: BLE001 - asked again at the next poll
-                log.warning("could not read cancel requests: %s", exc)
+                self._failed("cancels", "could not read cancel requests (asked again every "
+                             "%.1f s; said once): %s", CANCEL_POLL_S, exc)
                 continue
+            self._recovered("cancels", "cancel requests are read again")
             for run_id, h in runs:
                 callback = h.on_cancel
                 if run_id not in asked or callback is None:

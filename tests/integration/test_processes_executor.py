@@ -939,3 +939,37 @@ def test_a_worker_whose_driver_died_before_starting_it_ends_without_a_traceback(
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0 and "EXIT" in proc.stdout, proc.stderr
     assert "Traceback" not in proc.stderr and "EOFError" not in proc.stderr, proc.stderr
+
+
+def environment_seen(name: str) -> list[Any]:
+    return [os.environ.get(name), os.getcwd(), os.getpid()]
+
+
+def test_a_kept_worker_sees_the_environment_of_the_run_it_serves(
+    ex: ProcessExecutor, root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A variable set (or removed) and a folder changed between two runs reach the tasks of
+    the second run on the workers kept from the first, as they would on inline or threads
+    (a notebook setting AWS_PROFILE between runs); within a run they stay as at its start."""
+    name = "CADENZA_TEST_BETWEEN_RUNS"
+    monkeypatch.delenv(name, raising=False)
+    sink = Outcomes()
+
+    def seen() -> list[Any]:
+        ex.submit(make_call(environment_seen, root, name=name), sink)
+        return list(value_of(sink.get()))
+
+    ex.preflight(root, pipeline="p")
+    before, folder = seen(), tmp_path / "elsewhere"
+    folder.mkdir()
+    monkeypatch.setenv(name, "second run")
+    monkeypatch.chdir(folder)
+    assert seen()[0] is None  # no run started since: the environment of the run going on
+    ex.preflight(root, pipeline="p")
+    value, cwd, pid = seen()
+    assert (value, cwd) == ("second run", str(folder))
+    assert pid == before[2] or pid in ex.worker_pids()  # a kept worker, not a new one
+    assert ex.workers_started == 2
+    monkeypatch.delenv(name)
+    ex.preflight(root, pipeline="p")
+    assert seen()[0] is None

@@ -123,6 +123,14 @@ def worker_main(conn: Connection, boot: tuple[Any, ...]) -> None:
                 fns.pop(evict, None)
                 raw_fns.pop(evict, None)
             continue
+        if tag == "E":  # the driver's environment as of a later run's start
+            _, env, cwd = msg
+            _apply_environment(env)
+            try:
+                os.chdir(cwd)
+            except OSError:
+                pass  # the folder went away: the task sees the one it had
+            continue
         if tag == "S":
             return
         _, key, values = msg

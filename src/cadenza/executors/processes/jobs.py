@@ -65,6 +65,8 @@ class Worker:
     __slots__ = (
         "conn",
         "dead",
+        "environment",
+        "environment_msg",
         "eof",
         "fn_keys",
         "job",
@@ -90,6 +92,10 @@ class Worker:
         self.spawned_at = spawned_at
         self.dead = False
         self.eof = False  # its pipe is closed: wait on the sentinel only
+        # The (variables, cwd) it was last given, and the message giving it newer ones, sent
+        # before its next call (pool.py, `preflight`).
+        self.environment: tuple[dict[str, str], str] | None = None
+        self.environment_msg: bytes | None = None
 
 
 def signal_group(worker: Worker, sig: int) -> None:

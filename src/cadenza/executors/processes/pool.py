@@ -147,6 +147,10 @@ class ProcessExecutor(Collector):
         # fn_key -> (fn, wire_key, pickled bytes); wire_key changes when the object does
         self._fn_cache: OrderedDict[str, tuple[Callable[..., Any], str, bytes]] = OrderedDict()
         self._fn_versions: dict[str, int] = {}
+        # The driver's environment variables and working directory as of the latest run's
+        # start (`preflight`): what workers boot with, and what a kept worker is given before
+        # its next call when it has older ones (a notebook that set a variable between runs).
+        self._environment: tuple[dict[str, str], str] | None = None
         # Counters, for tests and bench/.
         self._isolated: set[tuple[str, str, int]] = set()  # calls in envs (executors/envs.py)
         self.fn_sends = 0
@@ -288,7 +292,13 @@ class ProcessExecutor(Collector):
         return None  # a call past its deadline has its worker killed
 
     def preflight(self, artifact_root: str, *, pipeline: str) -> None:
-        """Workers share the driver's machine, and so its artifact store: nothing to check."""
+        """Workers share the driver's machine, and so its artifact store: nothing to check.
+        The run's tasks see the driver's environment variables and working directory as they
+        are now, as on inline and threads: kept workers get them before their next call."""
+        environment = (dict(os.environ), os.getcwd())
+        with self._lock:
+            if self._environment is None or self._environment != environment:
+                self._environment = environment
 
     def env_lock(self, requirements: tuple[str, ...], python: str | None, *, build: bool,
                  run_id: str | None = None) -> str | None:
@@ -459,6 +469,11 @@ class ProcessExecutor(Collector):
             job.deadline = time.monotonic() + timeout_s + BOOT_GRACE_S
             self._push_timer_locked(job.deadline, "deadline", job)
             wake = job.deadline < self._wait_until
+        environment = self._environment
+        if worker.environment is not environment and environment is not None:
+            if worker.environment != environment:  # changed since this worker last looked
+                worker.environment_msg = pickle.dumps(("E", *environment), protocol=PROTOCOL)
+            worker.environment = environment
         fn_msg = None
         keys = worker.fn_keys
         if job.wire_key in keys:
@@ -482,6 +497,10 @@ class ProcessExecutor(Collector):
 
     def _send(self, worker: Worker, job: Job, fn_msg: bytes | None) -> None:
         try:
+            environment_msg = worker.environment_msg
+            if environment_msg is not None:
+                worker.environment_msg = None
+                worker.conn.send_bytes(environment_msg)
             if fn_msg is not None:
                 worker.conn.send_bytes(fn_msg)
             worker.conn.send_bytes(job.payload)
@@ -495,7 +514,11 @@ class ProcessExecutor(Collector):
     def _spawn_locked(self) -> Worker:
         ours, theirs = self._ctx.Pipe(duplex=True)
         sys_path = list(sys.path)
-        boot = (sys_path, os.getcwd(), dict(os.environ), EXECUTE_TARGET, main_identity())
+        if self._environment is None:
+            self._environment = (dict(os.environ), os.getcwd())
+        environment = self._environment
+        env, cwd = environment
+        boot = (sys_path, cwd, env, EXECUTE_TARGET, main_identity())
         process = self._ctx.Process(
             target=worker_main,
             args=(theirs, boot),
@@ -510,6 +533,7 @@ class ProcessExecutor(Collector):
             spawning.worker = False
         theirs.close()
         worker = Worker(process, ours, spawned_at, sys_path)
+        worker.environment = environment
         self.workers_started += 1
         self._workers.append(worker)
         self._idle.append(worker)

@@ -658,6 +658,11 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
                 break
             if out is None:
                 continue
+            if out.ok:
+                # It finished before the stop reached it: recorded as any success is
+                # (metrics, lineage, asset events, on_success hooks), not cancelled.
+                self._fold(out)
+                continue
             gone = self.in_flight.pop((out.task_id, out.map_index), None)
             if gone is None:
                 continue
@@ -667,13 +672,8 @@ class RunDriver(SensorSteps, OutcomeWrites, RunTracking):
                 inst.granted = None
             inst.ended_at = out.ended_at or clock.now()
             inst.error = out.error
-            if out.ok:
-                inst.output = out.output
-                self._attempt_done(inst, S.SUCCESS, out)
-                active.move(inst, S.SUCCESS)
-            else:
-                self._attempt_done(inst, S.CANCELLED, out)
-                active.cancel(inst, reason=reason)
+            self._attempt_done(inst, S.CANCELLED, out)
+            active.cancel(inst, reason=reason)
         for inst in list(self.in_flight.values()):
             if inst.granted is not None:
                 self.admission.release(inst.node, inst.granted)

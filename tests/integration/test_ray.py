@@ -194,7 +194,9 @@ def test_a_node_the_executor_has_not_seen_yet_gets_calls_instead_of_a_queue_behi
         believe_one_cpu()
 
     believe_one_cpu()
-    if when != "before the run":
+    if when == "before the run":  # only preflight may correct it: never stale during the run
+        monkeypatch.setattr(pool, "CAPACITY_STALE_S", 3600.0)
+    else:
         monkeypatch.setattr(ex, "preflight", preflight_then_forget)
     box: dict[str, Any] = {}
     driver = threading.Thread(target=lambda: box.update(

@@ -222,7 +222,7 @@ class RayExecutor:
         """Before a run: every live node must reach the artifact store (ConfigError)."""
         if not self._started:
             self.start()
-        listed = self._ray.nodes()
+        listed = self._ray.nodes()  # before the lock: a GCS round trip
         with self._state:  # each run starts from the cluster as it is now
             self._refresh_capacity(listed)
         nodes = frozenset(n["NodeID"] for n in listed if n.get("Alive"))
@@ -263,7 +263,17 @@ class RayExecutor:
         sink(outcome)
 
     def _refresh_capacity(self, listed: list[dict[str, Any]] | None = None) -> None:
-        nodes = cluster.alive_nodes(self._ray, listed)
+        """The live nodes and their CPUs, from `listed` (what `ray.nodes()` returned) or from
+        the GCS. Never raises: it runs on the collector thread too, which must not die of a
+        GCS that does not answer (a head restarting); what was known is kept, and asked for
+        again CAPACITY_STALE_S later."""
+        try:
+            nodes = cluster.alive_nodes(self._ray, listed)
+        except Exception as exc:  # noqa: BLE001 - logged; the old capacity stays
+            log.warning("could not list the Ray cluster's nodes (keeping %d actors as the "
+                        "limit): %s: %s", self._capacity, type(exc).__name__, exc)
+            self._capacity_at = time.monotonic()
+            return
         cpus = int(sum(n.get("CPU", 0.0) for n in nodes))
         self._nodes = nodes
         self._capacity = self.max_workers or max(1, cpus)

@@ -460,6 +460,52 @@ def test_a_read_interrupted_mid_frame_replaces_the_worker_and_the_pool_goes_on(
     assert values == [1, 2, 3, 4]
 
 
+class SecondReadInterrupted:
+    """Two workers' pipes: whichever is read second in the leader's batch is interrupted
+    after its frame's length (as InterruptedMidFrame); the first is read whole."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def wrap(self, conn: Any) -> Any:
+        shared = self
+
+        class Pipe(InterruptedMidFrame):
+            def recv_bytes(self) -> bytes:
+                shared.reads += 1
+                self.interrupted = shared.reads != 2
+                return super().recv_bytes()
+
+        return Pipe(conn)
+
+
+def test_outcomes_read_before_an_interrupt_in_the_same_batch_are_still_delivered(
+    ex: ProcessExecutor, root: str, tmp_path: Path
+) -> None:
+    outcomes = base.Outcomes()
+    for i in range(2):
+        ex.submit(make_call(write_then_return, root, map_index=i, done=str(tmp_path / f"d{i}"),
+                            value=i), outcomes.put)
+    for i in range(2):
+        read_when_written(tmp_path / f"d{i}")
+    workers = [w for w in ex._workers if w.job is not None]
+    assert len(workers) == 2
+    for w in workers:
+        wait_for(lambda w=w: w.conn.poll(0), what="both outcomes to be on their pipes")
+    second = SecondReadInterrupted()
+    for w in workers:
+        w.conn = second.wrap(w.conn)  # type: ignore[assignment]
+
+    with pytest.raises(KeyboardInterrupt):
+        outcomes.get(timeout=DEADLINE_S)
+    got = [outcomes.get(timeout=DEADLINE_S) for _ in range(2)]
+
+    assert second.reads == 2  # both pipes were read in the one batch
+    kinds = sorted("ok" if o is not None and o.ok else (o.error.kind if o and o.error else None)
+                   for o in got)
+    assert kinds == ["ok", "worker_lost"], got
+
+
 def test_a_put_from_another_thread_ends_a_leading_wait(
     ex: ProcessExecutor, root: str, tmp_path: Path
 ) -> None:

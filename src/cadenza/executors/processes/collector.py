@@ -210,24 +210,31 @@ class Collector:
         events = selector.select(timeout)
         deliveries: list[tuple[Sink, TaskOutcome]] = []
         dead: list[Worker] = []
-        for key, _ in events:
-            if key.data is None:  # the wake pipe
-                try:
-                    while os.read(self._wake_r, 4096):
+        try:
+            for key, _ in events:
+                if key.data is None:  # the wake pipe
+                    try:
+                        while os.read(self._wake_r, 4096):
+                            pass
+                    except (BlockingIOError, OSError):
                         pass
-                except (BlockingIOError, OSError):
-                    pass
-                continue
-            worker, is_pipe = key.data
-            if worker.dead:
-                continue
-            if is_pipe:
-                deliveries.extend(self._read_one(worker))
-            else:
-                dead.append(worker)
-        for worker in dead:
-            deliveries.extend(self._drain(worker))
-            deliveries.extend(self._on_worker_exit(worker))
+                    continue
+                worker, is_pipe = key.data
+                if worker.dead:
+                    continue
+                if is_pipe:
+                    deliveries.extend(self._read_one(worker))
+                else:
+                    dead.append(worker)
+            for worker in dead:
+                deliveries.extend(self._drain(worker))
+                deliveries.extend(self._on_worker_exit(worker))
+        except BaseException:
+            # Interrupted (Ctrl-C in a driver's thread that leads): the outcomes already read
+            # are their calls' only report (their jobs are done): the next pump delivers them.
+            with self._lock:
+                self._pending[:0] = deliveries
+            raise
         with self._lock:
             if self._stopping:
                 # shutdown() takes over; it delivers what the leader already read.

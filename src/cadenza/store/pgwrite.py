@@ -341,8 +341,11 @@ def fused(parts: Sequence[tuple[PgStatement, int]], *, fence: bool = False) -> P
             main = _FENCE_ALONE.replace("%(held)s", held)
         else:
             # One mark for both failures (a CASE between two cost ~15 k more server
-            # instructions per write): the caller reads which one it was.
-            checks.append(f"NOT {held}")
+            # instructions per write): the caller reads which one it was. The fence first:
+            # an OR is evaluated left to right, and reading a WITH query runs its UPDATE, so
+            # this locks the runs row before the task rows, the order every other writer
+            # takes (the fence-first path, a takeover, gc's delete): no lock-order deadlock.
+            checks.insert(0, f"NOT {held}")
     if checks:
         # The cast's text ends in pg_backend_pid() (not immutable): the planner never folds
         # the failing cast while it plans.

@@ -142,12 +142,27 @@ def _exit_code(code: object) -> int:
 
 
 def _error_exit_code(exc: Exception) -> int:
-    """2 for what the command asked (a usage error: the input, a setting, a name, a state
-    that refuses it), 1 for what failed while doing it: the metadata store could not be
-    reached (the API's 503), the run was taken over by another driver, a Cadenza bug."""
-    from cadenza.core.errors import InternalError, RunTakenOver, StoreError
+    """2 for a usage error: what the command asked cannot be done as asked (an argument, a
+    definition, a parameter, a setting, a name that does not exist, a state or another
+    driver that refuses it, credentials): the API's 4xx. 1 for what failed while doing it:
+    the metadata store or the artifact store did not answer (the API's 503), an environment
+    could not be built, the run was taken over, a task or a Cadenza bug."""
+    from cadenza.core.errors import (
+        AuthError,
+        ConfigError,
+        DefinitionError,
+        NotFound,
+        ParameterError,
+        RunConflict,
+        RunTakenOver,
+        StateConflict,
+        UsageError,
+        UserCodeError,
+    )
 
-    return 1 if isinstance(exc, (StoreError, RunTakenOver, InternalError)) else 2
+    usage = (UsageError, DefinitionError, ParameterError, NotFound, ConfigError,
+             StateConflict, RunConflict, UserCodeError, AuthError)
+    return 2 if isinstance(exc, usage) and not isinstance(exc, RunTakenOver) else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -103,6 +103,6 @@ def test_a_store_that_stops_answering_is_warned_about_once_per_outage(caplog) ->
     assert sum("could not read cancel requests" in w for w in warnings) == 2, warnings
     assert len(warnings) == 4, warnings
     infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
-    assert "run r1: the lease is renewed again" in infos
+    assert "run r1: the store answers again; lease renewed" in infos
     assert "cancel requests are read again" in infos
     assert not beats._failing  # holding() left: nothing is remembered for the run

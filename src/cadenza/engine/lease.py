@@ -138,7 +138,7 @@ class Heartbeats:
         what = f"renew {run_id}"
         try:
             if h.store.renew_lease(run_id, h.driver_id):
-                self._recovered(what, "run %s: the lease is renewed again", run_id)
+                self._recovered(what, "run %s: the store answers again; lease renewed", run_id)
                 return
             with self._lock:
                 if self._held.get(run_id) is not h:
@@ -148,7 +148,7 @@ class Heartbeats:
             self._failed(what, "run %s: could not renew lease (retried every %.1f s; said "
                          "once): %s", run_id, h.renew_every_s, exc)
             return
-        self._recovered(what, "run %s: the lease is renewed again", run_id)
+        self._recovered(what, "run %s: the store answers again", run_id)
         if holder is not None and holder != h.driver_id:
             callback, h.on_taken = h.on_taken, None  # once
             if callback is None:
@@ -161,15 +161,19 @@ class Heartbeats:
 
     def _failed(self, what: str, msg: str, *args: Any) -> None:
         """A warning the first time `what` fails; debug while it goes on failing."""
-        if what in self._failing:
-            log.debug(msg, *args)
-        else:
+        with self._lock:
+            first = what not in self._failing
             self._failing.add(what)
+        if first:
             log.warning(msg, *args)
+        else:
+            log.debug(msg, *args)
 
     def _recovered(self, what: str, msg: str, *args: Any) -> None:
-        if what in self._failing:
+        with self._lock:
+            was = what in self._failing
             self._failing.discard(what)
+        if was:
             log.info(msg, *args)
 
     def _check_cancels(self, held: list[tuple[str, _Held]]) -> None:
@@ -181,10 +185,10 @@ class Heartbeats:
             try:
                 asked = store.cancel_requests([run_id for run_id, _ in runs])
             except Exception as exc:  # noqa: BLE001 - asked again at the next poll
-                self._failed("cancels", "could not read cancel requests (asked again every "
-                             "%.1f s; said once): %s", CANCEL_POLL_S, exc)
+                self._failed(f"cancels {id(store)}", "could not read cancel requests "
+                             "(asked again every %.1f s; said once): %s", CANCEL_POLL_S, exc)
                 continue
-            self._recovered("cancels", "cancel requests are read again")
+            self._recovered(f"cancels {id(store)}", "cancel requests are read again")
             for run_id, h in runs:
                 callback = h.on_cancel
                 if run_id not in asked or callback is None:

@@ -987,35 +987,46 @@ def test_a_worker_whose_driver_died_before_starting_it_ends_without_a_traceback(
     assert "Traceback" not in proc.stderr and "EOFError" not in proc.stderr, proc.stderr
 
 
-def environment_seen(name: str) -> list[Any]:
-    return [os.environ.get(name), os.getcwd(), os.getpid()]
+def environment_seen(name: str, own: str) -> list[Any]:
+    """What the worker sees; then it sets a variable of its own (as a library might)."""
+    seen = [os.environ.get(name), os.getcwd(), os.getpid(), os.environ.get(own)]
+    os.environ[own] = "set in the worker"
+    return seen
 
 
 def test_a_kept_worker_sees_the_environment_of_the_run_it_serves(
-    ex: ProcessExecutor, root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A variable set (or removed) and a folder changed between two runs reach the tasks of
-    the second run on the workers kept from the first, as they would on inline or threads
-    (a notebook setting AWS_PROFILE between runs); within a run they stay as at its start."""
-    name = "CADENZA_TEST_BETWEEN_RUNS"
+    the second run on the worker kept from the first, as they would on inline or threads
+    (a notebook setting AWS_PROFILE between runs); what the worker set itself stays; before
+    the next run starts, the environment is the one of the run going on."""
+    name, own = "CADENZA_TEST_BETWEEN_RUNS", "CADENZA_TEST_WORKER_OWN"
     monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv(own, raising=False)
+    ex = ProcessExecutor(max_workers=1)
+    ex.start()
     sink = Outcomes()
 
     def seen() -> list[Any]:
-        ex.submit(make_call(environment_seen, root, name=name), sink)
+        ex.submit(make_call(environment_seen, root, name=name, own=own), sink)
         return list(value_of(sink.get()))
 
-    ex.preflight(root, pipeline="p")
-    before, folder = seen(), tmp_path / "elsewhere"
-    folder.mkdir()
-    monkeypatch.setenv(name, "second run")
-    monkeypatch.chdir(folder)
-    assert seen()[0] is None  # no run started since: the environment of the run going on
-    ex.preflight(root, pipeline="p")
-    value, cwd, pid = seen()
-    assert (value, cwd) == ("second run", str(folder))
-    assert pid == before[2] or pid in ex.worker_pids()  # a kept worker, not a new one
-    assert ex.workers_started == 2
-    monkeypatch.delenv(name)
-    ex.preflight(root, pipeline="p")
-    assert seen()[0] is None
+    try:
+        ex.preflight(root, pipeline="p")
+        first = seen()
+        assert first[0] is None and first[3] is None
+        folder = tmp_path / "elsewhere"
+        folder.mkdir()
+        monkeypatch.setenv(name, "second run")
+        monkeypatch.chdir(folder)
+        assert seen()[0] is None  # no run started since: the environment of the run going on
+        ex.preflight(root, pipeline="p")
+        value, cwd, pid, mine = seen()
+        assert (value, cwd, mine) == ("second run", str(folder), "set in the worker")
+        assert pid == first[2] and ex.workers_started == 1  # the kept worker, not a new one
+        monkeypatch.delenv(name)
+        ex.preflight(root, pipeline="p")
+        assert seen()[0] is None
+    finally:
+        ex.shutdown()

@@ -123,9 +123,11 @@ def worker_main(conn: Connection, boot: tuple[Any, ...]) -> None:
                 fns.pop(evict, None)
                 raw_fns.pop(evict, None)
             continue
-        if tag == "E":  # the driver's environment as of a later run's start
-            _, env, cwd = msg
-            _apply_environment(env)
+        if tag == "E":  # what the driver's environment changed by at a later run's start
+            _, changed, removed, cwd = msg
+            for key in removed:
+                os.environ.pop(key, None)
+            os.environ.update(changed)
             try:
                 os.chdir(cwd)
             except OSError:

@@ -294,7 +294,9 @@ class ProcessExecutor(Collector):
     def preflight(self, artifact_root: str, *, pipeline: str) -> None:
         """Workers share the driver's machine, and so its artifact store: nothing to check.
         The run's tasks see the driver's environment variables and working directory as they
-        are now, as on inline and threads: kept workers get them before their next call."""
+        are now, as on inline and threads: kept workers get what changed before their next
+        call. One snapshot per pool: runs driven at once in one process (a scheduler, the
+        server) share the latest run's."""
         environment = (dict(os.environ), os.getcwd())
         with self._lock:
             if self._environment is None or self._environment != environment:
@@ -471,8 +473,9 @@ class ProcessExecutor(Collector):
             wake = job.deadline < self._wait_until
         environment = self._environment
         if worker.environment is not environment and environment is not None:
-            if worker.environment != environment:  # changed since this worker last looked
-                worker.environment_msg = pickle.dumps(("E", *environment), protocol=PROTOCOL)
+            old = worker.environment
+            if old != environment:  # changed since this worker last looked: what changed
+                worker.environment_msg = environment_message(old, environment)
             worker.environment = environment
         fn_msg = None
         keys = worker.fn_keys
@@ -567,3 +570,16 @@ class ProcessExecutor(Collector):
             self._wake()
         else:
             self._follow.notify()
+
+
+def environment_message(old: tuple[dict[str, str], str] | None,
+                        new: tuple[dict[str, str], str]) -> bytes:
+    """The "E" message (wire.py) taking a worker from the driver's `old` (variables, cwd) to
+    `new`: only the variables the driver changed or removed, so what the worker's own tasks
+    or libraries set in it (a thread count, a device list) stays unless the driver changed
+    that variable too."""
+    before = old[0] if old is not None else {}
+    env, cwd = new
+    changed = {k: v for k, v in env.items() if before.get(k) != v}
+    removed = [k for k in before if k not in env]
+    return pickle.dumps(("E", changed, removed, cwd), protocol=PROTOCOL)

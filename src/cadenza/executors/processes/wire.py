@@ -141,9 +141,10 @@ def packed_label(values: tuple[Any, ...]) -> str:
 #   ("F", wire_key, fn_bytes, evict_key | None, sys_path | None)
 #                                                 a function, sent once per worker (with the
 #                                                 driver's sys.path when it changed)
-#   ("E", environ, cwd)                           the driver's environment variables and
-#                                                 working directory, when they changed
-#                                                 since the worker last got them
+#   ("E", changed, removed, cwd)                  the driver's environment variables that
+#                                                 changed (dict) or went (list) since the
+#                                                 worker last got them, and its working
+#                                                 directory (pool.environment_message)
 #   ("C", wire_key, fields)                       run this call
 #   ("S",)                                        stop
 # worker -> driver:

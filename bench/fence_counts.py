@@ -21,6 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import callgrind  # bench/callgrind.py, beside this script
+
 WRITER = r"""
 import sys, time
 from dataclasses import replace
@@ -55,13 +58,6 @@ store.dispose()
 """
 
 
-def _total(path: Path) -> int:
-    for line in path.read_text().splitlines():
-        if line.startswith(("totals:", "summary:")):
-            return int(line.split()[1])
-    raise ValueError(f"no totals in {path}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--writes", type=int, nargs=2, default=[50, 250], metavar=("N1", "N2"))
@@ -93,7 +89,7 @@ def main() -> None:
                 finally:
                     if schema is not None:
                         _drop_schema(args.postgres, schema)
-                counts.append(_total(out))
+                counts.append(callgrind.total(out))
             (n1, n2), (i1, i2) = args.writes, counts
             print(f"{mode:8} client instructions per chained-step write: "
                   f"{(i2 - i1) / (n2 - n1):,.0f} ({n1} writes: {i1:,}; {n2} writes: {i2:,})")

@@ -28,6 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import callgrind  # bench/callgrind.py, beside this script
+
 PORT = 5499
 
 WRITER = r"""
@@ -85,13 +88,6 @@ def _as_postgres(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
-def _total(path: Path) -> int:
-    for line in path.read_text().splitlines():
-        if line.startswith(("totals:", "summary:")):
-            return int(line.split()[1])
-    raise ValueError(f"no totals in {path}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--writes", type=int, nargs=2, default=[50, 250], metavar=("N1", "N2"))
@@ -144,7 +140,7 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     raise SystemExit(f"no callgrind output from backend {pid}")
                 time.sleep(0.5)
-            counts.append(_total(out))
+            counts.append(callgrind.total(out))
         (n1, n2), (i1, i2) = args.writes, counts
         print(f"writer backend instructions per chained-step write: {(i2 - i1) / (n2 - n1):,.0f}"
               f" ({n1} writes: {i1:,}; {n2} writes: {i2:,})")

@@ -16,6 +16,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,24 +59,43 @@ def test_a_resource_no_node_has_fails_at_once_naming_it(sqlite_env: Settings,
     assert "TPU: 1" in ti.error.message and "no node of the Ray cluster" in ti.error.message
 
 
+class GatedRun:
+    """A pipeline of gated calls (tests/pipelines/on_ray.py `gated`) driven on ray in a
+    thread: each call says where it runs (FOLDER/<i>.<attempt>), then waits for `release()`."""
+
+    def __init__(self, pipe: Any, folder: Path) -> None:
+        self.folder = folder
+        self._box: dict[str, Any] = {}
+        self._thread = threading.Thread(target=lambda: self._box.update(
+            result=pipe.run(folder=str(folder), executor="ray")), daemon=True)
+        self._thread.start()
+
+    def wait_first_two(self, what: str | Callable[[], str]) -> None:
+        """Until instances 0 and 1 both run (their first attempts)."""
+        wait_for(lambda: (self.folder / "0.1").exists() and (self.folder / "1.1").exists(),
+                 timeout_s=120, what=what)
+
+    def release(self) -> None:
+        (self.folder / "release").write_text("go")
+
+    def result(self) -> Any:
+        self._thread.join(180)
+        return self._box["result"]
+
+
 def test_a_killed_raylet_loses_the_attempt_and_the_retry_finishes_the_run(
         sqlite_env: Settings, ray_env: RayCluster, counter_dir: Path) -> None:
-    box: dict[str, Any] = {}
-    driver = threading.Thread(target=lambda: box.update(
-        result=on_ray.gated_pair.run(folder=str(counter_dir), executor="ray")), daemon=True)
-    driver.start()
+    run = GatedRun(on_ray.gated_pair, counter_dir)
     try:
         # One actor per node (1 CPU each): both instances run, one on the second node.
-        wait_for(lambda: (counter_dir / "0.1").exists() and (counter_dir / "1.1").exists(),
-                 timeout_s=120, what="both instances to start")
+        run.wait_first_two(what="both instances to start")
         second = ray_env.second_node_id()
         where = {i: (counter_dir / f"{i}.1").read_text().split() for i in (0, 1)}
         doomed = next(i for i, (node, _) in where.items() if node == second)
         os.kill(ray_env.second.raylet_pid(), signal.SIGKILL)
         wait_gone(int(where[doomed][1]), what="the task's worker on the dead node to end")
-        (counter_dir / "release").write_text("go")
-        driver.join(180)
-        result = box["result"]
+        run.release()
+        result = run.result()
         assert result.state is RunState.SUCCESS, result.error
         attempts = open_store(sqlite_env.database_url).get_attempts(result.run_id, "gated",
                                                                     doomed)
@@ -85,7 +105,7 @@ def test_a_killed_raylet_loses_the_attempt_and_the_retry_finishes_the_run(
         # The retry ran on the node that is left.
         assert (counter_dir / f"{doomed}.2").read_text().split()[0] != second
     finally:
-        (counter_dir / "release").write_text("go")
+        run.release()
         ray_env.second.stop()
         wait_for(lambda: ray_env.alive_nodes() == 1, timeout_s=60,
                  what="the dead node to leave the cluster")
@@ -139,13 +159,9 @@ def test_a_call_queued_behind_one_whose_actor_dies_is_sent_again_without_spendin
 
     ex: Any = get_executor("ray")
     requeued = ex.requeued
-    box: dict[str, Any] = {}
-    driver = threading.Thread(target=lambda: box.update(
-        result=on_ray.gated_four.run(folder=str(counter_dir), executor="ray")), daemon=True)
-    driver.start()
+    run = GatedRun(on_ray.gated_four, counter_dir)
     try:
-        wait_for(lambda: (counter_dir / "0.1").exists() and (counter_dir / "1.1").exists(),
-                 timeout_s=120, what=lambda: f"instances 0 and 1 to start ({_pool_state(ex)})")
+        run.wait_first_two(what=lambda: f"instances 0 and 1 to start ({_pool_state(ex)})")
         wait_for(lambda: sum(len(a.jobs) for a in list(ex._actors)) == 4, timeout_s=60,
                  what="instances 2 and 3 to be queued behind them")
         pid = int((counter_dir / "0.1").read_text().split()[1])
@@ -153,9 +169,8 @@ def test_a_call_queued_behind_one_whose_actor_dies_is_sent_again_without_spendin
         wait_for(lambda: ex.requeued > requeued, timeout_s=60,
                  what="the call queued behind instance 0 to be requeued")
     finally:
-        (counter_dir / "release").write_text("go")
-    driver.join(180)
-    result = box["result"]
+        run.release()
+    result = run.result()
 
     assert result.state is RunState.SUCCESS, result.error
     store = open_store(sqlite_env.database_url)
@@ -198,17 +213,13 @@ def test_a_node_the_executor_has_not_seen_yet_gets_calls_instead_of_a_queue_behi
         monkeypatch.setattr(pool, "CAPACITY_STALE_S", 3600.0)
     else:
         monkeypatch.setattr(ex, "preflight", preflight_then_forget)
-    box: dict[str, Any] = {}
-    driver = threading.Thread(target=lambda: box.update(
-        result=on_ray.gated_pair.run(folder=str(counter_dir), executor="ray")), daemon=True)
-    driver.start()
+    run = GatedRun(on_ray.gated_pair, counter_dir)
     try:
-        wait_for(lambda: (counter_dir / "0.1").exists() and (counter_dir / "1.1").exists(),
-                 timeout_s=120, what=lambda: f"both instances to start ({_pool_state(ex)})")
+        run.wait_first_two(what=lambda: f"both instances to start ({_pool_state(ex)})")
     finally:
-        (counter_dir / "release").write_text("go")
-    driver.join(180)
-    assert box["result"].state is RunState.SUCCESS, box["result"].error
+        run.release()
+    result = run.result()
+    assert result.state is RunState.SUCCESS, result.error
     assert ex._capacity == 2
 
 

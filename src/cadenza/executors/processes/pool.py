@@ -299,8 +299,8 @@ class ProcessExecutor(Collector):
         server) share the latest run's."""
         environment = (dict(os.environ), os.getcwd())
         with self._lock:
-            if self._environment is None or self._environment != environment:
-                self._environment = environment
+            if self._environment != environment:  # kept as is when equal: workers compare
+                self._environment = environment  # it by identity before each call
 
     def env_lock(self, requirements: tuple[str, ...], python: str | None, *, build: bool,
                  run_id: str | None = None) -> str | None:

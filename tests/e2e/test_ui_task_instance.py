@@ -16,7 +16,7 @@ import pytest
 
 from cadenza.core.states import STATE_COLOURS
 from cadenza.engine.api import run_pipeline
-from tests.fixtures.browser import PAINTED, shot
+from tests.fixtures.browser import shot, wait_painted
 from tests.fixtures.server import LiveServer
 from tests.fixtures.waiting import wait_for
 
@@ -92,9 +92,8 @@ def test_failed_attempts_error_traceback_and_log_search(
     page.goto(f"{ui_server.base_url}/runs/{run_id}/gantt")
     canvas = page.get_by_test_id("gantt").locator("canvas")
     canvas.wait_for()
-    page.wait_for_function(f"""() => ({PAINTED})(document.querySelector('canvas'),
-                                               '{STATE_COLOURS["up_for_retry"]}') > 20""")
-    assert canvas.evaluate(PAINTED, STATE_COLOURS["failed"]) > 20
+    wait_painted(page, "[data-testid=gantt] canvas",
+                 {STATE_COLOURS["up_for_retry"]: 21, STATE_COLOURS["failed"]: 21})
 
 
 
@@ -130,9 +129,10 @@ def test_the_gantt_gives_an_attempt_retried_at_once_a_bar_of_its_own(
     page.goto(f"{ui_server.base_url}/runs/{run_id}/gantt")
     canvas = page.get_by_test_id("gantt").locator("canvas")
     canvas.wait_for()
-    page.wait_for_function(f"""() => ({PAINTED})(document.querySelector('canvas'),
-                                               '{STATE_COLOURS["failed"]}') > 20""")
-    assert canvas.evaluate(PAINTED, STATE_COLOURS["up_for_retry"]) >= 3 * 14  # 3 px x 14 px
+    # Both attempts at once: the rows are drawn before the attempts are read, and until then
+    # the task is one failed bar (CI once counted the retry's colour in that frame).
+    wait_painted(page, "[data-testid=gantt] canvas",
+                 {STATE_COLOURS["failed"]: 21, STATE_COLOURS["up_for_retry"]: 3 * 14})  # 3 x 14 px
 
 
 def _at_ms(base: datetime) -> Any:

@@ -6,6 +6,7 @@ in the URL, both themes. No console errors (the ui_page fixture fails on any).""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from cadenza.engine.api import run_pipeline
 from tests.fixtures.browser import shot
 from tests.fixtures.server import LiveServer
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -101,3 +103,64 @@ def test_a_client_side_url_loads_directly_and_unknown_views_say_so(
     ui_page.get_by_role("link", name="Pipelines").click()
     ui_page.locator('tr[data-pipeline="etl"]').wait_for()
     assert ui_page.url == ui_server.base_url + "/"
+
+
+def test_a_refresh_answered_after_a_newer_read_never_shows(
+        ui_server: LiveServer, ui_page: Any) -> None:
+    """The list is read again every 5 s. A refresh sent before a pause was saved, and answered
+    after the page had read the paused state, must not put the old state back on screen (it
+    did: every answer was shown as it came). The page's clock is the test's, the refresh's
+    answer is held, and every text the row's next-run cell ever shows is recorded."""
+    page = ui_page
+    page.clock.install()
+    page.clock.pause_at(datetime.now(UTC) + timedelta(seconds=1))
+    page.goto(ui_server.base_url + "/")
+    row = page.locator('tr[data-pipeline="nightly_report"]')
+    row.get_by_role("switch").wait_for(state="attached")
+    assert row.get_by_test_id("next-run").inner_text() == "due now"
+
+    list_url = re.compile(r"/api/v1/pipelines(\?.*)?$")
+    held: list[tuple[Any, Any]] = []
+
+    def hold(route: Any) -> None:
+        if held:
+            route.continue_()
+        else:
+            held.append((route, route.fetch()))  # the answer as of now: not paused
+
+    page.route(list_url, hold)
+    page.clock.run_for(5_000)  # the page's refresh timer fires
+    wait_for(lambda: (page.evaluate("0"), held)[1], what="the refresh to be sent")
+
+    row.locator(".switch").click()  # pause: saved, then the list is read again
+    page.wait_for_function(
+        "() => !document.querySelector('tr[data-pipeline=\"nightly_report\"] input').checked")
+    assert row.get_by_test_id("next-run").inner_text() == "paused"
+    page.evaluate("""() => {
+        window.seen = [];
+        const cell = () => document.querySelector(
+            'tr[data-pipeline="nightly_report"] [data-testid=next-run]')?.textContent;
+        new MutationObserver(() => window.seen.push(cell())).observe(
+            document.querySelector('[data-testid=pipelines]'),
+            {subtree: true, childList: true, characterData: true});
+    }""")
+
+    (route, stale), = held
+    with page.expect_request_finished(lambda r: list_url.search(r.url) is not None):
+        route.fulfill(response=stale)
+
+    # A later refresh, marked, shows: the stale answer came and went before it.
+    def marked(route: Any) -> None:
+        body = route.fetch().json()
+        for p in body["items"]:
+            if p["name"] == "nightly_report":
+                p["tags"] = [*p.get("tags", []), "refreshed"]
+        route.fulfill(json=body)
+
+    page.unroute(list_url, hold)
+    page.route(list_url, marked)
+    page.clock.run_for(5_000)
+    row.locator(".chip", has_text="refreshed").wait_for()
+    seen = page.evaluate("window.seen")
+    assert set(seen) <= {"paused"}, f"the next-run cell showed {seen}"
+    assert not row.get_by_role("switch").is_checked()

@@ -15,6 +15,7 @@ from cadenza.core.states import STATE_COLOURS
 from cadenza.engine.api import run_pipeline
 from tests.fixtures.browser import PAINTED, shot
 from tests.fixtures.server import LiveServer
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -125,12 +126,15 @@ def test_a_failed_run_filters_its_tasks_by_state(ui_server: LiveServer, ui_page:
         "rs => rs.map(r => [r.dataset.task, r.dataset.state])")
     assert rows == [["prepare", "success"], ["step", "failed"], ["finish", "upstream_failed"]]
     assert "ValueError: the gate file" in table.locator('tr[data-task="step"]').inner_text()
-    assert page.get_by_role("button", name="Retry failed").is_visible()
+    # the button needs the caller's role, from its own request (/me)
+    page.get_by_role("button", name="Retry failed").wait_for()
     assert page.get_by_role("button", name="Cancel run").count() == 0
 
     page.get_by_test_id("state-filter").locator('[data-filter="failed"]').click()
     page.wait_for_url(re.compile(r"state=failed"))
-    assert table.locator("tbody tr").evaluate_all("rs => rs.map(r => r.dataset.task)") == ["step"]
+    # the URL changes first, the filtered rows follow (the router renders in a transition)
+    wait_for(lambda: table.locator("tbody tr").evaluate_all(
+        "rs => rs.map(r => r.dataset.task)") == ["step"], what="the task list filtered to failed")
     page.get_by_test_id("state-filter").locator('[data-filter="upstream_failed"]').click()
     page.wait_for_function("() => document.querySelectorAll('tbody tr').length === 2")
     shot(page, tmp_path, "run-tasks-failed")

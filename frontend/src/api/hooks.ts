@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useState } from "react";
+import { useCallback, useEffect, useRef, useState } from "react";
 import { api, ApiError } from "./client";
 
 export type Loaded<T> = {
@@ -17,14 +17,24 @@ export function useApi<T>(path: string | null, everyMs?: number): Loaded<T> {
   const [error, setError] = useState<ApiError | Error | undefined>(undefined);
   const [loading, setLoading] = useState(path !== null);
   const [tick, setTick] = useState(0);
+  // Every request (load, reload, refresh) is numbered when sent, and an answer is shown only
+  // if no later request's answer is shown already: a refresh sent before a pause was saved
+  // and answered after the reload would otherwise put the old state back on screen.
+  const seq = useRef({ sent: 0, shown: 0 });
+  const show = useCallback((n: number, d: T) => {
+    if (n <= seq.current.shown) return;
+    seq.current.shown = n;
+    setData(d);
+  }, []);
   useEffect(() => {
     if (path === null) return;
     let alive = true;
+    const n = ++seq.current.sent;
     setLoading(true);
     api<T>(path).then(
       (d) => {
         if (!alive) return;
-        setData(d);
+        show(n, d);
         setError(undefined);
         setLoading(false);
       },
@@ -37,15 +47,24 @@ export function useApi<T>(path: string | null, everyMs?: number): Loaded<T> {
     return () => {
       alive = false;
     };
-  }, [path, tick]);
+  }, [path, tick, show]);
   useEffect(() => {
     if (path === null || !everyMs) return;
+    let alive = true; // a refresh of the previous path is never shown
     const timer = setInterval(() => {
       if (document.visibilityState !== "visible") return;
-      api<T>(path).then(setData, () => undefined); // a failed refresh keeps what is shown
+      const n = ++seq.current.sent;
+      api<T>(path).then((d) => alive && show(n, d), () => undefined); // a failed refresh keeps what is shown
     }, everyMs);
-    return () => clearInterval(timer);
-  }, [path, everyMs]);
+    return () => {
+      alive = false;
+      clearInterval(timer);
+    };
+  }, [path, everyMs, show]);
   const reload = useCallback(() => setTick((t) => t + 1), []);
-  return { data, error, loading, reload, set: setData };
+  const set = useCallback((d: T) => {
+    seq.current.shown = ++seq.current.sent; // what was set beats every answer still on its way
+    setData(d);
+  }, []);
+  return { data, error, loading, reload, set };
 }

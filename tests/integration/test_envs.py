@@ -63,6 +63,39 @@ def test_conflicting_pins_in_one_pipeline_each_task_sees_its_own(
     assert env_rows(sqlite_env, result.run_id, "both") == {}
 
 
+def test_a_kept_env_worker_sees_the_drivers_environment_as_it_is_now(
+        sqlite_env: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A variable set (or removed), PATH and the folder changed between two runs reach the
+    task on the env worker kept from the first run, as on inline without requirements= (it
+    saw the environment of its spawn); what the worker set itself stays, and the env's own
+    bin stays first on PATH."""
+    monkeypatch.delenv(pipes.BETWEEN_RUNS, raising=False)
+    monkeypatch.delenv(pipes.WORKER_OWN, raising=False)
+
+    def seen() -> dict[str, object]:
+        result = pipes.env_environment.run(executor="inline")
+        assert result.state == "success", result.error
+        return result.outputs["environment_seen"]  # type: ignore[no-any-return]
+
+    first = seen()
+    assert first["value"] is None and first["own"] is None
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    monkeypatch.setenv(pipes.BETWEEN_RUNS, "second run")
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.chdir(folder)
+    second = seen()
+    assert second["pid"] == first["pid"]  # the kept worker
+    assert (second["value"], second["cwd"], second["own"]) == (
+        "second run", str(folder), "set in the worker")
+    env_bin = Path(str(first["venv"])) / "bin"
+    assert str(second["path"]).split(os.pathsep)[:2] == [str(env_bin), str(folder)]
+    monkeypatch.delenv(pipes.BETWEEN_RUNS)
+    third = seen()
+    assert third["pid"] == first["pid"] and third["value"] is None
+    assert third["own"] == "set in the worker"
+
+
 def test_second_run_uses_the_cached_envs_without_building_and_caches_the_task(
         sqlite_env: Settings) -> None:
     first = pipes.conflicting_pins.run(executor="processes")

@@ -145,3 +145,23 @@ def far_future() -> str:
 @pipeline
 def missing_python() -> None:
     far_future()
+
+
+BETWEEN_RUNS, WORKER_OWN = "CADENZA_TEST_BETWEEN_RUNS", "CADENZA_TEST_WORKER_OWN"
+
+
+@task(requirements=["six==1.16.0"])
+def environment_seen() -> dict[str, object]:
+    """What the env worker sees; then it sets a variable of its own (as a library might)."""
+    import os
+
+    seen = {"value": os.environ.get(BETWEEN_RUNS), "cwd": os.getcwd(), "pid": os.getpid(),
+            "own": os.environ.get(WORKER_OWN), "path": os.environ["PATH"],
+            "venv": os.environ.get("VIRTUAL_ENV")}
+    os.environ[WORKER_OWN] = "set in the worker"
+    return seen
+
+
+@pipeline
+def env_environment() -> None:
+    environment_seen()

@@ -41,7 +41,9 @@ Workers are kept: after a call a worker goes back to its env's idle workers (up 
 MAX_IDLE_PER_ENV per env folder, each for up to IDLE_TIMEOUT_S) and runs the next call of that env, so the interpreter
 start and Cadenza's import (~250 ms) are paid once per worker, not per call (bench/envs.py:
 ~520 ms per call with a new process each time, ~1.4 ms with a kept worker, 0.4 ms on a
-`processes` pool worker). Calls go to a worker on its stdin (length-prefixed pickles);
+`processes` pool worker). Each call carries what the driver's environment variables and
+working directory changed by since the worker last ran one (`_EnvWorker.catch_up`), so a kept
+worker's task sees them as a task on inline does. Calls go to a worker on its stdin (length-prefixed pickles);
 outcomes come back on a pipe of their own (the task may write to fd 1 and 2; those go to a
 file whose tail explains a worker that died). A third pipe is never written: a watchdog thread
 in the worker kills the worker's process group at its EOF, so a driver killed with `kill -9`
@@ -82,7 +84,7 @@ import sys
 import sysconfig
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -460,6 +462,15 @@ BOOT = (
 )
 
 
+def _child_environ(env: Env, driver: Mapping[str, str]) -> dict[str, str]:
+    """An env worker's environment variables for the driver's `driver`: the env's packages
+    come first (no PYTHONPATH, PYTHONHOME), its bin first on PATH."""
+    child = {k: v for k, v in driver.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    child["VIRTUAL_ENV"] = str(env.path)
+    child["PATH"] = f"{env.path / 'bin'}{os.pathsep}{child.get('PATH', '')}"
+    return child
+
+
 class _EnvWorker:
     """A persistent child process on one env's interpreter: runs calls one at a time, kept
     idle between them (per env key) so that the interpreter start and Cadenza's import
@@ -469,10 +480,8 @@ class _EnvWorker:
         self.env = env
         self.out_path = env.path / ".children" / f"{os.getpid()}-{secrets.token_hex(4)}.out"
         self.out_path.parent.mkdir(exist_ok=True)
-        child_env = {k: v for k, v in os.environ.items()
-                     if k not in ("PYTHONPATH", "PYTHONHOME")}  # the env's packages come first
-        child_env["VIRTUAL_ENV"] = str(env.path)
-        child_env["PATH"] = f"{env.path / 'bin'}{os.pathsep}{child_env.get('PATH', '')}"
+        # the driver's variables and working directory the worker has last been given
+        self.driver_env = (dict(os.environ), os.getcwd())
         result_r, result_w = os.pipe()
         life_r, self._life_w = os.pipe()  # never written: its EOF tells the child we are gone
         try:
@@ -480,7 +489,8 @@ class _EnvWorker:
                 self.proc = subprocess.Popen(
                     [str(env.python), "-c", BOOT, str(result_w), str(life_r)],
                     stdin=subprocess.PIPE, stdout=out_fh, stderr=subprocess.STDOUT,
-                    pass_fds=(result_w, life_r), start_new_session=True, env=child_env)
+                    pass_fds=(result_w, life_r), start_new_session=True,
+                    env=_child_environ(env, self.driver_env[0]), cwd=self.driver_env[1])
         except BaseException:
             for fd in (result_r, self._life_w):
                 os.close(fd)
@@ -491,6 +501,20 @@ class _EnvWorker:
         self._result = os.fdopen(result_r, "rb")
         self.name = f"pid:{self.proc.pid}@{platform.node()} env:{env.key}"
         self.idle_since = time.monotonic()
+
+    def catch_up(self) -> tuple[dict[str, str], list[str], str] | None:
+        """What the driver's environment variables and working directory changed by since the
+        worker was last given them (None: nothing), sent with the next call: a kept worker's
+        task sees them as they are now, as on inline and threads."""
+        from cadenza.executors.processes.wire import environment_change
+
+        now = (dict(os.environ), os.getcwd())
+        if now == self.driver_env:
+            return None
+        changed, removed = environment_change(_child_environ(self.env, self.driver_env[0]),
+                                              _child_environ(self.env, now[0]))
+        self.driver_env = now
+        return changed, removed, now[1]
 
     def call(self, payload: bytes, on_start: Callable[[], None] | None = None) -> bytes | None:
         """Send one call, wait for its reply; None when the worker died first. `on_start`
@@ -639,8 +663,7 @@ def _run(call: TaskCall, child: _Child) -> TaskOutcome:
         logfile.say(f"using environment {env.key} (python {env.python_version}), "
                     f"{_packages(env.lock)}, from the cache")
     try:
-        payload = pickle.dumps((*_parent_paths(), pickle_fn(call),
-                                pickle_call(call, call.fn_key)), protocol=4)
+        parts = (*_parent_paths(), pickle_fn(call), pickle_call(call, call.fn_key))
     except Unpicklable as exc:
         return _with_env(_outcome(call, exc.error, began), env_metrics, logfile)
     with _running_lock:
@@ -655,6 +678,7 @@ def _run(call: TaskCall, child: _Child) -> TaskOutcome:
             pipeline=call.pipeline, task=call.label,
             hint=f"delete {env.path} so that it is built again"), kind=ErrorKind.WORKER_LOST)
         return _with_env(_outcome(call, error, began), env_metrics, logfile)
+    payload = pickle.dumps((*parts, worker.catch_up()), protocol=4)
     started = datetime.now(UTC)
     with _running_lock:
         child.proc = worker.proc
@@ -771,6 +795,7 @@ def child_loop(result_fd: int, life_fd: int, first: tuple[Any, ...]) -> None:
     from cadenza.executors.processes.wire import (
         CALL_FIELDS,
         PROTOCOL,
+        apply_environment,
         encode_outcome,
         error_info,
         fail_message,
@@ -791,8 +816,10 @@ def child_loop(result_fd: int, life_fd: int, first: tuple[Any, ...]) -> None:
 
     message: tuple[Any, ...] | None = first
     while message is not None:
-        paths, _sitedirs, fn_blob, call_blob = message
+        paths, _sitedirs, fn_blob, call_blob, environment = message
         sys.path.extend(p for p in paths if p not in sys.path)  # a server may add folders
+        if environment is not None:  # what the driver's changed by since this worker last ran
+            apply_environment(*environment)
         try:
             fn: Any = pickle.loads(fn_blob)
             if getattr(fn, "__module__", None) == "__main__":

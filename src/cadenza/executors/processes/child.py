@@ -28,6 +28,7 @@ from cadenza.executors.processes.wire import (
     PROTOCOL,
     READY,
     START_FRAME,
+    apply_environment,
     encode_outcome,
     error_info,
     fail_message,
@@ -124,14 +125,7 @@ def worker_main(conn: Connection, boot: tuple[Any, ...]) -> None:
                 raw_fns.pop(evict, None)
             continue
         if tag == "E":  # what the driver's environment changed by at a later run's start
-            _, changed, removed, cwd = msg
-            for key in removed:
-                os.environ.pop(key, None)
-            os.environ.update(changed)
-            try:
-                os.chdir(cwd)
-            except OSError:
-                pass  # the folder went away: the task sees the one it had
+            apply_environment(*msg[1:])
             continue
         if tag == "S":
             return

@@ -55,6 +55,7 @@ from cadenza.executors.processes.wire import (
     PROTOCOL,
     STOP_MSG,
     Unpicklable,
+    environment_change,
     pack_call,
     pickle_fn,
 )
@@ -575,11 +576,6 @@ class ProcessExecutor(Collector):
 def environment_message(old: tuple[dict[str, str], str] | None,
                         new: tuple[dict[str, str], str]) -> bytes:
     """The "E" message (wire.py) taking a worker from the driver's `old` (variables, cwd) to
-    `new`: only the variables the driver changed or removed, so what the worker's own tasks
-    or libraries set in it (a thread count, a device list) stays unless the driver changed
-    that variable too."""
-    before = old[0] if old is not None else {}
-    env, cwd = new
-    changed = {k: v for k, v in env.items() if before.get(k) != v}
-    removed = [k for k in before if k not in env]
-    return pickle.dumps(("E", changed, removed, cwd), protocol=PROTOCOL)
+    `new` (wire.environment_change: only what the driver changed)."""
+    changed, removed = environment_change(old[0] if old is not None else None, new[0])
+    return pickle.dumps(("E", changed, removed, new[1]), protocol=PROTOCOL)

@@ -4,6 +4,7 @@ renewal racing the run's own end (its final commit releases the lease) says noth
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,3 +107,36 @@ def test_a_store_that_stops_answering_is_warned_about_once_per_outage(caplog) ->
     assert "run r1: the store answers again; lease renewed" in infos
     assert "cancel requests are read again" in infos
     assert not beats._failing  # holding() left: nothing is remembered for the run
+
+
+def test_an_outage_reaching_the_end_of_the_lease_is_warned_about_again(caplog) -> None:
+    """The outage's first warning may be long past when the lease is about to end, which is
+    when another process may take the run over: that is said once more, per outage."""
+    beats = Heartbeats(renew_every_s=5.0)
+    store = GoneStore({"r1": Row("d1")})
+
+    def beat(down: bool, since_renewal: float) -> None:
+        store.down = down
+        h = beats._held["r1"]
+        if down:  # the clock: `since_renewal` seconds after the last renewal
+            h.renewed_at = time.monotonic() - since_renewal
+        h.next_renew = 0.0
+        beats._beat()
+
+    with caplog.at_level(logging.INFO, logger="cadenza"), beats.holding(store, "r1", "d1"):
+        lease = beats._held["r1"].lease_s
+        for t in (5.0, 10.0, lease - 11.0):  # more than two tries left: the outage said once
+            beat(True, t)
+        ending = [r.getMessage() for r in caplog.records if "could not be renewed for" in
+                  r.getMessage()]
+        assert ending == []
+        beat(True, lease - 9.0)
+        beat(True, lease - 4.0)
+        beat(True, lease + 1.0)
+        beat(False, 0.0)  # it answers: the next outage is warned about again
+        beat(True, lease - 1.0)
+    ending = [r for r in caplog.records if "could not be renewed for" in r.getMessage()]
+    assert len(ending) == 2 and all(r.levelno == logging.WARNING for r in ending)
+    assert "and ends in 9 s;" in ending[0].getMessage()
+    assert "cadenza resume" in ending[0].getMessage()
+    assert "and ends in 1 s;" in ending[1].getMessage()

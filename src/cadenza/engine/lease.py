@@ -61,6 +61,9 @@ class _Held:
     next_renew: float
     on_cancel: Callable[[], None] | None
     on_taken: Callable[[str], None] | None = None
+    lease_s: float = LEASE_S
+    renewed_at: float = 0.0  # monotonic: the lease's last renewal (or its taking)
+    warned_end: bool = False  # said in this outage that the lease is about to end
 
 
 class Heartbeats:
@@ -82,11 +85,13 @@ class Heartbeats:
         """Renew the run's lease while inside; call `on_cancel` (once, from this module's
         thread) if someone asks to cancel the run (`RunStore.request_cancel`), and
         `on_taken(holder)` (once) if another driver took the run over."""
-        every = self.renew_every_s or renew_every_s(lease_s())
+        lease = lease_s()
+        every = self.renew_every_s or renew_every_s(lease)
+        now = time.monotonic()
         with self._lock:
             self._held[run_id] = _Held(store=store, driver_id=driver_id, renew_every_s=every,
-                                       next_renew=time.monotonic() + every,
-                                       on_cancel=on_cancel, on_taken=on_taken)
+                                       next_renew=now + every, on_cancel=on_cancel,
+                                       on_taken=on_taken, lease_s=lease, renewed_at=now)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="cadenza-heartbeat",
                                                 daemon=True)
@@ -138,6 +143,7 @@ class Heartbeats:
         what = f"renew {run_id}"
         try:
             if h.store.renew_lease(run_id, h.driver_id):
+                h.renewed_at, h.warned_end = time.monotonic(), False
                 self._recovered(what, "run %s: the store answers again; lease renewed", run_id)
                 return
             with self._lock:
@@ -147,6 +153,7 @@ class Heartbeats:
         except Exception as exc:  # noqa: BLE001 - retried at the next beat
             self._failed(what, "run %s: could not renew lease (retried every %.1f s; said "
                          "once): %s", run_id, h.renew_every_s, exc)
+            self._lease_ending(run_id, h)
             return
         self._recovered(what, "run %s: the store answers again", run_id)
         if holder is not None and holder != h.driver_id:
@@ -158,6 +165,21 @@ class Heartbeats:
                     callback(holder)
                 except Exception:
                     log.exception("run %s: stopping after the takeover failed", run_id)
+
+    def _lease_ending(self, run_id: str, h: _Held) -> None:
+        """Said once per outage, when two more tries at most (a third of the lease at most)
+        are left before the lease ends; the outage's first warning may be long past by then.
+        Past the lease, another process may take the run over (`cadenza resume`, a
+        scheduler's recovery), and this driver then stops driving it."""
+        left = h.renewed_at + h.lease_s - time.monotonic()
+        if h.warned_end or left > min(2 * h.renew_every_s, h.lease_s / 3):
+            return
+        h.warned_end = True
+        when = f"ends in {left:.0f} s" if left > 0 else f"ended {-left:.0f} s ago"
+        log.warning("run %s: its lease could not be renewed for %.0f s and %s; after that "
+                    "another process (cadenza resume, a scheduler) may take the run over, and "
+                    "this driver stops. Fix: bring the store's database back (the run goes on "
+                    "if it answers in time)", run_id, time.monotonic() - h.renewed_at, when)
 
     def _failed(self, what: str, msg: str, *args: Any) -> None:
         """A warning the first time `what` fails; debug while it goes on failing."""

@@ -5,9 +5,13 @@ database together all succeed and create the schema once."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import multiprocessing
 import secrets
+import sqlite3
+import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,8 +26,9 @@ from cadenza.core.records import (
     WriteBatch,
 )
 from cadenza.core.states import RunState, TaskState
-from cadenza.store import open_store
+from cadenza.store import open_store, sqlite_conn
 from cadenza.store.tables import SCHEMA_REVISION
+from tests.fixtures.waiting import wait_for
 
 PROCESSES = 4
 BATCHES = 300
@@ -180,3 +185,37 @@ def test_processes_opening_a_new_database_together_all_succeed(db_url: str, open
         engine.dispose()
     assert [v for (v,) in versions] == [SCHEMA_REVISION]
     assert [tuple(p) for p in pools] == [("default", 8)]
+
+
+def test_switching_a_new_file_to_wal_waits_for_another_connections_write_lock(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """On a file not yet in WAL mode, SQLite fails the switch at once, without its busy
+    handler, while another connection holds the write lock: one of four processes opening a
+    new store together failed so in CI ("database is locked" in 60 ms). A connection opened
+    then waits for the lock to go, as for any other write."""
+    path = str(tmp_path / "new.db")
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("CREATE TABLE t (i INTEGER)")
+    other.execute("BEGIN IMMEDIATE")  # the write lock of a file in rollback-journal mode
+    other.execute("INSERT INTO t VALUES (1)")
+    opened: list[Any] = []
+
+    def open_it() -> None:
+        try:
+            opened.append(sqlite_conn.connect(path))
+        except BaseException as exc:  # noqa: BLE001 - the test fails on it below
+            opened.append(exc)
+
+    with caplog.at_level(logging.DEBUG, logger="cadenza.store.sqlite_conn"):
+        thread = threading.Thread(target=open_it)
+        thread.start()
+        wait_for(lambda: opened or "switching it to WAL again" in caplog.text,
+                 what="the new connection to try the switch")
+        other.execute("COMMIT")
+        thread.join(timeout=60)
+    other.close()
+    (conn,) = opened
+    assert isinstance(conn, sqlite3.Connection), conn
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("SELECT i FROM t").fetchall() == [(1,)]
+    conn.close()

@@ -4,6 +4,7 @@ renewal racing the run's own end (its final commit releases the lease) says noth
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,6 +114,7 @@ def test_an_outage_reaching_the_end_of_the_lease_is_warned_about_again(caplog) -
     """The outage's first warning may be long past when the lease is about to end, which is
     when another process may take the run over: that is said once more, per outage."""
     beats = Heartbeats(renew_every_s=5.0)
+    beats._loop = lambda: None  # type: ignore[method-assign]  # the test beats, not a thread
     store = GoneStore({"r1": Row("d1")})
 
     def beat(down: bool, since_renewal: float) -> None:
@@ -137,6 +139,6 @@ def test_an_outage_reaching_the_end_of_the_lease_is_warned_about_again(caplog) -
         beat(True, lease - 1.0)
     ending = [r for r in caplog.records if "could not be renewed for" in r.getMessage()]
     assert len(ending) == 2 and all(r.levelno == logging.WARNING for r in ending)
-    assert "and ends in 9 s;" in ending[0].getMessage()
+    left = [float(re.search(r"and ends in (\d+) s;", r.getMessage())[1]) for r in ending]
+    assert 7 <= left[0] <= 9 and 0 <= left[1] <= 1, ending  # a loaded machine: a second or two
     assert "cadenza resume" in ending[0].getMessage()
-    assert "and ends in 1 s;" in ending[1].getMessage()

@@ -170,16 +170,18 @@ class Heartbeats:
         """Said once per outage, when two more tries at most (a third of the lease at most)
         are left before the lease ends; the outage's first warning may be long past by then.
         Past the lease, another process may take the run over (`cadenza resume`, a
-        scheduler's recovery), and this driver then stops driving it."""
+        scheduler's recovery); this driver learns it at its next answer from the store."""
         left = h.renewed_at + h.lease_s - time.monotonic()
         if h.warned_end or left > min(2 * h.renew_every_s, h.lease_s / 3):
             return
         h.warned_end = True
         when = f"ends in {left:.0f} s" if left > 0 else f"ended {-left:.0f} s ago"
         log.warning("run %s: its lease could not be renewed for %.0f s and %s; after that "
-                    "another process (cadenza resume, a scheduler) may take the run over, and "
-                    "this driver stops. Fix: bring the store's database back (the run goes on "
-                    "if it answers in time)", run_id, time.monotonic() - h.renewed_at, when)
+                    "the run shows as crashed and another process (cadenza resume, a "
+                    "scheduler) may take it over; this driver stops its tasks when it next "
+                    "reaches the store and sees that. Fix: bring the database back; if no one "
+                    "has taken the run over by then, it goes on",
+                    run_id, time.monotonic() - h.renewed_at, when)
 
     def _failed(self, what: str, msg: str, *args: Any) -> None:
         """A warning the first time `what` fails; debug while it goes on failing."""

@@ -467,7 +467,7 @@ def _child_environ(env: Env, driver: Mapping[str, str]) -> dict[str, str]:
     come first (no PYTHONPATH, PYTHONHOME), its bin first on PATH."""
     child = {k: v for k, v in driver.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     child["VIRTUAL_ENV"] = str(env.path)
-    child["PATH"] = f"{env.path / 'bin'}{os.pathsep}{child.get('PATH', '')}"
+    child["PATH"] = os.pathsep.join(p for p in (str(env.path / "bin"), child.get("PATH")) if p)
     return child
 
 
@@ -476,12 +476,12 @@ class _EnvWorker:
     idle between them (per env key) so that the interpreter start and Cadenza's import
     (~250 ms on the bench VM) are paid once per worker, not once per call."""
 
-    def __init__(self, env: Env) -> None:
+    def __init__(self, env: Env, driver_env: tuple[dict[str, str], str | None]) -> None:
         self.env = env
         self.out_path = env.path / ".children" / f"{os.getpid()}-{secrets.token_hex(4)}.out"
         self.out_path.parent.mkdir(exist_ok=True)
         # the driver's variables and working directory the worker has last been given
-        self.driver_env = (dict(os.environ), os.getcwd())
+        self.driver_env = driver_env
         result_r, result_w = os.pipe()
         life_r, self._life_w = os.pipe()  # never written: its EOF tells the child we are gone
         try:
@@ -502,13 +502,13 @@ class _EnvWorker:
         self.name = f"pid:{self.proc.pid}@{platform.node()} env:{env.key}"
         self.idle_since = time.monotonic()
 
-    def catch_up(self) -> tuple[dict[str, str], list[str], str] | None:
+    def catch_up(self, now: tuple[dict[str, str], str | None]
+                 ) -> tuple[dict[str, str], list[str], str | None] | None:
         """What the driver's environment variables and working directory changed by since the
-        worker was last given them (None: nothing), sent with the next call: a kept worker's
-        task sees them as they are now, as on inline and threads."""
-        from cadenza.executors.processes.wire import environment_change
+        worker was last given them, to `now` (None: nothing), sent with the next call: a kept
+        worker's task sees them as they are now, as on inline and threads."""
+        from cadenza.executors.environ import environment_change
 
-        now = (dict(os.environ), os.getcwd())
         if now == self.driver_env:
             return None
         changed, removed = environment_change(_child_environ(self.env, self.driver_env[0]),
@@ -577,7 +577,7 @@ def _expired_locked(now: float) -> list[_EnvWorker]:
     return gone
 
 
-def _take_worker(env: Env) -> _EnvWorker:
+def _take_worker(env: Env, driver_env: tuple[dict[str, str], str | None]) -> _EnvWorker:
     while True:
         with _running_lock:
             expired = _expired_locked(time.monotonic())
@@ -586,7 +586,7 @@ def _take_worker(env: Env) -> _EnvWorker:
         for old in expired:
             old.discard()
         if worker is None:
-            return _EnvWorker(env)
+            return _EnvWorker(env, driver_env)
         if worker.proc.poll() is None:
             return worker
         worker.discard()  # died while idle (OOM killer, kill): start another
@@ -670,15 +670,20 @@ def _run(call: TaskCall, child: _Child) -> TaskOutcome:
         stopped = child.stop_reason
     if stopped is not None:
         return _with_env(_stopped(call, stopped, began, None), env_metrics, logfile)
+    # Taken before the worker: nothing between taking a worker and its call may raise (the
+    # worker would be neither given back nor stopped).
+    from cadenza.executors.environ import driver_environment
+
+    driver_env = driver_environment()
     try:
-        worker = _take_worker(env)
+        worker = _take_worker(env, driver_env)
     except OSError as exc:
         error = describe_exception(WorkerLost(
             f"could not start the environment's python {env.python}: {exc}",
             pipeline=call.pipeline, task=call.label,
             hint=f"delete {env.path} so that it is built again"), kind=ErrorKind.WORKER_LOST)
         return _with_env(_outcome(call, error, began), env_metrics, logfile)
-    payload = pickle.dumps((*parts, worker.catch_up()), protocol=4)
+    payload = pickle.dumps((*parts, worker.catch_up(driver_env)), protocol=4)
     started = datetime.now(UTC)
     with _running_lock:
         child.proc = worker.proc
@@ -790,12 +795,12 @@ def _watch_parent(life_fd: int) -> None:
 def child_loop(result_fd: int, life_fd: int, first: tuple[Any, ...]) -> None:
     """The worker's main, after BOOT set up sys.path: run calls until stdin closes."""
     from cadenza.executors import worker
+    from cadenza.executors.environ import apply_environment
     from cadenza.executors.processes.lifeline import start_guard
     from cadenza.executors.processes.main_module import adopt_main_names
     from cadenza.executors.processes.wire import (
         CALL_FIELDS,
         PROTOCOL,
-        apply_environment,
         encode_outcome,
         error_info,
         fail_message,

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -41,6 +41,7 @@ from cadenza.core.errors import (
 from cadenza.core.results import ErrorInfo, ErrorKind, ValueRef
 from cadenza.core.task_secrets import Masker, Secrets
 from cadenza.executors.base import TaskCall, TaskOutcome, describe_exception
+from cadenza.executors.environ import overriding
 
 log = logging.getLogger(__name__)
 
@@ -272,23 +273,6 @@ def _deadline(timeout_s: float | None) -> Iterator[None]:
 
 
 @contextmanager
-def _environment(env: Mapping[str, str]) -> Iterator[None]:
-    if not env:
-        yield
-        return
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-@contextmanager
 def _tracking(call: TaskCall, ctx: TaskContext) -> Iterator[None]:
     """Run inside the tracker's task scope (a nested MLflow run, say). A tracker that breaks
     is reported in the task log and, unless it asks to fail, does not fail the task."""
@@ -484,7 +468,7 @@ def execute(
                     # each (a chained inline step's whole overhead is ~250 us).
                     value = call.fn(*args, **kwargs)
                 else:
-                    with _environment(call.env), _tracking(call, ctx):
+                    with overriding(call.env), _tracking(call, ctx):
                         if enforce_timeout:
                             called_at = time.monotonic()
                             with _deadline(call.timeout_s):

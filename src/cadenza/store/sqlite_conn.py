@@ -22,6 +22,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -126,11 +127,32 @@ def configure(conn: sqlite3.Connection, *, memory: bool = False) -> None:
     try:
         cur.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
         if not memory:
-            cur.execute("PRAGMA journal_mode = WAL")
+            _to_wal(cur)
         cur.execute("PRAGMA synchronous = NORMAL")
         cur.execute("PRAGMA foreign_keys = ON")
     finally:
         cur.close()
+
+
+def _to_wal(cur: sqlite3.Cursor) -> None:
+    """`PRAGMA journal_mode = WAL`, waiting up to the busy timeout. On a file not yet in WAL
+    mode the switch fails at once, without SQLite's busy handler, while another connection
+    holds the write lock (its deadlock rule): processes creating a store together each
+    switch the new file, and one of them failed with "database is locked" in 60 ms (the
+    error's hint then blamed a lock held for 30 s)."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    pause = 0.001
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() + pause > deadline:
+                raise
+            log.debug("the store's file is locked by another connection; switching it to "
+                      "WAL again in %.3f s", pause)
+        time.sleep(pause)  # as SQLite's busy handler does between its tries
+        pause = min(pause * 2, 0.05)
 
 
 def connect(path: str) -> sqlite3.Connection:

@@ -22,13 +22,13 @@ from typing import Any
 
 from cadenza.core.results import ErrorInfo, ErrorKind
 from cadenza.executors.base import TaskOutcome
+from cadenza.executors.environ import apply_environment, environment_change
 from cadenza.executors.processes.main_module import adopt_main_names, stand_in_for_main
 from cadenza.executors.processes.wire import (
     HOSTNAME,
     PROTOCOL,
     READY,
     START_FRAME,
-    apply_environment,
     encode_outcome,
     error_info,
     fail_message,
@@ -48,16 +48,6 @@ def _watch_parent(sentinel: int) -> None:
         os._exit(1)
 
 
-def _apply_environment(env: dict[str, str]) -> None:
-    # forkserver children inherit the server's environment as of its start, not the driver's
-    # current one; make the worker see what the driver sees now.
-    for key in [k for k in os.environ if k not in env]:
-        del os.environ[key]
-    for key, value in env.items():
-        if os.environ.get(key) != value:
-            os.environ[key] = value
-
-
 def worker_main(conn: Connection, boot: tuple[Any, ...]) -> None:
     """Entry point of a worker process: load functions, run calls, send outcomes back."""
     from cadenza.executors.processes.lifeline import die_with_forkserver, start_guard
@@ -68,11 +58,9 @@ def worker_main(conn: Connection, boot: tuple[Any, ...]) -> None:
     except OSError:
         pass  # stays in the driver's group: kills then reach only this process
     sys.path[:] = sys_path
-    try:
-        os.chdir(cwd)
-    except OSError:
-        pass  # the driver's folder went away; the task sees the inherited one
-    _apply_environment(env)
+    # forkserver children inherit the server's environment as of its start, not the driver's
+    # current one: the worker sees what the driver sees now
+    apply_environment(*environment_change(dict(os.environ), env), cwd)
     stand_in_for_main(*main_identity)
     parent = multiprocessing.parent_process()
     if parent is not None and parent.pid is not None:

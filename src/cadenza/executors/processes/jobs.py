@@ -94,7 +94,7 @@ class Worker:
         self.eof = False  # its pipe is closed: wait on the sentinel only
         # The (variables, cwd) it was last given, and the message giving it newer ones, sent
         # before its next call (pool.py, `preflight`).
-        self.environment: tuple[dict[str, str], str] | None = None
+        self.environment: tuple[dict[str, str], str | None] | None = None
         self.environment_msg: bytes | None = None
 
 

@@ -29,6 +29,7 @@ import cloudpickle  # type: ignore[import-untyped,unused-ignore]  # noqa: F401
 from cadenza.core import clock
 from cadenza.core.errors import ConfigError
 from cadenza.executors.base import Outcomes, Sink, TaskCall, TaskOutcome
+from cadenza.executors.environ import driver_environment, environment_change
 from cadenza.executors.processes.child import worker_main
 from cadenza.executors.processes.collector import KILL_GRACE_S, Collector
 from cadenza.executors.processes.forkserver import (
@@ -55,7 +56,6 @@ from cadenza.executors.processes.wire import (
     PROTOCOL,
     STOP_MSG,
     Unpicklable,
-    environment_change,
     pack_call,
     pickle_fn,
 )
@@ -151,7 +151,7 @@ class ProcessExecutor(Collector):
         # The driver's environment variables and working directory as of the latest run's
         # start (`preflight`): what workers boot with, and what a kept worker is given before
         # its next call when it has older ones (a notebook that set a variable between runs).
-        self._environment: tuple[dict[str, str], str] | None = None
+        self._environment: tuple[dict[str, str], str | None] | None = None
         # Counters, for tests and bench/.
         self._isolated: set[tuple[str, str, int]] = set()  # calls in envs (executors/envs.py)
         self.fn_sends = 0
@@ -298,7 +298,9 @@ class ProcessExecutor(Collector):
         are now, as on inline and threads: kept workers get what changed before their next
         call. One snapshot per pool: runs driven at once in one process (a scheduler, the
         server) share the latest run's."""
-        environment = (dict(os.environ), os.getcwd())
+        with self._lock:
+            last = self._environment
+        environment = driver_environment(last[1] if last is not None else None)
         with self._lock:
             if self._environment != environment:  # kept as is when equal: workers compare
                 self._environment = environment  # it by identity before each call
@@ -519,7 +521,7 @@ class ProcessExecutor(Collector):
         ours, theirs = self._ctx.Pipe(duplex=True)
         sys_path = list(sys.path)
         if self._environment is None:
-            self._environment = (dict(os.environ), os.getcwd())
+            self._environment = driver_environment()
         environment = self._environment
         env, cwd = environment
         boot = (sys_path, cwd, env, EXECUTE_TARGET, main_identity())
@@ -573,9 +575,9 @@ class ProcessExecutor(Collector):
             self._follow.notify()
 
 
-def environment_message(old: tuple[dict[str, str], str] | None,
-                        new: tuple[dict[str, str], str]) -> bytes:
+def environment_message(old: tuple[dict[str, str], str | None] | None,
+                        new: tuple[dict[str, str], str | None]) -> bytes:
     """The "E" message (wire.py) taking a worker from the driver's `old` (variables, cwd) to
-    `new` (wire.environment_change: only what the driver changed)."""
+    `new` (environ.environment_change: only what the driver changed)."""
     changed, removed = environment_change(old[0] if old is not None else None, new[0])
     return pickle.dumps(("E", changed, removed, new[1]), protocol=PROTOCOL)

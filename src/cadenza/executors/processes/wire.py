@@ -10,11 +10,10 @@ What does not: processes and pipes (`pool.py`), the worker's loop (`child.py`).
 from __future__ import annotations
 
 import operator
-import os
 import pickle
 import socket
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -145,7 +144,7 @@ def packed_label(values: tuple[Any, ...]) -> str:
 #   ("E", changed, removed, cwd)                  the driver's environment variables that
 #                                                 changed (dict) or went (list) since the
 #                                                 worker last got them, and its working
-#                                                 directory (environment_change)
+#                                                 directory (executors/environ.py)
 #   ("C", wire_key, fields)                       run this call
 #   ("S",)                                        stop
 # worker -> driver:
@@ -158,27 +157,6 @@ READY = "ready"
 START_FRAME = b""
 STOP_MSG = pickle.dumps(("S",), protocol=pickle.HIGHEST_PROTOCOL)
 PROTOCOL = pickle.HIGHEST_PROTOCOL
-
-
-def environment_change(old: Mapping[str, str] | None, new: Mapping[str, str]
-                       ) -> tuple[dict[str, str], list[str]]:
-    """The variables a worker must set and drop to go from the driver's `old` environment to
-    its `new` one: only what the driver changed, so what the worker's own tasks or libraries
-    set (a thread count, a device list) stays unless the driver changed that variable too."""
-    before = old if old is not None else {}
-    return ({k: v for k, v in new.items() if before.get(k) != v},
-            [k for k in before if k not in new])
-
-
-def apply_environment(changed: Mapping[str, str], removed: Iterable[str], cwd: str) -> None:
-    """Worker side of `environment_change`, and the driver's working directory."""
-    for key in removed:
-        os.environ.pop(key, None)
-    os.environ.update(changed)
-    try:
-        os.chdir(cwd)
-    except OSError:
-        pass  # the folder went away: the task sees the one it had
 
 
 def fail_message(error: ErrorInfo, *, drop_fn: bool = False) -> bytes:

@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 
 from cadenza.engine.api import run_pipeline
-from tests.fixtures.browser import shot
+from tests.fixtures.browser import HeldAnswer, shot
 from tests.fixtures.server import LiveServer
-from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -120,17 +119,9 @@ def test_a_refresh_answered_after_a_newer_read_never_shows(
     assert row.get_by_test_id("next-run").inner_text() == "due now"
 
     list_url = re.compile(r"/api/v1/pipelines(\?.*)?$")
-    held: list[tuple[Any, Any]] = []
-
-    def hold(route: Any) -> None:
-        if held:
-            route.continue_()
-        else:
-            held.append((route, route.fetch()))  # the answer as of now: not paused
-
-    page.route(list_url, hold)
+    late = HeldAnswer(page, list_url)  # the answer as of now: not paused
     page.clock.run_for(5_000)  # the page's refresh timer fires
-    wait_for(lambda: (page.evaluate("0"), held)[1], what="the refresh to be sent")
+    late.wait()
 
     row.locator(".switch").click()  # pause: saved, then the list is read again
     page.wait_for_function(
@@ -145,9 +136,7 @@ def test_a_refresh_answered_after_a_newer_read_never_shows(
             {subtree: true, childList: true, characterData: true});
     }""")
 
-    (route, stale), = held
-    with page.expect_request_finished(lambda r: list_url.search(r.url) is not None):
-        route.fulfill(response=stale)
+    late.release()
 
     # A later refresh, marked, shows: the stale answer came and went before it.
     def marked(route: Any) -> None:
@@ -157,7 +146,6 @@ def test_a_refresh_answered_after_a_newer_read_never_shows(
                 p["tags"] = [*p.get("tags", []), "refreshed"]
         route.fulfill(json=body)
 
-    page.unroute(list_url, hold)
     page.route(list_url, marked)
     page.clock.run_for(5_000)
     row.locator(".chip", has_text="refreshed").wait_for()

@@ -6,6 +6,7 @@ errors and parameters shown. No console errors."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 
 from cadenza.core.states import STATE_COLOURS
 from cadenza.engine.api import run_pipeline
-from tests.fixtures.browser import PAINTED, shot
+from tests.fixtures.browser import PAINTED, HeldAnswer, shot
 from tests.fixtures.server import LiveServer
 from tests.fixtures.waiting import wait_for
 
@@ -149,3 +150,46 @@ def test_a_failed_run_filters_its_tasks_by_state(ui_server: LiveServer, ui_page:
     page.get_by_label("Run state").select_option("success")
     page.wait_for_url(re.compile(r"state=success"))
     page.get_by_text("No run in this state.").wait_for()
+
+
+def test_a_late_refresh_of_the_runs_list_never_shows_under_a_newer_filter(
+        ui_server: LiveServer, ui_page: Any, tmp_path: Path) -> None:
+    """The runs list is read again every 5 s. A refresh of all runs sent before a state was
+    picked, and answered after the filtered list, must not put every run back under the
+    filter (it did: each answer replaced the rows as it came)."""
+    failed = run_now(ui_server, "flaky", gate=str(tmp_path / "missing-gate"))
+    ok = run_now(ui_server, "plain")
+    page = ui_page
+    page.clock.install()
+    page.clock.pause_at(datetime.now(UTC) + timedelta(seconds=1))
+    page.goto(f"{ui_server.base_url}/runs")
+    table = page.get_by_test_id("runs")
+    table.locator(f'tr[data-run="{ok}"]').wait_for()
+    runs_url = re.compile(r"/api/v1/runs\?")
+    late = HeldAnswer(page, runs_url)  # every run, as of now
+    page.clock.run_for(5_000)
+    late.wait()
+
+    page.get_by_label("Run state").select_option("failed")
+    table.locator(f'tr[data-run="{failed}"]').wait_for()
+    wait_for(lambda: table.locator("tbody tr").count() == 1, what="the list filtered to failed")
+    page.evaluate("""() => {
+        window.seen = [];
+        const table = document.querySelector('[data-testid=runs]');
+        new MutationObserver(() => window.seen.push(
+            [...table.querySelectorAll('tbody tr')].map(r => r.dataset.run))).observe(
+            table, {subtree: true, childList: true});
+    }""")
+    late.release()
+
+    # A later refresh, marked, shows: the late answer came and went before it.
+    def marked(route: Any) -> None:
+        body = route.fetch().json()
+        body["items"].append(dict(body["items"][0], run_id="marked"))
+        route.fulfill(json=body)
+
+    page.route(runs_url, marked)
+    page.clock.run_for(5_000)
+    table.locator('tr[data-run="marked"]').wait_for()
+    seen = page.evaluate("window.seen")
+    assert all(ok not in rows for rows in seen), f"the filtered list showed {seen}"

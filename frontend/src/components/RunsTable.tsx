@@ -1,6 +1,7 @@
-import { useEffect, useState } from "react";
+import { useEffect, useRef, useState } from "react";
 import { Link } from "react-router";
 import { api, type Page, type RunOut } from "../api/client";
+import { useNewest } from "../api/hooks";
 import { fmtDate, fmtDuration, shortId } from "../format";
 import { ErrorBox } from "./ErrorBox";
 import { StateBadge } from "./State";
@@ -12,10 +13,18 @@ export function RunsTable({ query, showPipeline = true }: { query: string; showP
   const [error, setError] = useState<Error | null>(null);
   const [loaded, setLoaded] = useState(false);
 
+  // Answers are shown newest-sent first only, and only for the filter shown now: a refresh of
+  // the unfiltered list answered after a filter was picked put every run back under it.
+  const newest = useNewest();
+  const shown = useRef(query);
+  shown.current = query;
   const load = (after: string | null, reset: boolean) => {
     const sep = query ? "&" : "";
+    const n = newest.next();
+    const asked = query;
     api<Page<RunOut>>(`/runs?${query}${sep}limit=50${after ? `&cursor=${encodeURIComponent(after)}` : ""}`).then(
       (page) => {
+        if (asked !== shown.current || !newest.take(n)) return;
         setRuns((old) => (reset ? page.items : [...old, ...page.items]));
         setCursor(page.next_cursor ?? null);
         setError(null);

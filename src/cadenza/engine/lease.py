@@ -171,7 +171,8 @@ class Heartbeats:
         are left before the lease ends; the outage's first warning may be long past by then.
         Past the lease, another process may take the run over (`cadenza resume`, a
         scheduler's recovery); this driver learns it at its next answer from the store."""
-        left = h.renewed_at + h.lease_s - time.monotonic()
+        since = time.monotonic() - h.renewed_at
+        left = h.lease_s - since
         if h.warned_end or left > min(2 * h.renew_every_s, h.lease_s / 3):
             return
         h.warned_end = True
@@ -181,7 +182,7 @@ class Heartbeats:
                     "scheduler) may take it over; this driver stops its tasks when it next "
                     "reaches the store and sees that. Fix: bring the database back; if no one "
                     "has taken the run over by then, it goes on",
-                    run_id, time.monotonic() - h.renewed_at, when)
+                    run_id, since, when)
 
     def _failed(self, what: str, msg: str, *args: Any) -> None:
         """A warning the first time `what` fails; debug while it goes on failing."""

@@ -38,19 +38,20 @@ value), so an env on another Python minor version works too, for tasks whose fun
 importable by module (functions of `__main__` travel as bytecode, which is per version).
 
 Workers are kept: after a call a worker goes back to its env's idle workers (up to
-MAX_IDLE_PER_ENV per env folder, each for up to IDLE_TIMEOUT_S) and runs the next call of that env, so the interpreter
-start and Cadenza's import (~250 ms) are paid once per worker, not per call (bench/envs.py:
-~520 ms per call with a new process each time, ~1.4 ms with a kept worker, 0.4 ms on a
-`processes` pool worker). Each call carries what the driver's environment variables and
-working directory changed by since the worker last ran one (`_EnvWorker.catch_up`), so a kept
-worker's task sees them as a task on inline does. Calls go to a worker on its stdin (length-prefixed pickles);
-outcomes come back on a pipe of their own (the task may write to fd 1 and 2; those go to a
-file whose tail explains a worker that died). A third pipe is never written: a watchdog thread
-in the worker kills the worker's process group at its EOF, so a driver killed with `kill -9`
-leaves no task running. A timeout (counted from the call reaching the worker, not from the
-build) or a cancel kills the worker's process group (SIGTERM, then SIGKILL) and the worker is
-not kept; one that dies without an outcome is a lost worker, retried per the task's policy.
-Executors' shutdown (and the process's exit) stops idle workers.
+MAX_IDLE_PER_ENV per env folder, each for up to IDLE_TIMEOUT_S) and runs the next call of that
+env, so the interpreter start and Cadenza's import (~250 ms) are paid once per worker, not per
+call (bench/envs.py: ~520 ms per call with a new process each time, ~1.4 ms with a kept
+worker, 0.4 ms on a `processes` pool worker). Each call carries what the driver's environment
+variables and working directory changed by since the worker last ran one
+(`_EnvWorker.catch_up`), so a kept worker's task sees them as a task on inline does. Calls go
+to a worker on its stdin (length-prefixed pickles); outcomes come back on a pipe of their own
+(the task may write to fd 1 and 2; those go to a file whose tail explains a worker that died).
+A third pipe is never written: a watchdog thread in the worker kills the worker's process
+group at its EOF, so a driver killed with `kill -9` leaves no task running. A timeout (counted
+from the call reaching the worker, not from the build) or a cancel kills the worker's process
+group (SIGTERM, then SIGKILL) and the worker is not kept; one that dies without an outcome is
+a lost worker, retried per the task's policy. Executors' shutdown (and the process's exit)
+stops idle workers.
 
 The attempt records its env (metrics rows of kind "env": `env` the key, `env.python` the
 interpreter version, `env.lock` the `uv pip freeze` of the env). The task's cache key holds

@@ -86,6 +86,7 @@ def test_failed_attempts_error_traceback_and_log_search(
     lines = page.get_by_test_id("log").locator(".log-line")
     wait_for(lambda: lines.count() == 1, what="the log filtered to the one matching line")
     assert page.get_by_test_id("log").locator("mark").inner_text() == "about to"
+    page.get_by_text("1 line", exact=True).wait_for()  # the count of matching lines
     shot(page, tmp_path, "task-instance-failed")
 
     # The Gantt draws both attempts: the first in up_for_retry's colour, the second failed.

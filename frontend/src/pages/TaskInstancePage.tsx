@@ -196,7 +196,7 @@ function Log({ base, mapIndex, attempt, search, onSearch }: { base: string; mapI
         {info && info.start > 0 && <span className="muted small">the last {Math.round(TAIL / 1024)} KiB of {Math.round(info.size / 1024)} KiB</span>}
         <span className="spacer" />
         <input type="search" placeholder="Search the log" aria-label="Search the log" value={search} onChange={(e) => onSearch(e.target.value)} />
-        {needle && <span className="muted small">{lines.length} lines</span>}
+        {needle && <span className="muted small">{lines.length} {lines.length === 1 ? "line" : "lines"}</span>}
       </div>
       {error ? (
         <p className="muted">{error.message}</p>
